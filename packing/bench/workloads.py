@@ -1,0 +1,106 @@
+"""Benchmark workloads: lists of request features with realistic length mixes.
+
+* ``seed`` — lengths from N(seq_len/2, seq_len/2) rounded and clipped to
+  [1, seq_len] with a fixed RNG seed (N(128, 128) for 256, as in the PopRT example);
+  token ids are random words framed as ``[CLS] question [SEP] context [SEP]``.
+* ``squad:FILE`` — real SQuAD v1.1 JSON: question + context tokenized with the model's
+  tokenizer, context truncated to the sequence length (no windows: one feature each).
+* ``lengths:FILE`` — a JSON list of lengths, filled with random words like ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from packing.runtime.features import Features
+
+DEFAULT_SEED = 2022
+
+
+def seed_lengths(n: int, seq_len: int = 256, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """``n`` lengths from N(seq_len/2, seq_len/2), rounded and clipped to [1, seq_len]."""
+    rng = np.random.default_rng(seed)
+    half = seq_len / 2
+    return np.clip(np.rint(rng.normal(half, half, size=n)), 1, seq_len).astype(np.int64)
+
+
+def synthetic_features(lengths, vocab_size: int, type_vocab_size: int = 2,
+                       seed: int = DEFAULT_SEED) -> list[Features]:
+    """Random-word features of the given lengths framed like a QA pair.
+
+    With a BERT vocabulary (>= 30522 ids) special tokens are [CLS]=101 and [SEP]=102
+    and words come from ids >= 1000; the first quarter (at most 64 tokens) is the
+    question (token type 0), the rest the context (type 1 when the model has it).
+    """
+    rng = np.random.default_rng(seed + 1)
+    big = vocab_size >= 30522
+    cls_id, sep_id = (101, 102) if big else (min(1, vocab_size - 1), min(2, vocab_size - 1))
+    low = 1000 if big else min(3, vocab_size - 1)
+    out = []
+    for n in np.asarray(lengths, dtype=np.int64):
+        n = int(n)
+        ids = rng.integers(low, vocab_size, size=n)
+        types = np.zeros(n, dtype=np.int64)
+        ids[0] = cls_id
+        q = min(64, max(1, n // 4))
+        if n > 2:
+            ids[q] = sep_id
+            ids[-1] = sep_id
+            if type_vocab_size > 1:
+                types[q + 1:] = 1
+        out.append(Features(ids.astype(np.int64), types))
+    return out
+
+
+def squad_questions(path: str | Path) -> list[tuple[str, str, str]]:
+    """``(id, question, context)`` for every question of a SQuAD v1.1/v2 JSON file."""
+    data = json.loads(Path(path).read_text())
+    out = []
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                out.append((qa["id"], qa["question"], para["context"]))
+    return out
+
+
+def squad_features(path: str | Path, model_dir: str | Path, n: int, seq_len: int,
+                   seed: int = DEFAULT_SEED) -> list[Features]:
+    """``n`` questions sampled (fixed seed) from a SQuAD file, tokenized for ``model_dir``."""
+    from transformers import AutoTokenizer
+
+    qs = squad_questions(path)
+    if not qs:
+        raise ValueError(f"{path} holds no questions")
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(qs), size=n, replace=n > len(qs))
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    enc = tok([qs[i][1] for i in picks], [qs[i][2] for i in picks], truncation="only_second",
+              max_length=seq_len, return_token_type_ids=True)
+    return [Features(np.array(ids, dtype=np.int64), np.array(tt, dtype=np.int64))
+            for ids, tt in zip(enc["input_ids"], enc["token_type_ids"])]
+
+
+def load_workload(spec: str, n: int, model_dir: str | Path, seq_len: int, vocab_size: int,
+                  type_vocab_size: int = 2, seed: int = DEFAULT_SEED) -> list[Features]:
+    """Features for a workload spec: ``seed``, ``squad:FILE`` or ``lengths:FILE``."""
+    if n < 1:
+        raise ValueError(f"--samples must be >= 1, got {n}")
+    if spec == "seed":
+        return synthetic_features(seed_lengths(n, seq_len, seed), vocab_size, type_vocab_size, seed)
+    kind, _, arg = spec.partition(":")
+    if kind == "squad" and arg:
+        return squad_features(arg, model_dir, n, seq_len, seed)
+    if kind == "lengths" and arg:
+        lengths = np.asarray(json.loads(Path(arg).read_text()), dtype=np.int64).reshape(-1)
+        if lengths.size == 0:
+            raise ValueError(f"{arg}: empty list of lengths")
+        bad = np.flatnonzero((lengths < 1) | (lengths > seq_len))
+        if bad.size:
+            raise ValueError(f"{arg}: length {lengths[bad[0]]} at index {bad[0]} is outside "
+                             f"[1, {seq_len}]")
+        lengths = np.resize(lengths, n)  # repeat the list to n samples
+        return synthetic_features(lengths, vocab_size, type_vocab_size, seed)
+    raise ValueError(f"unknown workload {spec!r}; use seed, squad:FILE or lengths:FILE")

@@ -1,0 +1,91 @@
+"""``packed-bert``: prepare model folders and benchmark the run modes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from packing.bench.modes import MODES
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from packing.model.prepare import prepare
+
+    prepare(args.model, args.out, seq_len=args.seq_len, batch_size=args.batch_size,
+            max_valid_num=args.max_valid_num, seed=args.seed, check=not args.no_check)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from packing.bench.bench import bench, plot
+    from packing.bench.workloads import load_workload
+    from packing.model.manifest import Manifest
+
+    manifest = Manifest.read(args.model_dir)
+    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
+                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    modes = args.modes or list(MODES)
+    report = bench(args.model_dir, data, args.workload, modes=modes, threads=args.threads,
+                   concurrency=args.concurrency, timeout_s=args.timeout_s,
+                   check_samples=args.check_samples, progress=not args.no_progress)
+    if args.json:
+        Path(args.json).write_text(report.to_json() + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="packed-bert", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("prepare", help="write the three ONNX graphs, tokenizer and manifest")
+    pr.add_argument("--model", required=True,
+                    help="hub id, local transformers folder, random:tiny or random:base")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--seq-len", type=int, default=256)
+    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--max-valid-num", type=int, default=40,
+                    help="max sequences in one packed batch")
+    pr.add_argument("--seed", type=int, default=0, help="seed of random:* weights")
+    pr.add_argument("--no-check", action="store_true",
+                    help="skip the packed-vs-original logit check")
+    pr.set_defaults(func=_prepare)
+
+    b = sub.add_parser("bench", help="run every mode on one workload and compare")
+    b.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    b.add_argument("--samples", type=int, default=1024)
+    b.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    b.add_argument("--modes", nargs="+", choices=list(MODES), metavar="MODE",
+                   help=f"subset of: {' '.join(MODES)}")
+    b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    b.add_argument("--concurrency", type=int, default=None,
+                   help="client threads for online modes (default 2 x max_valid_num)")
+    b.add_argument("--timeout-s", type=float, default=0.01,
+                   help="online packer: send a batch once its oldest request waited this long")
+    b.add_argument("--check-samples", type=int, default=16,
+                   help="requests checked against a solo run in every mode")
+    b.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
+    b.add_argument("--json", help="write the full report here")
+    b.add_argument("--plot", help="write a PNG of throughput and p99 latency here")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"packed-bert {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""ONNX graphs of BERT-for-QA in the three layouts the runners use.
+
+All three graphs are written node by node with ``onnx.helper`` from the same weights:
+no torch export, no graph surgery. Their initializers are *external data* that point
+straight into the model folder's ``model.safetensors`` (float32, Hugging Face names),
+so the three graphs share one copy of the weights on disk. Transposes of the Linear
+weights and the Q/K/V concatenation are constant-folded by ONNX Runtime at load.
+
+Inputs and outputs (all ids int64, logits float32):
+
+``original`` (padded, the spec's model with ``position_ids`` added)
+    input_ids, attention_mask (1 real / 0 pad), token_type_ids, position_ids: [batch, seq]
+    -> start_logits, end_logits: [batch, seq]
+
+``attention_mask`` (rows of packed sequences; PopRT's ``insert_attention_mask``)
+    the same inputs, but ``attention_mask`` holds per-row segment ids 1, 2, 3 ... and 0
+    for padding; a token attends only to tokens of its own segment (block-diagonal).
+
+``unpack_repack`` (padding-free: dense layers run on real tokens only)
+    input_ids, token_type_ids, position_ids: [tokens]  (sequences end to end)
+    unpack_index: [rows, width] flat token index of each slot of the attention rows
+        (sequences re-packed whole into rows of ``width``; padding slots point at token 0)
+    segment_ids: [rows, width] 1, 2, 3 ... per sequence within a row, 0 for padding
+    repack_index: [tokens] index of each token in the flattened [rows * width] view
+    -> start_logits, end_logits: [tokens]
+    Per layer, the fused Q/K/V projection runs on the real tokens only, is gathered
+    into the attention rows, and the context is gathered back to the token axis.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .weights import BertDims, weight_names
+
+KINDS = ("original", "attention_mask", "unpack_repack")
+OPSET = 17
+MASK_VALUE = -10000.0  # additive bias for disallowed keys (finite: fully masked rows stay NaN-free)
+WEIGHTS_FILE = "model.safetensors"
+
+
+def safetensors_offsets(path: Path) -> dict[str, tuple[str, list[int], int, int]]:
+    """Map tensor name -> (dtype, shape, absolute byte offset, byte length) in a safetensors file."""
+    with open(path, "rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(header_len))
+    base = 8 + header_len
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = meta["data_offsets"]
+        out[name] = (meta["dtype"], meta["shape"], base + begin, end - begin)
+    return out
+
+
+def external_initializers(weights_path: Path, names: list[str]) -> list[TensorProto]:
+    """Initializers for ``names`` whose data stays in ``weights_path`` (float32 safetensors)."""
+    table = safetensors_offsets(weights_path)
+    out = []
+    for name in names:
+        dtype, shape, offset, length = table[name]
+        if dtype != "F32":
+            raise ValueError(f"{weights_path}: tensor {name} is {dtype}, graphs need F32")
+        t = TensorProto()
+        t.name = name
+        t.data_type = TensorProto.FLOAT
+        t.dims.extend(shape)
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", weights_path.name), ("offset", str(offset)),
+                           ("length", str(length))):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        out.append(t)
+    return out
+
+
+class _Builder:
+    """Small helper that names nodes and collects them."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.consts: list[TensorProto] = []
+        self._n = 0
+
+    def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
+        self._n += 1
+        outs = [f"{op_type.lower()}_{self._n}_{k}" for k in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def const(self, value, dtype=np.int64) -> str:
+        self._n += 1
+        name = f"const_{self._n}"
+        self.consts.append(onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def linear(self, x: str, prefix: str) -> str:
+        """x @ W.T + b for a torch Linear stored as W [out, in]."""
+        wt = self.op("Transpose", [prefix + ".weight"], perm=[1, 0])
+        return self.op("Add", [self.op("MatMul", [x, wt]), prefix + ".bias"])
+
+    def layer_norm(self, x: str, prefix: str, eps: float) -> str:
+        return self.op("LayerNormalization", [x, prefix + ".weight", prefix + ".bias"],
+                       axis=-1, epsilon=eps)
+
+    def gelu(self, x: str) -> str:
+        """Exact (erf) GELU, as BERT's ``hidden_act='gelu'``; ORT fuses it to one kernel."""
+        scaled = self.op("Div", [x, self.const(np.sqrt(2.0), np.float32)])
+        one_plus = self.op("Add", [self.op("Erf", [scaled]), self.const(1.0, np.float32)])
+        return self.op("Mul", [self.op("Mul", [x, one_plus]), self.const(0.5, np.float32)])
+
+
+def _qkv_weights(b: _Builder, p: str) -> tuple[str, str]:
+    """Fused Q/K/V projection weight [H, 3H] and bias [3H] (constant-folded at load)."""
+    parts = [b.op("Transpose", [f"{p}attention.self.{n}.weight"], perm=[1, 0])
+             for n in ("query", "key", "value")]
+    w = b.op("Concat", parts, axis=1)
+    bias = b.op("Concat", [f"{p}attention.self.{n}.bias" for n in ("query", "key", "value")], axis=0)
+    return w, bias
+
+
+def _attention(b: _Builder, qkv: str, bias: str, dims: BertDims) -> str:
+    """Multi-head attention on a padded view.
+
+    qkv: [N, L, 3H] fused projections; bias: additive mask broadcastable to [N, heads, L, L].
+    Returns the context [N, L, H].
+    """
+    heads = dims.num_attention_heads
+    d = dims.hidden_size // heads
+    x = b.op("Reshape", [qkv, b.const([0, 0, 3, heads, d])])
+    x = b.op("Transpose", [x], perm=[2, 0, 3, 1, 4])  # [3, N, heads, L, d]
+    q, k, v = (b.op("Gather", [x, b.const(i)], axis=0) for i in range(3))
+    q = b.op("Mul", [q, b.const(1.0 / np.sqrt(d), np.float32)])
+    kt = b.op("Transpose", [k], perm=[0, 1, 3, 2])
+    scores = b.op("Add", [b.op("MatMul", [q, kt]), bias])
+    probs = b.op("Softmax", [scores], axis=-1)
+    ctx = b.op("Transpose", [b.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])  # [N, L, heads, d]
+    return b.op("Reshape", [ctx, b.const([0, 0, dims.hidden_size])])
+
+
+def _key_bias(b: _Builder, allowed: str) -> str:
+    """0 where ``allowed`` (bool), MASK_VALUE elsewhere, as float32."""
+    return b.op("Where", [allowed, b.const(0.0, np.float32), b.const(MASK_VALUE, np.float32)])
+
+
+def _embeddings(b: _Builder, ids: str, types: str, positions: str, eps: float) -> str:
+    e = "bert.embeddings."
+    word = b.op("Gather", [e + "word_embeddings.weight", ids], axis=0)
+    pos = b.op("Gather", [e + "position_embeddings.weight", positions], axis=0)
+    typ = b.op("Gather", [e + "token_type_embeddings.weight", types], axis=0)
+    summed = b.op("Add", [b.op("Add", [word, pos]), typ])
+    return b.layer_norm(summed, e + "LayerNorm", eps)
+
+
+def _ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
+    """Attention output projection, residual + LayerNorm, feed-forward, residual + LayerNorm."""
+    h1 = b.layer_norm(b.op("Add", [b.linear(ctx, p + "attention.output.dense"), h]),
+                      p + "attention.output.LayerNorm", eps)
+    ff = b.linear(b.gelu(b.linear(h1, p + "intermediate.dense")), p + "output.dense")
+    return b.layer_norm(b.op("Add", [ff, h1]), p + "output.LayerNorm", eps)
+
+
+def _qa_head(b: _Builder, h: str) -> tuple[str, str]:
+    logits = b.linear(h, "qa_outputs")  # [..., 2]
+    start = b.op("Gather", [logits, b.const(0)], axis=-1)
+    end = b.op("Gather", [logits, b.const(1)], axis=-1)
+    b.nodes.append(helper.make_node("Identity", [start], ["start_logits"]))
+    b.nodes.append(helper.make_node("Identity", [end], ["end_logits"]))
+    return "start_logits", "end_logits"
+
+
+def _row_graph(b: _Builder, dims: BertDims, segmented: bool) -> None:
+    """Body of the ``original`` (segmented=False) and ``attention_mask`` graphs."""
+    eps = dims.layer_norm_eps
+    h = _embeddings(b, "input_ids", "token_type_ids", "position_ids", eps)
+    if segmented:
+        bias = _segment_bias(b, "attention_mask")  # [B, 1, S, S]
+    else:
+        real = b.op("Greater", ["attention_mask", b.const(0)])
+        bias = b.op("Unsqueeze", [_key_bias(b, real), b.const([1, 2])])  # [B, 1, 1, S]
+    for i in range(dims.num_hidden_layers):
+        p = f"bert.encoder.layer.{i}."
+        w, bqkv = _qkv_weights(b, p)
+        qkv = b.op("Add", [b.op("MatMul", [h, w]), bqkv])
+        h = _ffn_block(b, _attention(b, qkv, bias, dims), h, p, eps)
+    _qa_head(b, h)
+
+
+def _segment_bias(b: _Builder, segments: str) -> str:
+    """[N, 1, L, L] additive bias: a token sees only real tokens of its own segment."""
+    seg_q = b.op("Unsqueeze", [segments, b.const([2])])  # [N, L, 1]
+    seg_k = b.op("Unsqueeze", [segments, b.const([1])])  # [N, 1, L]
+    same = b.op("Equal", [seg_q, seg_k])
+    real = b.op("Greater", [seg_k, b.const(0)])
+    return b.op("Unsqueeze", [_key_bias(b, b.op("And", [same, real])), b.const([1])])
+
+
+def _unpack_graph(b: _Builder, dims: BertDims) -> None:
+    """Body of the padding-free ``unpack_repack`` graph.
+
+    Hidden states stay [1, T, H] (3-D so ONNX Runtime keeps its pre-packed MatMul and
+    SkipLayerNorm kernels). Per layer the fused Q/K/V projection of the real tokens is
+    gathered into attention rows [R, W, 3H] (sequences packed whole into rows, a
+    block-diagonal mask per row), and the context is gathered back to [1, T, H].
+    """
+    eps = dims.layer_norm_eps
+    h = _embeddings(b, "input_ids", "token_type_ids", "position_ids", eps)  # [T, H]
+    h = b.op("Unsqueeze", [h, b.const([0])])  # [1, T, H]
+    bias = _segment_bias(b, "segment_ids")  # [R, 1, W, W]
+    for i in range(dims.num_hidden_layers):
+        p = f"bert.encoder.layer.{i}."
+        w, bqkv = _qkv_weights(b, p)
+        qkv = b.op("Add", [b.op("MatMul", [h, w]), bqkv])  # [1, T, 3H]
+        rows = b.op("Gather", [qkv, "unpack_index"], axis=1)  # [1, R, W, 3H]
+        rows = b.op("Squeeze", [rows, b.const([0])])  # [R, W, 3H]
+        ctx = _attention(b, rows, bias, dims)  # [R, W, H]
+        flat = b.op("Reshape", [ctx, b.const([1, -1, dims.hidden_size])])  # [1, R*W, H]
+        ctx_tokens = b.op("Gather", [flat, "repack_index"], axis=1)  # [1, T, H]
+        h = _ffn_block(b, ctx_tokens, h, p, eps)
+    _qa_head(b, b.op("Squeeze", [h, b.const([0])]))
+
+
+def _int_input(name: str, shape: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.INT64, shape)
+
+
+def build_graph(kind: str, dims: BertDims, weights_path: Path) -> onnx.ModelProto:
+    """The ONNX model of ``kind`` (one of KINDS) reading its weights from ``weights_path``.
+
+    ``weights_path`` must be a float32 safetensors file with the Hugging Face names of
+    :func:`packing.model.weights.weight_names`; the model must be saved next to it.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown graph kind {kind!r}; expected one of {KINDS}")
+    b = _Builder()
+    if kind == "unpack_repack":
+        inputs = [_int_input(n, ["tokens"]) for n in ("input_ids", "token_type_ids", "position_ids")]
+        inputs += [_int_input("unpack_index", ["rows", "width"]),
+                   _int_input("segment_ids", ["rows", "width"]),
+                   _int_input("repack_index", ["tokens"])]
+        out_shape: list = ["tokens"]
+        _unpack_graph(b, dims)
+    else:
+        inputs = [_int_input(n, ["batch", "seq"])
+                  for n in ("input_ids", "attention_mask", "token_type_ids", "position_ids")]
+        out_shape = ["batch", "seq"]
+        _row_graph(b, dims, segmented=(kind == "attention_mask"))
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, out_shape)
+               for n in ("start_logits", "end_logits")]
+    graph = helper.make_graph(
+        b.nodes, f"bert_qa_{kind}", inputs, outputs,
+        initializer=external_initializers(weights_path, weight_names(dims)) + b.consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="packed-bert-serve")
+    model.ir_version = 8
+    return model

@@ -1,0 +1,257 @@
+"""Plans to model inputs, and model outputs back to per-sequence arrays.
+
+:func:`build_inputs` turns a plan plus the token arrays of its sequences (in
+plan order) into the int64 input tensors of the matching model layout;
+:func:`scatter_outputs` cuts a model output laid out the same way back into one
+array per sequence, in plan order. Both run once per batch on the serving hot
+path, so all per-token work is vectorised (``np.repeat`` / ``cumsum`` index
+arithmetic plus one fancy-index scatter or gather); only the concatenation of
+the per-sequence arrays loops over sequences.
+
+Layouts (``S = plan.seq_len``, ``n`` sequences, ``T`` real tokens):
+
+* :class:`PaddedPlan` -- ``input_ids``, ``attention_mask`` (1 real / 0 pad),
+  ``token_type_ids``, ``position_ids``: each ``[n, S]``, sequence ``k`` in row
+  ``k`` from slot 0.
+* :class:`AttentionMaskPlan` -- the same four names, ``[n_rows, S]``; here
+  ``attention_mask`` holds segment ids 1, 2, 3 ... per row in slot order and 0
+  on padding (PopRT's packed-attention-mask convention); ``position_ids``
+  restart at 0 at each sequence start.
+* :class:`UnpackRepackPlan` -- flat ``input_ids``, ``token_type_ids``,
+  ``position_ids`` ``[T]``; ``unpack_index`` ``[R, W]`` and ``segment_ids``
+  ``[R, W]`` (``W`` = longest sequence) to gather the flat tokens into
+  attention rows, each holding whole sequences (:func:`attention_rows`), with
+  per-row segment ids for the block-diagonal mask; ``repack_index`` ``[T]`` to
+  gather them back from the ``[R * W]`` flattened rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .plans import AttentionMaskPlan, PaddedPlan, Plan, UnpackRepackPlan
+
+__all__ = [
+    "build_inputs",
+    "scatter_outputs",
+    "token_coordinates",
+    "attention_rows",
+]
+
+
+def token_coordinates(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-token coordinates of sequences laid end to end.
+
+    Returns ``(seq, pos, cu)``: for flat token ``t``, ``seq[t]`` is its sequence
+    and ``pos[t]`` its position in that sequence (0-based); ``cu`` is the
+    ``[n + 1]`` cumulative lengths (``cu[0] == 0``). All int64.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    cu = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=cu[1:])
+    seq = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+    pos = np.arange(cu[-1], dtype=np.int64) - cu[:-1][seq]
+    return seq, pos, cu
+
+
+def _flat_tokens(name: str, arrays: Sequence[np.ndarray], lengths: np.ndarray) -> np.ndarray:
+    """Concatenate the per-sequence arrays, checking count and lengths against the plan."""
+    if len(arrays) != lengths.size:
+        raise ValueError(f"{name}: got {len(arrays)} sequences, plan has {lengths.size}")
+    if lengths.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    got = np.fromiter((np.shape(a)[0] for a in arrays), dtype=np.int64, count=lengths.size)
+    if not np.array_equal(got, lengths):
+        k = int(np.flatnonzero(got != lengths)[0])
+        raise ValueError(f"{name}[{k}] has {int(got[k])} tokens, plan says {int(lengths[k])}")
+    return np.concatenate(arrays).astype(np.int64, copy=False)
+
+
+def _slot_index(plan: PaddedPlan | AttentionMaskPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat ``row * S + slot`` index of every token, plus per-token (seq, pos)."""
+    seq, pos, _ = token_coordinates(plan.lengths)
+    if isinstance(plan, PaddedPlan):
+        dest = seq * plan.seq_len + pos
+    else:
+        dest = (plan.rows * plan.seq_len + plan.starts)[seq] + pos
+    return dest, seq, pos
+
+
+def _segment_ids(plan: AttentionMaskPlan) -> np.ndarray:
+    """[n] segment id (1, 2, 3 ... in slot order within its row) of every sequence."""
+    n = plan.n_seqs
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((plan.starts, plan.rows))
+    rows_sorted = plan.rows[order]
+    new_row = np.ones(n, dtype=bool)
+    new_row[1:] = rows_sorted[1:] != rows_sorted[:-1]
+    first = np.maximum.accumulate(np.where(new_row, np.arange(n), 0))
+    seg = np.empty(n, dtype=np.int64)
+    seg[order] = np.arange(n) - first + 1
+    return seg
+
+
+def build_inputs(
+    plan: Plan,
+    input_ids: Sequence[np.ndarray],
+    token_type_ids: Sequence[np.ndarray],
+    *,
+    pad_rows_to: int | None = None,
+    pad_tokens_to: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Model inputs (all int64) for ``plan``.
+
+    ``input_ids[k]`` / ``token_type_ids[k]`` are the 1-D token arrays of the
+    k-th sequence of the plan (plan order, length ``plan.lengths[k]``).
+
+    * PaddedPlan -> ``input_ids``, ``attention_mask`` (1/0), ``token_type_ids``,
+      ``position_ids`` (``0 .. len-1``, then 0), each ``[n, S]``.
+    * AttentionMaskPlan -> the same names, ``[n_rows, S]``; ``attention_mask``
+      holds per-row segment ids 1, 2, 3 ... in slot order, 0 on padding;
+      ``position_ids`` restart at 0 at each sequence start, 0 on padding.
+    * UnpackRepackPlan -> ``input_ids``, ``token_type_ids``, ``position_ids``
+      ``[T]``; ``unpack_index`` ``[R, W]`` (flat token index of each slot of
+      the attention rows, 0 on padding); ``segment_ids`` ``[R, W]`` (1, 2, 3 ...
+      per sequence within a row, 0 on padding); ``repack_index`` ``[T]`` (slot
+      ``row * W + start + j`` of token ``j`` of each sequence). With
+      ``pad_tokens_to=P`` the three flat token arrays and ``repack_index`` are
+      padded with zeros to ``[P]``: pad tokens are token id 0 at position 0,
+      and their ``repack_index`` 0 points at sequence 0's first token, so the
+      model's outputs at padded slots are junk the caller drops
+      (:func:`scatter_outputs` ignores them).
+
+    ``pad_rows_to=R`` (row plans only; ignored for UnpackRepackPlan) appends
+    all-zero rows up to ``[R, S]`` for backends with a static batch dimension;
+    ``pad_tokens_to`` is ignored for row plans.
+
+    Raises:
+        ValueError: wrong number of sequences, a sequence whose length differs
+            from the plan, or a padding target smaller than the batch.
+        TypeError: ``plan`` is not a plan.
+    """
+    if not isinstance(plan, (PaddedPlan, AttentionMaskPlan, UnpackRepackPlan)):
+        raise TypeError(f"not a plan: {type(plan).__name__}")
+    lengths = plan.lengths
+    ids = _flat_tokens("input_ids", input_ids, lengths)
+    types = _flat_tokens("token_type_ids", token_type_ids, lengths)
+    if isinstance(plan, UnpackRepackPlan):
+        return _unpack_repack_inputs(plan, ids, types, pad_tokens_to)
+    n_rows = plan.n_rows
+    if pad_rows_to is not None:
+        if pad_rows_to < n_rows:
+            raise ValueError(f"pad_rows_to={pad_rows_to} is less than the plan's n_rows={n_rows}")
+        n_rows = int(pad_rows_to)
+
+    dest, seq, pos = _slot_index(plan)
+    shape = (n_rows, plan.seq_len)
+    names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+    out = {name: np.zeros(shape, dtype=np.int64) for name in names}
+    out["input_ids"].reshape(-1)[dest] = ids
+    out["token_type_ids"].reshape(-1)[dest] = types
+    out["position_ids"].reshape(-1)[dest] = pos
+    if isinstance(plan, PaddedPlan):
+        out["attention_mask"].reshape(-1)[dest] = 1
+    else:
+        out["attention_mask"].reshape(-1)[dest] = _segment_ids(plan)[seq]
+    return out
+
+
+def attention_rows(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Re-pack whole sequences into attention rows of ``width`` slots (first-fit decreasing).
+
+    The unpack/repack graph runs its dense layers on the flat token axis, where a
+    sequence may cross a row boundary; for attention it gathers every sequence whole
+    into rows like these, so attention costs about ``rows * width**2`` instead of
+    ``n * max_len**2``. Returns ``(row, start, segment)`` per sequence: its row, first
+    slot, and 1-based segment id within the row. Requires ``max(lengths) <= width``.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = lengths.size
+    row = np.zeros(n, dtype=np.int64)
+    start = np.zeros(n, dtype=np.int64)
+    segment = np.zeros(n, dtype=np.int64)
+    used: list[int] = []  # filled slots per open row
+    count: list[int] = []  # sequences per open row
+    for k in np.argsort(-lengths, kind="stable").tolist():
+        length = int(lengths[k])
+        if length > width:
+            raise ValueError(f"sequence of {length} tokens does not fit attention rows of {width}")
+        r = next((i for i, u in enumerate(used) if u + length <= width), len(used))
+        if r == len(used):
+            used.append(0)
+            count.append(0)
+        row[k], start[k] = r, used[r]
+        used[r] += length
+        count[r] += 1
+        segment[k] = count[r]
+    return row, start, segment
+
+
+def _unpack_repack_inputs(
+    plan: UnpackRepackPlan, ids: np.ndarray, types: np.ndarray, pad_tokens_to: int | None
+) -> dict[str, np.ndarray]:
+    lengths = plan.lengths
+    seq, pos, _ = token_coordinates(lengths)
+    total = int(plan.real_tokens)
+    width = int(lengths.max()) if lengths.size else 1
+    row, start, segment = attention_rows(lengths, width)
+    n_rows = int(row.max()) + 1 if lengths.size else 1
+    dest = (row * width + start)[seq] + pos  # slot of every token in the attention rows
+    unpack_index = np.zeros((n_rows, width), dtype=np.int64)
+    segment_ids = np.zeros((n_rows, width), dtype=np.int64)
+    unpack_index.reshape(-1)[dest] = np.arange(total, dtype=np.int64)
+    segment_ids.reshape(-1)[dest] = segment[seq]
+    flat = {"input_ids": ids, "token_type_ids": types, "position_ids": pos, "repack_index": dest}
+    if pad_tokens_to is not None:
+        if pad_tokens_to < total:
+            raise ValueError(f"pad_tokens_to={pad_tokens_to} is less than the plan's real_tokens={total}")
+        extra = int(pad_tokens_to) - total
+        flat = {k: np.concatenate((v, np.zeros(extra, dtype=np.int64))) for k, v in flat.items()}
+    return {
+        "input_ids": flat["input_ids"],
+        "token_type_ids": flat["token_type_ids"],
+        "position_ids": flat["position_ids"],
+        "unpack_index": unpack_index,
+        "segment_ids": segment_ids,
+        "repack_index": flat["repack_index"],
+    }
+
+
+def scatter_outputs(plan: Plan, output: np.ndarray) -> list[np.ndarray]:
+    """Cut a model output back into one array per sequence, in plan order.
+
+    ``output`` has the plan's layout in its leading dims -- ``[n, S, ...]`` for
+    PaddedPlan, ``[rows, S, ...]`` for AttentionMaskPlan (``rows >= n_rows``, so
+    padded rows are fine), ``[T, ...]`` or ``[T_padded, ...]`` for
+    UnpackRepackPlan -- and any trailing dims are kept. Entry ``k`` is sequence
+    ``k``'s ``[len_k, ...]`` slice. The result arrays are views of one compact
+    copy, never of ``output`` itself, so the caller may reuse ``output``'s buffer.
+
+    Raises:
+        ValueError: ``output`` is too small for the plan.
+    """
+    if not isinstance(plan, (PaddedPlan, AttentionMaskPlan, UnpackRepackPlan)):
+        raise TypeError(f"not a plan: {type(plan).__name__}")
+    output = np.asarray(output)
+    lengths = plan.lengths
+    if lengths.size == 0:
+        return []
+    if isinstance(plan, UnpackRepackPlan):
+        total = plan.real_tokens
+        if output.ndim < 1 or output.shape[0] < total:
+            raise ValueError(f"output shape {output.shape} is too small for {total} tokens")
+        compact = output[:total].copy()
+        cu = plan.cu_seqlens
+    else:
+        need_rows = plan.n_rows
+        if output.ndim < 2 or output.shape[0] < need_rows or output.shape[1] != plan.seq_len:
+            raise ValueError(f"output shape {output.shape} does not match [>= {need_rows}, {plan.seq_len}, ...]")
+        dest, _, _ = _slot_index(plan)
+        flat = output.reshape((output.shape[0] * output.shape[1],) + output.shape[2:])
+        compact = flat[dest]
+        cu = np.zeros(lengths.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=cu[1:])
+    return np.split(compact, cu[1:-1])

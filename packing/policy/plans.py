@@ -1,0 +1,140 @@
+"""Batch plans: where each sequence of a batch goes, as frozen dataclasses.
+
+A plan is the whole contract between a packer (pure policy) and a runner (which
+owns the model). Plans hold only integers describing the layout; the runner
+turns a plan plus the sequences' token arrays into model inputs with
+:mod:`packing.policy.layouts`, runs the model, and scatters the outputs back to
+the callers with the same plan.
+
+Every plan carries ``seq_ids``: the caller's identifier (an ``int``, typically an
+index into the workload or a request counter) of every sequence in the batch,
+in slot order. Outputs are returned in that order, so scattering back is
+``results[seq_ids[k]] = outputs[k]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _frozen_int_array(values) -> np.ndarray:
+    arr = np.array(values, dtype=np.int64).reshape(-1)
+    arr.flags.writeable = False
+    return arr
+
+
+@dataclass(frozen=True)
+class PaddedPlan:
+    """One sequence per row, each row padded to ``seq_len`` (the spec's 'Original').
+
+    Sequence ``k`` occupies row ``k``, slots ``[0, lengths[k])``.
+    """
+
+    seq_len: int  # tokens per row (the model's sequence length, e.g. 256)
+    seq_ids: np.ndarray  # [n] int64: caller id of the sequence in row k
+    lengths: np.ndarray  # [n] int64: real tokens of sequence k (1 <= length <= seq_len)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seq_ids", _frozen_int_array(self.seq_ids))
+        object.__setattr__(self, "lengths", _frozen_int_array(self.lengths))
+
+    @property
+    def n_seqs(self) -> int:
+        """Number of sequences (and rows) in the batch."""
+        return int(self.seq_ids.size)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows the model computes: one per sequence."""
+        return self.n_seqs
+
+    @property
+    def real_tokens(self) -> int:
+        """Sum of the sequences' lengths."""
+        return int(self.lengths.sum())
+
+    @property
+    def token_slots(self) -> int:
+        """Token positions the dense layers compute (rows x seq_len)."""
+        return self.n_rows * self.seq_len
+
+
+@dataclass(frozen=True)
+class AttentionMaskPlan:
+    """Sequences packed into rows of ``seq_len`` slots; a sequence never crosses a row.
+
+    Sequence ``k`` occupies row ``rows[k]``, slots ``[starts[k], starts[k] + lengths[k])``.
+    Within a row, sequences are numbered 1, 2, 3 ... in slot order (the row's
+    segment ids); slot order within a row equals plan order.
+    """
+
+    seq_len: int  # slots per row
+    n_rows: int  # rows the batch uses (<= the model's batch size)
+    seq_ids: np.ndarray  # [n] int64: caller id of each packed sequence
+    rows: np.ndarray  # [n] int64: row that sequence k sits in, 0 <= row < n_rows
+    starts: np.ndarray  # [n] int64: first slot of sequence k within its row
+    lengths: np.ndarray  # [n] int64: real tokens of sequence k
+
+    def __post_init__(self) -> None:
+        for name in ("seq_ids", "rows", "starts", "lengths"):
+            object.__setattr__(self, name, _frozen_int_array(getattr(self, name)))
+
+    @property
+    def n_seqs(self) -> int:
+        """Number of sequences in the batch."""
+        return int(self.seq_ids.size)
+
+    @property
+    def real_tokens(self) -> int:
+        """Sum of the sequences' lengths."""
+        return int(self.lengths.sum())
+
+    @property
+    def token_slots(self) -> int:
+        """Token positions the dense layers compute (n_rows x seq_len)."""
+        return self.n_rows * self.seq_len
+
+
+@dataclass(frozen=True)
+class UnpackRepackPlan:
+    """Tokens of all sequences laid end to end on one flat token axis.
+
+    The batch has ``capacity`` slots (the model's ``batch_size * seq_len``);
+    sequence ``k`` occupies flat slots ``[cu_seqlens[k], cu_seqlens[k + 1])``, so a
+    sequence may cross the boundary between two rows of ``seq_len``. Dense layers
+    see only the ``real_tokens`` used slots; attention runs per sequence.
+    """
+
+    seq_len: int  # longest allowed sequence (attention window per sequence)
+    capacity: int  # token slots of one batch (batch_size * seq_len)
+    seq_ids: np.ndarray  # [n] int64: caller id of each packed sequence
+    cu_seqlens: np.ndarray  # [n + 1] int64: cumulative lengths, cu_seqlens[0] == 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seq_ids", _frozen_int_array(self.seq_ids))
+        object.__setattr__(self, "cu_seqlens", _frozen_int_array(self.cu_seqlens))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """[n] int64: real tokens of each sequence."""
+        return np.diff(self.cu_seqlens)
+
+    @property
+    def n_seqs(self) -> int:
+        """Number of sequences in the batch."""
+        return int(self.seq_ids.size)
+
+    @property
+    def real_tokens(self) -> int:
+        """Total tokens in the batch (== cu_seqlens[-1])."""
+        return int(self.cu_seqlens[-1])
+
+    @property
+    def token_slots(self) -> int:
+        """Token positions the dense layers compute: only the used slots."""
+        return self.real_tokens
+
+
+Plan = PaddedPlan | AttentionMaskPlan | UnpackRepackPlan

@@ -1,0 +1,110 @@
+"""The model-runtime interface, and its ONNX Runtime implementation.
+
+A backend runs one prepared graph: ``run(inputs) -> outputs`` with numpy arrays in and
+out, named as in :mod:`packing.model.graphs`. Runners never touch a runtime directly,
+so another accelerator plugs in by implementing :class:`Backend`:
+
+* ``run`` must be safe to call from one thread at a time (runners serialise calls);
+* ``static_shapes`` is True when the runtime needs fixed input shapes (an IPU graph
+  compiled by PopRT for ``batch_size x seq_len``, say): runners then pad every batch to
+  the full ``batch_size`` rows (or ``batch_size * seq_len`` tokens) before calling it;
+* ``describe()`` returns a short text for logs and benchmark headers.
+
+A PopRT/IPU backend would wrap ``poprt.runtime.ModelRunner`` on a graph converted by
+``poprt`` from the same ONNX file; it is not part of this package because the Poplar SDK
+cannot be installed here, and untested code is not shipped. Register one with
+:func:`register_backend`.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+class Backend(ABC):
+    """One loaded model graph that maps named numpy inputs to named numpy outputs."""
+
+    #: True when every call must use the graph's full fixed shapes.
+    static_shapes: bool = False
+
+    @abstractmethod
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the graph once; returns every graph output by name."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line naming the runtime, device and threads."""
+
+
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the CPU, or its CUDA provider when ``onnxruntime-gpu`` is installed.
+
+    ``device``: "cpu", "cuda", or "auto" (CUDA when available, else CPU).
+    ``intra_op_threads``: threads inside one operator (None = ORT's default, all cores).
+    """
+
+    def __init__(self, model_path: str | Path, device: str = "auto",
+                 intra_op_threads: int | None = None, inter_op_threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise RuntimeError(
+                "device='cuda' needs onnxruntime-gpu with a working CUDA; available providers: "
+                f"{available}"
+            )
+        use_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda
+                     else ["CPUExecutionProvider"])
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads is not None:
+            if intra_op_threads < 1:
+                raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
+            opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = inter_op_threads
+        opts.log_severity_level = 3
+        self.model_path = Path(model_path)
+        if not self.model_path.exists():
+            raise FileNotFoundError(f"model graph not found: {self.model_path}")
+        self._session = ort.InferenceSession(str(self.model_path), opts, providers=providers)
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._threads = intra_op_threads
+        self._provider = self._session.get_providers()[0]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = self._inputs - inputs.keys()
+        if missing:
+            raise ValueError(f"{self.model_path.name}: missing inputs {sorted(missing)}")
+        feed = {k: inputs[k] for k in self._inputs}
+        return dict(zip(self._outputs, self._session.run(self._outputs, feed)))
+
+    def describe(self) -> str:
+        threads = self._threads or os.cpu_count()
+        return f"onnxruntime {self._provider} ({threads} intra-op threads) {self.model_path.name}"
+
+
+BackendFactory = Callable[..., Backend]
+_REGISTRY: dict[str, BackendFactory] = {"onnxruntime": OnnxRuntimeBackend}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make ``factory(model_path, **options)`` available as backend ``name``."""
+    _REGISTRY[name] = factory
+
+
+def load_backend(name: str, model_path: str | Path, **options) -> Backend:
+    """Instantiate backend ``name`` on ``model_path``; clear error for unknown names."""
+    if name not in _REGISTRY:
+        hint = (" PopRT/IPU needs the Graphcore Poplar SDK and a backend registered with "
+                "packing.runtime.backend.register_backend." if name == "poprt" else "")
+        raise ValueError(f"unknown backend {name!r}; available: {sorted(_REGISTRY)}.{hint}")
+    return _REGISTRY[name](model_path, **options)

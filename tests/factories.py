@@ -1,0 +1,124 @@
+"""Shared test factories and plan invariant checks for the packing policy tests.
+
+Imported by the test modules as ``from factories import ...`` (pytest puts the
+``tests`` directory on ``sys.path`` in its default import mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from packing.policy.plans import AttentionMaskPlan, PaddedPlan, UnpackRepackPlan
+
+VOCAB = 30522
+
+
+def make_lengths(n: int, seq_len: int = 256, seed: int = 0, dist: str = "seed") -> np.ndarray:
+    """``n`` int64 lengths in ``[1, seq_len]``.
+
+    ``dist="seed"``: the project's 'seed' workload, ``normal(seq_len/2, seq_len/2)``
+    rounded and clipped (for seq_len 256: ``normal(128, 128)`` clipped to [1, 256]).
+    ``dist="uniform"``: uniform on ``[1, seq_len]``. ``dist="short"``: geometric
+    with mean ~seq_len/8, clipped.
+    """
+    rng = np.random.default_rng(seed)
+    if dist == "seed":
+        raw = rng.normal(seq_len / 2, seq_len / 2, n)
+    elif dist == "uniform":
+        raw = rng.integers(1, seq_len + 1, n)
+    elif dist == "short":
+        raw = rng.geometric(min(1.0, 8 / seq_len), n)
+    else:
+        raise ValueError(f"unknown dist {dist!r}")
+    return np.clip(np.rint(raw), 1, seq_len).astype(np.int64)
+
+
+def make_sequences(
+    lengths: Sequence[int] | np.ndarray, vocab: int = VOCAB, seed: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Random token arrays for ``lengths``: ``(input_ids, token_type_ids)`` lists of int64.
+
+    Token ids are in ``[1, vocab)`` (never 0, the pad id, so padding is
+    recognisable); token types are 0 for the first part of each sequence and 1
+    for the rest, like a question/context pair.
+    """
+    rng = np.random.default_rng(seed)
+    ids, types = [], []
+    for length in np.asarray(lengths, dtype=np.int64).tolist():
+        ids.append(rng.integers(1, vocab, length, dtype=np.int64))
+        split = int(rng.integers(0, length + 1))
+        types.append((np.arange(length) >= split).astype(np.int64))
+    return ids, types
+
+
+def tagged_sequences(lengths: Sequence[int] | np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Token arrays whose values identify (sequence, position): ``id = 1000*(k+1) + j``.
+
+    ``token_type_ids`` hold ``k + 1``. Handy for checking layouts exactly.
+    """
+    ids, types = [], []
+    for k, length in enumerate(np.asarray(lengths, dtype=np.int64).tolist()):
+        ids.append(1000 * (k + 1) + np.arange(length, dtype=np.int64))
+        types.append(np.full(length, k + 1, dtype=np.int64))
+    return ids, types
+
+
+def l2_lower_bound(lengths: np.ndarray, row_len: int) -> int:
+    """Martello-Toth L2 lower bound on the rows any packing of ``lengths`` needs."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    best = -(-int(lengths.sum()) // row_len)
+    for k in range(0, row_len // 2 + 1):
+        big = lengths > row_len - k
+        mid = (lengths > row_len / 2) & ~big
+        small = (lengths >= k) & (lengths <= row_len / 2)
+        room = int(mid.sum()) * row_len - int(lengths[mid].sum())
+        extra = max(0, -(-(int(lengths[small].sum()) - room) // row_len))
+        best = max(best, int(big.sum()) + int(mid.sum()) + extra)
+    return best
+
+
+# -- plan invariants ---------------------------------------------------------
+
+
+def check_padded_plan(plan: PaddedPlan, batch_size: int) -> None:
+    """One sequence per row, at most batch_size rows, every length fits the row."""
+    assert 1 <= plan.n_seqs <= batch_size
+    assert plan.lengths.min() >= 1 and plan.lengths.max() <= plan.seq_len
+
+
+def check_attention_plan(
+    plan: AttentionMaskPlan, batch_size: int, max_valid_num: int, max_tokens: int | None = None
+) -> None:
+    """Rows in range, no overlap inside a row, plan order == (row, start) order, limits respected."""
+    assert 1 <= plan.n_seqs <= max_valid_num
+    assert 1 <= plan.n_rows <= batch_size
+    assert plan.rows.min() >= 0 and plan.rows.max() < plan.n_rows
+    assert set(plan.rows.tolist()) == set(range(plan.n_rows)), "every row of the plan is used"
+    assert plan.starts.min() >= 0
+    ends = plan.starts + plan.lengths
+    assert ends.max() <= plan.seq_len
+    key = plan.rows * (plan.seq_len + 1) + plan.starts
+    assert np.all(np.diff(key) > 0), "plan order must be (row, start) order"
+    same_row = plan.rows[1:] == plan.rows[:-1]
+    assert np.all(plan.starts[1:][same_row] >= ends[:-1][same_row]), "sequences overlap inside a row"
+    if max_tokens is not None:
+        assert plan.real_tokens <= max_tokens
+
+
+def check_unpack_plan(plan: UnpackRepackPlan, max_valid_num: int, capacity: int) -> None:
+    """cu_seqlens starts at 0 and strictly increases; capacity and max_valid_num respected."""
+    assert plan.cu_seqlens[0] == 0
+    assert np.all(np.diff(plan.cu_seqlens) >= 1)
+    assert plan.capacity == capacity
+    assert 1 <= plan.n_seqs <= max_valid_num
+    assert plan.real_tokens <= capacity
+    assert plan.lengths.max() <= plan.seq_len
+
+
+def all_ids(plans) -> np.ndarray:
+    """Sorted concatenation of every plan's seq_ids."""
+    if not plans:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate([p.seq_ids for p in plans]))

@@ -1,0 +1,185 @@
+"""Every run mode gives each request the logits it gets when run alone."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from factories import make_lengths
+
+from packing.bench.workloads import synthetic_features
+from packing.runtime.backend import Backend, load_backend
+from packing.runtime.features import Features, InvalidInput
+from packing.runtime.runners import ModelRunner, PackRunner
+
+TOL = 1e-4
+SEQ_LEN = 64  # conftest.TINY_SHAPE
+
+
+def make_requests(lengths, seed: int = 0) -> list[Features]:
+    """Features of the given lengths with random words (QA framed)."""
+    return synthetic_features(lengths, vocab_size=30522, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def requests() -> list[Features]:
+    lengths = make_lengths(40, seq_len=SEQ_LEN, seed=1)
+    lengths[:4] = [1, SEQ_LEN, SEQ_LEN - 1, 2]
+    return make_requests(lengths, seed=1)
+
+
+@pytest.fixture(scope="module")
+def solo(tiny_model_dir, requests):
+    runner = ModelRunner(tiny_model_dir, batch_size=1, padding="longest")
+    return [runner.run([f])[0] for f in requests]
+
+
+def assert_close(got, ref):
+    assert len(got) == len(ref)
+    for k, (g, r) in enumerate(zip(got, ref)):
+        assert g.start_logits.shape == r.start_logits.shape, k
+        assert np.abs(g.start_logits - r.start_logits).max() <= TOL, k
+        assert np.abs(g.end_logits - r.end_logits).max() <= TOL, k
+
+
+@pytest.mark.parametrize("padding,sort", [("max_length", False), ("longest", False),
+                                          ("longest", True)])
+def test_padded_modes_match_solo(tiny_model_dir, requests, solo, padding, sort):
+    runner = ModelRunner(tiny_model_dir, padding=padding, sort=sort)
+    assert_close(runner.run(requests), solo)
+    assert runner.stats.sequences == len(requests)
+
+
+@pytest.mark.parametrize("mode", ["attention_mask", "unpack_repack"])
+def test_offline_packing_matches_solo(tiny_model_dir, requests, solo, mode):
+    runner = PackRunner(tiny_model_dir, mode=mode)
+    assert_close(runner.run(requests), solo)
+    stats = runner.stats
+    assert stats.sequences == len(requests)
+    assert stats.batches < len(requests) / 2  # really packed several per batch
+    assert stats.efficiency > 0.8
+
+
+@pytest.mark.parametrize("mode,algorithm", [("attention_mask", "first_fit"),
+                                            ("attention_mask", "next_fit"),
+                                            ("attention_mask", "best_fit"),
+                                            ("unpack_repack", "first_fit")])
+def test_online_packing_matches_solo(tiny_model_dir, requests, solo, mode, algorithm):
+    with PackRunner(tiny_model_dir, mode=mode, algorithm=algorithm, timeout_s=0.05) as runner:
+        futures = [None] * len(requests)
+
+        def client(idx):
+            for i in idx:
+                futures[i] = runner.submit(requests[i])
+
+        threads = [threading.Thread(target=client, args=(range(k, len(requests), 4),))
+                   for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = [f.result(timeout=30) for f in futures]
+    assert_close(got, solo)
+    assert runner.stats.sequences == len(requests)
+
+
+def test_online_timeout_sends_partial_batch(tiny_model_dir, requests, solo):
+    with PackRunner(tiny_model_dir, timeout_s=0.02) as runner:
+        result = runner.submit(requests[5]).result(timeout=10)  # alone: only the timeout sends it
+    assert_close([result], [solo[5]])
+
+
+def test_close_runs_pending_requests(tiny_model_dir, requests, solo):
+    runner = PackRunner(tiny_model_dir, timeout_s=60.0)
+    futs = runner.submit_many(requests[:3])
+    runner.close()
+    assert_close([f.result(timeout=1) for f in futs], solo[:3])
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.submit(requests[0])
+
+
+BAD = [
+    (Features.of([]), "empty"),
+    (Features.of(np.arange(SEQ_LEN + 1)), "longer than"),
+    (Features.of(np.ones(4, dtype=np.float32)), "integers"),
+    (Features.of([101, 30522, 102]), "outside the vocabulary"),
+    (Features.of([101, -1, 102]), "outside the vocabulary"),
+    (Features.of([101, 5, 102], [0, 0, 2]), "token type"),
+    (Features.of([101, 5, 102], [0, 0]), "token_type_ids has 2"),
+    (Features.of(np.ones((2, 2), dtype=np.int64)), "1-D"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD)
+def test_bad_input_is_refused_and_runner_keeps_working(tiny_model_dir, requests, solo, bad, message):
+    with PackRunner(tiny_model_dir, timeout_s=0.01) as runner:
+        with pytest.raises(InvalidInput, match=message):
+            runner.submit(bad)
+        assert_close([runner.submit(requests[7]).result(timeout=10)], [solo[7]])
+    offline = PackRunner(tiny_model_dir, mode="unpack_repack")
+    with pytest.raises(InvalidInput, match=r"request 1: .*" + message):
+        offline.run([requests[0], bad])
+    assert_close(offline.run(requests[:2]), solo[:2])
+
+
+class FlakyBackend(Backend):
+    """Fails the calls whose number is in ``fail``; otherwise delegates."""
+
+    def __init__(self, inner: Backend, fail: set[int]):
+        self.inner, self.fail, self.calls = inner, fail, 0
+
+    def run(self, inputs):
+        self.calls += 1
+        if self.calls in self.fail:
+            raise RuntimeError("device lost")
+        return self.inner.run(inputs)
+
+    def describe(self):
+        return "flaky"
+
+
+def test_failed_batch_fails_its_requests_only(tiny_model_dir, requests, solo):
+    runner = PackRunner(tiny_model_dir, timeout_s=60.0, max_valid_num=3)
+    runner._exec.backend = FlakyBackend(runner.backend, fail={1})
+    futs = runner.submit_many(requests[:6])  # two full batches of 3
+    for f in futs[:3]:
+        with pytest.raises(RuntimeError, match="device lost"):
+            f.result(timeout=10)
+    assert_close([f.result(timeout=10) for f in futs[3:]], solo[3:6])
+    runner.close()
+    assert runner.stats.failed_batches == 1
+
+
+def test_static_shape_backend_gets_full_batches(tiny_model_dir, requests, solo):
+    """A backend that needs fixed shapes sees batch_size rows / capacity tokens every call."""
+    shapes = []
+
+    class Static(Backend):
+        static_shapes = True
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, inputs):
+            shapes.append(inputs["input_ids"].shape)
+            return self.inner.run(inputs)
+
+        def describe(self):
+            return "static"
+
+    for mode, expect in (("attention_mask", (4, SEQ_LEN)), ("unpack_repack", (4 * SEQ_LEN,))):
+        runner = PackRunner(tiny_model_dir, mode=mode)
+        runner._exec.backend = Static(runner.backend)
+        shapes.clear()
+        assert_close(runner.run(requests), solo)
+        assert set(shapes) == {expect}
+
+
+def test_unknown_backend_and_missing_folder(tmp_path, tiny_model_dir):
+    with pytest.raises(ValueError, match="poprt"):
+        load_backend("poprt", tiny_model_dir / "original.onnx")
+    with pytest.raises(FileNotFoundError, match="prepare"):
+        PackRunner(tmp_path)
+    with pytest.raises(ValueError, match="mode"):
+        PackRunner(tiny_model_dir, mode="dense")
