@@ -140,7 +140,9 @@ def run_online(runner: PackRunner, data: Sequence[Features], concurrency: int,
 def _hf_runner(model_dir: str, batch_size: int, threads: int | None) -> Callable:
     import torch
     from transformers import BertForQuestionAnswering
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     if threads:
         torch.set_num_threads(threads)
     model = BertForQuestionAnswering.from_pretrained(model_dir).eval()

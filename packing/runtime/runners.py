@@ -295,8 +295,27 @@ class PackRunner(_Runner):
         self.close()
 
     def _loop(self) -> None:
-        packer = OnlinePacker(self.config)
+        """Packing thread: never exits leaving a Future unresolved."""
         waiting: dict[int, tuple[Features, Future]] = {}
+        try:
+            self._pack_forever(waiting)
+        except BaseException as exc:  # a bug here must not hang callers
+            with self._start_lock:
+                self._closed = True
+            for _, fut in waiting.values():
+                if not fut.done():
+                    fut.set_exception(exc)
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP and not item[1].done():
+                    item[1].set_exception(exc)
+            raise
+
+    def _pack_forever(self, waiting: dict[int, tuple[Features, Future]]) -> None:
+        packer = OnlinePacker(self.config)
 
         def send(plan: Plan | None) -> None:
             if plan is None:
