@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -183,3 +184,33 @@ def test_unknown_backend_and_missing_folder(tmp_path, tiny_model_dir):
         PackRunner(tmp_path)
     with pytest.raises(ValueError, match="mode"):
         PackRunner(tiny_model_dir, mode="dense")
+
+
+def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
+    """A caller that goes away before its request is packed costs no compute."""
+    release = threading.Event()
+
+    class Blocking(Backend):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, inputs):
+            release.wait(10)
+            return self.inner.run(inputs)
+
+        def describe(self):
+            return "blocking"
+
+    runner = PackRunner(tiny_model_dir, timeout_s=0.0, max_valid_num=1)
+    runner._exec.backend = Blocking(runner.backend)
+    first = runner.submit(requests[0])  # sent at once, then blocks in the backend
+    deadline = time.monotonic() + 10
+    while runner._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gone = runner.submit(requests[1])  # waits in the queue behind the running batch
+    assert gone.cancel()
+    release.set()
+    runner.close()
+    assert gone.cancelled()
+    assert_close([first.result()], [solo[0]])
+    assert runner.stats.sequences == 1 and runner.stats.batches == 1
