@@ -61,8 +61,12 @@ class RunStats:
                 self.failed_batches += 1
 
 
-class _Executor:
-    """Turns one plan plus its sequences into a model call and per-request results."""
+class PlanExecutor:
+    """Turns one plan plus its sequences into a model call and per-request results.
+
+    Thread-safe: model calls are serialised. Used by the runners here and by the
+    Ray Serve runner replicas, which receive plans from the packer deployment.
+    """
 
     def __init__(self, backend: Backend, manifest: Manifest) -> None:
         self.backend = backend
@@ -113,7 +117,7 @@ class _Runner:
     def __init__(self, manifest: Manifest, backend: Backend, seq_len: int) -> None:
         self.manifest = manifest
         self.seq_len = seq_len
-        self._exec = _Executor(backend, manifest)
+        self._exec = PlanExecutor(backend, manifest)
 
     @property
     def stats(self) -> RunStats:

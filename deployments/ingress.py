@@ -1,0 +1,154 @@
+"""HTTP ingress (FastAPI through ``serve.ingress``): ``POST /v1/answer``, ``GET /healthz``,
+``GET /v1/stats``; OpenAPI at ``/docs`` and ``/openapi.json``.
+
+Every error is JSON ``{"error": "<one line>"}`` with a 4xx for the client's mistakes and a 5xx
+naming the cause for the server's; no stack trace ever reaches a response.
+"""
+
+
+import asyncio
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from packing.qa.requests import BadRequest, Limits, QARequest, parse_body, parse_payload
+from packing.qa.windows import best_answer
+from packing.runtime.features import Features, InvalidInput
+
+from .metrics import IngressMetrics
+from .packer import Overloaded
+
+_ITEM = {
+    "type": "object",
+    "required": ["question", "context"],
+    "additionalProperties": False,
+    "properties": {
+        "question": {"type": "string", "minLength": 1, "maxLength": 2000},
+        "context": {"type": "string", "minLength": 1, "maxLength": 100000},
+    },
+}
+_ANSWER = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "score": {"type": "number"},
+                   "start": {"type": "integer"}, "end": {"type": "integer"},
+                   "model": {"type": "string"}},
+}
+_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
+_OPENAPI = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "oneOf": [_ITEM, {"type": "array", "items": _ITEM, "minItems": 1, "maxItems": 64}]}}}},
+    "responses": {
+        "200": {"description": "The best answer span (a list for a list body)",
+                "content": {"application/json": {"schema": {
+                    "oneOf": [_ANSWER, {"type": "array", "items": _ANSWER}]}}}},
+        **{code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+           for code, text in (("400", "Malformed or invalid body"), ("413", "Body too large"),
+                              ("415", "Not application/json"),
+                              ("503", "Overloaded; retry after Retry-After seconds"),
+                              ("500", "The model call failed"))},
+    },
+}
+
+api = FastAPI(title="packed-bert-serve", version="0.1.0",
+              description="Extractive question answering with packed BERT batches.")
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The user-level exception inside Ray's wrappers (RayTaskError keeps it as ``cause``)."""
+    seen = 0
+    while getattr(exc, "cause", None) is not None and seen < 8:
+        exc, seen = exc.cause, seen + 1
+    return exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+@serve.deployment(name="Ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0})
+@serve.ingress(api)
+class Ingress:
+    """Validates HTTP requests, fans windows out to the packer, picks the best span."""
+
+    def __init__(self, tokenizer: DeploymentHandle, packer: DeploymentHandle, model_name: str,
+                 limits: Limits, max_answer_tokens: int) -> None:
+        self.tokenizer, self.packer = tokenizer, packer
+        self.model_name = model_name
+        self.limits = limits
+        self.max_answer_tokens = max_answer_tokens
+        self.metrics = IngressMetrics()
+
+    async def _answer(self, req: QARequest) -> dict:
+        windows = await self.tokenizer.windows.remote(req.question, req.context)
+        logits = await asyncio.gather(*(
+            self.packer.remote(Features(w.input_ids, w.token_type_ids)) for w in windows))
+        ans = best_answer(windows, [x.start_logits for x in logits], [x.end_logits for x in logits],
+                          req.context, self.max_answer_tokens)
+        return {"answer": ans.text, "score": ans.score, "start": ans.start, "end": ans.end,
+                "model": self.model_name}
+
+    async def ask(self, question: str, context: str) -> dict:
+        """Python handle entry point: the answer to one question, as the HTTP route returns it.
+
+        Raises ``BadRequest`` for invalid input (the same checks as HTTP).
+        """
+        (req,), _ = parse_payload({"question": question, "context": context}, self.limits)
+        return await self._answer(req)
+
+    @api.post("/v1/answer", openapi_extra=_OPENAPI)
+    async def answer(self, request: Request) -> JSONResponse:
+        """Answer one ``{question, context}`` or a list of them."""
+        t0 = time.monotonic()
+        outcome, response = "error", None
+        try:
+            response = await self._handle(request)
+            outcome = "ok" if response.status_code == 200 else f"http_{response.status_code}"
+            return response
+        finally:
+            self.metrics.requests.inc(tags={"outcome": outcome})
+            if outcome == "ok":
+                self.metrics.latency.observe(time.monotonic() - t0)
+
+    async def _handle(self, request: Request) -> JSONResponse:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return _error(415, f"content-type must be application/json, got {ctype or 'none'!r}")
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return _error(413, f"body is {declared} bytes; at most {limit} allowed")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return _error(413, f"body is over {limit} bytes")
+        try:
+            reqs, is_list = parse_body(bytes(body), self.limits)
+            answers = await asyncio.gather(*(self._answer(r) for r in reqs))
+        except Exception as exc:  # noqa: BLE001 - mapped to a status below
+            cause = _root_cause(exc)
+            if isinstance(cause, (BadRequest, InvalidInput)):
+                return _error(400, _one_line(cause))
+            if isinstance(cause, Overloaded):
+                return _error(503, _one_line(cause), {"Retry-After": "1"})
+            return _error(500, f"model call failed: {type(cause).__name__}: {_one_line(cause)}")
+        return JSONResponse(answers if is_list else answers[0])
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        """Liveness: the ingress is up and names the model it serves."""
+        return {"status": "ok", "model": self.model_name}
+
+    @api.get("/v1/stats")
+    async def stats(self) -> dict:
+        """The packer's cumulative batch counters (efficiency = real tokens / token slots)."""
+        return {"model": self.model_name, "packer": await self.packer.stats.remote()}
+

@@ -1,0 +1,169 @@
+"""Validation of question-answering request bodies.
+
+A request body is one JSON object ``{"question": str, "context": str}`` or a non-empty JSON
+list of such objects. :func:`parse_payload` checks an already JSON-decoded body and returns
+:class:`QARequest` objects; :func:`parse_body` also checks the raw bytes (size, UTF-8, JSON).
+Every problem raises :class:`BadRequest` with a one-line message that names the field (and,
+for list bodies, the item index) and the problem, suitable for an HTTP 400/422 response.
+
+Both strings are returned in Unicode normalisation form NFC. Answer offsets produced later
+(:mod:`packing.qa.windows`) are character offsets into the *NFC* context; the response does
+not echo the client's original text, so clients that send non-NFC text should normalise it
+themselves before using the offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+FIELDS = ("question", "context")
+
+# C0 controls except \t \n \r, DEL (U+007F), and C1 controls (U+0080..U+009F).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Lone UTF-16 surrogates: not Unicode scalar values (json.loads accepts "\ud800" escapes).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BadRequest(ValueError):
+    """A client error; ``str(exc)`` is a one-line message naming the field and the problem."""
+
+
+@dataclass(frozen=True)
+class QARequest:
+    """One validated question-answering request."""
+
+    question: str  # NFC-normalised, non-blank, no control characters or lone surrogates
+    context: str  # NFC-normalised, same rules; answer offsets index into this string
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits on request bodies; each must be a positive int (checked on construction)."""
+
+    max_question_chars: int = 2_000  # max code points in a question (before and after NFC)
+    max_context_chars: int = 100_000  # max code points in a context (before and after NFC)
+    max_batch_items: int = 64  # max items in a list body
+    max_body_bytes: int = 1_000_000  # max size of the raw body, in bytes (used by parse_body)
+
+    def __post_init__(self) -> None:
+        for name in ("max_question_chars", "max_context_chars", "max_batch_items",
+                     "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"Limits.{name} must be an int, got {type(value).__name__} "
+                                 f"{value!r}")
+            if value < 1:
+                raise ValueError(f"Limits.{name} must be >= 1, got {value}")
+
+
+def _type_name(obj: Any) -> str:
+    """JSON-flavoured type name for messages (``null`` rather than ``NoneType``)."""
+    return "null" if obj is None else type(obj).__name__
+
+
+def _short_repr(obj: Any, limit: int = 40) -> str:
+    """``repr`` cut to ``limit`` characters; always one line (repr escapes newlines)."""
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_text(value: Any, field: str, max_chars: int, where: str) -> str:
+    """Validate one string field and return it NFC-normalised; raise BadRequest otherwise."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{where}{field} must be a string, got {_type_name(value)}")
+    if len(value) > max_chars:
+        raise BadRequest(f"{where}{field} is {len(value)} characters; at most {max_chars} allowed")
+    m = _SURROGATE.search(value)
+    if m:
+        raise BadRequest(f"{where}{field} contains lone surrogate U+{ord(m.group()):04X} at "
+                         f"position {m.start()} (not valid Unicode)")
+    m = _CONTROL.search(value)
+    if m:
+        raise BadRequest(f"{where}{field} contains control character U+{ord(m.group()):04X} at "
+                         f"position {m.start()}")
+    value = unicodedata.normalize("NFC", value)
+    if len(value) > max_chars:  # NFC can lengthen a few characters
+        raise BadRequest(f"{where}{field} is {len(value)} characters after NFC normalisation; "
+                         f"at most {max_chars} allowed")
+    if not value.strip():
+        raise BadRequest(f"{where}{field} is empty or whitespace only")
+    return value
+
+
+def _parse_item(item: Any, limits: Limits, where: str) -> QARequest:
+    """Validate one ``{"question", "context"}`` object; ``where`` prefixes messages."""
+    if not isinstance(item, dict):
+        raise BadRequest(f"{where}expected an object with 'question' and 'context', "
+                         f"got {_type_name(item)}")
+    problems = []
+    missing = [f for f in FIELDS if f not in item]
+    if missing:
+        problems.append("missing field" + ("s " if len(missing) > 1 else " ")
+                        + ", ".join(repr(f) for f in missing))
+    unknown = [k for k in item if k not in FIELDS]
+    if unknown:
+        names = ", ".join(_short_repr(k) for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        problems.append("unknown field" + ("s " if len(unknown) > 1 else " ") + names + more)
+    if problems:
+        raise BadRequest(where + "; ".join(problems))
+    question = _check_text(item["question"], "question", limits.max_question_chars, where)
+    context = _check_text(item["context"], "context", limits.max_context_chars, where)
+    return QARequest(question=question, context=context)
+
+
+def parse_payload(obj: Any, limits: Limits) -> tuple[list[QARequest], bool]:
+    """Validate a JSON-decoded request body and return ``(requests, is_list)``.
+
+    ``obj`` is either one ``{"question": str, "context": str}`` dict (``is_list`` False,
+    one request returned) or a non-empty list of at most ``limits.max_batch_items`` such
+    dicts (``is_list`` True, requests in list order). Each item must have exactly those two
+    fields; each string must be non-blank, at most ``max_question_chars`` /
+    ``max_context_chars`` code points, free of lone surrogates and of control characters
+    other than tab, newline and carriage return (C0, DEL and C1 are rejected). The returned
+    strings are NFC-normalised; later answer offsets refer to the NFC context.
+
+    Raises :class:`BadRequest` (and nothing else, whatever ``obj`` is) with a one-line
+    message; for list bodies it starts with ``item N:`` (0-based index of the first bad item).
+    """
+    if isinstance(obj, dict):
+        return [_parse_item(obj, limits, "")], False
+    if not isinstance(obj, list):
+        raise BadRequest("body must be an object {'question', 'context'} or a list of them, "
+                         f"got {_type_name(obj)}")
+    if not obj:
+        raise BadRequest("body is an empty list; send at least one item")
+    if len(obj) > limits.max_batch_items:
+        raise BadRequest(f"body has {len(obj)} items; at most {limits.max_batch_items} allowed")
+    return [_parse_item(item, limits, f"item {i}: ") for i, item in enumerate(obj)], True
+
+
+def parse_body(body: bytes, limits: Limits) -> tuple[list[QARequest], bool]:
+    """Check raw request bytes, decode them as UTF-8 JSON and apply :func:`parse_payload`.
+
+    Rejects (with :class:`BadRequest`) bodies over ``limits.max_body_bytes``, bytes that are
+    not valid UTF-8, and text that is not JSON (NaN/Infinity literals included). A leading
+    UTF-8 byte-order mark is accepted and ignored.
+    """
+    if len(body) > limits.max_body_bytes:
+        raise BadRequest(f"body is {len(body)} bytes; at most {limits.max_body_bytes} allowed")
+    try:
+        text = bytes(body).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
+
+    def _no_constant(name: str) -> Any:
+        raise BadRequest(f"body is not valid JSON: {name} is not allowed")
+
+    try:
+        obj = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno}") from None
+    except RecursionError:
+        raise BadRequest("body is not valid JSON: nested too deeply") from None
+    return parse_payload(obj, limits)

@@ -1,0 +1,204 @@
+"""SQuAD-style model inputs for one (question, context) pair, and answer extraction.
+
+:func:`make_windows` tokenizes the question with the context and, when the pair does not fit
+in ``seq_len`` tokens, splits the context into overlapping windows (each window repeats the
+question), exactly as Hugging Face's SQuAD example does. :func:`best_answer` takes the QA
+head's start/end logits of every window and returns the best-scoring context span.
+
+Character offsets are indices into the context string exactly as passed to
+:func:`make_windows` (the NFC text returned by :func:`packing.qa.requests.parse_payload`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .requests import BadRequest
+
+MIN_CONTEXT_TOKENS = 16  # a window must leave room for at least this many context tokens
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: [CLS] question [SEP] context-slice [SEP] (for BERT)."""
+
+    input_ids: np.ndarray  # [L] int64: token ids, L <= seq_len
+    token_type_ids: np.ndarray  # [L] int64: segment ids from the tokenizer (BERT: 0 question, 1 context)
+    context_mask: np.ndarray  # [L] bool: True for tokens of the context (not question, not specials)
+    offsets: np.ndarray  # [L, 2] int64: [start, end) character offsets into the context for context tokens, -1 elsewhere
+    window_index: int  # position of this window in the list make_windows returned (0-based)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The best span found by :func:`best_answer`."""
+
+    text: str  # context[start:end]
+    score: float  # start logit + end logit of the chosen tokens
+    start: int  # character offset of the first answer character in the context
+    end: int  # character offset one past the last answer character (exclusive)
+    window: int  # window_index of the window the span was found in
+
+
+def _specials(tokenizer: Any) -> int:
+    """Number of special tokens a (question, context) pair gets ([CLS] + 2 x [SEP] for BERT)."""
+    return int(tokenizer.num_special_tokens_to_add(pair=True))
+
+
+def make_windows(tokenizer: Any, question: str, context: str, seq_len: int,
+                 doc_stride: int = 128, max_query_tokens: int = 64) -> list[Window]:
+    """Tokenize ``question`` + ``context`` into one or more windows of at most ``seq_len`` tokens.
+
+    ``tokenizer`` is a Hugging Face fast tokenizer (``PreTrainedTokenizerFast``, e.g. from
+    ``AutoTokenizer.from_pretrained(model_dir)``). The question comes first and is never
+    truncated; only the context is split (``truncation="only_second"``,
+    ``return_overflowing_tokens=True``).
+
+    ``doc_stride`` keeps the Hugging Face *tokenizers* meaning of ``stride``: the number of
+    context tokens that **overlap** between consecutive windows (not the step between
+    window starts), as in HF's SQuAD example (``doc_stride=128``). Each window has room for
+    ``C = seq_len - question_tokens - specials`` context tokens and the next window starts
+    ``C - stride`` tokens later. The tokenizer requires ``stride < C``, so the stride used is
+    ``min(doc_stride, C - 1)``: windows always advance by at least one token (with the default
+    limits, ``C >= seq_len - 67``, so the clamp only matters for short ``seq_len``).
+
+    Raises :class:`BadRequest` when the question has more than
+    ``min(max_query_tokens, seq_len - specials - MIN_CONTEXT_TOKENS)`` tokens (message
+    ``"question is N tokens; at most M fit"``), or when the question or the context has no
+    tokens at all (e.g. only zero-width characters, which the tokenizer drops). Raises
+    ``ValueError`` for bad ``seq_len`` / ``doc_stride`` / ``max_query_tokens`` (server config).
+
+    Returns windows in context order with ``window_index`` 0, 1, ...; every window has at
+    least one context token, consecutive windows overlap by ``min(doc_stride, C - 1)`` context
+    tokens (except where the last window is shorter), and together they cover every context
+    token. Not safe to call concurrently from several threads on one tokenizer (HF fast
+    tokenizers set truncation state per call).
+    """
+    specials = _specials(tokenizer)
+    room = seq_len - specials - MIN_CONTEXT_TOKENS  # most question tokens a window can hold
+    if room < 1:
+        raise ValueError(f"seq_len {seq_len} too small: needs >= {specials + MIN_CONTEXT_TOKENS + 1}")
+    if doc_stride < 0:
+        raise ValueError(f"doc_stride must be >= 0, got {doc_stride}")
+    if max_query_tokens < 1:
+        raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
+
+    n_question = len(tokenizer(question, add_special_tokens=False)["input_ids"])
+    fit = min(max_query_tokens, room)
+    if n_question > fit:
+        raise BadRequest(f"question is {n_question} tokens; at most {fit} fit")
+    if n_question == 0:
+        raise BadRequest("question has no tokens (only characters the tokenizer ignores)")
+    capacity = seq_len - specials - n_question  # context tokens per window, >= MIN_CONTEXT_TOKENS
+    stride = min(doc_stride, capacity - 1)
+
+    enc = tokenizer(question, context, truncation="only_second", max_length=seq_len,
+                    stride=stride, return_overflowing_tokens=True,
+                    return_offsets_mapping=True)
+    windows: list[Window] = []
+    for i in range(len(enc["input_ids"])):
+        ids = np.asarray(enc["input_ids"][i], dtype=np.int64)
+        if "token_type_ids" in enc:
+            types = np.asarray(enc["token_type_ids"][i], dtype=np.int64)
+        else:  # models without segment embeddings (e.g. RoBERTa)
+            types = np.zeros_like(ids)
+        seq_ids = enc.sequence_ids(i)
+        mask = np.array([s == 1 for s in seq_ids], dtype=bool)
+        offsets = np.asarray(enc["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
+        offsets = np.where(mask[:, None], offsets, -1)
+        if not mask.any():
+            raise BadRequest("context has no tokens (only characters the tokenizer ignores)")
+        assert ids.shape[0] <= seq_len, (ids.shape, seq_len)
+        windows.append(Window(input_ids=ids, token_type_ids=types, context_mask=mask,
+                              offsets=offsets, window_index=i))
+    return windows
+
+
+def _best_in_window(start: np.ndarray, end: np.ndarray, ctx: np.ndarray,
+                    max_answer_tokens: int, top_k: int | None) -> tuple[float, int, int] | None:
+    """Best (score, start_token, end_token) over context tokens ``ctx``, or None if no valid pair.
+
+    Candidates are the ``top_k`` highest start and end logits among context tokens (all of
+    them when ``top_k`` is None). Ties: lowest start token, then lowest end token.
+    """
+    s_vals = start[ctx].astype(np.float64)
+    e_vals = end[ctx].astype(np.float64)
+    k = len(ctx) if top_k is None else min(top_k, len(ctx))
+    # Stable sort on the negated logits: equal logits keep the lower token first.
+    s_pos = ctx[np.argsort(-s_vals, kind="stable")[:k]]
+    e_pos = ctx[np.argsort(-e_vals, kind="stable")[:k]]
+    scores = start[s_pos].astype(np.float64)[:, None] + end[e_pos].astype(np.float64)[None, :]
+    length = e_pos[None, :] - s_pos[:, None] + 1
+    valid = (length >= 1) & (length <= max_answer_tokens)
+    if not valid.any():
+        return None
+    scores = np.where(valid, scores, -np.inf)
+    best = scores.max()
+    si, ei = np.nonzero(valid & (scores == best))
+    # Lowest start token, then lowest end token among the tied pairs.
+    order = np.lexsort((e_pos[ei], s_pos[si]))[0]
+    return float(best), int(s_pos[si[order]]), int(e_pos[ei[order]])
+
+
+def best_answer(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
+                end_logits: Sequence[np.ndarray], context: str, max_answer_tokens: int = 30,
+                top_k: int = 20) -> Answer:
+    """Return the highest-scoring context span over all windows.
+
+    ``start_logits[i]`` / ``end_logits[i]`` are the QA head's ``[len(windows[i])]`` logits for
+    window ``i``. Per window, candidates are the ``top_k`` highest start and ``top_k`` highest
+    end logits over *context* tokens only; a pair is valid when ``end >= start`` and
+    ``end - start + 1 <= max_answer_tokens`` (in tokens); its score is
+    ``start_logit + end_logit``. The best valid pair over all windows wins; ties go to the
+    lowest window, then the lowest start token, then the lowest end token. The answer's
+    ``start``/``end`` are character offsets into ``context`` (end exclusive) and
+    ``text == context[start:end]``.
+
+    If no window has a valid pair among its top-k candidates (possible when, e.g., the best
+    end tokens all precede the best start tokens), the search is repeated over all context
+    tokens, so an answer is always returned when any window has a context token (which
+    :func:`make_windows` guarantees). Raises ``ValueError`` when there are no windows, no
+    context tokens at all, mismatched lengths, non-finite logits, or ``max_answer_tokens``/``top_k`` < 1.
+    """
+    if max_answer_tokens < 1:
+        raise ValueError(f"max_answer_tokens must be >= 1, got {max_answer_tokens}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not windows:
+        raise ValueError("no windows")
+    if not len(windows) == len(start_logits) == len(end_logits):
+        raise ValueError(f"{len(windows)} windows but {len(start_logits)} start and "
+                         f"{len(end_logits)} end logit arrays")
+    prepared = []
+    for w, s, e in zip(windows, start_logits, end_logits):
+        s = np.asarray(s).reshape(-1)
+        e = np.asarray(e).reshape(-1)
+        if s.shape[0] != len(w) or e.shape[0] != len(w):
+            raise ValueError(f"window {w.window_index} has {len(w)} tokens but "
+                             f"{s.shape[0]} start and {e.shape[0]} end logits")
+        if not (np.isfinite(s).all() and np.isfinite(e).all()):
+            raise ValueError(f"window {w.window_index}: non-finite (NaN or inf) logits")
+        prepared.append((w, s, e, np.flatnonzero(w.context_mask)))
+    if not any(len(ctx) for *_, ctx in prepared):
+        raise ValueError("no context tokens in any window")
+
+    for k in (top_k, None):  # None: exhaustive fallback
+        best: tuple[float, Window, int, int] | None = None
+        for w, s, e, ctx in prepared:
+            if len(ctx) == 0:
+                continue
+            found = _best_in_window(s, e, ctx, max_answer_tokens, k)
+            if found is not None and (best is None or found[0] > best[0]):
+                best = (found[0], w, found[1], found[2])
+        if best is not None:
+            score, w, ts, te = best
+            start_char, end_char = int(w.offsets[ts, 0]), int(w.offsets[te, 1])
+            return Answer(text=context[start_char:end_char], score=score, start=start_char,
+                          end=end_char, window=w.window_index)
+    raise AssertionError("unreachable: a single context token is always a valid span")

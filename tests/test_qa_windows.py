@@ -1,0 +1,256 @@
+"""SQuAD-style windows over long contexts and best-span extraction from logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packing.qa import MIN_CONTEXT_TOKENS, Answer, BadRequest, Window, best_answer, make_windows
+
+SEQ = 48
+QUESTION = "what is it?"  # 4 tokens: [CLS] + 4 + [SEP] ... [SEP] leaves 41 context tokens
+CAPACITY = SEQ - 3 - 4
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from packing.model.weights import save_tokenizer
+
+    folder = Path(tmp_path_factory.mktemp("tok"))
+    save_tokenizer(folder, None)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def long_context(n: int = 60) -> str:
+    return " ".join(f"w{i}" for i in range(n))  # "w12" -> "w", "##12": two tokens per word
+
+
+def ctx_positions(w: Window) -> np.ndarray:
+    return np.flatnonzero(w.context_mask)
+
+
+def token_span(w: Window, start_char: int, end_char: int) -> tuple[int, int]:
+    """First and last token of window ``w`` covering context characters [start, end)."""
+    pos = ctx_positions(w)
+    inside = pos[(w.offsets[pos, 0] >= start_char) & (w.offsets[pos, 1] <= end_char)]
+    assert inside.size, (start_char, end_char)
+    return int(inside[0]), int(inside[-1])
+
+
+def peaked_logits(windows, spans: dict[int, tuple[int, int]], high: float = 10.0):
+    """Zero logits everywhere except start/end peaks at ``spans[window] = (s, e)``."""
+    starts, ends = [], []
+    for w in windows:
+        s = np.zeros(len(w), np.float32)
+        e = np.zeros(len(w), np.float32)
+        if w.window_index in spans:
+            a, b = spans[w.window_index]
+            s[a] = high
+            e[b] = high
+        starts.append(s)
+        ends.append(e)
+    return starts, ends
+
+
+def test_single_window_layout(tok):
+    context = "Alice went home."
+    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    toks = tok.convert_ids_to_tokens(w.input_ids.tolist())
+    assert toks == ["[CLS]", "what", "is", "it", "?", "[SEP]", "alice", "went", "home", ".",
+                    "[SEP]"]
+    assert w.input_ids.dtype == np.int64 and w.token_type_ids.dtype == np.int64
+    assert w.context_mask.dtype == bool and w.offsets.dtype == np.int64
+    assert w.offsets.shape == (len(w), 2) and w.window_index == 0
+    assert w.token_type_ids.tolist() == [0] * 6 + [1] * 5
+    assert w.context_mask.tolist() == [False] * 6 + [True] * 4 + [False]
+    assert (w.offsets[~w.context_mask] == -1).all()
+    assert [context[a:b] for a, b in w.offsets[w.context_mask]] == ["Alice", "went", "home", "."]
+
+
+def test_long_context_windows_overlap_and_cover(tok):
+    context = long_context(60)
+    stride = 10
+    windows = make_windows(tok, QUESTION, context, SEQ, doc_stride=stride)
+    assert len(windows) >= 3
+    assert [w.window_index for w in windows] == list(range(len(windows)))
+    covered = np.zeros(len(context), bool)
+    all_tokens = tok(context, add_special_tokens=False, return_offsets_mapping=True)
+    token_offsets = [tuple(o) for o in all_tokens["offset_mapping"]]
+    for w in windows:
+        assert len(w) <= SEQ
+        assert w.input_ids[:6].tolist() == windows[0].input_ids[:6].tolist()  # question repeated
+        for a, b in w.offsets[w.context_mask]:
+            covered[a:b] = True
+    # Every non-space character of the context lies in some window's context token.
+    assert all(covered[i] or context[i] == " " for i in range(len(context)))
+    # Windows are contiguous slices of the context's tokens, overlapping by exactly `stride`.
+    first = []
+    for w in windows:
+        offs = [tuple(o) for o in w.offsets[w.context_mask].tolist()]
+        i = token_offsets.index(offs[0])
+        assert token_offsets[i:i + len(offs)] == offs
+        first.append((i, len(offs)))
+    for (i0, n0), (i1, _) in zip(first, first[1:]):
+        assert n0 == CAPACITY
+        assert i0 + n0 - i1 == stride  # overlap in tokens
+    last_i, last_n = first[-1]
+    assert last_i + last_n == len(token_offsets)
+
+
+def test_stride_clamped_so_windows_advance(tok):
+    context = long_context(30)
+    windows = make_windows(tok, QUESTION, context, SEQ, doc_stride=1000)
+    assert len(windows) > 1
+    starts = [int(w.offsets[w.context_mask][0, 0]) for w in windows]
+    assert starts == sorted(set(starts))  # strictly advancing
+    n_tokens = len(tok(context, add_special_tokens=False)["input_ids"])
+    assert len(windows) == n_tokens - CAPACITY + 1  # stride C - 1: one token per step
+
+
+def test_default_stride_with_short_seq_len_does_not_panic(tok):
+    windows = make_windows(tok, QUESTION, long_context(40), SEQ)  # 128 > capacity 41
+    assert all(len(w) <= SEQ for w in windows)
+
+
+def test_question_too_long_for_max_query_tokens(tok):
+    question = " ".join(["why"] * 11)
+    with pytest.raises(BadRequest, match=r"^question is 11 tokens; at most 10 fit$"):
+        make_windows(tok, question, "some context", SEQ, max_query_tokens=10)
+    assert make_windows(tok, " ".join(["why"] * 10), "some context", SEQ, max_query_tokens=10)
+
+
+def test_question_too_long_for_seq_len(tok):
+    room = SEQ - 3 - MIN_CONTEXT_TOKENS
+    with pytest.raises(BadRequest, match=rf"^question is {room + 1} tokens; at most {room} fit$"):
+        make_windows(tok, " ".join(["why"] * (room + 1)), "context", SEQ, max_query_tokens=100)
+    windows = make_windows(tok, " ".join(["why"] * room), long_context(20), SEQ,
+                           max_query_tokens=100)
+    assert all(w.context_mask.sum() <= MIN_CONTEXT_TOKENS for w in windows)
+    assert windows[0].context_mask.sum() == MIN_CONTEXT_TOKENS
+
+
+def test_texts_without_tokens(tok):
+    with pytest.raises(BadRequest, match="^context has no tokens"):
+        make_windows(tok, QUESTION, "\u200b\u200b", SEQ)
+    with pytest.raises(BadRequest, match="^question has no tokens"):
+        make_windows(tok, "\u200b", "context", SEQ)
+
+
+def test_bad_config(tok):
+    with pytest.raises(ValueError, match="seq_len 19 too small"):
+        make_windows(tok, "q", "c", 19)
+    with pytest.raises(ValueError, match="doc_stride"):
+        make_windows(tok, "q", "c", SEQ, doc_stride=-1)
+
+
+def test_best_answer_in_second_window(tok):
+    context = long_context(40) + " zebra " + long_context(40)
+    windows = make_windows(tok, QUESTION, context, SEQ, doc_stride=8)
+    start_char = context.index("zebra")
+    # The word sits in window 1 and not in window 0.
+    holder = [w.window_index for w in windows
+              if (w.offsets[w.context_mask][:, 0] == start_char).any()]
+    assert holder[0] >= 1
+    wi = holder[0]
+    span = token_span(windows[wi], start_char, start_char + 5)
+    starts, ends = peaked_logits(windows, {wi: span})
+    ans = best_answer(windows, starts, ends, context)
+    assert ans == Answer(text="zebra", score=20.0, start=start_char, end=start_char + 5,
+                         window=wi)
+
+
+def test_tie_goes_to_lowest_window(tok):
+    context = long_context(60)
+    windows = make_windows(tok, QUESTION, context, SEQ, doc_stride=10)
+    # A word in the overlap of windows 0 and 1, peaked identically in both.
+    last0 = windows[0].offsets[windows[0].context_mask][-4]
+    a, b = int(last0[0]), int(last0[1])
+    spans = {0: token_span(windows[0], a, b), 1: token_span(windows[1], a, b)}
+    starts, ends = peaked_logits(windows, spans)
+    ans = best_answer(windows, starts, ends, context)
+    assert ans.window == 0 and (ans.start, ans.end) == (a, b)
+    starts[1][spans[1][0]] += 0.5  # now window 1 scores higher
+    assert best_answer(windows, starts, ends, context).window == 1
+
+
+def test_tie_within_window_lowest_start(tok):
+    context = "red blue green"
+    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    pos = ctx_positions(w)
+    s = np.zeros(len(w))
+    e = np.zeros(len(w))
+    s[pos] = 1.0
+    e[pos] = 1.0  # every valid pair scores 2.0
+    ans = best_answer([w], [s], [e], context)
+    assert (ans.text, ans.start, ans.end) == ("red", 0, 3)
+
+
+def test_max_answer_tokens(tok):
+    context = "one two three four five six seven eight"
+    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    pos = ctx_positions(w)
+    s = np.zeros(len(w))
+    e = np.zeros(len(w))
+    s[pos[1]] = 5.0  # "two"
+    e[pos[6]] = 5.0  # "seven": a 6-token span
+    assert best_answer([w], [s], [e], context).text == "two three four five six seven"
+    ans = best_answer([w], [s], [e], context, max_answer_tokens=5)
+    assert ans.score == 5.0
+    span_tokens = [i for i in pos if w.offsets[i, 0] >= ans.start and w.offsets[i, 1] <= ans.end]
+    assert 1 <= len(span_tokens) <= 5
+    assert ans.text == context[ans.start:ans.end]
+
+
+def test_non_context_tokens_ignored(tok):
+    context = "Alice went home."
+    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    s = np.zeros(len(w))
+    e = np.zeros(len(w))
+    s[~w.context_mask] = 100.0  # [CLS], question and [SEP]
+    e[~w.context_mask] = 100.0
+    pos = ctx_positions(w)
+    s[pos[1]] = 1.0
+    e[pos[2]] = 1.0
+    ans = best_answer([w], [s], [e], context)
+    assert ans.text == "went home" and ans.score == 2.0
+
+
+def test_fallback_when_top_k_has_no_valid_pair(tok):
+    context = "one two three four"
+    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    pos = ctx_positions(w)
+    s = np.zeros(len(w))
+    e = np.zeros(len(w))
+    s[pos[3]] = 9.0  # best start after best end
+    e[pos[0]] = 8.0
+    ans = best_answer([w], [s], [e], context, top_k=1)
+    assert ans.text == "four" and ans.score == 9.0  # exhaustive: start "four", end "four"
+
+
+def test_accented_context_offsets(tok):
+    context = "Her résumé was naïve and well-written."
+    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    a = context.index("naïve")
+    starts, ends = peaked_logits([w], {0: token_span(w, a, a + 5)})
+    assert best_answer([w], starts, ends, context).text == "naïve"
+
+
+def test_best_answer_input_checks(tok):
+    (w,) = make_windows(tok, QUESTION, "Alice went home.", SEQ)
+    z = np.zeros(len(w))
+    with pytest.raises(ValueError, match="no windows"):
+        best_answer([], [], [], "x")
+    with pytest.raises(ValueError, match="1 windows but 2 start"):
+        best_answer([w], [z, z], [z], "x")
+    with pytest.raises(ValueError, match="has 11 tokens but 10 start"):
+        best_answer([w], [z[:-1]], [z], "x")
+    with pytest.raises(ValueError, match="non-finite"):
+        best_answer([w], [np.full(len(w), np.nan)], [z], "x")
+    with pytest.raises(ValueError, match="max_answer_tokens"):
+        best_answer([w], [z], [z], "x", max_answer_tokens=0)
+    with pytest.raises(ValueError, match="top_k"):
+        best_answer([w], [z], [z], "x", top_k=0)
