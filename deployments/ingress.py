@@ -143,9 +143,14 @@ class Ingress:
         return JSONResponse(answers if is_list else answers[0])
 
     @api.get("/healthz")
-    async def healthz(self) -> dict:
-        """Liveness: the ingress is up and names the model it serves."""
-        return {"status": "ok", "model": self.model_name}
+    async def healthz(self) -> JSONResponse:
+        """Readiness of the whole pipeline: 200 once tokenizer and packer answer, else 503."""
+        try:
+            await asyncio.wait_for(asyncio.gather(self.tokenizer.ping.remote(),
+                                                  self.packer.stats.remote()), timeout=5)
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return _error(503, f"not ready: {type(_root_cause(exc)).__name__}")
+        return JSONResponse({"status": "ok", "model": self.model_name})
 
     @api.get("/v1/stats")
     async def stats(self) -> dict:

@@ -25,6 +25,10 @@ class TokenizerDeployment:
         # A fast tokenizer changes its truncation state on every call: one call at a time.
         self._lock = threading.Lock()
 
+    def ping(self) -> bool:
+        """Readiness probe."""
+        return True
+
     def windows(self, question: str, context: str) -> list[Window]:
         """Windows for one validated request; raises BadRequest when the question cannot fit."""
         with self._lock:

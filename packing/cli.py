@@ -38,6 +38,21 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loadtest(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.loadtest import loadtest
+
+    report = loadtest(args.url, args.model_dir, args.workload, args.samples, args.concurrency,
+                      inprocess=not args.no_inprocess, threads=args.threads,
+                      progress=not args.no_progress)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    errors = report["http"]["errors"]
+    return 1 if errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(prog="packed-bert", description=__doc__)
@@ -74,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", help="write a PNG of throughput and p99 latency here")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_bench)
+
+    lt = sub.add_parser("loadtest", help="concurrent HTTP requests to a running app, "
+                        "compared with the in-process PackRunner")
+    lt.add_argument("--url", default="http://127.0.0.1:8000")
+    lt.add_argument("--model-dir", required=True, help="the app's prepared model folder")
+    lt.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    lt.add_argument("--samples", type=int, default=512)
+    lt.add_argument("--concurrency", type=int, default=80)
+    lt.add_argument("--threads", type=int, default=None, help="in-process intra-op threads")
+    lt.add_argument("--no-inprocess", action="store_true", help="HTTP side only")
+    lt.add_argument("--json", help="write the report here")
+    lt.add_argument("--no-progress", action="store_true")
+    lt.set_defaults(func=_loadtest)
     return p
 
 

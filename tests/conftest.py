@@ -30,3 +30,64 @@ def squad_path() -> Path:
     if not SQUAD.exists():
         pytest.skip(f"{SQUAD} not found")
     return SQUAD
+
+
+@pytest.fixture(scope="session")
+def serve_app(tmp_path_factory):
+    """``serve run configs/test.yaml`` in a subprocess (model folder and port made private).
+
+    Yields an object with ``url``, ``model_dir`` and ``app`` (the application name).
+    """
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from types import SimpleNamespace
+
+    import yaml
+
+    work = tmp_path_factory.mktemp("serve")
+    cfg = yaml.safe_load((REPO / "configs" / "test.yaml").read_text())
+    app = cfg["applications"][0]
+    app["args"]["model_dir"] = str(work / "model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg["http_options"]["port"] = port
+    config_path = work / "test.yaml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    log_path = work / "serve.log"
+    log = open(log_path, "w")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", str(config_path)],
+        cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"serve run exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"serve run not healthy after 240 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(1)
+        yield SimpleNamespace(url=url, model_dir=work / "model", app=app["name"], log=log_path)
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
+                       capture_output=True, timeout=60)
+        log.close()

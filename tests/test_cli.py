@@ -92,3 +92,15 @@ def test_squad_workload_tokenizes_real_text(tiny_model_dir, squad_path):
     assert len(data) == 50
     assert all(2 < len(f) <= 64 and f.input_ids[0] == 101 and f.input_ids[-1] == 102 for f in data)
     assert all(f.token_type_ids[-1] == 1 for f in data)
+
+
+def test_synthetic_questions_hit_their_token_lengths(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from packing.bench.loadtest import synthetic_questions
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    lengths = [5, 6, 17, 64, 200]
+    items = synthetic_questions(lengths, tok)
+    got = [len(tok(it["question"], it["context"])["input_ids"]) for it in items]
+    assert got == lengths

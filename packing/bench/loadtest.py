@@ -1,0 +1,241 @@
+"""``packed-bert loadtest``: concurrent HTTP requests against a running app, compared with the
+in-process PackRunner doing the same work (tokenize, pack, run, pick the answer) in one run.
+
+Both sides run the same questions with the same number of closed-loop clients, the same
+packing mode, heuristic and timeout (read from the app's ``/v1/stats``), so the ratio shows
+what the serving layer (HTTP, Ray Serve, the deployment hops) costs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .workloads import DEFAULT_SEED, seed_lengths, squad_questions
+
+
+@dataclass
+class LoadResult:
+    """One side of the comparison."""
+
+    name: str
+    requests: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    efficiency: float | None = None  # packing efficiency over the run (HTTP: as the app reported)
+
+
+def _single_token_words(tokenizer) -> list[str]:
+    """Vocabulary words that the tokenizer maps to exactly one token."""
+    words = [w for w in tokenizer.get_vocab() if w.isalpha() and w.islower() and len(w) >= 3]
+    words.sort()
+    return [w for w in words[:4000] if len(tokenizer.tokenize(w)) == 1][:2000]
+
+
+def synthetic_questions(lengths: Sequence[int], tokenizer, seed: int = DEFAULT_SEED) -> list[dict]:
+    """Question/context pairs whose tokenization has the given lengths (at least 5 tokens)."""
+    rng = np.random.default_rng(seed)
+    words = _single_token_words(tokenizer)
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    out = []
+    for n in lengths:
+        n = max(int(n), specials + 2)
+        q = int(min(max(1, (n - specials) // 4), 30))
+        c = n - specials - q
+        out.append({"question": " ".join(rng.choice(words, size=q)) + "",
+                    "context": " ".join(rng.choice(words, size=c))})
+    return out
+
+
+def load_questions(spec: str, n: int, tokenizer, seq_len: int, seed: int = DEFAULT_SEED) -> list[dict]:
+    """``n`` question/context pairs for a workload: seed, squad:FILE or lengths:FILE."""
+    if spec == "seed":
+        return synthetic_questions(seed_lengths(n, seq_len, seed), tokenizer, seed)
+    kind, _, arg = spec.partition(":")
+    if kind == "squad" and arg:
+        qs = squad_questions(arg)
+        picks = np.random.default_rng(seed).choice(len(qs), size=n, replace=n > len(qs))
+        return [{"question": qs[i][1], "context": qs[i][2]} for i in picks]
+    if kind == "lengths" and arg:
+        lengths = np.resize(np.asarray(json.loads(Path(arg).read_text()), dtype=np.int64), n)
+        return synthetic_questions(np.clip(lengths, 1, seq_len), tokenizer, seed)
+    raise ValueError(f"unknown workload {spec!r}; use seed, squad:FILE or lengths:FILE")
+
+
+def drive(n: int, concurrency: int, call: Callable[[int], bool], progress: bool = False
+          ) -> tuple[float, np.ndarray, int]:
+    """Run ``call(i)`` for i in range(n) from ``concurrency`` closed-loop threads.
+
+    Returns wall seconds, per-call latencies (s) and the number of calls that returned False
+    or raised.
+    """
+    latency = np.zeros(n)
+    errors = [0]
+    lock = threading.Lock()
+    counter = iter(range(n))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, unit="req", leave=False)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                ok = call(i)
+            except Exception:  # noqa: BLE001 - counted, the run goes on
+                ok = False
+            latency[i] = time.perf_counter() - t0
+            with lock:
+                errors[0] += 0 if ok else 1
+                if bar is not None:
+                    bar.update(1)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, concurrency))]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    return seconds, latency, errors[0]
+
+
+def _result(name: str, n: int, seconds: float, latency: np.ndarray, errors: int,
+            efficiency: float | None = None) -> LoadResult:
+    return LoadResult(name, n, seconds, n / seconds, float(np.percentile(latency, 50) * 1000),
+                      float(np.percentile(latency, 99) * 1000), errors, efficiency)
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def http_load(url: str, items: Sequence[dict], concurrency: int, progress: bool = False) -> LoadResult:
+    """POST every item to ``url``/v1/answer; efficiency from the app's /v1/stats delta."""
+    parsed = urllib.parse.urlsplit(url)
+    local = threading.local()
+    bodies = [json.dumps(it).encode() for it in items]
+
+    def call(i: int) -> bool:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(parsed.hostname, parsed.port or 80,
+                                                           timeout=300)
+        try:
+            conn.request("POST", "/v1/answer", bodies[i], {"content-type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 200
+        except (OSError, http.client.HTTPException):
+            local.conn = None
+            conn.close()
+            raise
+
+    before = _get_json(url + "/v1/stats")["packer"]
+    seconds, latency, errors = drive(len(items), concurrency, call, progress)
+    after = _get_json(url + "/v1/stats")["packer"]
+    slots = after["token_slots"] - before["token_slots"]
+    eff = (after["real_tokens"] - before["real_tokens"]) / slots if slots else None
+    return _result("HTTP app", len(items), seconds, latency, errors, eff)
+
+
+def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knobs: dict,
+                   doc_stride: int = 128, max_query_tokens: int = 64, threads: int | None = None,
+                   progress: bool = False) -> LoadResult:
+    """The same questions through an in-process online PackRunner (same knobs)."""
+    from transformers import AutoTokenizer
+
+    from packing.model.manifest import Manifest
+    from packing.qa.windows import best_answer, make_windows
+    from packing.runtime.features import Features
+    from packing.runtime.runners import PackRunner
+
+    manifest = Manifest.read(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok_lock = threading.Lock()
+    opts = {"intra_op_threads": threads} if threads else {}
+    runner = PackRunner(model_dir, mode=knobs["mode"], algorithm=knobs["algorithm"],
+                        timeout_s=knobs["timeout_s"], max_valid_num=knobs.get("max_valid_num"),
+                        max_tokens=knobs.get("max_tokens"), **opts)
+
+    def call(i: int) -> bool:
+        with tok_lock:
+            windows = make_windows(tok, items[i]["question"], items[i]["context"],
+                                   manifest.seq_len, doc_stride, max_query_tokens)
+        outs = [f.result() for f in runner.submit_many(
+            Features(w.input_ids, w.token_type_ids) for w in windows)]
+        best_answer(windows, [o.start_logits for o in outs], [o.end_logits for o in outs],
+                    items[i]["context"])
+        return True
+
+    with runner:
+        call(0)  # warm-up
+        runner.reset_stats()
+        seconds, latency, errors = drive(len(items), concurrency, call, progress)
+        eff = runner.stats.efficiency
+    return _result("In-process PackRunner", len(items), seconds, latency, errors, eff)
+
+
+def format_result(r: LoadResult) -> str:
+    """One line per side."""
+    eff = f", packing efficiency {r.efficiency:.3f}" if r.efficiency is not None else ""
+    return (f"[{r.name}] {r.requests_per_s:.2f} requests/s, p50 {r.p50_ms:.0f} ms, "
+            f"p99 {r.p99_ms:.0f} ms, errors {r.errors}/{r.requests}{eff}")
+
+
+def loadtest(url: str, model_dir: str | None, workload: str, samples: int, concurrency: int,
+             inprocess: bool = True, threads: int | None = None, progress: bool = True,
+             echo: Callable[[str], None] = print) -> dict:
+    """Run the HTTP side, then (optionally) the in-process side; returns a JSON-able report."""
+    from transformers import AutoTokenizer
+
+    from packing.model.manifest import Manifest
+
+    url = url.rstrip("/")
+    stats = _get_json(url + "/v1/stats")
+    knobs = stats["packer"]["knobs"]
+    if model_dir is None:
+        raise ValueError("--model-dir is needed (the app's prepared folder) to build the workload")
+    manifest = Manifest.read(model_dir)
+    if manifest.source != stats["model"]:
+        raise ValueError(f"the app serves {stats['model']!r} but {model_dir} holds {manifest.source!r}")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    items = load_questions(workload, samples, tok, manifest.seq_len)
+    echo(f"app {url} serving {stats['model']}; workload {workload}: {samples} questions, "
+         f"concurrency {concurrency}; packer knobs {knobs}")
+    _get_json(url + "/healthz")
+    http_load(url, items[: min(8, len(items))], min(8, concurrency))  # warm-up
+    report = {"url": url, "workload": workload, "samples": samples, "concurrency": concurrency,
+              "knobs": knobs}
+    h = http_load(url, items, concurrency, progress)
+    echo(format_result(h))
+    report["http"] = asdict(h)
+    if inprocess:
+        p = inprocess_load(str(model_dir), items, concurrency, knobs, threads=threads,
+                           progress=progress)
+        echo(format_result(p))
+        report["inprocess"] = asdict(p)
+        report["ratio"] = h.requests_per_s / p.requests_per_s
+        echo(f"HTTP / in-process throughput: {report['ratio']:.2f}x")
+    return report
