@@ -7,8 +7,10 @@ sequences. Three Ray Serve behaviours are handled explicitly:
 
 * ``max_ongoing_requests`` defaults to 5, which would silently cap every batch at 5
   requests: the deployment sets it far above ``max_valid_num``.
-* ``batch_size_fn`` sends a request that does not fit to the *back* of the queue, so it can be
-  overtaken once; its wait is bounded by one queue turn and shows in the wait metric.
+* ``batch_size_fn`` sends a request that does not fit to the *back* of the queue, and Serve
+  forms the next batch eagerly from leftovers: a :class:`~deployments.admission.BatchGate`
+  admits one batch budget at a time into Serve's queue, in arrival order, while a batch slot
+  is free, so neither happens.
 * an exception inside ``batch_size_fn`` can hang Serve's batch loop: :func:`batch_cost`
   cannot raise (items are built here, and it falls back to counting).
 
@@ -31,9 +33,15 @@ from packing.policy.collate import pack_batch
 from packing.policy.config import PackingConfig
 from packing.runtime.features import Features, SpanLogits, validate_features
 
+from .admission import BatchGate
 from .config import PackingKnobs
 from .metrics import PackerMetrics
 from .model_store import ensure_model
+
+
+# Batches in flight at once: one running on a runner replica while the next is formed and
+# sent, so the runner never waits for the packer.
+MAX_CONCURRENT_BATCHES = 2
 
 
 class Overloaded(RuntimeError):
@@ -62,7 +70,7 @@ def batch_cost(items: list) -> int:
         return len(items)
 
 
-@serve.deployment(name="Packer", max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0})
+@serve.deployment(name="Packer", max_ongoing_requests=8192, ray_actor_options={"num_cpus": 0})
 class Packer:
     """Online packer in the serving path; ``__call__(features) -> SpanLogits``."""
 
@@ -74,6 +82,8 @@ class Packer:
         self.totals = {"batches": 0, "plans": 0, "sequences": 0, "real_tokens": 0,
                        "token_slots": 0, "failed_plans": 0}
         self.pending = 0
+        self.gate = BatchGate(1, MAX_CONCURRENT_BATCHES)
+        self._admitted: set[int] = set()  # id() of admitted items not yet in a batch
         self.reconfigure(PackingKnobs().model_dump())
 
     def reconfigure(self, user_config: dict | None) -> None:
@@ -86,6 +96,7 @@ class Packer:
             mode=knobs.mode, algorithm=knobs.algorithm, max_tokens=knobs.max_tokens)
         self.knobs, self.config = knobs, config
         self.unit = math.ceil(config.capacity_tokens / config.max_valid_num)
+        self.gate.set_budget(config.capacity_tokens)
         self.pack.set_max_batch_size(config.capacity_tokens)
         self.pack.set_batch_wait_timeout_s(config.timeout_s)
 
@@ -96,28 +107,41 @@ class Packer:
         if self.pending >= self.knobs.max_pending:
             raise Overloaded(f"packer holds {self.pending} requests (max_pending)")
         self.pending += 1
+        item = PackItem(f, min(max(len(f), self.unit), self.config.capacity_tokens),
+                        time.monotonic())
         try:
-            out = await self.pack(PackItem(f, max(len(f), self.unit), time.monotonic()))
+            await self.gate.enter(item.cost)
+            self._admitted.add(id(item))
+            out = await self.pack(item)
         finally:
             self.pending -= 1
+            if id(item) in self._admitted:  # never reached a batch (caller gone, Serve error)
+                self._admitted.discard(id(item))
+                self.gate.withdraw(item.cost)
         if isinstance(out, _Failed):
             raise out.error
         return out
 
-    @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01, max_concurrent_batches=2,
+    @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01,
+                 max_concurrent_batches=MAX_CONCURRENT_BATCHES,
                  batch_size_fn=batch_cost)
     async def pack(self, items: list[PackItem]) -> list[SpanLogits | _Failed]:
         """Collate: pack the batch, run its plans on runner replicas, scatter back."""
         config = self.config
         now = time.monotonic()
         for item in items:
+            self._admitted.discard(id(item))
             self.metrics.wait.observe(now - item.enqueued_s)
-        plans = pack_batch([len(i.features) for i in items], config)
-        t0 = time.monotonic()
-        outs = await asyncio.gather(
-            *(self.runner.execute.remote(p, [items[k].features for k in p.seq_ids]) for p in plans),
-            return_exceptions=True)
-        seconds = time.monotonic() - t0
+        self.gate.batch_started(sum(item.cost for item in items))
+        try:
+            plans = pack_batch([len(i.features) for i in items], config)
+            t0 = time.monotonic()
+            outs = await asyncio.gather(
+                *(self.runner.execute.remote(p, [items[k].features for k in p.seq_ids])
+                  for p in plans), return_exceptions=True)
+            seconds = time.monotonic() - t0
+        finally:
+            self.gate.batch_finished()
         results: list[SpanLogits | _Failed | None] = [None] * len(items)
         tags = {"mode": config.mode}
         self.totals["batches"] += 1
