@@ -1,0 +1,208 @@
+"""The packer deployment's logic without a Ray cluster: admission, collate, scatter, failures.
+
+The deployment class runs on a plain asyncio loop with a stand-in runner handle that executes
+plans on a real ONNX Runtime graph (random:tiny), so packed results are checked against solo
+runs exactly as in the Serve app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import ray.serve.batching as serve_batching
+from factories import make_lengths
+
+from deployments.admission import BatchGate
+from deployments.config import PackingKnobs
+from deployments.packer import Overloaded, Packer, batch_cost
+from packing.bench.workloads import synthetic_features
+from packing.model.manifest import Manifest
+from packing.runtime.backend import load_backend
+from packing.runtime.features import InvalidInput
+from packing.runtime.runners import ModelRunner, PlanExecutor
+
+
+@pytest.fixture(scope="module")
+def run():
+    """One event loop for the module: ``@serve.batch`` binds its queue to the first loop used,
+    as a replica (one instance, one loop) does."""
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    loop.close()
+
+
+@pytest.fixture(autouse=True)
+def _outside_a_replica(monkeypatch):
+    # set_max_batch_size looks up the replica context to log a hint; there is none here.
+    monkeypatch.setattr(serve_batching._BatchQueue,
+                        "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
+
+
+class FakeRunnerHandle:
+    """Stands in for the PackRunner handle: ``execute.remote(plan, feats)`` -> awaitable."""
+
+    def __init__(self, model_dir, fail_calls=(), delay_s: float = 0.0):
+        m = Manifest.read(model_dir)
+        self.executors = {kind: PlanExecutor(load_backend("onnxruntime", model_dir / f), m)
+                          for kind, f in m.graphs.items()}
+        self.calls, self.fail_calls, self.delay_s = [], set(fail_calls), delay_s
+        self.execute = self
+
+    def remote(self, plan, feats):
+        from deployments.runner import graph_for
+
+        async def run():
+            self.calls.append(plan)
+            await asyncio.sleep(self.delay_s)
+            if len(self.calls) in self.fail_calls:
+                raise RuntimeError("device lost")
+            return self.executors[graph_for(plan)].execute(plan, feats)
+
+        return run()
+
+
+def make_packer(model_dir, runner, **knobs):
+    m = Manifest.read(model_dir)
+    packer = Packer.func_or_class(runner, str(model_dir), m.source, m.seq_len, m.batch_size,
+                                  m.max_valid_num)
+    packer.reconfigure(PackingKnobs(**knobs).model_dump())
+    return packer
+
+
+@pytest.fixture(scope="module")
+def requests():
+    return synthetic_features(make_lengths(60, seq_len=64, seed=4), vocab_size=30522, seed=4)
+
+
+@pytest.fixture(scope="module")
+def solo(tiny_model_dir, requests):
+    runner = ModelRunner(tiny_model_dir, batch_size=1, padding="longest")
+    return [runner.run([f])[0] for f in requests]
+
+
+async def _clients(packer, requests, n_clients):
+    results = [None] * len(requests)
+    it = iter(range(len(requests)))
+
+    async def client():
+        for i in it:
+            try:
+                results[i] = await packer(requests[i])
+            except Exception as exc:  # noqa: BLE001 - recorded for the test
+                results[i] = exc
+    await asyncio.gather(*(client() for _ in range(n_clients)))
+    return results
+
+
+@pytest.mark.parametrize("mode,algorithm", [("attention_mask", "first_fit"),
+                                            ("attention_mask", "best_fit"),
+                                            ("unpack_repack", "first_fit")])
+def test_every_caller_gets_its_own_logits(run, tiny_model_dir, requests, solo, mode, algorithm):
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.01)
+    packer = make_packer(tiny_model_dir, runner, mode=mode, algorithm=algorithm, timeout_s=0.005)
+    results = run(_clients(packer, requests, n_clients=24))
+    for got, want in zip(results, solo):
+        assert np.abs(got.start_logits - want.start_logits).max() <= 1e-4
+        assert np.abs(got.end_logits - want.end_logits).max() <= 1e-4
+    stats = packer.stats()
+    assert stats["sequences"] == len(requests) and stats["failed_plans"] == 0
+    cfg = packer.config
+    for plan in runner.calls:
+        assert plan.n_seqs <= cfg.max_valid_num and plan.real_tokens <= cfg.capacity_tokens
+    # under load the gate keeps batches full: few, large batches
+    assert stats["batches"] <= len(requests) / 4
+
+
+def test_failed_plan_fails_only_its_callers(run, tiny_model_dir, requests, solo):
+    runner = FakeRunnerHandle(tiny_model_dir, fail_calls={1}, delay_s=0.01)
+    packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", timeout_s=0.005)
+    results = run(_clients(packer, requests, n_clients=16))
+    failed_ids = {int(i) for i in runner.calls[0].seq_ids}
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert len(errors) == len(failed_ids) > 0
+    assert all("device lost" in str(e) for e in errors)
+    ok = [(r, s) for r, s in zip(results, solo) if not isinstance(r, Exception)]
+    assert len(ok) == len(requests) - len(errors)
+    assert all(np.abs(r.start_logits - s.start_logits).max() <= 1e-4 for r, s in ok)
+    assert packer.stats()["failed_plans"] == 1
+
+
+def test_reconfigure_changes_knobs_and_budget(tiny_model_dir):
+    packer = make_packer(tiny_model_dir, FakeRunnerHandle(tiny_model_dir))
+    packer.reconfigure({"mode": "attention_mask", "algorithm": "next_fit", "max_valid_num": 3,
+                        "timeout_s": 0.2, "max_tokens": 100})
+    assert (packer.config.mode, packer.config.algorithm) == ("attention_mask", "next_fit")
+    assert packer.config.max_valid_num == 3 and packer.gate.budget == 100
+    with pytest.raises(ValueError, match="algorithm"):
+        packer.reconfigure({"algorithm": "worst_fit"})
+    with pytest.raises(ValueError, match="extra"):
+        packer.reconfigure({"batch": 3})
+
+
+def test_bad_input_and_overload(run, tiny_model_dir, requests):
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.2)
+    packer = make_packer(tiny_model_dir, runner, max_pending=3, timeout_s=0.001)
+
+    async def scenario():
+        with pytest.raises(InvalidInput, match="longer than"):
+            await packer(synthetic_features([65], 30522)[0])
+        held = [asyncio.ensure_future(packer(r)) for r in requests[:3]]
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded, match="max_pending"):
+            await packer(requests[3])
+        await asyncio.gather(*held)
+        return await packer(requests[3])  # room again
+
+    assert run(scenario()).start_logits.shape == (len(requests[3]),)
+
+
+def test_batch_cost_never_raises():
+    assert batch_cost([object()]) == 1
+    assert batch_cost([]) == 0
+
+
+def test_gate_admits_one_budget_at_a_time_in_order():
+    async def scenario():
+        gate = BatchGate(budget=10, max_running=1)
+        order = []
+
+        async def item(name, cost):
+            await gate.enter(cost)
+            order.append(name)
+
+        tasks = [asyncio.ensure_future(item(n, c)) for n, c in (("a", 6), ("b", 4), ("c", 3),
+                                                                 ("d", 1))]
+        await asyncio.sleep(0)
+        assert order == ["a", "b"] and gate.queued == 10  # c waits although d would fit
+        gate.batch_started(10)
+        assert gate.waiting == 2 and gate.running == 1  # no slot: nothing more admitted
+        gate.batch_finished()
+        await asyncio.sleep(0)
+        assert order == ["a", "b", "c", "d"]
+        # a waiter that goes away frees its place
+        gate.batch_started(4)
+        late = asyncio.ensure_future(item("e", 2))
+        await asyncio.sleep(0)
+        late.cancel()
+        await asyncio.sleep(0)
+        assert gate.waiting == 0
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+
+
+def test_gate_admits_oversize_item_alone():
+    async def scenario():
+        gate = BatchGate(budget=5, max_running=2)
+        await gate.enter(9)  # larger than the budget, nothing queued: admitted
+        assert gate.queued == 9
+        waiter = asyncio.ensure_future(gate.enter(1))
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        gate.withdraw(9)
+        await asyncio.sleep(0)
+        assert waiter.done()
+
+    asyncio.run(scenario())
