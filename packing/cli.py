@@ -53,6 +53,20 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _efficiency(args: argparse.Namespace) -> int:
+    from packing.bench.workloads import seed_lengths
+    from packing.policy.offline import plan_offline_attention_mask
+
+    for n in args.samples:
+        lengths = seed_lengths(n, args.seq_len, args.seed)
+        plans = plan_offline_attention_mask(lengths, args.seq_len, args.batch_size,
+                                            args.max_valid_num)
+        rows = sum(p.n_rows for p in plans)
+        print(f"{n} seed sequences: {rows} rows in {len(plans)} batches, offline AttentionMask "
+              f"packing efficiency {lengths.sum() / (rows * args.seq_len):.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(prog="packed-bert", description=__doc__)
@@ -102,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", help="write the report here")
     lt.add_argument("--no-progress", action="store_true")
     lt.set_defaults(func=_loadtest)
+
+    ef = sub.add_parser("efficiency", help="offline AttentionMask packing efficiency (SPFHP) "
+                        "on seed workloads; no model needed")
+    ef.add_argument("--samples", type=int, nargs="+", default=[1000, 2000, 10000])
+    ef.add_argument("--seq-len", type=int, default=256)
+    ef.add_argument("--batch-size", type=int, default=16)
+    ef.add_argument("--max-valid-num", type=int, default=40)
+    ef.add_argument("--seed", type=int, default=2022)
+    ef.set_defaults(func=_efficiency)
     return p
 
 

@@ -104,3 +104,10 @@ def test_synthetic_questions_hit_their_token_lengths(tiny_model_dir):
     items = synthetic_questions(lengths, tok)
     got = [len(tok(it["question"], it["context"])["input_ids"]) for it in items]
     assert got == lengths
+
+
+def test_efficiency_command(capsys):
+    assert main(["efficiency", "--samples", "2000"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("2000 seed sequences:")
+    assert float(line.rsplit(" ", 1)[1]) >= 0.99

@@ -25,8 +25,25 @@ def _frozen_int_array(values) -> np.ndarray:
     return arr
 
 
+class _Counts:
+    """Counts shared by every plan (which has ``seq_ids`` and ``lengths``)."""
+
+    seq_ids: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def n_seqs(self) -> int:
+        """Number of sequences in the batch."""
+        return int(self.seq_ids.size)
+
+    @property
+    def real_tokens(self) -> int:
+        """Sum of the sequences' lengths."""
+        return int(self.lengths.sum())
+
+
 @dataclass(frozen=True)
-class PaddedPlan:
+class PaddedPlan(_Counts):
     """One sequence per row, each row padded to ``seq_len`` (the spec's 'Original').
 
     Sequence ``k`` occupies row ``k``, slots ``[0, lengths[k])``.
@@ -41,19 +58,9 @@ class PaddedPlan:
         object.__setattr__(self, "lengths", _frozen_int_array(self.lengths))
 
     @property
-    def n_seqs(self) -> int:
-        """Number of sequences (and rows) in the batch."""
-        return int(self.seq_ids.size)
-
-    @property
     def n_rows(self) -> int:
         """Rows the model computes: one per sequence."""
         return self.n_seqs
-
-    @property
-    def real_tokens(self) -> int:
-        """Sum of the sequences' lengths."""
-        return int(self.lengths.sum())
 
     @property
     def token_slots(self) -> int:
@@ -62,7 +69,7 @@ class PaddedPlan:
 
 
 @dataclass(frozen=True)
-class AttentionMaskPlan:
+class AttentionMaskPlan(_Counts):
     """Sequences packed into rows of ``seq_len`` slots; a sequence never crosses a row.
 
     Sequence ``k`` occupies row ``rows[k]``, slots ``[starts[k], starts[k] + lengths[k])``.
@@ -82,23 +89,13 @@ class AttentionMaskPlan:
             object.__setattr__(self, name, _frozen_int_array(getattr(self, name)))
 
     @property
-    def n_seqs(self) -> int:
-        """Number of sequences in the batch."""
-        return int(self.seq_ids.size)
-
-    @property
-    def real_tokens(self) -> int:
-        """Sum of the sequences' lengths."""
-        return int(self.lengths.sum())
-
-    @property
     def token_slots(self) -> int:
         """Token positions the dense layers compute (n_rows x seq_len)."""
         return self.n_rows * self.seq_len
 
 
 @dataclass(frozen=True)
-class UnpackRepackPlan:
+class UnpackRepackPlan(_Counts):
     """Tokens of all sequences laid end to end on one flat token axis.
 
     The batch has ``capacity`` slots (the model's ``batch_size * seq_len``);
@@ -120,11 +117,6 @@ class UnpackRepackPlan:
     def lengths(self) -> np.ndarray:
         """[n] int64: real tokens of each sequence."""
         return np.diff(self.cu_seqlens)
-
-    @property
-    def n_seqs(self) -> int:
-        """Number of sequences in the batch."""
-        return int(self.seq_ids.size)
 
     @property
     def real_tokens(self) -> int:
