@@ -134,6 +134,29 @@ def test_python_handles(serve_app, solo):
         ray.shutdown()
 
 
+def test_metrics_reach_the_prometheus_endpoint(serve_app):
+    """The packer's and ingress's metrics show on the node's metrics export port."""
+    import time
+
+    import ray
+
+    post(serve_app.url, make_qa(10, seed=5))
+    ray.init(address="auto", namespace="serve", ignore_reinit_error=True, log_to_driver=False)
+    try:
+        port = ray.nodes()[0]["MetricsExportPort"]
+    finally:
+        ray.shutdown()
+    wanted = {"ray_packed_bert_batch_packing_efficiency", "ray_packed_bert_batch_sequences",
+              "ray_packed_bert_packer_wait_seconds", "ray_packed_bert_requests"}
+    deadline, seen = time.monotonic() + 60, set()
+    while time.monotonic() < deadline and seen != wanted:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        seen = {w for w in wanted if w in text}
+        time.sleep(2)
+    assert seen == wanted
+
+
 BAD = [
     ("missing question", {"context": "some text"}, None, "application/json"),
     ("empty context", {"question": "who?", "context": "   "}, None, "application/json"),
