@@ -31,7 +31,12 @@ def build_app(args: dict | None = None) -> Application:
     packer = Packer.options(user_config=cfg.packing.model_dump()).bind(runner, **common)
     tokenizer = TokenizerDeployment.bind(**common, doc_stride=cfg.doc_stride,
                                          max_query_tokens=cfg.max_query_tokens)
-    return Ingress.bind(tokenizer, packer, model_name(cfg), cfg.limits, cfg.max_answer_tokens)
+    answering = {"seq_len": cfg.seq_len, "doc_stride": cfg.doc_stride,
+                 "max_query_tokens": cfg.max_query_tokens,
+                 "max_answer_tokens": cfg.max_answer_tokens,
+                 "request_timeout_s": cfg.request_timeout_s,
+                 "max_inflight_requests": cfg.max_inflight_requests}
+    return Ingress.bind(tokenizer, packer, model_name(cfg), cfg.limits, answering)
 
 
 def model_name(cfg: AppConfig) -> str:

@@ -43,6 +43,8 @@ class AppConfig(BaseModel):
     max_answer_tokens: int = Field(30, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # runner replicas' ORT device
     intra_op_threads: int | None = Field(None, ge=1)  # ORT threads per runner replica
+    request_timeout_s: float = Field(30.0, gt=0, le=3600)  # per-request deadline -> 504
+    max_inflight_requests: int = Field(256, ge=1)  # answered concurrently; more -> 503
     packing: PackingKnobs = PackingKnobs()
     limits: Limits = Limits()  # request-size limits of the HTTP ingress
 

@@ -48,6 +48,7 @@ _OPENAPI = {
            for code, text in (("400", "Malformed or invalid body"), ("413", "Body too large"),
                               ("415", "Not application/json"),
                               ("503", "Overloaded; retry after Retry-After seconds"),
+                              ("504", "No answer within the deadline"),
                               ("500", "The model call failed"))},
     },
 }
@@ -79,11 +80,15 @@ class Ingress:
     """Validates HTTP requests, fans windows out to the packer, picks the best span."""
 
     def __init__(self, tokenizer: DeploymentHandle, packer: DeploymentHandle, model_name: str,
-                 limits: Limits, max_answer_tokens: int) -> None:
+                 limits: Limits, answering: dict) -> None:
         self.tokenizer, self.packer = tokenizer, packer
         self.model_name = model_name
         self.limits = limits
-        self.max_answer_tokens = max_answer_tokens
+        self.answering = answering  # windowing and answer settings, echoed by /v1/stats
+        self.max_answer_tokens = answering["max_answer_tokens"]
+        self.deadline_s = answering["request_timeout_s"]
+        self.max_inflight = answering["max_inflight_requests"]
+        self.inflight = 0
         self.metrics = IngressMetrics()
 
     async def _answer(self, req: QARequest) -> dict:
@@ -118,6 +123,16 @@ class Ingress:
                 self.metrics.latency.observe(time.monotonic() - t0)
 
     async def _handle(self, request: Request) -> JSONResponse:
+        if self.inflight >= self.max_inflight:
+            return _error(503, f"server busy: {self.inflight} requests in flight; retry later",
+                          {"Retry-After": "1"})
+        self.inflight += 1
+        try:
+            return await self._checked(request)
+        finally:
+            self.inflight -= 1
+
+    async def _checked(self, request: Request) -> JSONResponse:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
             return _error(415, f"content-type must be application/json, got {ctype or 'none'!r}")
@@ -132,7 +147,10 @@ class Ingress:
                 return _error(413, f"body is over {limit} bytes")
         try:
             reqs, is_list = parse_body(bytes(body), self.limits)
-            answers = await asyncio.gather(*(self._answer(r) for r in reqs))
+            answers = await asyncio.wait_for(asyncio.gather(*(self._answer(r) for r in reqs)),
+                                             timeout=self.deadline_s)
+        except asyncio.TimeoutError:
+            return _error(504, f"no answer within the {self.deadline_s:g} s deadline")
         except Exception as exc:  # noqa: BLE001 - mapped to a status below
             cause = _root_cause(exc)
             if isinstance(cause, (BadRequest, InvalidInput)):
@@ -155,5 +173,6 @@ class Ingress:
     @api.get("/v1/stats")
     async def stats(self) -> dict:
         """The packer's cumulative batch counters (efficiency = real tokens / token slots)."""
-        return {"model": self.model_name, "packer": await self.packer.stats.remote()}
+        return {"model": self.model_name, "answering": self.answering,
+                "packer": await self.packer.stats.remote()}
 

@@ -126,7 +126,11 @@ class Packer:
                  max_concurrent_batches=MAX_CONCURRENT_BATCHES,
                  batch_size_fn=batch_cost)
     async def pack(self, items: list[PackItem]) -> list[SpanLogits | _Failed]:
-        """Collate: pack the batch, run its plans on runner replicas, scatter back."""
+        """Collate: pack the batch, run its plans on runner replicas, scatter back.
+
+        Serve has already removed requests whose caller went away (cancelled) while queued;
+        callers that went away while waiting at the gate never got this far.
+        """
         config = self.config
         now = time.monotonic()
         for item in items:

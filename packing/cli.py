@@ -53,6 +53,22 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.soak import soak
+
+    report = soak(args.url, args.model_dir, args.workload, args.requests, args.concurrency,
+                  distinct=args.distinct, slow_s=args.slow_s, progress=not args.no_progress)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if report["lost"] or report["crossed"]:
+        print(f"FAIL: {report['lost']} lost, {report['crossed']} crossed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _efficiency(args: argparse.Namespace) -> int:
     from packing.bench.workloads import seed_lengths
     from packing.policy.offline import plan_offline_attention_mask
@@ -116,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", help="write the report here")
     lt.add_argument("--no-progress", action="store_true")
     lt.set_defaults(func=_loadtest)
+
+    so = sub.add_parser("soak", help="drive a running app and check every answer against "
+                        "its solo answer; exits 1 on any lost or crossed request")
+    so.add_argument("--url", default="http://127.0.0.1:8000")
+    so.add_argument("--model-dir", required=True, help="the app's prepared model folder")
+    so.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    so.add_argument("--requests", type=int, default=10000)
+    so.add_argument("--concurrency", type=int, default=64)
+    so.add_argument("--distinct", type=int, default=500, help="different requests, cycled")
+    so.add_argument("--slow-s", type=float, default=10.0, help="answers slower than this count as slow")
+    so.add_argument("--json", help="write the report here")
+    so.add_argument("--no-progress", action="store_true")
+    so.set_defaults(func=_soak)
 
     ef = sub.add_parser("efficiency", help="offline AttentionMask packing efficiency (SPFHP) "
                         "on seed workloads; no model needed")

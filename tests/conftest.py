@@ -32,12 +32,28 @@ def squad_path() -> Path:
     return SQUAD
 
 
+def _free_port(socket) -> int:
+    """A free port in 20000-29999: outside the OS ephemeral range and Ray's worker ports
+    (10002-19999), so none of Ray's own randomly placed services can take it first."""
+    import random
+
+    for port in random.sample(range(20000, 30000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-29999")
+
+
 @pytest.fixture(scope="session")
 def serve_app(tmp_path_factory):
     """``serve run configs/test.yaml`` in a subprocess (model folder and port made private).
 
     Yields an object with ``url``, ``model_dir`` and ``app`` (the application name).
     """
+    import http.client
     import os
     import signal
     import socket
@@ -53,9 +69,7 @@ def serve_app(tmp_path_factory):
     cfg = yaml.safe_load((REPO / "configs" / "test.yaml").read_text())
     app = cfg["applications"][0]
     app["args"]["model_dir"] = str(work / "model")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port(socket)
     cfg["http_options"]["port"] = port
     config_path = work / "test.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
@@ -76,7 +90,7 @@ def serve_app(tmp_path_factory):
                 with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
                     if r.status == 200:
                         break
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"serve run not healthy after 240 s:\n{log_path.read_text()[-3000:]}")
@@ -91,3 +105,17 @@ def serve_app(tmp_path_factory):
         subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
                        capture_output=True, timeout=60)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def solo(serve_app):
+    """``solo(qa)``: the answer of one request computed in-process, each window run alone,
+    with the app's own windowing settings (from ``/v1/stats``)."""
+    import json
+    import urllib.request
+
+    from packing.bench.soak import solo_answers
+
+    with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
+        answering = json.loads(r.read())["answering"]
+    return lambda qa: solo_answers(serve_app.model_dir, [qa], answering)[0]

@@ -206,3 +206,24 @@ def test_gate_admits_oversize_item_alone():
         assert waiter.done()
 
     asyncio.run(scenario())
+
+
+def test_caller_that_went_away_is_not_computed(run, tiny_model_dir, requests, solo):
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.2)
+    packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", timeout_s=0.05)
+
+    async def scenario():
+        first = asyncio.ensure_future(packer(requests[0]))
+        await asyncio.sleep(0.1)  # first batch running
+        waiting = [asyncio.ensure_future(packer(r)) for r in requests[1:4]]
+        await asyncio.sleep(0.01)
+        waiting[1].cancel()  # goes away before its batch starts
+        got = await asyncio.gather(first, waiting[0], waiting[2])
+        return got
+
+    got = run(scenario())
+    for g, s in zip(got, [solo[0], solo[1], solo[3]]):
+        assert np.abs(g.start_logits - s.start_logits).max() <= 1e-4
+    computed = sum(p.n_seqs for p in runner.calls)
+    assert computed == 3  # the one that went away was dropped, in the gate or the queue
+    assert packer.gate.queued == 0 and packer.gate.running == 0

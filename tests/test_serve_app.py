@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from packing.qa.windows import best_answer, make_windows
 from packing.runtime.features import Features
 from packing.runtime.runners import ModelRunner
 
@@ -36,29 +35,6 @@ def post(url: str, body, ctype: str = "application/json", raw: bytes | None = No
             return r.status, json.loads(r.read()), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read()), dict(e.headers)
-
-
-@pytest.fixture(scope="module")
-def solo(serve_app):
-    """Expected answer of one request computed in-process, each window run alone."""
-    from transformers import AutoTokenizer
-
-    from packing.model.manifest import Manifest
-
-    manifest = Manifest.read(serve_app.model_dir)
-    tok = AutoTokenizer.from_pretrained(str(serve_app.model_dir))
-    runner = ModelRunner(serve_app.model_dir, batch_size=1, padding="longest")
-
-    def answer(qa: dict) -> dict:
-        windows = make_windows(tok, qa["question"], qa["context"], manifest.seq_len,
-                               doc_stride=16, max_query_tokens=24)
-        outs = [runner.run([Features(w.input_ids, w.token_type_ids)])[0] for w in windows]
-        a = best_answer(windows, [o.start_logits for o in outs], [o.end_logits for o in outs],
-                        qa["context"])
-        return {"answer": a.text, "score": a.score, "start": a.start, "end": a.end,
-                "windows": len(windows)}
-
-    return answer
 
 
 def same_answer(got: dict, want: dict) -> bool:
@@ -173,6 +149,17 @@ BAD = [
     ("body over the limit", None, b'{"question": "q", "context": "' + b"a" * 1_100_000 + b'"}',
      "application/json"),
     ("wrong content type", {"question": "q", "context": "c"}, None, "text/plain"),
+    ("deeply nested JSON", None, b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    ("list over max_batch_items", [{"question": "q", "context": "c"}] * 65, None,
+     "application/json"),
+    ("question over max chars", {"question": "q" * 2001, "context": "c"}, None,
+     "application/json"),
+    ("NaN literal", None, b'{"question": NaN, "context": "c"}', "application/json"),
+    ("top-level number", 42, None, "application/json"),
+    ("empty body", None, b"", "application/json"),
+    ("null fields", {"question": None, "context": None}, None, "application/json"),
+    ("control character in context", {"question": "q", "context": "a\x07b"}, None,
+     "application/json"),
 ]
 
 

@@ -1,0 +1,119 @@
+"""``packed-bert soak``: drive a running app and check every answer against a solo run.
+
+Each response is compared with the answer the same request gets when each of its windows runs
+alone through the ``original`` graph in this process (same tokenizer, windows and span rules,
+read from the app's ``/v1/stats``). Requests are counted as
+
+* ``ok`` — 200 with the solo answer (same span, score within ``score_tol``);
+* ``crossed`` — 200 with another answer (e.g. another request's): must never happen;
+* ``failed`` — an HTTP error status (4xx/5xx, counted by status);
+* ``lost`` — no HTTP response at all (connection error, timeout);
+* ``slow`` — answered, but after ``slow_s`` (also counted in its other class).
+
+The command exits non-zero when any request is lost or crossed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .loadtest import _get_json, drive, load_questions
+
+
+def solo_answers(model_dir: str | Path, items: list[dict], answering: dict) -> list[dict]:
+    """Expected ``{answer, start, end, score, windows}`` of each item, every window run alone."""
+    from transformers import AutoTokenizer
+
+    from packing.qa.windows import best_answer, make_windows
+    from packing.runtime.features import Features
+    from packing.runtime.runners import ModelRunner
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    runner = ModelRunner(model_dir, batch_size=1, padding="longest")
+    out = []
+    for it in items:
+        windows = make_windows(tok, it["question"], it["context"], answering["seq_len"],
+                               answering["doc_stride"], answering["max_query_tokens"])
+        logits = [runner.run([Features(w.input_ids, w.token_type_ids)])[0] for w in windows]
+        a = best_answer(windows, [x.start_logits for x in logits], [x.end_logits for x in logits],
+                        it["context"], answering["max_answer_tokens"])
+        out.append({"answer": a.text, "start": a.start, "end": a.end, "score": a.score,
+                    "windows": len(windows)})
+    return out
+
+
+def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: int,
+         distinct: int = 500, slow_s: float = 10.0, score_tol: float = 1e-3,
+         progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Send ``n`` requests (cycling ``distinct`` different ones) and classify every answer."""
+    from transformers import AutoTokenizer
+
+    from packing.model.manifest import Manifest
+
+    url = url.rstrip("/")
+    stats = _get_json(url + "/v1/stats")
+    answering = stats["answering"]
+    manifest = Manifest.read(model_dir)
+    if manifest.source != stats["model"]:
+        raise ValueError(f"the app serves {stats['model']!r} but {model_dir} holds {manifest.source!r}")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    uniq = load_questions(workload, min(distinct, n), tok, answering["seq_len"])
+    expected = solo_answers(model_dir, uniq, answering)
+    bodies = [json.dumps(it).encode() for it in uniq]
+    echo(f"soak {url} ({stats['model']}): {n} requests ({len(uniq)} distinct, {workload}), "
+         f"concurrency {concurrency}")
+    parsed = urllib.parse.urlsplit(url)
+    local = threading.local()
+    outcome = [""] * n
+    statuses: Counter = Counter()
+    lock = threading.Lock()
+
+    def call(i: int) -> bool:
+        k = i % len(uniq)
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(parsed.hostname, parsed.port or 80,
+                                                           timeout=max(60.0, 6 * slow_s))
+        try:
+            conn.request("POST", "/v1/answer", bodies[k], {"content-type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException):
+            local.conn = None
+            conn.close()
+            outcome[i] = "lost"
+            return False
+        if resp.status != 200:
+            outcome[i] = "failed"
+            with lock:
+                statuses[resp.status] += 1
+            return False
+        got, want = json.loads(raw), expected[k]
+        same = ((got["start"], got["end"], got["answer"]) == (want["start"], want["end"], want["answer"])
+                and abs(got["score"] - want["score"]) <= score_tol)
+        outcome[i] = "ok" if same else "crossed"
+        return same
+
+    seconds, latency, _ = drive(n, concurrency, call, progress)
+    counts = Counter(outcome)
+    report = {"url": url, "model": stats["model"], "workload": workload, "requests": n,
+              "distinct": len(uniq), "concurrency": concurrency, "seconds": seconds,
+              "requests_per_s": n / seconds, "ok": counts["ok"], "crossed": counts["crossed"],
+              "failed": counts["failed"], "lost": counts["lost"],
+              "failed_by_status": {str(k): v for k, v in sorted(statuses.items())},
+              "slow": int((latency > slow_s).sum()), "slow_s": slow_s,
+              "p50_ms": float(np.percentile(latency, 50) * 1000),
+              "p99_ms": float(np.percentile(latency, 99) * 1000)}
+    echo(f"ok {report['ok']}, crossed {report['crossed']}, failed {report['failed']} "
+         f"{report['failed_by_status']}, lost {report['lost']}, slow (> {slow_s:g} s) "
+         f"{report['slow']}; {report['requests_per_s']:.1f} requests/s, p50 "
+         f"{report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms")
+    return report
