@@ -59,7 +59,8 @@ def _soak(args: argparse.Namespace) -> int:
     from packing.bench.soak import soak
 
     report = soak(args.url, args.model_dir, args.workload, args.requests, args.concurrency,
-                  distinct=args.distinct, slow_s=args.slow_s, progress=not args.no_progress)
+                  distinct=args.distinct, slow_s=args.slow_s, kill_replica=args.kill_replica,
+                  progress=not args.no_progress)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -142,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--concurrency", type=int, default=64)
     so.add_argument("--distinct", type=int, default=500, help="different requests, cycled")
     so.add_argument("--slow-s", type=float, default=10.0, help="answers slower than this count as slow")
+    so.add_argument("--kill-replica", metavar="DEPLOYMENT",
+                    help="kill one replica of this deployment (e.g. PackRunner) a quarter in")
     so.add_argument("--json", help="write the report here")
     so.add_argument("--no-progress", action="store_true")
     so.set_defaults(func=_soak)

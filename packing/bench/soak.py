@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
@@ -50,10 +51,35 @@ def solo_answers(model_dir: str | Path, items: list[dict], answering: dict) -> l
     return out
 
 
+def kill_one_replica(deployment: str) -> str:
+    """Kill one live replica of ``deployment`` (Serve replaces it); returns its actor name.
+
+    Connects to the running Ray cluster (``address="auto"``) from this process.
+    """
+    import ray
+    from ray.util.state import list_actors
+
+    ray.init(address="auto", namespace="serve", ignore_reinit_error=True, log_to_driver=False)
+    replicas = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                if (a.class_name or "").endswith(f":{deployment}")]
+    if not replicas:
+        raise ValueError(f"no live replica of deployment {deployment!r}")
+    victim = replicas[0]
+    ray.kill(ray.get_actor(victim.name, namespace=victim.ray_namespace or "serve"),
+             no_restart=True)
+    return victim.name
+
+
 def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: int,
          distinct: int = 500, slow_s: float = 10.0, score_tol: float = 1e-3,
-         progress: bool = True, echo: Callable[[str], None] = print) -> dict:
-    """Send ``n`` requests (cycling ``distinct`` different ones) and classify every answer."""
+         kill_replica: str | None = None, progress: bool = True,
+         echo: Callable[[str], None] = print) -> dict:
+    """Send ``n`` requests (cycling ``distinct`` different ones) and classify every answer.
+
+    With ``kill_replica``, one replica of that deployment is killed once a quarter of the
+    requests are answered; ``recovery_s`` is then the time from the kill to the last request
+    that was not answered correctly (0 when none failed).
+    """
     from transformers import AutoTokenizer
 
     from packing.model.manifest import Manifest
@@ -73,10 +99,26 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
     parsed = urllib.parse.urlsplit(url)
     local = threading.local()
     outcome = [""] * n
+    done_at = np.zeros(n)
     statuses: Counter = Counter()
     lock = threading.Lock()
+    answered = [0]
+    killed: dict = {}
 
     def call(i: int) -> bool:
+        ok = _call(i)
+        done_at[i] = time.monotonic()
+        with lock:
+            answered[0] += 1
+            kill_now = kill_replica and not killed and answered[0] >= n // 4
+            if kill_now:
+                killed["at"] = time.monotonic()
+        if kill_now:
+            killed["name"] = kill_one_replica(kill_replica)
+            echo(f"killed {killed['name']}")
+        return ok
+
+    def _call(i: int) -> bool:
         k = i % len(uniq)
         conn = getattr(local, "conn", None)
         if conn is None:
@@ -104,6 +146,8 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
 
     seconds, latency, _ = drive(n, concurrency, call, progress)
     counts = Counter(outcome)
+    bad = np.array([o != "ok" for o in outcome])
+    refused = np.array([o == "failed" for o in outcome])
     report = {"url": url, "model": stats["model"], "workload": workload, "requests": n,
               "distinct": len(uniq), "concurrency": concurrency, "seconds": seconds,
               "requests_per_s": n / seconds, "ok": counts["ok"], "crossed": counts["crossed"],
@@ -111,9 +155,22 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
               "failed_by_status": {str(k): v for k, v in sorted(statuses.items())},
               "slow": int((latency > slow_s).sum()), "slow_s": slow_s,
               "p50_ms": float(np.percentile(latency, 50) * 1000),
-              "p99_ms": float(np.percentile(latency, 99) * 1000)}
+              "p99_ms": float(np.percentile(latency, 99) * 1000),
+              "failed_p50_ms": float(np.percentile(latency[refused], 50) * 1000)
+              if refused.any() else None,
+              "failed_p99_ms": float(np.percentile(latency[refused], 99) * 1000)
+              if refused.any() else None}
+    if killed:
+        after = bad & (done_at >= killed["at"])
+        report["killed"] = killed["name"]
+        report["recovery_s"] = float(done_at[after].max() - killed["at"]) if after.any() else 0.0
     echo(f"ok {report['ok']}, crossed {report['crossed']}, failed {report['failed']} "
          f"{report['failed_by_status']}, lost {report['lost']}, slow (> {slow_s:g} s) "
          f"{report['slow']}; {report['requests_per_s']:.1f} requests/s, p50 "
          f"{report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms")
+    if report["failed_p50_ms"] is not None:
+        echo(f"failed requests answered in p50 {report['failed_p50_ms']:.0f} ms, "
+             f"p99 {report['failed_p99_ms']:.0f} ms")
+    if killed:
+        echo(f"recovery: last failure {report['recovery_s']:.1f} s after the kill")
     return report
