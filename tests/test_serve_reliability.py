@@ -27,7 +27,7 @@ def test_short_soak_loses_and_crosses_nothing(serve_app, tmp_path):
 
 
 def test_overload_gets_fast_503_not_a_hang(serve_app, solo):
-    """More concurrent requests than max_inflight_requests (48): the excess gets 503 quickly."""
+    """More concurrent requests than max_inflight_requests (64): the excess gets 503 quickly."""
     qa = make_qa(300, seed=21)  # many windows each: slow enough to pile up
     want = solo(qa)
 
@@ -36,8 +36,8 @@ def test_overload_gets_fast_503_not_a_hang(serve_app, solo):
         status, body, headers = post(serve_app.url, qa)
         return status, body, headers, time.monotonic() - t0
 
-    with ThreadPoolExecutor(120) as pool:
-        results = list(pool.map(one, range(240)))
+    with ThreadPoolExecutor(160) as pool:
+        results = list(pool.map(one, range(320)))
     statuses = [s for s, _, _, _ in results]
     assert set(statuses) <= {200, 503}
     refused = [r for r in results if r[0] == 503]
