@@ -84,6 +84,16 @@ def _efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app_client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options shared by the commands that drive a running app."""
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--model-dir", required=True, help="the app's prepared model folder")
+    p.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(prog="packed-bert", description=__doc__)
@@ -121,32 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_bench)
 
-    lt = sub.add_parser("loadtest", help="concurrent HTTP requests to a running app, "
-                        "compared with the in-process PackRunner")
-    lt.add_argument("--url", default="http://127.0.0.1:8000")
-    lt.add_argument("--model-dir", required=True, help="the app's prepared model folder")
-    lt.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    lt = _app_client(sub.add_parser("loadtest", help="concurrent HTTP requests to a running "
+                                    "app, compared with the in-process PackRunner"))
     lt.add_argument("--samples", type=int, default=512)
     lt.add_argument("--concurrency", type=int, default=80)
     lt.add_argument("--threads", type=int, default=None, help="in-process intra-op threads")
     lt.add_argument("--no-inprocess", action="store_true", help="HTTP side only")
-    lt.add_argument("--json", help="write the report here")
-    lt.add_argument("--no-progress", action="store_true")
     lt.set_defaults(func=_loadtest)
 
-    so = sub.add_parser("soak", help="drive a running app and check every answer against "
-                        "its solo answer; exits 1 on any lost or crossed request")
-    so.add_argument("--url", default="http://127.0.0.1:8000")
-    so.add_argument("--model-dir", required=True, help="the app's prepared model folder")
-    so.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    so = _app_client(sub.add_parser("soak", help="drive a running app and check every answer "
+                                    "against its solo answer; exits 1 on any lost or crossed "
+                                    "request"))
     so.add_argument("--requests", type=int, default=10000)
     so.add_argument("--concurrency", type=int, default=64)
     so.add_argument("--distinct", type=int, default=500, help="different requests, cycled")
     so.add_argument("--slow-s", type=float, default=10.0, help="answers slower than this count as slow")
     so.add_argument("--kill-replica", metavar="DEPLOYMENT",
                     help="kill one replica of this deployment (e.g. PackRunner) a quarter in")
-    so.add_argument("--json", help="write the report here")
-    so.add_argument("--no-progress", action="store_true")
     so.set_defaults(func=_soak)
 
     ef = sub.add_parser("efficiency", help="offline AttentionMask packing efficiency (SPFHP) "
