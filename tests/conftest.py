@@ -75,7 +75,11 @@ def serve_app(tmp_path_factory):
     config_path.write_text(yaml.safe_dump(cfg))
     log_path = work / "serve.log"
     log = open(log_path, "w")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token auth off on this private loopback cluster, so `serve deploy` (the dashboard's REST
+    # API) can update the app in the redeploy test.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    previous_auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # drivers of this test process must match
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", str(config_path)],
@@ -95,7 +99,8 @@ def serve_app(tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"serve run not healthy after 240 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(1)
-        yield SimpleNamespace(url=url, model_dir=work / "model", app=app["name"], log=log_path)
+        yield SimpleNamespace(url=url, model_dir=work / "model", app=app["name"], log=log_path,
+                              config=cfg, work=work, env=env)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -105,6 +110,10 @@ def serve_app(tmp_path_factory):
         subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"],
                        capture_output=True, timeout=60)
         log.close()
+        if previous_auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous_auth
 
 
 @pytest.fixture(scope="session")

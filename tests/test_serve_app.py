@@ -93,7 +93,8 @@ def test_python_handles(serve_app, solo):
     ray.init(address="auto", namespace="serve", ignore_reinit_error=True, log_to_driver=False)
     try:
         qa = make_qa(25, seed=11)
-        got = serve.get_app_handle(serve_app.app).ask.remote(qa["question"], qa["context"]).result()
+        got = serve.get_app_handle(serve_app.app).ask.remote(qa["question"], qa["context"]).result(
+            timeout_s=60)
         assert same_answer(got, solo(qa)) and got["model"] == "random:tiny"
 
         packer = serve.get_deployment_handle("Packer", serve_app.app)
@@ -103,7 +104,7 @@ def test_python_handles(serve_app, solo):
         responses = [packer.remote(f) for f in feats]  # concurrent: packed together
         runner = ModelRunner(serve_app.model_dir, batch_size=1, padding="longest")
         for f, resp in zip(feats, responses):
-            got_logits, want = resp.result(), runner.run([f])[0]
+            got_logits, want = resp.result(timeout_s=60), runner.run([f])[0]
             assert np.abs(got_logits.start_logits - want.start_logits).max() <= 1e-4
             assert np.abs(got_logits.end_logits - want.end_logits).max() <= 1e-4
     finally:

@@ -94,3 +94,51 @@ def test_fuzz_from_openapi_schema_no_5xx(serve_app):
 
         check()
     assert len(seen) >= 60 and any(s == 200 for s in seen) and any(400 <= s < 500 for s in seen)
+
+
+def test_rolling_redeploy_under_load_loses_nothing(serve_app, tmp_path):
+    """`serve deploy` of a changed config while a soak runs: no request lost or crossed."""
+    import copy
+    import subprocess
+    import sys
+    import threading
+
+    import yaml
+
+    from packing.cli import main
+
+    cfg = copy.deepcopy(serve_app.config)
+    app = cfg["applications"][0]
+    app["args"]["request_timeout_s"] = 31  # new Ingress version: its replica is replaced
+    for dep in app["deployments"]:
+        if dep["name"] == "Packer":
+            dep["user_config"]["timeout_s"] = 0.007  # packer reconfigured in place
+    new_config = tmp_path / "changed.yaml"
+    new_config.write_text(yaml.safe_dump(cfg))
+
+    js = tmp_path / "soak.json"
+    rc = []
+    soak = threading.Thread(target=lambda: rc.append(main(
+        ["soak", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),
+         "--requests", "1500", "--concurrency", "16", "--distinct", "100", "--json", str(js),
+         "--no-progress"])))
+    soak.start()
+    time.sleep(2)
+    deploy = subprocess.run(
+        [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "deploy",
+         str(new_config), "--address", "http://127.0.0.1:8265"],
+        env=serve_app.env, capture_output=True, text=True, timeout=120)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    deadline = time.monotonic() + 90
+    while True:  # the new config is live: reconfigured knobs and the new Ingress
+        with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
+            stats = json.loads(r.read())
+        if (stats["packer"]["knobs"]["timeout_s"] == 0.007
+                and stats["answering"]["request_timeout_s"] == 31):
+            break
+        assert time.monotonic() < deadline, f"redeploy not live after 90 s: {stats}"
+        time.sleep(1)
+    soak.join(300)
+    report = json.loads(js.read_text())
+    assert rc == [0]
+    assert (report["lost"], report["crossed"], report["failed"]) == (0, 0, 0), report
