@@ -104,8 +104,9 @@ class PlanExecutor:
         return [SpanLogits(s, e) for s, e in zip(starts, ends)]
 
 
-def _open(model_dir: str | Path, kind: str, backend: str, backend_options: dict) -> tuple[Manifest, Backend]:
-    manifest = Manifest.read(model_dir)
+def _open(model_dir: str | Path, kind: str, backend: str, backend_options: dict,
+          manifest: Manifest | None = None) -> tuple[Manifest, Backend]:
+    manifest = manifest or Manifest.read(model_dir)
     if kind not in manifest.graphs:
         raise ValueError(f"{model_dir} has no {kind!r} graph; graphs: {sorted(manifest.graphs)}")
     return manifest, load_backend(backend, Path(model_dir) / manifest.graphs[kind], **backend_options)
@@ -235,7 +236,7 @@ class PackRunner(_Runner):
             max_valid_num=max_valid_num or manifest.max_valid_num, timeout_s=timeout_s,
             mode=mode, algorithm=algorithm, max_tokens=max_tokens,
         )
-        manifest, be = _open(model_dir, mode, backend, backend_options)
+        manifest, be = _open(model_dir, mode, backend, backend_options, manifest)
         super().__init__(manifest, be, manifest.seq_len)
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
