@@ -16,11 +16,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .workloads import DEFAULT_SEED, seed_lengths, squad_questions
+from .workloads import DEFAULT_SEED, read_lengths, sample_squad, seed_lengths
 
 
 @dataclass
@@ -65,11 +64,9 @@ def load_questions(spec: str, n: int, tokenizer, seq_len: int, seed: int = DEFAU
         return synthetic_questions(seed_lengths(n, seq_len, seed), tokenizer, seed)
     kind, _, arg = spec.partition(":")
     if kind == "squad" and arg:
-        qs = squad_questions(arg)
-        picks = np.random.default_rng(seed).choice(len(qs), size=n, replace=n > len(qs))
-        return [{"question": qs[i][1], "context": qs[i][2]} for i in picks]
+        return [{"question": q, "context": c} for q, c in sample_squad(arg, n, seed)]
     if kind == "lengths" and arg:
-        lengths = np.resize(np.asarray(json.loads(Path(arg).read_text()), dtype=np.int64), n)
+        lengths = np.resize(read_lengths(arg), n)
         return synthetic_questions(np.clip(lengths, 1, seq_len), tokenizer, seed)
     raise ValueError(f"unknown workload {spec!r}; use seed, squad:FILE or lengths:FILE")
 

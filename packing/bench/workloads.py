@@ -66,18 +66,32 @@ def squad_questions(path: str | Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def sample_squad(path: str | Path, n: int, seed: int = DEFAULT_SEED) -> list[tuple[str, str]]:
+    """``n`` ``(question, context)`` pairs sampled with a fixed seed from a SQuAD file
+    (with replacement only when the file holds fewer than ``n``)."""
+    qs = squad_questions(path)
+    if not qs:
+        raise ValueError(f"{path} holds no questions")
+    picks = np.random.default_rng(seed).choice(len(qs), size=n, replace=n > len(qs))
+    return [(qs[i][1], qs[i][2]) for i in picks]
+
+
+def read_lengths(path: str | Path) -> np.ndarray:
+    """The non-empty JSON list of lengths in ``path``, as int64."""
+    lengths = np.asarray(json.loads(Path(path).read_text()), dtype=np.int64).reshape(-1)
+    if lengths.size == 0:
+        raise ValueError(f"{path}: empty list of lengths")
+    return lengths
+
+
 def squad_features(path: str | Path, model_dir: str | Path, n: int, seq_len: int,
                    seed: int = DEFAULT_SEED) -> list[Features]:
     """``n`` questions sampled (fixed seed) from a SQuAD file, tokenized for ``model_dir``."""
     from transformers import AutoTokenizer
 
-    qs = squad_questions(path)
-    if not qs:
-        raise ValueError(f"{path} holds no questions")
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(qs), size=n, replace=n > len(qs))
+    pairs = sample_squad(path, n, seed)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    enc = tok([qs[i][1] for i in picks], [qs[i][2] for i in picks], truncation="only_second",
+    enc = tok([q for q, _ in pairs], [c for _, c in pairs], truncation="only_second",
               max_length=seq_len, return_token_type_ids=True)
     return [Features(np.array(ids, dtype=np.int64), np.array(tt, dtype=np.int64))
             for ids, tt in zip(enc["input_ids"], enc["token_type_ids"])]
@@ -94,9 +108,7 @@ def load_workload(spec: str, n: int, model_dir: str | Path, seq_len: int, vocab_
     if kind == "squad" and arg:
         return squad_features(arg, model_dir, n, seq_len, seed)
     if kind == "lengths" and arg:
-        lengths = np.asarray(json.loads(Path(arg).read_text()), dtype=np.int64).reshape(-1)
-        if lengths.size == 0:
-            raise ValueError(f"{arg}: empty list of lengths")
+        lengths = read_lengths(arg)
         bad = np.flatnonzero((lengths < 1) | (lengths > seq_len))
         if bad.size:
             raise ValueError(f"{arg}: length {lengths[bad[0]]} at index {bad[0]} is outside "
