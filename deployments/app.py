@@ -27,7 +27,7 @@ def build_app(args: dict | None = None) -> Application:
               "max_valid_num": cfg.max_valid_num}
     runner = PackRunnerDeployment.bind(**common, device=cfg.device,
                                        intra_op_threads=cfg.intra_op_threads,
-                                       preload=(cfg.packing.mode,))
+                                       preload=(cfg.packing.mode,), fault_file=cfg.fault_file)
     packer = Packer.options(user_config=cfg.packing.model_dump()).bind(runner, **common)
     tokenizer = TokenizerDeployment.bind(**common, doc_stride=cfg.doc_stride,
                                          max_query_tokens=cfg.max_query_tokens)

@@ -47,6 +47,14 @@ class AppConfig(BaseModel):
     max_inflight_requests: int = Field(256, ge=1)  # answered concurrently; more -> 503
     packing: PackingKnobs = PackingKnobs()
     limits: Limits = Limits()  # request-size limits of the HTTP ingress
+    # Drills and tests only: while this file exists on a runner's host, that runner's model
+    # calls fail (InjectedFault -> 500 for their callers). None (the default) in production.
+    fault_file: str | None = None
+
+    @field_validator("fault_file")
+    @classmethod
+    def _absolute_fault_file(cls, value: str | None) -> str | None:
+        return None if value is None else str(Path(value).expanduser().resolve())
 
     @field_validator("model_dir")
     @classmethod

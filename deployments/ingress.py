@@ -93,8 +93,8 @@ class Ingress:
 
     async def _answer(self, req: QARequest) -> dict:
         windows = await self.tokenizer.windows.remote(req.question, req.context)
-        logits = await asyncio.gather(*(
-            self.packer.remote(Features(w.input_ids, w.token_type_ids)) for w in windows))
+        logits = await self.packer.many.remote(
+            [Features(w.input_ids, w.token_type_ids) for w in windows])
         ans = best_answer(windows, [x.start_logits for x in logits], [x.end_logits for x in logits],
                           req.context, self.max_answer_tokens)
         return {"answer": ans.text, "score": ans.score, "start": ans.start, "end": ans.end,

@@ -72,7 +72,8 @@ def batch_cost(items: list) -> int:
 
 @serve.deployment(name="Packer", max_ongoing_requests=8192, ray_actor_options={"num_cpus": 0})
 class Packer:
-    """Online packer in the serving path; ``__call__(features) -> SpanLogits``."""
+    """Online packer in the serving path: ``__call__(features) -> SpanLogits`` for one window,
+    ``many([features, ...]) -> [SpanLogits, ...]`` for all windows of a request."""
 
     def __init__(self, runner: DeploymentHandle, model_dir: str, model_source: str,
                  seq_len: int, batch_size: int, max_valid_num: int) -> None:
@@ -121,6 +122,16 @@ class Packer:
         if isinstance(out, _Failed):
             raise out.error
         return out
+
+    async def many(self, features: list[Features]) -> list[SpanLogits]:
+        """Logits of every window of one request, in order: one handle call instead of one per
+        window. Each window is admitted and packed as its own sequence (windows may land in
+        different batches); raises the first window's error once all have finished."""
+        outs = await asyncio.gather(*(self(f) for f in features), return_exceptions=True)
+        for out in outs:
+            if isinstance(out, BaseException):
+                raise out
+        return list(outs)  # type: ignore[arg-type]
 
     @serve.batch(max_batch_size=4096, batch_wait_timeout_s=0.01,
                  max_concurrent_batches=MAX_CONCURRENT_BATCHES,

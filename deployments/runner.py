@@ -16,6 +16,7 @@ from ray import serve
 from packing.model.manifest import Manifest
 from packing.policy.plans import AttentionMaskPlan, Plan, UnpackRepackPlan
 from packing.runtime.backend import load_backend
+from packing.runtime.faults import FaultInjectingBackend
 from packing.runtime.features import Features, SpanLogits
 from packing.runtime.runners import PlanExecutor
 
@@ -38,13 +39,15 @@ class PackRunnerDeployment:
 
     def __init__(self, model_dir: str, model_source: str, seq_len: int, batch_size: int,
                  max_valid_num: int, device: str = "auto", intra_op_threads: int | None = None,
-                 preload: Sequence[str] = ("unpack_repack",)) -> None:
+                 preload: Sequence[str] = ("unpack_repack",), fault_file: str | None = None
+                 ) -> None:
         self.manifest: Manifest = ensure_model(model_dir, model_source, seq_len, batch_size,
                                                max_valid_num)
         self.model_dir = Path(model_dir)
         self.options = {"device": device}
         if intra_op_threads:
             self.options["intra_op_threads"] = intra_op_threads
+        self.fault_file = fault_file  # model calls fail while this file exists (drills)
         self._executors: dict[str, PlanExecutor] = {}
         for kind in preload:
             self._executor(kind)
@@ -53,6 +56,8 @@ class PackRunnerDeployment:
         if kind not in self._executors:
             backend = load_backend("onnxruntime", self.model_dir / self.manifest.graphs[kind],
                                    **self.options)
+            if self.fault_file:
+                backend = FaultInjectingBackend(backend, self.fault_file)
             self._executors[kind] = PlanExecutor(backend, self.manifest)
         return self._executors[kind]
 

@@ -53,6 +53,13 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _soak(args: argparse.Namespace) -> int:
     import json
 
@@ -60,7 +67,7 @@ def _soak(args: argparse.Namespace) -> int:
 
     report = soak(args.url, args.model_dir, args.workload, args.requests, args.concurrency,
                   distinct=args.distinct, slow_s=args.slow_s, kill_replica=args.kill_replica,
-                  progress=not args.no_progress)
+                  rate=args.rate, progress=not args.no_progress)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -143,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "against its solo answer; exits 1 on any lost or crossed "
                                     "request"))
     so.add_argument("--requests", type=int, default=10000)
-    so.add_argument("--concurrency", type=int, default=64)
+    so.add_argument("--concurrency", type=int, default=64,
+                    help="clients (closed loop), or connections at most (with --rate)")
+    so.add_argument("--rate", type=_positive_float, default=None, metavar="REQ_PER_S",
+                    help="open loop: Poisson arrivals at this rate instead of closed-loop clients")
     so.add_argument("--distinct", type=int, default=500, help="different requests, cycled")
     so.add_argument("--slow-s", type=float, default=10.0, help="answers slower than this count as slow")
     so.add_argument("--kill-replica", metavar="DEPLOYMENT",

@@ -51,7 +51,8 @@ def _free_port(socket) -> int:
 def serve_app(tmp_path_factory):
     """``serve run configs/test.yaml`` in a subprocess (model folder and port made private).
 
-    Yields an object with ``url``, ``model_dir`` and ``app`` (the application name).
+    Yields an object with ``url``, ``model_dir``, ``app`` (the application name) and
+    ``fault_file`` (touch it to make every model call fail; remove it to recover).
     """
     import http.client
     import os
@@ -69,6 +70,8 @@ def serve_app(tmp_path_factory):
     cfg = yaml.safe_load((REPO / "configs" / "test.yaml").read_text())
     app = cfg["applications"][0]
     app["args"]["model_dir"] = str(work / "model")
+    fault_file = work / "fail-model-calls"  # runners' model calls fail while it exists
+    app["args"]["fault_file"] = str(fault_file)
     port = _free_port(socket)
     cfg["http_options"]["port"] = port
     config_path = work / "test.yaml"
@@ -100,7 +103,7 @@ def serve_app(tmp_path_factory):
                 pytest.fail(f"serve run not healthy after 240 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(1)
         yield SimpleNamespace(url=url, model_dir=work / "model", app=app["name"], log=log_path,
-                              config=cfg, work=work, env=env)
+                              config=cfg, work=work, env=env, fault_file=fault_file)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

@@ -227,3 +227,23 @@ def test_caller_that_went_away_is_not_computed(run, tiny_model_dir, requests, so
     computed = sum(p.n_seqs for p in runner.calls)
     assert computed == 3  # the one that went away was dropped, in the gate or the queue
     assert packer.gate.queued == 0 and packer.gate.running == 0
+
+
+def test_many_answers_every_window_of_a_request_in_order(run, tiny_model_dir, requests, solo):
+    """``many`` (one handle call per request) gives the same logits as one call per window,
+    and fails the whole request when one of its windows is invalid."""
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.01)
+    packer = make_packer(tiny_model_dir, runner, mode="attention_mask", timeout_s=0.005)
+
+    async def scenario():
+        groups = [requests[0:5], requests[5:6], requests[6:20]]
+        got = await asyncio.gather(*(packer.many(g) for g in groups))
+        with pytest.raises(InvalidInput, match="longer than"):
+            await packer.many([requests[0], synthetic_features([65], 30522)[0]])
+        return [x for g in got for x in g]
+
+    got = run(scenario())
+    assert len(got) == 20
+    for g, s in zip(got, solo[:20]):
+        assert np.abs(g.start_logits - s.start_logits).max() <= 1e-4
+    assert packer.pending == 0 and packer.gate.queued == 0

@@ -214,3 +214,20 @@ def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
     assert gone.cancelled()
     assert_close([first.result()], [solo[0]])
     assert runner.stats.sequences == 1 and runner.stats.batches == 1
+
+
+def test_fault_file_fails_calls_while_it_exists(tiny_model_dir, requests, solo, tmp_path):
+    """The operator's fault trigger: model calls fail while the file exists, then work again."""
+    from packing.runtime.faults import FaultInjectingBackend, InjectedFault
+
+    trigger = tmp_path / "fail-model-calls"
+    runner = PackRunner(tiny_model_dir, timeout_s=60.0, max_valid_num=3)
+    runner._exec.backend = FaultInjectingBackend(runner.backend, trigger)
+    assert_close(runner.run(requests[:3]), solo[:3])
+    trigger.touch()
+    with pytest.raises(InjectedFault, match="fail-model-calls exists"):
+        runner.run(requests[:3])
+    trigger.unlink()
+    assert_close(runner.run(requests[3:6]), solo[3:6])
+    assert runner._exec.backend.injected == 1
+    runner.close()

@@ -52,6 +52,34 @@ def test_overload_gets_fast_503_not_a_hang(serve_app, solo):
     assert status == 200 and same_answer(body, want)
 
 
+def test_failing_backend_batch_fails_all_its_callers_then_recovers(serve_app, solo):
+    """While the operator's fault file exists every model call fails: each caller of those
+    batches gets a 500 naming the cause (none hangs, none gets an answer); once it is
+    removed, the next batches answer correctly."""
+    def stats():
+        with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
+            return json.loads(r.read())["packer"]
+
+    qas = [make_qa(20 + 7 * i, seed=100 + i) for i in range(16)]
+    want = [solo(qa) for qa in qas]
+    failed_before = stats()["failed_plans"]
+    serve_app.fault_file.touch()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            during = list(pool.map(lambda qa: post(serve_app.url, qa), qas))
+    finally:
+        serve_app.fault_file.unlink()
+    for status, body, _ in during:
+        assert status == 500, body
+        assert "InjectedFault" in body["error"] and "fail-model-calls" in body["error"]
+        assert "Traceback" not in body["error"]
+    assert stats()["failed_plans"] > failed_before
+    with ThreadPoolExecutor(16) as pool:
+        after = list(pool.map(lambda qa: post(serve_app.url, qa), qas))
+    assert [s for s, _, _ in after] == [200] * len(qas)
+    assert all(same_answer(b, w) for (_, b, _), w in zip(after, want))
+
+
 def test_killed_runner_replica_recovers_without_crossing(serve_app, solo, tmp_path):
     """A runner replica killed under load: callers get their own answer or a 5xx, never
     another caller's; Serve replaces the replica and answers are correct again within 30 s."""

@@ -71,13 +71,18 @@ def load_questions(spec: str, n: int, tokenizer, seq_len: int, seed: int = DEFAU
     raise ValueError(f"unknown workload {spec!r}; use seed, squad:FILE or lengths:FILE")
 
 
-def drive(n: int, concurrency: int, call: Callable[[int], bool], progress: bool = False
-          ) -> tuple[float, np.ndarray, int]:
-    """Run ``call(i)`` for i in range(n) from ``concurrency`` closed-loop threads.
+def drive(n: int, concurrency: int, call: Callable[[int], bool], progress: bool = False,
+          rate: float | None = None, seed: int = 0) -> tuple[float, np.ndarray, int]:
+    """Run ``call(i)`` for i in range(n) from ``concurrency`` closed-loop threads, or, with
+    ``rate`` (calls per second), open loop: call i is due at Poisson arrival time t_i whatever
+    the earlier calls do, and runs on a pool of ``concurrency`` threads.
 
     Returns wall seconds, per-call latencies (s) and the number of calls that returned False
-    or raised.
+    or raised. Open-loop latency counts from the due time, so it includes any wait for a free
+    client thread (no coordinated omission).
     """
+    if rate is not None:
+        return _drive_open(n, concurrency, call, progress, rate, seed)
     latency = np.zeros(n)
     errors = [0]
     lock = threading.Lock()
@@ -115,6 +120,44 @@ def drive(n: int, concurrency: int, call: Callable[[int], bool], progress: bool 
     if bar is not None:
         bar.close()
     return seconds, latency, errors[0]
+
+
+def _drive_open(n: int, concurrency: int, call: Callable[[int], bool], progress: bool,
+                rate: float, seed: int) -> tuple[float, np.ndarray, int]:
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0 calls/s, got {rate}")
+    from concurrent.futures import ThreadPoolExecutor
+
+    due = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, n))
+    latency = np.zeros(n)
+    ok = np.zeros(n, dtype=bool)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, unit="req", leave=False)
+
+    def run(i: int, at: float) -> None:
+        try:
+            ok[i] = bool(call(i))
+        except Exception:  # noqa: BLE001 - counted, the run goes on
+            ok[i] = False
+        latency[i] = time.perf_counter() - at
+        if bar is not None:
+            bar.update(1)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        for i in range(n):
+            at = t0 + due[i]
+            wait = at - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            pool.submit(run, i, at)
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    return seconds, latency, int((~ok).sum())
 
 
 def _result(name: str, n: int, seconds: float, latency: np.ndarray, errors: int,

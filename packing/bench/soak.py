@@ -72,9 +72,14 @@ def kill_one_replica(deployment: str) -> str:
 
 def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: int,
          distinct: int = 500, slow_s: float = 10.0, score_tol: float = 1e-3,
-         kill_replica: str | None = None, progress: bool = True,
+         kill_replica: str | None = None, rate: float | None = None, progress: bool = True,
          echo: Callable[[str], None] = print) -> dict:
     """Send ``n`` requests (cycling ``distinct`` different ones) and classify every answer.
+
+    Closed loop by default (``concurrency`` clients, each sending its next request when the
+    last is answered). With ``rate`` (requests/s) the load is open loop: Poisson arrivals at
+    that rate on up to ``concurrency`` connections, so the offered load does not drop when
+    the app slows down or refuses; latencies count from each request's arrival time.
 
     With ``kill_replica``, one replica of that deployment is killed once a quarter of the
     requests are answered; ``recovery_s`` is then the time from the kill to the last request
@@ -94,8 +99,10 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
     uniq = load_questions(workload, min(distinct, n), tok, answering["seq_len"])
     expected = solo_answers(model_dir, uniq, answering)
     bodies = [json.dumps(it).encode() for it in uniq]
+    load = (f"open loop at {rate:g} requests/s, up to {concurrency} connections" if rate
+            else f"concurrency {concurrency}")
     echo(f"soak {url} ({stats['model']}): {n} requests ({len(uniq)} distinct, {workload}), "
-         f"concurrency {concurrency}")
+         f"{load}")
     parsed = urllib.parse.urlsplit(url)
     local = threading.local()
     outcome = [""] * n
@@ -144,13 +151,14 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
         outcome[i] = "ok" if same else "crossed"
         return same
 
-    seconds, latency, _ = drive(n, concurrency, call, progress)
+    seconds, latency, _ = drive(n, concurrency, call, progress, rate=rate)
     counts = Counter(outcome)
     bad = np.array([o != "ok" for o in outcome])
     refused = np.array([o == "failed" for o in outcome])
     report = {"url": url, "model": stats["model"], "workload": workload, "requests": n,
-              "distinct": len(uniq), "concurrency": concurrency, "seconds": seconds,
-              "requests_per_s": n / seconds, "ok": counts["ok"], "crossed": counts["crossed"],
+              "distinct": len(uniq), "concurrency": concurrency, "rate": rate,
+              "seconds": seconds, "requests_per_s": n / seconds,
+              "ok_per_s": counts["ok"] / seconds, "ok": counts["ok"], "crossed": counts["crossed"],
               "failed": counts["failed"], "lost": counts["lost"],
               "failed_by_status": {str(k): v for k, v in sorted(statuses.items())},
               "slow": int((latency > slow_s).sum()), "slow_s": slow_s,
@@ -166,7 +174,8 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
         report["recovery_s"] = float(done_at[after].max() - killed["at"]) if after.any() else 0.0
     echo(f"ok {report['ok']}, crossed {report['crossed']}, failed {report['failed']} "
          f"{report['failed_by_status']}, lost {report['lost']}, slow (> {slow_s:g} s) "
-         f"{report['slow']}; {report['requests_per_s']:.1f} requests/s, p50 "
+         f"{report['slow']}; {report['requests_per_s']:.1f} requests/s "
+         f"({report['ok_per_s']:.1f} ok/s), p50 "
          f"{report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms")
     if report["failed_p50_ms"] is not None:
         echo(f"failed requests answered in p50 {report['failed_p50_ms']:.0f} ms, "
