@@ -80,15 +80,17 @@ def test_failing_backend_batch_fails_all_its_callers_then_recovers(serve_app, so
     assert all(same_answer(b, w) for (_, b, _), w in zip(after, want))
 
 
-def test_killed_runner_replica_recovers_without_crossing(serve_app, solo, tmp_path):
-    """A runner replica killed under load: callers get their own answer or a 5xx, never
-    another caller's; Serve replaces the replica and answers are correct again within 30 s."""
+@pytest.mark.parametrize("deployment", ["PackRunner", "Packer"])
+def test_killed_replica_recovers_without_crossing(serve_app, solo, tmp_path, deployment):
+    """A runner replica (one of two) or the packer replica (the only one) killed under load:
+    callers get their own answer or a 5xx, never another caller's; Serve replaces the replica
+    and answers are correct again within 30 s."""
     from packing.cli import main
 
     js = tmp_path / "kill.json"
     rc = main(["soak", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),
                "--requests", "400", "--concurrency", "16", "--distinct", "100",
-               "--kill-replica", "PackRunner", "--json", str(js), "--no-progress"])
+               "--kill-replica", deployment, "--json", str(js), "--no-progress"])
     report = json.loads(js.read_text())
     assert rc == 0 and report["crossed"] == 0 and report["lost"] == 0
     assert set(report["failed_by_status"]) <= {"500", "503", "504"}
