@@ -131,6 +131,7 @@ def _drive_open(n: int, concurrency: int, call: Callable[[int], bool], progress:
     due = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, n))
     latency = np.zeros(n)
     ok = np.zeros(n, dtype=bool)
+    lock = threading.Lock()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -144,7 +145,8 @@ def _drive_open(n: int, concurrency: int, call: Callable[[int], bool], progress:
             ok[i] = False
         latency[i] = time.perf_counter() - at
         if bar is not None:
-            bar.update(1)
+            with lock:
+                bar.update(1)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max(1, concurrency)) as pool:
