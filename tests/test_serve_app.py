@@ -37,6 +37,12 @@ def post(url: str, body, ctype: str = "application/json", raw: bytes | None = No
         return e.code, json.loads(e.read()), dict(e.headers)
 
 
+def get_stats(url: str) -> dict:
+    """The app's ``GET /v1/stats`` body."""
+    with urllib.request.urlopen(url + "/v1/stats", timeout=60) as r:
+        return json.loads(r.read())
+
+
 def same_answer(got: dict, want: dict) -> bool:
     return ((got["start"], got["end"], got["answer"]) == (want["start"], want["end"], want["answer"])
             and abs(got["score"] - want["score"]) <= 1e-4)
@@ -79,8 +85,7 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(serve_app, solo):
     wrong = [i for i, ((_, body, _), qa) in enumerate(zip(results, items))
              if not same_answer(body, solo(qa))]
     assert not wrong, f"{len(wrong)} requests got another answer, e.g. {wrong[:5]}"
-    with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
-        stats = json.loads(r.read())["packer"]
+    stats = get_stats(serve_app.url)["packer"]
     assert stats["batches"] < stats["sequences"]  # requests really shared batches
     assert stats["failed_plans"] == 0
 

@@ -8,7 +8,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_serve_app import make_qa, post, same_answer
+from test_serve_app import get_stats, make_qa, post, same_answer
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -56,13 +56,9 @@ def test_failing_backend_batch_fails_all_its_callers_then_recovers(serve_app, so
     """While the operator's fault file exists every model call fails: each caller of those
     batches gets a 500 naming the cause (none hangs, none gets an answer); once it is
     removed, the next batches answer correctly."""
-    def stats():
-        with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
-            return json.loads(r.read())["packer"]
-
     qas = [make_qa(20 + 7 * i, seed=100 + i) for i in range(16)]
     want = [solo(qa) for qa in qas]
-    failed_before = stats()["failed_plans"]
+    failed_before = get_stats(serve_app.url)["packer"]["failed_plans"]
     serve_app.fault_file.touch()
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -73,7 +69,7 @@ def test_failing_backend_batch_fails_all_its_callers_then_recovers(serve_app, so
         assert status == 500, body
         assert "InjectedFault" in body["error"] and "fail-model-calls" in body["error"]
         assert "Traceback" not in body["error"]
-    assert stats()["failed_plans"] > failed_before
+    assert get_stats(serve_app.url)["packer"]["failed_plans"] > failed_before
     with ThreadPoolExecutor(16) as pool:
         after = list(pool.map(lambda qa: post(serve_app.url, qa), qas))
     assert [s for s, _, _ in after] == [200] * len(qas)
@@ -161,8 +157,7 @@ def test_rolling_redeploy_under_load_loses_nothing(serve_app, tmp_path):
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     deadline = time.monotonic() + 90
     while True:  # the new config is live: reconfigured knobs and the new Ingress
-        with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
-            stats = json.loads(r.read())
+        stats = get_stats(serve_app.url)
         if (stats["packer"]["knobs"]["timeout_s"] == 0.007
                 and stats["answering"]["request_timeout_s"] == 31):
             break
