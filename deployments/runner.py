@@ -18,7 +18,7 @@ from packing.policy.plans import AttentionMaskPlan, Plan, UnpackRepackPlan
 from packing.runtime.backend import load_backend
 from packing.runtime.faults import FaultInjectingBackend
 from packing.runtime.features import Features, SpanLogits
-from packing.runtime.runners import PlanExecutor
+from packing.runtime import PlanExecutor
 
 from .model_store import ensure_model
 

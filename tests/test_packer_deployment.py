@@ -21,7 +21,7 @@ from packing.bench.workloads import synthetic_features
 from packing.model.manifest import Manifest
 from packing.runtime.backend import load_backend
 from packing.runtime.features import InvalidInput
-from packing.runtime.runners import ModelRunner, PlanExecutor
+from packing.runtime import ModelRunner, PlanExecutor
 
 
 @pytest.fixture(scope="module")

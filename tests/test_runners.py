@@ -12,7 +12,7 @@ from factories import make_lengths
 from packing.bench.workloads import synthetic_features
 from packing.runtime.backend import Backend, load_backend
 from packing.runtime.features import Features, InvalidInput
-from packing.runtime.runners import ModelRunner, PackRunner
+from packing.runtime import ModelRunner, PackRunner
 
 TOL = 1e-4
 SEQ_LEN = 64  # conftest.TINY_SHAPE

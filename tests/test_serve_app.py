@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from packing.runtime.features import Features
-from packing.runtime.runners import ModelRunner
+from packing.runtime import ModelRunner
 
 pytestmark = pytest.mark.integration
 

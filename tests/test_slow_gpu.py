@@ -7,7 +7,7 @@ import pytest
 
 from packing.bench.workloads import seed_lengths, synthetic_features
 from packing.model.prepare import prepare
-from packing.runtime.runners import ModelRunner, PackRunner
+from packing.runtime import ModelRunner, PackRunner
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import numpy as np
 
 from packing.model.manifest import Manifest
 from packing.runtime.features import Features, SpanLogits
-from packing.runtime.runners import ModelRunner, PackRunner
+from packing.runtime import ModelRunner, PackRunner
 
 from .modes import MODES
 

@@ -211,7 +211,7 @@ def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knob
     from packing.model.manifest import Manifest
     from packing.qa.windows import best_answer, make_windows
     from packing.runtime.features import Features
-    from packing.runtime.runners import PackRunner
+    from packing.runtime import PackRunner
 
     manifest = Manifest.read(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -35,7 +35,7 @@ def solo_answers(model_dir: str | Path, items: list[dict], answering: dict) -> l
 
     from packing.qa.windows import best_answer, make_windows
     from packing.runtime.features import Features
-    from packing.runtime.runners import ModelRunner
+    from packing.runtime import ModelRunner
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     runner = ModelRunner(model_dir, batch_size=1, padding="longest")

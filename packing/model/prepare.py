@@ -88,7 +88,7 @@ def check_graphs(model_dir: Path, seed: int = 0, n: int = 12) -> dict[str, float
     ``original``, then packed (offline) through each packed graph.
     """
     from packing.runtime.features import Features
-    from packing.runtime.runners import ModelRunner, PackRunner
+    from packing.runtime import ModelRunner, PackRunner
 
     manifest = Manifest.read(model_dir)
     rng = np.random.default_rng(seed + 1)

@@ -1,9 +1,11 @@
-"""Model runtime: backends and the runners that execute batch plans on them."""
+"""Model runtime: backends, the plan executor, and the runners built on it."""
 
 from .backend import Backend, OnnxRuntimeBackend, load_backend, register_backend
+from .executor import PlanExecutor, RunStats, open_graph
 from .features import Features, InvalidInput, SpanLogits, validate_features
-from .runners import ModelRunner, PackRunner, PlanExecutor, RunStats
+from .model_runner import ModelRunner
+from .pack_runner import PackRunner
 
 __all__ = ["Backend", "OnnxRuntimeBackend", "load_backend", "register_backend", "Features",
            "InvalidInput", "SpanLogits", "validate_features", "ModelRunner", "PackRunner",
-           "RunStats", "PlanExecutor"]
+           "RunStats", "PlanExecutor", "open_graph"]

@@ -1,0 +1,100 @@
+"""Execute one batch plan on a backend: build the model inputs, call it, cut the outputs back.
+
+:class:`PlanExecutor` is the only code that turns a plan into a model call; the offline
+runners, the online batcher and the Ray Serve runner replicas all go through it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from packing.model.manifest import Manifest
+from packing.policy import layouts
+from packing.policy.plans import AttentionMaskPlan, Plan, UnpackRepackPlan
+
+from .backend import Backend, load_backend
+from .features import Features, SpanLogits
+
+
+@dataclass
+class RunStats:
+    """Counters of what a runner computed (for packing efficiency and metrics)."""
+
+    batches: int = 0  # model calls
+    sequences: int = 0  # requests answered
+    real_tokens: int = 0  # tokens of the requests
+    token_slots: int = 0  # token positions the dense layers computed
+    failed_batches: int = 0  # model calls that raised
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def efficiency(self) -> float:
+        """real_tokens / token_slots (1.0 = no compute spent on padding)."""
+        return self.real_tokens / self.token_slots if self.token_slots else 0.0
+
+    def add(self, plan: Plan, slots: int, ok: bool) -> None:
+        with self.lock:
+            self.batches += 1
+            if ok:
+                self.sequences += plan.n_seqs
+                self.real_tokens += plan.real_tokens
+                self.token_slots += slots
+            else:
+                self.failed_batches += 1
+
+
+class PlanExecutor:
+    """Turns one plan plus its sequences into a model call and per-request results.
+
+    Thread-safe: model calls are serialised. Used by the runners here and by the
+    Ray Serve runner replicas, which receive plans from the packer deployment.
+    """
+
+    def __init__(self, backend: Backend, manifest: Manifest) -> None:
+        self.backend = backend
+        self.manifest = manifest
+        self.stats = RunStats()
+        self._lock = threading.Lock()  # backends take one call at a time
+
+    def inputs(self, plan: Plan, feats: Sequence[Features]) -> tuple[dict[str, np.ndarray], int]:
+        """Model inputs for ``plan`` and the number of token slots they hold."""
+        ids = [f.input_ids for f in feats]
+        types = [f.token_type_ids for f in feats]
+        static = self.backend.static_shapes
+        m = self.manifest
+        if isinstance(plan, UnpackRepackPlan):
+            pad = plan.capacity if static else None
+            return layouts.build_inputs(plan, ids, types, pad_tokens_to=pad), pad or plan.real_tokens
+        if isinstance(plan, AttentionMaskPlan):
+            rows = m.batch_size if static else plan.n_rows
+            return (layouts.build_inputs(plan, ids, types, pad_rows_to=rows if static else None),
+                    rows * plan.seq_len)
+        return layouts.build_inputs(plan, ids, types), plan.token_slots
+
+    def execute(self, plan: Plan, feats: Sequence[Features]) -> list[SpanLogits]:
+        """Run ``plan`` (``feats[k]`` is the plan's k-th sequence); results in plan order."""
+        inputs, slots = self.inputs(plan, feats)
+        try:
+            with self._lock:
+                out = self.backend.run(inputs)
+        except Exception:
+            self.stats.add(plan, slots, ok=False)
+            raise
+        starts = layouts.scatter_outputs(plan, out["start_logits"])
+        ends = layouts.scatter_outputs(plan, out["end_logits"])
+        self.stats.add(plan, slots, ok=True)
+        return [SpanLogits(s, e) for s, e in zip(starts, ends)]
+
+
+def open_graph(model_dir: str | Path, kind: str, backend: str, backend_options: dict,
+               manifest: Manifest | None = None) -> tuple[Manifest, Backend]:
+    """Load graph ``kind`` of a prepared folder on backend ``backend``; clear error if absent."""
+    manifest = manifest or Manifest.read(model_dir)
+    if kind not in manifest.graphs:
+        raise ValueError(f"{model_dir} has no {kind!r} graph; graphs: {sorted(manifest.graphs)}")
+    return manifest, load_backend(backend, Path(model_dir) / manifest.graphs[kind], **backend_options)

@@ -1,0 +1,53 @@
+"""ModelRunner: padded batches on the ``original`` graph (the spec's 'Original', and dynamic
+padding to the longest sequence of each batch, in arrival order or sorted)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from packing.policy import offline
+from packing.policy.plans import PaddedPlan
+
+from .base import _Runner
+from .executor import open_graph
+from .features import Features, SpanLogits
+
+
+class ModelRunner(_Runner):
+    """Padded batches on the ``original`` graph.
+
+    ``padding="max_length"``: every row padded to the manifest's ``seq_len`` (the spec's
+    Original). ``padding="longest"``: each batch padded to its longest sequence (dynamic
+    padding); with ``sort=True`` the dataset is sorted by length first (offline only).
+    """
+
+    def __init__(self, model_dir: str | Path, batch_size: int | None = None,
+                 padding: str = "max_length", sort: bool = False,
+                 backend: str = "onnxruntime", **backend_options) -> None:
+        manifest, be = open_graph(model_dir, "original", backend, backend_options)
+        super().__init__(manifest, be, manifest.seq_len)
+        if padding not in ("max_length", "longest"):
+            raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
+        if padding == "longest" and be.static_shapes:
+            raise ValueError(f"{be.describe()} needs static shapes; use padding='max_length'")
+        self.batch_size = batch_size or manifest.batch_size
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.padding, self.sort = padding, sort
+
+    def plans(self, lengths: np.ndarray) -> list[PaddedPlan]:
+        """The batches this runner would compute for sequences of ``lengths``."""
+        if self.padding == "max_length":
+            return offline.plan_padded(lengths, self.seq_len, self.batch_size)
+        return offline.plan_dynamic_padding(lengths, self.batch_size, sort=self.sort)
+
+    def run(self, dataset: Sequence[Features], progress: bool = False) -> list[SpanLogits]:
+        """Logits for every request of ``dataset``, in order."""
+        data = self._validate_all(dataset)
+        if not data:
+            return []
+        lengths = np.array([len(f) for f in data])
+        return self.run_plans(self.plans(lengths), data, progress, "padded batches")
