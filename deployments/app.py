@@ -1,49 +1,34 @@
 """The application builder: ``serve run configs/squad.yaml`` finds it through ``import_path``.
 
-Graph: HTTP -> Ingress -> Tokenizer (windows) -> Packer (@serve.batch, packing) -> PackRunner
-replicas. Handles are injected through each deployment's ``__init__``.
+Graph: HTTP -> Ingress (tokenizer: windows, batched) -> Packer (the online batcher) ->
+PackRunner replicas. Handles are injected through each deployment's ``__init__``. The model
+folder is prepared here, once, before any replica starts; replicas only read it, and every
+shape they use comes from its manifest.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ray.serve import Application
-
-from packing.model.manifest import MANIFEST, Manifest
 
 from .config import AppConfig
 from .ingress import Ingress
+from .model_store import ensure_model
 from .packer import Packer
 from .runner import PackRunnerDeployment
-from .tokenizer import TokenizerDeployment
 
 
 def build_app(args: dict | None = None) -> Application:
     """Build the Serve application from the config file's ``args`` (validated up front)."""
     cfg = AppConfig(**(args or {}))
-    common = {"model_dir": cfg.model_dir, "model_source": cfg.model_source,
-              "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
-              "max_valid_num": cfg.max_valid_num}
-    runner = PackRunnerDeployment.bind(**common, device=cfg.device,
-                                       intra_op_threads=cfg.intra_op_threads,
-                                       preload=(cfg.packing.mode,), fault_file=cfg.fault_file)
-    packer = Packer.options(user_config=cfg.packing.model_dump()).bind(runner, **common)
-    tokenizer = TokenizerDeployment.bind(**common, doc_stride=cfg.doc_stride,
-                                         max_query_tokens=cfg.max_query_tokens)
-    answering = {"seq_len": cfg.seq_len, "doc_stride": cfg.doc_stride,
-                 "max_query_tokens": cfg.max_query_tokens,
+    shapes = cfg.prepare
+    manifest = ensure_model(cfg.model_dir, cfg.model_source, shapes.seq_len, shapes.batch_size,
+                            shapes.max_valid_num)
+    backend, options = cfg.runner_backend()
+    runner = PackRunnerDeployment.bind(cfg.model_dir, backend, options, cfg.fault_file)
+    packer = Packer.options(user_config=cfg.packing.model_dump()).bind(runner, cfg.model_dir)
+    answering = {"doc_stride": cfg.doc_stride, "max_query_tokens": cfg.max_query_tokens,
                  "max_answer_tokens": cfg.max_answer_tokens,
                  "request_timeout_s": cfg.request_timeout_s,
-                 "max_inflight_requests": cfg.max_inflight_requests}
-    return Ingress.bind(tokenizer, packer, model_name(cfg), cfg.limits, answering)
-
-
-def model_name(cfg: AppConfig) -> str:
-    """What answers are labelled with: the prepared folder's source, else the configured one."""
-    try:
-        if (Path(cfg.model_dir) / MANIFEST).exists():
-            return Manifest.read(cfg.model_dir).source
-    except (OSError, ValueError):
-        pass
-    return cfg.model_source
+                 "max_inflight_requests": cfg.max_inflight_requests,
+                 "tokenize_batch_size": cfg.tokenize_batch_size, "device": cfg.device}
+    return Ingress.bind(packer, cfg.model_dir, manifest.source, cfg.limits, answering)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from packing.qa.requests import Limits
 
@@ -28,6 +28,43 @@ class PackingKnobs(BaseModel):
     max_pending: int = Field(4096, ge=1)  # requests the packer holds before refusing more
 
 
+class PrepareShapes(BaseModel):
+    """Shapes used only when ``model_dir`` has no manifest yet and is prepared at start; once
+    prepared, every shape the app uses comes from the folder's manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seq_len: int = Field(256, ge=8, le=512)  # tokens per row
+    batch_size: int = Field(16, ge=1)  # rows per batch
+    max_valid_num: int = Field(40, ge=1)  # sequences per packed batch
+
+
+class SimDevice(BaseModel):
+    """The simulated accelerator (``device: sim``): each batch sleeps for its device time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = "ipu"  # named profile (packing.runtime.sim.PROFILES)
+    tokens_per_s: float | None = Field(None, gt=0)  # override: token slots per second
+    overhead_ms: float | None = Field(None, ge=0)  # override: fixed time per batch
+
+    @model_validator(mode="after")
+    def _known_profile(self) -> "SimDevice":
+        from packing.runtime.sim import sim_profile
+
+        sim_profile(self.profile, tokens_per_s=self.tokens_per_s)  # ValueError names the bad one
+        return self
+
+    def backend_options(self) -> dict:
+        """Keyword options of the ``sim`` backend."""
+        out: dict = {"profile": self.profile}
+        if self.tokens_per_s is not None:
+            out["tokens_per_s"] = self.tokens_per_s
+        if self.overhead_ms is not None:
+            out["overhead_s"] = self.overhead_ms / 1000.0
+        return out
+
+
 class AppConfig(BaseModel):
     """Arguments of the application builder."""
 
@@ -35,16 +72,17 @@ class AppConfig(BaseModel):
 
     model_dir: str = "models/random-base"  # prepared folder; prepared at start if missing
     model_source: str = "random:base"  # what to prepare from when model_dir is missing
-    seq_len: int = Field(256, ge=8, le=512)  # used when preparing
-    batch_size: int = Field(16, ge=1)  # used when preparing
-    max_valid_num: int = Field(40, ge=1)  # used when preparing
+    prepare: PrepareShapes = PrepareShapes()  # shapes for that preparation only
     doc_stride: int = Field(128, ge=1)  # overlapping tokens between context windows
     max_query_tokens: int = Field(64, ge=1)
     max_answer_tokens: int = Field(30, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # runner replicas' ORT device
+    # Runner replicas' device: ONNX Runtime on cpu / cuda / auto, or the simulated accelerator.
+    device: Literal["auto", "cpu", "cuda", "sim"] = "auto"
+    sim: SimDevice = SimDevice()  # used when device is sim
     intra_op_threads: int | None = Field(None, ge=1)  # ORT threads per runner replica
     request_timeout_s: float = Field(30.0, gt=0, le=3600)  # per-request deadline -> 504
-    max_inflight_requests: int = Field(256, ge=1)  # answered concurrently; more -> 503
+    max_inflight_requests: int = Field(256, ge=1)  # answered concurrently per Ingress replica
+    tokenize_batch_size: int = Field(64, ge=1)  # most questions in one tokenizer batch call
     packing: PackingKnobs = PackingKnobs()
     limits: Limits = Limits()  # request-size limits of the HTTP ingress
     # Drills and tests only: while this file exists on a runner's host, that runner's model
@@ -55,6 +93,15 @@ class AppConfig(BaseModel):
     @classmethod
     def _absolute_fault_file(cls, value: str | None) -> str | None:
         return None if value is None else str(Path(value).expanduser().resolve())
+
+    def runner_backend(self) -> tuple[str, dict]:
+        """Backend name and options for the PackRunner replicas."""
+        if self.device == "sim":
+            return "sim", self.sim.backend_options()
+        options: dict = {"device": self.device}
+        if self.intra_op_threads:
+            options["intra_op_threads"] = self.intra_op_threads
+        return "onnxruntime", options
 
     @field_validator("model_dir")
     @classmethod

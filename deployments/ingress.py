@@ -1,5 +1,10 @@
-"""HTTP ingress (FastAPI through ``serve.ingress``): ``POST /v1/answer``, ``GET /healthz``,
-``GET /v1/stats``; OpenAPI at ``/docs`` and ``/openapi.json``.
+"""HTTP ingress and tokenizer deployment (FastAPI through ``serve.ingress``): ``POST /v1/answer``,
+``GET /healthz``, ``GET /v1/stats``; OpenAPI at ``/docs`` and ``/openapi.json``.
+
+It validates each body, tokenizes it into windows (concurrent bodies are tokenized together
+with one fast-tokenizer batch call, gathered by ``@serve.batch``), sends all windows of a body
+to the packer in one handle call, and picks the best span. Token ids cross to the packer once;
+the character offsets needed to cut the answer stay here.
 
 Every error is JSON ``{"error": "<one line>"}`` with a 4xx for the client's mistakes and a 5xx
 naming the cause for the server's; no stack trace ever reaches a response.
@@ -14,12 +19,13 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from packing.model.manifest import Manifest
 from packing.qa.requests import BadRequest, Limits, QARequest, parse_body, parse_payload
-from packing.qa.windows import best_answer
+from packing.qa.windows import Window, best_answer, make_windows_batch
+from packing.runtime.batcher import Overloaded
 from packing.runtime.features import Features, InvalidInput
 
 from .metrics import IngressMetrics
-from .packer import Overloaded
 
 _ITEM = {
     "type": "object",
@@ -74,39 +80,79 @@ def _one_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+def _questions(bodies: list) -> int:
+    """``batch_size_fn`` of the tokenizer batch: questions in the gathered bodies. Never raises."""
+    try:
+        return sum(len(body) for body in bodies)
+    except Exception:  # noqa: BLE001 - an exception here would stall Serve's batch loop
+        return len(bodies)
+
+
 @serve.deployment(name="Ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ingress:
-    """Validates HTTP requests, fans windows out to the packer, picks the best span."""
+    """The tokenizer deployment, serving HTTP: validates bodies, tokenizes them in batches,
+    sends each body's windows to the packer in one call, picks the best spans."""
 
-    def __init__(self, tokenizer: DeploymentHandle, packer: DeploymentHandle, model_name: str,
+    def __init__(self, packer: DeploymentHandle, model_dir: str, model_name: str,
                  limits: Limits, answering: dict) -> None:
-        self.tokenizer, self.packer = tokenizer, packer
+        from transformers import AutoTokenizer
+
+        self.packer = packer
+        self.seq_len = Manifest.read(model_dir).seq_len  # the one source of the window size
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model_name = model_name
         self.limits = limits
-        self.answering = answering  # windowing and answer settings, echoed by /v1/stats
+        self.answering = {**answering, "seq_len": self.seq_len}  # echoed by /v1/stats
+        self.doc_stride = answering["doc_stride"]
+        self.max_query_tokens = answering["max_query_tokens"]
         self.max_answer_tokens = answering["max_answer_tokens"]
         self.deadline_s = answering["request_timeout_s"]
         self.max_inflight = answering["max_inflight_requests"]
+        # A body of max_batch_items questions must fit one tokenizer batch.
+        self._tokenize.set_max_batch_size(max(answering["tokenize_batch_size"],
+                                              limits.max_batch_items))
         self.inflight = 0
         self.metrics = IngressMetrics()
 
-    async def _answer(self, req: QARequest) -> dict:
-        windows = await self.tokenizer.windows.remote(req.question, req.context)
-        logits = await self.packer.many.remote(
-            [Features(w.input_ids, w.token_type_ids) for w in windows])
-        ans = best_answer(windows, [x.start_logits for x in logits], [x.end_logits for x in logits],
-                          req.context, self.max_answer_tokens)
-        return {"answer": ans.text, "score": ans.score, "start": ans.start, "end": ans.end,
-                "model": self.model_name}
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_questions)
+    async def _tokenize(self, bodies: list[list[QARequest]]) -> list[list[list[Window] | BadRequest]]:
+        """Windows of every question of the bodies queued right now, in one batch call.
+
+        Runs on the event loop without awaiting, so calls never overlap on the tokenizer."""
+        flat = make_windows_batch(self.tokenizer, [(r.question, r.context) for b in bodies for r in b],
+                                  self.seq_len, self.doc_stride, self.max_query_tokens)
+        out, k = [], 0
+        for body in bodies:
+            out.append(flat[k:k + len(body)])
+            k += len(body)
+        return out
+
+    async def _answer_all(self, reqs: list[QARequest], is_list: bool) -> list[dict]:
+        """Answers of one body's requests: one tokenizer batch entry, one packer call."""
+        per_request = await self._tokenize(reqs)
+        for k, windows in enumerate(per_request):
+            if isinstance(windows, BadRequest):
+                raise BadRequest(f"item {k}: {windows}" if is_list else str(windows))
+        flat = [Features(w.input_ids, w.token_type_ids) for ws in per_request for w in ws]
+        logits = await self.packer.many.remote(flat)
+        answers, k = [], 0
+        for req, windows in zip(reqs, per_request):
+            mine = logits[k:k + len(windows)]
+            k += len(windows)
+            ans = best_answer(windows, [x.start_logits for x in mine],
+                              [x.end_logits for x in mine], req.context, self.max_answer_tokens)
+            answers.append({"answer": ans.text, "score": ans.score, "start": ans.start,
+                            "end": ans.end, "model": self.model_name})
+        return answers
 
     async def ask(self, question: str, context: str) -> dict:
         """Python handle entry point: the answer to one question, as the HTTP route returns it.
 
         Raises ``BadRequest`` for invalid input (the same checks as HTTP).
         """
-        (req,), _ = parse_payload({"question": question, "context": context}, self.limits)
-        return await self._answer(req)
+        reqs, _ = parse_payload({"question": question, "context": context}, self.limits)
+        return (await self._answer_all(reqs, False))[0]
 
     @api.post("/v1/answer", openapi_extra=_OPENAPI)
     async def answer(self, request: Request) -> JSONResponse:
@@ -147,7 +193,7 @@ class Ingress:
                 return _error(413, f"body is over {limit} bytes")
         try:
             reqs, is_list = parse_body(bytes(body), self.limits)
-            answers = await asyncio.wait_for(asyncio.gather(*(self._answer(r) for r in reqs)),
+            answers = await asyncio.wait_for(self._answer_all(reqs, is_list),
                                              timeout=self.deadline_s)
         except asyncio.TimeoutError:
             return _error(504, f"no answer within the {self.deadline_s:g} s deadline")
@@ -162,10 +208,9 @@ class Ingress:
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        """Readiness of the whole pipeline: 200 once tokenizer and packer answer, else 503."""
+        """Readiness: 200 once this replica (the tokenizer) and the packer answer, else 503."""
         try:
-            await asyncio.wait_for(asyncio.gather(self.tokenizer.ping.remote(),
-                                                  self.packer.stats.remote()), timeout=5)
+            await asyncio.wait_for(self.packer.stats.remote(), timeout=5)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return _error(503, f"not ready: {type(_root_cause(exc)).__name__}")
         return JSONResponse({"status": "ok", "model": self.model_name})

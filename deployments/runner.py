@@ -2,7 +2,8 @@
 
 Pinning comes from ``ray_actor_options`` in the config: ``num_cpus`` by default,
 ``num_gpus: 1`` with ``device: cuda``, or a custom resource such as ``{"resources": {"IPU": 1}}``
-on hosts that declare it (``ray start --resources='{"IPU": 4}'``).
+on hosts that declare it (``ray start --resources='{"IPU": 4}'``). ``device: sim`` runs the
+simulated accelerator (:mod:`packing.runtime.sim`), which holds no CPU while a batch "runs".
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from ray import serve
 from packing.model.manifest import Manifest
 from packing.policy.plans import AttentionMaskPlan, Plan, UnpackRepackPlan
 from packing.runtime.backend import load_backend
+from packing.runtime.executor import PlanExecutor
 from packing.runtime.faults import FaultInjectingBackend
 from packing.runtime.features import Features, SpanLogits
-from packing.runtime import PlanExecutor
 
-from .model_store import ensure_model
+PACKED_GRAPHS = ("attention_mask", "unpack_repack")
 
 
 def graph_for(plan: Plan) -> str:
@@ -35,37 +36,35 @@ def graph_for(plan: Plan) -> str:
 @serve.deployment(name="PackRunner", max_ongoing_requests=2,
                   ray_actor_options={"num_cpus": 1})
 class PackRunnerDeployment:
-    """Holds the packed graphs of one model folder; ``execute`` runs one plan."""
+    """Holds both packed graphs of one prepared folder; ``execute`` runs one plan.
 
-    def __init__(self, model_dir: str, model_source: str, seq_len: int, batch_size: int,
-                 max_valid_num: int, device: str = "auto", intra_op_threads: int | None = None,
-                 preload: Sequence[str] = ("unpack_repack",), fault_file: str | None = None
-                 ) -> None:
-        self.manifest: Manifest = ensure_model(model_dir, model_source, seq_len, batch_size,
-                                               max_valid_num)
-        self.model_dir = Path(model_dir)
-        self.options = {"device": device}
-        if intra_op_threads:
-            self.options["intra_op_threads"] = intra_op_threads
-        self.fault_file = fault_file  # model calls fail while this file exists (drills)
+    Both graphs are loaded at start, so the packer's ``mode`` (its ``user_config``) can change
+    at run time without a replica restart or a slow first batch.
+    """
+
+    def __init__(self, model_dir: str, backend: str = "onnxruntime",
+                 backend_options: dict | None = None, fault_file: str | None = None) -> None:
+        self.manifest: Manifest = Manifest.read(model_dir)
+        folder = Path(model_dir)
         self._executors: dict[str, PlanExecutor] = {}
-        for kind in preload:
-            self._executor(kind)
-
-    def _executor(self, kind: str) -> PlanExecutor:
-        if kind not in self._executors:
-            backend = load_backend("onnxruntime", self.model_dir / self.manifest.graphs[kind],
-                                   **self.options)
-            if self.fault_file:
-                backend = FaultInjectingBackend(backend, self.fault_file)
-            self._executors[kind] = PlanExecutor(backend, self.manifest)
-        return self._executors[kind]
+        for kind in PACKED_GRAPHS:
+            be = load_backend(backend, folder / self.manifest.graphs[kind],
+                              **(backend_options or {}))
+            if fault_file:  # model calls fail while this file exists (drills)
+                be = FaultInjectingBackend(be, fault_file)
+            self._executors[kind] = PlanExecutor(be, self.manifest)
 
     async def execute(self, plan: Plan, features: Sequence[Features]) -> list[SpanLogits]:
         """Run one plan (``features[k]`` is its k-th sequence); results in plan order."""
-        executor = self._executor(graph_for(plan))
-        # Off the event loop, so health checks and queued calls stay responsive.
-        return await asyncio.to_thread(executor.execute, plan, list(features))
+        kind = graph_for(plan)
+        if kind not in self._executors:
+            raise ValueError(f"PackRunner runs packed plans only, got a {type(plan).__name__}")
+        # Off the event loop, so health checks and the next call stay responsive.
+        return await asyncio.to_thread(self._executors[kind].execute, plan, list(features))
+
+    def slots(self) -> int:
+        """Plans this replica takes at once (its ``max_ongoing_requests``)."""
+        return int(serve.get_replica_context()._deployment_config.max_ongoing_requests)
 
     def describe(self) -> dict:
         """Backends loaded on this replica and what they computed."""

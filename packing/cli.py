@@ -26,9 +26,11 @@ def _bench(args: argparse.Namespace) -> int:
     data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
                          manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
     modes = args.modes or list(MODES)
+    backend, options = _backend_choice(args)
     report = bench(args.model_dir, data, args.workload, modes=modes, threads=args.threads,
                    concurrency=args.concurrency, timeout_s=args.timeout_s,
-                   check_samples=args.check_samples, progress=not args.no_progress)
+                   check_samples=args.check_samples, progress=not args.no_progress,
+                   backend=backend, backend_options=options)
     if args.json:
         Path(args.json).write_text(report.to_json() + "\n")
         print(f"wrote {args.json}")
@@ -43,9 +45,10 @@ def _loadtest(args: argparse.Namespace) -> int:
 
     from packing.bench.loadtest import loadtest
 
+    backend, options = _backend_choice(args)
     report = loadtest(args.url, args.model_dir, args.workload, args.samples, args.concurrency,
                       inprocess=not args.no_inprocess, threads=args.threads,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, backend=backend, backend_options=options)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
@@ -53,10 +56,54 @@ def _loadtest(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _backend_choice(args: argparse.Namespace) -> tuple[str, dict]:
+    """(backend name, its options) from --backend / --sim-profile / --sim-tokens-per-s.
+
+    The sim options need ``--backend sim``; a bad profile name or speed is a ValueError
+    (one line, exit 2) raised by the sim itself.
+    """
+    if args.backend != "sim":
+        given = [flag for flag, value in (("--sim-profile", args.sim_profile),
+                                          ("--sim-tokens-per-s", args.sim_tokens_per_s))
+                 if value is not None]
+        if given:
+            verb = "needs" if len(given) == 1 else "need"
+            raise ValueError(f"{' and '.join(given)} {verb} --backend sim")
+        return args.backend, {}
+    from packing.runtime.sim import sim_profile
+
+    options = {"profile": args.sim_profile or "ipu"}
+    if args.sim_tokens_per_s is not None:
+        options["tokens_per_s"] = args.sim_tokens_per_s
+    sim_profile(options["profile"], options.get("tokens_per_s"))  # fail before any work
+    return "sim", options
+
+
+def _backend_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--backend and the sim backend's options (see packing.runtime.sim)."""
+    p.add_argument("--backend", choices=["onnxruntime", "sim"], default="onnxruntime",
+                   help="model runtime: onnxruntime, or sim (a simulated accelerator that "
+                   "sleeps for its device time and returns deterministic logits)")
+    p.add_argument("--sim-profile", default=None, metavar="NAME",
+                   help="sim device profile: ipu (default; static shapes, 1,861 padded "
+                   "16x256 sequences/s), slow (static, 125 ms per full batch) or fast "
+                   "(dynamic shapes, never the bottleneck)")
+    p.add_argument("--sim-tokens-per-s", type=_positive_float, default=None, metavar="N",
+                   help="override the sim profile's speed (token slots per second)")
+    return p
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
@@ -74,6 +121,33 @@ def _soak(args: argparse.Namespace) -> int:
     if report["lost"] or report["crossed"]:
         print(f"FAIL: {report['lost']} lost, {report['crossed']} crossed", file=sys.stderr)
         return 1
+    return 0
+
+
+def _ceiling(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.ceiling import (AppNotHealthy, Settings, format_table, parse_env,
+                                       resolve_config, run_ceiling)
+
+    settings = Settings(apps=tuple(args.apps), config=resolve_config(args.config),
+                        concurrency=args.concurrency,
+                        duration_s=None if args.requests else args.duration_s,
+                        requests=args.requests, warmup_s=args.warmup_s, list_size=args.list_size,
+                        env=parse_env(args.env), health_timeout_s=args.health_timeout_s,
+                        progress=not args.no_progress, floor_max_ongoing=args.floor_max_ongoing)
+    try:
+        report = run_ceiling(settings)
+    except AppNotHealthy as exc:
+        print(f"packed-bert ceiling: {exc.app}: {exc}; last lines of its serve log "
+              f"(all logs kept in {exc.log_dir}):\n{exc.log_tail}", file=sys.stderr)
+        if exc.rows:
+            print(format_table(exc.rows))
+        return 1
+    print(report["table"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -136,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the full report here")
     b.add_argument("--plot", help="write a PNG of throughput and p99 latency here")
     b.add_argument("--no-progress", action="store_true")
+    _backend_flags(b)
     b.set_defaults(func=_bench)
 
     lt = _app_client(sub.add_parser("loadtest", help="concurrent HTTP requests to a running "
@@ -144,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--concurrency", type=int, default=80)
     lt.add_argument("--threads", type=int, default=None, help="in-process intra-op threads")
     lt.add_argument("--no-inprocess", action="store_true", help="HTTP side only")
+    _backend_flags(lt)
     lt.set_defaults(func=_loadtest)
 
     so = _app_client(sub.add_parser("soak", help="drive a running app and check every answer "
@@ -159,6 +235,31 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--kill-replica", metavar="DEPLOYMENT",
                     help="kill one replica of this deployment (e.g. PackRunner) a quarter in")
     so.set_defaults(func=_soak)
+
+    ce = sub.add_parser("ceiling", help="the serving front end's ceiling against Ray Serve's "
+                        "floor: echo, chain and the real app, each in its own `serve run`")
+    ce.add_argument("--apps", nargs="+", choices=["echo", "chain", "app"],
+                    default=["echo", "chain", "app"], help="subset to run (always in this order)")
+    ce.add_argument("--config", default="configs/sim.yaml", help="the real app's Serve config")
+    ce.add_argument("--concurrency", type=_positive_int, default=64,
+                    help="closed-loop connections")
+    ce.add_argument("--duration-s", type=_positive_float, default=20.0,
+                    help="measured phase length")
+    ce.add_argument("--requests", type=_positive_int, default=None,
+                    help="measure this many responses instead of --duration-s")
+    ce.add_argument("--warmup-s", type=float, default=2.0,
+                    help="warm-up (and until every connection had one response)")
+    ce.add_argument("--list-size", type=_positive_int, default=32, help="questions per list body (app)")
+    ce.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment variable for every serve run (repeatable)")
+    ce.add_argument("--health-timeout-s", type=float, default=300.0,
+                    help="wait this long for GET /healthz == 200")
+    ce.add_argument("--floor-max-ongoing", type=_positive_int, default=None, metavar="N",
+                    help="max_ongoing_requests of the echo/chain deployments "
+                    "(default: Serve's own default)")
+    ce.add_argument("--json", help="write the report here")
+    ce.add_argument("--no-progress", action="store_true")
+    ce.set_defaults(func=_ceiling)
 
     ef = sub.add_parser("efficiency", help="offline AttentionMask packing efficiency (SPFHP) "
                         "on seed workloads; no model needed")

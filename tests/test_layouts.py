@@ -24,6 +24,7 @@ from packing.policy import (
     scatter_outputs,
     token_coordinates,
 )
+from packing.policy.layouts import attention_rows, static_attention_rows
 
 INPUT_NAMES = {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
 UNPACK_NAMES = {"input_ids", "token_type_ids", "position_ids", "unpack_index", "segment_ids", "repack_index"}
@@ -87,6 +88,124 @@ def test_unpack_repack_layout_exact():
         build_inputs(plan, ids, types, pad_tokens_to=6)
 
 
+def test_unpack_repack_static_layout_exact():
+    """pad_attention_to: rows of the given width (not the longest sequence), all-zero extra rows."""
+    plan = UnpackRepackPlan(seq_len=6, capacity=12, seq_ids=[1, 2, 3], cu_seqlens=[0, 2, 6, 7], max_valid_num=3)
+    ids, types = tagged_sequences(plan.lengths)
+    assert static_attention_rows(6, 12, 3) == 3  # (12 + 1) // (6 // 2 + 1)
+    out = build_inputs(plan, ids, types, pad_tokens_to=12, pad_attention_to=(3, 6))
+    assert set(out) == UNPACK_NAMES and all(v.dtype == np.int64 for v in out.values())
+    assert out["input_ids"].tolist() == [1000, 1001, 2000, 2001, 2002, 2003, 3000] + [0] * 5
+    # rows of 6: the 4-token sequence, then the 2-token one fit in row 0; the last one too
+    assert out["unpack_index"].tolist() == [[2, 3, 4, 5, 0, 1], [6, 0, 0, 0, 0, 0], [0] * 6]
+    assert out["segment_ids"].tolist() == [[1, 1, 1, 1, 2, 2], [1, 0, 0, 0, 0, 0], [0] * 6]
+    assert out["repack_index"].tolist() == [4, 5, 0, 1, 2, 3, 6] + [0] * 5
+    with pytest.raises(ValueError, match="needs 2 attention rows of 4 slots, more than pad_attention_to rows=1"):
+        build_inputs(plan, ids, types, pad_attention_to=(1, 4))
+    with pytest.raises(ValueError, match="width 3 is less than the longest sequence"):
+        build_inputs(plan, ids, types, pad_attention_to=(3, 3))
+
+
+@pytest.mark.parametrize("seq_len,capacity,max_valid_num,want", [
+    (256, 16 * 256, 40, 31),  # bert-base defaults
+    (64, 4 * 64, 8, 7),  # tests' tiny model
+    (64, 4 * 64, 5, 5),  # max_valid_num binds
+    (7, 14, None, 3),  # odd width: T >= R * h with h = 4
+    (8, 8, None, 1),
+    (2, 10, None, 5),
+])
+def test_static_attention_rows_is_tight(seq_len, capacity, max_valid_num, want):
+    """The bound, and a batch within the limits that needs exactly that many rows."""
+    assert static_attention_rows(seq_len, capacity, max_valid_num) == want
+    h = seq_len // 2 + 1
+    worst = np.array([h] * (want - 1) + [seq_len - h + 1], dtype=np.int64) if want > 1 else np.array([seq_len])
+    assert worst.sum() <= capacity and worst.size <= (max_valid_num or worst.size)
+    row, _, _ = attention_rows(worst, seq_len)
+    assert int(row.max()) + 1 == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(seq_len=st.integers(2, 33), batch_size=st.integers(1, 6), max_valid_num=st.integers(1, 16),
+       data=st.data())
+def test_static_attention_rows_bounds_first_fit_decreasing(seq_len, batch_size, max_valid_num, data):
+    """No batch within (capacity, seq_len, max_valid_num) needs more rows than the bound."""
+    capacity = batch_size * seq_len
+    lengths = data.draw(st.lists(st.integers(1, seq_len), min_size=1, max_size=max_valid_num))
+    lengths = np.array(lengths, dtype=np.int64)
+    lengths = lengths[np.cumsum(lengths) <= capacity]
+    if lengths.size == 0:
+        lengths = np.array([seq_len])
+    row, _, _ = attention_rows(lengths, seq_len)
+    assert int(row.max()) + 1 <= static_attention_rows(seq_len, capacity, max_valid_num)
+
+
+def _reference_unpack_attention(out: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unpack_repack graph's attention in numpy (graphs._unpack_graph / _segment_bias).
+
+    ``x`` [tokens, 3, d] are per-token q/k/v. Returns ``(per_token, rows)``: the context
+    gathered back to the token axis, and the whole [R, W, d] context of the attention rows.
+    """
+    from packing.model.graphs import MASK_VALUE
+
+    seg, idx = out["segment_ids"], out["unpack_index"]
+    rows = x[idx]  # [R, W, 3, d]
+    q, k, v = rows[:, :, 0], rows[:, :, 1], rows[:, :, 2]
+    allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
+    scores = q @ k.transpose(0, 2, 1) / np.sqrt(x.shape[-1]) + np.where(allowed, 0.0, MASK_VALUE)
+    scores -= scores.max(axis=-1, keepdims=True)
+    probs = np.exp(scores)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    ctx = probs @ v  # [R, W, d]
+    return ctx.reshape(-1, x.shape[-1])[out["repack_index"]], ctx
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seq_len=st.integers(2, 40),
+    batch_size=st.integers(1, 4),
+    max_valid_num=st.integers(1, 12),
+    online=st.booleans(),
+    data=st.data(),
+)
+def test_static_unpack_repack_shapes_and_inert_padding(seq_len, batch_size, max_valid_num, online, data):
+    """Static padding gives exactly [capacity] / [static_attention_rows, seq_len] for every plan
+    of a packer, and leaves every real token's attention result as without padding."""
+    lengths = np.array(data.draw(st.lists(st.integers(1, seq_len), min_size=1, max_size=40)), dtype=np.int64)
+    max_tokens = data.draw(st.one_of(st.none(), st.integers(seq_len, batch_size * seq_len)))
+    if online:
+        packer = OnlinePacker(PackingConfig(seq_len=seq_len, batch_size=batch_size, max_valid_num=max_valid_num,
+                                            mode="unpack_repack", max_tokens=max_tokens))
+        plans = [pl for i, n in enumerate(lengths.tolist()) for pl in packer.add(i, n)]
+        plans += [pl for pl in [packer.flush()] if pl is not None]
+    else:
+        plans = plan_offline_unpack_repack(lengths, seq_len, batch_size, max_valid_num, max_tokens)
+    capacity = max_tokens or batch_size * seq_len
+    rows = static_attention_rows(seq_len, capacity, max_valid_num)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    for plan in plans:
+        assert plan.max_valid_num == max_valid_num and plan.capacity == capacity
+        ids, types = make_sequences(plan.lengths, seed=1)
+        out = build_inputs(plan, ids, types, pad_tokens_to=capacity, pad_attention_to=(rows, seq_len))
+        for name in ("input_ids", "token_type_ids", "position_ids", "repack_index"):
+            assert out[name].shape == (capacity,) and out[name].dtype == np.int64
+        assert out["unpack_index"].shape == out["segment_ids"].shape == (rows, seq_len)
+        _check_unpack_inputs(plan, out, ids, capacity, width=seq_len)
+        # padded slots are inert: segment 0 and unpack_index 0, padded tokens' repack_index 0
+        T = plan.real_tokens
+        pad_slots = out["segment_ids"] == 0
+        assert np.all(out["unpack_index"][pad_slots] == 0) and np.all(out["repack_index"][T:] == 0)
+        used_rows = int(np.flatnonzero(out["segment_ids"].any(axis=1)).max()) + 1
+        assert np.all(out["segment_ids"][used_rows:] == 0)
+        # and the graph's attention over them: finite everywhere (all-padding rows too), and
+        # every real token's context the same as with the unpadded, batch-shaped inputs
+        x = rng.normal(size=(capacity, 3, 4))
+        x[T:] = rng.normal(size=(capacity - T, 3, 4)) * 1e3  # junk at padded token slots
+        got, all_rows = _reference_unpack_attention(out, x)
+        assert np.all(np.isfinite(all_rows))
+        want, _ = _reference_unpack_attention(build_inputs(plan, ids, types), x[:T])
+        np.testing.assert_allclose(got[:T], want, rtol=0, atol=1e-12)
+
+
 def test_input_validation():
     plan = PaddedPlan(seq_len=4, seq_ids=[0, 1], lengths=[2, 3])
     ids, types = tagged_sequences([2, 3])
@@ -132,8 +251,9 @@ def _check_attention_inputs(plan: AttentionMaskPlan, out, ids, types) -> None:
     assert out["input_ids"].shape[1] == S
 
 
-def _check_unpack_inputs(plan: UnpackRepackPlan, out, ids, pad_to) -> None:
-    T, W = plan.real_tokens, int(plan.lengths.max())
+def _check_unpack_inputs(plan: UnpackRepackPlan, out, ids, pad_to, width=None) -> None:
+    """``width``: the attention rows' width when padded (pad_attention_to), else the longest sequence."""
+    T, W = plan.real_tokens, width or int(plan.lengths.max())
     flat = out["input_ids"]
     assert flat.shape == ((pad_to or T),)
     assert np.array_equal(flat[:T], np.concatenate(ids))
@@ -141,7 +261,8 @@ def _check_unpack_inputs(plan: UnpackRepackPlan, out, ids, pad_to) -> None:
     seg, idx = out["segment_ids"], out["unpack_index"]
     assert seg.shape == idx.shape and seg.shape[1] == W
     assert np.count_nonzero(seg) == T
-    assert seg.shape[0] * W < T + W * max(1, plan.n_seqs // 2) + W  # rows are really packed
+    used_rows = int(np.flatnonzero(seg.any(axis=1)).max()) + 1
+    assert used_rows * W < T + W * max(1, plan.n_seqs // 2) + W  # rows are really packed
     # unpack: every sequence sits whole in one attention row as one segment
     unpacked = np.where(seg > 0, flat[idx], -1)
     repack = out["repack_index"]

@@ -1,4 +1,4 @@
-"""The packer deployment's logic without a Ray cluster: admission, collate, scatter, failures.
+"""The packer deployment's logic without a Ray cluster: batching, scatter, failures, knobs.
 
 The deployment class runs on a plain asyncio loop with a stand-in runner handle that executes
 plans on a real ONNX Runtime graph (random:tiny), so packed results are checked against solo
@@ -11,12 +11,10 @@ import asyncio
 
 import numpy as np
 import pytest
-import ray.serve.batching as serve_batching
 from factories import make_lengths
 
-from deployments.admission import BatchGate
 from deployments.config import PackingKnobs
-from deployments.packer import Overloaded, Packer, batch_cost
+from deployments.packer import Overloaded, Packer
 from packing.bench.workloads import synthetic_features
 from packing.model.manifest import Manifest
 from packing.runtime.backend import load_backend
@@ -24,20 +22,12 @@ from packing.runtime.features import InvalidInput
 from packing.runtime import ModelRunner, PlanExecutor
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def run():
-    """One event loop for the module: ``@serve.batch`` binds its queue to the first loop used,
-    as a replica (one instance, one loop) does."""
+    """A fresh event loop per test, as each Packer instance is used from one loop."""
     loop = asyncio.new_event_loop()
     yield loop.run_until_complete
     loop.close()
-
-
-@pytest.fixture(autouse=True)
-def _outside_a_replica(monkeypatch):
-    # set_max_batch_size looks up the replica context to log a hint; there is none here.
-    monkeypatch.setattr(serve_batching._BatchQueue,
-                        "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
 
 
 class FakeRunnerHandle:
@@ -55,19 +45,20 @@ class FakeRunnerHandle:
 
         async def run():
             self.calls.append(plan)
+            number = len(self.calls)  # 1-based call number
             await asyncio.sleep(self.delay_s)
-            if len(self.calls) in self.fail_calls:
+            if number in self.fail_calls:
                 raise RuntimeError("device lost")
             return self.executors[graph_for(plan)].execute(plan, feats)
 
         return run()
 
 
-def make_packer(model_dir, runner, **knobs):
-    m = Manifest.read(model_dir)
-    packer = Packer.func_or_class(runner, str(model_dir), m.source, m.seq_len, m.batch_size,
-                                  m.max_valid_num)
+def make_packer(model_dir, runner, slots: int = 2, **knobs):
+    """The Packer class outside Serve; ``slots`` stands in for runner replicas x their slots."""
+    packer = Packer.func_or_class(runner, str(model_dir))
     packer.reconfigure(PackingKnobs(**knobs).model_dump())
+    packer.batcher.set_limits(max_inflight_batches=slots)
     return packer
 
 
@@ -106,12 +97,12 @@ def test_every_caller_gets_its_own_logits(run, tiny_model_dir, requests, solo, m
     for got, want in zip(results, solo):
         assert np.abs(got.start_logits - want.start_logits).max() <= 1e-4
         assert np.abs(got.end_logits - want.end_logits).max() <= 1e-4
-    stats = packer.stats()
+    stats = run(packer.stats())
     assert stats["sequences"] == len(requests) and stats["failed_plans"] == 0
-    cfg = packer.config
+    cfg = packer.batcher.config
     for plan in runner.calls:
         assert plan.n_seqs <= cfg.max_valid_num and plan.real_tokens <= cfg.capacity_tokens
-    # under load the gate keeps batches full: few, large batches
+    # under load batches stay full: few, large batches
     assert stats["batches"] <= len(requests) / 4
 
 
@@ -119,26 +110,29 @@ def test_failed_plan_fails_only_its_callers(run, tiny_model_dir, requests, solo)
     runner = FakeRunnerHandle(tiny_model_dir, fail_calls={1}, delay_s=0.01)
     packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", timeout_s=0.005)
     results = run(_clients(packer, requests, n_clients=16))
-    failed_ids = {int(i) for i in runner.calls[0].seq_ids}
     errors = [r for r in results if isinstance(r, Exception)]
-    assert len(errors) == len(failed_ids) > 0
+    assert len(errors) == runner.calls[0].n_seqs > 0
     assert all("device lost" in str(e) for e in errors)
     ok = [(r, s) for r, s in zip(results, solo) if not isinstance(r, Exception)]
     assert len(ok) == len(requests) - len(errors)
     assert all(np.abs(r.start_logits - s.start_logits).max() <= 1e-4 for r, s in ok)
-    assert packer.stats()["failed_plans"] == 1
+    assert run(packer.stats())["failed_plans"] == 1
 
 
 def test_reconfigure_changes_knobs_and_budget(tiny_model_dir):
     packer = make_packer(tiny_model_dir, FakeRunnerHandle(tiny_model_dir))
     packer.reconfigure({"mode": "attention_mask", "algorithm": "next_fit", "max_valid_num": 3,
                         "timeout_s": 0.2, "max_tokens": 100})
-    assert (packer.config.mode, packer.config.algorithm) == ("attention_mask", "next_fit")
-    assert packer.config.max_valid_num == 3 and packer.gate.budget == 100
+    cfg = packer.batcher.config
+    assert (cfg.mode, cfg.algorithm) == ("attention_mask", "next_fit")
+    assert cfg.max_valid_num == 3 and cfg.capacity_tokens == 100
     with pytest.raises(ValueError, match="algorithm"):
         packer.reconfigure({"algorithm": "worst_fit"})
     with pytest.raises(ValueError, match="extra"):
         packer.reconfigure({"batch": 3})
+    with pytest.raises(ValueError, match="max_tokens"):  # more than the model's batch holds
+        packer.reconfigure({"max_tokens": 10_000})
+    assert packer.batcher.config is cfg  # a rejected change leaves the knobs as they were
 
 
 def test_bad_input_and_overload(run, tiny_model_dir, requests):
@@ -158,59 +152,9 @@ def test_bad_input_and_overload(run, tiny_model_dir, requests):
     assert run(scenario()).start_logits.shape == (len(requests[3]),)
 
 
-def test_batch_cost_never_raises():
-    assert batch_cost([object()]) == 1
-    assert batch_cost([]) == 0
-
-
-def test_gate_admits_one_budget_at_a_time_in_order():
-    async def scenario():
-        gate = BatchGate(budget=10, max_running=1)
-        order = []
-
-        async def item(name, cost):
-            await gate.enter(cost)
-            order.append(name)
-
-        tasks = [asyncio.ensure_future(item(n, c)) for n, c in (("a", 6), ("b", 4), ("c", 3),
-                                                                 ("d", 1))]
-        await asyncio.sleep(0)
-        assert order == ["a", "b"] and gate.queued == 10  # c waits although d would fit
-        gate.batch_started(10)
-        assert gate.waiting == 2 and gate.running == 1  # no slot: nothing more admitted
-        gate.batch_finished()
-        await asyncio.sleep(0)
-        assert order == ["a", "b", "c", "d"]
-        # a waiter that goes away frees its place
-        gate.batch_started(4)
-        late = asyncio.ensure_future(item("e", 2))
-        await asyncio.sleep(0)
-        late.cancel()
-        await asyncio.sleep(0)
-        assert gate.waiting == 0
-        await asyncio.gather(*tasks)
-
-    asyncio.run(scenario())
-
-
-def test_gate_admits_oversize_item_alone():
-    async def scenario():
-        gate = BatchGate(budget=5, max_running=2)
-        await gate.enter(9)  # larger than the budget, nothing queued: admitted
-        assert gate.queued == 9
-        waiter = asyncio.ensure_future(gate.enter(1))
-        await asyncio.sleep(0)
-        assert not waiter.done()
-        gate.withdraw(9)
-        await asyncio.sleep(0)
-        assert waiter.done()
-
-    asyncio.run(scenario())
-
-
 def test_caller_that_went_away_is_not_computed(run, tiny_model_dir, requests, solo):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.2)
-    packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", timeout_s=0.05)
+    packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack", timeout_s=0.05)
 
     async def scenario():
         first = asyncio.ensure_future(packer(requests[0]))
@@ -225,8 +169,8 @@ def test_caller_that_went_away_is_not_computed(run, tiny_model_dir, requests, so
     for g, s in zip(got, [solo[0], solo[1], solo[3]]):
         assert np.abs(g.start_logits - s.start_logits).max() <= 1e-4
     computed = sum(p.n_seqs for p in runner.calls)
-    assert computed == 3  # the one that went away was dropped, in the gate or the queue
-    assert packer.gate.queued == 0 and packer.gate.running == 0
+    assert computed == 3  # the one that went away was dropped before its batch started
+    assert packer.batcher.stats.dropped == 1 and packer.batcher.pending == 0
 
 
 def test_many_answers_every_window_of_a_request_in_order(run, tiny_model_dir, requests, solo):
@@ -246,4 +190,4 @@ def test_many_answers_every_window_of_a_request_in_order(run, tiny_model_dir, re
     assert len(got) == 20
     for g, s in zip(got, solo[:20]):
         assert np.abs(g.start_logits - s.start_logits).max() <= 1e-4
-    assert packer.pending == 0 and packer.gate.queued == 0
+    assert packer.batcher.pending == 0 and packer.batcher.inflight == 0

@@ -254,3 +254,29 @@ def test_best_answer_input_checks(tok):
         best_answer([w], [z], [z], "x", max_answer_tokens=0)
     with pytest.raises(ValueError, match="top_k"):
         best_answer([w], [z], [z], "x", top_k=0)
+
+
+def test_batch_windows_equal_one_pair_at_a_time(tok):
+    """One batch call gives every pair exactly its own windows or its own error, whatever
+    else is in the batch (long and short contexts, questions with different strides)."""
+    from packing.qa.windows import make_windows_batch
+
+    long_q = " ".join(["why"] * 40)  # too many tokens for SEQ
+    mid_q = " ".join(["who"] * 20)  # room for 48-3-20 = 25 context tokens: stride clamps to 24
+    pairs = [(QUESTION, long_context(60)), (long_q, "short"), (QUESTION, "tiny context"),
+             ("\u200b", "zero-width question"), (mid_q, long_context(40)),
+             (QUESTION, "\u200b"), ("where?", long_context(90))]
+    got = make_windows_batch(tok, pairs, SEQ, doc_stride=30, max_query_tokens=30)
+    assert len(got) == len(pairs)
+    for (q, c), out in zip(pairs, got):
+        try:
+            want = make_windows(tok, q, c, SEQ, doc_stride=30, max_query_tokens=30)
+        except BadRequest as exc:
+            assert isinstance(out, BadRequest) and str(out) == str(exc)
+            continue
+        assert [w.window_index for w in out] == list(range(len(want)))
+        for a, b in zip(out, want):
+            for name in ("input_ids", "token_type_ids", "context_mask", "offsets"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert sum(isinstance(o, BadRequest) for o in got) == 3
+    assert len(got[0]) > 1 and len(got[4]) > 1

@@ -152,29 +152,49 @@ def test_failed_batch_fails_its_requests_only(tiny_model_dir, requests, solo):
     assert runner.stats.failed_batches == 1
 
 
+class StaticShapes(Backend):
+    """An ONNX Runtime backend that claims static shapes and records every call's input shapes."""
+
+    static_shapes = True
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        self.shapes: list[dict[str, tuple[int, ...]]] = []
+
+    def run(self, inputs):
+        self.shapes.append({name: v.shape for name, v in inputs.items()})
+        return self.inner.run(inputs)
+
+    def describe(self):
+        return "static"
+
+
 def test_static_shape_backend_gets_full_batches(tiny_model_dir, requests, solo):
-    """A backend that needs fixed shapes sees batch_size rows / capacity tokens every call."""
-    shapes = []
+    """A backend that needs fixed shapes sees the same shape of every input on every call:
+    batch_size rows, or capacity tokens plus [static_attention_rows, seq_len] attention rows;
+    and every request still gets its solo logits."""
+    from packing.policy.layouts import static_attention_rows
 
-    class Static(Backend):
-        static_shapes = True
-
-        def __init__(self, inner):
-            self.inner = inner
-
-        def run(self, inputs):
-            shapes.append(inputs["input_ids"].shape)
-            return self.inner.run(inputs)
-
-        def describe(self):
-            return "static"
-
-    for mode, expect in (("attention_mask", (4, SEQ_LEN)), ("unpack_repack", (4 * SEQ_LEN,))):
+    rows = static_attention_rows(SEQ_LEN, 4 * SEQ_LEN, 8)  # conftest.TINY_SHAPE: 7
+    expect = {
+        "attention_mask": {n: (4, SEQ_LEN) for n in
+                           ("input_ids", "attention_mask", "token_type_ids", "position_ids")},
+        "unpack_repack": {"input_ids": (4 * SEQ_LEN,), "token_type_ids": (4 * SEQ_LEN,),
+                          "position_ids": (4 * SEQ_LEN,), "repack_index": (4 * SEQ_LEN,),
+                          "unpack_index": (rows, SEQ_LEN), "segment_ids": (rows, SEQ_LEN)},
+    }
+    for mode, want in expect.items():
         runner = PackRunner(tiny_model_dir, mode=mode)
-        runner._exec.backend = Static(runner.backend)
-        shapes.clear()
+        static = runner._exec.backend = StaticShapes(runner.backend)
         assert_close(runner.run(requests), solo)
-        assert set(shapes) == {expect}
+        assert len(static.shapes) > 1 and all(s == want for s in static.shapes), static.shapes
+    # online too: partial batches (timeout) and full ones alike
+    with PackRunner(tiny_model_dir, mode="unpack_repack", timeout_s=0.02) as runner:
+        static = runner._exec.backend = StaticShapes(runner.backend)
+        got = [runner.submit(requests[0]).result(timeout=10)]  # alone in its batch
+        got += [f.result(timeout=30) for f in runner.submit_many(requests[1:])]
+    assert_close(got, solo)
+    assert len(static.shapes) > 2 and all(s == expect["unpack_repack"] for s in static.shapes)
 
 
 def test_unknown_backend_and_missing_folder(tmp_path, tiny_model_dir):
@@ -201,19 +221,22 @@ def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
         def describe(self):
             return "blocking"
 
-    runner = PackRunner(tiny_model_dir, timeout_s=0.0, max_valid_num=1)
+    runner = PackRunner(tiny_model_dir, timeout_s=0.0, max_valid_num=1, max_inflight_batches=1)
     runner._exec.backend = Blocking(runner.backend)
     first = runner.submit(requests[0])  # sent at once, then blocks in the backend
     deadline = time.monotonic() + 10
-    while runner._queue.qsize() and time.monotonic() < deadline:
+    while runner._batcher.inflight < 1 and time.monotonic() < deadline:
         time.sleep(0.001)
-    gone = runner.submit(requests[1])  # waits in the queue behind the running batch
+    gone = runner.submit(requests[1])  # a closed batch waiting for the busy slot
+    while runner._batcher.queued_plans < 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
     assert gone.cancel()
     release.set()
     runner.close()
     assert gone.cancelled()
     assert_close([first.result()], [solo[0]])
     assert runner.stats.sequences == 1 and runner.stats.batches == 1
+    assert runner.batcher_stats.dropped == 1
 
 
 def test_fault_file_fails_calls_while_it_exists(tiny_model_dir, requests, solo, tmp_path):

@@ -95,7 +95,8 @@ def test_python_handles(serve_app, solo):
     import ray
     from ray import serve
 
-    ray.init(address="auto", namespace="serve", ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
+             log_to_driver=False)
     try:
         qa = make_qa(25, seed=11)
         got = serve.get_app_handle(serve_app.app).ask.remote(qa["question"], qa["context"]).result(
@@ -123,7 +124,8 @@ def test_metrics_reach_the_prometheus_endpoint(serve_app):
     import ray
 
     post(serve_app.url, make_qa(10, seed=5))
-    ray.init(address="auto", namespace="serve", ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
+             log_to_driver=False)
     try:
         port = ray.nodes()[0]["MetricsExportPort"]
     finally:

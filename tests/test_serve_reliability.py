@@ -152,7 +152,7 @@ def test_rolling_redeploy_under_load_loses_nothing(serve_app, tmp_path):
     time.sleep(2)
     deploy = subprocess.run(
         [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "deploy",
-         str(new_config), "--address", "http://127.0.0.1:8265"],
+         str(new_config), "--address", serve_app.dashboard_url],
         env=serve_app.env, capture_output=True, text=True, timeout=120)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     deadline = time.monotonic() + 90

@@ -5,6 +5,12 @@ ratios compare like with like. Throughput is samples / wall time and, as in the 
 ``Latency`` is wall time / samples. Online modes are driven by ``concurrency`` client
 threads in a closed loop (each sends its next request when the last one is answered),
 enough to keep batches full, and also report per-request p50 / p99 latency.
+
+``backend`` picks the runtime every mode runs on (see :mod:`packing.runtime.backend`):
+``onnxruntime`` (the default), or ``sim``, a simulated accelerator of a given speed
+(:mod:`packing.runtime.sim`), which measures the packing and serving front end against
+a known device time. Under a static-shape backend the dynamic-padding modes cannot run and
+are skipped; the HF Pipeline baseline runs torch, not the backend, and is skipped under sim.
 """
 
 from __future__ import annotations
@@ -64,8 +70,11 @@ class BenchReport:
         return json.dumps(asdict(self), indent=2)
 
 
-def machine_info(threads: int | None) -> dict:
-    """Facts about the host that a reader of the figures needs."""
+def machine_info(threads: int | None, backend: str = "onnxruntime") -> dict:
+    """Facts about the host that a reader of the figures needs.
+
+    ``backend`` is the backend's ``describe()`` line (or name) the modes ran on.
+    """
     import onnxruntime
 
     cpu = platform.processor() or ""
@@ -78,7 +87,7 @@ def machine_info(threads: int | None) -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "backend": backend}
 
 
 def _max_diff(got: Sequence[SpanLogits], ref: dict[int, SpanLogits]) -> float:
@@ -172,8 +181,20 @@ def _hf_runner(model_dir: str, batch_size: int, threads: int | None) -> Callable
     return run
 
 
+def backend_kwargs(settings: dict) -> dict:
+    """``backend=`` plus its options for ModelRunner / PackRunner, from the bench settings.
+
+    ``intra_op_threads`` (from ``settings["threads"]``) is passed to onnxruntime only.
+    """
+    opts = dict(settings.get("backend_options") or {})
+    backend = settings.get("backend", "onnxruntime")
+    if backend == "onnxruntime" and settings.get("threads"):
+        opts["intra_op_threads"] = settings["threads"]
+    return {"backend": backend, **opts}
+
+
 def _runner_for(key: str, model_dir: str, settings: dict):
-    opts = {"intra_op_threads": settings["threads"]} if settings["threads"] else {}
+    opts = backend_kwargs(settings)
     if key == "original":
         return ModelRunner(model_dir, **opts)
     if key == "dynamic_padding":
@@ -186,12 +207,37 @@ def _runner_for(key: str, model_dir: str, settings: dict):
                       timeout_s=settings["timeout_s"], **opts)
 
 
+_DYNAMIC_SHAPE_MODES = ("dynamic_padding", "sorted_dynamic_padding")
+
+
+def _skip_reason(key: str, settings: dict) -> str | None:
+    """Why ``key`` cannot run on the settings' backend, or None when it can."""
+    backend = settings.get("backend", "onnxruntime")
+    if key == "hf_pipeline" and backend != "onnxruntime":
+        return f"runs transformers in torch, not on the {backend} backend"
+    if key in _DYNAMIC_SHAPE_MODES and settings.get("static_shapes"):
+        return (f"needs dynamic shapes; the {backend} backend has static shapes "
+                "(every batch padded to batch_size x seq_len)")
+    return None
+
+
+def _solo_runner(model_dir: str, settings: dict) -> ModelRunner:
+    """Batches of one request, padded to its own length (to seq_len on a static-shape backend)."""
+    runner = ModelRunner(model_dir, batch_size=1, padding="max_length", **backend_kwargs(settings))
+    if not runner.backend.static_shapes:
+        runner.padding = "longest"
+    return runner
+
+
 def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
              reference: dict[int, SpanLogits], progress: bool = False) -> ModeResult:
     """Run one mode (warm-up first, then the timed run) and measure it."""
     res = ModeResult(key, MODES[key], samples=len(data))
     warm = data[: min(len(data), 8)]
     latency = None
+    res.skipped = _skip_reason(key, settings)
+    if res.skipped:
+        return res
     if key == "hf_pipeline":
         try:
             run = _hf_runner(model_dir, settings["batch_size"], settings["threads"])
@@ -288,7 +334,8 @@ def plot(report: BenchReport, path: str | Path) -> None:
     ax2.set_title("Per-request p99 latency")
     ax2.invert_yaxis()
     fig.suptitle(f"{report.source}, {report.workload}, {report.samples} samples, "
-                 f"{report.machine['threads']} threads on {report.machine['cpu']}", fontsize=9)
+                 f"{report.machine['threads']} threads on {report.machine['cpu']}, "
+                 f"backend {report.machine.get('backend', 'onnxruntime')}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -297,8 +344,14 @@ def plot(report: BenchReport, path: str | Path) -> None:
 def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
           modes: Sequence[str] = tuple(MODES), threads: int | None = None,
           concurrency: int | None = None, timeout_s: float = 0.01, check_samples: int = 16,
-          progress: bool = True, echo: Callable[[str], None] = print) -> BenchReport:
-    """Run ``modes`` on ``data`` and return the report; prints each result as it lands."""
+          progress: bool = True, echo: Callable[[str], None] = print,
+          backend: str = "onnxruntime", backend_options: dict | None = None) -> BenchReport:
+    """Run ``modes`` on ``data`` and return the report; prints each result as it lands.
+
+    ``backend`` / ``backend_options`` choose the runtime of every mode and of the solo
+    reference runs (e.g. ``"sim", {"profile": "ipu"}``); the header and
+    ``report.machine["backend"]`` say which one ran.
+    """
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown modes {unknown}; choose from {list(MODES)}")
@@ -307,19 +360,20 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
     lengths = np.array([len(f) for f in data])
     settings = {"threads": threads, "timeout_s": timeout_s, "batch_size": manifest.batch_size,
                 "seq_len": manifest.seq_len, "max_valid_num": manifest.max_valid_num,
-                "concurrency": concurrency or 2 * manifest.max_valid_num}
+                "concurrency": concurrency or 2 * manifest.max_valid_num,
+                "backend": backend, "backend_options": dict(backend_options or {})}
+    solo = _solo_runner(model_dir, settings)
+    settings["static_shapes"] = solo.backend.static_shapes
     report = BenchReport(model_dir, manifest.source, workload, len(data),
                          float(len(data) * manifest.seq_len / lengths.sum()),
-                         machine_info(threads), settings)
+                         machine_info(threads, solo.backend.describe()), settings)
     echo(f"model {manifest.source} ({model_dir}), workload {workload}: {len(data)} samples, "
          f"mean length {lengths.mean():.1f} of {manifest.seq_len}, "
          f"ideal speed-up {report.ideal_speedup:.2f}x")
     echo(f"machine: {report.machine['cpu']}, {report.machine['threads']} threads, "
-         f"onnxruntime {report.machine['onnxruntime']}")
+         f"onnxruntime {report.machine['onnxruntime']}; backend {report.machine['backend']}")
     rng = np.random.default_rng(0)
     check = sorted(rng.choice(len(data), size=min(check_samples, len(data)), replace=False))
-    solo = ModelRunner(model_dir, batch_size=1, padding="longest",
-                       **({"intra_op_threads": threads} if threads else {}))
     reference = {int(i): solo.run([data[i]])[0] for i in check}
     del solo
     base = None

@@ -3,7 +3,9 @@ in-process PackRunner doing the same work (tokenize, pack, run, pick the answer)
 
 Both sides run the same questions with the same number of closed-loop clients, the same
 packing mode, heuristic and timeout (read from the app's ``/v1/stats``), so the ratio shows
-what the serving layer (HTTP, Ray Serve, the deployment hops) costs.
+what the serving layer (HTTP, Ray Serve, the deployment hops) costs. The in-process side
+runs on ``backend`` (``onnxruntime`` by default, or ``sim``, a simulated accelerator of known
+speed: see :mod:`packing.runtime.sim`); the report names it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class LoadResult:
     p99_ms: float
     errors: int
     efficiency: float | None = None  # packing efficiency over the run (HTTP: as the app reported)
+    backend: str | None = None  # the model runtime's describe() line (in-process side only)
 
 
 def _single_token_words(tokenizer) -> list[str]:
@@ -204,8 +207,13 @@ def http_load(url: str, items: Sequence[dict], concurrency: int, progress: bool 
 
 def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knobs: dict,
                    doc_stride: int = 128, max_query_tokens: int = 64, threads: int | None = None,
-                   progress: bool = False) -> LoadResult:
-    """The same questions through an in-process online PackRunner (same knobs)."""
+                   progress: bool = False, backend: str = "onnxruntime",
+                   backend_options: dict | None = None) -> LoadResult:
+    """The same questions through an in-process online PackRunner (same knobs).
+
+    The runner uses ``backend`` with ``backend_options``; ``threads`` sets onnxruntime's
+    intra-op threads and is not passed to other backends.
+    """
     from transformers import AutoTokenizer
 
     from packing.model.manifest import Manifest
@@ -216,10 +224,12 @@ def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knob
     manifest = Manifest.read(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok_lock = threading.Lock()
-    opts = {"intra_op_threads": threads} if threads else {}
+    opts = dict(backend_options or {})
+    if backend == "onnxruntime" and threads:
+        opts["intra_op_threads"] = threads
     runner = PackRunner(model_dir, mode=knobs["mode"], algorithm=knobs["algorithm"],
                         timeout_s=knobs["timeout_s"], max_valid_num=knobs.get("max_valid_num"),
-                        max_tokens=knobs.get("max_tokens"), **opts)
+                        max_tokens=knobs.get("max_tokens"), backend=backend, **opts)
 
     def call(i: int) -> bool:
         with tok_lock:
@@ -236,20 +246,28 @@ def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knob
         runner.reset_stats()
         seconds, latency, errors = drive(len(items), concurrency, call, progress)
         eff = runner.stats.efficiency
-    return _result("In-process PackRunner", len(items), seconds, latency, errors, eff)
+    res = _result("In-process PackRunner", len(items), seconds, latency, errors, eff)
+    res.backend = runner.backend.describe()
+    return res
 
 
 def format_result(r: LoadResult) -> str:
     """One line per side."""
     eff = f", packing efficiency {r.efficiency:.3f}" if r.efficiency is not None else ""
+    backend = f", backend {r.backend}" if r.backend else ""
     return (f"[{r.name}] {r.requests_per_s:.2f} requests/s, p50 {r.p50_ms:.0f} ms, "
-            f"p99 {r.p99_ms:.0f} ms, errors {r.errors}/{r.requests}{eff}")
+            f"p99 {r.p99_ms:.0f} ms, errors {r.errors}/{r.requests}{eff}{backend}")
 
 
 def loadtest(url: str, model_dir: str | None, workload: str, samples: int, concurrency: int,
              inprocess: bool = True, threads: int | None = None, progress: bool = True,
-             echo: Callable[[str], None] = print) -> dict:
-    """Run the HTTP side, then (optionally) the in-process side; returns a JSON-able report."""
+             echo: Callable[[str], None] = print, backend: str = "onnxruntime",
+             backend_options: dict | None = None) -> dict:
+    """Run the HTTP side, then (optionally) the in-process side; returns a JSON-able report.
+
+    ``backend`` / ``backend_options`` are the in-process side's runtime (the app runs on
+    whatever its own config says); the report records them.
+    """
     from transformers import AutoTokenizer
 
     from packing.model.manifest import Manifest
@@ -269,13 +287,14 @@ def loadtest(url: str, model_dir: str | None, workload: str, samples: int, concu
     _get_json(url + "/healthz")
     http_load(url, items[: min(8, len(items))], min(8, concurrency))  # warm-up
     report = {"url": url, "workload": workload, "samples": samples, "concurrency": concurrency,
-              "knobs": knobs}
+              "knobs": knobs, "inprocess_backend": backend,
+              "inprocess_backend_options": dict(backend_options or {})}
     h = http_load(url, items, concurrency, progress)
     echo(format_result(h))
     report["http"] = asdict(h)
     if inprocess:
         p = inprocess_load(str(model_dir), items, concurrency, knobs, threads=threads,
-                           progress=progress)
+                           progress=progress, backend=backend, backend_options=backend_options)
         echo(format_result(p))
         report["inprocess"] = asdict(p)
         report["ratio"] = h.requests_per_s / p.requests_per_s

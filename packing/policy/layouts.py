@@ -23,6 +23,12 @@ Layouts (``S = plan.seq_len``, ``n`` sequences, ``T`` real tokens):
   attention rows, each holding whole sequences (:func:`attention_rows`), with
   per-row segment ids for the block-diagonal mask; ``repack_index`` ``[T]`` to
   gather them back from the ``[R * W]`` flattened rows.
+
+Static shapes (a backend compiled for one input shape): row plans pad to
+``batch_size`` rows (``pad_rows_to``); unpack/repack pads the four ``[T]``
+arrays to the plan's ``capacity`` (``pad_tokens_to``) and the attention rows
+to ``[static_attention_rows(...), seq_len]`` (``pad_attention_to``), shapes
+that depend only on the packer's configuration, never on the batch.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ __all__ = [
     "scatter_outputs",
     "token_coordinates",
     "attention_rows",
+    "static_attention_rows",
 ]
 
 
@@ -101,6 +108,7 @@ def build_inputs(
     *,
     pad_rows_to: int | None = None,
     pad_tokens_to: int | None = None,
+    pad_attention_to: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Model inputs (all int64) for ``plan``.
 
@@ -121,15 +129,27 @@ def build_inputs(
       padded with zeros to ``[P]``: pad tokens are token id 0 at position 0,
       and their ``repack_index`` 0 points at sequence 0's first token, so the
       model's outputs at padded slots are junk the caller drops
-      (:func:`scatter_outputs` ignores them).
+      (:func:`scatter_outputs` ignores them). With
+      ``pad_attention_to=(R, W)`` the attention rows are ``W`` slots wide
+      (first-fit decreasing runs on rows of ``W``, not of the longest sequence)
+      and ``unpack_index`` / ``segment_ids`` are padded with all-zero rows to
+      exactly ``[R, W]``; ``repack_index`` then indexes the ``[R * W]`` view.
+      Padded slots are inert: segment id 0 masks them as keys (a query in an
+      all-padding row sees only masked keys, which the graph's finite mask
+      value keeps NaN-free), their ``unpack_index`` 0 gathers a real token
+      whose result no ``repack_index`` of a real token points at. For a static
+      shape use ``(static_attention_rows(seq_len, capacity, max_valid_num),
+      seq_len)``.
 
     ``pad_rows_to=R`` (row plans only; ignored for UnpackRepackPlan) appends
     all-zero rows up to ``[R, S]`` for backends with a static batch dimension;
-    ``pad_tokens_to`` is ignored for row plans.
+    ``pad_tokens_to`` and ``pad_attention_to`` are ignored for row plans.
 
     Raises:
         ValueError: wrong number of sequences, a sequence whose length differs
-            from the plan, or a padding target smaller than the batch.
+            from the plan, or a padding target smaller than the batch (for
+            ``pad_attention_to``: a sequence longer than ``W``, or more than
+            ``R`` attention rows needed).
         TypeError: ``plan`` is not a plan.
     """
     if not isinstance(plan, (PaddedPlan, AttentionMaskPlan, UnpackRepackPlan)):
@@ -138,7 +158,7 @@ def build_inputs(
     ids = _flat_tokens("input_ids", input_ids, lengths)
     types = _flat_tokens("token_type_ids", token_type_ids, lengths)
     if isinstance(plan, UnpackRepackPlan):
-        return _unpack_repack_inputs(plan, ids, types, pad_tokens_to)
+        return _unpack_repack_inputs(plan, ids, types, pad_tokens_to, pad_attention_to)
     n_rows = plan.n_rows
     if pad_rows_to is not None:
         if pad_rows_to < n_rows:
@@ -190,15 +210,68 @@ def attention_rows(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndar
     return row, start, segment
 
 
+def static_attention_rows(seq_len: int, capacity: int, max_valid_num: int | None = None) -> int:
+    """Most attention rows of ``seq_len`` slots that :func:`attention_rows` can need.
+
+    For any batch of sequences of 1 ..= ``seq_len`` tokens, at most ``capacity``
+    tokens in all and at most ``max_valid_num`` sequences (None: no count limit),
+    first-fit decreasing into rows of ``W = seq_len`` uses at most this many rows,
+    and some such batch uses exactly this many (the bound is tight).
+
+    Proof. Say FFD opens ``R >= 2`` rows and let ``s`` be the length of the first
+    sequence put in the last row. Sequences go in decreasing order, so each earlier
+    row already held a sequence of ``>= s`` tokens, and none had room for ``s``:
+    each earlier row holds ``>= max(s, W - s + 1)`` tokens and the last ``>= s``, so
+    ``T >= (R - 1) * max(s, W - s + 1) + s``. With ``h = W // 2 + 1`` (the fewest
+    tokens that are more than half a row) the minimum over ``s`` is ``R * h - 1``
+    for even ``W`` (at ``s = W / 2``) and ``R * h`` for odd ``W`` (at ``s = h``).
+    Hence ``R <= (T + 1) // h`` (even ``W``) or ``R <= T // h`` (odd ``W``), with
+    ``T <= capacity``. Tight: ``R - 1`` sequences of ``h`` tokens and one of
+    ``W - h + 1`` each need a row of their own. ``R == 1`` is within the bound since
+    ``capacity >= seq_len >= h``. Each row holds at least one sequence, so also
+    ``R <= max_valid_num``.
+
+    For seq_len 256, batch_size 16 (capacity 4096): 31 rows; seq_len 64,
+    batch_size 4: 7 rows.
+    """
+    seq_len, capacity = int(seq_len), int(capacity)
+    if seq_len < 1 or capacity < 1:
+        raise ValueError(f"seq_len and capacity must be >= 1, got {seq_len}, {capacity}")
+    h = seq_len // 2 + 1
+    rows = (capacity + (1 if seq_len % 2 == 0 else 0)) // h
+    if max_valid_num is not None:
+        rows = min(rows, int(max_valid_num))
+    return max(1, rows)
+
+
 def _unpack_repack_inputs(
-    plan: UnpackRepackPlan, ids: np.ndarray, types: np.ndarray, pad_tokens_to: int | None
+    plan: UnpackRepackPlan,
+    ids: np.ndarray,
+    types: np.ndarray,
+    pad_tokens_to: int | None,
+    pad_attention_to: tuple[int, int] | None,
 ) -> dict[str, np.ndarray]:
     lengths = plan.lengths
     seq, pos, _ = token_coordinates(lengths)
     total = int(plan.real_tokens)
-    width = int(lengths.max()) if lengths.size else 1
+    if pad_attention_to is None:
+        width = int(lengths.max()) if lengths.size else 1
+    else:
+        pad_rows, width = (int(v) for v in pad_attention_to)
+        if lengths.size and int(lengths.max()) > width:
+            raise ValueError(f"pad_attention_to width {width} is less than the longest sequence "
+                             f"({int(lengths.max())} tokens)")
     row, start, segment = attention_rows(lengths, width)
     n_rows = int(row.max()) + 1 if lengths.size else 1
+    if pad_attention_to is not None:
+        if n_rows > pad_rows:
+            raise ValueError(
+                f"plan needs {n_rows} attention rows of {width} slots, more than pad_attention_to "
+                f"rows={pad_rows} (static_attention_rows(seq_len={plan.seq_len}, capacity="
+                f"{plan.capacity}, max_valid_num={plan.max_valid_num}) = "
+                f"{static_attention_rows(plan.seq_len, plan.capacity, plan.max_valid_num)}; "
+                f"plan has {plan.n_seqs} sequences, {total} tokens)")
+        n_rows = pad_rows
     dest = (row * width + start)[seq] + pos  # slot of every token in the attention rows
     unpack_index = np.zeros((n_rows, width), dtype=np.int64)
     segment_ids = np.zeros((n_rows, width), dtype=np.int64)

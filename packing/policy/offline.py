@@ -221,4 +221,5 @@ def plan_offline_unpack_repack(
 def _unpack_plan(cfg: PackingConfig, ids: np.ndarray, lens: np.ndarray) -> UnpackRepackPlan:
     cu = np.zeros(lens.size + 1, dtype=np.int64)
     np.cumsum(lens, out=cu[1:])
-    return UnpackRepackPlan(seq_len=cfg.seq_len, capacity=cfg.capacity_tokens, seq_ids=ids, cu_seqlens=cu)
+    return UnpackRepackPlan(seq_len=cfg.seq_len, capacity=cfg.capacity_tokens, seq_ids=ids, cu_seqlens=cu,
+                            max_valid_num=cfg.max_valid_num)

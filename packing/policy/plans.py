@@ -102,16 +102,23 @@ class UnpackRepackPlan(_Counts):
     sequence ``k`` occupies flat slots ``[cu_seqlens[k], cu_seqlens[k + 1])``, so a
     sequence may cross the boundary between two rows of ``seq_len``. Dense layers
     see only the ``real_tokens`` used slots; attention runs per sequence.
+
+    ``seq_len``, ``capacity`` and ``max_valid_num`` are the packer's configuration, the
+    same for every plan it makes, so a backend with static shapes can size the
+    attention rows from them alone (:func:`packing.policy.layouts.static_attention_rows`).
     """
 
     seq_len: int  # longest allowed sequence (attention window per sequence)
-    capacity: int  # token slots of one batch (batch_size * seq_len)
+    capacity: int  # token slots of one batch (batch_size * seq_len, or the packer's max_tokens)
     seq_ids: np.ndarray  # [n] int64: caller id of each packed sequence
     cu_seqlens: np.ndarray  # [n + 1] int64: cumulative lengths, cu_seqlens[0] == 0
+    max_valid_num: int | None = None  # packer's most sequences per batch (None: only capacity limits)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seq_ids", _frozen_int_array(self.seq_ids))
         object.__setattr__(self, "cu_seqlens", _frozen_int_array(self.cu_seqlens))
+        if self.max_valid_num is not None:
+            object.__setattr__(self, "max_valid_num", int(self.max_valid_num))
 
     @property
     def lengths(self) -> np.ndarray:

@@ -80,6 +80,25 @@ def make_windows(tokenizer: Any, question: str, context: str, seq_len: int,
     token. Not safe to call concurrently from several threads on one tokenizer (HF fast
     tokenizers set truncation state per call).
     """
+    (out,) = make_windows_batch(tokenizer, [(question, context)], seq_len, doc_stride,
+                                max_query_tokens)
+    if isinstance(out, BadRequest):
+        raise out
+    return out
+
+
+def make_windows_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len: int,
+                       doc_stride: int = 128, max_query_tokens: int = 64
+                       ) -> list[list[Window] | BadRequest]:
+    """:func:`make_windows` for many ``(question, context)`` pairs with the fast tokenizer's
+    batch calls (one for the questions, one per distinct stride for the pairs; with default
+    limits every pair has the same stride).
+
+    Returns, per pair and in order, its windows or the :class:`BadRequest` that
+    :func:`make_windows` would raise for it; one bad pair does not affect the others. The
+    windows are exactly those :func:`make_windows` returns for the pair alone. Raises
+    ``ValueError`` for bad settings, as :func:`make_windows` does.
+    """
     specials = _specials(tokenizer)
     room = seq_len - specials - MIN_CONTEXT_TOKENS  # most question tokens a window can hold
     if room < 1:
@@ -88,36 +107,53 @@ def make_windows(tokenizer: Any, question: str, context: str, seq_len: int,
         raise ValueError(f"doc_stride must be >= 0, got {doc_stride}")
     if max_query_tokens < 1:
         raise ValueError(f"max_query_tokens must be >= 1, got {max_query_tokens}")
-
-    n_question = len(tokenizer(question, add_special_tokens=False)["input_ids"])
+    results: list[list[Window] | BadRequest | None] = [None] * len(pairs)
+    if not pairs:
+        return []
     fit = min(max_query_tokens, room)
-    if n_question > fit:
-        raise BadRequest(f"question is {n_question} tokens; at most {fit} fit")
-    if n_question == 0:
-        raise BadRequest("question has no tokens (only characters the tokenizer ignores)")
-    capacity = seq_len - specials - n_question  # context tokens per window, >= MIN_CONTEXT_TOKENS
-    stride = min(doc_stride, capacity - 1)
+    q_ids = tokenizer([q for q, _ in pairs], add_special_tokens=False)["input_ids"]
+    by_stride: dict[int, list[int]] = {}
+    for k, ids in enumerate(q_ids):
+        n_question = len(ids)
+        if n_question > fit:
+            results[k] = BadRequest(f"question is {n_question} tokens; at most {fit} fit")
+        elif n_question == 0:
+            results[k] = BadRequest("question has no tokens (only characters the tokenizer ignores)")
+        else:
+            capacity = seq_len - specials - n_question  # context tokens per window
+            by_stride.setdefault(min(doc_stride, capacity - 1), []).append(k)
+    for stride, members in by_stride.items():
+        enc = tokenizer([pairs[k][0] for k in members], [pairs[k][1] for k in members],
+                        truncation="only_second", max_length=seq_len, stride=stride,
+                        return_overflowing_tokens=True, return_offsets_mapping=True)
+        for i, sample in enumerate(enc["overflow_to_sample_mapping"]):
+            k = members[sample]
+            if isinstance(results[k], BadRequest):
+                continue
+            window = _window(enc, i, seq_len, 0 if results[k] is None else len(results[k]))
+            if window is None:
+                results[k] = BadRequest("context has no tokens (only characters the tokenizer "
+                                        "ignores)")
+            else:
+                results[k] = (results[k] or []) + [window]
+    return results  # type: ignore[return-value]
 
-    enc = tokenizer(question, context, truncation="only_second", max_length=seq_len,
-                    stride=stride, return_overflowing_tokens=True,
-                    return_offsets_mapping=True)
-    windows: list[Window] = []
-    for i in range(len(enc["input_ids"])):
-        ids = np.asarray(enc["input_ids"][i], dtype=np.int64)
-        if "token_type_ids" in enc:
-            types = np.asarray(enc["token_type_ids"][i], dtype=np.int64)
-        else:  # models without segment embeddings (e.g. RoBERTa)
-            types = np.zeros_like(ids)
-        seq_ids = enc.sequence_ids(i)
-        mask = np.array([s == 1 for s in seq_ids], dtype=bool)
-        offsets = np.asarray(enc["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
-        offsets = np.where(mask[:, None], offsets, -1)
-        if not mask.any():
-            raise BadRequest("context has no tokens (only characters the tokenizer ignores)")
-        assert ids.shape[0] <= seq_len, (ids.shape, seq_len)
-        windows.append(Window(input_ids=ids, token_type_ids=types, context_mask=mask,
-                              offsets=offsets, window_index=i))
-    return windows
+
+def _window(enc: Any, i: int, seq_len: int, index: int) -> Window | None:
+    """Window ``i`` of a batch encoding, numbered ``index``; None if it has no context token."""
+    ids = np.asarray(enc["input_ids"][i], dtype=np.int64)
+    if "token_type_ids" in enc:
+        types = np.asarray(enc["token_type_ids"][i], dtype=np.int64)
+    else:  # models without segment embeddings (e.g. RoBERTa)
+        types = np.zeros_like(ids)
+    mask = np.array([s == 1 for s in enc.sequence_ids(i)], dtype=bool)
+    offsets = np.asarray(enc["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
+    offsets = np.where(mask[:, None], offsets, -1)
+    if not mask.any():
+        return None
+    assert ids.shape[0] <= seq_len, (ids.shape, seq_len)
+    return Window(input_ids=ids, token_type_ids=types, context_mask=mask, offsets=offsets,
+                  window_index=index)
 
 
 def _best_in_window(start: np.ndarray, end: np.ndarray, ctx: np.ndarray,

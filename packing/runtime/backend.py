@@ -6,9 +6,17 @@ so another accelerator plugs in by implementing :class:`Backend`:
 
 * ``run`` must be safe to call from one thread at a time (runners serialise calls);
 * ``static_shapes`` is True when the runtime needs fixed input shapes (an IPU graph
-  compiled by PopRT for ``batch_size x seq_len``, say): runners then pad every batch to
-  the full ``batch_size`` rows (or ``batch_size * seq_len`` tokens) before calling it;
+  compiled by PopRT for ``batch_size x seq_len``, say): runners then give every input the
+  same shape on every call -- ``batch_size`` rows, or for unpack/repack the batch's token
+  capacity and ``[static_attention_rows, seq_len]`` attention rows
+  (:func:`packing.policy.layouts.static_attention_rows`);
 * ``describe()`` returns a short text for logs and benchmark headers.
+
+Registered backends: ``onnxruntime`` (:class:`OnnxRuntimeBackend`, CPU or CUDA) and
+``sim`` (:class:`packing.runtime.sim.SimBackend`, a simulated accelerator that sleeps for a
+profile's device time and returns deterministic logits; for measuring the serving stack
+against a device of known speed without one). ``sim`` accepts and ignores the
+onnxruntime options (``device``, ``intra_op_threads``) so configs can switch backends.
 
 A PopRT/IPU backend would wrap ``poprt.runtime.ModelRunner`` on a graph converted by
 ``poprt`` from the same ONNX file; it is not part of this package because the Poplar SDK
@@ -93,7 +101,16 @@ class OnnxRuntimeBackend(Backend):
 
 
 BackendFactory = Callable[..., Backend]
-_REGISTRY: dict[str, BackendFactory] = {"onnxruntime": OnnxRuntimeBackend}
+
+
+def _sim_backend(model_path: str | Path, **options) -> Backend:
+    """Factory of the ``sim`` backend, imported on first use (sim imports this module)."""
+    from .sim import SimBackend
+
+    return SimBackend(model_path, **options)
+
+
+_REGISTRY: dict[str, BackendFactory] = {"onnxruntime": OnnxRuntimeBackend, "sim": _sim_backend}
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:

@@ -68,12 +68,22 @@ class PlanExecutor:
         static = self.backend.static_shapes
         m = self.manifest
         if isinstance(plan, UnpackRepackPlan):
-            pad = plan.capacity if static else None
-            return layouts.build_inputs(plan, ids, types, pad_tokens_to=pad), pad or plan.real_tokens
+            if not static:
+                return layouts.build_inputs(plan, ids, types), plan.real_tokens
+            # Every shape from the packer's configuration only: [capacity] tokens and
+            # [static_attention_rows, seq_len] attention rows (build_inputs raises if a
+            # plan ever needs more rows than that bound).
+            rows = layouts.static_attention_rows(plan.seq_len, plan.capacity, plan.max_valid_num)
+            inputs = layouts.build_inputs(plan, ids, types, pad_tokens_to=plan.capacity,
+                                          pad_attention_to=(rows, plan.seq_len))
+            return inputs, plan.capacity
         if isinstance(plan, AttentionMaskPlan):
             rows = m.batch_size if static else plan.n_rows
             return (layouts.build_inputs(plan, ids, types, pad_rows_to=rows if static else None),
                     rows * plan.seq_len)
+        if static:  # padded rows too: a compiled graph takes exactly [batch_size, seq_len]
+            return (layouts.build_inputs(plan, ids, types, pad_rows_to=m.batch_size),
+                    m.batch_size * plan.seq_len)
         return layouts.build_inputs(plan, ids, types), plan.token_slots
 
     def execute(self, plan: Plan, feats: Sequence[Features]) -> list[SpanLogits]:

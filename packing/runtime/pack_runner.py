@@ -3,11 +3,10 @@ online."""
 
 from __future__ import annotations
 
-import queue
+import asyncio
 import threading
-import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,12 @@ import numpy as np
 from packing.model.manifest import Manifest
 from packing.policy import offline
 from packing.policy.config import PackingConfig
-from packing.policy.online import OnlinePacker
 from packing.policy.plans import Plan
 
 from .base import _Runner
+from .batcher import BatcherStats, PackBatcher
 from .executor import open_graph
 from .features import Features, SpanLogits
-
-
-_STOP = object()
 
 
 class PackRunner(_Runner):
@@ -31,16 +27,21 @@ class PackRunner(_Runner):
 
     Offline, :meth:`run` packs the whole dataset ahead of time (SPFHP histogram packing
     for attention_mask rows; end to end for unpack_repack). Online, :meth:`submit`
-    queues one request and returns a Future; a background thread packs requests with
-    ``algorithm`` (first_fit | next_fit | best_fit) and sends a batch when it holds
-    ``max_valid_num`` sequences, when the next request does not fit, or when its oldest
-    request has waited ``timeout_s``. Call :meth:`close` (or use ``with``) to stop it.
+    queues one request and returns a Future; requests are packed by
+    :class:`~packing.runtime.batcher.PackBatcher`, the same batcher the served Packer
+    deployment runs (``algorithm`` first_fit | next_fit | best_fit; a batch leaves when it
+    holds ``max_valid_num`` sequences, when the next request does not fit, or when its
+    oldest request has waited ``timeout_s`` and a slot is free). ``max_inflight_batches``
+    plans may be under way at once (default 2, as one served runner replica takes: one
+    running on the device while the next is prepared). Call :meth:`close` (or use
+    ``with``) to stop it.
     """
 
     def __init__(self, model_dir: str | Path, mode: str = "attention_mask",
                  algorithm: str = "first_fit", max_valid_num: int | None = None,
                  timeout_s: float = 0.01, max_tokens: int | None = None,
-                 backend: str = "onnxruntime", **backend_options) -> None:
+                 max_inflight_batches: int = 2, backend: str = "onnxruntime",
+                 **backend_options) -> None:
         manifest = Manifest.read(model_dir)
         self.config = PackingConfig(
             seq_len=manifest.seq_len, batch_size=manifest.batch_size,
@@ -49,11 +50,15 @@ class PackRunner(_Runner):
         )
         manifest, be = open_graph(model_dir, mode, backend, backend_options, manifest)
         super().__init__(manifest, be, manifest.seq_len)
-        self._queue: queue.Queue = queue.Queue()
+        if max_inflight_batches < 1:
+            raise ValueError(f"max_inflight_batches must be >= 1, got {max_inflight_batches}")
+        self.max_inflight_batches = max_inflight_batches
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._batcher: PackBatcher | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self._start_lock = threading.Lock()
-        self._next_id = 0
 
     # ----------------------------------------------------------------- offline
     def plans(self, lengths: np.ndarray) -> list[Plan]:
@@ -76,33 +81,42 @@ class PackRunner(_Runner):
     def submit(self, features: Features) -> "Future[SpanLogits]":
         """Online: queue one request; the Future resolves to its logits or its batch's error.
 
-        Bad input raises :class:`InvalidInput` here, before anything is queued.
+        Bad input raises :class:`InvalidInput` here, before anything is queued. Cancelling the
+        Future before its batch starts withdraws the request.
         """
         f = self.validate(features)
-        fut: Future = Future()
         with self._start_lock:
             if self._closed:
                 raise RuntimeError("PackRunner is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="pack-runner", daemon=True)
-                self._thread.start()
-            self._queue.put((f, fut, time.monotonic()))
-        return fut
+            if self._loop is None:
+                self._start_loop()
+            assert self._loop is not None and self._batcher is not None
+            return asyncio.run_coroutine_threadsafe(self._batcher.submit(f), self._loop)
 
     def submit_many(self, dataset: Iterable[Features]) -> list["Future[SpanLogits]"]:
         """:meth:`submit` each request; Futures in the same order."""
         return [self.submit(f) for f in dataset]
 
+    @property
+    def batcher_stats(self) -> BatcherStats:
+        """What the online batcher sent so far (zeros before the first submit)."""
+        return self._batcher.stats if self._batcher is not None else BatcherStats()
+
     def close(self) -> None:
-        """Run what is still waiting, then stop the packing thread. Idempotent."""
+        """Run what is still waiting, then stop the batcher's thread. Idempotent."""
         with self._start_lock:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(_STOP)
-            thread.join()
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None or self._batcher is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._batcher.close(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def __enter__(self) -> "PackRunner":
         return self
@@ -110,71 +124,18 @@ class PackRunner(_Runner):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _loop(self) -> None:
-        """Packing thread: never exits leaving a Future unresolved."""
-        waiting: dict[int, tuple[Features, Future]] = {}
-        try:
-            self._pack_forever(waiting)
-        except BaseException as exc:  # a bug here must not hang callers
-            with self._start_lock:
-                self._closed = True
-            for _, fut in waiting.values():
-                if not fut.done():
-                    fut.set_exception(exc)
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _STOP and not item[1].done():
-                    item[1].set_exception(exc)
-            raise
+    def _start_loop(self) -> None:
+        """Start the event loop thread that hosts the batcher (caller holds _start_lock)."""
+        loop = asyncio.new_event_loop()
+        pool = ThreadPoolExecutor(self.max_inflight_batches, thread_name_prefix="pack-exec")
 
-    def _pack_forever(self, waiting: dict[int, tuple[Features, Future]]) -> None:
-        packer = OnlinePacker(self.config)
+        async def execute(plan: Plan, feats: list[Features]) -> list[SpanLogits]:
+            return await loop.run_in_executor(pool, self._exec.execute, plan, feats)
 
-        def send(plan: Plan | None) -> None:
-            if plan is None:
-                return
-            items = [waiting.pop(int(i)) for i in plan.seq_ids]
-            try:
-                outs = self._exec.execute(plan, [f for f, _ in items])
-            except Exception as exc:  # fail the whole batch, keep serving
-                for _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                return
-            for (_, fut), out in zip(items, outs):
-                if not fut.done():
-                    fut.set_result(out)
-
-        def accept(item) -> bool:
-            if item is _STOP:
-                return False
-            f, fut, arrival = item
-            if not fut.set_running_or_notify_cancel():
-                return True  # cancelled before it was packed: drop it
-            sid = self._next_id
-            self._next_id += 1
-            waiting[sid] = (f, fut)
-            for plan in packer.add(sid, len(f), arrival_s=arrival):
-                send(plan)
-            return True
-
-        running = True
-        while running:
-            try:
-                item = self._queue.get(timeout=packer.time_to_deadline())
-            except queue.Empty:
-                send(packer.poll())
-                continue
-            running = accept(item)
-            # Drain what queued up while the last batch ran before judging timeouts,
-            # so requests that waited behind a batch fill the next one.
-            while running:
-                try:
-                    running = accept(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            send(packer.poll())
-        send(packer.flush())
+        self._batcher = PackBatcher(self.config, execute,
+                                    max_inflight_batches=self.max_inflight_batches,
+                                    max_pending=1 << 30)
+        self._pool, self._loop = pool, loop
+        self._thread = threading.Thread(target=loop.run_forever, name="pack-batcher",
+                                        daemon=True)
+        self._thread.start()
