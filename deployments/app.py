@@ -19,12 +19,19 @@ from .runner import PackRunnerDeployment
 
 def build_app(args: dict | None = None) -> Application:
     """Build the Serve application from the config file's ``args`` (validated up front)."""
-    cfg = AppConfig(**(args or {}))
+    return build_graph(AppConfig(**(args or {})))
+
+
+def build_graph(cfg: AppConfig, runner_options: dict | None = None) -> Application:
+    """The application for ``cfg``; ``runner_options`` are PackRunner ``.options(...)`` (for
+    benchmarks that deploy from Python rather than from a config file's ``deployments``)."""
     shapes = cfg.prepare
     manifest = ensure_model(cfg.model_dir, cfg.model_source, shapes.seq_len, shapes.batch_size,
                             shapes.max_valid_num)
     backend, options = cfg.runner_backend()
-    runner = PackRunnerDeployment.bind(cfg.model_dir, backend, options, cfg.fault_file)
+    runner_cls = PackRunnerDeployment.options(**runner_options) if runner_options else \
+        PackRunnerDeployment
+    runner = runner_cls.bind(cfg.model_dir, backend, options, cfg.fault_file)
     packer = Packer.options(user_config=cfg.packing.model_dump()).bind(runner, cfg.model_dir)
     answering = {"doc_stride": cfg.doc_stride, "max_query_tokens": cfg.max_query_tokens,
                  "max_answer_tokens": cfg.max_answer_tokens,

@@ -151,6 +151,28 @@ def _ceiling(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scaling(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.scaling import format_report, scaling
+    from packing.bench.workloads import load_workload
+    from packing.model.manifest import Manifest
+
+    manifest = Manifest.read(args.model_dir)
+    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
+                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    report = scaling(str(Path(args.model_dir).resolve()), data, replicas=args.replicas,
+                     profile=args.sim_profile, mode=args.mode, timeout_s=args.timeout_s,
+                     outstanding=args.outstanding, per_call=args.windows_per_call,
+                     progress=not args.no_progress)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    crossed = sum(r["crossed"] for r in report["rows"])
+    return 1 if crossed else 0
+
+
 def _efficiency(args: argparse.Namespace) -> int:
     from packing.bench.workloads import seed_lengths
     from packing.policy.offline import plan_offline_attention_mask
@@ -254,12 +276,31 @@ def build_parser() -> argparse.ArgumentParser:
                     help="environment variable for every serve run (repeatable)")
     ce.add_argument("--health-timeout-s", type=float, default=300.0,
                     help="wait this long for GET /healthz == 200")
-    ce.add_argument("--floor-max-ongoing", type=_positive_int, default=None, metavar="N",
-                    help="max_ongoing_requests of the echo/chain deployments "
-                    "(default: Serve's own default)")
+    ce.add_argument("--floor-max-ongoing", type=_positive_int, default=1024, metavar="N",
+                    help="max_ongoing_requests of the echo/chain deployments (default 1024, "
+                    "as the app's Ingress; Serve's own default of 5 starves them at 64 "
+                    "connections)")
     ce.add_argument("--json", help="write the report here")
     ce.add_argument("--no-progress", action="store_true")
     ce.set_defaults(func=_ceiling)
+
+    sc = sub.add_parser("scaling", help="the app on simulated accelerators through Python "
+                        "handles: throughput at several runner replica counts, and served "
+                        "batch fill against the in-process PackRunner")
+    sc.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    sc.add_argument("--samples", type=int, default=4000)
+    sc.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    sc.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
+    sc.add_argument("--sim-profile", default="slow", help="sim device profile (slow: 125 ms "
+                    "per full batch, so the front end is not the bottleneck)")
+    sc.add_argument("--mode", default="unpack_repack", choices=["unpack_repack", "attention_mask"])
+    sc.add_argument("--timeout-s", type=float, default=0.005)
+    sc.add_argument("--outstanding", type=int, default=640, help="windows kept in flight")
+    sc.add_argument("--windows-per-call", type=int, default=8)
+    sc.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
+    sc.add_argument("--json", help="write the report here")
+    sc.add_argument("--no-progress", action="store_true")
+    sc.set_defaults(func=_scaling)
 
     ef = sub.add_parser("efficiency", help="offline AttentionMask packing efficiency (SPFHP) "
                         "on seed workloads; no model needed")

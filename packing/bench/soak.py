@@ -29,8 +29,10 @@ import numpy as np
 from .loadtest import _get_json, drive, load_questions
 
 
-def solo_answers(model_dir: str | Path, items: list[dict], answering: dict) -> list[dict]:
-    """Expected ``{answer, start, end, score, windows}`` of each item, every window run alone."""
+def solo_answers(model_dir: str | Path, items: list[dict], answering: dict,
+                 backend: str = "onnxruntime", backend_options: dict | None = None) -> list[dict]:
+    """Expected ``{answer, start, end, score, windows}`` of each item, every window run alone
+    (on ``backend``, the app's: ``sim`` for an app on the simulated device)."""
     from transformers import AutoTokenizer
 
     from packing.qa.windows import best_answer, make_windows
@@ -38,7 +40,8 @@ def solo_answers(model_dir: str | Path, items: list[dict], answering: dict) -> l
     from packing.runtime import ModelRunner
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    runner = ModelRunner(model_dir, batch_size=1, padding="longest")
+    runner = ModelRunner(model_dir, batch_size=1, padding="longest", backend=backend,
+                         **(backend_options or {}))
     out = []
     for it in items:
         windows = make_windows(tok, it["question"], it["context"], answering["seq_len"],

@@ -1,0 +1,63 @@
+"""Integration tier: the app on the simulated accelerator with several runner replicas, deployed
+next to the test app on the same session cluster, under high concurrency."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from test_serve_app import get_stats, make_qa, post, same_answer
+
+pytestmark = pytest.mark.integration
+
+SIM_APP, SIM_PREFIX, RUNNERS = "squad-sim-test", "/sim", 3
+
+
+@pytest.fixture(scope="module")
+def sim_app(serve_app):
+    """``device: sim`` app (profile ipu, 3 PackRunner replicas) at ``/sim``; deleted after."""
+    import ray
+    from ray import serve
+
+    from deployments.app import build_graph
+    from deployments.config import AppConfig
+
+    args = dict(serve_app.config["applications"][0]["args"])
+    args.pop("fault_file", None)
+    cfg = AppConfig(**{**args, "model_dir": str(serve_app.model_dir), "device": "sim",
+                       "sim": {"profile": "ipu"}, "max_inflight_requests": 512,
+                       "packing": {"mode": "unpack_repack", "timeout_s": 0.005}})
+    ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
+             log_to_driver=False)
+    try:
+        app = build_graph(cfg, runner_options={"num_replicas": RUNNERS, "max_ongoing_requests": 2,
+                                               "ray_actor_options": {"num_cpus": 0}})
+        serve.run(app, name=SIM_APP, route_prefix=SIM_PREFIX)
+        yield serve_app.url + SIM_PREFIX
+        serve.delete(SIM_APP)
+    finally:
+        ray.shutdown()
+
+
+def test_sim_app_gives_every_request_its_solo_answer_under_load(sim_app, serve_app):
+    from packing.bench.soak import solo_answers
+
+    items = [make_qa(int(n), seed=1000 + k) for k, n in
+             enumerate([5, 12, 30, 60, 90, 140] * 40)]  # 1 to several windows each
+    answering = get_stats(sim_app)["answering"]
+    want = solo_answers(serve_app.model_dir, items, answering, backend="sim",
+                        backend_options={"profile": "fast"})  # same logits, no sleeping
+    bodies = [items[k] for k in range(200)] + [items[k:k + 5] for k in range(200, 240, 5)]
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(lambda b: post(sim_app, b), bodies))
+    got = []
+    for status, body, _ in results:
+        assert status == 200, body
+        got.extend(body if isinstance(body, list) else [body])
+    assert len(got) == len(items)
+    crossed = [k for k, (g, w) in enumerate(zip(got, want)) if not same_answer(g, w)]
+    assert not crossed, f"{len(crossed)} answers differ from their solo answers, first {crossed[:5]}"
+    packer = get_stats(sim_app)["packer"]
+    assert packer["runner_replicas"] == RUNNERS and packer["dispatch_slots"] == 2 * RUNNERS
+    assert packer["failed_plans"] == 0 and packer["pending"] == 0
+    assert packer["mean_sequences"] > 1  # requests shared batches
