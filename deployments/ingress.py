@@ -1,10 +1,11 @@
 """HTTP ingress and tokenizer deployment (FastAPI through ``serve.ingress``): ``POST /v1/answer``,
 ``GET /healthz``, ``GET /v1/stats``; OpenAPI at ``/docs`` and ``/openapi.json``.
 
-It validates each body, tokenizes it into windows (concurrent bodies are tokenized together
-with one fast-tokenizer batch call, gathered by ``@serve.batch``), sends all windows of a body
-to the packer in one handle call, and picks the best span. Token ids cross to the packer once;
-the character offsets needed to cut the answer stay here.
+It validates each body, tokenizes it into windows (the bodies that queue up while the event
+loop is busy are tokenized together with one fast-tokenizer batch call, gathered by
+``@serve.batch``), sends the windows of all those bodies to the packer in one handle call,
+and picks the best span. Token ids cross to the packer once; the character offsets needed to
+cut the answer stay here.
 
 Every error is JSON ``{"error": "<one line>"}`` with a 4xx for the client's mistakes and a 5xx
 naming the cause for the server's; no stack trace ever reaches a response.
@@ -21,7 +22,7 @@ from ray.serve.handle import DeploymentHandle
 
 from packing.model.manifest import Manifest
 from packing.qa.requests import BadRequest, Limits, QARequest, parse_body, parse_payload
-from packing.qa.windows import Window, best_answer, make_windows_batch
+from packing.qa.windows import best_answer, make_windows_batch
 from packing.runtime.batcher import Overloaded
 from packing.runtime.features import Features, InvalidInput
 
@@ -110,33 +111,50 @@ class Ingress:
         self.deadline_s = answering["request_timeout_s"]
         self.max_inflight = answering["max_inflight_requests"]
         # A body of max_batch_items questions must fit one tokenizer batch.
-        self._tokenize.set_max_batch_size(max(answering["tokenize_batch_size"],
-                                              limits.max_batch_items))
+        self._submit.set_max_batch_size(max(answering["tokenize_batch_size"],
+                                            limits.max_batch_items))
         self.inflight = 0
         self.metrics = IngressMetrics()
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_questions)
-    async def _tokenize(self, bodies: list[list[QARequest]]) -> list[list[list[Window] | BadRequest]]:
-        """Windows of every question of the bodies queued right now, in one batch call.
+    async def _submit(self, bodies: list[list[QARequest]]) -> list[tuple]:
+        """Tokenize the bodies queued right now in one batch call, and send the windows of all
+        the valid ones to the packer in one handle call.
 
-        Runs on the event loop without awaiting, so calls never overlap on the tokenizer."""
-        flat = make_windows_batch(self.tokenizer, [(r.question, r.context) for b in bodies for r in b],
+        Returns per body ``(windows per request or BadRequest, packer task, offset)``: the
+        shared task resolves to the logits of every window sent, this body's starting at
+        ``offset``; a body with a bad request gets no task. Runs on the event loop without
+        awaiting, so tokenizer calls never overlap, and returns before the packer answers."""
+        flat = make_windows_batch(self.tokenizer,
+                                  [(r.question, r.context) for b in bodies for r in b],
                                   self.seq_len, self.doc_stride, self.max_query_tokens)
-        out, k = [], 0
+        out, features, k = [], [], 0
         for body in bodies:
-            out.append(flat[k:k + len(body)])
+            per_request = flat[k:k + len(body)]
             k += len(body)
-        return out
+            if any(isinstance(w, BadRequest) for w in per_request):
+                out.append((per_request, None, 0))
+                continue
+            out.append((per_request, True, len(features)))
+            features.extend(Features(w.input_ids, w.token_type_ids)
+                            for windows in per_request for w in windows)
+        task = asyncio.ensure_future(self._logits(features)) if features else None
+        if task is not None:  # every waiter may be gone: still retrieve its outcome
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return [(per, task if sent else None, offset) for per, sent, offset in out]
+
+    async def _logits(self, features: list[Features]) -> list:
+        return await self.packer.many.remote(features)
 
     async def _answer_all(self, reqs: list[QARequest], is_list: bool) -> list[dict]:
-        """Answers of one body's requests: one tokenizer batch entry, one packer call."""
-        per_request = await self._tokenize(reqs)
+        """Answers of one body's requests (its windows share a packer call with the bodies
+        tokenized with it)."""
+        per_request, task, offset = await self._submit(reqs)
         for k, windows in enumerate(per_request):
             if isinstance(windows, BadRequest):
                 raise BadRequest(f"item {k}: {windows}" if is_list else str(windows))
-        flat = [Features(w.input_ids, w.token_type_ids) for ws in per_request for w in ws]
-        logits = await self.packer.many.remote(flat)
-        answers, k = [], 0
+        logits = await asyncio.shield(task)  # one caller leaving must not cancel the others'
+        answers, k = [], offset
         for req, windows in zip(reqs, per_request):
             mine = logits[k:k + len(windows)]
             k += len(windows)

@@ -258,7 +258,7 @@ def test_cli_defaults():
     a = build_parser().parse_args(["ceiling"])
     assert a.apps == ["echo", "chain", "app"] and a.config == "configs/sim.yaml"
     assert (a.concurrency, a.duration_s, a.requests, a.list_size) == (64, 20.0, None, 32)
-    assert a.env == [] and a.json is None and a.floor_max_ongoing is None
+    assert a.env == [] and a.json is None and a.floor_max_ongoing == 1024
     assert a.func.__name__ == "_ceiling"
 
 
