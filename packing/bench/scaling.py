@@ -120,7 +120,7 @@ def _bar(total: int, desc: str):
 
 def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = (1, 2, 4),
             profile: str = "slow", mode: str = "unpack_repack", timeout_s: float = 0.005,
-            outstanding: int = 640, per_call: int = 8, warmup: int = 256,
+            outstanding: int = 1024, per_call: int = 32, warmup: int = 256,
             progress: bool = True) -> dict:
     """Measure the served graph at each runner replica count, then the in-process batcher.
 
@@ -132,7 +132,6 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
     import ray
     from ray import serve
 
-    from deployments.app import build_graph
     from deployments.config import AppConfig
     from packing.runtime import PackRunner
 
@@ -143,23 +142,9 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
     ray.init(include_dashboard=False, log_to_driver=False, namespace="packed-bert-scaling")
     try:
         serve.start(proxy_location="Disabled")
-        for n in replicas:
-            name = f"scaling-{n}"
-            app = build_graph(cfg, runner_options={"num_replicas": n, "max_ongoing_requests": 2,
-                                                   "ray_actor_options": {"num_cpus": 0}})
-            serve.run(app, name=name, route_prefix=None)
-            packer = serve.get_deployment_handle("Packer", name)
-            slots = _wait_for_slots(packer, 2 * n)
-            asyncio.run(_drive_handle(packer, data[:warmup], per_call, outstanding, False))
-            before = packer.stats.remote().result()
-            got, seconds = asyncio.run(_drive_handle(packer, data, per_call, outstanding,
-                                                     progress))
-            after = packer.stats.remote().result()
-            rows.append(_row(f"served, {n} runner replica{'s' if n > 1 else ''}", n, slots,
-                             _delta(after, before), seconds, count_crossed(got, reference)))
-            serve.delete(name)
+        rows += asyncio.run(_served_runs(cfg, replicas, data, reference, per_call, outstanding,
+                                         warmup, progress))
     finally:
-        serve.shutdown()
         ray.shutdown()
     with PackRunner(model_dir, mode=mode, timeout_s=timeout_s, backend="sim", profile=profile,
                     max_inflight_batches=2) as runner:
@@ -184,14 +169,50 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
     }
 
 
-def _wait_for_slots(packer, want: int, limit_s: float = 60.0) -> int:
-    """Wait until the packer has seen all runner replicas (its slots reach ``want``)."""
-    deadline = time.monotonic() + limit_s
+async def _served_runs(cfg, replicas: Sequence[int], data: Sequence[Features],
+                       reference: Sequence[SpanLogits], per_call: int, outstanding: int,
+                       warmup: int, progress: bool) -> list[ScalingRow]:
+    """Deploy and measure each replica count in turn, all in one event loop (Serve's handles
+    stay bound to the loop they were first used in)."""
+    from ray import serve
+
+    from deployments.app import build_graph
+
+    rows = []
+    for n in replicas:
+        name = f"scaling-{n}"
+        app = build_graph(cfg, runner_options={"num_replicas": n, "max_ongoing_requests": 2,
+                                               "ray_actor_options": {"num_cpus": 0}})
+        await asyncio.to_thread(serve.run, app, name=name, route_prefix=None)
+        slots, d, seconds, got = await _measure_served(name, 2 * n, data, per_call,
+                                                       outstanding, warmup, progress)
+        rows.append(_row(f"served, {n} runner replica{'s' if n > 1 else ''}", n, slots, d,
+                         seconds, count_crossed(got, reference)))
+        await asyncio.to_thread(serve.delete, name)
+    await serve.shutdown_async()  # inside the loop its routers are bound to
+    return rows
+
+
+async def _measure_served(app: str, want_slots: int, data: Sequence[Features], per_call: int,
+                          outstanding: int, warmup: int, progress: bool
+                          ) -> tuple[int, dict, float, list[SpanLogits]]:
+    """Inside one event loop (handles need one with Serve's throughput settings): wait for
+    the packer to see every runner replica, warm up, measure. Returns the dispatch slots, the
+    packer's counter deltas, the seconds and the results."""
+    from ray import serve
+
+    packer = serve.get_deployment_handle("Packer", app)
+    deadline = time.monotonic() + 60
     while True:
-        slots = packer.stats.remote().result()["dispatch_slots"]
-        if slots >= want or time.monotonic() > deadline:
-            return slots
-        time.sleep(0.5)
+        slots = (await packer.stats.remote())["dispatch_slots"]
+        if slots >= want_slots or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    await _drive_handle(packer, data[:warmup], per_call, outstanding, False)
+    before = await packer.stats.remote()
+    got, seconds = await _drive_handle(packer, data, per_call, outstanding, progress)
+    after = await packer.stats.remote()
+    return slots, _delta(after, before), seconds, got
 
 
 def format_report(report: dict) -> str:
