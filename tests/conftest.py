@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from packing.bench.ceiling import free_port  # 20000-29999: clear of Ray's own ports
 from packing.model.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,21 +31,6 @@ def squad_path() -> Path:
     if not SQUAD.exists():
         pytest.skip(f"{SQUAD} not found")
     return SQUAD
-
-
-def _free_port(socket) -> int:
-    """A free port in 20000-29999: outside the OS ephemeral range and Ray's worker ports
-    (10002-19999), so none of Ray's own randomly placed services can take it first."""
-    import random
-
-    for port in random.sample(range(20000, 30000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
 
 
 def _proc_stat(pid: int) -> list[str]:
@@ -161,7 +147,6 @@ def serve_app(tmp_path_factory):
     import http.client
     import os
     import shutil
-    import socket
     import subprocess
     import sys
     import tempfile
@@ -178,7 +163,7 @@ def serve_app(tmp_path_factory):
     app["args"]["model_dir"] = str(work / "model")
     fault_file = work / "fail-model-calls"  # runners' model calls fail while it exists
     app["args"]["fault_file"] = str(fault_file)
-    port = _free_port(socket)
+    port = free_port()
     cfg["http_options"]["port"] = port
     config_path = work / "test.yaml"
     config_path.write_text(yaml.safe_dump(cfg))
