@@ -1,0 +1,64 @@
+"""``packed-bert scaling``: report arithmetic (fast) and one small end-to-end run (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from packing.bench.scaling import _delta, _row, count_crossed, format_report
+from packing.runtime.features import SpanLogits
+
+
+def counters(**kw) -> dict:
+    base = dict(plans=0, failed_plans=0, sequences=0, real_tokens=0, token_slots=0,
+                closed_full=0, closed_no_room=0, closed_timeout=0, closed_flush=0)
+    return {**base, **kw}
+
+
+def test_row_from_counter_deltas():
+    before = counters(plans=3, sequences=30, real_tokens=300, token_slots=400, closed_full=1)
+    after = counters(plans=13, failed_plans=2, sequences=110, real_tokens=1100, token_slots=1400,
+                     closed_full=5, closed_no_room=6)
+    row = _row("served", 2, 4, _delta(after, before), 2.0, crossed=0)
+    assert row.sequences == 80 and row.sequences_per_s == 40.0
+    assert row.mean_sequences == 80 / 8  # failed plans carry no sequences
+    assert row.fill == 800 / 1000 and row.batches == 10
+    assert row.closed == {"full": 4, "no_room": 6, "timeout": 0, "flush": 0}
+
+
+def test_crossed_counts_any_difference():
+    a = SpanLogits(np.array([1.0, 2.0], np.float32), np.array([3.0, 4.0], np.float32))
+    b = SpanLogits(np.array([1.0, 2.0], np.float32), np.array([3.0, 4.5], np.float32))
+    assert count_crossed([a, a, b], [a, b, b]) == 1
+
+
+def test_report_table_and_ratios():
+    rows = [_row("served, 1 runner replica", 1, 2, counters(plans=4, sequences=40,
+                                                              real_tokens=400, token_slots=400),
+                 1.0, 0),
+            _row("served, 4 runner replicas", 4, 8, counters(plans=4, sequences=40,
+                                                               real_tokens=400, token_slots=400),
+                 0.25, 0),
+            _row("in-process PackRunner", None, 2, counters(plans=5, sequences=40,
+                                                            real_tokens=400, token_slots=500),
+                 1.0, 0)]
+    from dataclasses import asdict
+    report = {"settings": {"profile": "slow", "mode": "unpack_repack", "timeout_s": 0.005,
+                           "outstanding": 64, "windows_per_call": 8, "sequences": 40},
+              "rows": [asdict(r) for r in rows], "fill_ratio": 1.0 / 0.8,
+              "mean_sequences_ratio": 10 / 8}
+    text = format_report(report)
+    assert "| served, 4 runner replicas | 8 | 160.0 | 4.00x |" in text
+    assert "sequences per batch 1.250x, token fill 1.250x" in text
+
+
+@pytest.mark.slow
+def test_scaling_end_to_end(tiny_model_dir):
+    from packing.bench.scaling import scaling
+    from packing.bench.workloads import synthetic_features
+
+    data = synthetic_features(np.random.default_rng(0).integers(1, 65, 300), 30522, seed=1)
+    report = scaling(str(tiny_model_dir), data, replicas=(1,), profile="fast", outstanding=64,
+                     per_call=8, warmup=16, progress=False)
+    assert [r["crossed"] for r in report["rows"]] == [0, 0]
+    assert report["rows"][0]["sequences"] == 300
