@@ -63,7 +63,10 @@ class PackRunnerDeployment:
         return await asyncio.to_thread(self._executors[kind].execute, plan, list(features))
 
     def slots(self) -> int:
-        """Plans this replica takes at once (its ``max_ongoing_requests``)."""
+        """Plans this replica takes at once (its ``max_ongoing_requests``).
+
+        Serve exposes a replica's own deployment config only through this private field
+        (its ``@serve.batch`` reads the same one); the packer asks once per replica count."""
         return int(serve.get_replica_context()._deployment_config.max_ongoing_requests)
 
     def describe(self) -> dict:
