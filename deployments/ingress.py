@@ -27,6 +27,7 @@ from packing.runtime.batcher import Overloaded
 from packing.runtime.features import Features, InvalidInput
 
 from .metrics import IngressMetrics
+from .retry import retry_replica_lost
 
 _ITEM = {
     "type": "object",
@@ -144,7 +145,7 @@ class Ingress:
         return [(per, task if sent else None, offset) for per, sent, offset in out]
 
     async def _logits(self, features: list[Features]) -> list:
-        return await self.packer.many.remote(features)
+        return await retry_replica_lost(lambda: self.packer.many.remote(features))
 
     async def _answer_all(self, reqs: list[QARequest], is_list: bool) -> list[dict]:
         """Answers of one body's requests (its windows share a packer call with the bodies

@@ -29,6 +29,7 @@ from packing.runtime.features import Features, SpanLogits, validate_features
 
 from .config import PackingKnobs
 from .metrics import PackerMetrics
+from .retry import retry_replica_lost
 
 log = logging.getLogger("ray.serve")
 
@@ -100,7 +101,7 @@ class Packer:
         return await self.batcher.submit_many([self._validated(f) for f in features])
 
     async def _execute(self, plan: Plan, features: list[Features]) -> list[SpanLogits]:
-        return await self.runner.execute.remote(plan, features)
+        return await retry_replica_lost(lambda: self.runner.execute.remote(plan, features))
 
     def _observe(self, plan: Plan, seconds: float, error: BaseException | None,
                  waits: list[float]) -> None:
