@@ -191,7 +191,7 @@ def _app_client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options shared by the commands that drive a running app."""
     p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--model-dir", required=True, help="the app's prepared model folder")
-    p.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    p.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run every mode on one workload and compare")
     b.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
     b.add_argument("--samples", type=int, default=1024)
-    b.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    b.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
     b.add_argument("--modes", nargs="+", choices=list(MODES), metavar="MODE",
                    help=f"subset of: {' '.join(MODES)}")
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch fill against the in-process PackRunner")
     sc.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
     sc.add_argument("--samples", type=int, default=4000)
-    sc.add_argument("--workload", default="seed", help="seed | squad:FILE | lengths:FILE")
+    sc.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
     sc.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     sc.add_argument("--sim-profile", default="slow", help="sim device profile (slow: 125 ms "
                     "per full batch, so the front end is not the bottleneck)")

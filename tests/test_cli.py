@@ -77,6 +77,18 @@ def test_seed_workload_is_the_spec_distribution():
     assert np.array_equal(lengths, seed_lengths(20000, 256))
 
 
+def test_short_workload_is_short_heavy(tiny_model_dir):
+    from packing.bench.workloads import short_lengths
+
+    lengths = short_lengths(20000, 256)
+    assert lengths.min() == 8 and lengths.max() == 64
+    assert abs(np.median(lengths) - 20) <= 1 and (lengths < 25).mean() > 0.6
+    assert np.array_equal(lengths, short_lengths(20000, 256))
+    assert short_lengths(100, 32).max() <= 32  # never past the model's seq_len
+    data = load_workload("short", 50, tiny_model_dir, 64, 30522)
+    assert [len(x) for x in data] == short_lengths(50, 64).tolist()
+
+
 def test_lengths_workload(tiny_model_dir, tmp_path):
     f = tmp_path / "l.json"
     f.write_text("[3, 10, 64]")

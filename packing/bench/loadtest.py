@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .workloads import DEFAULT_SEED, read_lengths, sample_squad, seed_lengths
+from .workloads import DEFAULT_SEED, read_lengths, sample_squad, seed_lengths, short_lengths
 
 
 @dataclass
@@ -65,13 +65,15 @@ def load_questions(spec: str, n: int, tokenizer, seq_len: int, seed: int = DEFAU
     """``n`` question/context pairs for a workload: seed, squad:FILE or lengths:FILE."""
     if spec == "seed":
         return synthetic_questions(seed_lengths(n, seq_len, seed), tokenizer, seed)
+    if spec == "short":
+        return synthetic_questions(short_lengths(n, seq_len, seed), tokenizer, seed)
     kind, _, arg = spec.partition(":")
     if kind == "squad" and arg:
         return [{"question": q, "context": c} for q, c in sample_squad(arg, n, seed)]
     if kind == "lengths" and arg:
         lengths = np.resize(read_lengths(arg), n)
         return synthetic_questions(np.clip(lengths, 1, seq_len), tokenizer, seed)
-    raise ValueError(f"unknown workload {spec!r}; use seed, squad:FILE or lengths:FILE")
+    raise ValueError(f"unknown workload {spec!r}; use seed, short, squad:FILE or lengths:FILE")
 
 
 def drive(n: int, concurrency: int, call: Callable[[int], bool], progress: bool = False,

@@ -27,6 +27,18 @@ def seed_lengths(n: int, seq_len: int = 256, seed: int = DEFAULT_SEED) -> np.nda
     return np.clip(np.rint(rng.normal(half, half, size=n)), 1, seq_len).astype(np.int64)
 
 
+SHORT_RANGE = (8, 64)  # tokens of the short-heavy mix, as search queries with a snippet are
+
+
+def short_lengths(n: int, seq_len: int = 256, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """``n`` short-heavy lengths: log-normal with median 20 tokens, rounded and clipped to
+    [8, 64] (and to ``seq_len``); about two thirds fall under 25 tokens."""
+    rng = np.random.default_rng(seed)
+    lo, hi = SHORT_RANGE
+    raw = np.rint(rng.lognormal(np.log(20.0), 0.6, size=n))
+    return np.clip(raw, lo, min(hi, seq_len)).astype(np.int64)
+
+
 def synthetic_features(lengths, vocab_size: int, type_vocab_size: int = 2,
                        seed: int = DEFAULT_SEED) -> list[Features]:
     """Random-word features of the given lengths framed like a QA pair.
@@ -99,11 +111,15 @@ def squad_features(path: str | Path, model_dir: str | Path, n: int, seq_len: int
 
 def load_workload(spec: str, n: int, model_dir: str | Path, seq_len: int, vocab_size: int,
                   type_vocab_size: int = 2, seed: int = DEFAULT_SEED) -> list[Features]:
-    """Features for a workload spec: ``seed``, ``squad:FILE`` or ``lengths:FILE``."""
+    """Features for a workload spec: ``seed``, ``short`` (8-64 tokens, short-heavy),
+    ``squad:FILE`` or ``lengths:FILE``."""
     if n < 1:
         raise ValueError(f"--samples must be >= 1, got {n}")
     if spec == "seed":
         return synthetic_features(seed_lengths(n, seq_len, seed), vocab_size, type_vocab_size, seed)
+    if spec == "short":
+        return synthetic_features(short_lengths(n, seq_len, seed), vocab_size, type_vocab_size,
+                                  seed)
     kind, _, arg = spec.partition(":")
     if kind == "squad" and arg:
         return squad_features(arg, model_dir, n, seq_len, seed)
@@ -115,4 +131,4 @@ def load_workload(spec: str, n: int, model_dir: str | Path, seq_len: int, vocab_
                              f"[1, {seq_len}]")
         lengths = np.resize(lengths, n)  # repeat the list to n samples
         return synthetic_features(lengths, vocab_size, type_vocab_size, seed)
-    raise ValueError(f"unknown workload {spec!r}; use seed, squad:FILE or lengths:FILE")
+    raise ValueError(f"unknown workload {spec!r}; use seed, short, squad:FILE or lengths:FILE")
