@@ -94,7 +94,8 @@ def _questions(bodies: list) -> int:
 @serve.ingress(api)
 class Ingress:
     """The tokenizer deployment, serving HTTP: validates bodies, tokenizes them in batches,
-    sends each body's windows to the packer in one call, picks the best spans."""
+    sends the windows of the bodies tokenized together to the packer in one call, picks the
+    best spans."""
 
     def __init__(self, packer: DeploymentHandle, model_dir: str, model_name: str,
                  limits: Limits, answering: dict) -> None:
