@@ -57,7 +57,7 @@ class Packer:
         self.metrics = PackerMetrics()
         self.runner_poll_s = runner_poll_s
         self.runner_replicas = 1  # last count read from Serve
-        self.runner_slots = 1  # max_ongoing_requests of a runner replica
+        self.runner_slots: int | None = None  # max_ongoing_requests of a runner replica, once read
         self._watcher: asyncio.Task | None = None
         try:  # outside a replica (unit tests) there are no runner replicas to follow
             self._app: str | None = serve.get_replica_context().app_name
@@ -127,9 +127,10 @@ class Packer:
         app, name = self._app, self.runner.deployment_name
         while True:
             try:
-                if self.runner_slots == 1:
-                    self.runner_slots = max(1, int(await self.runner.slots.remote()))
                 n = await asyncio.to_thread(running_replicas, app, name)
+                # Slots are per deployment config: read again only when the replicas change.
+                if self.runner_slots is None or (n and n != self.runner_replicas):
+                    self.runner_slots = max(1, int(await self.runner.slots.remote()))
                 if n:  # 0 while replicas restart: keep the last count, calls queue in Serve
                     self.runner_replicas = n
                 self.batcher.set_limits(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from packing.bench.ceiling import free_port  # 20000-29999: clear of Ray's own ports
+from packing.bench.ceiling import free_port, read_stat  # free_port: 20000-29999
 from packing.model.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,12 +33,6 @@ def squad_path() -> Path:
     return SQUAD
 
 
-def _proc_stat(pid: int) -> list[str]:
-    """Fields of ``/proc/<pid>/stat`` after the command name: [0] state, [1] ppid,
-    [3] session id, [19] start time (raises OSError when the process is gone)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
 def _cluster_pids(marker: str, sid: int | None = None, known: dict[int, str] | None = None
                   ) -> dict[int, str]:
     """The live processes of the test's own Ray cluster, as ``{pid: start time}``.
@@ -54,10 +48,10 @@ def _cluster_pids(marker: str, sid: int | None = None, known: dict[int, str] | N
 
     spare, pid = {os.getpid()}, os.getpid()
     while pid > 1:  # this process's ancestors
-        try:
-            pid = int(_proc_stat(pid)[1])
-        except (OSError, ValueError, IndexError):
+        fields = read_stat(pid)
+        if fields is None:
             break
+        pid = int(fields[1])
         spare.add(pid)
     needle = marker.encode()
     found = {}
@@ -65,10 +59,10 @@ def _cluster_pids(marker: str, sid: int | None = None, known: dict[int, str] | N
         if not entry.name.isdigit() or int(entry.name) in spare:
             continue
         pid = int(entry.name)
+        fields = read_stat(pid)  # [0] state, [1] ppid, [3] session id, [19] start time
+        if fields is None or fields[0] == "Z":  # gone, or a zombie: already dead
+            continue
         try:
-            fields = _proc_stat(pid)
-            if fields[0] == "Z":  # zombie: already dead
-                continue
             start = fields[19]
             if ((sid is not None and int(fields[3]) == sid)
                     or (known is not None and known.get(pid) == start)

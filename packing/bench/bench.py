@@ -29,6 +29,7 @@ import numpy as np
 from packing.model.manifest import Manifest
 from packing.runtime.features import Features, SpanLogits
 from packing.runtime import ModelRunner, PackRunner
+from packing.runtime.backend import backend_kwargs as runtime_backend_kwargs
 
 from .modes import MODES
 
@@ -186,11 +187,8 @@ def backend_kwargs(settings: dict) -> dict:
 
     ``intra_op_threads`` (from ``settings["threads"]``) is passed to onnxruntime only.
     """
-    opts = dict(settings.get("backend_options") or {})
-    backend = settings.get("backend", "onnxruntime")
-    if backend == "onnxruntime" and settings.get("threads"):
-        opts["intra_op_threads"] = settings["threads"]
-    return {"backend": backend, **opts}
+    return runtime_backend_kwargs(settings.get("backend", "onnxruntime"),
+                                  settings.get("backend_options"), settings.get("threads"))
 
 
 def _runner_for(key: str, model_dir: str, settings: dict):

@@ -222,16 +222,15 @@ def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knob
     from packing.qa.windows import best_answer, make_windows
     from packing.runtime.features import Features
     from packing.runtime import PackRunner
+    from packing.runtime.backend import backend_kwargs
 
     manifest = Manifest.read(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok_lock = threading.Lock()
-    opts = dict(backend_options or {})
-    if backend == "onnxruntime" and threads:
-        opts["intra_op_threads"] = threads
     runner = PackRunner(model_dir, mode=knobs["mode"], algorithm=knobs["algorithm"],
                         timeout_s=knobs["timeout_s"], max_valid_num=knobs.get("max_valid_num"),
-                        max_tokens=knobs.get("max_tokens"), backend=backend, **opts)
+                        max_tokens=knobs.get("max_tokens"),
+                        **backend_kwargs(backend, backend_options, threads))
 
     def call(i: int) -> bool:
         with tok_lock:

@@ -118,6 +118,16 @@ def register_backend(name: str, factory: BackendFactory) -> None:
     _REGISTRY[name] = factory
 
 
+def backend_kwargs(backend: str, options: dict | None = None,
+                   intra_op_threads: int | None = None) -> dict:
+    """``backend=`` plus its options, as the runners take them. ``intra_op_threads`` is an
+    ONNX Runtime option and is added for that backend alone (None: its default)."""
+    opts = dict(options or {})
+    if backend == "onnxruntime" and intra_op_threads:
+        opts["intra_op_threads"] = intra_op_threads
+    return {"backend": backend, **opts}
+
+
 def load_backend(name: str, model_path: str | Path, **options) -> Backend:
     """Instantiate backend ``name`` on ``model_path``; clear error for unknown names."""
     if name not in _REGISTRY:

@@ -29,7 +29,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from packing.policy.collate import pack_batch
 from packing.policy.config import PackingConfig
@@ -60,7 +60,7 @@ class BatcherStats:
     closed_full: int = 0  # batches closed holding max_valid_num sequences
     closed_no_room: int = 0  # batches closed because the next request did not fit
     closed_timeout: int = 0  # batches closed because their oldest request waited timeout_s
-    closed_flush: int = 0  # batches closed by close()
+    closed_flush: int = 0  # batches closed by close() or by a change of knobs (set_config)
     max_inflight_seen: int = 0  # most plans that ran at once
 
     @property
@@ -93,7 +93,6 @@ class _Request:
 class _Closed:
     plan: Plan  # seq_ids index the batcher's request table
     reason: str  # full | no_room | timeout | flush
-    requests: list[_Request] = field(default_factory=list)  # in plan order
 
 
 class PackBatcher:
@@ -224,10 +223,9 @@ class PackBatcher:
         self._requests[sid] = _Request(features, fut, now)
         self._pending += 1
         fut.add_done_callback(self._answered)
-        for i, plan in enumerate(closed):
-            # add() returns [previous batch (no room)] and/or [this batch (full)]
-            full = i == len(closed) - 1 and sid in set(plan.seq_ids.tolist())
-            self._ready.append(_Closed(plan, "full" if full else "no_room"))
+        for plan in closed:
+            # add() returns the previous batch (no room for sid) and/or sid's batch (full)
+            self._ready.append(_Closed(plan, "full" if sid in plan.seq_ids else "no_room"))
         self._poke()
         return fut
 

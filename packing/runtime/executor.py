@@ -15,7 +15,7 @@ import numpy as np
 
 from packing.model.manifest import Manifest
 from packing.policy import layouts
-from packing.policy.plans import AttentionMaskPlan, Plan, UnpackRepackPlan
+from packing.policy.plans import Plan, UnpackRepackPlan
 
 from .backend import Backend, load_backend
 from .features import Features, SpanLogits
@@ -77,11 +77,7 @@ class PlanExecutor:
             inputs = layouts.build_inputs(plan, ids, types, pad_tokens_to=plan.capacity,
                                           pad_attention_to=(rows, plan.seq_len))
             return inputs, plan.capacity
-        if isinstance(plan, AttentionMaskPlan):
-            rows = m.batch_size if static else plan.n_rows
-            return (layouts.build_inputs(plan, ids, types, pad_rows_to=rows if static else None),
-                    rows * plan.seq_len)
-        if static:  # padded rows too: a compiled graph takes exactly [batch_size, seq_len]
+        if static:  # row plans (padded or attention mask): exactly [batch_size, seq_len]
             return (layouts.build_inputs(plan, ids, types, pad_rows_to=m.batch_size),
                     m.batch_size * plan.seq_len)
         return layouts.build_inputs(plan, ids, types), plan.token_slots
