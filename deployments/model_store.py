@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 from pathlib import Path
 
-from packing.model.manifest import MANIFEST, Manifest
+from packing.model.manifest import FORMAT_VERSION, MANIFEST, Manifest
 
 log = logging.getLogger("ray.serve")
 
 
 def ensure_model(model_dir: str, source: str, seq_len: int, batch_size: int,
                  max_valid_num: int) -> Manifest:
-    """Return the folder's manifest, preparing it from ``source`` first when it has none.
+    """Return the folder's manifest, preparing it from ``source`` first when it has none
+    (or one of an older format than this code builds).
 
     Replicas on the same host serialise on a lock file, so the folder is prepared once.
     """
@@ -22,10 +24,23 @@ def ensure_model(model_dir: str, source: str, seq_len: int, batch_size: int,
     lock_path = folder.parent / f".{folder.name}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / MANIFEST).exists():
-            log.warning("model folder %s has no manifest: preparing it from %s", folder, source)
+        stale = _stale_format(folder)
+        if stale or not (folder / MANIFEST).exists():
+            log.warning("model folder %s %s: preparing it from %s", folder,
+                        stale or "has no manifest", source)
             from packing.model.prepare import prepare
 
             prepare(source, folder, seq_len=seq_len, batch_size=batch_size,
                     max_valid_num=max_valid_num, quiet=True)
         return Manifest.read(folder)
+
+
+def _stale_format(folder: Path) -> str | None:
+    """Why the folder's manifest is of an older format than this code builds, else None."""
+    try:
+        version = json.loads((folder / MANIFEST).read_text()).get("format_version")
+    except (OSError, ValueError):
+        return None
+    if version != FORMAT_VERSION:
+        return f"has format_version {version}, this code needs {FORMAT_VERSION}"
+    return None

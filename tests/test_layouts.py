@@ -24,10 +24,27 @@ from packing.policy import (
     scatter_outputs,
     token_coordinates,
 )
+from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.layouts import attention_rows, static_attention_rows
 
 INPUT_NAMES = {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
-UNPACK_NAMES = {"input_ids", "token_type_ids", "position_ids", "unpack_index", "segment_ids", "repack_index"}
+UNPACK_NAMES = ({"input_ids", "token_type_ids", "position_ids", "repack_index"}
+                | {f"{n}_{g}" for g in range(ATTENTION_GROUPS) for n in ("unpack_index", "segment_ids")})
+
+
+def _groups(out: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(unpack_index_g, segment_ids_g) of every attention group, in group order."""
+    return [(out[f"unpack_index_{g}"], out[f"segment_ids_{g}"]) for g in range(ATTENTION_GROUPS)]
+
+
+def _flat_attention(out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The groups' unpack_index and segment_ids flattened and concatenated, and each
+    concatenated slot's row width (the [sum R_g * W_g] view repack_index points into)."""
+    groups = _groups(out)
+    idx = np.concatenate([i.reshape(-1) for i, _ in groups])
+    seg = np.concatenate([s.reshape(-1) for _, s in groups])
+    width = np.concatenate([np.full(i.size, i.shape[1]) for i, _ in groups])
+    return idx, seg, width.tolist()
 
 
 def test_token_coordinates():
@@ -79,11 +96,16 @@ def test_unpack_repack_layout_exact():
     assert out["input_ids"].tolist() == [1000, 1001, 2000, 2001, 2002, 2003, 3000, 0]
     assert out["token_type_ids"].tolist() == [1, 1, 2, 2, 2, 2, 3, 0]
     assert out["position_ids"].tolist() == [0, 1, 0, 1, 2, 3, 0, 0]
-    # attention rows, first-fit decreasing: the 4-token sequence fills row 0, then the
-    # 2-token and 1-token sequences share row 1 as segments 1 and 2
-    assert out["unpack_index"].tolist() == [[2, 3, 4, 5], [0, 1, 6, 0]]
-    assert out["segment_ids"].tolist() == [[1, 1, 1, 1], [1, 1, 2, 0]]
+    # one attention group (too few tokens for a second to pay): first-fit decreasing puts
+    # the 4-token sequence in row 0, the 2-token and 1-token ones share row 1 as segments
+    # 1 and 2; the unused groups are one inert slot each
+    assert plan.attention.widths.tolist() == [4] and plan.attention.rows.tolist() == [2]
+    assert out["unpack_index_0"].tolist() == [[2, 3, 4, 5], [0, 1, 6, 0]]
+    assert out["segment_ids_0"].tolist() == [[1, 1, 1, 1], [1, 1, 2, 0]]
+    for g in range(1, ATTENTION_GROUPS):
+        assert out[f"unpack_index_{g}"].tolist() == out[f"segment_ids_{g}"].tolist() == [[0]]
     assert out["repack_index"].tolist() == [4, 5, 0, 1, 2, 3, 6, 0]
+    _check_unpack_inputs(plan, out, ids, 8)
     with pytest.raises(ValueError, match="pad_tokens_to"):
         build_inputs(plan, ids, types, pad_tokens_to=6)
 
@@ -96,9 +118,12 @@ def test_unpack_repack_static_layout_exact():
     out = build_inputs(plan, ids, types, pad_tokens_to=12, pad_attention_to=(3, 6))
     assert set(out) == UNPACK_NAMES and all(v.dtype == np.int64 for v in out.values())
     assert out["input_ids"].tolist() == [1000, 1001, 2000, 2001, 2002, 2003, 3000] + [0] * 5
-    # rows of 6: the 4-token sequence, then the 2-token one fit in row 0; the last one too
-    assert out["unpack_index"].tolist() == [[2, 3, 4, 5, 0, 1], [6, 0, 0, 0, 0, 0], [0] * 6]
-    assert out["segment_ids"].tolist() == [[1, 1, 1, 1, 2, 2], [1, 0, 0, 0, 0, 0], [0] * 6]
+    # one group of rows of 6: the 4-token sequence, then the 2-token one fit in row 0; the
+    # last one opens row 1; the other groups are one inert slot each
+    assert out["unpack_index_0"].tolist() == [[2, 3, 4, 5, 0, 1], [6, 0, 0, 0, 0, 0], [0] * 6]
+    assert out["segment_ids_0"].tolist() == [[1, 1, 1, 1, 2, 2], [1, 0, 0, 0, 0, 0], [0] * 6]
+    for g in range(1, ATTENTION_GROUPS):
+        assert out[f"unpack_index_{g}"].tolist() == out[f"segment_ids_{g}"].tolist() == [[0]]
     assert out["repack_index"].tolist() == [4, 5, 0, 1, 2, 3, 6] + [0] * 5
     with pytest.raises(ValueError, match="needs 2 attention rows of 4 slots, more than pad_attention_to rows=1"):
         build_inputs(plan, ids, types, pad_attention_to=(1, 4))
@@ -142,21 +167,24 @@ def test_static_attention_rows_bounds_first_fit_decreasing(seq_len, batch_size, 
 def _reference_unpack_attention(out: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The unpack_repack graph's attention in numpy (graphs._unpack_graph / _segment_bias).
 
-    ``x`` [tokens, 3, d] are per-token q/k/v. Returns ``(per_token, rows)``: the context
-    gathered back to the token axis, and the whole [R, W, d] context of the attention rows.
+    ``x`` [tokens, 3, d] are per-token q/k/v. Returns ``(per_token, slots)``: the context
+    gathered back to the token axis, and the context of every attention slot of every
+    group, flattened and concatenated in group order.
     """
     from packing.model.graphs import MASK_VALUE
 
-    seg, idx = out["segment_ids"], out["unpack_index"]
-    rows = x[idx]  # [R, W, 3, d]
-    q, k, v = rows[:, :, 0], rows[:, :, 1], rows[:, :, 2]
-    allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
-    scores = q @ k.transpose(0, 2, 1) / np.sqrt(x.shape[-1]) + np.where(allowed, 0.0, MASK_VALUE)
-    scores -= scores.max(axis=-1, keepdims=True)
-    probs = np.exp(scores)
-    probs /= probs.sum(axis=-1, keepdims=True)
-    ctx = probs @ v  # [R, W, d]
-    return ctx.reshape(-1, x.shape[-1])[out["repack_index"]], ctx
+    flats = []
+    for idx, seg in _groups(out):
+        rows = x[idx]  # [R, W, 3, d]
+        q, k, v = rows[:, :, 0], rows[:, :, 1], rows[:, :, 2]
+        allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(x.shape[-1]) + np.where(allowed, 0.0, MASK_VALUE)
+        scores -= scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        flats.append((probs @ v).reshape(-1, x.shape[-1]))  # [R * W, d]
+    ctx = np.concatenate(flats)
+    return ctx[out["repack_index"]], ctx
 
 
 @settings(max_examples=60, deadline=None)
@@ -188,14 +216,17 @@ def test_static_unpack_repack_shapes_and_inert_padding(seq_len, batch_size, max_
         out = build_inputs(plan, ids, types, pad_tokens_to=capacity, pad_attention_to=(rows, seq_len))
         for name in ("input_ids", "token_type_ids", "position_ids", "repack_index"):
             assert out[name].shape == (capacity,) and out[name].dtype == np.int64
-        assert out["unpack_index"].shape == out["segment_ids"].shape == (rows, seq_len)
-        _check_unpack_inputs(plan, out, ids, capacity, width=seq_len)
+        assert out["unpack_index_0"].shape == out["segment_ids_0"].shape == (rows, seq_len)
+        for g in range(1, ATTENTION_GROUPS):
+            assert out[f"unpack_index_{g}"].shape == out[f"segment_ids_{g}"].shape == (1, 1)
+        _check_unpack_inputs(plan, out, ids, capacity, widths=[seq_len])
         # padded slots are inert: segment 0 and unpack_index 0, padded tokens' repack_index 0
         T = plan.real_tokens
-        pad_slots = out["segment_ids"] == 0
-        assert np.all(out["unpack_index"][pad_slots] == 0) and np.all(out["repack_index"][T:] == 0)
-        used_rows = int(np.flatnonzero(out["segment_ids"].any(axis=1)).max()) + 1
-        assert np.all(out["segment_ids"][used_rows:] == 0)
+        idx, seg, _ = _flat_attention(out)
+        assert np.all(idx[seg == 0] == 0) and np.all(out["repack_index"][T:] == 0)
+        seg0 = out["segment_ids_0"]
+        used_rows = int(np.flatnonzero(seg0.any(axis=1)).max()) + 1
+        assert np.all(seg0[used_rows:] == 0)
         # and the graph's attention over them: finite everywhere (all-padding rows too), and
         # every real token's context the same as with the unpadded, batch-shaped inputs
         x = rng.normal(size=(capacity, 3, 4))
@@ -251,32 +282,51 @@ def _check_attention_inputs(plan: AttentionMaskPlan, out, ids, types) -> None:
     assert out["input_ids"].shape[1] == S
 
 
-def _check_unpack_inputs(plan: UnpackRepackPlan, out, ids, pad_to, width=None) -> None:
-    """``width``: the attention rows' width when padded (pad_attention_to), else the longest sequence."""
-    T, W = plan.real_tokens, width or int(plan.lengths.max())
+def _check_unpack_inputs(plan: UnpackRepackPlan, out, ids, pad_to, widths=None) -> None:
+    """Check the flat tokens, the attention groups and repack_index of ``out``.
+
+    ``widths``: the groups' row widths when padded (pad_attention_to: one group), else
+    the plan's attention layout decides them, and each group must be exactly as wide as
+    its longest sequence."""
+    T = plan.real_tokens
     flat = out["input_ids"]
     assert flat.shape == ((pad_to or T),)
     assert np.array_equal(flat[:T], np.concatenate(ids))
     assert np.all(np.diff(plan.cu_seqlens) > 0)
-    seg, idx = out["segment_ids"], out["unpack_index"]
-    assert seg.shape == idx.shape and seg.shape[1] == W
+    groups = _groups(out)
+    for idx, seg in groups:
+        assert seg.shape == idx.shape and seg.ndim == 2
+    att = plan.attention
+    if widths is None:
+        widths = att.widths.tolist()
+        assert att.n_groups <= ATTENTION_GROUPS and np.all(np.diff(att.widths) < 0)
+        for g in range(att.n_groups):
+            members = att.group == g
+            assert members.any() and int(plan.lengths[members].max()) == widths[g]
+            assert groups[g][0].shape == (int(att.rows[g]), widths[g])
+    for g, w in enumerate(widths):
+        assert groups[g][0].shape[1] == w
+    idx, seg, slot_width = _flat_attention(out)
     assert np.count_nonzero(seg) == T
-    used_rows = int(np.flatnonzero(seg.any(axis=1)).max()) + 1
-    assert used_rows * W < T + W * max(1, plan.n_seqs // 2) + W  # rows are really packed
     # unpack: every sequence sits whole in one attention row as one segment
     unpacked = np.where(seg > 0, flat[idx], -1)
     repack = out["repack_index"]
+    offsets = np.concatenate(([0], np.cumsum([i.size for i, _ in groups])))
     for k in range(plan.n_seqs):
         lo, hi = plan.cu_seqlens[k], plan.cu_seqlens[k + 1]
         slots = repack[lo:hi]
-        r = slots[0] // W
-        assert np.all(slots // W == r) and np.array_equal(np.diff(slots), np.ones(hi - lo - 1))
-        assert np.array_equal(unpacked.reshape(-1)[slots], ids[k])
-        row_seg = seg[r, slots % W]
-        assert len(set(row_seg.tolist())) == 1 and np.count_nonzero(seg[r] == row_seg[0]) == hi - lo
+        g = int(np.searchsorted(offsets, slots[0], side="right")) - 1
+        W = slot_width[slots[0]]
+        local = slots - offsets[g]
+        r = local[0] // W
+        assert np.all(local // W == r) and np.array_equal(np.diff(slots), np.ones(hi - lo - 1))
+        assert np.array_equal(unpacked[slots], ids[k])
+        row_seg = groups[g][1][r, local % W]
+        assert len(set(row_seg.tolist())) == 1
+        assert np.count_nonzero(groups[g][1][r] == row_seg[0]) == hi - lo
         assert np.array_equal(out["position_ids"][lo:hi], np.arange(hi - lo))
     # repack: back to the flat order
-    repacked = unpacked.reshape(-1)[repack]
+    repacked = unpacked[repack]
     assert np.array_equal(repacked[:T], flat[:T])
     assert np.all(repack[T:] == 0)
 

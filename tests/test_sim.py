@@ -6,6 +6,8 @@ import json
 import math
 
 import numpy as np
+
+from packing.policy.attention import ATTENTION_GROUPS
 import onnx
 import pytest
 from factories import make_lengths
@@ -56,7 +58,8 @@ def inputs_of(shape, kind: str = "original") -> dict[str, np.ndarray]:
     tokens = {n: np.zeros(shape, dtype=np.int64) for n in ("input_ids", "token_type_ids",
                                                              "position_ids")}
     if kind == "unpack_repack":
-        rest = {n: np.zeros((1, 1), dtype=np.int64) for n in ("unpack_index", "segment_ids")}
+        rest = {f"{n}_{g}": np.zeros((1, 1), dtype=np.int64)
+                for n in ("unpack_index", "segment_ids") for g in range(ATTENTION_GROUPS)}
         return {**tokens, **rest, "repack_index": np.zeros(shape, dtype=np.int64)}
     return {**tokens, "attention_mask": np.zeros(shape, dtype=np.int64)}
 
@@ -252,7 +255,8 @@ def test_output_shapes_match_the_onnx_graphs(tiny_model_dir, requests, layout, p
 def test_executor_pads_packed_batches_for_a_static_profile(tiny_model_dir, requests):
     m = Manifest.read(tiny_model_dir)
     be = SimBackend(tiny_model_dir / "unpack_repack.onnx", profile="slow", sleep=no_sleep)
-    runner = PackRunner(tiny_model_dir, mode="unpack_repack", backend="sim", profile="fast")
+    runner = PackRunner(tiny_model_dir, mode="unpack_repack", backend="sim", profile="fast",
+                        max_tokens=None)  # the full batch, not a calibrated budget
     plan = runner.plans(np.array([len(f) for f in requests[:3]]))[0]
     inputs, slots = PlanExecutor(be, m).inputs(plan, requests[:3])
     assert inputs["input_ids"].shape == (m.batch_size * m.seq_len,) and slots == 4 * SEQ_LEN

@@ -1,4 +1,4 @@
-"""``packed-bert bench``: the spec's six run modes plus best_fit and three baselines.
+"""``packed-bert bench``: the spec's six run modes plus best_fit, against the rivals of packing.
 
 Every mode runs the same workload on the same weights in one process, so the printed
 ratios compare like with like. Throughput is samples / wall time and, as in the spec,
@@ -11,6 +11,14 @@ enough to keep batches full, and also report per-request p50 / p99 latency.
 (:mod:`packing.runtime.sim`), which measures the packing and serving front end against
 a known device time. Under a static-shape backend the dynamic-padding modes cannot run and
 are skipped; the HF Pipeline baseline runs torch, not the backend, and is skipped under sim.
+
+Packing is compared with every rival at its best setting (:mod:`packing.bench.rivals`):
+Sorted Dynamic Padding at the batch size a short probe finds fastest, no batching at all,
+and an online sorted-dynamic-padding server. The run ends with one line: the best packed
+online mode against the best rival. The compute limit (:mod:`packing.bench.limit`), the
+backend's dense MatMul rate at the model's shapes, is measured in the same run, and every
+mode reports its useful GFLOP/s (the work each request needs alone, over its wall time)
+and that rate's share of the limit.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ from packing.runtime.features import Features, SpanLogits
 from packing.runtime import ModelRunner, PackRunner
 from packing.runtime.backend import backend_kwargs as runtime_backend_kwargs
 
-from .modes import MODES
-
+from .limit import measure_matmul, row_counts, useful_flops
+from .modes import MODES, PACKED_ONLINE, RIVALS
+from .rivals import PROBE_SAMPLES, SortedPaddingServer, batch_size_candidates, probe_batch_size
 
 
 @dataclass
@@ -52,6 +61,9 @@ class ModeResult:
     p99_ms: float | None = None
     max_abs_diff: float | None = None  # vs each checked request run alone
     skipped: str | None = None  # why the mode did not run
+    setting: str | None = None  # the rival's setting, e.g. "bs 4"
+    useful_gflops: float | None = None  # useful flops of the workload / seconds, in GFLOP/s
+    limit_ratio: float | None = None  # useful_gflops / the best dense MatMul rate
 
 
 @dataclass
@@ -66,6 +78,11 @@ class BenchReport:
     machine: dict
     settings: dict
     modes: list[ModeResult] = field(default_factory=list)
+    lengths: dict = field(default_factory=dict)  # mean, median, min, max of the workload
+    useful_gflop: float = 0.0  # work of the workload, each request alone (limit.useful_flops)
+    limit: dict = field(default_factory=dict)  # limit.MatmulLimit fields, or {"skipped": why}
+    sdp_probe: dict | None = None  # batch size probe of Sorted Dynamic Padding
+    summary: dict | None = None  # best packed online mode vs best rival
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -100,9 +117,10 @@ def _max_diff(got: Sequence[SpanLogits], ref: dict[int, SpanLogits]) -> float:
     return worst
 
 
-def run_online(runner: PackRunner, data: Sequence[Features], concurrency: int,
+def run_online(runner, data: Sequence[Features], concurrency: int,
                progress: bool = False) -> tuple[list[SpanLogits], np.ndarray]:
-    """Drive ``runner.submit`` with ``concurrency`` closed-loop clients.
+    """Drive ``runner.submit`` (a PackRunner, a SortedPaddingServer: anything whose
+    ``submit(features)`` returns a Future) with ``concurrency`` closed-loop clients.
 
     Returns results in request order and each request's latency in seconds.
     """
@@ -199,13 +217,35 @@ def _runner_for(key: str, model_dir: str, settings: dict):
         return ModelRunner(model_dir, padding="longest", **opts)
     if key == "sorted_dynamic_padding":
         return ModelRunner(model_dir, padding="longest", sort=True, **opts)
+    if key == "best_sorted_dynamic_padding":
+        return ModelRunner(model_dir, batch_size=settings["sdp_batch_size"], padding="longest",
+                           sort=True, **opts)
+    if key == "no_batching":
+        return ModelRunner(model_dir, batch_size=1, padding="longest", **opts)
+    if key == "online_sorted_dynamic_padding":
+        return SortedPaddingServer(model_dir, settings["sdp_batch_size"],
+                                   timeout_s=settings["timeout_s"], **opts)
     mode = "unpack_repack" if "unpack_repack" in key else "attention_mask"
     algorithm = key.removeprefix("online_") if key.endswith("_fit") else "first_fit"
     return PackRunner(model_dir, mode=mode, algorithm=algorithm,
                       timeout_s=settings["timeout_s"], **opts)
 
 
-_DYNAMIC_SHAPE_MODES = ("dynamic_padding", "sorted_dynamic_padding")
+_DYNAMIC_SHAPE_MODES = ("dynamic_padding", "sorted_dynamic_padding",
+                        "best_sorted_dynamic_padding", "no_batching",
+                        "online_sorted_dynamic_padding")
+_PROBED_MODES = ("best_sorted_dynamic_padding", "online_sorted_dynamic_padding")
+
+
+def _setting(key: str, settings: dict) -> str | None:
+    """The batch size a rival runs at, as shown next to its result (None for the others)."""
+    if key in _PROBED_MODES:
+        return f"bs {settings['sdp_batch_size']}"
+    if key == "no_batching":
+        return "bs 1"
+    if key in ("dynamic_padding", "sorted_dynamic_padding", "hf_pipeline"):
+        return f"bs {settings['batch_size']}"
+    return None
 
 
 def _skip_reason(key: str, settings: dict) -> str | None:
@@ -236,6 +276,7 @@ def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
     res.skipped = _skip_reason(key, settings)
     if res.skipped:
         return res
+    res.setting = _setting(key, settings)
     if key == "hf_pipeline":
         try:
             run = _hf_runner(model_dir, settings["batch_size"], settings["threads"])
@@ -265,7 +306,7 @@ def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
                 res.seconds = time.perf_counter() - t0
             res.batches, res.efficiency = runner.stats.batches, runner.stats.efficiency
         finally:
-            if isinstance(runner, PackRunner):
+            if isinstance(runner, (PackRunner, SortedPaddingServer)):
                 runner.close()
     res.throughput = len(data) / res.seconds
     res.latency_ms = 1000.0 * res.seconds / len(data)
@@ -284,12 +325,17 @@ def format_line(r: ModeResult) -> str:
 
 
 def format_detail(r: ModeResult) -> str:
-    """Second line: efficiency, speed-up, per-request latency, logit check."""
+    """Second line: setting, efficiency, speed-up, useful GFLOP/s and its share of the
+    MatMul limit, per-request latency, logit check."""
     if r.skipped:
         return ""
-    parts = [f"efficiency {r.efficiency:.3f}", f"batches {r.batches}"]
+    parts = [r.setting] if r.setting else []
+    parts += [f"efficiency {r.efficiency:.3f}", f"batches {r.batches}"]
     if r.speedup is not None:
         parts.append(f"speed-up {r.speedup:.2f}x")
+    if r.useful_gflops is not None:
+        share = f" ({r.limit_ratio:.2f} of the MatMul limit)" if r.limit_ratio is not None else ""
+        parts.append(f"useful {r.useful_gflops:.2f} GFLOP/s{share}")
     if r.p50_ms is not None:
         parts.append(f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms")
     parts.append(f"max abs logit diff vs solo {r.max_abs_diff:.1e}")
@@ -297,19 +343,47 @@ def format_detail(r: ModeResult) -> str:
 
 
 def format_table(report: BenchReport) -> str:
-    """Side-by-side summary of every mode (markdown)."""
-    rows = ["| mode | samples/s | speed-up | efficiency | p50 ms | p99 ms | max abs diff |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    """Side-by-side summary of every mode (markdown). ``of limit`` is useful GFLOP/s over
+    the best dense MatMul rate ("-" when the limit was not measured)."""
+    rows = ["| mode | setting | samples/s | speed-up | efficiency | useful GFLOP/s | of limit | "
+            "p50 ms | p99 ms | max abs diff |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report.modes:
         if r.skipped:
-            rows.append(f"| {r.label} | skipped | | | | | |")
+            rows.append(f"| {r.label} | | skipped | | | | | | | |")
             continue
         p50 = f"{r.p50_ms:.0f}" if r.p50_ms is not None else "-"
         p99 = f"{r.p99_ms:.0f}" if r.p99_ms is not None else "-"
         sp = f"{r.speedup:.2f}x" if r.speedup is not None else "-"
-        rows.append(f"| {r.label} | {r.throughput:.1f} | {sp} | {r.efficiency:.3f} | {p50} | "
-                    f"{p99} | {r.max_abs_diff:.1e} |")
+        useful = f"{r.useful_gflops:.2f}" if r.useful_gflops is not None else "-"
+        share = f"{r.limit_ratio:.3f}" if r.limit_ratio is not None else "-"
+        rows.append(f"| {r.label} | {r.setting or '-'} | {r.throughput:.1f} | {sp} | "
+                    f"{r.efficiency:.3f} | {useful} | {share} | {p50} | {p99} | "
+                    f"{r.max_abs_diff:.1e} |")
     return "\n".join(rows)
+
+
+def best_vs_rival(modes: Sequence[ModeResult]) -> dict | None:
+    """``{"packed", "rival", "ratio"}``: the fastest packed online mode that ran, the fastest
+    rival that ran (:data:`~packing.bench.modes.RIVALS`), and the first's throughput over the
+    second's; None when either is missing."""
+    done = [r for r in modes if not r.skipped]
+    packed = [r for r in done if r.key in PACKED_ONLINE]
+    rivals = [r for r in done if r.key in RIVALS]
+    if not packed or not rivals:
+        return None
+    p = max(packed, key=lambda r: r.throughput)
+    q = max(rivals, key=lambda r: r.throughput)
+    return {"packed": p.key, "rival": q.key, "ratio": p.throughput / q.throughput}
+
+
+def format_summary(report: BenchReport) -> str:
+    """One line naming both sides of ``report.summary`` (set, see :func:`best_vs_rival`)."""
+    by = {r.key: r for r in report.modes}
+    p, q = by[report.summary["packed"]], by[report.summary["rival"]]
+    setting = f" [{q.setting}]" if q.setting else ""
+    return (f"best packed online mode vs best rival: {report.summary['ratio']:.2f}x = "
+            f"{p.label} {p.throughput:.1f} / {q.label}{setting} {q.throughput:.1f} samples/s")
 
 
 def plot(report: BenchReport, path: str | Path) -> None:
@@ -339,16 +413,58 @@ def plot(report: BenchReport, path: str | Path) -> None:
     plt.close(fig)
 
 
+def length_stats(lengths: np.ndarray) -> dict:
+    """Mean, median, min and max of a workload's lengths (plain floats and ints)."""
+    return {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
+            "min": int(lengths.min()), "max": int(lengths.max())}
+
+
+def measure_limit(manifest: Manifest, settings: dict, enabled: bool = True) -> dict:
+    """The dense MatMul limit of the settings' backend at the model's dims, as a report dict
+    (:class:`~packing.bench.limit.MatmulLimit` fields plus ``skipped: None``), or
+    ``{"skipped": why}`` when it is not measured: ``enabled`` False (``--no-limit``), the
+    sim backend (a simulated device has no MatMul rate), or another non-ONNX Runtime backend.
+    Row counts: :func:`~packing.bench.limit.row_counts` up to batch_size * seq_len.
+    """
+    backend = settings.get("backend", "onnxruntime")
+    if not enabled:
+        return {"skipped": "not measured (--no-limit)"}
+    if backend == "sim":
+        return {"skipped": "the device is simulated (sim backend): no MatMul rate to measure"}
+    if backend != "onnxruntime":
+        return {"skipped": f"measured on onnxruntime only, not the {backend} backend"}
+    d = manifest.dims
+    rows = row_counts(manifest.batch_size * manifest.seq_len)
+    device = settings.get("backend_options", {}).get("device", "auto")
+    return {**asdict(measure_matmul(d.hidden_size, d.intermediate_size, rows,
+                                    threads=settings.get("threads"), device=device)),
+            "skipped": None}
+
+
+def _probe(model_dir: str, data: Sequence[Features], settings: dict) -> dict:
+    """Run :func:`~packing.bench.rivals.probe_batch_size` for Sorted Dynamic Padding; the
+    report dict ``{"samples", "candidates", "throughput": {bs: samples/s}, "best"}``."""
+    runner = ModelRunner(model_dir, padding="longest", sort=True, **backend_kwargs(settings))
+    candidates = batch_size_candidates(settings["batch_size"])
+    best, rates = probe_batch_size(runner, data, candidates)
+    return {"samples": min(PROBE_SAMPLES, len(data)), "candidates": candidates,
+            "throughput": rates, "best": best}
+
+
 def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
           modes: Sequence[str] = tuple(MODES), threads: int | None = None,
           concurrency: int | None = None, timeout_s: float = 0.01, check_samples: int = 16,
           progress: bool = True, echo: Callable[[str], None] = print,
-          backend: str = "onnxruntime", backend_options: dict | None = None) -> BenchReport:
+          backend: str = "onnxruntime", backend_options: dict | None = None,
+          limit: bool = True) -> BenchReport:
     """Run ``modes`` on ``data`` and return the report; prints each result as it lands.
 
     ``backend`` / ``backend_options`` choose the runtime of every mode and of the solo
     reference runs (e.g. ``"sim", {"profile": "ipu"}``); the header and
-    ``report.machine["backend"]`` say which one ran.
+    ``report.machine["backend"]`` say which one ran. ``limit``: measure the dense MatMul
+    rate (:func:`measure_limit`; skipped under sim). When a best-batch-size rival is among
+    ``modes``, Sorted Dynamic Padding's batch size is probed once first and used by both.
+    Ends with the best packed online mode against the best rival (:func:`format_summary`).
     """
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -364,23 +480,48 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
     settings["static_shapes"] = solo.backend.static_shapes
     report = BenchReport(model_dir, manifest.source, workload, len(data),
                          float(len(data) * manifest.seq_len / lengths.sum()),
-                         machine_info(threads, solo.backend.describe()), settings)
+                         machine_info(threads, solo.backend.describe()), settings,
+                         lengths=length_stats(lengths),
+                         useful_gflop=useful_flops(lengths, manifest.dims) / 1e9)
+    st = report.lengths
     echo(f"model {manifest.source} ({model_dir}), workload {workload}: {len(data)} samples, "
-         f"mean length {lengths.mean():.1f} of {manifest.seq_len}, "
-         f"ideal speed-up {report.ideal_speedup:.2f}x")
+         f"lengths mean {st['mean']:.1f}, median {st['median']:g}, min {st['min']}, "
+         f"max {st['max']} of {manifest.seq_len}, ideal speed-up {report.ideal_speedup:.2f}x")
     echo(f"machine: {report.machine['cpu']}, {report.machine['threads']} threads, "
          f"onnxruntime {report.machine['onnxruntime']}; backend {report.machine['backend']}")
+    echo(f"useful work: {report.useful_gflop:.2f} GFLOP "
+         f"({report.useful_gflop / lengths.sum():.3g} GFLOP per token, each request alone)")
+    report.limit = measure_limit(manifest, settings, limit)
+    if report.limit["skipped"]:
+        echo(f"dense MatMul limit: {report.limit['skipped']}")
+    else:
+        lim = report.limit
+        each = ", ".join(f"{r['rows']} rows {r['gflops']:.1f}" for r in lim["rates"])
+        echo(f"dense MatMul limit ({lim['provider']}, {lim['threads'] or 'default'} threads, "
+             f"H {lim['hidden']}, I {lim['intermediate']}): {each} GFLOP/s; best "
+             f"{lim['best_gflops']:.1f} GFLOP/s")
     rng = np.random.default_rng(0)
     check = sorted(rng.choice(len(data), size=min(check_samples, len(data)), replace=False))
     reference = {int(i): solo.run([data[i]])[0] for i in check}
     del solo
+    if any(m in _PROBED_MODES and not _skip_reason(m, settings) for m in modes):
+        report.sdp_probe = _probe(model_dir, data, settings)
+        settings["sdp_batch_size"] = report.sdp_probe["best"]
+        rates = ", ".join(f"bs {bs} {v:.1f}" for bs, v in report.sdp_probe["throughput"].items())
+        echo(f"Sorted Dynamic Padding batch size probe ({report.sdp_probe['samples']} requests):"
+             f" {rates} samples/s; best bs {report.sdp_probe['best']}")
+    best_rate = report.limit.get("best_gflops")
     base = None
     for key in modes:
         r = run_mode(key, model_dir, data, settings, reference, progress)
         if key == "original" and not r.skipped:
             base = r.throughput
-        if base and not r.skipped:
-            r.speedup = r.throughput / base
+        if not r.skipped:
+            if base:
+                r.speedup = r.throughput / base
+            r.useful_gflops = report.useful_gflop / r.seconds
+            if best_rate:
+                r.limit_ratio = r.useful_gflops / best_rate
         report.modes.append(r)
         echo(format_line(r))
         detail = format_detail(r)
@@ -388,4 +529,8 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
             echo(detail)
     echo("")
     echo(format_table(report))
+    report.summary = best_vs_rival(report.modes)
+    if report.summary:
+        echo("")
+        echo(format_summary(report))
     return report

@@ -18,13 +18,17 @@ Inputs and outputs (all ids int64, logits float32):
 
 ``unpack_repack`` (padding-free: dense layers run on real tokens only)
     input_ids, token_type_ids, position_ids: [tokens]  (sequences end to end)
-    unpack_index: [rows, width] flat token index of each slot of the attention rows
-        (sequences re-packed whole into rows of ``width``; padding slots point at token 0)
-    segment_ids: [rows, width] 1, 2, 3 ... per sequence within a row, 0 for padding
-    repack_index: [tokens] index of each token in the flattened [rows * width] view
+    unpack_index_g: [rows_g, width_g] for each attention group g < ATTENTION_GROUPS:
+        flat token index of each slot of the group's attention rows (sequences re-packed
+        whole into rows of that group's width; padding slots point at token 0)
+    segment_ids_g: [rows_g, width_g] 1, 2, 3 ... per sequence within a row, 0 for padding
+    repack_index: [tokens] index of each token in the concatenation of every group's
+        flattened [rows_g * width_g] rows
     -> start_logits, end_logits: [tokens]
     Per layer, the fused Q/K/V projection runs on the real tokens only, is gathered
-    into the attention rows, and the context is gathered back to the token axis.
+    into each group's attention rows, and the contexts are gathered back to the token
+    axis. Groups let attention work follow the sequences' lengths
+    (:func:`packing.policy.attention.plan_attention` chooses them).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+
+from packing.policy.attention import ATTENTION_GROUPS
 
 from .weights import BertDims, weight_names
 
@@ -207,21 +213,27 @@ def _unpack_graph(b: _Builder, dims: BertDims) -> None:
 
     Hidden states stay [1, T, H] (3-D so ONNX Runtime keeps its pre-packed MatMul and
     SkipLayerNorm kernels). Per layer the fused Q/K/V projection of the real tokens is
-    gathered into attention rows [R, W, 3H] (sequences packed whole into rows, a
-    block-diagonal mask per row), and the context is gathered back to [1, T, H].
+    gathered into each attention group's rows [R_g, W_g, 3H] (sequences packed whole into
+    rows, a block-diagonal mask per row), and the groups' contexts, flattened and
+    concatenated, are gathered back to [1, T, H].
     """
     eps = dims.layer_norm_eps
     h = _embeddings(b, "input_ids", "token_type_ids", "position_ids", eps)  # [T, H]
     h = b.op("Unsqueeze", [h, b.const([0])])  # [1, T, H]
-    bias = _segment_bias(b, "segment_ids")  # [R, 1, W, W]
+    groups = range(ATTENTION_GROUPS)
+    biases = [_segment_bias(b, f"segment_ids_{g}") for g in groups]  # [R_g, 1, W_g, W_g]
+    flat_shape = b.const([1, -1, dims.hidden_size])
     for i in range(dims.num_hidden_layers):
         p = f"bert.encoder.layer.{i}."
         w, bqkv = _qkv_weights(b, p)
         qkv = b.op("Add", [b.op("MatMul", [h, w]), bqkv])  # [1, T, 3H]
-        rows = b.op("Gather", [qkv, "unpack_index"], axis=1)  # [1, R, W, 3H]
-        rows = b.op("Squeeze", [rows, b.const([0])])  # [R, W, 3H]
-        ctx = _attention(b, rows, bias, dims)  # [R, W, H]
-        flat = b.op("Reshape", [ctx, b.const([1, -1, dims.hidden_size])])  # [1, R*W, H]
+        flats = []
+        for g in groups:
+            rows = b.op("Gather", [qkv, f"unpack_index_{g}"], axis=1)  # [1, R_g, W_g, 3H]
+            rows = b.op("Squeeze", [rows, b.const([0])])  # [R_g, W_g, 3H]
+            ctx = _attention(b, rows, biases[g], dims)  # [R_g, W_g, H]
+            flats.append(b.op("Reshape", [ctx, flat_shape]))  # [1, R_g*W_g, H]
+        flat = b.op("Concat", flats, axis=1)  # [1, sum R_g*W_g, H]
         ctx_tokens = b.op("Gather", [flat, "repack_index"], axis=1)  # [1, T, H]
         h = _ffn_block(b, ctx_tokens, h, p, eps)
     _qa_head(b, b.op("Squeeze", [h, b.const([0])]))
@@ -242,9 +254,10 @@ def build_graph(kind: str, dims: BertDims, weights_path: Path) -> onnx.ModelProt
     b = _Builder()
     if kind == "unpack_repack":
         inputs = [_int_input(n, ["tokens"]) for n in ("input_ids", "token_type_ids", "position_ids")]
-        inputs += [_int_input("unpack_index", ["rows", "width"]),
-                   _int_input("segment_ids", ["rows", "width"]),
-                   _int_input("repack_index", ["tokens"])]
+        for g in range(ATTENTION_GROUPS):
+            inputs += [_int_input(f"unpack_index_{g}", [f"rows_{g}", f"width_{g}"]),
+                       _int_input(f"segment_ids_{g}", [f"rows_{g}", f"width_{g}"])]
+        inputs.append(_int_input("repack_index", ["tokens"]))
         out_shape: list = ["tokens"]
         _unpack_graph(b, dims)
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 from .weights import BertDims
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: unpack_repack takes ATTENTION_GROUPS attention groups
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -9,9 +9,11 @@ cheap to test exhaustively and safe to call from any runner.
 * :mod:`.spfhp` -- :func:`pack_spfhp`, offline histogram packing.
 * :mod:`.offline` -- whole-workload planners.
 * :mod:`.online` -- :class:`OnlinePacker`, PackRunner-style streaming packer.
+* :mod:`.attention` -- :func:`plan_attention`, attention rows sized by their sequences.
 * :mod:`.layouts` -- plans to model inputs and model outputs back.
 """
 
+from .attention import ATTENTION_GROUPS, AttentionLayout, plan_attention
 from .config import ALGORITHMS, MODES, PackingConfig
 from .heuristics import RowAllocator
 from .layouts import build_inputs, scatter_outputs, token_coordinates
@@ -27,6 +29,8 @@ from .spfhp import pack_spfhp, packing_efficiency, validate_lengths
 
 __all__ = [
     "ALGORITHMS",
+    "ATTENTION_GROUPS",
+    "AttentionLayout",
     "MODES",
     "AttentionMaskPlan",
     "OnlinePacker",
@@ -41,6 +45,7 @@ __all__ = [
     "plan_dynamic_padding",
     "plan_offline_attention_mask",
     "plan_offline_unpack_repack",
+    "plan_attention",
     "plan_padded",
     "scatter_outputs",
     "token_coordinates",

@@ -18,16 +18,18 @@ Layouts (``S = plan.seq_len``, ``n`` sequences, ``T`` real tokens):
   on padding (PopRT's packed-attention-mask convention); ``position_ids``
   restart at 0 at each sequence start.
 * :class:`UnpackRepackPlan` -- flat ``input_ids``, ``token_type_ids``,
-  ``position_ids`` ``[T]``; ``unpack_index`` ``[R, W]`` and ``segment_ids``
-  ``[R, W]`` (``W`` = longest sequence) to gather the flat tokens into
-  attention rows, each holding whole sequences (:func:`attention_rows`), with
-  per-row segment ids for the block-diagonal mask; ``repack_index`` ``[T]`` to
-  gather them back from the ``[R * W]`` flattened rows.
+  ``position_ids`` ``[T]``; per attention group ``g`` (``0 .. ATTENTION_GROUPS - 1``,
+  chosen by the plan's :attr:`~packing.policy.plans.UnpackRepackPlan.attention`
+  layout) ``unpack_index_g`` and ``segment_ids_g`` ``[R_g, W_g]`` to gather the flat
+  tokens into that group's attention rows, each holding whole sequences, with per-row
+  segment ids for the block-diagonal mask; ``repack_index`` ``[T]`` to gather them back
+  from the concatenation of every group's flattened ``[R_g * W_g]`` rows.
 
 Static shapes (a backend compiled for one input shape): row plans pad to
 ``batch_size`` rows (``pad_rows_to``); unpack/repack pads the four ``[T]``
-arrays to the plan's ``capacity`` (``pad_tokens_to``) and the attention rows
-to ``[static_attention_rows(...), seq_len]`` (``pad_attention_to``), shapes
+arrays to the plan's ``capacity`` (``pad_tokens_to``) and puts every sequence in
+group 0, ``[static_attention_rows(...), seq_len]`` (``pad_attention_to``; the
+other groups are one inert slot each), shapes
 that depend only on the packer's configuration, never on the batch.
 """
 
@@ -37,6 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .attention import ATTENTION_GROUPS, attention_rows
 from .plans import AttentionMaskPlan, PaddedPlan, Plan, UnpackRepackPlan
 
 __all__ = [
@@ -121,25 +124,26 @@ def build_inputs(
       holds per-row segment ids 1, 2, 3 ... in slot order, 0 on padding;
       ``position_ids`` restart at 0 at each sequence start, 0 on padding.
     * UnpackRepackPlan -> ``input_ids``, ``token_type_ids``, ``position_ids``
-      ``[T]``; ``unpack_index`` ``[R, W]`` (flat token index of each slot of
-      the attention rows, 0 on padding); ``segment_ids`` ``[R, W]`` (1, 2, 3 ...
-      per sequence within a row, 0 on padding); ``repack_index`` ``[T]`` (slot
-      ``row * W + start + j`` of token ``j`` of each sequence). With
+      ``[T]``; for each attention group ``g < ATTENTION_GROUPS`` of
+      ``plan.attention``, ``unpack_index_g`` ``[R_g, W_g]`` (flat token index
+      of each slot of the group's attention rows, 0 on padding) and
+      ``segment_ids_g`` ``[R_g, W_g]`` (1, 2, 3 ... per sequence within a row,
+      0 on padding); a group the layout leaves unused is ``[1, 1]`` of zeros.
+      ``repack_index`` ``[T]`` is the slot of each token in the concatenation
+      of all groups' flattened rows (group order, row-major). With
       ``pad_tokens_to=P`` the three flat token arrays and ``repack_index`` are
       padded with zeros to ``[P]``: pad tokens are token id 0 at position 0,
-      and their ``repack_index`` 0 points at sequence 0's first token, so the
+      and their ``repack_index`` 0 points at the first slot of group 0, so the
       model's outputs at padded slots are junk the caller drops
       (:func:`scatter_outputs` ignores them). With
-      ``pad_attention_to=(R, W)`` the attention rows are ``W`` slots wide
-      (first-fit decreasing runs on rows of ``W``, not of the longest sequence)
-      and ``unpack_index`` / ``segment_ids`` are padded with all-zero rows to
-      exactly ``[R, W]``; ``repack_index`` then indexes the ``[R * W]`` view.
-      Padded slots are inert: segment id 0 masks them as keys (a query in an
-      all-padding row sees only masked keys, which the graph's finite mask
-      value keeps NaN-free), their ``unpack_index`` 0 gathers a real token
-      whose result no ``repack_index`` of a real token points at. For a static
-      shape use ``(static_attention_rows(seq_len, capacity, max_valid_num),
-      seq_len)``.
+      ``pad_attention_to=(R, W)`` the plan's grouping is replaced by one group
+      of rows ``W`` slots wide (first-fit decreasing), padded with all-zero
+      rows to exactly ``[R, W]``. Padded slots are inert: segment id 0 masks
+      them as keys (a query in an all-padding row sees only masked keys, which
+      the graph's finite mask value keeps NaN-free), their ``unpack_index`` 0
+      gathers a real token whose result no ``repack_index`` of a real token
+      points at. For a static shape use ``(static_attention_rows(seq_len,
+      capacity, max_valid_num), seq_len)``.
 
     ``pad_rows_to=R`` (row plans only; ignored for UnpackRepackPlan) appends
     all-zero rows up to ``[R, S]`` for backends with a static batch dimension;
@@ -177,37 +181,6 @@ def build_inputs(
     else:
         out["attention_mask"].reshape(-1)[dest] = _segment_ids(plan)[seq]
     return out
-
-
-def attention_rows(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Re-pack whole sequences into attention rows of ``width`` slots (first-fit decreasing).
-
-    The unpack/repack graph runs its dense layers on the flat token axis, where a
-    sequence may cross a row boundary; for attention it gathers every sequence whole
-    into rows like these, so attention costs about ``rows * width**2`` instead of
-    ``n * max_len**2``. Returns ``(row, start, segment)`` per sequence: its row, first
-    slot, and 1-based segment id within the row. Requires ``max(lengths) <= width``.
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    n = lengths.size
-    row = np.zeros(n, dtype=np.int64)
-    start = np.zeros(n, dtype=np.int64)
-    segment = np.zeros(n, dtype=np.int64)
-    used: list[int] = []  # filled slots per open row
-    count: list[int] = []  # sequences per open row
-    for k in np.argsort(-lengths, kind="stable").tolist():
-        length = int(lengths[k])
-        if length > width:
-            raise ValueError(f"sequence of {length} tokens does not fit attention rows of {width}")
-        r = next((i for i, u in enumerate(used) if u + length <= width), len(used))
-        if r == len(used):
-            used.append(0)
-            count.append(0)
-        row[k], start[k] = r, used[r]
-        used[r] += length
-        count[r] += 1
-        segment[k] = count[r]
-    return row, start, segment
 
 
 def static_attention_rows(seq_len: int, capacity: int, max_valid_num: int | None = None) -> int:
@@ -255,42 +228,54 @@ def _unpack_repack_inputs(
     seq, pos, _ = token_coordinates(lengths)
     total = int(plan.real_tokens)
     if pad_attention_to is None:
-        width = int(lengths.max()) if lengths.size else 1
+        att = plan.attention
+        widths, rows = att.widths.tolist(), att.rows.tolist()
+        group, row, start, segment = att.group, att.row, att.start, att.segment
     else:
         pad_rows, width = (int(v) for v in pad_attention_to)
         if lengths.size and int(lengths.max()) > width:
             raise ValueError(f"pad_attention_to width {width} is less than the longest sequence "
                              f"({int(lengths.max())} tokens)")
-    row, start, segment = attention_rows(lengths, width)
-    n_rows = int(row.max()) + 1 if lengths.size else 1
-    if pad_attention_to is not None:
-        if n_rows > pad_rows:
+        row, start, segment = attention_rows(lengths, width)
+        need = int(row.max()) + 1 if lengths.size else 1
+        if need > pad_rows:
             raise ValueError(
-                f"plan needs {n_rows} attention rows of {width} slots, more than pad_attention_to "
+                f"plan needs {need} attention rows of {width} slots, more than pad_attention_to "
                 f"rows={pad_rows} (static_attention_rows(seq_len={plan.seq_len}, capacity="
                 f"{plan.capacity}, max_valid_num={plan.max_valid_num}) = "
                 f"{static_attention_rows(plan.seq_len, plan.capacity, plan.max_valid_num)}; "
                 f"plan has {plan.n_seqs} sequences, {total} tokens)")
-        n_rows = pad_rows
-    dest = (row * width + start)[seq] + pos  # slot of every token in the attention rows
-    unpack_index = np.zeros((n_rows, width), dtype=np.int64)
-    segment_ids = np.zeros((n_rows, width), dtype=np.int64)
-    unpack_index.reshape(-1)[dest] = np.arange(total, dtype=np.int64)
-    segment_ids.reshape(-1)[dest] = segment[seq]
+        widths, rows = [width], [pad_rows]
+        group = np.zeros(lengths.size, dtype=np.int64)
+    # groups the layout leaves unused get one inert slot (index 0, segment 0)
+    widths = widths + [1] * (ATTENTION_GROUPS - len(widths))
+    rows = rows + [1] * (ATTENTION_GROUPS - len(rows))
+    sizes = np.array(rows, dtype=np.int64) * np.array(widths, dtype=np.int64)
+    offset = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    width_of = np.array(widths, dtype=np.int64)[group]
+    # slot of every token in the concatenation of all groups' flattened rows
+    dest = (offset[group] + row * width_of + start)[seq] + pos
+    flat_index = np.zeros(int(sizes.sum()), dtype=np.int64)
+    flat_segment = np.zeros(int(sizes.sum()), dtype=np.int64)
+    flat_index[dest] = np.arange(total, dtype=np.int64)
+    flat_segment[dest] = segment[seq]
     flat = {"input_ids": ids, "token_type_ids": types, "position_ids": pos, "repack_index": dest}
     if pad_tokens_to is not None:
         if pad_tokens_to < total:
             raise ValueError(f"pad_tokens_to={pad_tokens_to} is less than the plan's real_tokens={total}")
         extra = int(pad_tokens_to) - total
         flat = {k: np.concatenate((v, np.zeros(extra, dtype=np.int64))) for k, v in flat.items()}
-    return {
+    out = {
         "input_ids": flat["input_ids"],
         "token_type_ids": flat["token_type_ids"],
         "position_ids": flat["position_ids"],
-        "unpack_index": unpack_index,
-        "segment_ids": segment_ids,
-        "repack_index": flat["repack_index"],
     }
+    for g in range(ATTENTION_GROUPS):
+        lo, hi = int(offset[g]), int(offset[g] + sizes[g])
+        out[f"unpack_index_{g}"] = flat_index[lo:hi].reshape(rows[g], widths[g])
+        out[f"segment_ids_{g}"] = flat_segment[lo:hi].reshape(rows[g], widths[g])
+    out["repack_index"] = flat["repack_index"]
+    return out
 
 
 def scatter_outputs(plan: Plan, output: np.ndarray) -> list[np.ndarray]:

@@ -15,8 +15,11 @@ in slot order. Outputs are returned in that order, so scattering back is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+
+from .attention import AttentionLayout, plan_attention
 
 
 def _frozen_int_array(values) -> np.ndarray:
@@ -101,7 +104,9 @@ class UnpackRepackPlan(_Counts):
     The batch has ``capacity`` slots (the model's ``batch_size * seq_len``);
     sequence ``k`` occupies flat slots ``[cu_seqlens[k], cu_seqlens[k + 1])``, so a
     sequence may cross the boundary between two rows of ``seq_len``. Dense layers
-    see only the ``real_tokens`` used slots; attention runs per sequence.
+    see only the ``real_tokens`` used slots; attention runs per sequence, in the
+    attention rows that :attr:`attention` lays out (groups of rows sized by the
+    sequences they hold).
 
     ``seq_len``, ``capacity`` and ``max_valid_num`` are the packer's configuration, the
     same for every plan it makes, so a backend with static shapes can size the
@@ -134,6 +139,12 @@ class UnpackRepackPlan(_Counts):
     def token_slots(self) -> int:
         """Token positions the dense layers compute: only the used slots."""
         return self.real_tokens
+
+    @cached_property
+    def attention(self) -> AttentionLayout:
+        """Which sequences share attention rows of which width
+        (:func:`packing.policy.attention.plan_attention`, computed once per plan)."""
+        return plan_attention(self.lengths)
 
 
 Plan = PaddedPlan | AttentionMaskPlan | UnpackRepackPlan

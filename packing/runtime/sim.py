@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.policy.attention import ATTENTION_GROUPS
+
 from .backend import Backend
 
 # Inputs of each graph kind (see packing.model.graphs; tests/test_sim.py checks the kinds).
@@ -35,8 +37,9 @@ _ROW_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 GRAPH_INPUTS: dict[str, tuple[str, ...]] = {
     "original": _ROW_INPUTS,
     "attention_mask": _ROW_INPUTS,
-    "unpack_repack": ("input_ids", "token_type_ids", "position_ids", "unpack_index",
-                      "segment_ids", "repack_index"),
+    "unpack_repack": ("input_ids", "token_type_ids", "position_ids", "repack_index")
+    + tuple(f"{name}_{g}" for g in range(ATTENTION_GROUPS)
+            for name in ("unpack_index", "segment_ids")),
 }
 
 #: Options a real backend takes that the sim accepts and ignores, so a config or command
