@@ -3,18 +3,32 @@
 Graph: HTTP -> Ingress (tokenizer: windows, batched) -> Packer (the online batcher) ->
 PackRunner replicas. Handles are injected through each deployment's ``__init__``. The model
 folder is prepared here, once, before any replica starts; replicas only read it, and every
-shape they use comes from its manifest.
+shape they use comes from its manifest. The Packer's token budget for ``max_tokens: auto`` is
+calibrated here too, once, on the runners' backend (see :func:`calibrated_budget`).
 """
 
 from __future__ import annotations
 
 from ray.serve import Application
 
+from packing.runtime.calibrate import AUTO, resolve_max_tokens
+
 from .config import AppConfig
 from .ingress import Ingress
 from .model_store import ensure_model
 from .packer import Packer
 from .runner import PackRunnerDeployment
+
+
+def calibrated_budget(model_dir: str, backend: str, options: dict) -> int | None:
+    """The token budget the Packer's ``max_tokens: auto`` stands for: the calibration of the
+    runners' backend and options on this host, read from ``model_dir/calibration.json`` or
+    measured and cached there now, once, before any replica starts (so replicas never measure
+    concurrently); None (the full batch) where that backend cannot be calibrated.
+
+    It is measured whatever the config's ``max_tokens`` says, since a pinned budget in the
+    Packer's ``user_config`` may later be changed to ``auto`` without a rebuild."""
+    return resolve_max_tokens(AUTO, model_dir, backend, options, progress=False)[0]
 
 
 def build_app(args: dict | None = None) -> Application:
@@ -29,10 +43,12 @@ def build_graph(cfg: AppConfig, runner_options: dict | None = None) -> Applicati
     manifest = ensure_model(cfg.model_dir, cfg.model_source, shapes.seq_len, shapes.batch_size,
                             shapes.max_valid_num)
     backend, options = cfg.runner_backend()
+    calibrated = calibrated_budget(cfg.model_dir, backend, options)
     runner_cls = PackRunnerDeployment.options(**runner_options) if runner_options else \
         PackRunnerDeployment
     runner = runner_cls.bind(cfg.model_dir, backend, options, cfg.fault_file)
-    packer = Packer.options(user_config=cfg.packing.model_dump()).bind(runner, cfg.model_dir)
+    packer = Packer.options(user_config=cfg.packing.model_dump()).bind(
+        runner, cfg.model_dir, calibrated_max_tokens=calibrated)
     answering = {"doc_stride": cfg.doc_stride, "max_query_tokens": cfg.max_query_tokens,
                  "max_answer_tokens": cfg.max_answer_tokens,
                  "request_timeout_s": cfg.request_timeout_s,

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,7 +24,10 @@ class PackingKnobs(BaseModel):
     algorithm: Literal["first_fit", "next_fit", "best_fit"] = "first_fit"  # row heuristic
     timeout_s: float = Field(0.01, ge=0.0, le=10.0)  # max wait of the oldest request
     max_valid_num: int | None = Field(None, ge=1, le=4096)  # sequences per batch (None: manifest)
-    max_tokens: int | None = Field(None, ge=1)  # token budget per batch (None: batch x seq_len)
+    # Real tokens per batch: "auto" = the budget calibrated for the runners' device (measured
+    # once by build_app, cached in the model folder's calibration.json); an int pins it
+    # (within [seq_len, batch_size x seq_len]); None = the full batch, batch_size x seq_len.
+    max_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
     max_pending: int = Field(4096, ge=1)  # requests the packer holds before refusing more
 
 

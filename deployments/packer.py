@@ -51,9 +51,13 @@ class Packer:
     windows of a request body, in order, in one call."""
 
     def __init__(self, runner: DeploymentHandle, model_dir: str,
-                 runner_poll_s: float = 1.0) -> None:
+                 runner_poll_s: float = 1.0, calibrated_max_tokens: int | None = None) -> None:
+        """``calibrated_max_tokens``: the budget the ``max_tokens: auto`` knob stands for,
+        calibrated once by :func:`deployments.app.build_graph` for the runners' device (so
+        replicas never measure); None means the full batch, ``batch_size x seq_len``."""
         self.runner = runner
         self.manifest = Manifest.read(model_dir)  # the one source of every shape
+        self.calibrated_max_tokens = calibrated_max_tokens
         self.metrics = PackerMetrics()
         self.runner_poll_s = runner_poll_s
         self.runner_replicas = 1  # last count read from Serve
@@ -69,11 +73,20 @@ class Packer:
         self.reconfigure(knobs.model_dump())
 
     def _config(self, knobs: PackingKnobs) -> PackingConfig:
+        """The batcher's config for ``knobs``: ``max_tokens: auto`` is the calibrated budget, an
+        int is pinned; PackingConfig's ValueError names a value that does not fit the model."""
         m = self.manifest
-        return PackingConfig(seq_len=m.seq_len, batch_size=m.batch_size,
-                             max_valid_num=knobs.max_valid_num or m.max_valid_num,
-                             timeout_s=knobs.timeout_s, mode=knobs.mode,
-                             algorithm=knobs.algorithm, max_tokens=knobs.max_tokens)
+        max_tokens = self.calibrated_max_tokens if knobs.max_tokens == "auto" else knobs.max_tokens
+        try:
+            return PackingConfig(seq_len=m.seq_len, batch_size=m.batch_size,
+                                 max_valid_num=knobs.max_valid_num or m.max_valid_num,
+                                 timeout_s=knobs.timeout_s, mode=knobs.mode,
+                                 algorithm=knobs.algorithm, max_tokens=max_tokens)
+        except ValueError as exc:
+            if knobs.max_tokens == "auto" and "max_tokens" in str(exc):
+                raise ValueError(f"max_tokens 'auto' (calibrated budget {max_tokens!r}): "
+                                 f"{exc}") from None
+            raise
 
     def reconfigure(self, user_config: dict | None) -> None:
         """Apply new packing knobs (Serve calls this on ``user_config`` changes)."""
@@ -147,5 +160,6 @@ class Packer:
                  inflight=self.batcher.inflight, queued_plans=self.batcher.queued_plans,
                  dispatch_slots=self.batcher.max_inflight_batches,
                  runner_replicas=self.runner_replicas, runner_slots=self.runner_slots,
-                 knobs=self.knobs.model_dump(), time_s=time.time())
+                 knobs=self.knobs.model_dump(), token_budget=self.batcher.config.capacity_tokens,
+                 calibrated_max_tokens=self.calibrated_max_tokens, time_s=time.time())
         return s

@@ -30,7 +30,7 @@ def _bench(args: argparse.Namespace) -> int:
     report = bench(args.model_dir, data, args.workload, modes=modes, threads=args.threads,
                    concurrency=args.concurrency, timeout_s=args.timeout_s,
                    check_samples=args.check_samples, progress=not args.no_progress,
-                   backend=backend, backend_options=options)
+                   backend=backend, backend_options=options, limit=not args.no_limit)
     if args.json:
         Path(args.json).write_text(report.to_json() + "\n")
         print(f"wrote {args.json}")
@@ -187,6 +187,43 @@ def _efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.runtime.calibrate import cache_path, load_or_calibrate
+
+    backend, options = _backend_choice(args)
+    if args.threads is not None:
+        if backend != "onnxruntime":
+            raise ValueError("--threads is an onnxruntime option; the sim backend ignores it")
+        options["intra_op_threads"] = args.threads
+    cal = load_or_calibrate(args.model_dir, backend, options, threshold=args.threshold,
+                            force=args.force, progress=not args.no_progress,
+                            min_time_s=args.min_time_s)
+    how = "read from the cache" if cal.from_cache else f"measured in {cal.seconds:.1f} s"
+    print(f"token budget calibration of {args.model_dir} on {cal.backend} ({how}; "
+          f"measured {cal.measured_at}, fingerprint {cal.fingerprint})")
+    print(cal.table())
+    print(f"max_tokens = {cal.max_tokens} ({cal.rule})")
+    path = cache_path(args.model_dir)
+    try:
+        cached = cal.fingerprint in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        cached = False
+    print(f"cached in {path}" if cached else f"not cached: {path} could not be written")
+    if args.json:
+        Path(args.json).write_text(json.dumps(cal.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _unit_fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _app_client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options shared by the commands that drive a running app."""
     p.add_argument("--url", default="http://127.0.0.1:8000")
@@ -232,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the full report here")
     b.add_argument("--plot", help="write a PNG of throughput and p99 latency here")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--no-limit", action="store_true",
+                   help="skip measuring the dense MatMul rate (the compute limit)")
     _backend_flags(b)
     b.set_defaults(func=_bench)
 
@@ -310,6 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--max-valid-num", type=int, default=40)
     ef.add_argument("--seed", type=int, default=2022)
     ef.set_defaults(func=_efficiency)
+
+    ca = sub.add_parser("calibrate", help="measure the backend's throughput against the batch "
+                        "token budget and cache the budget runners and the served packer use "
+                        "for max_tokens 'auto' (calibration.json in the model folder)")
+    ca.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    ca.add_argument("--threads", type=_positive_int, default=None,
+                    help="onnxruntime intra-op threads (default: its own, all cores)")
+    ca.add_argument("--threshold", type=_unit_fraction, default=0.95,
+                    help="pick the smallest budget with at least this fraction of the best "
+                    "throughput (default 0.95)")
+    ca.add_argument("--min-time-s", type=_positive_float, default=1.0,
+                    help="time each budget for at least this long (and 3 batches)")
+    ca.add_argument("--force", action="store_true", help="measure even if a cached entry matches")
+    ca.add_argument("--json", help="write the calibration here too")
+    ca.add_argument("--no-progress", action="store_true")
+    _backend_flags(ca)
+    ca.set_defaults(func=_calibrate)
     return p
 
 

@@ -173,6 +173,7 @@ def test_static_shape_backend_gets_full_batches(tiny_model_dir, requests, solo):
     """A backend that needs fixed shapes sees the same shape of every input on every call:
     batch_size rows, or capacity tokens plus [static_attention_rows, seq_len] attention rows;
     and every request still gets its solo logits."""
+    from packing.policy.attention import ATTENTION_GROUPS
     from packing.policy.layouts import static_attention_rows
 
     rows = static_attention_rows(SEQ_LEN, 4 * SEQ_LEN, 8)  # conftest.TINY_SHAPE: 7
@@ -181,15 +182,17 @@ def test_static_shape_backend_gets_full_batches(tiny_model_dir, requests, solo):
                            ("input_ids", "attention_mask", "token_type_ids", "position_ids")},
         "unpack_repack": {"input_ids": (4 * SEQ_LEN,), "token_type_ids": (4 * SEQ_LEN,),
                           "position_ids": (4 * SEQ_LEN,), "repack_index": (4 * SEQ_LEN,),
-                          "unpack_index": (rows, SEQ_LEN), "segment_ids": (rows, SEQ_LEN)},
+                          "unpack_index_0": (rows, SEQ_LEN), "segment_ids_0": (rows, SEQ_LEN),
+                          **{f"{n}_{g}": (1, 1) for g in range(1, ATTENTION_GROUPS)
+                             for n in ("unpack_index", "segment_ids")}},
     }
     for mode, want in expect.items():
-        runner = PackRunner(tiny_model_dir, mode=mode)
+        runner = PackRunner(tiny_model_dir, mode=mode, max_tokens=None)  # the full batch
         static = runner._exec.backend = StaticShapes(runner.backend)
         assert_close(runner.run(requests), solo)
         assert len(static.shapes) > 1 and all(s == want for s in static.shapes), static.shapes
     # online too: partial batches (timeout) and full ones alike
-    with PackRunner(tiny_model_dir, mode="unpack_repack", timeout_s=0.02) as runner:
+    with PackRunner(tiny_model_dir, mode="unpack_repack", timeout_s=0.02, max_tokens=None) as runner:
         static = runner._exec.backend = StaticShapes(runner.backend)
         got = [runner.submit(requests[0]).result(timeout=10)]  # alone in its batch
         got += [f.result(timeout=30) for f in runner.submit_many(requests[1:])]
@@ -254,3 +257,40 @@ def test_fault_file_fails_calls_while_it_exists(tiny_model_dir, requests, solo, 
     assert_close(runner.run(requests[3:6]), solo[3:6])
     assert runner._exec.backend.injected == 1
     runner.close()
+
+
+def forced_layout(lengths: np.ndarray, n_groups: int):
+    """An attention layout that splits the sequences, longest first, into ``n_groups``
+    near-equal groups (whatever the cost model would choose), rows packed first-fit."""
+    from packing.policy.attention import AttentionLayout, attention_rows
+
+    order = np.argsort(-lengths, kind="stable")
+    chunks = [c for c in np.array_split(order, n_groups) if c.size]
+    group, row, start, segment = (np.zeros(lengths.size, dtype=np.int64) for _ in range(4))
+    widths, rows = [], []
+    for g, members in enumerate(chunks):
+        width = int(lengths[members].max())
+        r, st_, seg = attention_rows(lengths[members], width)
+        group[members], row[members], start[members], segment[members] = g, r, st_, seg
+        if widths and width == widths[-1]:  # widths must be distinct: merge into one group
+            return forced_layout(lengths, n_groups - 1)
+        widths.append(width)
+        rows.append(int(r.max()) + 1)
+    return AttentionLayout(widths, rows, group, row, start, segment)
+
+
+@pytest.mark.parametrize("n_groups", [1, 2, 3, 4])
+def test_unpack_repack_matches_solo_for_every_grouping(tiny_model_dir, requests, solo, n_groups):
+    """The graph's attention groups: whatever split a plan takes, each request's logits are
+    its solo logits (the plans' layouts are replaced by forced splits here)."""
+    from packing.policy.offline import plan_offline_unpack_repack
+
+    runner = PackRunner(tiny_model_dir, mode="unpack_repack")
+    lengths = np.array([len(f) for f in requests])
+    plans = plan_offline_unpack_repack(lengths, SEQ_LEN, 4, 8)
+    used = []
+    for plan in plans:
+        plan.__dict__["attention"] = forced_layout(plan.lengths, n_groups)  # seeds the cache
+        used.append(plan.attention.n_groups)
+    assert max(used) == n_groups
+    assert_close(runner.run_plans(plans, requests), solo)

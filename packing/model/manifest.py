@@ -10,6 +10,7 @@ from pathlib import Path
 from .weights import BertDims
 
 MANIFEST = "manifest.json"
+CALIBRATION = "calibration.json"  # token budget cache (packing.runtime.calibrate), not a model file
 FORMAT_VERSION = 2  # 2: unpack_repack takes ATTENTION_GROUPS attention groups
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from .graphs import KINDS, WEIGHTS_FILE, build_graph
-from .manifest import MANIFEST, Manifest, sha256_file
+from .manifest import CALIBRATION, MANIFEST, Manifest, sha256_file
 from .weights import load_source, save_tokenizer
 
 TOLERANCE = 1e-4
@@ -71,7 +71,9 @@ def prepare(source: str, out: str | Path, seq_len: int = 256, batch_size: int = 
         if bad:
             (out / MANIFEST).unlink()
             raise RuntimeError(f"packed graphs disagree with original beyond {TOLERANCE}: {bad}")
-    files = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != MANIFEST)
+    # what prepare wrote: not the manifest, not caches written later (calibration.json), no temp files
+    files = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in (MANIFEST, CALIBRATION)
+                   and not p.name.startswith("."))
     manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
                         max_valid_num=max_valid_num, graphs=graphs,
                         files={name: sha256_file(out / name) for name in files},

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from packing.policy.plans import Plan
 
 from .base import _Runner
 from .batcher import BatcherStats, PackBatcher
+from .calibrate import AUTO, Calibration, resolve_max_tokens
 from .executor import open_graph
 from .features import Features, SpanLogits
 
@@ -35,19 +37,36 @@ class PackRunner(_Runner):
     plans may be under way at once (default 2, as one served runner replica takes: one
     running on the device while the next is prepared). Call :meth:`close` (or use
     ``with``) to stop it.
+
+    ``max_tokens`` is the budget of real tokens per batch: an int pins it (it must lie in
+    ``[seq_len, batch_size * seq_len]``), ``None`` is the full batch ``batch_size *
+    seq_len``, and ``"auto"`` (the default) is the budget calibrated for this runner's
+    backend and options on this host (:func:`~packing.runtime.calibrate.load_or_calibrate`:
+    read from ``calibration.json`` in the model folder, measured there on first use; the
+    full batch where the backend cannot be calibrated, e.g. an injected ``sleep``).
+    :attr:`calibration` holds the calibration used (None unless ``"auto"`` found one);
+    ``config.max_tokens`` the budget in force.
     """
 
     def __init__(self, model_dir: str | Path, mode: str = "attention_mask",
                  algorithm: str = "first_fit", max_valid_num: int | None = None,
-                 timeout_s: float = 0.01, max_tokens: int | None = None,
+                 timeout_s: float = 0.01, max_tokens: int | str | None = "auto",
                  max_inflight_batches: int = 2, backend: str = "onnxruntime",
                  **backend_options) -> None:
         manifest = Manifest.read(model_dir)
-        self.config = PackingConfig(
+        auto = isinstance(max_tokens, str)
+        if auto and max_tokens != AUTO:
+            raise ValueError(f"max_tokens must be an int, None or {AUTO!r}, got {max_tokens!r}")
+        self.calibration: Calibration | None = None
+        self.config = PackingConfig(  # every knob checked before any measuring
             seq_len=manifest.seq_len, batch_size=manifest.batch_size,
             max_valid_num=max_valid_num or manifest.max_valid_num, timeout_s=timeout_s,
-            mode=mode, algorithm=algorithm, max_tokens=max_tokens,
+            mode=mode, algorithm=algorithm, max_tokens=None if auto else max_tokens,
         )
+        if auto:  # measured (or read from the cache) before this runner loads its own graph
+            budget, self.calibration = resolve_max_tokens(AUTO, model_dir, backend,
+                                                          backend_options, manifest=manifest)
+            self.config = replace(self.config, max_tokens=budget)
         manifest, be = open_graph(model_dir, mode, backend, backend_options, manifest)
         super().__init__(manifest, be, manifest.seq_len)
         if max_inflight_batches < 1:

@@ -1,0 +1,331 @@
+"""Token budget calibration: the measured curve, the rule, the cache, and who uses it.
+
+Each test works on its own copy of the tiny model folder (seq_len 64, batch_size 4: budgets
+64, 128, 256), so the calibration.json it writes never reaches another test's runners.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from packing.bench.workloads import synthetic_features
+from packing.cli import main
+from packing.model.manifest import Manifest
+from packing.runtime import PackRunner
+from packing.runtime import calibrate as cal_mod
+from packing.runtime.calibrate import (CACHE_FILE, Calibration, NotCalibratable, budgets_for,
+                                       calibrate, fingerprint, load_or_calibrate, pick_budget,
+                                       resolve_max_tokens)
+
+FAST = {"profile": "fast"}  # sim: 1e9 token slots/s, so host time alone: quick to measure
+QUICK = {"min_time_s": 0.02, "min_repeats": 1, "rounds": 1, "warmup": 0}
+KNEE = {64: 100.0, 128: 190.0, 256: 195.0}  # flattens after 128
+
+
+@pytest.fixture()
+def model(tiny_model_dir, tmp_path):
+    """A private copy of the tiny prepared folder."""
+    out = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, out, ignore=shutil.ignore_patterns(CACHE_FILE, ".*"))
+    return out
+
+
+@pytest.fixture()
+def fake_curve(monkeypatch):
+    """``fake_curve({budget: tokens/s})``: measuring returns that curve without running
+    anything; ``.calls`` counts the budgets measured."""
+    class Fake:
+        calls = 0
+        curve = KNEE
+
+        def __call__(self, curve):
+            self.curve = curve
+            return self
+
+        def measure(self, executor, plans, features, **kw):
+            self.calls += 1
+            return [self.curve[plans[0].capacity]]
+
+    fake = Fake()
+    monkeypatch.setattr(cal_mod, "measure_budget", fake.measure)
+    return fake
+
+
+@pytest.fixture()
+def no_measuring(monkeypatch):
+    """Any measurement fails the test: proves a result came from the cache."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("measured although the cache should have answered")
+
+    monkeypatch.setattr(cal_mod, "measure_budget", refuse)
+
+
+# ------------------------------------------------------------------------ the rule
+
+def test_budgets_double_from_seq_len_up_to_the_full_batch():
+    assert budgets_for(64, 4) == [64, 128, 256]
+    assert budgets_for(256, 16) == [256, 512, 1024, 2048, 4096]
+    assert budgets_for(256, 12) == [256, 512, 1024, 2048, 3072]
+    assert budgets_for(8, 1) == [8]
+
+
+def test_pick_budget_takes_the_smallest_budget_near_the_best():
+    budgets = [256, 512, 1024, 2048, 4096]
+    assert pick_budget(budgets, [50, 90, 100, 99, 80]) == 1024  # CPU: a peak, then a fall
+    assert pick_budget(budgets, [50, 96, 100, 99, 98]) == 512  # flat from 512: 0.96 >= 0.95
+    assert pick_budget(budgets, [10, 20, 40, 80, 160]) == 4096  # keeps rising: full batch
+    assert pick_budget(budgets, [50, 96, 100, 99, 98], threshold=1.0) == 1024
+    assert pick_budget(budgets, [50, 96, 100, 99, 98], threshold=0.5) == 256
+    for bad in (0, 1.5, -0.1, True):
+        with pytest.raises(ValueError, match=repr(bad)):
+            pick_budget(budgets, [1, 2, 3, 4, 5], threshold=bad)
+    with pytest.raises(ValueError, match="one throughput per budget"):
+        pick_budget(budgets, [1, 2])
+
+
+# ------------------------------------------------------------------------ measuring
+
+def test_calibration_on_onnxruntime_picks_a_measured_budget(model):
+    cal = calibrate(model, "onnxruntime", {"intra_op_threads": 1}, progress=False, **QUICK)
+    assert cal.budgets == (64, 128, 256)
+    assert cal.max_tokens in cal.budgets
+    assert all(r > 0 for r in cal.tokens_per_s)
+    chosen = cal.tokens_per_s[cal.budgets.index(cal.max_tokens)]
+    assert chosen >= 0.95 * max(cal.tokens_per_s)
+    assert cal.fingerprint == fingerprint(model, "onnxruntime", {"intra_op_threads": 1})[0]
+    assert "onnxruntime" in cal.backend and cal.seconds > 0 and not cal.from_cache
+
+
+def test_sim_with_a_fixed_batch_cost_keeps_the_full_batch(model):
+    # 5 ms per batch whatever its size (1e9 tokens/s): throughput grows with the budget.
+    cal = calibrate(model, "sim", {"profile": "fast", "overhead_s": 0.005}, progress=False,
+                    **QUICK)
+    assert cal.max_tokens == 256 == cal.budgets[-1]
+    ratios = np.array(cal.tokens_per_s) / max(cal.tokens_per_s)
+    assert ratios[0] < ratios[1] < 0.8  # about 1/4, 1/2, 1 (times each budget's fill)
+
+
+def test_a_flattening_curve_picks_the_knee(model, fake_curve):
+    fake_curve({64: 100.0, 128: 190.0, 256: 195.0})
+    cal = calibrate(model, "sim", FAST, progress=False)
+    assert (cal.budgets, cal.tokens_per_s) == ((64, 128, 256), (100.0, 190.0, 195.0))
+    assert cal.max_tokens == 128 and cal.threshold == 0.95 and "0.95" in cal.rule
+    assert calibrate(model, "sim", FAST, progress=False, threshold=0.99).max_tokens == 256
+    assert fake_curve.calls == 2 * 3 * 3  # two calibrations, 3 rounds of 3 budgets
+
+
+def test_budgets_outside_the_model_are_refused(model):
+    with pytest.raises(ValueError, match="512"):
+        calibrate(model, "sim", FAST, budgets=[64, 512], progress=False)
+
+
+# ---------------------------------------------------------------------------- cache
+
+def test_the_second_call_reads_the_cache(model, fake_curve, monkeypatch):
+    first = load_or_calibrate(model, "sim", FAST, progress=False)
+    assert not first.from_cache and first.max_tokens == 128
+    entries = json.loads((model / CACHE_FILE).read_text())
+    assert list(entries) == [first.fingerprint]
+    assert entries[first.fingerprint]["max_tokens"] == 128
+    assert entries[first.fingerprint]["facts"]["backend"] == "sim"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("measured although the cache should have answered")
+
+    monkeypatch.setattr(cal_mod, "measure_budget", refuse)
+    again = load_or_calibrate(model, "sim", {"profile": "fast", "intra_op_threads": 3})
+    assert again.from_cache and again == first  # the sim ignores intra_op_threads
+    # Another threshold re-picks from the stored curve, still without measuring.
+    assert load_or_calibrate(model, "sim", FAST, threshold=0.99).max_tokens == 256
+    with pytest.raises(AssertionError, match="measured"):  # force always measures
+        load_or_calibrate(model, "sim", FAST, force=True)
+
+
+def test_a_changed_fingerprint_measures_again(model, fake_curve):
+    keys = {fingerprint(model, backend, opts)[0] for backend, opts in [
+        ("onnxruntime", {}), ("onnxruntime", {"intra_op_threads": 1}),
+        ("onnxruntime", {"intra_op_threads": 2}), ("sim", FAST), ("sim", {"profile": "slow"}),
+        ("sim", {"profile": "fast", "overhead_s": 0.001})]}
+    assert len(keys) == 6
+    # Same device spelt differently: same key.
+    import onnxruntime as ort
+
+    here = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    assert fingerprint(model, "onnxruntime", {"device": "auto"})[0] == \
+        fingerprint(model, "onnxruntime", {"device": here})[0] == \
+        fingerprint(model, "onnxruntime")[0]
+    assert fingerprint(model, "sim", {"profile": "slow"})[0] == \
+        fingerprint(model, "sim", {"profile": "slow", "tokens_per_s": 32768.0})[0]
+
+    load_or_calibrate(model, "sim", FAST, progress=False)
+    assert fake_curve.calls == 9
+    fake_curve({64: 10.0, 128: 20.0, 256: 40.0})
+    slow = load_or_calibrate(model, "sim", {"profile": "slow"}, progress=False)
+    assert fake_curve.calls == 18 and slow.max_tokens == 256 and not slow.from_cache
+    assert len(json.loads((model / CACHE_FILE).read_text())) == 2  # both kept
+    assert load_or_calibrate(model, "sim", FAST).max_tokens == 128  # first still cached
+    assert fake_curve.calls == 18
+
+
+def test_the_fingerprint_follows_the_graph_and_the_host(model, monkeypatch):
+    base = fingerprint(model, "sim", FAST)[0]
+    monkeypatch.setattr(cal_mod, "host_description", lambda: {"cpu": "other", "cores": 64})
+    assert fingerprint(model, "sim", FAST)[0] != base
+    monkeypatch.undo()
+    m = Manifest.read(model)
+    files = {**m.files, m.graphs["unpack_repack"]: "0" * 64}
+    other = Manifest(**{**m.__dict__, "files": files})
+    assert fingerprint(model, "sim", FAST, manifest=other)[0] != base
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"x": 1'])
+def test_a_corrupt_cache_is_measured_again_and_replaced(model, fake_curve, content):
+    (model / CACHE_FILE).write_text(content)
+    cal = load_or_calibrate(model, "sim", FAST, progress=False)
+    assert fake_curve.calls == 9 and cal.max_tokens == 128
+    assert list(json.loads((model / CACHE_FILE).read_text())) == [cal.fingerprint]
+
+
+def test_a_malformed_entry_is_measured_again(model, fake_curve):
+    key = fingerprint(model, "sim", FAST)[0]
+    (model / CACHE_FILE).write_text(json.dumps({key: {"budgets": [64], "max_tokens": 999}}))
+    assert load_or_calibrate(model, "sim", FAST, progress=False).max_tokens == 128
+    assert fake_curve.calls == 9
+    assert not list(model.glob(".calibration.json.*"))  # no temp file left behind
+
+
+def test_an_unwritable_folder_still_answers(model, fake_curve, monkeypatch):
+    def fail(*args, **kwargs):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(cal_mod.tempfile, "mkstemp", fail)
+    assert load_or_calibrate(model, "sim", FAST, progress=False).max_tokens == 128
+    assert not (model / CACHE_FILE).exists()
+
+
+def test_calibration_round_trips_through_its_entry():
+    cal = Calibration(budgets=(64, 128), tokens_per_s=(1.0, 2.0), max_tokens=128,
+                      threshold=0.95, rule="r", fingerprint="f", measured_at="t")
+    back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back == cal and back.from_cache
+    with pytest.raises(ValueError, match="96"):
+        Calibration(budgets=(64, 128), tokens_per_s=(1.0, 2.0), max_tokens=96,
+                    threshold=0.95, rule="r", fingerprint="f", measured_at="t")
+
+
+# ------------------------------------------------------------------- who uses it
+
+def seed_cache(model, backend: str, options: dict, curve: dict = KNEE) -> Calibration:
+    """Write a calibration of ``curve`` for this backend into the folder's cache, as a
+    measurement would."""
+    budgets, rates = tuple(curve), tuple(curve.values())
+    cal = Calibration(budgets=budgets, tokens_per_s=rates, max_tokens=pick_budget(budgets, rates),
+                      threshold=0.95, rule="r", measured_at="t",
+                      fingerprint=fingerprint(model, backend, options)[0])
+    (model / CACHE_FILE).write_text(json.dumps({cal.fingerprint: cal.to_dict()}))
+    return cal
+
+
+def test_pack_runner_auto_uses_the_cached_budget(model, no_measuring):
+    seed_cache(model, "sim", FAST)  # budget 128
+    runner = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast")
+    assert runner.config.max_tokens == 128 and runner.config.capacity_tokens == 128
+    assert runner.calibration is not None and runner.calibration.from_cache
+    lengths = np.full(8, 60)
+    assert {p.capacity for p in runner.plans(lengths)} == {128}
+    assert [p.n_seqs for p in runner.plans(lengths)] == [2, 2, 2, 2]
+    data = synthetic_features(lengths, Manifest.read(model).dims.vocab_size)
+    solo = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast",
+                      max_tokens=None, max_valid_num=1).run(data)
+    for got, want in zip(runner.run(data), solo):
+        assert np.array_equal(got.start_logits, want.start_logits)
+    with runner:  # online too
+        assert np.array_equal(runner.submit(data[0]).result(30).end_logits, solo[0].end_logits)
+    assert runner.batcher_stats.as_dict()["plans"] == 1
+
+
+def test_a_pinned_budget_wins(model, no_measuring):
+    runner = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast",
+                        max_tokens=192)
+    assert runner.config.max_tokens == 192 and runner.calibration is None
+    full = PackRunner(model, backend="sim", profile="fast", max_tokens=None)
+    assert full.config.max_tokens is None and full.config.capacity_tokens == 256
+    assert not (model / CACHE_FILE).exists()
+    with pytest.raises(ValueError, match="300"):  # validated against the model's shape
+        PackRunner(model, backend="sim", profile="fast", max_tokens=300)
+    with pytest.raises(ValueError, match="'big'"):
+        PackRunner(model, backend="sim", profile="fast", max_tokens="big")
+    with pytest.raises(ValueError, match="dense"):  # bad knobs fail before any measuring
+        PackRunner(model, mode="dense", backend="sim", profile="fast")
+
+
+def test_auto_falls_back_to_the_full_batch_where_nothing_can_be_measured(model, no_measuring):
+    # An injected sleep: wall time means nothing, so nothing is measured or cached.
+    runner = PackRunner(model, backend="sim", profile="slow", sleep=lambda s: None)
+    assert runner.config.max_tokens is None and runner.calibration is None
+    with pytest.raises(NotCalibratable, match="sleep"):
+        load_or_calibrate(model, "sim", {"profile": "slow", "sleep": print})
+    # A folder still being prepared (its manifest has no checksums yet, as during
+    # prepare's own check): the full batch.
+    m = Manifest.read(model)
+    Manifest(**{**m.__dict__, "files": {}}).write(model)
+    assert resolve_max_tokens("auto", model, "sim", FAST) == (None, None)
+    assert not (model / CACHE_FILE).exists()
+
+
+def test_packer_auto_is_the_calibrated_budget_and_a_pinned_one_wins(model):
+    from deployments.config import PackingKnobs
+    from deployments.packer import Packer
+
+    packer = Packer.func_or_class(None, str(model), calibrated_max_tokens=128)
+    assert PackingKnobs().max_tokens == "auto"
+    assert packer.batcher.config.max_tokens == 128
+    packer.reconfigure({"max_tokens": 192})
+    assert packer.batcher.config.max_tokens == 192
+    packer.reconfigure({"max_tokens": None})
+    assert packer.batcher.config.capacity_tokens == 256
+    packer.reconfigure({"max_tokens": "auto"})
+    assert packer.batcher.config.max_tokens == 128
+    with pytest.raises(ValueError, match="1000"):
+        packer.reconfigure({"max_tokens": 1000})
+    assert packer.batcher.config.max_tokens == 128  # a refused change keeps the last config
+    uncalibrated = Packer.func_or_class(None, str(model))
+    assert uncalibrated.batcher.config.capacity_tokens == 256
+    with pytest.raises(ValueError, match="512"):  # a calibrated budget that does not fit
+        Packer.func_or_class(None, str(model), calibrated_max_tokens=512)
+
+
+def test_build_app_reads_the_calibration_of_the_runner_backend(model, no_measuring):
+    from deployments.app import calibrated_budget
+
+    seed_cache(model, "sim", FAST)
+    assert calibrated_budget(str(model), "sim", FAST) == 128
+    assert calibrated_budget(str(model), "sim", {**FAST, "sleep": print}) is None
+
+
+# ---------------------------------------------------------------------------- CLI
+
+def test_cli_prints_the_curve_and_where_it_is_cached(model, capsys):
+    args = ["calibrate", "--model-dir", str(model), "--backend", "sim", "--sim-profile", "fast",
+            "--no-progress", "--min-time-s", "0.05"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "budget" in out and "tokens/s" in out and "of best" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [64, 128, 256]
+    chosen = [r for r in rows if "<-" in r]
+    assert len(chosen) == 1
+    assert f"max_tokens = {chosen[0][0]}" in out
+    assert f"cached in {model / CACHE_FILE}" in out and "measured in" in out
+    assert main(args) == 0
+    assert "read from the cache" in capsys.readouterr().out
+
+
+def test_cli_refuses_threads_on_the_sim(model, capsys):
+    assert main(["calibrate", "--model-dir", str(model), "--backend", "sim", "--threads", "2",
+                 "--no-progress"]) == 2
+    assert "--threads" in capsys.readouterr().err
