@@ -6,6 +6,8 @@ Each test works on its own copy of the tiny model folder (seq_len 64, batch_size
 
 from __future__ import annotations
 
+import os
+
 import json
 import shutil
 
@@ -148,7 +150,8 @@ def test_the_second_call_reads_the_cache(model, fake_curve, monkeypatch):
 def test_a_changed_fingerprint_measures_again(model, fake_curve):
     keys = {fingerprint(model, backend, opts)[0] for backend, opts in [
         ("onnxruntime", {}), ("onnxruntime", {"intra_op_threads": 1}),
-        ("onnxruntime", {"intra_op_threads": 2}), ("sim", FAST), ("sim", {"profile": "slow"}),
+        ("onnxruntime", {"intra_op_threads": os.cpu_count() + 1}), ("sim", FAST),
+        ("sim", {"profile": "slow"}),
         ("sim", {"profile": "fast", "overhead_s": 0.001})]}
     assert len(keys) == 6
     # Same device spelt differently: same key.
@@ -158,6 +161,8 @@ def test_a_changed_fingerprint_measures_again(model, fake_curve):
     assert fingerprint(model, "onnxruntime", {"device": "auto"})[0] == \
         fingerprint(model, "onnxruntime", {"device": here})[0] == \
         fingerprint(model, "onnxruntime")[0]
+    assert fingerprint(model, "onnxruntime", {"intra_op_threads": os.cpu_count()})[0] == \
+        fingerprint(model, "onnxruntime")[0]  # None is one thread per core
     assert fingerprint(model, "sim", {"profile": "slow"})[0] == \
         fingerprint(model, "sim", {"profile": "slow", "tokens_per_s": 32768.0})[0]
 

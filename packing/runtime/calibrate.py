@@ -239,7 +239,9 @@ def effective_options(backend: str, backend_options: dict | None) -> dict:
         device = opts.pop("device", "auto")
         if device == "auto":
             device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
-        out = {"device": device, "intra_op_threads": opts.pop("intra_op_threads", None),
+        # None is onnxruntime's default, one thread per core: the same device as that many
+        out = {"device": device,
+               "intra_op_threads": opts.pop("intra_op_threads", None) or os.cpu_count(),
                "inter_op_threads": opts.pop("inter_op_threads", 1),
                "onnxruntime": ort.__version__, "providers": available}
         out.update(opts)  # anything else given decides too
