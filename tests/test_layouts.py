@@ -451,3 +451,28 @@ def test_hot_path_speed():
         t2 = time.perf_counter()
         # generous bound for a loaded 2-core CI box; typical is ~0.05-0.1 ms
         assert (t1 - t0) / reps < 1e-3 and (t2 - t1) / reps < 1e-3, (type(plan).__name__, t1 - t0, t2 - t1)
+
+
+def test_attention_mask_rows_trimmed_to_their_used_width():
+    """trim_rows: rows as wide as the fullest row's used slots; scatter reads them back."""
+    plan = AttentionMaskPlan(seq_len=8, n_rows=2, seq_ids=[5, 6, 7], rows=[0, 0, 1],
+                             starts=[0, 2, 0], lengths=[2, 3, 4])
+    assert plan.used_width == 5
+    ids, types = tagged_sequences(plan.lengths)
+    out = build_inputs(plan, ids, types, trim_rows=True)
+    assert all(v.shape == (2, 5) for v in out.values())
+    assert out["attention_mask"].tolist() == [[1, 1, 2, 2, 2], [1, 1, 1, 1, 0]]
+    assert out["position_ids"].tolist() == [[0, 1, 0, 1, 2], [0, 1, 2, 3, 0]]
+    full = build_inputs(plan, ids, types)
+    assert np.array_equal(full["input_ids"][:, :5], out["input_ids"]) and not full["input_ids"][:, 5:].any()
+    _check_scatter(plan, _tagged_output_width(plan, 5), ())
+    with pytest.raises(ValueError, match="does not match"):
+        scatter_outputs(plan, np.zeros((2, 4)))  # narrower than the used width
+
+
+def _tagged_output_width(plan: AttentionMaskPlan, width: int) -> np.ndarray:
+    out = np.full((plan.n_rows, width), -1.0)
+    for k in range(plan.n_seqs):
+        r, s, n = int(plan.rows[k]), int(plan.starts[k]), int(plan.lengths[k])
+        out[r, s:s + n] = 1000 * (k + 1) + np.arange(n)
+    return out

@@ -79,13 +79,16 @@ def _flat_tokens(name: str, arrays: Sequence[np.ndarray], lengths: np.ndarray) -
     return np.concatenate(arrays).astype(np.int64, copy=False)
 
 
-def _slot_index(plan: PaddedPlan | AttentionMaskPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat ``row * S + slot`` index of every token, plus per-token (seq, pos)."""
+def _slot_index(plan: PaddedPlan | AttentionMaskPlan,
+                width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat ``row * width + slot`` index of every token (``width`` defaults to the plan's
+    ``seq_len``), plus per-token (seq, pos)."""
+    width = plan.seq_len if width is None else int(width)
     seq, pos, _ = token_coordinates(plan.lengths)
     if isinstance(plan, PaddedPlan):
-        dest = seq * plan.seq_len + pos
+        dest = seq * width + pos
     else:
-        dest = (plan.rows * plan.seq_len + plan.starts)[seq] + pos
+        dest = (plan.rows * width + plan.starts)[seq] + pos
     return dest, seq, pos
 
 
@@ -112,6 +115,7 @@ def build_inputs(
     pad_rows_to: int | None = None,
     pad_tokens_to: int | None = None,
     pad_attention_to: tuple[int, int] | None = None,
+    trim_rows: bool = False,
 ) -> dict[str, np.ndarray]:
     """Model inputs (all int64) for ``plan``.
 
@@ -145,6 +149,10 @@ def build_inputs(
       points at. For a static shape use ``(static_attention_rows(seq_len,
       capacity, max_valid_num), seq_len)``.
 
+    ``trim_rows=True`` (AttentionMaskPlan only; for backends with dynamic shapes) makes
+    the rows ``plan.used_width`` slots wide instead of ``seq_len``: the slots after the
+    fullest row's last sequence, padding in every row, are not computed at all.
+
     ``pad_rows_to=R`` (row plans only; ignored for UnpackRepackPlan) appends
     all-zero rows up to ``[R, S]`` for backends with a static batch dimension;
     ``pad_tokens_to`` and ``pad_attention_to`` are ignored for row plans.
@@ -169,8 +177,9 @@ def build_inputs(
             raise ValueError(f"pad_rows_to={pad_rows_to} is less than the plan's n_rows={n_rows}")
         n_rows = int(pad_rows_to)
 
-    dest, seq, pos = _slot_index(plan)
-    shape = (n_rows, plan.seq_len)
+    width = plan.used_width if trim_rows and isinstance(plan, AttentionMaskPlan) else plan.seq_len
+    dest, seq, pos = _slot_index(plan, width)
+    shape = (n_rows, width)
     names = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
     out = {name: np.zeros(shape, dtype=np.int64) for name in names}
     out["input_ids"].reshape(-1)[dest] = ids
@@ -282,8 +291,8 @@ def scatter_outputs(plan: Plan, output: np.ndarray) -> list[np.ndarray]:
     """Cut a model output back into one array per sequence, in plan order.
 
     ``output`` has the plan's layout in its leading dims -- ``[n, S, ...]`` for
-    PaddedPlan, ``[rows, S, ...]`` for AttentionMaskPlan (``rows >= n_rows``, so
-    padded rows are fine), ``[T, ...]`` or ``[T_padded, ...]`` for
+    PaddedPlan, ``[rows, W, ...]`` for AttentionMaskPlan (``rows >= n_rows``, so
+    padded rows are fine; ``W`` is ``S`` or, trimmed, at least ``plan.used_width``), ``[T, ...]`` or ``[T_padded, ...]`` for
     UnpackRepackPlan -- and any trailing dims are kept. Entry ``k`` is sequence
     ``k``'s ``[len_k, ...]`` slice. The result arrays are views of one compact
     copy, never of ``output`` itself, so the caller may reuse ``output``'s buffer.
@@ -305,9 +314,12 @@ def scatter_outputs(plan: Plan, output: np.ndarray) -> list[np.ndarray]:
         cu = plan.cu_seqlens
     else:
         need_rows = plan.n_rows
-        if output.ndim < 2 or output.shape[0] < need_rows or output.shape[1] != plan.seq_len:
-            raise ValueError(f"output shape {output.shape} does not match [>= {need_rows}, {plan.seq_len}, ...]")
-        dest, _, _ = _slot_index(plan)
+        least = plan.used_width if isinstance(plan, AttentionMaskPlan) else plan.seq_len
+        if output.ndim < 2 or output.shape[0] < need_rows or \
+                not least <= output.shape[1] <= plan.seq_len:
+            raise ValueError(f"output shape {output.shape} does not match [>= {need_rows}, "
+                             f"{least} .. {plan.seq_len}, ...]")
+        dest, _, _ = _slot_index(plan, output.shape[1])
         flat = output.reshape((output.shape[0] * output.shape[1],) + output.shape[2:])
         compact = flat[dest]
         cu = np.zeros(lengths.size + 1, dtype=np.int64)

@@ -96,6 +96,12 @@ class AttentionMaskPlan(_Counts):
         """Token positions the dense layers compute (n_rows x seq_len)."""
         return self.n_rows * self.seq_len
 
+    @property
+    def used_width(self) -> int:
+        """Slots up to the end of the fullest row (``max(starts + lengths)``; 1 when empty):
+        the width rows can be trimmed to on a backend with dynamic shapes."""
+        return int((self.starts + self.lengths).max()) if self.n_seqs else 1
+
 
 @dataclass(frozen=True)
 class UnpackRepackPlan(_Counts):

@@ -80,7 +80,9 @@ class PlanExecutor:
         if static:  # row plans (padded or attention mask): exactly [batch_size, seq_len]
             return (layouts.build_inputs(plan, ids, types, pad_rows_to=m.batch_size),
                     m.batch_size * plan.seq_len)
-        return layouts.build_inputs(plan, ids, types), plan.token_slots
+        # dynamic shapes: attention-mask rows trimmed to the fullest row's used width
+        inputs = layouts.build_inputs(plan, ids, types, trim_rows=True)
+        return inputs, int(inputs["input_ids"].size)
 
     def execute(self, plan: Plan, feats: Sequence[Features]) -> list[SpanLogits]:
         """Run ``plan`` (``feats[k]`` is the plan's k-th sequence); results in plan order."""
