@@ -28,6 +28,7 @@ class PackingKnobs(BaseModel):
     # once by build_app, cached in the model folder's calibration.json); an int pins it
     # (within [seq_len, batch_size x seq_len]); None = the full batch, batch_size x seq_len.
     max_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
+    attention_groups: int = Field(4, ge=1, le=4)  # unpack_repack attention width groups (1: longest)
     max_pending: int = Field(4096, ge=1)  # requests the packer holds before refusing more
 
 

@@ -81,7 +81,8 @@ class Packer:
             return PackingConfig(seq_len=m.seq_len, batch_size=m.batch_size,
                                  max_valid_num=knobs.max_valid_num or m.max_valid_num,
                                  timeout_s=knobs.timeout_s, mode=knobs.mode,
-                                 algorithm=knobs.algorithm, max_tokens=max_tokens)
+                                 algorithm=knobs.algorithm, max_tokens=max_tokens,
+                                 attention_groups=knobs.attention_groups)
         except ValueError as exc:
             if knobs.max_tokens == "auto" and "max_tokens" in str(exc):
                 raise ValueError(f"max_tokens 'auto' (calibrated budget {max_tokens!r}): "

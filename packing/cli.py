@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from packing.bench.modes import MODES
+from packing.policy.attention import ATTENTION_GROUPS
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -30,7 +31,8 @@ def _bench(args: argparse.Namespace) -> int:
     report = bench(args.model_dir, data, args.workload, modes=modes, threads=args.threads,
                    concurrency=args.concurrency, timeout_s=args.timeout_s,
                    check_samples=args.check_samples, progress=not args.no_progress,
-                   backend=backend, backend_options=options, limit=not args.no_limit)
+                   backend=backend, backend_options=options, limit=not args.no_limit,
+                   max_tokens=args.max_tokens, attention_groups=args.attention_groups)
     if args.json:
         Path(args.json).write_text(report.to_json() + "\n")
         print(f"wrote {args.json}")
@@ -217,6 +219,19 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget(text: str) -> int | str | None:
+    """--max-tokens: 'auto', 'full' (None: batch_size x seq_len) or a positive int."""
+    if text in ("auto", "full"):
+        return None if text == "full" else text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto, full or an int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _unit_fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -269,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write the full report here")
     b.add_argument("--plot", help="write a PNG of throughput and p99 latency here")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--max-tokens", type=_budget, default="auto", metavar="N|auto|full",
+                   help="packed modes' token budget: auto (calibrated for the backend, cached; "
+                   "the default), an int, or full (batch_size x seq_len)")
+    b.add_argument("--attention-groups", type=int, default=ATTENTION_GROUPS, choices=range(1, ATTENTION_GROUPS + 1),
+                   metavar="G", help=f"most unpack/repack attention width groups (1 = rows as wide "
+                   f"as the batch's longest sequence; default {ATTENTION_GROUPS})")
     b.add_argument("--no-limit", action="store_true",
                    help="skip measuring the dense MatMul rate (the compute limit)")
     _backend_flags(b)

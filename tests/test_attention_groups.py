@@ -91,3 +91,26 @@ def test_plans_carry_their_layout():
     for plan in plan_offline_unpack_repack(lengths, 256, 16, 40, max_tokens=1024):
         check_layout(plan.attention, plan.lengths)
         assert plan.attention is plan.attention  # computed once per plan
+
+
+def test_packers_pass_their_attention_groups_to_every_plan():
+    from packing.policy import OnlinePacker, PackingConfig, plan_offline_unpack_repack
+
+    lengths = make_lengths(120, 256, seed=4)
+    for groups in (1, 2, ATTENTION_GROUPS):
+        plans = plan_offline_unpack_repack(lengths, 256, 16, 40, attention_groups=groups)
+        packer = OnlinePacker(PackingConfig(mode="unpack_repack", attention_groups=groups))
+        plans += [p for i, n in enumerate(lengths.tolist()) for p in packer.add(i, n)]
+        for plan in plans:
+            assert plan.attention_groups == groups and plan.attention.n_groups <= groups
+            check_layout(plan.attention, plan.lengths, groups)
+        if groups == 1:
+            assert all(p.attention.widths.tolist() == [int(p.lengths.max())] for p in plans)
+
+
+@pytest.mark.parametrize("bad", [0, ATTENTION_GROUPS + 1, 1.5, True])
+def test_attention_groups_validated(bad):
+    from packing.policy import PackingConfig
+
+    with pytest.raises(ValueError, match=f"attention_groups must be an int in \\[1, {ATTENTION_GROUPS}\\], got {bad!r}"):
+        PackingConfig(attention_groups=bad)

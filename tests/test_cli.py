@@ -65,6 +65,26 @@ def test_bench_prints_every_mode_in_order(tiny_model_dir, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_budget_and_attention_groups_flags(tiny_model_dir, tmp_path, capsys):
+    """--max-tokens pins the packed modes' budget (full = batch_size x seq_len) and
+    --attention-groups caps the groups; both are printed and reach the runners."""
+    js = tmp_path / "b.json"
+    assert main(["bench", "--model-dir", str(tiny_model_dir), "--samples", "24", "--no-progress",
+                 "--no-limit", "--modes", "offline_unpack_repack", "--max-tokens", "128",
+                 "--attention-groups", "1", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "packed modes: token budget 128 (pinned), attention groups <= 1" in out
+    report = json.loads(js.read_text())
+    assert report["settings"]["max_tokens"] == 128 and report["settings"]["attention_groups"] == 1
+    assert report["modes"][0]["batches"] >= 24 * 20 // 128  # batches of at most 128 tokens
+    assert main(["bench", "--model-dir", str(tiny_model_dir), "--samples", "8", "--no-progress",
+                 "--no-limit", "--modes", "offline_unpack_repack", "--max-tokens", "full"]) == 0
+    assert "token budget 256 (full batch)" in capsys.readouterr().out
+    for bad in (["--max-tokens", "lots"], ["--attention-groups", "5"]):
+        with pytest.raises(SystemExit):
+            main(["bench", "--model-dir", str(tiny_model_dir), *bad])
+
+
 def test_bench_rejects_bad_workload(tiny_model_dir, capsys):
     assert main(["bench", "--model-dir", str(tiny_model_dir), "--workload", "zipf"]) == 2
     assert "unknown workload" in capsys.readouterr().err

@@ -37,7 +37,9 @@ import numpy as np
 from packing.model.manifest import Manifest
 from packing.runtime.features import Features, SpanLogits
 from packing.runtime import ModelRunner, PackRunner
+from packing.policy.attention import ATTENTION_GROUPS
 from packing.runtime.backend import backend_kwargs as runtime_backend_kwargs
+from packing.runtime.calibrate import resolve_max_tokens
 
 from .limit import measure_matmul, row_counts, useful_flops
 from .modes import MODES, PACKED_ONLINE, RIVALS
@@ -228,7 +230,8 @@ def _runner_for(key: str, model_dir: str, settings: dict):
     mode = "unpack_repack" if "unpack_repack" in key else "attention_mask"
     algorithm = key.removeprefix("online_") if key.endswith("_fit") else "first_fit"
     return PackRunner(model_dir, mode=mode, algorithm=algorithm,
-                      timeout_s=settings["timeout_s"], **opts)
+                      timeout_s=settings["timeout_s"], max_tokens=settings["max_tokens"],
+                      attention_groups=settings["attention_groups"], **opts)
 
 
 _DYNAMIC_SHAPE_MODES = ("dynamic_padding", "sorted_dynamic_padding",
@@ -456,8 +459,14 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
           concurrency: int | None = None, timeout_s: float = 0.01, check_samples: int = 16,
           progress: bool = True, echo: Callable[[str], None] = print,
           backend: str = "onnxruntime", backend_options: dict | None = None,
-          limit: bool = True) -> BenchReport:
+          limit: bool = True, max_tokens: int | str | None = "auto",
+          attention_groups: int = ATTENTION_GROUPS) -> BenchReport:
     """Run ``modes`` on ``data`` and return the report; prints each result as it lands.
+
+    ``max_tokens`` is the packed modes' token budget (``"auto"``: calibrated for this
+    backend, :func:`~packing.runtime.calibrate.resolve_max_tokens`; an int pins it; None is
+    the full batch); ``attention_groups`` caps the unpack/repack attention width groups (1 =
+    rows as wide as each batch's longest sequence). Both are printed in the header.
 
     ``backend`` / ``backend_options`` choose the runtime of every mode and of the solo
     reference runs (e.g. ``"sim", {"profile": "ipu"}``); the header and
@@ -475,7 +484,12 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
     settings = {"threads": threads, "timeout_s": timeout_s, "batch_size": manifest.batch_size,
                 "seq_len": manifest.seq_len, "max_valid_num": manifest.max_valid_num,
                 "concurrency": concurrency or 2 * manifest.max_valid_num,
-                "backend": backend, "backend_options": dict(backend_options or {})}
+                "backend": backend, "backend_options": dict(backend_options or {}),
+                "attention_groups": attention_groups}
+    # the packed modes' token budget, resolved once ("auto": calibrated for this backend)
+    options = {k: v for k, v in backend_kwargs(settings).items() if k != "backend"}
+    settings["max_tokens"], cal = resolve_max_tokens(max_tokens, model_dir, backend, options,
+                                                     manifest=manifest, progress=progress)
     solo = _solo_runner(model_dir, settings)
     settings["static_shapes"] = solo.backend.static_shapes
     report = BenchReport(model_dir, manifest.source, workload, len(data),
@@ -489,6 +503,10 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
          f"max {st['max']} of {manifest.seq_len}, ideal speed-up {report.ideal_speedup:.2f}x")
     echo(f"machine: {report.machine['cpu']}, {report.machine['threads']} threads, "
          f"onnxruntime {report.machine['onnxruntime']}; backend {report.machine['backend']}")
+    budget = settings["max_tokens"] or manifest.batch_size * manifest.seq_len
+    how = (f"calibrated ({'cached' if cal.from_cache else 'measured now'}, "
+           f"{cal.rule})" if cal else "pinned" if max_tokens is not None else "full batch")
+    echo(f"packed modes: token budget {budget} ({how}), attention groups <= {attention_groups}")
     echo(f"useful work: {report.useful_gflop:.2f} GFLOP "
          f"({report.useful_gflop / lengths.sum():.3g} GFLOP per token, each request alone)")
     report.limit = measure_limit(manifest, settings, limit)

@@ -14,6 +14,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from .attention import ATTENTION_GROUPS
+
 MODES: tuple[str, ...] = ("attention_mask", "unpack_repack")
 """Packing layouts: rows with a segment-id attention mask, or flat tokens."""
 
@@ -41,6 +43,9 @@ class PackingConfig:
             :data:`ALGORITHMS`.
         max_tokens: optional budget of real tokens per batch; ``None`` means
             ``batch_size * seq_len``. Must lie in ``[seq_len, batch_size * seq_len]``.
+        attention_groups: most attention width groups an unpack/repack plan may use
+            (1 ..= ``ATTENTION_GROUPS``; 1 = rows as wide as the batch's longest sequence;
+            see :func:`packing.policy.attention.plan_attention`).
 
     Raises:
         ValueError: on any invalid field, with the offending value in the message.
@@ -53,6 +58,7 @@ class PackingConfig:
     mode: str = "attention_mask"
     algorithm: str = "first_fit"
     max_tokens: int | None = None
+    attention_groups: int = ATTENTION_GROUPS
 
     def __post_init__(self) -> None:
         if not _is_int(self.seq_len) or self.seq_len < 2:
@@ -79,8 +85,11 @@ class PackingConfig:
                     f"max_tokens must be None or an int in [seq_len={self.seq_len}, "
                     f"batch_size*seq_len={full}], got {self.max_tokens!r}"
                 )
+        if not _is_int(self.attention_groups) or not 1 <= self.attention_groups <= ATTENTION_GROUPS:
+            raise ValueError(f"attention_groups must be an int in [1, {ATTENTION_GROUPS}], "
+                             f"got {self.attention_groups!r}")
         # Normalise numpy scalars to plain Python numbers (hashable, JSON-friendly).
-        for name in ("seq_len", "batch_size", "max_valid_num"):
+        for name in ("seq_len", "batch_size", "max_valid_num", "attention_groups"):
             object.__setattr__(self, name, int(getattr(self, name)))
         object.__setattr__(self, "timeout_s", float(self.timeout_s))
         if self.max_tokens is not None:

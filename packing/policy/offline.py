@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .attention import ATTENTION_GROUPS
 from .config import PackingConfig
 from .plans import AttentionMaskPlan, PaddedPlan, UnpackRepackPlan
 from .spfhp import pack_spfhp, validate_lengths
@@ -185,6 +186,7 @@ def plan_offline_unpack_repack(
     max_valid_num: int,
     max_tokens: int | None = None,
     seq_ids: Sequence[int] | np.ndarray | None = None,
+    attention_groups: int = ATTENTION_GROUPS,
 ) -> list[UnpackRepackPlan]:
     """Arrival-order batches with the sequences' tokens laid end to end.
 
@@ -193,7 +195,8 @@ def plan_offline_unpack_repack(
     ``max_valid_num`` sequences. A sequence may cross the boundary between two
     rows of ``seq_len``. Raises ``ValueError`` for a length outside
     ``[1, seq_len]`` or a bad size argument (``max_tokens`` must lie in
-    ``[seq_len, batch_size * seq_len]``).
+    ``[seq_len, batch_size * seq_len]``). ``attention_groups`` is passed to every
+    plan (how many attention width groups its layout may use).
     """
     cfg = PackingConfig(
         seq_len=seq_len,
@@ -201,6 +204,7 @@ def plan_offline_unpack_repack(
         max_valid_num=max_valid_num,
         mode="unpack_repack",
         max_tokens=max_tokens,
+        attention_groups=attention_groups,
     )
     lengths = validate_lengths(lengths, cfg.seq_len)
     ids = _ids(lengths, seq_ids)
@@ -222,4 +226,4 @@ def _unpack_plan(cfg: PackingConfig, ids: np.ndarray, lens: np.ndarray) -> Unpac
     cu = np.zeros(lens.size + 1, dtype=np.int64)
     np.cumsum(lens, out=cu[1:])
     return UnpackRepackPlan(seq_len=cfg.seq_len, capacity=cfg.capacity_tokens, seq_ids=ids, cu_seqlens=cu,
-                            max_valid_num=cfg.max_valid_num)
+                            max_valid_num=cfg.max_valid_num, attention_groups=cfg.attention_groups)

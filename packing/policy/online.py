@@ -167,7 +167,8 @@ class OnlinePacker:
             cu = np.zeros(lengths.size + 1, dtype=np.int64)
             np.cumsum(lengths, out=cu[1:])
             plan: Plan = UnpackRepackPlan(seq_len=cfg.seq_len, capacity=self._capacity, seq_ids=ids,
-                                          cu_seqlens=cu, max_valid_num=cfg.max_valid_num)
+                                          cu_seqlens=cu, max_valid_num=cfg.max_valid_num,
+                                          attention_groups=cfg.attention_groups)
         else:
             rows = np.array(self._rows, dtype=np.int64)
             starts = np.array(self._starts, dtype=np.int64)

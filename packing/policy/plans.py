@@ -19,7 +19,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .attention import AttentionLayout, plan_attention
+from .attention import ATTENTION_GROUPS, AttentionLayout, plan_attention
 
 
 def _frozen_int_array(values) -> np.ndarray:
@@ -124,6 +124,7 @@ class UnpackRepackPlan(_Counts):
     seq_ids: np.ndarray  # [n] int64: caller id of each packed sequence
     cu_seqlens: np.ndarray  # [n + 1] int64: cumulative lengths, cu_seqlens[0] == 0
     max_valid_num: int | None = None  # packer's most sequences per batch (None: only capacity limits)
+    attention_groups: int = ATTENTION_GROUPS  # most attention width groups (1: rows of the longest)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seq_ids", _frozen_int_array(self.seq_ids))
@@ -150,7 +151,7 @@ class UnpackRepackPlan(_Counts):
     def attention(self) -> AttentionLayout:
         """Which sequences share attention rows of which width
         (:func:`packing.policy.attention.plan_attention`, computed once per plan)."""
-        return plan_attention(self.lengths)
+        return plan_attention(self.lengths, self.attention_groups)
 
 
 Plan = PaddedPlan | AttentionMaskPlan | UnpackRepackPlan

@@ -14,6 +14,7 @@ import numpy as np
 
 from packing.model.manifest import Manifest
 from packing.policy import offline
+from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.config import PackingConfig
 from packing.policy.plans import Plan
 
@@ -44,15 +45,17 @@ class PackRunner(_Runner):
     backend and options on this host (:func:`~packing.runtime.calibrate.load_or_calibrate`:
     read from ``calibration.json`` in the model folder, measured there on first use; the
     full batch where the backend cannot be calibrated, e.g. an injected ``sleep``).
-    :attr:`calibration` holds the calibration used (None unless ``"auto"`` found one);
+    ``attention_groups`` (unpack_repack): most attention width groups per batch
+    (:func:`~packing.policy.attention.plan_attention`; 1 = rows as wide as the batch's
+    longest sequence). :attr:`calibration` holds the calibration used (None unless ``"auto"`` found one);
     ``config.max_tokens`` the budget in force.
     """
 
     def __init__(self, model_dir: str | Path, mode: str = "attention_mask",
                  algorithm: str = "first_fit", max_valid_num: int | None = None,
                  timeout_s: float = 0.01, max_tokens: int | str | None = "auto",
-                 max_inflight_batches: int = 2, backend: str = "onnxruntime",
-                 **backend_options) -> None:
+                 max_inflight_batches: int = 2, attention_groups: int = ATTENTION_GROUPS,
+                 backend: str = "onnxruntime", **backend_options) -> None:
         manifest = Manifest.read(model_dir)
         auto = isinstance(max_tokens, str)
         if auto and max_tokens != AUTO:
@@ -62,6 +65,7 @@ class PackRunner(_Runner):
             seq_len=manifest.seq_len, batch_size=manifest.batch_size,
             max_valid_num=max_valid_num or manifest.max_valid_num, timeout_s=timeout_s,
             mode=mode, algorithm=algorithm, max_tokens=None if auto else max_tokens,
+            attention_groups=attention_groups,
         )
         if auto:  # measured (or read from the cache) before this runner loads its own graph
             budget, self.calibration = resolve_max_tokens(AUTO, model_dir, backend,
@@ -86,7 +90,8 @@ class PackRunner(_Runner):
         if c.mode == "attention_mask":
             return offline.plan_offline_attention_mask(lengths, c.seq_len, c.batch_size, c.max_valid_num)
         return offline.plan_offline_unpack_repack(lengths, c.seq_len, c.batch_size, c.max_valid_num,
-                                                  max_tokens=c.max_tokens)
+                                                  max_tokens=c.max_tokens,
+                                                  attention_groups=c.attention_groups)
 
     def run(self, dataset: Sequence[Features], progress: bool = False) -> list[SpanLogits]:
         """Offline: pack all of ``dataset`` ahead of time and run it; results in order."""
