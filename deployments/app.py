@@ -36,9 +36,11 @@ def build_app(args: dict | None = None) -> Application:
     return build_graph(AppConfig(**(args or {})))
 
 
-def build_graph(cfg: AppConfig, runner_options: dict | None = None) -> Application:
-    """The application for ``cfg``; ``runner_options`` are PackRunner ``.options(...)`` (for
-    benchmarks that deploy from Python rather than from a config file's ``deployments``)."""
+def build_graph(cfg: AppConfig, runner_options: dict | None = None,
+                front_options: dict | None = None) -> Application:
+    """The application for ``cfg``; ``runner_options`` are PackRunner ``.options(...)`` and
+    ``front_options`` the Ingress and Packer ``.options(...)`` (for benchmarks and cluster
+    checks that deploy from Python rather than from a config file's ``deployments``)."""
     shapes = cfg.prepare
     manifest = ensure_model(cfg.model_dir, cfg.model_source, shapes.seq_len, shapes.batch_size,
                             shapes.max_valid_num)
@@ -47,11 +49,13 @@ def build_graph(cfg: AppConfig, runner_options: dict | None = None) -> Applicati
     runner_cls = PackRunnerDeployment.options(**runner_options) if runner_options else \
         PackRunnerDeployment
     runner = runner_cls.bind(cfg.model_dir, backend, options, cfg.fault_file)
-    packer = Packer.options(user_config=cfg.packing.model_dump()).bind(
+    front = dict(front_options or {})
+    packer = Packer.options(user_config=cfg.packing.model_dump(), **front).bind(
         runner, cfg.model_dir, calibrated_max_tokens=calibrated)
     answering = {"doc_stride": cfg.doc_stride, "max_query_tokens": cfg.max_query_tokens,
                  "max_answer_tokens": cfg.max_answer_tokens,
                  "request_timeout_s": cfg.request_timeout_s,
                  "max_inflight_requests": cfg.max_inflight_requests,
                  "tokenize_batch_size": cfg.tokenize_batch_size, "device": cfg.device}
-    return Ingress.bind(packer, cfg.model_dir, manifest.source, cfg.limits, answering)
+    ingress = Ingress.options(**front) if front else Ingress
+    return ingress.bind(packer, cfg.model_dir, manifest.source, cfg.limits, answering)

@@ -175,6 +175,31 @@ def _scaling(args: argparse.Namespace) -> int:
     return 1 if crossed else 0
 
 
+def _placement(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.cluster import PlacementTimeout, format_placement, placement
+    from packing.bench.workloads import load_workload
+    from packing.model.manifest import Manifest
+
+    manifest = Manifest.read(args.model_dir)
+    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
+                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    try:
+        report = placement(str(Path(args.model_dir).resolve()), data, workers=args.workers,
+                           resource=args.resource, per_worker=args.per_worker,
+                           declared=args.declare, runner_replicas=args.runner_replicas,
+                           timeout_s=args.timeout_s, progress=not args.no_progress)
+    except PlacementTimeout as exc:
+        print(f"placement failed: {exc}", file=sys.stderr)
+        return 3
+    print(format_placement(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if all(report["checks"].values()) else 1
+
+
 def _efficiency(args: argparse.Namespace) -> int:
     from packing.bench.workloads import seed_lengths
     from packing.policy.offline import plan_offline_attention_mask
@@ -370,6 +395,27 @@ def build_parser() -> argparse.ArgumentParser:
     ef.add_argument("--max-valid-num", type=int, default=40)
     ef.add_argument("--seed", type=int, default=2022)
     ef.set_defaults(func=_efficiency)
+
+    pl = sub.add_parser("placement", help="deploy the app on a local multi-node Ray cluster "
+                        "(a head without accelerators, workers declaring one) with the runners "
+                        "pinned to the accelerator; print where every replica landed")
+    pl.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    pl.add_argument("--workers", type=_positive_int, default=2, help="accelerator nodes")
+    pl.add_argument("--resource", default="IPU", help="custom resource each runner asks for")
+    pl.add_argument("--per-worker", type=_positive_int, default=2, help="units each worker declares")
+    pl.add_argument("--declare", default=None, metavar="NAME",
+                    help="resource the workers declare (default: --resource; another name "
+                    "shows the error a placement mistake gives)")
+    pl.add_argument("--runner-replicas", type=_positive_int, default=None,
+                    help="default: every unit declared")
+    pl.add_argument("--samples", type=_positive_int, default=200)
+    pl.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    pl.add_argument("--seed", type=int, default=2022)
+    pl.add_argument("--timeout-s", type=_positive_float, default=120.0,
+                    help="give up (exit 3, with what each node has) if the app is not running by then")
+    pl.add_argument("--json", help="write the report here")
+    pl.add_argument("--no-progress", action="store_true")
+    pl.set_defaults(func=_placement)
 
     ca = sub.add_parser("calibrate", help="measure the backend's throughput against the batch "
                         "token budget and cache the budget runners and the served packer use "

@@ -1,0 +1,204 @@
+"""``packed-bert placement``: the app on a multi-node Ray cluster, runners pinned to accelerators.
+
+Starts a private multi-node cluster on this machine (``ray.cluster_utils.Cluster``: a head
+that declares no accelerator and ``workers`` nodes that each declare ``{resource:
+per_worker}``, e.g. ``{"IPU": 2}``), deploys the app on the ``sim`` device with every
+PackRunner replica asking for one unit of ``resource``, waits for it with a deadline, and
+reports from Ray's own state which node every replica of every deployment sits on, and
+whether every answer equals its solo answer. A resource that no node declares ends in a
+:class:`PlacementTimeout` that names what the runners asked for and what each node has,
+instead of a hang.
+
+The cluster lives in a temp dir of its own (``RAY_TMPDIR``) and is shut down at the end:
+no other Ray cluster on the host is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+
+from packing.runtime.features import Features
+
+from .scaling import _drive_handle, count_crossed
+
+APP = "placement"
+
+
+class PlacementTimeout(TimeoutError):
+    """The app did not reach RUNNING in time (usually: replicas that cannot be scheduled)."""
+
+
+def start_cluster(workers: int, resource: str, per_worker: int, head_cpus: int = 4):
+    """A local multi-node cluster: a head with ``head_cpus`` CPUs and no accelerator, and
+    ``workers`` nodes with no CPUs and ``{resource: per_worker}``. Connects this driver."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from .ceiling import free_port
+
+    # the dashboard serves Ray's state API (node of every actor); a free port, so another
+    # cluster's dashboard on this host is never reached
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": head_cpus, "include_dashboard": True,
+                                      "dashboard_port": free_port()})
+    for _ in range(workers):
+        cluster.add_node(num_cpus=0, resources={resource: per_worker})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="packed-bert-placement", log_to_driver=False)
+    return cluster
+
+
+def node_table() -> dict[str, dict]:
+    """node id -> {"head": bool, "resources": {name: amount}} for the alive nodes."""
+    from ray.util.state import list_nodes
+
+    out = {}
+    for n in list_nodes(detail=True):
+        if n.state != "ALIVE":
+            continue
+        res = {k: v for k, v in (n.resources_total or {}).items()
+               if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
+        out[n.node_id] = {"head": bool(n.is_head_node), "resources": res}
+    return out
+
+
+def replica_placement(app: str) -> list[dict]:
+    """Every alive replica of ``app``: deployment, actor id and node id, from Ray's state API
+    (Serve names its replica actors ``ServeReplica:<app>:<deployment>``)."""
+    from ray.util.state import list_actors
+
+    rows = []
+    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000):
+        if a.class_name.startswith(f"ServeReplica:{app}:"):
+            rows.append({"deployment": a.class_name.split(":", 2)[2], "actor_id": a.actor_id,
+                         "node_id": a.node_id})
+    return sorted(rows, key=lambda r: (r["deployment"], r["node_id"]))
+
+
+def wait_for_app(app: str, timeout_s: float, poll_s: float = 1.0) -> None:
+    """Return once ``app`` is RUNNING; raise :class:`PlacementTimeout` after ``timeout_s`` (or
+    RuntimeError if it fails to deploy) with Serve's status of each deployment and every
+    node's resources in the message."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = serve.status().applications.get(app)
+        status = str(st.status) if st else "NOT_STARTED"
+        if status.endswith("RUNNING"):
+            return
+        if status.endswith("DEPLOY_FAILED") or time.monotonic() > deadline:
+            deps = "; ".join(f"{name}: {d.status} {d.message}".strip()
+                             for name, d in (st.deployments.items() if st else []))
+            nodes = "; ".join(f"{'head' if v['head'] else 'worker'} {k[:8]} {v['resources']}"
+                              for k, v in node_table().items())
+            msg = (f"application {app!r} is {status} after {timeout_s:g} s. Deployments: "
+                   f"{deps or 'none'}. Nodes: {nodes}")
+            raise (RuntimeError if status.endswith("DEPLOY_FAILED") else PlacementTimeout)(msg)
+        time.sleep(poll_s)
+
+
+def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resource: str = "IPU",
+              per_worker: int = 2, declared: str | None = None, runner_replicas: int | None = None,
+              timeout_s: float = 120.0, progress: bool = False) -> dict:
+    """Deploy the app (``sim`` device, fast profile) on a fresh local multi-node cluster and
+    report placement and answers.
+
+    Worker nodes declare ``declared`` (default ``resource``) x ``per_worker``; each PackRunner
+    replica asks for one ``resource`` (so ``declared != resource`` is the misconfiguration
+    case, which raises :class:`PlacementTimeout` after ``timeout_s``). ``runner_replicas``
+    defaults to every unit declared. Returns ``{"nodes", "replicas", "runner_nodes",
+    "answered", "crossed", "checks"}``; ``checks`` holds the booleans the caller asserts.
+    """
+    import ray
+    from ray import serve
+    from ray.serve.api import RunTarget
+
+    from deployments.app import build_graph
+    from deployments.config import AppConfig
+    from packing.runtime import PackRunner
+
+    reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
+    replicas = runner_replicas or workers * per_worker
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")  # private cluster
+    cluster = start_cluster(workers, declared or resource, per_worker)
+    try:
+        serve.start(proxy_location="Disabled")
+        cfg = AppConfig(model_dir=model_dir, device="sim", sim={"profile": "fast"},
+                        packing={"mode": "unpack_repack", "timeout_s": 0.005})
+        # runners: one accelerator unit each; Ingress and Packer: one CPU each, which only the
+        # head has (workers declare num_cpus 0), so the front end stays on the head
+        app = build_graph(cfg, runner_options={
+            "num_replicas": replicas, "max_ongoing_requests": 2,
+            "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}}},
+            front_options={"ray_actor_options": {"num_cpus": 1}})
+        serve.run_many([RunTarget(target=app, name=APP, route_prefix=None)],
+                       wait_for_ingress_deployment_creation=False,
+                       wait_for_applications_running=False)
+        try:
+            wait_for_app(APP, timeout_s)
+        except PlacementTimeout as exc:
+            have = sorted({k for v in node_table().values() for k in v["resources"]})
+            hint = (f"no node declares {resource!r} (declared: {have})" if resource not in have
+                    else f"the nodes declare too few {resource!r} for {replicas} replicas")
+            raise PlacementTimeout(f"PackRunner replicas ask for {{{resource!r}: 1}} and "
+                                   f"{hint}. {exc}") from None
+        nodes = node_table()
+        rows = replica_placement(APP)
+        for r in rows:
+            r["head"] = nodes.get(r["node_id"], {}).get("head")
+            r["node_resources"] = nodes.get(r["node_id"], {}).get("resources")
+        got = asyncio.run(_answers(data, replicas, progress))
+        runners = [r for r in rows if r["deployment"] == "PackRunner"]
+        report = {
+            "nodes": nodes, "replicas": rows,
+            "runner_nodes": sorted({r["node_id"] for r in runners}),
+            "answered": sum(g is not None for g in got), "questions": len(data),
+            "crossed": count_crossed(got, reference),
+        }
+        report["checks"] = {
+            "runners_all_on_accelerator_nodes": bool(runners) and all(
+                (r["node_resources"] or {}).get(declared or resource, 0) > 0 for r in runners),
+            "no_runner_on_head": not any(r["head"] for r in runners),
+            "runners_on_every_worker": len(report["runner_nodes"]) == workers,
+            "every_answer_equals_solo": report["answered"] == len(data) and report["crossed"] == 0,
+        }
+        return report
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+async def _answers(data: Sequence[Features], replicas: int, progress: bool) -> list:
+    """Wait for the packer to see every runner, then send every window through it."""
+    from ray import serve
+
+    packer = serve.get_deployment_handle("Packer", APP)
+    deadline = time.monotonic() + 60
+    while (await packer.stats.remote())["runner_replicas"] < replicas and \
+            time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    got, _ = await _drive_handle(packer, data, 16, 256, progress)
+    await serve.shutdown_async()
+    return got
+
+
+def format_placement(report: dict) -> str:
+    """The placement table (replica -> node -> resources) and the checks, as Markdown."""
+    short = {nid: f"{'head' if v['head'] else 'worker'}-{nid[:6]}"
+             for nid, v in report["nodes"].items()}
+    lines = ["| deployment | replica actor | node | node resources |", "|---|---|---|---|"]
+    for r in report["replicas"]:
+        lines.append(f"| {r['deployment']} | {r['actor_id'][:8]} | {short.get(r['node_id'], r['node_id'][:8])} "
+                     f"| {r['node_resources']} |")
+    lines += ["", f"answered {report['answered']} / {report['questions']}, crossed {report['crossed']}"]
+    lines += [f"{k}: {v}" for k, v in report["checks"].items()]
+    return "\n".join(lines)

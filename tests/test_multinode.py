@@ -1,0 +1,49 @@
+"""The app on a multi-node Ray cluster (ray.cluster_utils.Cluster, in a subprocess of its own):
+a head without accelerators, two workers declaring {"IPU": 2}, runners pinned to IPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def run_placement(model_dir, tmp_path, *extra, timeout_s=400):
+    out = tmp_path / "placement.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    proc = subprocess.run([sys.executable, "-m", "packing.cli", "placement", "--model-dir",
+                           str(model_dir), "--samples", "60", "--no-progress", "--json", str(out),
+                           *extra], capture_output=True, text=True, timeout=timeout_s, env=env)
+    report = json.loads(out.read_text()) if out.exists() else None
+    return proc, report
+
+
+def test_runners_land_only_on_accelerator_nodes_and_answer_exactly(tiny_model_dir, tmp_path):
+    proc, report = run_placement(tiny_model_dir, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert all(report["checks"].values()), report["checks"]
+    runners = [r for r in report["replicas"] if r["deployment"] == "PackRunner"]
+    assert len(runners) == 4  # every IPU declared: 2 workers x 2
+    heads = [n for n, v in report["nodes"].items() if v["head"]]
+    assert len(heads) == 1 and "IPU" not in report["nodes"][heads[0]]["resources"]
+    for r in runners:
+        assert r["node_id"] != heads[0] and r["node_resources"]["IPU"] == 2
+    front = [r for r in report["replicas"] if r["deployment"] in ("Packer", "Ingress")]
+    assert {r["deployment"] for r in front} == {"Packer", "Ingress"}
+    assert all(r["head"] for r in front)  # they ask for a CPU: only the head has them
+    assert report["answered"] == report["questions"] == 60 and report["crossed"] == 0
+    assert "| PackRunner |" in proc.stdout
+
+
+def test_a_resource_no_node_declares_fails_with_a_clear_message(tiny_model_dir, tmp_path):
+    proc, report = run_placement(tiny_model_dir, tmp_path, "--declare", "TPU", "--timeout-s", "15")
+    assert proc.returncode == 3 and report is None, proc.stderr[-3000:]
+    err = proc.stderr
+    assert "PackRunner replicas ask for {'IPU': 1} and no node declares 'IPU'" in err
+    assert "'TPU': 2.0" in err and "after 15 s" in err
