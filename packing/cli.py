@@ -200,6 +200,30 @@ def _placement(args: argparse.Namespace) -> int:
     return 0 if all(report["checks"].values()) else 1
 
 
+def _node_loss(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.cluster import node_loss
+    from packing.bench.workloads import load_workload
+    from packing.model.manifest import Manifest
+
+    manifest = Manifest.read(args.model_dir)
+    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
+                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    report = node_loss(str(Path(args.model_dir).resolve()), data, workers=args.workers,
+                       per_worker=args.per_worker, profile=args.sim_profile,
+                       tokens_per_s=args.sim_tokens_per_s,
+                       remove_after_s=args.remove_after_s, progress=not args.no_progress)
+    for key in ("windows", "answered", "failed", "lost", "crossed", "removed_after_s",
+                "seconds", "gap_s", "runner_replicas_at_end", "errors"):
+        value = report[key]
+        print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if report["lost"] == 0 and report["crossed"] == 0 else 1
+
+
 def _efficiency(args: argparse.Namespace) -> int:
     from packing.bench.workloads import seed_lengths
     from packing.policy.offline import plan_offline_attention_mask
@@ -416,6 +440,23 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", help="write the report here")
     pl.add_argument("--no-progress", action="store_true")
     pl.set_defaults(func=_placement)
+
+    nl = sub.add_parser("node-loss", help="remove an accelerator node of a local multi-node "
+                        "cluster while windows flow; count answered / failed / lost / crossed")
+    nl.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    nl.add_argument("--workers", type=_positive_int, default=2)
+    nl.add_argument("--per-worker", type=_positive_int, default=2)
+    nl.add_argument("--sim-profile", default="slow", help="sim device profile of the runners")
+    nl.add_argument("--sim-tokens-per-s", type=_positive_float, default=None, metavar="N",
+                    help="the sim device's speed instead of the profile's")
+    nl.add_argument("--remove-after-s", type=_positive_float, default=4.0,
+                    help="seconds after the first answer to remove the node")
+    nl.add_argument("--samples", type=_positive_int, default=3000)
+    nl.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    nl.add_argument("--seed", type=int, default=2022)
+    nl.add_argument("--json", help="write the report here")
+    nl.add_argument("--no-progress", action="store_true")
+    nl.set_defaults(func=_node_loss)
 
     ca = sub.add_parser("calibrate", help="measure the backend's throughput against the batch "
                         "token budget and cache the budget runners and the served packer use "

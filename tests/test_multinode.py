@@ -47,3 +47,22 @@ def test_a_resource_no_node_declares_fails_with_a_clear_message(tiny_model_dir, 
     err = proc.stderr
     assert "PackRunner replicas ask for {'IPU': 1} and no node declares 'IPU'" in err
     assert "'TPU': 2.0" in err and "after 15 s" in err
+
+
+def test_a_host_lost_under_load_loses_nothing_and_serving_continues(tiny_model_dir, tmp_path):
+    """One of the two accelerator nodes is removed (no drain) while windows flow: every window
+    is answered with its solo answer or failed with an error, none lost or crossed, answers
+    keep coming after the removal on the other node's runners."""
+    out = tmp_path / "loss.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    proc = subprocess.run([sys.executable, "-m", "packing.cli", "node-loss", "--model-dir",
+                           str(tiny_model_dir), "--samples", "4000", "--remove-after-s", "2",
+                           "--sim-tokens-per-s", "4000",  # 64 ms per full batch of this model
+                           "--no-progress", "--json", str(out)],
+                          capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["lost"] == 0 and r["crossed"] == 0
+    assert r["answered"] + r["failed"] == r["windows"] == 4000
+    assert r["failed"] == 0 or r["errors"], r  # a failure always says why
+    assert r["answered_after_removal"] > 0 and r["runner_replicas_at_end"] == 2

@@ -116,10 +116,7 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
     """
     import ray
     from ray import serve
-    from ray.serve.api import RunTarget
 
-    from deployments.app import build_graph
-    from deployments.config import AppConfig
     from packing.runtime import PackRunner
 
     reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
@@ -128,18 +125,7 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")  # private cluster
     cluster = start_cluster(workers, declared or resource, per_worker)
     try:
-        serve.start(proxy_location="Disabled")
-        cfg = AppConfig(model_dir=model_dir, device="sim", sim={"profile": "fast"},
-                        packing={"mode": "unpack_repack", "timeout_s": 0.005})
-        # runners: one accelerator unit each; Ingress and Packer: one CPU each, which only the
-        # head has (workers declare num_cpus 0), so the front end stays on the head
-        app = build_graph(cfg, runner_options={
-            "num_replicas": replicas, "max_ongoing_requests": 2,
-            "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}}},
-            front_options={"ray_actor_options": {"num_cpus": 1}})
-        serve.run_many([RunTarget(target=app, name=APP, route_prefix=None)],
-                       wait_for_ingress_deployment_creation=False,
-                       wait_for_applications_running=False)
+        _deploy(model_dir, replicas, resource, "fast")
         try:
             wait_for_app(APP, timeout_s)
         except PlacementTimeout as exc:
@@ -177,6 +163,31 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
             cluster.shutdown()
 
 
+def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
+            tokens_per_s: float | None = None) -> None:
+    """Deploy the app as ``APP`` (sim device of ``profile``, optionally at ``tokens_per_s``)
+    without waiting for it: runners
+    take one ``resource`` unit each; Ingress and Packer one CPU each, which only the head has
+    (workers declare num_cpus 0), so the front end stays on the head."""
+    from ray import serve
+    from ray.serve.api import RunTarget
+
+    from deployments.app import build_graph
+    from deployments.config import AppConfig
+
+    serve.start(proxy_location="Disabled")
+    sim = {"profile": profile, **({"tokens_per_s": tokens_per_s} if tokens_per_s else {})}
+    cfg = AppConfig(model_dir=model_dir, device="sim", sim=sim,
+                    packing={"mode": "unpack_repack", "timeout_s": 0.005})
+    app = build_graph(cfg, runner_options={
+        "num_replicas": replicas, "max_ongoing_requests": 2,
+        "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}}},
+        front_options={"ray_actor_options": {"num_cpus": 1}})
+    serve.run_many([RunTarget(target=app, name=APP, route_prefix=None)],
+                   wait_for_ingress_deployment_creation=False,
+                   wait_for_applications_running=False)
+
+
 async def _answers(data: Sequence[Features], replicas: int, progress: bool) -> list:
     """Wait for the packer to see every runner, then send every window through it."""
     from ray import serve
@@ -189,6 +200,107 @@ async def _answers(data: Sequence[Features], replicas: int, progress: bool) -> l
     got, _ = await _drive_handle(packer, data, 16, 256, progress)
     await serve.shutdown_async()
     return got
+
+
+def node_loss(model_dir: str, data: Sequence[Features], workers: int = 2, per_worker: int = 2,
+              resource: str = "IPU", profile: str = "slow", tokens_per_s: float | None = None,
+              remove_after_s: float = 4.0,
+              per_call: int = 8, outstanding: int = 128, timeout_s: float = 120.0,
+              progress: bool = False) -> dict:
+    """Remove one accelerator node (its raylet killed, no drain) while windows flow through
+    the Packer, and account for every window.
+
+    Closed loop of ``outstanding // per_call`` callers of ``Packer.many`` over ``data`` on the
+    ``profile`` sim device; ``remove_after_s`` after the first answer, the worker node that
+    holds runners is removed. Every window ends answered (compared with its solo answer:
+    ``crossed`` counts mismatches) or failed with an error (its type and message kept); none
+    may be lost (no result and no error). Returns counts, the errors, the longest gap between
+    two answers (``gap_s``) and the runner replicas running at the end.
+    """
+    import ray
+    from ray import serve
+
+    from packing.runtime import PackRunner
+
+    reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
+    replicas = workers * per_worker
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")
+    cluster = start_cluster(workers, resource, per_worker)
+    try:
+        _deploy(model_dir, replicas, resource, profile, tokens_per_s)
+        wait_for_app(APP, timeout_s)
+        victim_id = next(r["node_id"] for r in replica_placement(APP)
+                         if r["deployment"] == "PackRunner")
+        victim = next(n for n in cluster.worker_nodes if n.node_id == victim_id)
+        report = asyncio.run(_flow_with_loss(cluster, victim, data, reference, replicas,
+                                             remove_after_s, per_call, outstanding, progress))
+        report["removed_node"] = victim_id
+        return report
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+async def _flow_with_loss(cluster, victim, data, reference, replicas, remove_after_s, per_call,
+                          outstanding, progress) -> dict:
+    from ray import serve
+
+    packer = serve.get_deployment_handle("Packer", APP)
+    deadline = time.monotonic() + 60
+    while (await packer.stats.remote())["runner_replicas"] < replicas and \
+            time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    results: list = [None] * len(data)
+    errors: dict[int, str] = {}
+    done_at: list[float] = []
+    chunks = iter([list(range(i, min(i + per_call, len(data))))
+                   for i in range(0, len(data), per_call)])
+
+    async def caller() -> None:
+        for chunk in chunks:
+            try:
+                outs = await packer.many.remote([data[i] for i in chunk])
+            except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
+                for i in chunk:
+                    errors[i] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                continue
+            for i, out in zip(chunk, outs):
+                results[i] = out
+            done_at.append(time.monotonic())
+
+    async def remover() -> float:
+        while not done_at:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(remove_after_s)
+        t = time.monotonic()
+        await asyncio.to_thread(cluster.remove_node, victim, False)
+        return t
+
+    t0 = time.monotonic()
+    tasks = [asyncio.create_task(caller()) for _ in range(max(1, outstanding // per_call))]
+    removed_at = await remover()
+    await asyncio.gather(*tasks)
+    end = time.monotonic()
+    stats = await packer.stats.remote()
+    await serve.shutdown_async()
+    answered = [i for i, r in enumerate(results) if r is not None]
+    times = sorted(done_at)
+    after = [t for t in times if t >= removed_at]
+    gaps = [b - a for a, b in zip([removed_at] + after[:-1], after)] if after else []
+    return {
+        "windows": len(data), "answered": len(answered), "failed": len(errors),
+        "lost": sum(1 for i, r in enumerate(results) if r is None and i not in errors),
+        "crossed": count_crossed([results[i] for i in answered], [reference[i] for i in answered]),
+        "errors": sorted(set(errors.values()))[:5],
+        "seconds": end - t0, "removed_after_s": removed_at - t0,
+        "answered_after_removal": len(after) * per_call,
+        "gap_s": max(gaps) if gaps else None,
+        "runner_replicas_at_end": stats["runner_replicas"],
+    }
 
 
 def format_placement(report: dict) -> str:
