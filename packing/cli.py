@@ -224,6 +224,32 @@ def _node_loss(args: argparse.Namespace) -> int:
     return 0 if report["lost"] == 0 and report["crossed"] == 0 else 1
 
 
+def _autoscale(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.cluster import autoscale_step
+    from packing.bench.workloads import load_workload
+    from packing.model.manifest import Manifest
+
+    manifest = Manifest.read(args.model_dir)
+    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
+                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    r = autoscale_step(str(Path(args.model_dir).resolve()), data, workers=args.workers,
+                       per_worker=args.per_worker, profile=args.sim_profile,
+                       tokens_per_s=args.sim_tokens_per_s)
+    print("t (s) | runner replicas | packer dispatch slots")
+    for t, n, slots in r["timeline"]:
+        print(f"{t:5.1f} | {n} | {slots}")
+    up = f"{r['up_s']:.1f} s" if r["up_s"] is not None else "not reached"
+    down = f"{r['down_s']:.1f} s" if r["down_s"] is not None else "not reached"
+    print(f"load step to {r['max_replicas']} runner replicas: {up}, on "
+          f"{len(r['peak_runner_nodes'])} nodes; load stop to 1 replica: {down}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if r["up_s"] is not None and r["down_s"] is not None else 1
+
+
 def _efficiency(args: argparse.Namespace) -> int:
     from packing.bench.workloads import seed_lengths
     from packing.policy.offline import plan_offline_attention_mask
@@ -457,6 +483,19 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("--json", help="write the report here")
     nl.add_argument("--no-progress", action="store_true")
     nl.set_defaults(func=_node_loss)
+
+    au = sub.add_parser("autoscale", help="a step of load on a local multi-node cluster: runners "
+                        "autoscale from 1 to every accelerator unit and back; reaction times")
+    au.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    au.add_argument("--workers", type=_positive_int, default=2)
+    au.add_argument("--per-worker", type=_positive_int, default=2)
+    au.add_argument("--sim-profile", default="slow", help="sim device profile of the runners")
+    au.add_argument("--sim-tokens-per-s", type=_positive_float, default=None, metavar="N")
+    au.add_argument("--samples", type=_positive_int, default=2000, help="windows the clients cycle")
+    au.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    au.add_argument("--seed", type=int, default=2022)
+    au.add_argument("--json", help="write the report here")
+    au.set_defaults(func=_autoscale)
 
     ca = sub.add_parser("calibrate", help="measure the backend's throughput against the batch "
                         "token budget and cache the budget runners and the served packer use "

@@ -66,3 +66,19 @@ def test_a_host_lost_under_load_loses_nothing_and_serving_continues(tiny_model_d
     assert r["answered"] + r["failed"] == r["windows"] == 4000
     assert r["failed"] == 0 or r["errors"], r  # a failure always says why
     assert r["answered_after_removal"] > 0 and r["runner_replicas_at_end"] == 2
+
+
+def test_runners_autoscale_across_both_nodes_and_back(tiny_model_dir, tmp_path):
+    """One step of load: runners scale from 1 to 4 (every IPU of both workers), the packer's
+    dispatch slots follow (2 per replica), and they go back to 1 when the load stops."""
+    out = tmp_path / "autoscale.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    proc = subprocess.run([sys.executable, "-m", "packing.cli", "autoscale", "--model-dir",
+                           str(tiny_model_dir), "--samples", "400", "--sim-tokens-per-s", "4000",
+                           "--json", str(out)], capture_output=True, text=True, timeout=400, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["up_s"] is not None and r["down_s"] is not None, r["timeline"]
+    assert len(r["peak_runner_nodes"]) == 2  # the runners spread over both accelerator nodes
+    assert any(n == 4 and slots == 8 for _, n, slots in r["timeline"]), r["timeline"]
+    assert r["timeline"][0][1] == 1 and r["timeline"][-1][1] == 1

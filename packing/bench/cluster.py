@@ -164,9 +164,10 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
 
 
 def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
-            tokens_per_s: float | None = None) -> None:
+            tokens_per_s: float | None = None, autoscaling: dict | None = None) -> None:
     """Deploy the app as ``APP`` (sim device of ``profile``, optionally at ``tokens_per_s``)
-    without waiting for it: runners
+    without waiting for it (``autoscaling``: the runners' autoscaling_config instead of a
+    fixed ``replicas``): runners
     take one ``resource`` unit each; Ingress and Packer one CPU each, which only the head has
     (workers declare num_cpus 0), so the front end stays on the head."""
     from ray import serve
@@ -179,10 +180,11 @@ def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
     sim = {"profile": profile, **({"tokens_per_s": tokens_per_s} if tokens_per_s else {})}
     cfg = AppConfig(model_dir=model_dir, device="sim", sim=sim,
                     packing={"mode": "unpack_repack", "timeout_s": 0.005})
-    app = build_graph(cfg, runner_options={
-        "num_replicas": replicas, "max_ongoing_requests": 2,
-        "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}}},
-        front_options={"ray_actor_options": {"num_cpus": 1}})
+    runner = {"max_ongoing_requests": 2,
+              "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}},
+              **({"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas})}
+    app = build_graph(cfg, runner_options=runner,
+                      front_options={"ray_actor_options": {"num_cpus": 1}})
     serve.run_many([RunTarget(target=app, name=APP, route_prefix=None)],
                    wait_for_ingress_deployment_creation=False,
                    wait_for_applications_running=False)
@@ -301,6 +303,87 @@ async def _flow_with_loss(cluster, victim, data, reference, replicas, remove_aft
         "gap_s": max(gaps) if gaps else None,
         "runner_replicas_at_end": stats["runner_replicas"],
     }
+
+
+AUTOSCALING = {"min_replicas": 1, "target_ongoing_requests": 1, "upscale_delay_s": 2,
+               "downscale_delay_s": 5, "metrics_interval_s": 0.5, "look_back_period_s": 2}
+"""Runner autoscaling for :func:`autoscale_step` (``max_replicas``: every accelerator unit):
+scale on slots in use, target 1 of ``max_ongoing_requests`` 2, as ``configs/squad.yaml``."""
+
+
+def autoscale_step(model_dir: str, data: Sequence[Features], workers: int = 2,
+                   per_worker: int = 2, resource: str = "IPU", profile: str = "slow",
+                   tokens_per_s: float | None = None, clients: int = 24, up_limit_s: float = 60.0,
+                   down_limit_s: float = 90.0, timeout_s: float = 120.0) -> dict:
+    """A step of load on the runners of a multi-node cluster, then none.
+
+    Runners autoscale from 1 to ``workers * per_worker`` (:data:`AUTOSCALING`); ``clients``
+    closed-loop callers of ``Packer.many`` start at t = 0 and stop once every runner replica
+    runs (or ``up_limit_s``). Returns the timeline ``[(s, runner replicas, dispatch slots)]``
+    sampled every second, ``up_s`` (load start to all replicas running, per the packer),
+    ``down_s`` (load stop to 1 replica), and the nodes the runners sat on at the peak.
+    """
+    import ray
+    from ray import serve
+
+    top = workers * per_worker
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")
+    cluster = start_cluster(workers, resource, per_worker)
+    try:
+        _deploy(model_dir, 1, resource, profile, tokens_per_s,
+                autoscaling={**AUTOSCALING, "max_replicas": top})
+        wait_for_app(APP, timeout_s)
+        return asyncio.run(_step(data, top, clients, up_limit_s, down_limit_s))
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+
+
+async def _step(data, top, clients, up_limit_s, down_limit_s) -> dict:
+    from ray import serve
+
+    packer = serve.get_deployment_handle("Packer", APP)
+    timeline: list[tuple[float, int, int]] = []
+    peak_nodes: list[str] = []
+
+    async def client() -> None:
+        while True:
+            for i in range(0, len(data), 32):
+                await packer.many.remote(list(data[i:i + 32]))
+
+    async def sample(t0: float) -> int:
+        st = await packer.stats.remote()
+        timeline.append((round(time.monotonic() - t0, 1), st["runner_replicas"],
+                         st["dispatch_slots"]))
+        return st["runner_replicas"]
+
+    t0 = time.monotonic()
+    tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
+    up_s = None
+    while time.monotonic() - t0 < up_limit_s:
+        if await sample(t0) >= top:
+            up_s = time.monotonic() - t0
+            peak_nodes = sorted({r["node_id"] for r in await asyncio.to_thread(replica_placement, APP)
+                                 if r["deployment"] == "PackRunner"})
+            break
+        await asyncio.sleep(1)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    stop = time.monotonic()
+    down_s = None
+    while time.monotonic() - stop < down_limit_s:
+        await asyncio.sleep(1)
+        if await sample(t0) == 1:
+            down_s = time.monotonic() - stop
+            break
+    await serve.shutdown_async()
+    return {"timeline": timeline, "max_replicas": top, "up_s": up_s, "down_s": down_s,
+            "peak_runner_nodes": peak_nodes, "load_stopped_at_s": round(stop - t0, 1)}
 
 
 def format_placement(report: dict) -> str:
