@@ -250,6 +250,29 @@ def _autoscale(args: argparse.Namespace) -> int:
     return 0 if r["up_s"] is not None and r["down_s"] is not None else 1
 
 
+def _batch(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.jobs.batch import run_batch
+
+    backend, options = _backend_choice(args)
+    resources = json.loads(args.resources) if args.resources else None
+    r = run_batch(args.input, args.output, args.model_dir, mode=args.mode, workers=args.workers,
+                  questions_per_block=args.questions_per_block, limit=args.limit,
+                  backend=backend, backend_options=options, resources=resources,
+                  num_cpus=args.num_cpus, address=args.address)
+    print(f"{r['questions']} questions ({r['windows']} windows) in {r['seconds']:.1f} s: "
+          f"{r['questions_per_s']:.1f} questions/s, {r['windows_per_s']:.1f} windows/s; "
+          f"{r['failed']} could not be tokenized; wrote {args.output}")
+    if r["metrics"]:
+        m = r["metrics"]
+        print(f"exact match {m['exact_match']:.2f}, F1 {m['f1']:.2f} over {m['count']} questions "
+              f"(official SQuAD v1.1 normalisation)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+    return 0
+
+
 def _efficiency(args: argparse.Namespace) -> int:
     from packing.bench.workloads import seed_lengths
     from packing.policy.offline import plan_offline_attention_mask
@@ -496,6 +519,23 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--seed", type=int, default=2022)
     au.add_argument("--json", help="write the report here")
     au.set_defaults(func=_autoscale)
+
+    ba = sub.add_parser("batch", help="offline packed question answering over Ray Data: "
+                        "SQuAD-format JSON in, {id: answer} predictions out, EM/F1 if answers")
+    ba.add_argument("--input", required=True, help="SQuAD v1.1-format JSON")
+    ba.add_argument("--output", required=True, help="predictions JSON to write ({id: text})")
+    ba.add_argument("--model-dir", required=True, help="a folder written by 'prepare' (on every node)")
+    ba.add_argument("--mode", default="unpack_repack", choices=["unpack_repack", "attention_mask"])
+    ba.add_argument("--workers", type=_positive_int, default=1, help="predictor actors")
+    ba.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per predictor actor")
+    ba.add_argument("--resources", default=None, metavar="JSON",
+                    help='custom resources per actor, e.g. \'{"IPU": 1}\'')
+    ba.add_argument("--questions-per-block", type=_positive_int, default=64)
+    ba.add_argument("--limit", type=_positive_int, default=None, help="first N questions only")
+    ba.add_argument("--address", default=None, help="Ray cluster to join (default: the job's, or local)")
+    ba.add_argument("--json", help="write the summary here")
+    _backend_flags(ba)
+    ba.set_defaults(func=_batch)
 
     ca = sub.add_parser("calibrate", help="measure the backend's throughput against the batch "
                         "token budget and cache the budget runners and the served packer use "

@@ -1,0 +1,1 @@
+"""Offline jobs that run on a Ray cluster (``packed-bert batch``)."""

@@ -1,0 +1,145 @@
+"""``packed-bert batch``: offline packed question answering over Ray Data.
+
+The SQuAD-format input becomes a Ray Dataset of questions; ``map_batches`` sends blocks of
+questions to a pool of :class:`QAPredictor` actors (pinned like the served runners: CPUs, or
+one unit of an accelerator resource each). Each actor tokenizes its block into windows,
+packs the whole block offline (:meth:`PackRunner.run`: SPFHP rows for ``attention_mask``,
+tokens end to end for ``unpack_repack``), runs it, and keeps the best span per question over
+its windows, so every window of a question stays in one block and nothing is gathered
+across actors. Predictions are written as SQuAD's ``{id: answer text}``; when the input has
+answers, EM and F1 with the official v1.1 normalisation are printed.
+
+Runs locally (a Ray instance of its own) or inside a cluster job
+(``ray job submit --working-dir . -- packed-bert batch ...``, where ``ray.init`` joins the
+job's cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def read_squad(path: str | Path, limit: int | None = None) -> tuple[list[dict], dict]:
+    """Rows ``{"id", "question", "context"}`` in file order (the first ``limit``) and the
+    ground truth ``{id: [answer texts]}`` of those that have answers."""
+    data = json.loads(Path(path).read_text())
+    rows, answers = [], {}
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                rows.append({"id": qa["id"], "question": qa["question"],
+                             "context": para["context"]})
+                if qa.get("answers"):
+                    answers[qa["id"]] = [a["text"] for a in qa["answers"]]
+                if limit is not None and len(rows) >= limit:
+                    return rows, {k: v for k, v in answers.items()}
+    return rows, answers
+
+
+class QAPredictor:
+    """Ray Data callable: a block of questions in, one prediction per question out.
+
+    Output columns: ``id``, ``prediction`` (answer text, "" when the question could not be
+    tokenized), ``error`` ("" or why), ``windows`` (model inputs the question took).
+    """
+
+    def __init__(self, model_dir: str, mode: str = "unpack_repack", doc_stride: int = 128,
+                 max_answer_tokens: int = 30, backend: str = "onnxruntime",
+                 backend_options: dict | None = None) -> None:
+        from transformers import AutoTokenizer
+
+        from packing.runtime import PackRunner
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.runner = PackRunner(model_dir, mode=mode, backend=backend,
+                                 **(backend_options or {}))
+        self.seq_len = self.runner.manifest.seq_len
+        self.doc_stride, self.max_answer_tokens = doc_stride, max_answer_tokens
+
+    def __call__(self, batch: dict) -> dict:
+        from packing.qa.requests import BadRequest
+        from packing.qa.windows import best_answer, make_windows_batch
+        from packing.runtime.features import Features
+
+        ids = [str(x) for x in batch["id"]]
+        contexts = [str(x) for x in batch["context"]]
+        pairs = list(zip((str(q) for q in batch["question"]), contexts))
+        per_q = make_windows_batch(self.tokenizer, pairs, self.seq_len, self.doc_stride)
+        flat, owner = [], []
+        for k, wins in enumerate(per_q):
+            if isinstance(wins, BadRequest):
+                continue
+            for w in wins:
+                flat.append(Features(w.input_ids, w.token_type_ids))
+                owner.append(k)
+        outs = self.runner.run(flat) if flat else []
+        got: dict[int, list] = {}
+        for k, out in zip(owner, outs):
+            got.setdefault(k, []).append(out)
+        preds, errors, counts = [], [], []
+        for k, wins in enumerate(per_q):
+            if isinstance(wins, BadRequest):
+                preds.append("")
+                errors.append(str(wins))
+                counts.append(0)
+                continue
+            logits = got[k]
+            ans = best_answer(wins, [o.start_logits for o in logits],
+                              [o.end_logits for o in logits], contexts[k],
+                              self.max_answer_tokens)
+            preds.append(ans.text)
+            errors.append("")
+            counts.append(len(wins))
+        return {"id": np.array(ids, dtype=object), "prediction": np.array(preds, dtype=object),
+                "error": np.array(errors, dtype=object), "windows": np.array(counts)}
+
+
+def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | Path,
+              mode: str = "unpack_repack", workers: int = 1, questions_per_block: int = 64,
+              limit: int | None = None, backend: str = "onnxruntime",
+              backend_options: dict | None = None, resources: dict | None = None,
+              num_cpus: float = 1.0, address: str | None = None) -> dict:
+    """Predict every question of ``input_path`` and write ``{id: text}`` to ``output_path``.
+
+    ``workers`` QAPredictor actors each take ``num_cpus`` CPUs and ``resources`` (e.g.
+    ``{"IPU": 1}``); blocks hold ``questions_per_block`` questions. ``address``: the Ray
+    cluster to join (None: the job's cluster when run by ``ray job submit``, else a local
+    one). Returns ``{"questions", "windows", "failed", "seconds", "questions_per_s",
+    "windows_per_s", "metrics"}`` (``metrics``: EM/F1 when the input has answers, else None).
+    """
+    import ray
+
+    from packing.qa.squad_eval import evaluate
+
+    rows, answers = read_squad(input_path, limit)
+    if not rows:
+        raise ValueError(f"{input_path}: no questions")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, log_to_driver=False)
+    try:
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // questions_per_block))
+        t0 = time.perf_counter()
+        out = ds.map_batches(
+            QAPredictor, batch_size=questions_per_block, concurrency=workers,
+            num_cpus=num_cpus, resources=resources or None,
+            fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "mode": mode,
+                                   "backend": backend, "backend_options": backend_options or {}},
+        ).take_all()
+        seconds = time.perf_counter() - t0
+    finally:
+        if started_here:
+            ray.shutdown()
+    predictions = {r["id"]: r["prediction"] for r in out}
+    if len(predictions) != len(rows):
+        raise RuntimeError(f"{len(rows)} questions in, {len(predictions)} predictions out")
+    Path(output_path).write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
+    windows = int(sum(r["windows"] for r in out))
+    return {"questions": len(rows), "windows": windows,
+            "failed": sum(1 for r in out if r["error"]), "seconds": seconds,
+            "questions_per_s": len(rows) / seconds, "windows_per_s": windows / seconds,
+            "metrics": evaluate(answers, predictions) if answers else None}

@@ -1,0 +1,88 @@
+"""packed-bert batch: the SQuAD metric (official v1.1 normalisation) and the Ray Data job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from packing.qa.squad_eval import evaluate, exact_match, f1_score, normalize_answer
+
+
+def test_normalisation_is_the_official_one():
+    assert normalize_answer("The  Denver Broncos!") == "denver broncos"
+    assert normalize_answer("an apple, a pear") == "apple pear"
+    assert normalize_answer("Theory") == "theory"  # articles only as whole words
+
+
+def test_exact_match_and_f1():
+    assert exact_match("the Broncos", "Broncos") == 1.0
+    assert exact_match("Denver Broncos", "Broncos") == 0.0
+    assert f1_score("Denver Broncos", "Broncos") == pytest.approx(2 / 3)
+    assert f1_score("Carolina", "Broncos") == 0.0
+    got = evaluate({"q1": ["Broncos", "Denver Broncos"], "q2": ["1000"], "q3": ["x"]},
+                   {"q1": "denver broncos.", "q2": "1,000"})
+    assert got == {"exact_match": pytest.approx(200 / 3), "f1": pytest.approx(200 / 3),
+                   "count": 3, "missing": 1}
+
+
+def _squad_file(tmp_path, n_articles=3):
+    """A small SQuAD-format file with answers (the contexts are real sentences)."""
+    paras = [
+        ("Jane Austen wrote Pride and Prejudice, published in 1813.",
+         [("Who wrote Pride and Prejudice?", "Jane Austen"), ("When was it published?", "1813")]),
+        ("The Amazon is the largest rainforest on Earth and spans nine countries.",
+         [("How many countries does the Amazon span?", "nine")]),
+        ("Water boils at 100 degrees Celsius at sea level. " * 30,  # long: several windows
+         [("At what temperature does water boil?", "100 degrees Celsius")]),
+    ]
+    data = {"version": "1.1", "data": [
+        {"title": f"a{i}", "paragraphs": [{"context": ctx, "qas": [
+            {"id": f"q{i}-{j}", "question": q,
+             "answers": [{"text": a, "answer_start": ctx.index(a)}]}
+            for j, (q, a) in enumerate(qas)]}]}
+        for i, (ctx, qas) in enumerate(paras[:n_articles])]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("mode", ["unpack_repack", "attention_mask"])
+def test_batch_job_predicts_every_question_like_the_app(tiny_model_dir, tmp_path, mode):
+    """The job over Ray Data (its own local Ray, in a subprocess): one prediction per question,
+    equal to what the same windows give through solo runs, and EM/F1 printed."""
+    from transformers import AutoTokenizer
+
+    from packing.jobs.batch import read_squad
+    from packing.qa.windows import best_answer, make_windows
+    from packing.runtime import ModelRunner
+    from packing.runtime.features import Features
+
+    squad, out = _squad_file(tmp_path), tmp_path / "pred.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-job-", dir="/tmp")  # short: socket paths
+    proc = subprocess.run([sys.executable, "-m", "packing.cli", "batch", "--input", str(squad),
+                           "--output", str(out), "--model-dir", str(tiny_model_dir), "--mode", mode,
+                           "--workers", "2", "--num-cpus", "0.5", "--questions-per-block", "2",
+                           "--json", str(tmp_path / "summary.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "exact match" in proc.stdout and "F1" in proc.stdout
+    preds = json.loads(out.read_text())
+    rows, answers = read_squad(squad)
+    assert set(preds) == {r["id"] for r in rows} == set(answers)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["questions"] == 4 and summary["failed"] == 0 and summary["windows"] > 4
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    solo = ModelRunner(tiny_model_dir, batch_size=1, padding="longest")
+    for r in rows:  # each question's answer: the same as its windows run one by one
+        wins = make_windows(tok, r["question"], r["context"], solo.seq_len)
+        outs = [solo.run([Features(w.input_ids, w.token_type_ids)])[0] for w in wins]
+        want = best_answer(wins, [o.start_logits for o in outs], [o.end_logits for o in outs],
+                           r["context"])
+        assert preds[r["id"]] == want.text
