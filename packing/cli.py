@@ -20,12 +20,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from packing.bench.bench import bench, plot
-    from packing.bench.workloads import load_workload
-    from packing.model.manifest import Manifest
 
-    manifest = Manifest.read(args.model_dir)
-    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
-                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    data = _workload_of(args)
     modes = args.modes or list(MODES)
     backend, options = _backend_choice(args)
     report = bench(args.model_dir, data, args.workload, modes=modes, threads=args.threads,
@@ -153,16 +149,22 @@ def _ceiling(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scaling(args: argparse.Namespace) -> int:
-    import json
-
-    from packing.bench.scaling import format_report, scaling
+def _workload_of(args: argparse.Namespace) -> list:
+    """The features of ``--workload`` / ``--samples`` / ``--seed`` for ``--model-dir``."""
     from packing.bench.workloads import load_workload
     from packing.model.manifest import Manifest
 
     manifest = Manifest.read(args.model_dir)
-    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
+    return load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
                          manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.scaling import format_report, scaling
+
+    data = _workload_of(args)
     report = scaling(str(Path(args.model_dir).resolve()), data, replicas=args.replicas,
                      profile=args.sim_profile, mode=args.mode, timeout_s=args.timeout_s,
                      outstanding=args.outstanding, per_call=args.windows_per_call,
@@ -179,12 +181,8 @@ def _placement(args: argparse.Namespace) -> int:
     import json
 
     from packing.bench.cluster import PlacementTimeout, format_placement, placement
-    from packing.bench.workloads import load_workload
-    from packing.model.manifest import Manifest
 
-    manifest = Manifest.read(args.model_dir)
-    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
-                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    data = _workload_of(args)
     try:
         report = placement(str(Path(args.model_dir).resolve()), data, workers=args.workers,
                            resource=args.resource, per_worker=args.per_worker,
@@ -204,12 +202,8 @@ def _node_loss(args: argparse.Namespace) -> int:
     import json
 
     from packing.bench.cluster import node_loss
-    from packing.bench.workloads import load_workload
-    from packing.model.manifest import Manifest
 
-    manifest = Manifest.read(args.model_dir)
-    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
-                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    data = _workload_of(args)
     report = node_loss(str(Path(args.model_dir).resolve()), data, workers=args.workers,
                        per_worker=args.per_worker, profile=args.sim_profile,
                        tokens_per_s=args.sim_tokens_per_s,
@@ -228,12 +222,8 @@ def _autoscale(args: argparse.Namespace) -> int:
     import json
 
     from packing.bench.cluster import autoscale_step
-    from packing.bench.workloads import load_workload
-    from packing.model.manifest import Manifest
 
-    manifest = Manifest.read(args.model_dir)
-    data = load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
-                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    data = _workload_of(args)
     r = autoscale_step(str(Path(args.model_dir).resolve()), data, workers=args.workers,
                        per_worker=args.per_worker, profile=args.sim_profile,
                        tokens_per_s=args.sim_tokens_per_s)
@@ -335,6 +325,21 @@ def _unit_fraction(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
+
+
+def _cluster_flags(p: argparse.ArgumentParser, samples: int) -> argparse.ArgumentParser:
+    """Options of the commands that run the app on a local multi-node cluster of sim devices."""
+    p.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    p.add_argument("--workers", type=_positive_int, default=2, help="accelerator nodes")
+    p.add_argument("--per-worker", type=_positive_int, default=2, help="IPUs each node declares")
+    p.add_argument("--sim-profile", default="slow", help="sim device profile of the runners")
+    p.add_argument("--sim-tokens-per-s", type=_positive_float, default=None, metavar="N",
+                   help="the sim device's speed instead of the profile's")
+    p.add_argument("--samples", type=_positive_int, default=samples, help="windows to send")
+    p.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    p.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
+    p.add_argument("--json", help="write the report here")
+    return p
 
 
 def _app_client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -490,34 +495,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--no-progress", action="store_true")
     pl.set_defaults(func=_placement)
 
-    nl = sub.add_parser("node-loss", help="remove an accelerator node of a local multi-node "
-                        "cluster while windows flow; count answered / failed / lost / crossed")
-    nl.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
-    nl.add_argument("--workers", type=_positive_int, default=2)
-    nl.add_argument("--per-worker", type=_positive_int, default=2)
-    nl.add_argument("--sim-profile", default="slow", help="sim device profile of the runners")
-    nl.add_argument("--sim-tokens-per-s", type=_positive_float, default=None, metavar="N",
-                    help="the sim device's speed instead of the profile's")
+    nl = _cluster_flags(sub.add_parser(
+        "node-loss", help="remove an accelerator node of a local multi-node cluster while "
+        "windows flow; count answered / failed / lost / crossed"), samples=3000)
     nl.add_argument("--remove-after-s", type=_positive_float, default=4.0,
                     help="seconds after the first answer to remove the node")
-    nl.add_argument("--samples", type=_positive_int, default=3000)
-    nl.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
-    nl.add_argument("--seed", type=int, default=2022)
-    nl.add_argument("--json", help="write the report here")
     nl.add_argument("--no-progress", action="store_true")
     nl.set_defaults(func=_node_loss)
 
-    au = sub.add_parser("autoscale", help="a step of load on a local multi-node cluster: runners "
-                        "autoscale from 1 to every accelerator unit and back; reaction times")
-    au.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
-    au.add_argument("--workers", type=_positive_int, default=2)
-    au.add_argument("--per-worker", type=_positive_int, default=2)
-    au.add_argument("--sim-profile", default="slow", help="sim device profile of the runners")
-    au.add_argument("--sim-tokens-per-s", type=_positive_float, default=None, metavar="N")
-    au.add_argument("--samples", type=_positive_int, default=2000, help="windows the clients cycle")
-    au.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
-    au.add_argument("--seed", type=int, default=2022)
-    au.add_argument("--json", help="write the report here")
+    au = _cluster_flags(sub.add_parser(
+        "autoscale", help="a step of load on a local multi-node cluster: runners autoscale "
+        "from 1 to every accelerator unit and back; reaction times"), samples=2000)
     au.set_defaults(func=_autoscale)
 
     ba = sub.add_parser("batch", help="offline packed question answering over Ray Data: "

@@ -16,6 +16,7 @@ no other Ray cluster on the host is touched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -50,6 +51,26 @@ def start_cluster(workers: int, resource: str, per_worker: int, head_cpus: int =
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace="packed-bert-placement", log_to_driver=False)
     return cluster
+
+
+@contextlib.contextmanager
+def private_cluster(workers: int, resource: str, per_worker: int):
+    """:func:`start_cluster` in a temp dir of its own (``RAY_TMPDIR``); on exit Serve, the
+    driver's connection and every node of this cluster (and only those) are shut down."""
+    import ray
+    from ray import serve
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")
+    cluster = start_cluster(workers, resource, per_worker)
+    try:
+        yield cluster
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
 
 
 def node_table() -> dict[str, dict]:
@@ -114,17 +135,11 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
     defaults to every unit declared. Returns ``{"nodes", "replicas", "runner_nodes",
     "answered", "crossed", "checks"}``; ``checks`` holds the booleans the caller asserts.
     """
-    import ray
-    from ray import serve
-
     from packing.runtime import PackRunner
 
     reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
     replicas = runner_replicas or workers * per_worker
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")  # private cluster
-    cluster = start_cluster(workers, declared or resource, per_worker)
-    try:
+    with private_cluster(workers, declared or resource, per_worker):
         _deploy(model_dir, replicas, resource, "fast")
         try:
             wait_for_app(APP, timeout_s)
@@ -155,12 +170,6 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
             "every_answer_equals_solo": report["answered"] == len(data) and report["crossed"] == 0,
         }
         return report
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
 
 
 def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
@@ -219,17 +228,11 @@ def node_loss(model_dir: str, data: Sequence[Features], workers: int = 2, per_wo
     may be lost (no result and no error). Returns counts, the errors, the longest gap between
     two answers (``gap_s``) and the runner replicas running at the end.
     """
-    import ray
-    from ray import serve
-
     from packing.runtime import PackRunner
 
     reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
     replicas = workers * per_worker
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")
-    cluster = start_cluster(workers, resource, per_worker)
-    try:
+    with private_cluster(workers, resource, per_worker) as cluster:
         _deploy(model_dir, replicas, resource, profile, tokens_per_s)
         wait_for_app(APP, timeout_s)
         victim_id = next(r["node_id"] for r in replica_placement(APP)
@@ -239,12 +242,6 @@ def node_loss(model_dir: str, data: Sequence[Features], workers: int = 2, per_wo
                                              remove_after_s, per_call, outstanding, progress))
         report["removed_node"] = victim_id
         return report
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
 
 
 async def _flow_with_loss(cluster, victim, data, reference, replicas, remove_after_s, per_call,
@@ -323,24 +320,12 @@ def autoscale_step(model_dir: str, data: Sequence[Features], workers: int = 2,
     sampled every second, ``up_s`` (load start to all replicas running, per the packer),
     ``down_s`` (load stop to 1 replica), and the nodes the runners sat on at the peak.
     """
-    import ray
-    from ray import serve
-
     top = workers * per_worker
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")
-    cluster = start_cluster(workers, resource, per_worker)
-    try:
+    with private_cluster(workers, resource, per_worker):
         _deploy(model_dir, 1, resource, profile, tokens_per_s,
                 autoscaling={**AUTOSCALING, "max_replicas": top})
         wait_for_app(APP, timeout_s)
         return asyncio.run(_step(data, top, clients, up_limit_s, down_limit_s))
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
 
 
 async def _step(data, top, clients, up_limit_s, down_limit_s) -> dict:
