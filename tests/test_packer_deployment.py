@@ -153,12 +153,13 @@ def test_bad_input_and_overload(run, tiny_model_dir, requests):
 
 
 def test_caller_that_went_away_is_not_computed(run, tiny_model_dir, requests, solo):
-    runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.2)
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=1.0)
     packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack", timeout_s=0.05)
 
     async def scenario():
         first = asyncio.ensure_future(packer(requests[0]))
-        await asyncio.sleep(0.1)  # first batch running
+        while not runner.calls:  # until the first batch runs (it holds the only slot for 1 s)
+            await asyncio.sleep(0.005)
         waiting = [asyncio.ensure_future(packer(r)) for r in requests[1:4]]
         await asyncio.sleep(0.01)
         waiting[1].cancel()  # goes away before its batch starts
