@@ -247,10 +247,20 @@ def _batch(args: argparse.Namespace) -> int:
 
     backend, options = _backend_choice(args)
     resources = json.loads(args.resources) if args.resources else None
-    r = run_batch(args.input, args.output, args.model_dir, mode=args.mode, workers=args.workers,
-                  questions_per_block=args.questions_per_block, limit=args.limit,
-                  backend=backend, backend_options=options, resources=resources,
-                  num_cpus=args.num_cpus, address=args.address)
+    kwargs = dict(mode=args.mode, workers=args.workers, questions_per_block=args.questions_per_block,
+                  limit=args.limit, backend=backend, backend_options=options,
+                  resources=resources, num_cpus=args.num_cpus, address=args.address)
+    if args.local_cluster_nodes:
+        # a private multi-node cluster here: accelerator nodes declaring {"IPU": per node},
+        # one predictor actor per IPU, pinned to it (no CPU asked)
+        from packing.bench.cluster import private_cluster
+
+        per = args.ipus_per_node
+        kwargs.update(workers=args.local_cluster_nodes * per, resources={"IPU": 1}, num_cpus=0)
+        with private_cluster(args.local_cluster_nodes, "IPU", per):
+            r = run_batch(args.input, args.output, args.model_dir, **kwargs)
+    else:
+        r = run_batch(args.input, args.output, args.model_dir, **kwargs)
     print(f"{r['questions']} questions ({r['windows']} windows) in {r['seconds']:.1f} s: "
           f"{r['questions_per_s']:.1f} questions/s, {r['windows_per_s']:.1f} windows/s; "
           f"{r['failed']} could not be tokenized; wrote {args.output}")
@@ -521,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--questions-per-block", type=_positive_int, default=64)
     ba.add_argument("--limit", type=_positive_int, default=None, help="first N questions only")
     ba.add_argument("--address", default=None, help="Ray cluster to join (default: the job's, or local)")
+    ba.add_argument("--local-cluster-nodes", type=_positive_int, default=None, metavar="N",
+                    help="run on a private local cluster of N accelerator nodes declaring "
+                    "--ipus-per-node IPUs each, one predictor per IPU (use with --backend sim)")
+    ba.add_argument("--ipus-per-node", type=_positive_int, default=2)
     ba.add_argument("--json", help="write the summary here")
     _backend_flags(ba)
     ba.set_defaults(func=_batch)
