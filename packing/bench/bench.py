@@ -39,7 +39,7 @@ from packing.runtime.features import Features, SpanLogits
 from packing.runtime import ModelRunner, PackRunner
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.runtime.backend import backend_kwargs as runtime_backend_kwargs
-from packing.runtime.calibrate import resolve_max_tokens
+from packing.runtime.calibrate import cpu_model, resolve_max_tokens
 
 from .limit import measure_matmul, row_counts, useful_flops
 from .modes import MODES, PACKED_ONLINE, RIVALS
@@ -97,15 +97,7 @@ def machine_info(threads: int | None, backend: str = "onnxruntime") -> dict:
     """
     import onnxruntime
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
             "platform": platform.platform(), "backend": backend}
 
@@ -222,8 +214,8 @@ def _runner_for(key: str, model_dir: str, settings: dict):
     if key == "best_sorted_dynamic_padding":
         return ModelRunner(model_dir, batch_size=settings["sdp_batch_size"], padding="longest",
                            sort=True, **opts)
-    if key == "no_batching":
-        return ModelRunner(model_dir, batch_size=1, padding="longest", **opts)
+    if key == "no_batching":  # each request alone at its own length, as the solo references
+        return _solo_runner(model_dir, settings)
     if key == "online_sorted_dynamic_padding":
         return SortedPaddingServer(model_dir, settings["sdp_batch_size"],
                                    timeout_s=settings["timeout_s"], **opts)

@@ -199,15 +199,23 @@ def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
                    wait_for_applications_running=False)
 
 
+async def _packer_seeing(replicas: int, timeout_s: float = 60.0):
+    """The Packer's handle, once it counts ``replicas`` running runners (or ``timeout_s``)."""
+    from ray import serve
+
+    packer = serve.get_deployment_handle("Packer", APP)
+    deadline = time.monotonic() + timeout_s
+    while (await packer.stats.remote())["runner_replicas"] < replicas and \
+            time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    return packer
+
+
 async def _answers(data: Sequence[Features], replicas: int, progress: bool) -> list:
     """Wait for the packer to see every runner, then send every window through it."""
     from ray import serve
 
-    packer = serve.get_deployment_handle("Packer", APP)
-    deadline = time.monotonic() + 60
-    while (await packer.stats.remote())["runner_replicas"] < replicas and \
-            time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    packer = await _packer_seeing(replicas)
     got, _ = await _drive_handle(packer, data, 16, 256, progress)
     await serve.shutdown_async()
     return got
@@ -248,11 +256,7 @@ async def _flow_with_loss(cluster, victim, data, reference, replicas, remove_aft
                           outstanding, progress) -> dict:
     from ray import serve
 
-    packer = serve.get_deployment_handle("Packer", APP)
-    deadline = time.monotonic() + 60
-    while (await packer.stats.remote())["runner_replicas"] < replicas and \
-            time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    packer = await _packer_seeing(replicas)
     results: list = [None] * len(data)
     errors: dict[int, str] = {}
     done_at: list[float] = []
