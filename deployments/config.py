@@ -38,7 +38,7 @@ class PrepareShapes(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seq_len: int = Field(256, ge=8, le=512)  # tokens per row
+    seq_len: int = Field(384, ge=8, le=512)  # tokens per row
     batch_size: int = Field(16, ge=1)  # rows per batch
     max_valid_num: int = Field(40, ge=1)  # sequences per packed batch
 
@@ -74,8 +74,8 @@ class AppConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_dir: str = "models/random-base"  # prepared folder; prepared at start if missing
-    model_source: str = "random:base"  # what to prepare from when model_dir is missing
+    model_dir: str = "models/squad-mini"  # prepared folder; prepared at start if missing
+    model_source: str = "builtin:squad-mini"  # what to prepare from when model_dir is missing
     prepare: PrepareShapes = PrepareShapes()  # shapes for that preparation only
     doc_stride: int = Field(128, ge=1)  # overlapping tokens between context windows
     max_query_tokens: int = Field(64, ge=1)

@@ -18,6 +18,41 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.train.loop import TrainConfig, compare_layouts, train
+
+    cfg = TrainConfig(squad_path=args.squad, seq_len=args.seq_len, epochs=args.epochs,
+                      max_steps=args.max_steps, lr=args.lr, rank=args.rank, seed=args.seed,
+                      layout=args.layout, seqs_per_step=args.seqs_per_step)
+    if args.compare_steps:
+        got = compare_layouts(cfg, args.compare_steps, progress=not args.no_progress)
+        pad, pack = got["padded"], got["packed"]
+        print(f"{args.compare_steps} steps of {cfg.seqs_per_step} windows each, same windows and "
+              f"order (threads {cfg.threads}):")
+        print(f"{'layout':<8} {'seconds':>8} {'token slots':>12} {'real tokens':>12} {'final loss':>11}")
+        for name, r in got.items():
+            print(f"{name:<8} {r['seconds']:8.1f} {r['token_slots']:12d} {r['real_tokens']:12d} "
+                  f"{r['final_loss']:11.4f}")
+        print(f"packed / padded: {pad['seconds'] / pack['seconds']:.2f}x faster, "
+              f"{pad['token_slots'] / pack['token_slots']:.2f}x fewer token slots")
+        return 0
+    stats = train(cfg, out_dir=args.out, progress=not args.no_progress)
+    print(json.dumps(stats))
+    print(f"wrote {args.out}/delta.safetensors and delta.json")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from packing.jobs.evaluate import EVAL_MODES, run_eval
+
+    modes = [] if args.http_only else (args.modes or list(EVAL_MODES))
+    run_eval(args.model_dir, args.squad, split=args.split, limit=args.limit, modes=modes,
+             url=args.url, threads=args.threads, output=args.json, progress=not args.no_progress)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from packing.bench.bench import bench, plot
 
@@ -264,6 +299,8 @@ def _batch(args: argparse.Namespace) -> int:
     print(f"{r['questions']} questions ({r['windows']} windows) in {r['seconds']:.1f} s: "
           f"{r['questions_per_s']:.1f} questions/s, {r['windows_per_s']:.1f} windows/s; "
           f"{r['failed']} could not be tokenized; wrote {args.output}")
+    print(f"predictors busy {r['busy_seconds']:.1f} s (first block start to last block end, "
+          f"actor start-up excluded): {r['busy_questions_per_s']:.1f} questions/s")
     if r["metrics"]:
         m = r["metrics"]
         print(f"exact match {m['exact_match']:.2f}, F1 {m['f1']:.2f} over {m['count']} questions "
@@ -369,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prepare", help="write the three ONNX graphs, tokenizer and manifest")
     pr.add_argument("--model", required=True,
-                    help="hub id, local transformers folder, random:tiny or random:base")
+                    help="builtin:squad-mini, hub id, local transformers folder, random:tiny "
+                    "or random:base")
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--seq-len", type=int, default=256)
     pr.add_argument("--batch-size", type=int, default=16)
@@ -379,6 +417,39 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--no-check", action="store_true",
                     help="skip the packed-vs-original logit check")
     pr.set_defaults(func=_prepare)
+
+    tr = sub.add_parser("train", help="fine-tune builtin:squad-mini's base encoder (LoRA) on "
+                        "packed batches of the SQuAD train split (needs torch)")
+    tr.add_argument("--squad", required=True, help="SQuAD v1.1 dev json (split by article)")
+    tr.add_argument("--out", default="packing/assets/squad_mini",
+                    help="folder for delta.safetensors + delta.json (default: the shipped one)")
+    tr.add_argument("--epochs", type=float, default=2.0)
+    tr.add_argument("--max-steps", type=int, default=None)
+    tr.add_argument("--seq-len", type=int, default=384)
+    tr.add_argument("--seqs-per-step", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--rank", type=int, default=32, help="LoRA rank")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--layout", choices=["packed", "padded"], default="packed")
+    tr.add_argument("--compare-steps", type=int, default=0, metavar="N",
+                    help="only time N steps padded and N steps packed on the same windows")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train)
+
+    ev = sub.add_parser("eval", help="EM / F1 of a model folder under Original and every "
+                        "packed mode, side by side (and of a running app with --url)")
+    ev.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    ev.add_argument("--squad", required=True, help="SQuAD v1.1 json")
+    ev.add_argument("--split", choices=["heldout", "train", "all"], default="heldout",
+                    help="articles to score (default: the held-out ones of 'train')")
+    ev.add_argument("--limit", type=int, default=None, help="first N questions of the split")
+    ev.add_argument("--modes", nargs="+", metavar="MODE", help="subset of the modes")
+    ev.add_argument("--url", help="also score the running app, e.g. http://127.0.0.1:8000/v1/answer")
+    ev.add_argument("--http-only", action="store_true", help="score only the app at --url")
+    ev.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    ev.add_argument("--json", help="write the scores here")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_eval)
 
     b = sub.add_parser("bench", help="run every mode on one workload and compare")
     b.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
@@ -523,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--input", required=True, help="SQuAD v1.1-format JSON")
     ba.add_argument("--output", required=True, help="predictions JSON to write ({id: text})")
     ba.add_argument("--model-dir", required=True, help="a folder written by 'prepare' (on every node)")
-    ba.add_argument("--mode", default="unpack_repack", choices=["unpack_repack", "attention_mask"])
+    ba.add_argument("--mode", default="unpack_repack",
+                    choices=["unpack_repack", "attention_mask", "original"],
+                    help="packed layout, or original: padded batches (the baseline)")
     ba.add_argument("--workers", type=_positive_int, default=1, help="predictor actors")
     ba.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per predictor actor")
     ba.add_argument("--resources", default=None, metavar="JSON",

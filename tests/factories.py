@@ -6,6 +6,7 @@ Imported by the test modules as ``from factories import ...`` (pytest puts the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -122,3 +123,24 @@ def all_ids(plans) -> np.ndarray:
     if not plans:
         return np.zeros(0, dtype=np.int64)
     return np.sort(np.concatenate([p.seq_ids for p in plans]))
+
+
+def make_squad_file(tmp_path, n_articles=3):
+    """A small SQuAD-format file with answers (the contexts are real sentences)."""
+    paras = [
+        ("Jane Austen wrote Pride and Prejudice, published in 1813.",
+         [("Who wrote Pride and Prejudice?", "Jane Austen"), ("When was it published?", "1813")]),
+        ("The Amazon is the largest rainforest on Earth and spans nine countries.",
+         [("How many countries does the Amazon span?", "nine")]),
+        ("Water boils at 100 degrees Celsius at sea level. " * 30,  # long: several windows
+         [("At what temperature does water boil?", "100 degrees Celsius")]),
+    ]
+    data = {"version": "1.1", "data": [
+        {"title": f"a{i}", "paragraphs": [{"context": ctx, "qas": [
+            {"id": f"q{i}-{j}", "question": q,
+             "answers": [{"text": a, "answer_start": ctx.index(a)}]}
+            for j, (q, a) in enumerate(qas)]}]}
+        for i, (ctx, qas) in enumerate(paras[:n_articles])]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(data))
+    return path

@@ -10,6 +10,8 @@ import tempfile
 
 import pytest
 
+from factories import make_squad_file
+
 from packing.qa.squad_eval import evaluate, exact_match, f1_score, normalize_answer
 
 
@@ -30,27 +32,6 @@ def test_exact_match_and_f1():
                    "count": 3, "missing": 1}
 
 
-def _squad_file(tmp_path, n_articles=3):
-    """A small SQuAD-format file with answers (the contexts are real sentences)."""
-    paras = [
-        ("Jane Austen wrote Pride and Prejudice, published in 1813.",
-         [("Who wrote Pride and Prejudice?", "Jane Austen"), ("When was it published?", "1813")]),
-        ("The Amazon is the largest rainforest on Earth and spans nine countries.",
-         [("How many countries does the Amazon span?", "nine")]),
-        ("Water boils at 100 degrees Celsius at sea level. " * 30,  # long: several windows
-         [("At what temperature does water boil?", "100 degrees Celsius")]),
-    ]
-    data = {"version": "1.1", "data": [
-        {"title": f"a{i}", "paragraphs": [{"context": ctx, "qas": [
-            {"id": f"q{i}-{j}", "question": q,
-             "answers": [{"text": a, "answer_start": ctx.index(a)}]}
-            for j, (q, a) in enumerate(qas)]}]}
-        for i, (ctx, qas) in enumerate(paras[:n_articles])]}
-    path = tmp_path / "squad.json"
-    path.write_text(json.dumps(data))
-    return path
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["unpack_repack", "attention_mask"])
 def test_batch_job_predicts_every_question_like_the_app(tiny_model_dir, tmp_path, mode):
@@ -63,7 +44,7 @@ def test_batch_job_predicts_every_question_like_the_app(tiny_model_dir, tmp_path
     from packing.runtime import ModelRunner
     from packing.runtime.features import Features
 
-    squad, out = _squad_file(tmp_path), tmp_path / "pred.json"
+    squad, out = make_squad_file(tmp_path), tmp_path / "pred.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-job-", dir="/tmp")  # short: socket paths
     proc = subprocess.run([sys.executable, "-m", "packing.cli", "batch", "--input", str(squad),

@@ -82,3 +82,47 @@ def test_runners_autoscale_across_both_nodes_and_back(tiny_model_dir, tmp_path):
     assert len(r["peak_runner_nodes"]) == 2  # the runners spread over both accelerator nodes
     assert any(n == 4 and slots == 8 for _, n, slots in r["timeline"]), r["timeline"]
     assert r["timeline"][0][1] == 1 and r["timeline"][-1][1] == 1
+
+
+JOB_DRIVER = r"""
+import json, os, subprocess, sys
+from packing.bench.cluster import private_cluster
+
+repo, squad, model_dir, out, summary = sys.argv[1:6]
+with private_cluster(2, "IPU", 2) as cluster:
+    cmd = ["ray", "job", "submit", "--address", cluster.dashboard_url, "--working-dir", repo,
+           "--", "packed-bert", "batch", "--input", squad, "--output", out,
+           "--model-dir", model_dir, "--workers", "4", "--num-cpus", "0",
+           "--resources", '{"IPU": 1}', "--backend", "sim", "--sim-tokens-per-s", "8000",
+           "--json", summary]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    print(proc.stdout[-4000:])
+    print(proc.stderr[-4000:], file=sys.stderr)
+    sys.exit(proc.returncode)
+"""
+
+
+def test_batch_job_through_ray_job_submit_on_the_multi_node_cluster(tiny_model_dir, tmp_path):
+    """What a user runs on a cluster: `ray job submit --working-dir . -- packed-bert batch ...`
+    against a private multi-node cluster (head without accelerator, two {"IPU": 2} workers);
+    the job's predictor actors are pinned to IPU, every question gets a prediction."""
+    from pathlib import Path
+
+    from factories import make_squad_file
+
+    repo = Path(__file__).resolve().parents[1]
+    squad = make_squad_file(tmp_path)
+    out, summary = tmp_path / "pred.json", tmp_path / "summary.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    proc = subprocess.run([sys.executable, "-c", JOB_DRIVER, str(repo), str(squad),
+                           str(tiny_model_dir), str(out), str(summary)],
+                          capture_output=True, text=True, timeout=500, env=env, cwd=repo)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout
+    preds = json.loads(out.read_text())
+    truth = json.loads(squad.read_text())
+    ids = {qa["id"] for a in truth["data"] for p in a["paragraphs"] for qa in p["qas"]}
+    assert set(preds) == ids
+    r = json.loads(summary.read_text())
+    assert r["questions"] == len(ids) and r["failed"] == 0 and r["metrics"]["count"] == len(ids)

@@ -203,7 +203,10 @@ def backend_kwargs(settings: dict) -> dict:
                                   settings.get("backend_options"), settings.get("threads"))
 
 
-def _runner_for(key: str, model_dir: str, settings: dict):
+def runner_for(key: str, model_dir: str, settings: dict):
+    """The runner of mode ``key`` (a :data:`MODES` key other than ``hf_pipeline``) on
+    ``model_dir``. ``settings``: ``threads``, ``timeout_s``, ``max_tokens``,
+    ``attention_groups``, backend keys, and ``sdp_batch_size`` for the probed rivals."""
     opts = backend_kwargs(settings)
     if key == "original":
         return ModelRunner(model_dir, **opts)
@@ -285,7 +288,7 @@ def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
         res.seconds = time.perf_counter() - t0
         res.batches, res.efficiency = stats["batches"], stats["real"] / stats["slots"]
     else:
-        runner = _runner_for(key, model_dir, settings)
+        runner = runner_for(key, model_dir, settings)
         try:
             if key.startswith("online_"):
                 run_online(runner, warm, settings["concurrency"])

@@ -35,7 +35,8 @@ class PlacementTimeout(TimeoutError):
 
 def start_cluster(workers: int, resource: str, per_worker: int, head_cpus: int = 4):
     """A local multi-node cluster: a head with ``head_cpus`` CPUs and no accelerator, and
-    ``workers`` nodes with no CPUs and ``{resource: per_worker}``. Connects this driver."""
+    ``workers`` nodes with no CPUs and ``{resource: per_worker}``. Connects this driver; the
+    returned cluster's ``dashboard_url`` (``http://host:port``) takes ``ray job submit``."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -49,7 +50,9 @@ def start_cluster(workers: int, resource: str, per_worker: int, head_cpus: int =
     for _ in range(workers):
         cluster.add_node(num_cpus=0, resources={resource: per_worker})
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace="packed-bert-placement", log_to_driver=False)
+    ctx = ray.init(address=cluster.address, namespace="packed-bert-placement", log_to_driver=False)
+    url = ctx.dashboard_url
+    cluster.dashboard_url = url if url.startswith("http") else f"http://{url}"
     return cluster
 
 

