@@ -115,7 +115,8 @@ class Packer:
         return await self.batcher.submit_many([self._validated(f) for f in features])
 
     async def _execute(self, plan: Plan, features: list[Features]) -> list[SpanLogits]:
-        return await retry_replica_lost(lambda: self.runner.execute.remote(plan, features))
+        demand = self.batcher.inflight + self.batcher.queued_plans  # autoscaling signal
+        return await retry_replica_lost(lambda: self.runner.execute.remote(plan, features, demand))
 
     def _observe(self, plan: Plan, seconds: float, error: BaseException | None,
                  waits: list[float]) -> None:

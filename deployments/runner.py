@@ -9,6 +9,7 @@ simulated accelerator (:mod:`packing.runtime.sim`), which holds no CPU while a b
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,14 +54,28 @@ class PackRunnerDeployment:
             if fault_file:  # model calls fail while this file exists (drills)
                 be = FaultInjectingBackend(be, fault_file)
             self._executors[kind] = PlanExecutor(be, self.manifest)
+        self._demand = (0, 0.0)  # (packer's demand in plans, when it came): autoscaling signal
 
-    async def execute(self, plan: Plan, features: Sequence[Features]) -> list[SpanLogits]:
-        """Run one plan (``features[k]`` is its k-th sequence); results in plan order."""
+    async def execute(self, plan: Plan, features: Sequence[Features],
+                      demand_plans: int | None = None) -> list[SpanLogits]:
+        """Run one plan (``features[k]`` is its k-th sequence); results in plan order.
+        ``demand_plans``: the sending packer's plans running or waiting for a slot, reported
+        to the autoscaler (:mod:`deployments.autoscaling`)."""
+        if demand_plans is not None:
+            self._demand = (int(demand_plans), time.monotonic())
         kind = graph_for(plan)
         if kind not in self._executors:
             raise ValueError(f"PackRunner runs packed plans only, got a {type(plan).__name__}")
         # Off the event loop, so health checks and the next call stay responsive.
         return await asyncio.to_thread(self._executors[kind].execute, plan, list(features))
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Custom autoscaling metrics (Serve calls this every ``metrics_interval_s``): the
+        latest packer demand, 0 when no plan came recently."""
+        from deployments.autoscaling import DEMAND, STALE_S
+
+        demand, at = self._demand
+        return {DEMAND: float(demand if time.monotonic() - at <= STALE_S else 0)}
 
     def slots(self) -> int:
         """Plans this replica takes at once (its ``max_ongoing_requests``).

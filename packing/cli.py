@@ -261,7 +261,8 @@ def _autoscale(args: argparse.Namespace) -> int:
     data = _workload_of(args)
     r = autoscale_step(str(Path(args.model_dir).resolve()), data, workers=args.workers,
                        per_worker=args.per_worker, profile=args.sim_profile,
-                       tokens_per_s=args.sim_tokens_per_s)
+                       tokens_per_s=args.sim_tokens_per_s, policy=args.policy)
+    print(f"runner autoscaling policy: {args.policy}")
     print("t (s) | runner replicas | packer dispatch slots")
     for t, n, slots in r["timeline"]:
         print(f"{t:5.1f} | {n} | {slots}")
@@ -587,6 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
     au = _cluster_flags(sub.add_parser(
         "autoscale", help="a step of load on a local multi-node cluster: runners autoscale "
         "from 1 to every accelerator unit and back; reaction times"), samples=2000)
+    au.add_argument("--policy", choices=["packing", "default"], default="packing",
+                    help="runner autoscaling: packing (the packer's demand in plans, "
+                    "deployments/autoscaling.py; what configs/squad.yaml uses) or Serve's "
+                    "default (requests ongoing at the runners)")
     au.set_defaults(func=_autoscale)
 
     ba = sub.add_parser("batch", help="offline packed question answering over Ray Data: "

@@ -78,6 +78,7 @@ def test_runners_autoscale_across_both_nodes_and_back(tiny_model_dir, tmp_path):
                            "--json", str(out)], capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads(out.read_text())
+    assert "runner autoscaling policy: packing" in proc.stdout  # the shipped policy
     assert r["up_s"] is not None and r["down_s"] is not None, r["timeline"]
     assert len(r["peak_runner_nodes"]) == 2  # the runners spread over both accelerator nodes
     assert any(n == 4 and slots == 8 for _, n, slots in r["timeline"]), r["timeline"]

@@ -31,20 +31,23 @@ def run():
 
 
 class FakeRunnerHandle:
-    """Stands in for the PackRunner handle: ``execute.remote(plan, feats)`` -> awaitable."""
+    """Stands in for the PackRunner handle: ``execute.remote(plan, feats, demand)`` ->
+    awaitable; ``demands`` keeps the packer's demand sent with each plan."""
 
     def __init__(self, model_dir, fail_calls=(), delay_s: float = 0.0):
         m = Manifest.read(model_dir)
         self.executors = {kind: PlanExecutor(load_backend("onnxruntime", model_dir / f), m)
                           for kind, f in m.graphs.items()}
         self.calls, self.fail_calls, self.delay_s = [], set(fail_calls), delay_s
+        self.demands: list[int] = []
         self.execute = self
 
-    def remote(self, plan, feats):
+    def remote(self, plan, feats, demand_plans=None):
         from deployments.runner import graph_for
 
         async def run():
             self.calls.append(plan)
+            self.demands.append(demand_plans)
             number = len(self.calls)  # 1-based call number
             await asyncio.sleep(self.delay_s)
             if number in self.fail_calls:
@@ -104,6 +107,10 @@ def test_every_caller_gets_its_own_logits(run, tiny_model_dir, requests, solo, m
         assert plan.n_seqs <= cfg.max_valid_num and plan.real_tokens <= cfg.capacity_tokens
     # under load batches stay full: few, large batches
     assert stats["batches"] <= len(requests) / 4
+    # every plan carries the packer's demand (the autoscaling signal): itself at least, and
+    # under 24 clients more plans than the 2 dispatch slots at some point
+    assert len(runner.demands) == len(runner.calls) and min(runner.demands) >= 1
+    assert max(runner.demands) > 2
 
 
 def test_failed_plan_fails_only_its_callers(run, tiny_model_dir, requests, solo):

@@ -315,10 +315,15 @@ AUTOSCALING = {"min_replicas": 1, "target_ongoing_requests": 1, "upscale_delay_s
 scale on slots in use, target 1 of ``max_ongoing_requests`` 2, as ``configs/squad.yaml``."""
 
 
+POLICIES = {"default": None,  # Serve's: requests ongoing at the runners
+            "packing": "deployments.autoscaling:packing_aware_policy"}
+
+
 def autoscale_step(model_dir: str, data: Sequence[Features], workers: int = 2,
                    per_worker: int = 2, resource: str = "IPU", profile: str = "slow",
                    tokens_per_s: float | None = None, clients: int = 24, up_limit_s: float = 60.0,
-                   down_limit_s: float = 90.0, timeout_s: float = 120.0) -> dict:
+                   down_limit_s: float = 90.0, timeout_s: float = 120.0,
+                   policy: str = "packing") -> dict:
     """A step of load on the runners of a multi-node cluster, then none.
 
     Runners autoscale from 1 to ``workers * per_worker`` (:data:`AUTOSCALING`); ``clients``
@@ -329,8 +334,12 @@ def autoscale_step(model_dir: str, data: Sequence[Features], workers: int = 2,
     """
     top = workers * per_worker
     with private_cluster(workers, resource, per_worker):
-        _deploy(model_dir, 1, resource, profile, tokens_per_s,
-                autoscaling={**AUTOSCALING, "max_replicas": top})
+        autoscaling = {**AUTOSCALING, "max_replicas": top}
+        if policy == "packing":  # the packer's demand in plans (deployments/autoscaling.py)
+            autoscaling["policy"] = {"policy_function": POLICIES["packing"]}
+        elif policy != "default":
+            raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {policy!r}")
+        _deploy(model_dir, 1, resource, profile, tokens_per_s, autoscaling=autoscaling)
         wait_for_app(APP, timeout_s)
         return asyncio.run(_step(data, top, clients, up_limit_s, down_limit_s))
 
