@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ray import serve
 
+from deployments.autoscaling import DEMAND, STALE_S
 from packing.model.manifest import Manifest
 from packing.policy.plans import AttentionMaskPlan, Plan, UnpackRepackPlan
 from packing.runtime.backend import load_backend
@@ -72,8 +73,6 @@ class PackRunnerDeployment:
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Custom autoscaling metrics (Serve calls this every ``metrics_interval_s``): the
         latest packer demand, 0 when no plan came recently."""
-        from deployments.autoscaling import DEMAND, STALE_S
-
         demand, at = self._demand
         return {DEMAND: float(demand if time.monotonic() - at <= STALE_S else 0)}
 

@@ -280,3 +280,29 @@ def test_batch_windows_equal_one_pair_at_a_time(tok):
                 np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     assert sum(isinstance(o, BadRequest) for o in got) == 3
     assert len(got[0]) > 1 and len(got[4]) > 1
+
+
+def test_answers_for_splits_flat_outputs_per_question(tok):
+    from types import SimpleNamespace
+
+    from packing.qa.windows import answers_for
+
+    c1, c2 = "red blue green", long_context()
+    w1 = make_windows(tok, QUESTION, c1, SEQ)
+    w2 = make_windows(tok, QUESTION, c2, SEQ)
+    assert len(w2) > 1
+    bad = BadRequest("question too long")
+
+    def out(w, at):  # logits pointing at context token number ``at`` of window ``w``
+        s = np.zeros(len(w))
+        s[ctx_positions(w)[at]] = 5.0
+        return SimpleNamespace(start_logits=s, end_logits=s.copy())
+
+    outputs = [out(w1[0], 1)] + [out(w, 0) for w in w2]
+    got = answers_for([w1, bad, w2], outputs, [c1, "unused", c2])
+    assert got[0].text == "blue" and got[1] is bad
+    want = best_answer(w2, [o.start_logits for o in outputs[1:]],
+                       [o.end_logits for o in outputs[1:]], c2)
+    assert got[2] == want
+    with pytest.raises(ValueError, match="outputs for"):
+        answers_for([w1, w2], outputs[:-1], [c1, c2])

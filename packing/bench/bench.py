@@ -102,7 +102,9 @@ def machine_info(threads: int | None, backend: str = "onnxruntime") -> dict:
             "platform": platform.platform(), "backend": backend}
 
 
-def _max_diff(got: Sequence[SpanLogits], ref: dict[int, SpanLogits]) -> float:
+def max_logit_diff(got: Sequence[SpanLogits], ref: dict[int, SpanLogits]) -> float:
+    """Largest |start or end logit difference| between ``got[i]`` and ``ref[i]`` over the
+    indices of ``ref``."""
     worst = 0.0
     for i, r in ref.items():
         g = got[i]
@@ -311,7 +313,7 @@ def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
     if latency is not None:
         res.p50_ms = float(np.percentile(latency, 50) * 1000)
         res.p99_ms = float(np.percentile(latency, 99) * 1000)
-    res.max_abs_diff = _max_diff(outs, reference)
+    res.max_abs_diff = max_logit_diff(outs, reference)
     return res
 
 

@@ -315,8 +315,8 @@ AUTOSCALING = {"min_replicas": 1, "target_ongoing_requests": 1, "upscale_delay_s
 scale on slots in use, target 1 of ``max_ongoing_requests`` 2, as ``configs/squad.yaml``."""
 
 
-POLICIES = {"default": None,  # Serve's: requests ongoing at the runners
-            "packing": "deployments.autoscaling:packing_aware_policy"}
+POLICIES = {"default": None,  # Serve's own: requests ongoing at the runners
+            "packing": "deployments.autoscaling:packing_aware_policy"}  # the packer's demand
 
 
 def autoscale_step(model_dir: str, data: Sequence[Features], workers: int = 2,
@@ -334,11 +334,11 @@ def autoscale_step(model_dir: str, data: Sequence[Features], workers: int = 2,
     """
     top = workers * per_worker
     with private_cluster(workers, resource, per_worker):
-        autoscaling = {**AUTOSCALING, "max_replicas": top}
-        if policy == "packing":  # the packer's demand in plans (deployments/autoscaling.py)
-            autoscaling["policy"] = {"policy_function": POLICIES["packing"]}
-        elif policy != "default":
+        if policy not in POLICIES:
             raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {policy!r}")
+        autoscaling = {**AUTOSCALING, "max_replicas": top}
+        if POLICIES[policy]:
+            autoscaling["policy"] = {"policy_function": POLICIES[policy]}
         _deploy(model_dir, 1, resource, profile, tokens_per_s, autoscaling=autoscaling)
         wait_for_app(APP, timeout_s)
         return asyncio.run(_step(data, top, clients, up_limit_s, down_limit_s))

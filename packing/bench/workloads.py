@@ -69,13 +69,9 @@ def synthetic_features(lengths, vocab_size: int, type_vocab_size: int = 2,
 
 def squad_questions(path: str | Path) -> list[tuple[str, str, str]]:
     """``(id, question, context)`` for every question of a SQuAD v1.1/v2 JSON file."""
-    data = json.loads(Path(path).read_text())
-    out = []
-    for article in data["data"]:
-        for para in article["paragraphs"]:
-            for qa in para["qas"]:
-                out.append((qa["id"], qa["question"], para["context"]))
-    return out
+    from packing.qa.squad_file import read_questions
+
+    return [(q.id, q.question, q.context) for q in read_questions(path)]
 
 
 def sample_squad(path: str | Path, n: int, seed: int = DEFAULT_SEED) -> list[tuple[str, str]]:

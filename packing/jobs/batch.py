@@ -26,18 +26,11 @@ import numpy as np
 def read_squad(path: str | Path, limit: int | None = None) -> tuple[list[dict], dict]:
     """Rows ``{"id", "question", "context"}`` in file order (the first ``limit``) and the
     ground truth ``{id: [answer texts]}`` of those that have answers."""
-    data = json.loads(Path(path).read_text())
-    rows, answers = [], {}
-    for article in data["data"]:
-        for para in article["paragraphs"]:
-            for qa in para["qas"]:
-                rows.append({"id": qa["id"], "question": qa["question"],
-                             "context": para["context"]})
-                if qa.get("answers"):
-                    answers[qa["id"]] = [a["text"] for a in qa["answers"]]
-                if limit is not None and len(rows) >= limit:
-                    return rows, {k: v for k, v in answers.items()}
-    return rows, answers
+    from packing.qa.squad_file import read_questions
+
+    questions = read_questions(path)[:limit]
+    rows = [{"id": q.id, "question": q.question, "context": q.context} for q in questions]
+    return rows, {q.id: list(q.answers) for q in questions if q.answers}
 
 
 class QAPredictor:
@@ -69,38 +62,21 @@ class QAPredictor:
     def __call__(self, batch: dict) -> dict:
         started = time.time()
         from packing.qa.requests import BadRequest
-        from packing.qa.windows import best_answer, make_windows_batch
+        from packing.qa.windows import answers_for, make_windows_batch
         from packing.runtime.features import Features
 
         ids = [str(x) for x in batch["id"]]
         contexts = [str(x) for x in batch["context"]]
         pairs = list(zip((str(q) for q in batch["question"]), contexts))
         per_q = make_windows_batch(self.tokenizer, pairs, self.seq_len, self.doc_stride)
-        flat, owner = [], []
-        for k, wins in enumerate(per_q):
-            if isinstance(wins, BadRequest):
-                continue
-            for w in wins:
-                flat.append(Features(w.input_ids, w.token_type_ids))
-                owner.append(k)
+        flat = [Features(w.input_ids, w.token_type_ids) for wins in per_q
+                if not isinstance(wins, BadRequest) for w in wins]
         outs = self.runner.run(flat) if flat else []
-        got: dict[int, list] = {}
-        for k, out in zip(owner, outs):
-            got.setdefault(k, []).append(out)
-        preds, errors, counts = [], [], []
-        for k, wins in enumerate(per_q):
-            if isinstance(wins, BadRequest):
-                preds.append("")
-                errors.append(str(wins))
-                counts.append(0)
-                continue
-            logits = got[k]
-            ans = best_answer(wins, [o.start_logits for o in logits],
-                              [o.end_logits for o in logits], contexts[k],
-                              self.max_answer_tokens)
-            preds.append(ans.text)
-            errors.append("")
-            counts.append(len(wins))
+        answers = answers_for(per_q, outs, contexts, self.max_answer_tokens)
+        bad = [isinstance(a, BadRequest) for a in answers]
+        preds = ["" if b else a.text for a, b in zip(answers, bad)]
+        errors = [str(a) if b else "" for a, b in zip(answers, bad)]
+        counts = [0 if isinstance(w, BadRequest) else len(w) for w in per_q]
         n = len(ids)
         return {"id": np.array(ids, dtype=object), "prediction": np.array(preds, dtype=object),
                 "error": np.array(errors, dtype=object), "windows": np.array(counts),

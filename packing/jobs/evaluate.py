@@ -1,6 +1,6 @@
 """``packed-bert eval``: EM / F1 of one model folder under every run mode, side by side.
 
-The questions (by default the held-out articles of :mod:`packing.train.data`) are tokenized
+The questions (by default the held-out articles of :mod:`packing.qa.squad_file`) are tokenized
 once into windows, exactly as serving does; every mode runs the same windows (Original:
 padded batches; the packed modes offline and online, through the same runners ``bench``
 measures); the best span over a question's windows is its prediction, scored with the
@@ -12,23 +12,22 @@ over HTTP (list bodies, the same questions), which gives its answers/s.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
-from ..bench.bench import run_online, runner_for
+from ..bench.bench import max_logit_diff, run_online, runner_for
+from ..bench.loadtest import drive
 from ..bench.modes import MODES
 from ..model.manifest import Manifest
+from ..policy.attention import ATTENTION_GROUPS
 from ..qa.requests import BadRequest, Limits
 from ..qa.squad_eval import evaluate
-from ..qa.windows import Window, best_answer, make_windows_batch
+from ..qa.squad_file import Question, read_questions
+from ..qa.windows import answers_for, make_windows_batch
 from ..runtime.features import Features
-from ..train.data import Question, read_questions
 
 #: Original and every packed mode, in the spec's order.
 EVAL_MODES: tuple[str, ...] = ("original", "offline_unpack_repack", "online_unpack_repack",
@@ -50,34 +49,12 @@ class ModeScore:
     predictions: dict[str, str] = field(default_factory=dict, repr=False)  # id -> answer text
 
 
-def question_windows(tokenizer, questions: Sequence[Question], seq_len: int,
-                     doc_stride: int = 128) -> list[list[Window] | BadRequest]:
-    """Windows of every question (serving's tokenization), in order."""
-    return make_windows_batch(tokenizer, [(q.question, q.context) for q in questions], seq_len,
-                              doc_stride)
-
-
 def predictions_from(questions: Sequence[Question], per_q, outputs, max_answer_tokens: int
                      ) -> dict[str, str]:
-    """``{id: answer text}`` from the flat per-window ``outputs`` (in window order, questions
-    that could not be tokenized skipped): the best span over each question's windows."""
-    preds: dict[str, str] = {}
-    i = 0
-    for q, wins in zip(questions, per_q):
-        if isinstance(wins, BadRequest):
-            preds[q.id] = ""
-            continue
-        outs = outputs[i : i + len(wins)]
-        i += len(wins)
-        ans = best_answer(wins, [o.start_logits for o in outs], [o.end_logits for o in outs],
-                          q.context, max_answer_tokens)
-        preds[q.id] = ans.text
-    return preds
-
-
-def _max_diff(outs, ref) -> float:
-    return max(max(float(np.abs(a.start_logits - b.start_logits).max()),
-                   float(np.abs(a.end_logits - b.end_logits).max())) for a, b in zip(outs, ref))
+    """``{id: answer text}`` from the flat per-window ``outputs`` (:func:`answers_for`): the
+    best span over each question's windows, "" for a question that could not be tokenized."""
+    answers = answers_for(per_q, outputs, [q.context for q in questions], max_answer_tokens)
+    return {q.id: "" if isinstance(a, BadRequest) else a.text for q, a in zip(questions, answers)}
 
 
 def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
@@ -90,12 +67,13 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
     model_dir = str(model_dir)
     manifest = Manifest.read(Path(model_dir))
     tok = AutoTokenizer.from_pretrained(model_dir)
-    per_q = question_windows(tok, questions, manifest.seq_len, doc_stride)
+    per_q = make_windows_batch(tok, [(q.question, q.context) for q in questions],
+                               manifest.seq_len, doc_stride)  # serving's tokenization
     flat = [Features(w.input_ids, w.token_type_ids) for wins in per_q
             if not isinstance(wins, BadRequest) for w in wins]
     answers = {q.id: list(q.answers) for q in questions if q.answers}
     settings = {"threads": threads, "timeout_s": 0.01, "max_tokens": None,
-                "attention_groups": 4, "batch_size": manifest.batch_size}
+                "attention_groups": ATTENTION_GROUPS, "batch_size": manifest.batch_size}
     scores: list[ModeScore] = []
     reference = None
     for key in modes:
@@ -120,7 +98,7 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
         if key == "original":
             reference = (outs, preds)
         elif reference is not None:
-            score.max_abs_diff = _max_diff(outs, reference[0])
+            score.max_abs_diff = max_logit_diff(outs, dict(enumerate(reference[0])))
             score.differ_from_original = sum(preds[k] != reference[1][k] for k in preds)
         scores.append(score)
     return scores
@@ -142,33 +120,20 @@ def evaluate_http(url: str, questions: Sequence[Question], concurrency: int = 4,
     bodies = [list(questions[i : i + per_body]) for i in range(0, len(questions), per_body)]
     preds: dict[str, str] = {}
     errors: list[BaseException] = []
-    lock = threading.Lock()
-    todo = iter(bodies)
 
-    def client() -> None:
-        while not errors:
-            with lock:
-                body = next(todo, None)
-            if body is None:
-                return
-            try:
-                got = _post(url, [{"question": q.question, "context": q.context} for q in body],
-                            timeout_s)
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-                return
-            with lock:
-                preds.update({q.id: a["answer"] for q, a in zip(body, got)})
+    def call(i: int) -> bool:
+        try:
+            got = _post(url, [{"question": q.question, "context": q.context} for q in bodies[i]],
+                        timeout_s)
+        except Exception as exc:  # drive counts it and goes on; raised below
+            errors.append(exc)
+            raise
+        preds.update({q.id: a["answer"] for q, a in zip(bodies[i], got)})
+        return True
 
-    t0 = time.perf_counter()
-    workers = [threading.Thread(target=client, daemon=True) for _ in range(max(1, concurrency))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    seconds, _, _ = drive(len(bodies), concurrency, call)
     if errors:
         raise errors[0]
-    seconds = time.perf_counter() - t0
     metric = evaluate({q.id: list(q.answers) for q in questions if q.answers}, preds)
     return ModeScore("http", f"HTTP app ({url})", metric["exact_match"], metric["f1"], seconds,
                      predictions=preds)

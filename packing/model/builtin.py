@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .manifest import sha256_file
 from .weights import BertDims, check_weights, normalise_names
 
 BUILTIN_PREFIX = "builtin:"
@@ -52,14 +53,6 @@ BUILTINS = {"squad-mini": BuiltinModel("squad-mini", "squad_mini")}
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def base_folder() -> Path:
@@ -89,7 +82,7 @@ def load_base(check_hash: bool = True) -> tuple[BertDims, dict[str, np.ndarray],
     folder = base_folder()
     path = folder / "model.safetensors"
     if check_hash:
-        got = _sha256_path(path)
+        got = sha256_file(path)
         if got != BASE_SHA256:
             raise RuntimeError(f"{path}: SHA-256 {got}, expected {BASE_SHA256} "
                                f"({BASE_PACKAGE}=={BASE_VERSION})")

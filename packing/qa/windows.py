@@ -238,3 +238,25 @@ def best_answer(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
             return Answer(text=context[start_char:end_char], score=score, start=start_char,
                           end=end_char, window=w.window_index)
     raise AssertionError("unreachable: a single context token is always a valid span")
+
+
+def answers_for(per_question: Sequence[Sequence[Window] | BadRequest], outputs: Sequence[Any],
+                contexts: Sequence[str], max_answer_tokens: int = 30) -> list[Answer | BadRequest]:
+    """The :func:`best_answer` of every question, in order, from ``outputs``: the model's
+    per-window results (anything with ``start_logits`` / ``end_logits``) for all windows of
+    ``per_question`` laid end to end, a question that is a :class:`BadRequest` having none
+    (it is passed through). Raises ValueError when ``outputs`` does not match the windows."""
+    expected = sum(len(w) for w in per_question if not isinstance(w, BadRequest))
+    if len(outputs) != expected:
+        raise ValueError(f"{len(outputs)} outputs for {expected} windows")
+    out: list[Answer | BadRequest] = []
+    i = 0
+    for wins, context in zip(per_question, contexts):
+        if isinstance(wins, BadRequest):
+            out.append(wins)
+            continue
+        mine = outputs[i : i + len(wins)]
+        i += len(wins)
+        out.append(best_answer(wins, [o.start_logits for o in mine], [o.end_logits for o in mine],
+                               context, max_answer_tokens))
+    return out

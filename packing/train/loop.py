@@ -32,7 +32,7 @@ LAYOUTS = ("packed", "padded")
 class TrainConfig:
     """Fine-tuning settings; validated on construction (ValueError names the bad value)."""
 
-    squad_path: str  # SQuAD v1.1 dev json; the train split of packing.train.data is used
+    squad_path: str  # SQuAD v1.1 dev json; the train split of packing.qa.squad_file is used
     seq_len: int = 384  # window length in tokens (question + context + specials)
     doc_stride: int = 128  # context tokens shared by consecutive windows
     seqs_per_step: int = 16  # windows per optimizer step, both layouts
