@@ -1,7 +1,8 @@
 """The application builder: ``serve run configs/squad.yaml`` finds it through ``import_path``.
 
-Graph: HTTP -> Ingress (tokenizer: windows, batched) -> Packer (the online batcher) ->
-PackRunner replicas. Handles are injected through each deployment's ``__init__``. The model
+Graph: HTTP -> Ingress (tokenizer: windows, batched) -> Packer (``@serve.batch`` admission, the
+packing-aware collate, dispatch to free runner slots) -> PackRunner replicas. Handles are
+injected through each deployment's ``__init__``. The model
 folder is prepared here, once, before any replica starts; replicas only read it, and every
 shape they use comes from its manifest. The Packer's token budget for ``max_tokens: auto`` is
 calibrated here too, once, on the runners' backend (see :func:`calibrated_budget`).

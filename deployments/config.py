@@ -13,23 +13,37 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from packing.qa.requests import Limits
+from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig
 
 
 class PackingKnobs(BaseModel):
-    """How the packer forms batches (Packer ``user_config``)."""
+    """How the packer admits windows and packs them (Packer ``user_config``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["attention_mask", "unpack_repack"] = "unpack_repack"  # graph layout
     algorithm: Literal["first_fit", "next_fit", "best_fit"] = "first_fit"  # row heuristic
-    timeout_s: float = Field(0.01, ge=0.0, le=10.0)  # max wait of the oldest request
+    # Admission (@serve.batch, count path). Windows per admitted batch (None: max_valid_num).
+    max_batch_size: int | None = Field(DEFAULT_ADMISSION.max_batch_size, ge=1, le=65536)
+    # Longest a batch stays open after its first window was taken.
+    batch_wait_timeout_s: float = Field(DEFAULT_ADMISSION.batch_wait_timeout_s, ge=0.0, le=10.0)
+    # Admitted batches in the dispatch step at once (None: max_pending, so it never binds first).
+    max_concurrent_batches: int | None = Field(DEFAULT_ADMISSION.max_concurrent_batches, ge=1)
+    # merge: the next plan packs everything waiting for a runner slot (no collapse under load);
+    # per_batch: each admitted batch packed alone, as a plain @serve.batch (comparison only).
+    dispatch: Literal["merge", "per_batch"] = "merge"
     max_valid_num: int | None = Field(None, ge=1, le=4096)  # sequences per batch (None: manifest)
     # Real tokens per batch: "auto" = the budget calibrated for the runners' device (measured
     # once by build_app, cached in the model folder's calibration.json); an int pins it
     # (within [seq_len, batch_size x seq_len]); None = the full batch, batch_size x seq_len.
     max_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
     attention_groups: int = Field(4, ge=1, le=4)  # unpack_repack attention width groups (1: longest)
-    max_pending: int = Field(4096, ge=1)  # requests the packer holds before refusing more
+    max_pending: int = Field(4096, ge=1)  # windows the packer holds before refusing more (503)
+
+    def admission(self) -> AdmissionConfig:
+        """The admission knobs as the runtime's :class:`AdmissionConfig`."""
+        return AdmissionConfig(self.max_batch_size, self.batch_wait_timeout_s,
+                               self.max_concurrent_batches)
 
 
 class PrepareShapes(BaseModel):

@@ -23,7 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from packing.model.manifest import Manifest
 from packing.qa.requests import BadRequest, Limits, QARequest, parse_body, parse_payload
 from packing.qa.windows import best_answer, make_windows_batch
-from packing.runtime.batcher import Overloaded
+from packing.runtime.admission import Overloaded
 from packing.runtime.features import Features, InvalidInput
 
 from .metrics import IngressMetrics

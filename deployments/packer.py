@@ -1,15 +1,22 @@
-"""The packer deployment: runs the one online batcher in front of the PackRunner replicas.
+"""The packer deployment: ``@serve.batch`` admission, the packing-aware collate, runner dispatch.
 
-Requests (one window each, or all windows of an HTTP body in one ``many`` call) are packed
-by :class:`~packing.runtime.batcher.PackBatcher` -- the same batcher the in-process online
-``PackRunner`` and ``packed-bert bench`` use -- under the knobs of this deployment's
-``user_config``. Each closed plan goes to a PackRunner replica with one handle call.
+Each window (one ``__call__``, or the k windows of an HTTP body in one ``many`` call, admitted
+all or none against ``max_pending``) is one item of Ray Serve's ``@serve.batch`` (count path:
+``max_batch_size``, ``batch_wait_timeout_s``, ``max_concurrent_batches``, from this
+deployment's ``user_config``; changed live in :meth:`Packer.reconfigure`). The batch function
+is the dispatch step, :meth:`~packing.runtime.dispatch.Dispatcher.run_batch`: whenever a
+runner slot is free it packs everything admitted and waiting with the one packing policy,
+:func:`packing.policy.collate.collate`, and sends each plan to a PackRunner replica with one
+handle call; results go back to each window by index.
 
-Dispatch slots follow the runners: the packer lets as many plans run at once as the
-running PackRunner replicas take together (replicas x their ``max_ongoing_requests``),
-re-reading the replica count from Serve every ``runner_poll_s`` seconds, so autoscaling the
-runners scales the packer's output with them, and a batch is only closed on its timeout
-when a runner can start it at once.
+Why a dispatch step behind ``@serve.batch``: Serve closes batches on its timer whether or not
+a runner can take them. Packed as they close, under load each would be a small plan; here
+they wait together for the next free slot and leave as one full plan (``docs/serving.md``:
+the overload run, with and without it).
+
+Dispatch slots follow the runners: running PackRunner replicas x their
+``max_ongoing_requests``, re-read from Serve every ``runner_poll_s`` seconds, so autoscaling
+the runners scales the packer's output with them.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -24,7 +32,8 @@ from ray.serve.handle import DeploymentHandle
 from packing.model.manifest import Manifest
 from packing.policy.config import PackingConfig
 from packing.policy.plans import Plan
-from packing.runtime.batcher import Overloaded, PackBatcher
+from packing.runtime.admission import Overloaded
+from packing.runtime.dispatch import Dispatcher, Window, admit_windows
 from packing.runtime.features import Features, SpanLogits, validate_features
 
 from .config import PackingKnobs
@@ -45,7 +54,10 @@ def running_replicas(app: str, deployment: str) -> int | None:
     return sum(n for state, n in status.replica_states.items() if str(state).endswith("RUNNING"))
 
 
-@serve.deployment(name="Packer", max_ongoing_requests=8192, ray_actor_options={"num_cpus": 0})
+# max_ongoing_requests: handle calls at once (each carries >= 1 window). The packer's own
+# bound is max_pending windows; this is set high enough that Serve never refuses first and
+# that @serve.batch's max_batch_size x max_concurrent_batches check holds at the defaults.
+@serve.deployment(name="Packer", max_ongoing_requests=1 << 18, ray_actor_options={"num_cpus": 0})
 class Packer:
     """``__call__(features) -> SpanLogits`` for one window; ``many([features, ...])`` for all
     windows of a request body, in order, in one call."""
@@ -62,27 +74,31 @@ class Packer:
         self.runner_poll_s = runner_poll_s
         self.runner_replicas = 1  # last count read from Serve
         self.runner_slots: int | None = None  # max_ongoing_requests of a runner replica, once read
+        self.pending = 0  # windows submitted and not yet answered
+        self.pending_tokens = 0  # their real tokens
         self._watcher: asyncio.Task | None = None
-        try:  # outside a replica (unit tests) there are no runner replicas to follow
+        try:  # outside a replica there are no runner replicas to follow
             self._app: str | None = serve.get_replica_context().app_name
         except Exception:  # noqa: BLE001
             self._app = None
         knobs = PackingKnobs()
-        self.batcher = PackBatcher(self._config(knobs), self._execute, max_inflight_batches=1,
-                                   max_pending=knobs.max_pending, on_plan=self._observe)
+        self.dispatcher = Dispatcher(self._config(knobs), self._execute, slots=1,
+                                     on_plan=self._observe)
+        self.knobs: PackingKnobs | None = None
+        self.admission: dict = {}
+        self._admit: Callable | None = None
         self.reconfigure(knobs.model_dump())
 
     def _config(self, knobs: PackingKnobs) -> PackingConfig:
-        """The batcher's config for ``knobs``: ``max_tokens: auto`` is the calibrated budget, an
-        int is pinned; PackingConfig's ValueError names a value that does not fit the model."""
+        """The packing policy's config for ``knobs``: ``max_tokens: auto`` is the calibrated
+        budget, an int is pinned; PackingConfig's ValueError names a value that does not fit."""
         m = self.manifest
         max_tokens = self.calibrated_max_tokens if knobs.max_tokens == "auto" else knobs.max_tokens
         try:
             return PackingConfig(seq_len=m.seq_len, batch_size=m.batch_size,
                                  max_valid_num=knobs.max_valid_num or m.max_valid_num,
-                                 timeout_s=knobs.timeout_s, mode=knobs.mode,
-                                 algorithm=knobs.algorithm, max_tokens=max_tokens,
-                                 attention_groups=knobs.attention_groups)
+                                 mode=knobs.mode, algorithm=knobs.algorithm,
+                                 max_tokens=max_tokens, attention_groups=knobs.attention_groups)
         except ValueError as exc:
             if knobs.max_tokens == "auto" and "max_tokens" in str(exc):
                 raise ValueError(f"max_tokens 'auto' (calibrated budget {max_tokens!r}): "
@@ -90,12 +106,48 @@ class Packer:
             raise
 
     def reconfigure(self, user_config: dict | None) -> None:
-        """Apply new packing knobs (Serve calls this on ``user_config`` changes)."""
+        """Apply new knobs (Serve calls this on ``user_config`` changes, without a restart).
+
+        Packing knobs apply to the next plan; ``max_batch_size`` and ``batch_wait_timeout_s``
+        to the next admitted batch (``@serve.batch``'s setters). Serve has no setter for
+        ``max_concurrent_batches``: a new value starts a new admission queue, and batches
+        already admitted finish on the old one. A bad value raises ValueError and changes
+        nothing."""
         knobs = PackingKnobs(**(user_config or {}))
         config = self._config(knobs)  # ValueError names a knob that does not fit the model
+        size = knobs.admission().batch_size(config.max_valid_num)
+        wait = knobs.batch_wait_timeout_s
+        concurrent = knobs.admission().concurrent_batches(knobs.max_pending)
+        if self._admit is None or concurrent != self.admission["max_concurrent_batches"]:
+            self._admit = self.make_admission(self._collate, size, wait, concurrent)
+        else:
+            self._admit.set_max_batch_size(size)
+            self._admit.set_batch_wait_timeout_s(wait)
+        self.admission = {"max_batch_size": size, "batch_wait_timeout_s": wait,
+                          "max_concurrent_batches": concurrent}  # in force, as resolved
+        self.dispatcher.set_config(config)
+        self.dispatcher.set_dispatch(knobs.dispatch)
         self.knobs = knobs
-        self.batcher.set_config(config)
-        self.batcher.set_limits(max_pending=knobs.max_pending)
+
+    def make_admission(self, collate: Callable, max_batch_size: int,
+                       batch_wait_timeout_s: float, max_concurrent_batches: int) -> Callable:
+        """The admission wrapper around ``collate``: ``await admit(window)`` returns
+        ``collate(batch)[k]`` for the batch the window was admitted in; it has Serve's
+        ``set_max_batch_size`` / ``set_batch_wait_timeout_s`` setters.
+
+        Here: Ray Serve's ``@serve.batch`` (count path). It works only inside a replica; a
+        Packer run on a plain event loop (unit tests) overrides this with
+        :class:`~packing.runtime.admission.CountAdmission`, which forms the same batches."""
+        return serve.batch(max_batch_size=max_batch_size,
+                           batch_wait_timeout_s=batch_wait_timeout_s,
+                           max_concurrent_batches=max_concurrent_batches)(collate)
+
+    async def _collate(self, windows: list[Window]) -> list:
+        """The ``@serve.batch`` batch function: the admitted windows go to the dispatch step,
+        which packs them (with whatever else waits) by the packing-aware collate as soon as a
+        runner slot is free. Returns once every window is answered; never raises a
+        ``CancelledError`` (see :meth:`Dispatcher.run_batch`)."""
+        return await self.dispatcher.run_batch(windows)
 
     # --------------------------------------------------------------- requests
     def _validated(self, features: Features) -> Features:
@@ -103,19 +155,40 @@ class Packer:
         return validate_features(features, self.manifest.seq_len, d.vocab_size, d.type_vocab_size)
 
     async def __call__(self, features: Features) -> SpanLogits:
-        """Logits of one window; raises InvalidInput, Overloaded or its batch's error."""
-        self._watch()
-        return await self.batcher.submit(self._validated(features))
+        """Logits of one window; raises InvalidInput, Overloaded or its plan's error."""
+        return (await self.many([features]))[0]
 
     async def many(self, features: list[Features]) -> list[SpanLogits]:
         """Logits of every window of one request body, in order (one handle call instead of
-        one per window); each window is packed as its own sequence. Raises InvalidInput
-        before anything is queued, Overloaded, or the first failing window's error."""
+        one per window); each window is packed as its own sequence.
+
+        Raises InvalidInput before anything is admitted, Overloaded when the windows would
+        take the packer past ``max_pending`` (none is admitted then), or, once every window
+        has finished, the first failing window's error. A caller that goes away withdraws its
+        windows that have not started."""
+        checked = [self._validated(f) for f in features]
+        k, tokens = len(checked), sum(len(f) for f in checked)
+        if self.pending + k > self.knobs.max_pending:
+            raise Overloaded(f"packer holds {self.pending} windows; {k} more would pass "
+                             f"max_pending={self.knobs.max_pending}")
         self._watch()
-        return await self.batcher.submit_many([self._validated(f) for f in features])
+        self.pending += k
+        self.pending_tokens += tokens
+        try:
+            return await admit_windows(self._admit, checked)
+        finally:
+            self.pending -= k
+            self.pending_tokens -= tokens
+
+    def demand_plans(self) -> int:
+        """The autoscaling signal: plans running plus the plans the windows admitted and not
+        yet running need at least (:meth:`Dispatcher.plans_for`)."""
+        d = self.dispatcher
+        return d.inflight + d.plans_for(self.pending - d.running_windows,
+                                        self.pending_tokens - d.running_tokens)
 
     async def _execute(self, plan: Plan, features: list[Features]) -> list[SpanLogits]:
-        demand = self.batcher.inflight + self.batcher.queued_plans  # autoscaling signal
+        demand = self.demand_plans()
         return await retry_replica_lost(lambda: self.runner.execute.remote(plan, features, demand))
 
     def _observe(self, plan: Plan, seconds: float, error: BaseException | None,
@@ -138,7 +211,7 @@ class Packer:
             self._watcher = asyncio.get_running_loop().create_task(self._follow_runners())
 
     async def _follow_runners(self) -> None:
-        """Keep the batcher's dispatch slots at running runner replicas x their slots."""
+        """Keep the dispatch slots at running runner replicas x their slots."""
         app, name = self._app, self.runner.deployment_name
         while True:
             try:
@@ -148,8 +221,7 @@ class Packer:
                     self.runner_slots = max(1, int(await self.runner.slots.remote()))
                 if n:  # 0 while replicas restart: keep the last count, calls queue in Serve
                     self.runner_replicas = n
-                self.batcher.set_limits(
-                    max_inflight_batches=self.runner_replicas * self.runner_slots)
+                self.dispatcher.set_slots(self.runner_replicas * self.runner_slots)
             except Exception as exc:  # noqa: BLE001 - keep serving with the last known slots
                 log.warning("packer: could not read runner replicas: %s", exc)
             await asyncio.sleep(self.runner_poll_s)
@@ -157,11 +229,12 @@ class Packer:
     async def stats(self) -> dict:
         """Cumulative counters, dispatch slots and the current knobs (``GET /v1/stats``)."""
         self._watch()
-        s = self.batcher.stats.as_dict()
-        s.update(batches=s["plans"], pending=self.batcher.pending,
-                 inflight=self.batcher.inflight, queued_plans=self.batcher.queued_plans,
-                 dispatch_slots=self.batcher.max_inflight_batches,
+        d = self.dispatcher
+        s = d.stats.as_dict()
+        s.update(batches=s["plans"], pending=self.pending, waiting=d.waiting,
+                 inflight=d.inflight, demand_plans=self.demand_plans(), dispatch_slots=d.slots,
                  runner_replicas=self.runner_replicas, runner_slots=self.runner_slots,
-                 knobs=self.knobs.model_dump(), token_budget=self.batcher.config.capacity_tokens,
+                 knobs=self.knobs.model_dump(), token_budget=d.config.capacity_tokens,
+                 admission=dict(self.admission),
                  calibrated_max_tokens=self.calibrated_max_tokens, time_s=time.time())
         return s

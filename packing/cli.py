@@ -8,6 +8,7 @@ from pathlib import Path
 
 from packing.bench.modes import MODES
 from packing.policy.attention import ATTENTION_GROUPS
+from packing.runtime.admission import DEFAULT_ADMISSION
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -60,7 +61,8 @@ def _bench(args: argparse.Namespace) -> int:
     modes = args.modes or list(MODES)
     backend, options = _backend_choice(args)
     report = bench(args.model_dir, data, args.workload, modes=modes, threads=args.threads,
-                   concurrency=args.concurrency, timeout_s=args.timeout_s,
+                   concurrency=args.concurrency,
+                   batch_wait_timeout_s=args.batch_wait_timeout_s,
                    check_samples=args.check_samples, progress=not args.no_progress,
                    backend=backend, backend_options=options, limit=not args.no_limit,
                    max_tokens=args.max_tokens, attention_groups=args.attention_groups)
@@ -184,6 +186,30 @@ def _ceiling(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overload(args: argparse.Namespace) -> int:
+    import json
+
+    from packing.bench.ceiling import AppNotHealthy
+    from packing.bench.overload import format_overload, overload
+
+    try:
+        report = overload(args.config, dispatches=args.dispatch, rate=args.rate,
+                          seconds=args.seconds, profile=args.sim_profile,
+                          tokens_per_s=args.tokens_per_s,
+                          batch_wait_timeout_s=args.batch_wait_timeout_s,
+                          workload=args.workload, concurrency=args.concurrency,
+                          progress=not args.no_progress)
+    except AppNotHealthy as exc:
+        print(f"packed-bert overload: {exc}; last lines of its serve log:\n{exc.log_tail}",
+              file=sys.stderr)
+        return 1
+    print(format_overload(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 1 if any(r["lost"] or r["crossed"] for r in report["rows"]) else 0
+
+
 def _workload_of(args: argparse.Namespace) -> list:
     """The features of ``--workload`` / ``--samples`` / ``--seed`` for ``--model-dir``."""
     from packing.bench.workloads import load_workload
@@ -201,7 +227,8 @@ def _scaling(args: argparse.Namespace) -> int:
 
     data = _workload_of(args)
     report = scaling(str(Path(args.model_dir).resolve()), data, replicas=args.replicas,
-                     profile=args.sim_profile, mode=args.mode, timeout_s=args.timeout_s,
+                     profile=args.sim_profile, mode=args.mode,
+                     batch_wait_timeout_s=args.batch_wait_timeout_s,
                      outstanding=args.outstanding, per_call=args.windows_per_call,
                      progress=not args.no_progress)
     print(format_report(report))
@@ -461,8 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     b.add_argument("--concurrency", type=int, default=None,
                    help="client threads for online modes (default 2 x max_valid_num)")
-    b.add_argument("--timeout-s", type=float, default=0.01,
-                   help="online packer: send a batch once its oldest request waited this long")
+    b.add_argument("--batch-wait-timeout-s", type=float,
+                   default=DEFAULT_ADMISSION.batch_wait_timeout_s,
+                   help="online modes: longest an admitted batch stays open after its first "
+                        "request (as @serve.batch)")
     b.add_argument("--check-samples", type=int, default=16,
                    help="requests checked against a solo run in every mode")
     b.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
@@ -529,6 +558,23 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--no-progress", action="store_true")
     ce.set_defaults(func=_ceiling)
 
+    ov = sub.add_parser("overload", help="the served app past its device's capacity (sim, "
+                        "static shapes, one runner): merged dispatch against per-batch plans")
+    ov.add_argument("--config", default="configs/sim.yaml", help="Serve config to start from")
+    ov.add_argument("--dispatch", nargs="+", default=["merge", "per_batch"],
+                    choices=["merge", "per_batch"])
+    ov.add_argument("--rate", type=_positive_float, default=30.0, help="requests/s, open loop")
+    ov.add_argument("--seconds", type=_positive_float, default=30.0, help="of arrivals")
+    ov.add_argument("--sim-profile", default="slow", help="sim profile (slow: static shapes)")
+    ov.add_argument("--tokens-per-s", type=_positive_float, default=2048.0,
+                    help="sim token slots/s (2048: 2 s per 16 x 256 batch)")
+    ov.add_argument("--batch-wait-timeout-s", type=float, default=0.005)
+    ov.add_argument("--workload", default="short", help="seed | short | squad:FILE")
+    ov.add_argument("--concurrency", type=int, default=512, help="client connections at most")
+    ov.add_argument("--json", help="write the report here")
+    ov.add_argument("--no-progress", action="store_true")
+    ov.set_defaults(func=_overload)
+
     sc = sub.add_parser("scaling", help="the app on simulated accelerators through Python "
                         "handles: throughput at several runner replica counts, and served "
                         "batch fill against the in-process PackRunner")
@@ -539,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--sim-profile", default="slow", help="sim device profile (slow: 125 ms "
                     "per full batch, so the front end is not the bottleneck)")
     sc.add_argument("--mode", default="unpack_repack", choices=["unpack_repack", "attention_mask"])
-    sc.add_argument("--timeout-s", type=float, default=0.005)
+    sc.add_argument("--batch-wait-timeout-s", type=float, default=0.005,
+                    help="packer admission: longest a batch stays open (as @serve.batch)")
     sc.add_argument("--outstanding", type=int, default=1024, help="windows kept in flight")
     sc.add_argument("--windows-per-call", type=int, default=32)
     sc.add_argument("--seed", type=int, default=2022, help="workload RNG seed")

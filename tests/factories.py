@@ -144,3 +144,15 @@ def make_squad_file(tmp_path, n_articles=3):
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(data))
     return path
+
+
+def run_virtual(coro):
+    """Run ``coro`` on an event loop with virtual time (looptime): the clock starts at 0 and
+    jumps over idle waits, so timers are exact and no test really sleeps."""
+    import looptime
+
+    loop = looptime.new_event_loop(start=0)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()

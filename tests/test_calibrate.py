@@ -250,7 +250,7 @@ def test_pack_runner_auto_uses_the_cached_budget(model, no_measuring):
         assert np.array_equal(got.start_logits, want.start_logits)
     with runner:  # online too
         assert np.array_equal(runner.submit(data[0]).result(30).end_logits, solo[0].end_logits)
-    assert runner.batcher_stats.as_dict()["plans"] == 1
+    assert runner.dispatch_stats.as_dict()["plans"] == 1
 
 
 def test_a_pinned_budget_wins(model, no_measuring):
@@ -288,18 +288,18 @@ def test_packer_auto_is_the_calibrated_budget_and_a_pinned_one_wins(model):
 
     packer = Packer.func_or_class(None, str(model), calibrated_max_tokens=128)
     assert PackingKnobs().max_tokens == "auto"
-    assert packer.batcher.config.max_tokens == 128
+    assert packer.dispatcher.config.max_tokens == 128
     packer.reconfigure({"max_tokens": 192})
-    assert packer.batcher.config.max_tokens == 192
+    assert packer.dispatcher.config.max_tokens == 192
     packer.reconfigure({"max_tokens": None})
-    assert packer.batcher.config.capacity_tokens == 256
+    assert packer.dispatcher.config.capacity_tokens == 256
     packer.reconfigure({"max_tokens": "auto"})
-    assert packer.batcher.config.max_tokens == 128
+    assert packer.dispatcher.config.max_tokens == 128
     with pytest.raises(ValueError, match="1000"):
         packer.reconfigure({"max_tokens": 1000})
-    assert packer.batcher.config.max_tokens == 128  # a refused change keeps the last config
+    assert packer.dispatcher.config.max_tokens == 128  # a refused change keeps the last config
     uncalibrated = Packer.func_or_class(None, str(model))
-    assert uncalibrated.batcher.config.capacity_tokens == 256
+    assert uncalibrated.dispatcher.config.capacity_tokens == 256
     with pytest.raises(ValueError, match="512"):  # a calibrated budget that does not fit
         Packer.func_or_class(None, str(model), calibrated_max_tokens=512)
 

@@ -1,4 +1,5 @@
-"""OnlinePacker on a fake clock: send rules, timeouts, flush, validation, coverage."""
+"""OnlinePacker: send rules, flush, validation, coverage (when to send is admission's:
+test_admission.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,8 @@ from hypothesis import strategies as st
 from packing.policy import ALGORITHMS, AttentionMaskPlan, OnlinePacker, PackingConfig, UnpackRepackPlan
 
 
-class FakeClock:
-    def __init__(self, t: float = 100.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def packer(clock=None, **kw) -> OnlinePacker:
-    return OnlinePacker(PackingConfig(**kw), clock=clock or FakeClock())
+def packer(**kw) -> OnlinePacker:
+    return OnlinePacker(PackingConfig(**kw))
 
 
 MODES_ALGOS = [("attention_mask", a) for a in ALGORITHMS] + [("unpack_repack", "first_fit")]
@@ -112,55 +105,6 @@ def test_attention_plan_shape_and_order():
     check_attention_plan(plan, 4, 40)
 
 
-def test_poll_and_deadline_on_fake_clock():
-    clock = FakeClock(10.0)
-    p = packer(clock, seq_len=8, batch_size=2, timeout_s=0.5)
-    assert p.poll() is None and p.time_to_deadline() is None
-    p.add(0, 3)  # arrives at 10.0
-    clock.t = 10.2
-    p.add(1, 3)
-    assert p.time_to_deadline() == pytest.approx(0.3)
-    assert p.poll() is None
-    assert p.poll(now=10.49) is None
-    assert p.time_to_deadline(now=10.49) == pytest.approx(0.01)
-    clock.t = 10.5  # exactly at the deadline of the oldest
-    assert p.time_to_deadline() == 0.0
-    plan = p.poll()
-    assert plan is not None and plan.seq_ids.tolist() == [0, 1]
-    assert p.pending == 0 and p.poll() is None and p.time_to_deadline() is None
-
-
-def test_poll_after_deadline_and_explicit_arrival():
-    clock = FakeClock(0.0)
-    p = packer(clock, seq_len=8, batch_size=2, timeout_s=0.01)
-    p.add(0, 3, arrival_s=5.0)
-    p.add(1, 2, arrival_s=4.0)  # older request given late: it sets the deadline
-    assert p.oldest_arrival == 4.0
-    assert p.time_to_deadline(now=4.0) == pytest.approx(0.01)
-    assert p.time_to_deadline(now=7.0) == 0.0
-    assert p.poll(now=4.005) is None
-    assert p.poll(now=7.0).seq_ids.tolist() == [0, 1]
-
-
-def test_new_batch_deadline_starts_from_its_own_oldest():
-    clock = FakeClock(0.0)
-    p = packer(clock, seq_len=8, batch_size=1, timeout_s=1.0)
-    p.add(0, 6)
-    clock.t = 0.7
-    out = p.add(1, 6)  # does not fit: batch [0] sent, [1] starts at 0.7
-    assert len(out) == 1
-    assert p.time_to_deadline() == pytest.approx(1.0)
-    assert p.poll(now=1.5) is None
-    assert p.poll(now=1.7).seq_ids.tolist() == [1]
-
-
-def test_zero_timeout_polls_at_once():
-    p = packer(seq_len=8, timeout_s=0.0)
-    p.add(0, 3)
-    assert p.time_to_deadline() == 0.0
-    assert p.poll() is not None
-
-
 def test_flush():
     p = packer(seq_len=8)
     assert p.flush() is None
@@ -175,11 +119,11 @@ def test_flush():
 @pytest.mark.parametrize("bad", [0, -1, 9, 2.0, True])
 def test_bad_length_raises_and_leaves_state(mode, bad):
     p = packer(seq_len=8, batch_size=2, mode=mode)
-    p.add(0, 5, arrival_s=1.0)
+    p.add(0, 5)
     with pytest.raises(ValueError) as info:
-        p.add(1, bad, arrival_s=0.0)
+        p.add(1, bad)
     assert str(bad) in str(info.value) and "8" in str(info.value)
-    assert p.pending == 1 and p.pending_tokens == 5 and p.oldest_arrival == 1.0
+    assert p.pending == 1 and p.pending_tokens == 5
     plan = p.flush()
     assert plan.seq_ids.tolist() == [0]
     if mode == "attention_mask":
@@ -208,22 +152,18 @@ def test_random_stream_places_every_id_once(mode_algo, seq_len, batch_size, max_
         seq_len=seq_len,
         batch_size=batch_size,
         max_valid_num=max_valid_num,
-        timeout_s=0.05,
         mode=mode,
         algorithm=algorithm,
         max_tokens=max_tokens,
     )
-    clock = FakeClock(0.0)
-    p = OnlinePacker(cfg, clock=clock)
+    p = OnlinePacker(cfg)
     lengths = data.draw(st.lists(st.integers(1, seq_len), max_size=60))
-    gaps = data.draw(st.lists(st.floats(0, 0.03), min_size=len(lengths), max_size=len(lengths)))
+    flush_after = data.draw(st.sets(st.integers(0, 59), max_size=10))  # as admission's timer would
     plans = []
-    for i, (n, gap) in enumerate(zip(lengths, gaps)):
-        clock.t += gap
-        polled = p.poll()
-        if polled is not None:
-            plans.append(polled)
+    for i, n in enumerate(lengths):
         plans.extend(p.add(i, n))
+        if i in flush_after and (tail := p.flush()) is not None:
+            plans.append(tail)
         assert p.pending < max_valid_num
     tail = p.flush()
     if tail is not None:

@@ -17,6 +17,7 @@ from deployments.config import PackingKnobs
 from deployments.packer import Overloaded, Packer
 from packing.bench.workloads import synthetic_features
 from packing.model.manifest import Manifest
+from packing.runtime.admission import CountAdmission
 from packing.runtime.backend import load_backend
 from packing.runtime.features import InvalidInput
 from packing.runtime import ModelRunner, PlanExecutor
@@ -27,6 +28,10 @@ def run():
     """A fresh event loop per test, as each Packer instance is used from one loop."""
     loop = asyncio.new_event_loop()
     yield loop.run_until_complete
+    tasks = asyncio.all_tasks(loop)  # admission's forming loop, the runner watcher
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.close()
 
 
@@ -57,11 +62,22 @@ class FakeRunnerHandle:
         return run()
 
 
+class LocalPacker(Packer.func_or_class):
+    """The Packer class outside Serve: ``@serve.batch`` runs only in a replica, so admission
+    is CountAdmission, which forms the same batches (test_admission.py); the Serve tests run
+    the real decorator."""
+
+    def make_admission(self, collate, max_batch_size, batch_wait_timeout_s,
+                       max_concurrent_batches):
+        return CountAdmission(collate, max_batch_size, batch_wait_timeout_s,
+                              max_concurrent_batches)
+
+
 def make_packer(model_dir, runner, slots: int = 2, **knobs):
-    """The Packer class outside Serve; ``slots`` stands in for runner replicas x their slots."""
-    packer = Packer.func_or_class(runner, str(model_dir))
+    """A LocalPacker; ``slots`` stands in for runner replicas x their slots."""
+    packer = LocalPacker(runner, str(model_dir))
     packer.reconfigure(PackingKnobs(**knobs).model_dump())
-    packer.batcher.set_limits(max_inflight_batches=slots)
+    packer.dispatcher.set_slots(slots)
     return packer
 
 
@@ -95,14 +111,14 @@ async def _clients(packer, requests, n_clients):
                                             ("unpack_repack", "first_fit")])
 def test_every_caller_gets_its_own_logits(run, tiny_model_dir, requests, solo, mode, algorithm):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.01)
-    packer = make_packer(tiny_model_dir, runner, mode=mode, algorithm=algorithm, timeout_s=0.005)
+    packer = make_packer(tiny_model_dir, runner, mode=mode, algorithm=algorithm, batch_wait_timeout_s=0.005)
     results = run(_clients(packer, requests, n_clients=24))
     for got, want in zip(results, solo):
         assert np.abs(got.start_logits - want.start_logits).max() <= 1e-4
         assert np.abs(got.end_logits - want.end_logits).max() <= 1e-4
     stats = run(packer.stats())
     assert stats["sequences"] == len(requests) and stats["failed_plans"] == 0
-    cfg = packer.batcher.config
+    cfg = packer.dispatcher.config
     for plan in runner.calls:
         assert plan.n_seqs <= cfg.max_valid_num and plan.real_tokens <= cfg.capacity_tokens
     # under load batches stay full: few, large batches
@@ -115,7 +131,7 @@ def test_every_caller_gets_its_own_logits(run, tiny_model_dir, requests, solo, m
 
 def test_failed_plan_fails_only_its_callers(run, tiny_model_dir, requests, solo):
     runner = FakeRunnerHandle(tiny_model_dir, fail_calls={1}, delay_s=0.01)
-    packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", timeout_s=0.005)
+    packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", batch_wait_timeout_s=0.005)
     results = run(_clients(packer, requests, n_clients=16))
     errors = [r for r in results if isinstance(r, Exception)]
     assert len(errors) == runner.calls[0].n_seqs > 0
@@ -129,8 +145,8 @@ def test_failed_plan_fails_only_its_callers(run, tiny_model_dir, requests, solo)
 def test_reconfigure_changes_knobs_and_budget(tiny_model_dir):
     packer = make_packer(tiny_model_dir, FakeRunnerHandle(tiny_model_dir))
     packer.reconfigure({"mode": "attention_mask", "algorithm": "next_fit", "max_valid_num": 3,
-                        "timeout_s": 0.2, "max_tokens": 100})
-    cfg = packer.batcher.config
+                        "batch_wait_timeout_s": 0.2, "max_tokens": 100})
+    cfg = packer.dispatcher.config
     assert (cfg.mode, cfg.algorithm) == ("attention_mask", "next_fit")
     assert cfg.max_valid_num == 3 and cfg.capacity_tokens == 100
     with pytest.raises(ValueError, match="algorithm"):
@@ -139,12 +155,12 @@ def test_reconfigure_changes_knobs_and_budget(tiny_model_dir):
         packer.reconfigure({"batch": 3})
     with pytest.raises(ValueError, match="max_tokens"):  # more than the model's batch holds
         packer.reconfigure({"max_tokens": 10_000})
-    assert packer.batcher.config is cfg  # a rejected change leaves the knobs as they were
+    assert packer.dispatcher.config is cfg  # a rejected change leaves the knobs as they were
 
 
 def test_bad_input_and_overload(run, tiny_model_dir, requests):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.2)
-    packer = make_packer(tiny_model_dir, runner, max_pending=3, timeout_s=0.001)
+    packer = make_packer(tiny_model_dir, runner, max_pending=3, batch_wait_timeout_s=0.001)
 
     async def scenario():
         with pytest.raises(InvalidInput, match="longer than"):
@@ -161,15 +177,16 @@ def test_bad_input_and_overload(run, tiny_model_dir, requests):
 
 def test_caller_that_went_away_is_not_computed(run, tiny_model_dir, requests, solo):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=1.0)
-    packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack", timeout_s=0.05)
+    packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack", batch_wait_timeout_s=0.05)
 
     async def scenario():
         first = asyncio.ensure_future(packer(requests[0]))
         while not runner.calls:  # until the first batch runs (it holds the only slot for 1 s)
             await asyncio.sleep(0.005)
         waiting = [asyncio.ensure_future(packer(r)) for r in requests[1:4]]
-        await asyncio.sleep(0.01)
-        waiting[1].cancel()  # goes away before its batch starts
+        while packer.dispatcher.waiting < 3:  # admitted, waiting for the busy slot
+            await asyncio.sleep(0.005)
+        waiting[1].cancel()  # goes away before its plan starts
         got = await asyncio.gather(first, waiting[0], waiting[2])
         return got
 
@@ -178,14 +195,14 @@ def test_caller_that_went_away_is_not_computed(run, tiny_model_dir, requests, so
         assert np.abs(g.start_logits - s.start_logits).max() <= 1e-4
     computed = sum(p.n_seqs for p in runner.calls)
     assert computed == 3  # the one that went away was dropped before its batch started
-    assert packer.batcher.stats.dropped == 1 and packer.batcher.pending == 0
+    assert packer.dispatcher.stats.dropped == 1 and packer.pending == 0
 
 
 def test_many_answers_every_window_of_a_request_in_order(run, tiny_model_dir, requests, solo):
     """``many`` (one handle call per request) gives the same logits as one call per window,
     and fails the whole request when one of its windows is invalid."""
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.01)
-    packer = make_packer(tiny_model_dir, runner, mode="attention_mask", timeout_s=0.005)
+    packer = make_packer(tiny_model_dir, runner, mode="attention_mask", batch_wait_timeout_s=0.005)
 
     async def scenario():
         groups = [requests[0:5], requests[5:6], requests[6:20]]
@@ -198,4 +215,36 @@ def test_many_answers_every_window_of_a_request_in_order(run, tiny_model_dir, re
     assert len(got) == 20
     for g, s in zip(got, solo[:20]):
         assert np.abs(g.start_logits - s.start_logits).max() <= 1e-4
-    assert packer.batcher.pending == 0 and packer.batcher.inflight == 0
+    assert packer.pending == 0 and packer.dispatcher.inflight == 0
+
+
+def test_reconfigure_changes_admission_live(run, tiny_model_dir, requests):
+    """``max_batch_size`` / ``batch_wait_timeout_s`` go through the admission's setters (from
+    the next batch); a new ``max_concurrent_batches`` starts a new admission queue; stats
+    show what is in force."""
+    runner = FakeRunnerHandle(tiny_model_dir)
+    packer = make_packer(tiny_model_dir, runner, slots=8, batch_wait_timeout_s=0.05,
+                         max_batch_size=2)
+
+    async def scenario():
+        await asyncio.gather(*(packer(r) for r in requests[:6]))
+        before = (await packer.stats())["admitted_batches"]
+        packer.reconfigure({"batch_wait_timeout_s": 0.05, "max_batch_size": 3})
+        await asyncio.gather(*(packer(r) for r in requests[6:12]))
+        mid = await packer.stats()
+        packer.reconfigure({"batch_wait_timeout_s": 0.05, "max_batch_size": 3,
+                            "max_concurrent_batches": 1})
+        await asyncio.gather(*(packer(r) for r in requests[12:18]))
+        return before, mid, await packer.stats()
+
+    before, mid, after = run(scenario())
+    assert before == 3  # 6 windows, 2 per admitted batch
+    assert mid["admitted_batches"] - before == 2  # then 3 per batch
+    assert mid["admission"] == {"max_batch_size": 3, "batch_wait_timeout_s": 0.05,
+                                "max_concurrent_batches": 4096}
+    assert after["admission"]["max_concurrent_batches"] == 1
+    assert after["admitted_batches"] - mid["admitted_batches"] == 2
+    assert after["sequences"] == 18 and after["pending"] == 0
+    with pytest.raises(ValueError, match="batch_wait_timeout_s"):
+        packer.reconfigure({"batch_wait_timeout_s": -1})
+    assert packer.admission["max_batch_size"] == 3  # a refused change keeps what was in force

@@ -14,7 +14,6 @@ from packing.policy import ALGORITHMS, MODES, PackingConfig
 def test_defaults_match_poprt_example():
     cfg = PackingConfig()
     assert (cfg.seq_len, cfg.batch_size, cfg.max_valid_num) == (256, 16, 40)
-    assert cfg.timeout_s == 0.01
     assert cfg.mode == "attention_mask" and cfg.algorithm == "first_fit"
     assert cfg.max_tokens is None
     assert cfg.capacity_tokens == 16 * 256
@@ -42,7 +41,6 @@ def test_capacity_tokens_uses_max_tokens():
 def test_numpy_ints_are_normalised():
     cfg = PackingConfig(seq_len=np.int64(8), batch_size=np.int32(2), max_tokens=np.int64(10))
     assert type(cfg.seq_len) is int and type(cfg.batch_size) is int and type(cfg.max_tokens) is int
-    assert type(PackingConfig(timeout_s=1).timeout_s) is float
 
 
 @pytest.mark.parametrize(
@@ -53,10 +51,6 @@ def test_numpy_ints_are_normalised():
         ({"batch_size": 0}, "0"),
         ({"batch_size": True}, "True"),
         ({"max_valid_num": -3}, "-3"),
-        ({"timeout_s": -0.5}, "-0.5"),
-        ({"timeout_s": math.inf}, "inf"),
-        ({"timeout_s": math.nan}, "nan"),
-        ({"timeout_s": "0.1"}, "'0.1'"),
         ({"mode": "packed"}, "'packed'"),
         ({"algorithm": "worst_fit"}, "'worst_fit'"),
         ({"seq_len": 8, "batch_size": 4, "max_tokens": 7}, "7"),
@@ -71,5 +65,7 @@ def test_invalid_values_raise_with_value(kwargs, shown):
     assert next(iter(kwargs)) in str(info.value) or "max_tokens" in str(info.value)
 
 
-def test_zero_timeout_is_allowed():
-    assert PackingConfig(timeout_s=0).timeout_s == 0.0
+def test_admission_timing_is_not_a_packing_knob():
+    """When a batch is sent is admission's (AdmissionConfig, test_admission.py)."""
+    with pytest.raises(TypeError, match="timeout_s"):
+        PackingConfig(timeout_s=0.01)

@@ -67,7 +67,7 @@ def test_offline_packing_matches_solo(tiny_model_dir, requests, solo, mode):
                                             ("attention_mask", "best_fit"),
                                             ("unpack_repack", "first_fit")])
 def test_online_packing_matches_solo(tiny_model_dir, requests, solo, mode, algorithm):
-    with PackRunner(tiny_model_dir, mode=mode, algorithm=algorithm, timeout_s=0.05) as runner:
+    with PackRunner(tiny_model_dir, mode=mode, algorithm=algorithm, batch_wait_timeout_s=0.05) as runner:
         futures = [None] * len(requests)
 
         def client(idx):
@@ -86,13 +86,13 @@ def test_online_packing_matches_solo(tiny_model_dir, requests, solo, mode, algor
 
 
 def test_online_timeout_sends_partial_batch(tiny_model_dir, requests, solo):
-    with PackRunner(tiny_model_dir, timeout_s=0.02) as runner:
+    with PackRunner(tiny_model_dir, batch_wait_timeout_s=0.02) as runner:
         result = runner.submit(requests[5]).result(timeout=10)  # alone: only the timeout sends it
     assert_close([result], [solo[5]])
 
 
 def test_close_runs_pending_requests(tiny_model_dir, requests, solo):
-    runner = PackRunner(tiny_model_dir, timeout_s=60.0)
+    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0)
     futs = runner.submit_many(requests[:3])
     runner.close()
     assert_close([f.result(timeout=1) for f in futs], solo[:3])
@@ -114,7 +114,7 @@ BAD = [
 
 @pytest.mark.parametrize("bad,message", BAD)
 def test_bad_input_is_refused_and_runner_keeps_working(tiny_model_dir, requests, solo, bad, message):
-    with PackRunner(tiny_model_dir, timeout_s=0.01) as runner:
+    with PackRunner(tiny_model_dir, batch_wait_timeout_s=0.01) as runner:
         with pytest.raises(InvalidInput, match=message):
             runner.submit(bad)
         assert_close([runner.submit(requests[7]).result(timeout=10)], [solo[7]])
@@ -141,7 +141,7 @@ class FlakyBackend(Backend):
 
 
 def test_failed_batch_fails_its_requests_only(tiny_model_dir, requests, solo):
-    runner = PackRunner(tiny_model_dir, timeout_s=60.0, max_valid_num=3)
+    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3)
     runner._exec.backend = FlakyBackend(runner.backend, fail={1})
     futs = runner.submit_many(requests[:6])  # two full batches of 3
     for f in futs[:3]:
@@ -192,7 +192,7 @@ def test_static_shape_backend_gets_full_batches(tiny_model_dir, requests, solo):
         assert_close(runner.run(requests), solo)
         assert len(static.shapes) > 1 and all(s == want for s in static.shapes), static.shapes
     # online too: partial batches (timeout) and full ones alike
-    with PackRunner(tiny_model_dir, mode="unpack_repack", timeout_s=0.02, max_tokens=None) as runner:
+    with PackRunner(tiny_model_dir, mode="unpack_repack", batch_wait_timeout_s=0.02, max_tokens=None) as runner:
         static = runner._exec.backend = StaticShapes(runner.backend)
         got = [runner.submit(requests[0]).result(timeout=10)]  # alone in its batch
         got += [f.result(timeout=30) for f in runner.submit_many(requests[1:])]
@@ -224,14 +224,14 @@ def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
         def describe(self):
             return "blocking"
 
-    runner = PackRunner(tiny_model_dir, timeout_s=0.0, max_valid_num=1, max_inflight_batches=1)
+    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=0.0, max_valid_num=1, max_inflight_batches=1)
     runner._exec.backend = Blocking(runner.backend)
     first = runner.submit(requests[0])  # sent at once, then blocks in the backend
     deadline = time.monotonic() + 10
-    while runner._batcher.inflight < 1 and time.monotonic() < deadline:
+    while runner.inflight < 1 and time.monotonic() < deadline:
         time.sleep(0.001)
-    gone = runner.submit(requests[1])  # a closed batch waiting for the busy slot
-    while runner._batcher.queued_plans < 1 and time.monotonic() < deadline:
+    gone = runner.submit(requests[1])  # admitted, waiting for the busy slot
+    while runner.waiting < 1 and time.monotonic() < deadline:
         time.sleep(0.001)
     assert gone.cancel()
     release.set()
@@ -239,7 +239,7 @@ def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
     assert gone.cancelled()
     assert_close([first.result()], [solo[0]])
     assert runner.stats.sequences == 1 and runner.stats.batches == 1
-    assert runner.batcher_stats.dropped == 1
+    assert runner.dispatch_stats.dropped == 1
 
 
 def test_fault_file_fails_calls_while_it_exists(tiny_model_dir, requests, solo, tmp_path):
@@ -247,7 +247,7 @@ def test_fault_file_fails_calls_while_it_exists(tiny_model_dir, requests, solo, 
     from packing.runtime.faults import FaultInjectingBackend, InjectedFault
 
     trigger = tmp_path / "fail-model-calls"
-    runner = PackRunner(tiny_model_dir, timeout_s=60.0, max_valid_num=3)
+    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3)
     runner._exec.backend = FaultInjectingBackend(runner.backend, trigger)
     assert_close(runner.run(requests[:3]), solo[:3])
     trigger.touch()

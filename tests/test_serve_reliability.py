@@ -138,7 +138,7 @@ def test_rolling_redeploy_under_load_loses_nothing(serve_app, tmp_path):
     app["args"]["request_timeout_s"] = 31  # new Ingress version: its replica is replaced
     for dep in app["deployments"]:
         if dep["name"] == "Packer":
-            dep["user_config"]["timeout_s"] = 0.007  # packer reconfigured in place
+            dep["user_config"]["batch_wait_timeout_s"] = 0.007  # packer reconfigured in place
     new_config = tmp_path / "changed.yaml"
     new_config.write_text(yaml.safe_dump(cfg))
 
@@ -158,7 +158,8 @@ def test_rolling_redeploy_under_load_loses_nothing(serve_app, tmp_path):
     deadline = time.monotonic() + 90
     while True:  # the new config is live: reconfigured knobs and the new Ingress
         stats = get_stats(serve_app.url)
-        if (stats["packer"]["knobs"]["timeout_s"] == 0.007
+        if (stats["packer"]["knobs"]["batch_wait_timeout_s"] == 0.007
+                and stats["packer"]["admission"]["batch_wait_timeout_s"] == 0.007  # in force
                 and stats["answering"]["request_timeout_s"] == 31):
             break
         assert time.monotonic() < deadline, f"redeploy not live after 90 s: {stats}"

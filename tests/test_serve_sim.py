@@ -26,7 +26,7 @@ def sim_app(serve_app):
     args.pop("fault_file", None)
     cfg = AppConfig(**{**args, "model_dir": str(serve_app.model_dir), "device": "sim",
                        "sim": {"profile": "ipu"}, "max_inflight_requests": 512,
-                       "packing": {"mode": "unpack_repack", "timeout_s": 0.005}})
+                       "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005}})
     ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
              log_to_driver=False)
     try:
@@ -61,3 +61,13 @@ def test_sim_app_gives_every_request_its_solo_answer_under_load(sim_app, serve_a
     assert packer["runner_replicas"] == RUNNERS and packer["dispatch_slots"] == 2 * RUNNERS
     assert packer["failed_plans"] == 0 and packer["pending"] == 0
     assert packer["mean_sequences"] > 1  # requests shared batches
+    # admission is @serve.batch with its knobs resolved (max_batch_size: one full plan), and
+    # each plan packs more than one admitted batch on average: the dispatch step merges
+    from packing.model.manifest import Manifest
+
+    full = Manifest.read(serve_app.model_dir).max_valid_num
+    assert packer["admission"] == {"max_batch_size": full,
+                                   "batch_wait_timeout_s": 0.005,
+                                   "max_concurrent_batches": packer["knobs"]["max_pending"]}
+    assert packer["admitted_windows"] == packer["sequences"] + packer["dropped"]
+    assert packer["merged_plans"] > 0 and packer["waiting"] == 0

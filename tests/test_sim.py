@@ -212,7 +212,7 @@ def test_packed_logits_are_bit_identical_to_solo(tiny_model_dir, requests, solo,
 
 
 def test_online_packing_is_bit_identical_to_solo(tiny_model_dir, requests, solo):
-    with PackRunner(tiny_model_dir, mode="attention_mask", timeout_s=0.01, backend="sim",
+    with PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.01, backend="sim",
                     profile="ipu") as runner:
         got = [f.result(timeout=30) for f in runner.submit_many(requests)]
     assert_identical(got, solo)
@@ -332,7 +332,7 @@ def test_loadtest_inprocess_side_runs_on_the_sim(tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     items = synthetic_questions([12, 40, 64, 100], tok)
-    knobs = {"mode": "unpack_repack", "algorithm": "first_fit", "timeout_s": 0.01}
+    knobs = {"mode": "unpack_repack", "algorithm": "first_fit", "batch_wait_timeout_s": 0.01}
     res = inprocess_load(str(tiny_model_dir), items, 2, knobs, threads=1, backend="sim",
                          backend_options={"profile": "fast"})
     assert res.errors == 0 and res.requests == 4

@@ -23,7 +23,7 @@ def test_bert_base_online_modes_match_solo(base_model_dir):
     solo = ModelRunner(base_model_dir, batch_size=1, padding="longest")
     ref = [solo.run([f])[0] for f in data]
     for mode in ("attention_mask", "unpack_repack"):
-        with PackRunner(base_model_dir, mode=mode, timeout_s=0.05) as runner:
+        with PackRunner(base_model_dir, mode=mode, batch_wait_timeout_s=0.05) as runner:
             got = [f.result() for f in runner.submit_many(data)]
         worst = max(float(np.abs(g.start_logits - r.start_logits).max()) for g, r in zip(got, ref))
         assert worst <= 1e-4, (mode, worst)

@@ -38,6 +38,7 @@ from packing.model.manifest import Manifest
 from packing.runtime.features import Features, SpanLogits
 from packing.runtime import ModelRunner, PackRunner
 from packing.policy.attention import ATTENTION_GROUPS
+from packing.runtime.admission import DEFAULT_ADMISSION
 from packing.runtime.backend import backend_kwargs as runtime_backend_kwargs
 from packing.runtime.calibrate import cpu_model, resolve_max_tokens
 
@@ -207,7 +208,7 @@ def backend_kwargs(settings: dict) -> dict:
 
 def runner_for(key: str, model_dir: str, settings: dict):
     """The runner of mode ``key`` (a :data:`MODES` key other than ``hf_pipeline``) on
-    ``model_dir``. ``settings``: ``threads``, ``timeout_s``, ``max_tokens``,
+    ``model_dir``. ``settings``: ``threads``, ``batch_wait_timeout_s``, ``max_tokens``,
     ``attention_groups``, backend keys, and ``sdp_batch_size`` for the probed rivals."""
     opts = backend_kwargs(settings)
     if key == "original":
@@ -223,11 +224,12 @@ def runner_for(key: str, model_dir: str, settings: dict):
         return _solo_runner(model_dir, settings)
     if key == "online_sorted_dynamic_padding":
         return SortedPaddingServer(model_dir, settings["sdp_batch_size"],
-                                   timeout_s=settings["timeout_s"], **opts)
+                                   timeout_s=settings["batch_wait_timeout_s"], **opts)
     mode = "unpack_repack" if "unpack_repack" in key else "attention_mask"
     algorithm = key.removeprefix("online_") if key.endswith("_fit") else "first_fit"
     return PackRunner(model_dir, mode=mode, algorithm=algorithm,
-                      timeout_s=settings["timeout_s"], max_tokens=settings["max_tokens"],
+                      batch_wait_timeout_s=settings["batch_wait_timeout_s"],
+                      max_tokens=settings["max_tokens"],
                       attention_groups=settings["attention_groups"], **opts)
 
 
@@ -453,7 +455,9 @@ def _probe(model_dir: str, data: Sequence[Features], settings: dict) -> dict:
 
 def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
           modes: Sequence[str] = tuple(MODES), threads: int | None = None,
-          concurrency: int | None = None, timeout_s: float = 0.01, check_samples: int = 16,
+          concurrency: int | None = None,
+          batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
+          check_samples: int = 16,
           progress: bool = True, echo: Callable[[str], None] = print,
           backend: str = "onnxruntime", backend_options: dict | None = None,
           limit: bool = True, max_tokens: int | str | None = "auto",
@@ -478,7 +482,8 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
     model_dir = str(model_dir)
     manifest = Manifest.read(model_dir)
     lengths = np.array([len(f) for f in data])
-    settings = {"threads": threads, "timeout_s": timeout_s, "batch_size": manifest.batch_size,
+    settings = {"threads": threads, "batch_wait_timeout_s": batch_wait_timeout_s,
+                "batch_size": manifest.batch_size,
                 "seq_len": manifest.seq_len, "max_valid_num": manifest.max_valid_num,
                 "concurrency": concurrency or 2 * manifest.max_valid_num,
                 "backend": backend, "backend_options": dict(backend_options or {}),

@@ -191,7 +191,7 @@ def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
     serve.start(proxy_location="Disabled")
     sim = {"profile": profile, **({"tokens_per_s": tokens_per_s} if tokens_per_s else {})}
     cfg = AppConfig(model_dir=model_dir, device="sim", sim=sim,
-                    packing={"mode": "unpack_repack", "timeout_s": 0.005})
+                    packing={"mode": "unpack_repack", "batch_wait_timeout_s": 0.005})
     runner = {"max_ongoing_requests": 2,
               "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}},
               **({"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas})}

@@ -228,7 +228,11 @@ def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knob
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok_lock = threading.Lock()
     runner = PackRunner(model_dir, mode=knobs["mode"], algorithm=knobs["algorithm"],
-                        timeout_s=knobs["timeout_s"], max_valid_num=knobs.get("max_valid_num"),
+                        max_batch_size=knobs.get("max_batch_size"),
+                        batch_wait_timeout_s=knobs["batch_wait_timeout_s"],
+                        max_concurrent_batches=knobs.get("max_concurrent_batches"),
+                        dispatch=knobs.get("dispatch", "merge"),
+                        max_valid_num=knobs.get("max_valid_num"),
                         max_tokens=knobs.get("max_tokens"),
                         **backend_kwargs(backend, backend_options, threads))
 

@@ -37,12 +37,16 @@ class ScalingRow:
     fill: float  # real tokens / token slots computed
     crossed: int  # answers that differ from the window's solo answer
     batches: int  # model calls in the measured phase
-    closed: dict = field(default_factory=dict)  # why batches closed: full / no_room / timeout
+    closed: dict = field(default_factory=dict)  # why plans closed: full / budget / rest
+    mean_admitted: float = 0.0  # windows per batch @serve.batch admitted
+
+
+CLOSED = ("full", "budget", "rest")  # why a plan closed (DispatchStats.<why>_plans)
 
 
 def _delta(after: dict, before: dict) -> dict:
-    keys = ("plans", "failed_plans", "sequences", "real_tokens", "token_slots", "closed_full",
-            "closed_no_room", "closed_timeout", "closed_flush")
+    keys = ("plans", "failed_plans", "sequences", "real_tokens", "token_slots",
+            "admitted_batches", "admitted_windows", *(f"{k}_plans" for k in CLOSED))
     return {k: after[k] - before[k] for k in keys}
 
 
@@ -54,8 +58,9 @@ def _row(name: str, replicas: int | None, slots: int, d: dict, seconds: float,
         seconds=seconds, sequences_per_s=d["sequences"] / seconds if seconds else 0.0,
         mean_sequences=d["sequences"] / ok if ok else 0.0,
         fill=d["real_tokens"] / d["token_slots"] if d["token_slots"] else 0.0,
-        crossed=crossed, batches=d["plans"],
-        closed={k.removeprefix("closed_"): v for k, v in d.items() if k.startswith("closed_")})
+        crossed=crossed, batches=d["plans"], closed={k: d[f"{k}_plans"] for k in CLOSED},
+        mean_admitted=(d["admitted_windows"] / d["admitted_batches"]
+                       if d["admitted_batches"] else 0.0))
 
 
 def count_crossed(got: Sequence[SpanLogits], want: Sequence[SpanLogits]) -> int:
@@ -119,10 +124,11 @@ def _bar(total: int, desc: str):
 
 
 def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = (1, 2, 4),
-            profile: str = "slow", mode: str = "unpack_repack", timeout_s: float = 0.005,
+            profile: str = "slow", mode: str = "unpack_repack",
+            batch_wait_timeout_s: float = 0.005,
             outstanding: int = 1024, per_call: int = 32, warmup: int = 256,
             progress: bool = True) -> dict:
-    """Measure the served graph at each runner replica count, then the in-process batcher.
+    """Measure the served graph at each runner replica count, then the in-process runner.
 
     Starts (and at the end shuts down) its own local Ray cluster. Returns a report dict with
     ``rows`` (:class:`ScalingRow` as dicts), ``speedup`` (sequences/s over the first replica
@@ -137,7 +143,8 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
 
     reference = PackRunner(model_dir, mode=mode, backend="sim", profile="fast").run(data)
     cfg = AppConfig(model_dir=model_dir, device="sim", sim={"profile": profile},
-                    packing={"mode": mode, "timeout_s": timeout_s, "max_pending": 1 << 20})
+                    packing={"mode": mode, "batch_wait_timeout_s": batch_wait_timeout_s,
+                             "max_pending": 1 << 20})
     rows: list[ScalingRow] = []
     ray.init(include_dashboard=False, log_to_driver=False, namespace="packed-bert-scaling")
     try:
@@ -146,19 +153,21 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
                                          warmup, progress))
     finally:
         ray.shutdown()
-    with PackRunner(model_dir, mode=mode, timeout_s=timeout_s, backend="sim", profile=profile,
+    with PackRunner(model_dir, mode=mode, batch_wait_timeout_s=batch_wait_timeout_s,
+                    backend="sim", profile=profile,
                     max_inflight_batches=2) as runner:
         _drive_runner(runner, data[:warmup], outstanding, False)
-        before = runner.batcher_stats.as_dict()
+        before = runner.dispatch_stats.as_dict()
         got, seconds = _drive_runner(runner, data, outstanding, progress)
-        after = runner.batcher_stats.as_dict()
+        after = runner.dispatch_stats.as_dict()
     rows.append(_row("in-process PackRunner", None, 2, _delta(after, before), seconds,
                      count_crossed(got, reference)))
     base = rows[0].sequences_per_s
     served1 = next((r for r in rows if r.replicas == 1), None)
     inproc = rows[-1]
     return {
-        "settings": {"profile": profile, "mode": mode, "timeout_s": timeout_s,
+        "settings": {"profile": profile, "mode": mode,
+                     "batch_wait_timeout_s": batch_wait_timeout_s,
                      "outstanding": outstanding, "windows_per_call": per_call,
                      "sequences": len(data), "model_dir": str(model_dir)},
         "rows": [asdict(r) for r in rows],
@@ -218,20 +227,22 @@ async def _measure_served(app: str, want_slots: int, data: Sequence[Features], p
 def format_report(report: dict) -> str:
     """The report as a Markdown table plus the two ratios."""
     s = report["settings"]
-    lines = [f"sim profile {s['profile']}, mode {s['mode']}, timeout {s['timeout_s']} s, "
+    lines = [f"sim profile {s['profile']}, mode {s['mode']}, batch_wait_timeout_s "
+             f"{s['batch_wait_timeout_s']} s, "
              f"{s['sequences']} windows, {s['outstanding']} outstanding "
              f"({s['windows_per_call']} per handle call)", "",
-             "| run | dispatch slots | sequences/s | speed-up | seqs/batch | token fill | "
-             "batches (full / no room / timeout) | crossed |",
-             "|---|---:|---:|---:|---:|---:|---|---:|"]
+             "| run | dispatch slots | sequences/s | speed-up | admitted/batch | seqs/plan | "
+             "token fill | plans (full / budget / rest) | crossed |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     base = report["rows"][0]["sequences_per_s"]
     for r in report["rows"]:
         c = r["closed"]
         speed = f"{r['sequences_per_s'] / base:.2f}x" if r["replicas"] else "-"
         lines.append(f"| {r['name']} | {r['dispatch_slots']} | {r['sequences_per_s']:.1f} | "
-                     f"{speed} | {r['mean_sequences']:.2f} | {r['fill']:.3f} | {r['batches']} "
-                     f"({c['full']} / {c['no_room']} / {c['timeout']}) | {r['crossed']} |")
+                     f"{speed} | {r['mean_admitted']:.2f} | {r['mean_sequences']:.2f} | "
+                     f"{r['fill']:.3f} | {r['batches']} "
+                     f"({c['full']} / {c['budget']} / {c['rest']}) | {r['crossed']} |")
     if report["fill_ratio"] is not None:
-        lines += ["", f"served (1 replica) over in-process: sequences per batch "
+        lines += ["", f"served (1 replica) over in-process: sequences per plan "
                   f"{report['mean_sequences_ratio']:.3f}x, token fill {report['fill_ratio']:.3f}x"]
     return "\n".join(lines)

@@ -76,13 +76,17 @@ def kill_one_replica(deployment: str) -> str:
 def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: int,
          distinct: int = 500, slow_s: float = 10.0, score_tol: float = 1e-3,
          kill_replica: str | None = None, rate: float | None = None, progress: bool = True,
-         echo: Callable[[str], None] = print) -> dict:
+         echo: Callable[[str], None] = print, backend: str = "onnxruntime",
+         backend_options: dict | None = None) -> dict:
     """Send ``n`` requests (cycling ``distinct`` different ones) and classify every answer.
 
     Closed loop by default (``concurrency`` clients, each sending its next request when the
     last is answered). With ``rate`` (requests/s) the load is open loop: Poisson arrivals at
     that rate on up to ``concurrency`` connections, so the offered load does not drop when
     the app slows down or refuses; latencies count from each request's arrival time.
+
+    ``backend`` / ``backend_options``: what the solo answers run on, the app's runners' own
+    (``"sim"`` for an app on ``device: sim``; any sim profile gives the same logits).
 
     With ``kill_replica``, one replica of that deployment is killed once a quarter of the
     requests are answered; ``recovery_s`` is then the time from the kill to the last request
@@ -100,7 +104,8 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
         raise ValueError(f"the app serves {stats['model']!r} but {model_dir} holds {manifest.source!r}")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     uniq = load_questions(workload, min(distinct, n), tok, answering["seq_len"])
-    expected = solo_answers(model_dir, uniq, answering)
+    expected = solo_answers(model_dir, uniq, answering, backend=backend,
+                            backend_options=backend_options)
     bodies = [json.dumps(it).encode() for it in uniq]
     load = (f"open loop at {rate:g} requests/s, up to {concurrency} connections" if rate
             else f"concurrency {concurrency}")

@@ -23,6 +23,7 @@ from ..bench.loadtest import drive
 from ..bench.modes import MODES
 from ..model.manifest import Manifest
 from ..policy.attention import ATTENTION_GROUPS
+from ..runtime.admission import DEFAULT_ADMISSION
 from ..qa.requests import BadRequest, Limits
 from ..qa.squad_eval import evaluate
 from ..qa.squad_file import Question, read_questions
@@ -72,7 +73,8 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
     flat = [Features(w.input_ids, w.token_type_ids) for wins in per_q
             if not isinstance(wins, BadRequest) for w in wins]
     answers = {q.id: list(q.answers) for q in questions if q.answers}
-    settings = {"threads": threads, "timeout_s": 0.01, "max_tokens": None,
+    settings = {"threads": threads,
+                "batch_wait_timeout_s": DEFAULT_ADMISSION.batch_wait_timeout_s, "max_tokens": None,
                 "attention_groups": ATTENTION_GROUPS, "batch_size": manifest.batch_size}
     scores: list[ModeScore] = []
     reference = None

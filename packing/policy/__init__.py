@@ -3,17 +3,19 @@
 No model, no threads, no I/O: everything here is numpy and dataclasses, so it is
 cheap to test exhaustively and safe to call from any runner.
 
-* :mod:`.config` -- :class:`PackingConfig` (sizes, mode, heuristic, timeout).
+* :mod:`.config` -- :class:`PackingConfig` (sizes, mode, heuristic, token budget).
 * :mod:`.plans` -- the plan dataclasses a runner executes.
 * :mod:`.heuristics` -- :class:`RowAllocator` (first/best/next fit rows).
 * :mod:`.spfhp` -- :func:`pack_spfhp`, offline histogram packing.
 * :mod:`.offline` -- whole-workload planners.
-* :mod:`.online` -- :class:`OnlinePacker`, PackRunner-style streaming packer.
+* :mod:`.online` -- :class:`OnlinePacker`, PackRunner-style placement of a stream of sequences.
+* :mod:`.collate` -- :func:`collate`, the packing policy of online serving: windows -> plans.
 * :mod:`.attention` -- :func:`plan_attention`, attention rows sized by their sequences.
 * :mod:`.layouts` -- plans to model inputs and model outputs back.
 """
 
 from .attention import ATTENTION_GROUPS, AttentionLayout, plan_attention
+from .collate import collate
 from .config import ALGORITHMS, MODES, PackingConfig
 from .heuristics import RowAllocator
 from .layouts import build_inputs, scatter_outputs, token_coordinates
@@ -40,6 +42,7 @@ __all__ = [
     "RowAllocator",
     "UnpackRepackPlan",
     "build_inputs",
+    "collate",
     "pack_spfhp",
     "packing_efficiency",
     "plan_dynamic_padding",

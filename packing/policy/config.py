@@ -3,14 +3,12 @@
 :class:`PackingConfig` is a frozen dataclass shared by the online packer and the
 runners. It describes the model's static shape (``batch_size`` rows of
 ``seq_len`` slots), how many sequences one batch may carry (``max_valid_num``,
-PopRT's name), how long a request may wait for company (``timeout_s``), which
-packing layout is used (``mode``) and which online row-placement heuristic
+PopRT's name), which packing layout is used (``mode``) and which online row-placement heuristic
 (``algorithm``) places sequences into rows in attention-mask mode.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 
@@ -35,8 +33,6 @@ class PackingConfig:
         seq_len: slots per row, i.e. the longest sequence accepted (>= 2).
         batch_size: rows per batch (>= 1).
         max_valid_num: most sequences one batch may carry (>= 1).
-        timeout_s: longest time the oldest pending request waits before its
-            batch is sent even if not full (finite, >= 0).
         mode: ``"attention_mask"`` (sequences never cross a row) or
             ``"unpack_repack"`` (tokens laid end to end).
         algorithm: row-placement heuristic for attention-mask mode, one of
@@ -54,7 +50,6 @@ class PackingConfig:
     seq_len: int = 256
     batch_size: int = 16
     max_valid_num: int = 40
-    timeout_s: float = 0.01
     mode: str = "attention_mask"
     algorithm: str = "first_fit"
     max_tokens: int | None = None
@@ -67,13 +62,6 @@ class PackingConfig:
             raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
         if not _is_int(self.max_valid_num) or self.max_valid_num < 1:
             raise ValueError(f"max_valid_num must be an int >= 1, got {self.max_valid_num!r}")
-        if (
-            isinstance(self.timeout_s, bool)
-            or not isinstance(self.timeout_s, (int, float))
-            or not math.isfinite(self.timeout_s)
-            or self.timeout_s < 0
-        ):
-            raise ValueError(f"timeout_s must be a finite number >= 0, got {self.timeout_s!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.algorithm not in ALGORITHMS:
@@ -91,7 +79,6 @@ class PackingConfig:
         # Normalise numpy scalars to plain Python numbers (hashable, JSON-friendly).
         for name in ("seq_len", "batch_size", "max_valid_num", "attention_groups"):
             object.__setattr__(self, name, int(getattr(self, name)))
-        object.__setattr__(self, "timeout_s", float(self.timeout_s))
         if self.max_tokens is not None:
             object.__setattr__(self, "max_tokens", int(self.max_tokens))
 

@@ -1,7 +1,7 @@
-"""Online packer: requests arrive one by one, batches leave when full or overdue.
+"""Online packer: sequences arrive one by one and are placed as they come.
 
-:class:`OnlinePacker` follows PopRT PackRunner's semantics. It keeps one
-*current* batch and adds each arriving sequence to it:
+:class:`OnlinePacker` follows PopRT PackRunner's placement. It keeps one *current* batch
+and adds each arriving sequence to it:
 
 * ``mode="attention_mask"``: a :class:`~packing.policy.heuristics.RowAllocator`
   (``batch_size`` rows of ``seq_len`` slots, ``config.algorithm``) places the
@@ -15,21 +15,16 @@ A batch is sent (returned as a plan) when
 (a) it holds ``max_valid_num`` sequences (sent by the ``add`` that filled it), or
 (b) an arriving sequence does not fit: the current batch is sent and the
     arriving sequence starts the next batch, or
-(c) its oldest request has waited ``timeout_s`` (:meth:`OnlinePacker.poll`), or
-(d) the caller flushes (:meth:`OnlinePacker.flush`).
+(c) the caller flushes (:meth:`OnlinePacker.flush`).
 
-``add`` never looks at the clock except to stamp an arrival without an explicit
-``arrival_s``; timeouts are the caller's to poll (a runner's loop typically
-waits ``time_to_deadline()`` for the next request, then polls). The packer is
-pure state: no threads, no locks; callers serialise access.
+*When* sequences arrive is admission's business (:mod:`packing.runtime.admission`:
+``@serve.batch``'s count and timer); :func:`packing.policy.collate.collate` runs this packer
+over what admission collected. The packer is pure state: no clock, no threads, no locks.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
-import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -44,14 +39,11 @@ class OnlinePacker:
     """Packs a stream of sequences into batch plans under ``config``.
 
     Args:
-        config: sizes, mode, heuristic and timeout.
-        clock: monotonic clock in seconds, used when ``arrival_s`` / ``now``
-            are not given (inject a fake one in tests).
+        config: sizes, mode, heuristic and token budget.
     """
 
-    def __init__(self, config: PackingConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: PackingConfig) -> None:
         self.config = config
-        self.clock = clock
         self._capacity = config.capacity_tokens
         self._attention = config.mode == "attention_mask"
         self._alloc = RowAllocator(config.batch_size, config.seq_len, config.algorithm) if self._attention else None
@@ -63,7 +55,6 @@ class OnlinePacker:
         self._rows: list[int] = []
         self._starts: list[int] = []
         self._tokens = 0
-        self._oldest = math.inf
         if self._alloc is not None:
             self._alloc.reset()
 
@@ -79,18 +70,12 @@ class OnlinePacker:
         """Real tokens in the current batch."""
         return self._tokens
 
-    @property
-    def oldest_arrival(self) -> float | None:
-        """Arrival time of the oldest pending request, or None when nothing is pending."""
-        return self._oldest if self._ids else None
-
     # -- stream --------------------------------------------------------------
 
-    def add(self, seq_id: int, length: int, arrival_s: float | None = None) -> list[Plan]:
+    def add(self, seq_id: int, length: int) -> list[Plan]:
         """Add one sequence; return the plans that became ready (usually ``[]`` or one).
 
-        ``arrival_s`` is the request's arrival time on the packer's clock
-        (default: ``clock()`` now). If the sequence does not fit in the current
+        If the sequence does not fit in the current
         batch, that batch is returned first and the sequence starts a new one;
         a batch reaching ``max_valid_num`` sequences is returned at once. So the
         result holds at most two plans, in send order.
@@ -103,7 +88,6 @@ class OnlinePacker:
         if not isinstance(length, numbers.Integral) or isinstance(length, bool) or not 1 <= length <= seq_len:
             raise ValueError(f"sequence {seq_id!r} has length {length!r}; must be an integer in [1, seq_len={seq_len}]")
         length = int(length)
-        t = float(self.clock() if arrival_s is None else arrival_s)
 
         ready: list[Plan] = []
         slot = self._try_place(length)
@@ -116,8 +100,6 @@ class OnlinePacker:
         self._rows.append(slot[0])
         self._starts.append(slot[1])
         self._tokens += length
-        if t < self._oldest:
-            self._oldest = t
         if len(self._ids) >= self.config.max_valid_num:
             ready.append(self._take())
         return ready
@@ -129,29 +111,6 @@ class OnlinePacker:
         if self._alloc is None:
             return (0, self._tokens)  # unpack/repack: flat offset
         return self._alloc.place(length)
-
-    def poll(self, now: float | None = None) -> Plan | None:
-        """Return the current batch if its oldest request has waited ``>= timeout_s``, else None.
-
-        ``now`` defaults to ``clock()``.
-        """
-        if not self._ids:
-            return None
-        now = self.clock() if now is None else now
-        if now >= self._oldest + self.config.timeout_s:
-            return self._take()
-        return None
-
-    def time_to_deadline(self, now: float | None = None) -> float | None:
-        """Seconds until the oldest pending request times out.
-
-        0.0 when already overdue, None when nothing is pending. ``now`` defaults
-        to ``clock()``.
-        """
-        if not self._ids:
-            return None
-        now = self.clock() if now is None else now
-        return max(0.0, self._oldest + self.config.timeout_s - now)
 
     def flush(self) -> Plan | None:
         """Send whatever is pending now (None when nothing is)."""

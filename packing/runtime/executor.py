@@ -1,7 +1,7 @@
 """Execute one batch plan on a backend: build the model inputs, call it, cut the outputs back.
 
 :class:`PlanExecutor` is the only code that turns a plan into a model call; the offline
-runners, the online batcher and the Ray Serve runner replicas all go through it.
+runners, the online dispatch step and the Ray Serve runner replicas all go through it.
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.config import PackingConfig
 from packing.policy.plans import Plan
 
+from .admission import DEFAULT_ADMISSION, AdmissionConfig, CountAdmission
 from .base import _Runner
-from .batcher import BatcherStats, PackBatcher
 from .calibrate import AUTO, Calibration, resolve_max_tokens
+from .dispatch import DISPATCH, Dispatcher, DispatchStats, admit_windows
 from .executor import open_graph
 from .features import Features, SpanLogits
 
@@ -30,14 +31,16 @@ class PackRunner(_Runner):
 
     Offline, :meth:`run` packs the whole dataset ahead of time (SPFHP histogram packing
     for attention_mask rows; end to end for unpack_repack). Online, :meth:`submit`
-    queues one request and returns a Future; requests are packed by
-    :class:`~packing.runtime.batcher.PackBatcher`, the same batcher the served Packer
-    deployment runs (``algorithm`` first_fit | next_fit | best_fit; a batch leaves when it
-    holds ``max_valid_num`` sequences, when the next request does not fit, or when its
-    oldest request has waited ``timeout_s`` and a slot is free). ``max_inflight_batches``
-    plans may be under way at once (default 2, as one served runner replica takes: one
-    running on the device while the next is prepared). Call :meth:`close` (or use
-    ``with``) to stop it.
+    queues one request and returns a Future. Online requests go through the served
+    Packer's pipeline, in-process: admission by ``@serve.batch``'s count rule
+    (:class:`~packing.runtime.admission.CountAdmission`: ``max_batch_size`` windows, or
+    ``batch_wait_timeout_s`` after a batch's first, ``max_concurrent_batches`` batches at
+    once), then the dispatch step (:class:`~packing.runtime.dispatch.Dispatcher`), which
+    packs everything waiting with the one packing policy
+    (:func:`~packing.policy.collate.collate`; ``algorithm`` first_fit | next_fit |
+    best_fit) whenever one of ``max_inflight_batches`` slots is free (default 2, as one
+    served runner replica takes: one plan on the device while the next is prepared).
+    Call :meth:`close` (or use ``with``) to stop it.
 
     ``max_tokens`` is the budget of real tokens per batch: an int pins it (it must lie in
     ``[seq_len, batch_size * seq_len]``), ``None`` is the full batch ``batch_size *
@@ -53,8 +56,11 @@ class PackRunner(_Runner):
 
     def __init__(self, model_dir: str | Path, mode: str = "attention_mask",
                  algorithm: str = "first_fit", max_valid_num: int | None = None,
-                 timeout_s: float = 0.01, max_tokens: int | str | None = "auto",
-                 max_inflight_batches: int = 2, attention_groups: int = ATTENTION_GROUPS,
+                 max_batch_size: int | None = DEFAULT_ADMISSION.max_batch_size,
+                 batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
+                 max_concurrent_batches: int | None = DEFAULT_ADMISSION.max_concurrent_batches,
+                 max_tokens: int | str | None = "auto", max_inflight_batches: int = 2,
+                 attention_groups: int = ATTENTION_GROUPS, dispatch: str = "merge",
                  backend: str = "onnxruntime", **backend_options) -> None:
         manifest = Manifest.read(model_dir)
         auto = isinstance(max_tokens, str)
@@ -63,10 +69,14 @@ class PackRunner(_Runner):
         self.calibration: Calibration | None = None
         self.config = PackingConfig(  # every knob checked before any measuring
             seq_len=manifest.seq_len, batch_size=manifest.batch_size,
-            max_valid_num=max_valid_num or manifest.max_valid_num, timeout_s=timeout_s,
-            mode=mode, algorithm=algorithm, max_tokens=None if auto else max_tokens,
+            max_valid_num=max_valid_num or manifest.max_valid_num, mode=mode, algorithm=algorithm, max_tokens=None if auto else max_tokens,
             attention_groups=attention_groups,
         )
+        self.admission = AdmissionConfig(max_batch_size, batch_wait_timeout_s,
+                                         max_concurrent_batches)
+        if dispatch not in DISPATCH:
+            raise ValueError(f"dispatch must be one of {DISPATCH}, got {dispatch!r}")
+        self.dispatch = dispatch
         if auto:  # measured (or read from the cache) before this runner loads its own graph
             budget, self.calibration = resolve_max_tokens(AUTO, model_dir, backend,
                                                           backend_options, manifest=manifest)
@@ -78,10 +88,12 @@ class PackRunner(_Runner):
         self.max_inflight_batches = max_inflight_batches
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._batcher: PackBatcher | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._admission: CountAdmission | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self._start_lock = threading.Lock()
+        self._submitting: set[asyncio.Task] = set()  # online requests not yet answered
 
     # ----------------------------------------------------------------- offline
     def plans(self, lengths: np.ndarray) -> list[Plan]:
@@ -114,33 +126,59 @@ class PackRunner(_Runner):
                 raise RuntimeError("PackRunner is closed")
             if self._loop is None:
                 self._start_loop()
-            assert self._loop is not None and self._batcher is not None
-            return asyncio.run_coroutine_threadsafe(self._batcher.submit(f), self._loop)
+            assert self._loop is not None and self._admission is not None
+            return asyncio.run_coroutine_threadsafe(self._submit(f), self._loop)
+
+    async def _submit(self, features: Features) -> SpanLogits:
+        assert self._admission is not None
+        task = asyncio.current_task()
+        self._submitting.add(task)  # its first step runs before close()'s drain starts
+        try:
+            return (await admit_windows(self._admission.submit, [features]))[0]
+        finally:
+            self._submitting.discard(task)
 
     def submit_many(self, dataset: Iterable[Features]) -> list["Future[SpanLogits]"]:
         """:meth:`submit` each request; Futures in the same order."""
         return [self.submit(f) for f in dataset]
 
     @property
-    def batcher_stats(self) -> BatcherStats:
-        """What the online batcher sent so far (zeros before the first submit)."""
-        return self._batcher.stats if self._batcher is not None else BatcherStats()
+    def dispatch_stats(self) -> DispatchStats:
+        """What the online path admitted and sent so far (zeros before the first submit)."""
+        return self._dispatcher.stats if self._dispatcher is not None else DispatchStats()
+
+    @property
+    def inflight(self) -> int:
+        """Online: plans running now."""
+        return self._dispatcher.inflight if self._dispatcher is not None else 0
+
+    @property
+    def waiting(self) -> int:
+        """Online: admitted requests not yet in a started plan."""
+        return self._dispatcher.waiting if self._dispatcher is not None else 0
 
     def close(self) -> None:
-        """Run what is still waiting, then stop the batcher's thread. Idempotent."""
+        """Run what is still waiting, then stop the online path's thread. Idempotent."""
         with self._start_lock:
             if self._closed:
                 return
             self._closed = True
             loop, thread = self._loop, self._thread
-        if loop is None or thread is None or self._batcher is None:
+        if loop is None or thread is None or self._admission is None:
             return
-        asyncio.run_coroutine_threadsafe(self._batcher.close(), loop).result()
+        asyncio.run_coroutine_threadsafe(self._drain(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
         if self._pool is not None:
             self._pool.shutdown()
+
+    async def _drain(self) -> None:
+        assert self._admission is not None and self._dispatcher is not None
+        # Requests submitted before close() finish first (admission still open for them).
+        await asyncio.gather(*list(self._submitting), return_exceptions=True)
+        await self._admission.close()
+        await self._dispatcher.close()
 
     def __enter__(self) -> "PackRunner":
         return self
@@ -149,17 +187,21 @@ class PackRunner(_Runner):
         self.close()
 
     def _start_loop(self) -> None:
-        """Start the event loop thread that hosts the batcher (caller holds _start_lock)."""
+        """Start the event loop thread that hosts admission and dispatch (caller holds
+        _start_lock)."""
         loop = asyncio.new_event_loop()
         pool = ThreadPoolExecutor(self.max_inflight_batches, thread_name_prefix="pack-exec")
 
         async def execute(plan: Plan, feats: list[Features]) -> list[SpanLogits]:
             return await loop.run_in_executor(pool, self._exec.execute, plan, feats)
 
-        self._batcher = PackBatcher(self.config, execute,
-                                    max_inflight_batches=self.max_inflight_batches,
-                                    max_pending=1 << 30)
+        self._dispatcher = Dispatcher(self.config, execute, slots=self.max_inflight_batches,
+                                      dispatch=self.dispatch)
+        a = self.admission
+        self._admission = CountAdmission(self._dispatcher.run_batch,
+                                         a.batch_size(self.config.max_valid_num),
+                                         a.batch_wait_timeout_s, a.concurrent_batches(1 << 30))
         self._pool, self._loop = pool, loop
-        self._thread = threading.Thread(target=loop.run_forever, name="pack-batcher",
+        self._thread = threading.Thread(target=loop.run_forever, name="pack-online",
                                         daemon=True)
         self._thread.start()
