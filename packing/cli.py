@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from packing.bench.modes import MODES
+from packing.model.quantize import PRECISIONS
 from packing.policy.attention import ATTENTION_GROUPS
 
 
@@ -14,7 +15,8 @@ def _prepare(args: argparse.Namespace) -> int:
     from packing.model.prepare import prepare
 
     prepare(args.model, args.out, seq_len=args.seq_len, batch_size=args.batch_size,
-            max_valid_num=args.max_valid_num, seed=args.seed, check=not args.no_check)
+            max_valid_num=args.max_valid_num, seed=args.seed, check=not args.no_check,
+            precision=args.precision)
     return 0
 
 
@@ -417,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed of random:* weights")
     pr.add_argument("--no-check", action="store_true",
                     help="skip the packed-vs-original logit check")
+    pr.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                    help="fp32 (any device), int8 (CPU: per-token int8 Linear layers, "
+                    "batch-invariant) or fp16 (CUDA); recorded in the manifest "
+                    "(docs/precision.md)")
     pr.set_defaults(func=_prepare)
 
     tr = sub.add_parser("train", help="fine-tune builtin:squad-mini's base encoder (LoRA) on "
