@@ -339,3 +339,49 @@ def test_bert_base_int8_packed_equals_solo(tmp_path):
     packed = PackRunner(out, mode="unpack_repack", max_tokens=None).run(data)
     diff = max(float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(solo, packed))
     assert diff <= TOLERANCES["int8"], diff
+
+
+# ---------------------------------------------------------------- serving config, calibration
+
+def test_calibration_is_keyed_by_precision(int8_dir, tiny_model_dir):
+    from packing.runtime.calibrate import fingerprint
+
+    k8, f8 = fingerprint(int8_dir, "onnxruntime", {"device": "cpu", "intra_op_threads": 1})
+    k32, f32 = fingerprint(tiny_model_dir, "onnxruntime", {"device": "cpu", "intra_op_threads": 1})
+    assert (f8["precision"], f32["precision"]) == ("int8", "fp32") and k8 != k32
+
+
+def test_app_config_precision(monkeypatch):
+    from pydantic import ValidationError
+
+    from deployments.config import AppConfig
+
+    assert AppConfig().precision() == "fp32"  # the default folder stays fp32 unless asked
+    auto = {"precision": "auto"}
+    assert AppConfig(device="cpu", prepare=auto).precision() == "int8"
+    assert AppConfig(device="cuda", prepare=auto).precision() == "fp16"
+    assert AppConfig(device="sim", prepare=auto).precision() == "fp32"
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert AppConfig(device="auto", prepare=auto).precision() == "int8"
+    assert AppConfig(device="cpu", prepare={"precision": "fp16"}).precision() == "fp16"
+    with pytest.raises(ValidationError, match="int4"):
+        AppConfig(prepare={"precision": "int4"})
+
+
+def test_squad_config_picks_precision_per_device():
+    import yaml
+
+    from deployments.config import AppConfig
+    from conftest import REPO
+
+    args = yaml.safe_load((REPO / "configs" / "squad.yaml").read_text())["applications"][0]["args"]
+    assert args["prepare"]["precision"] == "auto"
+    assert AppConfig(**{**args, "device": "cpu"}).precision() == "int8"
+
+
+def test_model_store_prepares_again_for_another_precision(tmp_path, tiny_model_dir):
+    from deployments.model_store import _other_precision
+
+    assert _other_precision(tiny_model_dir, "fp32") is None
+    assert "is fp32, the config asks for int8" in _other_precision(tiny_model_dir, "int8")
+    assert _other_precision(tmp_path, "int8") is None  # no manifest: prepared anyway
