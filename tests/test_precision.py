@@ -385,3 +385,40 @@ def test_model_store_prepares_again_for_another_precision(tmp_path, tiny_model_d
     assert _other_precision(tiny_model_dir, "fp32") is None
     assert "is fp32, the config asks for int8" in _other_precision(tiny_model_dir, "int8")
     assert _other_precision(tmp_path, "int8") is None  # no manifest: prepared anyway
+
+
+# ---------------------------------------------------------------- bench in two precisions
+
+def test_bench_runs_fp32_and_int8_in_one_run(tiny_model_dir, int8_dir, tmp_path, capsys):
+    from packing.cli import main
+
+    js = tmp_path / "b.json"
+    modes = ["original", "offline_unpack_repack", "online_unpack_repack", "no_batching", "hf_pipeline"]
+    assert main(["bench", "--model-dir", str(tiny_model_dir), str(int8_dir), "--precision", "fp32",
+                 "int8", "--samples", "16", "--no-progress", "--concurrency", "8",
+                 "--max-tokens", "full", "--modes", *modes, "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "dense MatMulInteger u8 x s8 limit" in out and "dense MatMul limit" in out
+    assert "best packed int8 / best packed fp32: " in out
+    report = json.loads(js.read_text())
+    fp32, int8 = report["runs"]
+    assert (fp32["precision"], int8["precision"]) == ("fp32", "int8")
+    assert int8["limit"]["precision"] == "int8" and int8["limit"]["best_gflops"] > 0
+    for run in (fp32, int8):
+        assert [m["key"] for m in run["modes"]] == modes
+        for m in run["modes"]:
+            if m["key"] == "hf_pipeline" and run["precision"] == "int8":
+                assert "float32" in m["skipped"]
+                continue
+            if m["skipped"] and "torch" in m["skipped"]:
+                continue
+            assert m["max_abs_diff"] <= TOLERANCES[run["precision"]] == m["tolerance"], m
+    assert report["precisions"]["runs"][1]["best_packed_vs_first"] > 0
+
+
+def test_bench_precision_flag_is_checked(tiny_model_dir, int8_dir, capsys):
+    from packing.cli import main
+
+    assert main(["bench", "--model-dir", str(int8_dir), "--precision", "fp32", "--samples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "is prepared in int8, not fp32" in err and "--precision fp32" in err
