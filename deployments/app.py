@@ -44,7 +44,7 @@ def build_graph(cfg: AppConfig, runner_options: dict | None = None,
     checks that deploy from Python rather than from a config file's ``deployments``)."""
     shapes = cfg.prepare
     manifest = ensure_model(cfg.model_dir, cfg.model_source, shapes.seq_len, shapes.batch_size,
-                            shapes.max_valid_num)
+                            shapes.max_valid_num, cfg.precision())
     backend, options = cfg.runner_backend()
     calibrated = calibrated_budget(cfg.model_dir, backend, options)
     runner_cls = PackRunnerDeployment.options(**runner_options) if runner_options else \

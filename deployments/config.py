@@ -55,6 +55,10 @@ class PrepareShapes(BaseModel):
     seq_len: int = Field(384, ge=8, le=512)  # tokens per row
     batch_size: int = Field(16, ge=1)  # rows per batch
     max_valid_num: int = Field(40, ge=1)  # sequences per packed batch
+    # Graph precision (docs/precision.md). auto: the best on the runners' device -- int8 on a
+    # CPU, fp16 on CUDA, fp32 under sim. A folder prepared in another precision is prepared
+    # again at start.
+    precision: Literal["auto", "fp32", "int8", "fp16"] = "fp32"
 
 
 class SimDevice(BaseModel):
@@ -111,6 +115,22 @@ class AppConfig(BaseModel):
     @classmethod
     def _absolute_fault_file(cls, value: str | None) -> str | None:
         return None if value is None else str(Path(value).expanduser().resolve())
+
+    def precision(self) -> str:
+        """The precision the model folder must have: ``prepare.precision``, with ``auto``
+        resolved for ``device`` (int8 on cpu, fp16 on cuda -- for ``auto``: on cuda when ONNX
+        Runtime here has the CUDA provider --, fp32 under sim)."""
+        chosen = self.prepare.precision
+        if chosen != "auto":
+            return chosen
+        if self.device == "sim":
+            return "fp32"
+        device = self.device
+        if device == "auto":
+            import onnxruntime as ort
+
+            device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+        return "fp16" if device == "cuda" else "int8"
 
     def runner_backend(self) -> tuple[str, dict]:
         """Backend name and options for the PackRunner replicas."""

@@ -13,9 +13,9 @@ log = logging.getLogger("ray.serve")
 
 
 def ensure_model(model_dir: str, source: str, seq_len: int, batch_size: int,
-                 max_valid_num: int) -> Manifest:
-    """Return the folder's manifest, preparing it from ``source`` first when it has none
-    (or one of an older format than this code builds).
+                 max_valid_num: int, precision: str = "fp32") -> Manifest:
+    """Return the folder's manifest, preparing it from ``source`` in ``precision`` first when
+    it has none, one of an older format than this code builds, or one of another precision.
 
     Replicas on the same host serialise on a lock file, so the folder is prepared once.
     """
@@ -24,14 +24,14 @@ def ensure_model(model_dir: str, source: str, seq_len: int, batch_size: int,
     lock_path = folder.parent / f".{folder.name}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        stale = _stale_format(folder)
+        stale = _stale_format(folder) or _other_precision(folder, precision)
         if stale or not (folder / MANIFEST).exists():
-            log.warning("model folder %s %s: preparing it from %s", folder,
-                        stale or "has no manifest", source)
+            log.warning("model folder %s %s: preparing it from %s in %s", folder,
+                        stale or "has no manifest", source, precision)
             from packing.model.prepare import prepare
 
             prepare(source, folder, seq_len=seq_len, batch_size=batch_size,
-                    max_valid_num=max_valid_num, quiet=True)
+                    max_valid_num=max_valid_num, quiet=True, precision=precision)
         return Manifest.read(folder)
 
 
@@ -43,4 +43,15 @@ def _stale_format(folder: Path) -> str | None:
         return None
     if version != FORMAT_VERSION:
         return f"has format_version {version}, this code needs {FORMAT_VERSION}"
+    return None
+
+
+def _other_precision(folder: Path, precision: str) -> str | None:
+    """Why the folder's manifest is of another precision than ``precision``, else None."""
+    try:
+        found = json.loads((folder / MANIFEST).read_text()).get("precision", "fp32")
+    except (OSError, ValueError):
+        return None
+    if found != precision:
+        return f"is {found}, the config asks for {precision}"
     return None

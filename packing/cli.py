@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from packing.bench.modes import MODES
+from packing.model.quantize import PRECISIONS
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.runtime.admission import DEFAULT_ADMISSION
 
@@ -15,7 +16,8 @@ def _prepare(args: argparse.Namespace) -> int:
     from packing.model.prepare import prepare
 
     prepare(args.model, args.out, seq_len=args.seq_len, batch_size=args.batch_size,
-            max_valid_num=args.max_valid_num, seed=args.seed, check=not args.no_check)
+            max_valid_num=args.max_valid_num, seed=args.seed, check=not args.no_check,
+            precision=args.precision)
     return 0
 
 
@@ -55,23 +57,39 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from packing.bench.bench import bench, plot
+    import json
+    from dataclasses import asdict
 
-    data = _workload_of(args)
+    from packing.bench.bench import (bench, check_precisions, compare_precisions,
+                                     format_precisions, plot)
+
+    folders = args.model_dir
+    check_precisions(folders, args.precision)
+    data = _workload_of(argparse.Namespace(**{**vars(args), "model_dir": folders[0]}))
     modes = args.modes or list(MODES)
     backend, options = _backend_choice(args)
-    report = bench(args.model_dir, data, args.workload, modes=modes, threads=args.threads,
-                   concurrency=args.concurrency,
-                   batch_wait_timeout_s=args.batch_wait_timeout_s,
-                   check_samples=args.check_samples, progress=not args.no_progress,
-                   backend=backend, backend_options=options, limit=not args.no_limit,
-                   max_tokens=args.max_tokens, attention_groups=args.attention_groups)
+    reports = []
+    for folder in folders:  # same workload, same modes, one precision after the other
+        reports.append(bench(folder, data, args.workload, modes=modes, threads=args.threads,
+                             concurrency=args.concurrency,
+                             batch_wait_timeout_s=args.batch_wait_timeout_s,
+                             check_samples=args.check_samples, progress=not args.no_progress,
+                             backend=backend, backend_options=options, limit=not args.no_limit,
+                             max_tokens=args.max_tokens, attention_groups=args.attention_groups))
+        print("")
+    cmp = compare_precisions(reports) if len(reports) > 1 else None
+    if cmp:
+        print(format_precisions(cmp))
     if args.json:
-        Path(args.json).write_text(report.to_json() + "\n")
+        body = reports[0].to_json() if cmp is None else json.dumps(
+            {"runs": [asdict(r) for r in reports], "precisions": cmp}, indent=2)
+        Path(args.json).write_text(body + "\n")
         print(f"wrote {args.json}")
     if args.plot:
-        plot(report, args.plot)
-        print(f"wrote {args.plot}")
+        for i, rep in enumerate(reports):
+            path = args.plot if i == 0 else str(Path(args.plot).with_suffix(f".{rep.precision}.png"))
+            plot(rep, path)
+            print(f"wrote {path}")
     return 0
 
 
@@ -444,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed of random:* weights")
     pr.add_argument("--no-check", action="store_true",
                     help="skip the packed-vs-original logit check")
+    pr.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                    help="fp32 (any device), int8 (CPU: per-token int8 Linear layers, "
+                    "batch-invariant) or fp16 (CUDA); recorded in the manifest "
+                    "(docs/precision.md)")
     pr.set_defaults(func=_prepare)
 
     tr = sub.add_parser("train", help="fine-tune builtin:squad-mini's base encoder (LoRA) on "
@@ -480,7 +502,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_eval)
 
     b = sub.add_parser("bench", help="run every mode on one workload and compare")
-    b.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    b.add_argument("--model-dir", required=True, nargs="+", metavar="DIR",
+                   help="a folder written by 'prepare'; several (e.g. its fp32 and int8 "
+                   "preparations) run one after the other on the same workload")
+    b.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=None,
+                   help="the precision of each --model-dir, checked against its manifest "
+                   "(default: read from the manifests)")
     b.add_argument("--samples", type=int, default=1024)
     b.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
     b.add_argument("--modes", nargs="+", choices=list(MODES), metavar="MODE",

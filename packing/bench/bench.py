@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from packing.model.manifest import Manifest
+from packing.model.quantize import TOLERANCES
 from packing.runtime.features import Features, SpanLogits
 from packing.runtime import ModelRunner, PackRunner
 from packing.policy.attention import ATTENTION_GROUPS
@@ -67,6 +68,7 @@ class ModeResult:
     setting: str | None = None  # the rival's setting, e.g. "bs 4"
     useful_gflops: float | None = None  # useful flops of the workload / seconds, in GFLOP/s
     limit_ratio: float | None = None  # useful_gflops / the best dense MatMul rate
+    tolerance: float | None = None  # the precision's packed == solo tolerance (quantize.TOLERANCES)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class BenchReport:
     ideal_speedup: float  # padded token slots / real tokens of the workload
     machine: dict
     settings: dict
+    precision: str = "fp32"  # the folder's (manifest)
     modes: list[ModeResult] = field(default_factory=list)
     lengths: dict = field(default_factory=dict)  # mean, median, min, max of the workload
     useful_gflop: float = 0.0  # work of the workload, each request alone (limit.useful_flops)
@@ -255,6 +258,9 @@ def _skip_reason(key: str, settings: dict) -> str | None:
     backend = settings.get("backend", "onnxruntime")
     if key == "hf_pipeline" and backend != "onnxruntime":
         return f"runs transformers in torch, not on the {backend} backend"
+    if key == "hf_pipeline" and settings.get("precision", "fp32") != "fp32":
+        return (f"runs transformers in float32; the folder is {settings['precision']} "
+                "(compare with the fp32 folder's run)")
     if key in _DYNAMIC_SHAPE_MODES and settings.get("static_shapes"):
         return (f"needs dynamic shapes; the {backend} backend has static shapes "
                 "(every batch padded to batch_size x seq_len)")
@@ -316,6 +322,7 @@ def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
         res.p50_ms = float(np.percentile(latency, 50) * 1000)
         res.p99_ms = float(np.percentile(latency, 99) * 1000)
     res.max_abs_diff = max_logit_diff(outs, reference)
+    res.tolerance = TOLERANCES[settings.get("precision", "fp32")]
     return res
 
 
@@ -340,7 +347,10 @@ def format_detail(r: ModeResult) -> str:
         parts.append(f"useful {r.useful_gflops:.2f} GFLOP/s{share}")
     if r.p50_ms is not None:
         parts.append(f"p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms")
-    parts.append(f"max abs logit diff vs solo {r.max_abs_diff:.1e}")
+    check = ""
+    if r.tolerance is not None:
+        check = f" ({'within' if r.max_abs_diff <= r.tolerance else 'ABOVE'} {r.tolerance:g})"
+    parts.append(f"max abs logit diff vs solo {r.max_abs_diff:.1e}{check}")
     return "    " + ", ".join(parts)
 
 
@@ -426,7 +436,8 @@ def measure_limit(manifest: Manifest, settings: dict, enabled: bool = True) -> d
     (:class:`~packing.bench.limit.MatmulLimit` fields plus ``skipped: None``), or
     ``{"skipped": why}`` when it is not measured: ``enabled`` False (``--no-limit``), the
     sim backend (a simulated device has no MatMul rate), or another non-ONNX Runtime backend.
-    Row counts: :func:`~packing.bench.limit.row_counts` up to batch_size * seq_len.
+    Row counts: :func:`~packing.bench.limit.row_counts` up to batch_size * seq_len. An int8
+    folder's limit is the dense ``MatMulInteger`` (uint8 x int8) rate.
     """
     backend = settings.get("backend", "onnxruntime")
     if not enabled:
@@ -439,7 +450,8 @@ def measure_limit(manifest: Manifest, settings: dict, enabled: bool = True) -> d
     rows = row_counts(manifest.batch_size * manifest.seq_len)
     device = settings.get("backend_options", {}).get("device", "auto")
     return {**asdict(measure_matmul(d.hidden_size, d.intermediate_size, rows,
-                                    threads=settings.get("threads"), device=device)),
+                                    threads=settings.get("threads"), device=device,
+                                    precision=manifest.precision)),
             "skipped": None}
 
 
@@ -487,7 +499,7 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
                 "seq_len": manifest.seq_len, "max_valid_num": manifest.max_valid_num,
                 "concurrency": concurrency or 2 * manifest.max_valid_num,
                 "backend": backend, "backend_options": dict(backend_options or {}),
-                "attention_groups": attention_groups}
+                "attention_groups": attention_groups, "precision": manifest.precision}
     # the packed modes' token budget, resolved once ("auto": calibrated for this backend)
     options = {k: v for k, v in backend_kwargs(settings).items() if k != "backend"}
     settings["max_tokens"], cal = resolve_max_tokens(max_tokens, model_dir, backend, options,
@@ -498,9 +510,11 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
                          float(len(data) * manifest.seq_len / lengths.sum()),
                          machine_info(threads, solo.backend.describe()), settings,
                          lengths=length_stats(lengths),
-                         useful_gflop=useful_flops(lengths, manifest.dims) / 1e9)
+                         useful_gflop=useful_flops(lengths, manifest.dims) / 1e9,
+                         precision=manifest.precision)
     st = report.lengths
-    echo(f"model {manifest.source} ({model_dir}), workload {workload}: {len(data)} samples, "
+    echo(f"model {manifest.source} ({model_dir}, {manifest.precision}), workload {workload}: "
+         f"{len(data)} samples, "
          f"lengths mean {st['mean']:.1f}, median {st['median']:g}, min {st['min']}, "
          f"max {st['max']} of {manifest.seq_len}, ideal speed-up {report.ideal_speedup:.2f}x")
     echo(f"machine: {report.machine['cpu']}, {report.machine['threads']} threads, "
@@ -517,9 +531,11 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
     else:
         lim = report.limit
         each = ", ".join(f"{r['rows']} rows {r['gflops']:.1f}" for r in lim["rates"])
-        echo(f"dense MatMul limit ({lim['provider']}, {lim['threads'] or 'default'} threads, "
-             f"H {lim['hidden']}, I {lim['intermediate']}): {each} GFLOP/s; best "
-             f"{lim['best_gflops']:.1f} GFLOP/s")
+        op, unit = (("MatMulInteger u8 x s8", "GOP/s") if lim.get("precision") == "int8"
+                    else ("MatMul", "GFLOP/s"))
+        echo(f"dense {op} limit ({lim['provider']}, {lim['threads'] or 'default'} threads, "
+             f"H {lim['hidden']}, I {lim['intermediate']}): {each} {unit}; best "
+             f"{lim['best_gflops']:.1f} {unit}")
     rng = np.random.default_rng(0)
     check = sorted(rng.choice(len(data), size=min(check_samples, len(data)), replace=False))
     reference = {int(i): solo.run([data[i]])[0] for i in check}
@@ -554,3 +570,71 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
         echo("")
         echo(format_summary(report))
     return report
+
+
+def check_precisions(model_dirs: Sequence[str | Path], precisions: Sequence[str] | None) -> list[str]:
+    """Each folder's precision (its manifest's). ``precisions``, when given, must name them in
+    order (one per folder): ValueError naming the folder and both precisions otherwise. The
+    folders must share the model's shapes (ValueError otherwise), so their runs compare."""
+    manifests = [Manifest.read(d) for d in model_dirs]
+    found = [m.precision for m in manifests]
+    if precisions is not None:
+        if len(precisions) != len(model_dirs):
+            raise ValueError(f"--precision names {len(precisions)} precisions for "
+                             f"{len(model_dirs)} --model-dir folders; give one per folder")
+        for d, want, got in zip(model_dirs, precisions, found):
+            if want != got:
+                raise ValueError(f"{d} is prepared in {got}, not {want}: prepare it with "
+                                 f"'packed-bert prepare --precision {want}' or drop --precision")
+    first = manifests[0]
+    for d, m in zip(model_dirs[1:], manifests[1:]):
+        if (m.dims, m.seq_len, m.batch_size) != (first.dims, first.seq_len, first.batch_size):
+            raise ValueError(f"{d} has other shapes than {model_dirs[0]} (dims, seq_len, "
+                             "batch_size): prepare both from one source with the same shapes")
+    return found
+
+
+def best_packed(report: BenchReport) -> ModeResult | None:
+    """The fastest packed mode (online or offline) of ``report`` that ran, or None."""
+    packed = [r for r in report.modes if not r.skipped and r.key.startswith(("online_", "offline_"))
+              and r.key not in RIVALS]
+    return max(packed, key=lambda r: r.throughput) if packed else None
+
+
+def compare_precisions(reports: Sequence[BenchReport]) -> dict:
+    """Per precision: the best packed mode, the best rival and its limit; and for every
+    report after the first, its best packed throughput over the first's (e.g. int8 / fp32)."""
+    out: dict = {"runs": []}
+    for rep in reports:
+        bp = best_packed(rep)
+        rivals = [r for r in rep.modes if not r.skipped and r.key in RIVALS]
+        br = max(rivals, key=lambda r: r.throughput) if rivals else None
+        out["runs"].append({
+            "precision": rep.precision, "model_dir": rep.model_dir,
+            "best_packed": bp.key if bp else None, "best_packed_throughput": bp.throughput if bp else None,
+            "best_rival": br.key if br else None, "best_rival_throughput": br.throughput if br else None,
+            "limit": rep.limit.get("best_gflops")})
+    base = out["runs"][0]
+    for run in out["runs"][1:]:
+        if run["best_packed_throughput"] and base["best_packed_throughput"]:
+            run["best_packed_vs_first"] = run["best_packed_throughput"] / base["best_packed_throughput"]
+    return out
+
+
+def format_precisions(cmp: dict) -> str:
+    """Lines of :func:`compare_precisions`: per precision its best packed mode, best rival and
+    dense limit; then each later precision's best packed over the first's."""
+    lines = []
+    for run in cmp["runs"]:
+        lim = f", dense limit {run['limit']:.0f} G(FL)OP/s" if run["limit"] else ""
+        bp = (f"{MODES[run['best_packed']]} {run['best_packed_throughput']:.1f}"
+              if run["best_packed"] else "-")
+        br = (f"{MODES[run['best_rival']]} {run['best_rival_throughput']:.1f}"
+              if run["best_rival"] else "-")
+        lines.append(f"{run['precision']}: best packed {bp} samples/s; best rival {br}{lim}")
+    first = cmp["runs"][0]
+    for run in cmp["runs"][1:]:
+        if "best_packed_vs_first" in run:
+            lines.append(f"best packed {run['precision']} / best packed {first['precision']}: "
+                         f"{run['best_packed_vs_first']:.2f}x")
+    return "\n".join(lines)

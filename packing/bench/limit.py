@@ -8,6 +8,11 @@ threads, a small graph of the four dense MatMuls one BERT layer does per token -
 for each. :func:`useful_flops` counts the work a workload needs when every request runs
 alone and unpadded; useful flops / a mode's wall time, over the best MatMul rate, is the
 fraction of the dense limit that mode turns into answers.
+
+For an int8 model folder the limit is the same four products as ``MatMulInteger`` (uint8
+activations x int8 weights, int32 results: what the int8 graphs run), counted as 2
+operations per multiply-add (GOP/s), so int8's distance to its own limit -- and the
+int8 limit's distance to fp32's -- shows.
 """
 
 from __future__ import annotations
@@ -56,6 +61,36 @@ def row_counts(cap: int) -> list[int]:
     return [r for r in ROWS if r <= cap] or [int(cap)]
 
 
+def int8_matmul_graph(hidden: int, intermediate: int, seed: int = 0):
+    """ONNX model of the four int8 products: uint8 inputs ``x`` ``[1, rows, H]`` and ``g``
+    ``[1, rows, I]`` (zero point 128) -> int32 ``x @ Wqkv``, ``x @ Wo``, ``x @ W1`` and
+    ``g @ W2``, random int8 weights (``MatMulInteger``, as the int8 graphs' Linear layers)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    H, I = hidden, intermediate
+    shapes = {"w_qkv": (H, 3 * H), "w_o": (H, H), "w_1": (H, I), "w_2": (I, H)}
+    inits = [numpy_helper.from_array(rng.integers(-127, 128, size=s, dtype=np.int8), n)
+             for n, s in shapes.items()]
+    inits.append(numpy_helper.from_array(np.array(128, np.uint8), "zp"))
+    nodes = [helper.make_node("MatMulInteger", [src, w, "zp"], [out])
+             for src, w, out in (("x", "w_qkv", "qkv"), ("x", "w_o", "attn"),
+                                 ("x", "w_1", "ffn"), ("g", "w_2", "out"))]
+    graph = helper.make_graph(
+        nodes, "bert_layer_int8_matmuls",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, "rows", H]),
+         helper.make_tensor_value_info("g", TensorProto.UINT8, [1, "rows", I])],
+        [helper.make_tensor_value_info(n, TensorProto.INT32, [1, "rows", d])
+         for n, d in (("qkv", 3 * H), ("attn", H), ("ffn", I), ("out", H))],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="packed-bert-serve")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def matmul_graph(hidden: int, intermediate: int, seed: int = 0):
     """ONNX model: input ``x`` ``[1, rows, H]`` -> ``qkv = x @ Wqkv`` ``[1, rows, 3H]`` and
     ``out = ((x @ Wo) @ W1) @ W2`` ``[1, rows, H]``, random float32 weights."""
@@ -96,12 +131,15 @@ class MatmulLimit:
     rates: list[dict] = field(default_factory=list)  # {"rows", "gflops", "seconds"} per row count
     best_gflops: float = 0.0
     best_rows: int = 0
+    precision: str = "fp32"  # fp32: MatMul GFLOP/s; int8: MatMulInteger GOP/s
 
 
 def measure_matmul(hidden: int, intermediate: int, rows: Sequence[int] = ROWS,
                    threads: int | None = None, device: str = "auto", min_seconds: float = 0.2,
-                   min_repeats: int = 3) -> MatmulLimit:
-    """GFLOP/s of ONNX Runtime on :func:`matmul_graph` at each row count of ``rows``.
+                   min_repeats: int = 3, precision: str = "fp32") -> MatmulLimit:
+    """GFLOP/s of ONNX Runtime on :func:`matmul_graph` at each row count of ``rows``
+    (``precision="int8"``: GOP/s on :func:`int8_matmul_graph`, uint8 x int8; fp16 is
+    measured as fp32, its limit on a GPU is not modelled here).
 
     ``threads``: intra-op threads (None: ORT's default). ``device``: "cpu", "cuda" or
     "auto" (CUDA when available), as the bench's backend takes it. For each row count:
@@ -119,17 +157,24 @@ def measure_matmul(hidden: int, intermediate: int, rows: Sequence[int] = ROWS,
     if threads:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(matmul_graph(hidden, intermediate).SerializeToString(), opts,
-                                providers=providers)
+    int8 = precision == "int8"
+    graph = (int8_matmul_graph if int8 else matmul_graph)(hidden, intermediate)
+    sess = ort.InferenceSession(graph.SerializeToString(), opts, providers=providers)
     where = "cuda" if use_cuda else "cpu"
-    result = MatmulLimit(hidden, intermediate, sess.get_providers()[0], threads)
+    result = MatmulLimit(hidden, intermediate, sess.get_providers()[0], threads,
+                         precision="int8" if int8 else "fp32")
     rng = np.random.default_rng(1)
     for n in rows:
-        x = rng.standard_normal((1, int(n), hidden), dtype=np.float32)
         binding = sess.io_binding()
-        binding.bind_ortvalue_input("x", ort.OrtValue.ortvalue_from_numpy(x, where, 0))
-        for name in ("qkv", "out"):
-            binding.bind_output(name, where)
+        if int8:
+            feeds = {"x": rng.integers(0, 256, (1, int(n), hidden), dtype=np.uint8),
+                     "g": rng.integers(0, 256, (1, int(n), intermediate), dtype=np.uint8)}
+        else:
+            feeds = {"x": rng.standard_normal((1, int(n), hidden), dtype=np.float32)}
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, where, 0))
+        for out in sess.get_outputs():
+            binding.bind_output(out.name, where)
         sess.run_with_iobinding(binding)  # warm-up
         best, spent, done = float("inf"), 0.0, 0
         while done < min_repeats or spent < min_seconds:

@@ -6,7 +6,15 @@ straight into the model folder's ``model.safetensors`` (float32, Hugging Face na
 so the three graphs share one copy of the weights on disk. Transposes of the Linear
 weights and the Q/K/V concatenation are constant-folded by ONNX Runtime at load.
 
-Inputs and outputs (all ids int64, logits float32):
+Precision (``packed-bert prepare --precision``, :mod:`packing.model.quantize`) is a property
+of how the builder writes its Linear layers, not a second copy of the graphs: ``fp32``
+writes ``MatMul`` + ``Add``; ``int8`` writes the four big Linear layers of each encoder layer
+as per-token ``QuantizeLinear`` -> ``MatMulInteger`` (uint8 x int8) -> ``Cast`` -> two ``Mul``
+(weight scale per column, then activation scale per row) -> ``Add`` (:meth:`_Builder.int8_linear`),
+reading int8 weights from ``model.int8.safetensors``; ``fp16`` writes every float tensor in
+float16 (weights from a float16 ``model.safetensors``) and casts the logits back to float32.
+
+Inputs and outputs (all ids int64, logits float32, whatever the precision):
 
 ``original`` (padded, the spec's model with ``position_ids`` added)
     input_ids, attention_mask (1 real / 0 pad), token_type_ids, position_ids: [batch, seq]
@@ -43,12 +51,16 @@ from onnx import TensorProto, helper
 
 from packing.policy.attention import ATTENTION_GROUPS
 
+from .quantize import MIN_SCALE, QMAX, ZERO_POINT, check_precision, quantized_linears
 from .weights import BertDims, weight_names
 
 KINDS = ("original", "attention_mask", "unpack_repack")
 OPSET = 17
 MASK_VALUE = -10000.0  # additive bias for disallowed keys (finite: fully masked rows stay NaN-free)
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILES = {"fp32": WEIGHTS_FILE, "fp16": WEIGHTS_FILE, "int8": "model.int8.safetensors"}
+"""File of the graphs' weights per precision (fp32 and fp16: a transformers checkpoint)."""
+_ONNX_TYPES = {"F32": TensorProto.FLOAT, "F16": TensorProto.FLOAT16, "I8": TensorProto.INT8}
 
 
 def safetensors_offsets(path: Path) -> dict[str, tuple[str, list[int], int, int]]:
@@ -66,17 +78,44 @@ def safetensors_offsets(path: Path) -> dict[str, tuple[str, list[int], int, int]
     return out
 
 
-def external_initializers(weights_path: Path, names: list[str]) -> list[TensorProto]:
-    """Initializers for ``names`` whose data stays in ``weights_path`` (float32 safetensors)."""
+def graph_weight_names(dims: BertDims, precision: str = "fp32") -> list[str]:
+    """Names of the tensors the graphs of ``precision`` read from their weights file: the
+    Hugging Face names (fp32, fp16), or for int8 those of
+    :func:`packing.model.quantize.int8_weights` (``L.qweight``, ``L.wscale``, ``L.bias`` per
+    quantized Linear ``L``, every other tensor under its own name)."""
+    names = weight_names(dims)
+    if check_precision(precision) != "int8":
+        return names
+    quantized = quantized_linears(dims.num_hidden_layers)
+    replaced = {f"{name}.{part}" for q in quantized for name in _float_linears(q)
+                for part in ("weight", "bias")}
+    return ([n for n in names if n not in replaced]
+            + [f"{q}.{part}" for q in quantized for part in ("qweight", "wscale", "bias")])
+
+
+def _float_linears(prefix: str) -> tuple[str, ...]:
+    """The float Linear layers a quantized one stands for (Q/K/V for the fused one)."""
+    if prefix.endswith("attention.self.qkv"):
+        base = prefix.removesuffix("qkv")
+        return tuple(base + n for n in ("query", "key", "value"))
+    return (prefix,)
+
+
+def external_initializers(weights_path: Path, names: list[str],
+                          dtypes: tuple[str, ...] = ("F32",)) -> list[TensorProto]:
+    """Initializers for ``names`` whose data stays in ``weights_path`` (safetensors), each of a
+    safetensors dtype in ``dtypes`` (ValueError naming the tensor otherwise)."""
     table = safetensors_offsets(weights_path)
     out = []
     for name in names:
+        if name not in table:
+            raise ValueError(f"{weights_path}: no tensor {name!r}")
         dtype, shape, offset, length = table[name]
-        if dtype != "F32":
-            raise ValueError(f"{weights_path}: tensor {name} is {dtype}, graphs need F32")
+        if dtype not in dtypes:
+            raise ValueError(f"{weights_path}: tensor {name} is {dtype}, graphs need {dtypes}")
         t = TensorProto()
         t.name = name
-        t.data_type = TensorProto.FLOAT
+        t.data_type = _ONNX_TYPES[dtype]
         t.dims.extend(shape)
         t.data_location = TensorProto.EXTERNAL
         for key, value in (("location", weights_path.name), ("offset", str(offset)),
@@ -90,10 +129,14 @@ def external_initializers(weights_path: Path, names: list[str]) -> list[TensorPr
 class _Builder:
     """Small helper that names nodes and collects them."""
 
-    def __init__(self) -> None:
+    def __init__(self, precision: str = "fp32", token_major: bool = False) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.consts: list[TensorProto] = []
         self._n = 0
+        self.precision = check_precision(precision)
+        self.float = np.float16 if precision == "fp16" else np.float32  # activations' dtype
+        self.token_major = token_major  # hidden states are [1, T, H] (unpack_repack)
+        self._quantized = set()  # Linear prefixes written as int8 (set by build_graph)
 
     def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
         self._n += 1
@@ -107,10 +150,45 @@ class _Builder:
         self.consts.append(onnx.numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
+    def fconst(self, value) -> str:
+        """A float constant in the activations' dtype."""
+        return self.const(value, self.float)
+
     def linear(self, x: str, prefix: str) -> str:
-        """x @ W.T + b for a torch Linear stored as W [out, in]."""
+        """x @ W.T + b for a torch Linear stored as W [out, in]; written as
+        :meth:`int8_linear` when ``prefix`` is one of the quantized Linear layers."""
+        if prefix in self._quantized:
+            return self.int8_linear(x, prefix)
         wt = self.op("Transpose", [prefix + ".weight"], perm=[1, 0])
         return self.op("Add", [self.op("MatMul", [x, wt]), prefix + ".bias"])
+
+    def int8_linear(self, x: str, prefix: str) -> str:
+        """Batch-invariant int8 Linear on float32 ``x`` ``[..., K]`` (weights ``prefix.qweight``
+        int8 ``[K, N]``, ``prefix.wscale`` float32 ``[N]``, ``prefix.bias``).
+
+        Per token: ``scale = max(ReduceMax(Abs(x)) / 127, MIN_SCALE)``; ``QuantizeLinear``
+        (axis 1 of ``[1, T, K]``, the scales as a ``[T]`` vector, uint8 zero point 128) ->
+        ``MatMulInteger`` (u8 x s8, a_zero_point 128) -> ``Cast`` float -> ``Mul`` by the
+        per-column weight scale -> ``Mul`` by the per-row scale -> ``Add`` bias. The two scales
+        stay two ``Mul`` nodes: folded into one ``[T, N]`` scale, ONNX Runtime 1.32 fuses it
+        into ``MatMulIntegerToFloat``, which supports only scalar or per-column scales and
+        returns wrong results. :func:`packing.model.quantize.int8_linear_reference` is the
+        same arithmetic in numpy.
+        """
+        absmax = self.op("ReduceMax", [self.op("Abs", [x])], axes=[-1], keepdims=1)  # [..., 1]
+        scale = self.op("Max", [self.op("Div", [absmax, self.const(float(QMAX), np.float32)]),
+                                self.const(MIN_SCALE, np.float32)])
+        flat_x = x if self.token_major else self.op("Reshape", [x, self.const([1, -1, 0])])
+        scale_t = self.op("Reshape", [scale, self.const([-1])])  # [T]
+        zp_t = self.op("Expand", [self.const(ZERO_POINT, np.uint8), self.op("Shape", [scale_t])])
+        q = self.op("QuantizeLinear", [flat_x, scale_t, zp_t], axis=1)  # uint8 [1, T, K]
+        acc = self.op("MatMulInteger", [q, prefix + ".qweight", self.const(ZERO_POINT, np.uint8)])
+        y = self.op("Mul", [self.op("Cast", [acc], to=TensorProto.FLOAT), prefix + ".wscale"])
+        if not self.token_major:  # back to x's leading dims: [..., N]
+            lead = self.op("Shape", [x], end=-1)
+            y = self.op("Reshape", [y, self.op("Concat", [lead, self.const([-1])], axis=0)])
+        y = self.op("Mul", [y, scale])  # per-row scale, a node of its own (see above)
+        return self.op("Add", [y, prefix + ".bias"])
 
     def layer_norm(self, x: str, prefix: str, eps: float) -> str:
         return self.op("LayerNormalization", [x, prefix + ".weight", prefix + ".bias"],
@@ -118,9 +196,17 @@ class _Builder:
 
     def gelu(self, x: str) -> str:
         """Exact (erf) GELU, as BERT's ``hidden_act='gelu'``; ORT fuses it to one kernel."""
-        scaled = self.op("Div", [x, self.const(np.sqrt(2.0), np.float32)])
-        one_plus = self.op("Add", [self.op("Erf", [scaled]), self.const(1.0, np.float32)])
-        return self.op("Mul", [self.op("Mul", [x, one_plus]), self.const(0.5, np.float32)])
+        scaled = self.op("Div", [x, self.fconst(np.sqrt(2.0))])
+        one_plus = self.op("Add", [self.op("Erf", [scaled]), self.fconst(1.0)])
+        return self.op("Mul", [self.op("Mul", [x, one_plus]), self.fconst(0.5)])
+
+
+def _qkv(b: _Builder, h: str, p: str) -> str:
+    """Fused Q/K/V projection of ``h``: [..., 3H] (int8: one quantized Linear)."""
+    if p + "attention.self.qkv" in b._quantized:
+        return b.int8_linear(h, p + "attention.self.qkv")
+    w, bias = _qkv_weights(b, p)
+    return b.op("Add", [b.op("MatMul", [h, w]), bias])
 
 
 def _qkv_weights(b: _Builder, p: str) -> tuple[str, str]:
@@ -143,7 +229,7 @@ def _attention(b: _Builder, qkv: str, bias: str, dims: BertDims) -> str:
     x = b.op("Reshape", [qkv, b.const([0, 0, 3, heads, d])])
     x = b.op("Transpose", [x], perm=[2, 0, 3, 1, 4])  # [3, N, heads, L, d]
     q, k, v = (b.op("Gather", [x, b.const(i)], axis=0) for i in range(3))
-    q = b.op("Mul", [q, b.const(1.0 / np.sqrt(d), np.float32)])
+    q = b.op("Mul", [q, b.fconst(1.0 / np.sqrt(d))])
     kt = b.op("Transpose", [k], perm=[0, 1, 3, 2])
     scores = b.op("Add", [b.op("MatMul", [q, kt]), bias])
     probs = b.op("Softmax", [scores], axis=-1)
@@ -153,7 +239,7 @@ def _attention(b: _Builder, qkv: str, bias: str, dims: BertDims) -> str:
 
 def _key_bias(b: _Builder, allowed: str) -> str:
     """0 where ``allowed`` (bool), MASK_VALUE elsewhere, as float32."""
-    return b.op("Where", [allowed, b.const(0.0, np.float32), b.const(MASK_VALUE, np.float32)])
+    return b.op("Where", [allowed, b.fconst(0.0), b.fconst(MASK_VALUE)])
 
 
 def _embeddings(b: _Builder, ids: str, types: str, positions: str, eps: float) -> str:
@@ -175,6 +261,8 @@ def _ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
 
 def _qa_head(b: _Builder, h: str) -> tuple[str, str]:
     logits = b.linear(h, "qa_outputs")  # [..., 2]
+    if b.float != np.float32:  # keep_io_types: float32 logits whatever the precision
+        logits = b.op("Cast", [logits], to=TensorProto.FLOAT)
     start = b.op("Gather", [logits, b.const(0)], axis=-1)
     end = b.op("Gather", [logits, b.const(1)], axis=-1)
     b.nodes.append(helper.make_node("Identity", [start], ["start_logits"]))
@@ -193,8 +281,7 @@ def _row_graph(b: _Builder, dims: BertDims, segmented: bool) -> None:
         bias = b.op("Unsqueeze", [_key_bias(b, real), b.const([1, 2])])  # [B, 1, 1, S]
     for i in range(dims.num_hidden_layers):
         p = f"bert.encoder.layer.{i}."
-        w, bqkv = _qkv_weights(b, p)
-        qkv = b.op("Add", [b.op("MatMul", [h, w]), bqkv])
+        qkv = _qkv(b, h, p)
         h = _ffn_block(b, _attention(b, qkv, bias, dims), h, p, eps)
     _qa_head(b, h)
 
@@ -225,8 +312,7 @@ def _unpack_graph(b: _Builder, dims: BertDims) -> None:
     flat_shape = b.const([1, -1, dims.hidden_size])
     for i in range(dims.num_hidden_layers):
         p = f"bert.encoder.layer.{i}."
-        w, bqkv = _qkv_weights(b, p)
-        qkv = b.op("Add", [b.op("MatMul", [h, w]), bqkv])  # [1, T, 3H]
+        qkv = _qkv(b, h, p)  # [1, T, 3H]
         flats = []
         for g in groups:
             rows = b.op("Gather", [qkv, f"unpack_index_{g}"], axis=1)  # [1, R_g, W_g, 3H]
@@ -239,19 +325,28 @@ def _unpack_graph(b: _Builder, dims: BertDims) -> None:
     _qa_head(b, b.op("Squeeze", [h, b.const([0])]))
 
 
+_FILE_DTYPES = {"fp32": ("F32",), "fp16": ("F16",), "int8": ("F32", "I8")}
+
+
 def _int_input(name: str, shape: list) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.INT64, shape)
 
 
-def build_graph(kind: str, dims: BertDims, weights_path: Path) -> onnx.ModelProto:
-    """The ONNX model of ``kind`` (one of KINDS) reading its weights from ``weights_path``.
+def build_graph(kind: str, dims: BertDims, weights_path: Path,
+                precision: str = "fp32") -> onnx.ModelProto:
+    """The ONNX model of ``kind`` (one of KINDS) in ``precision`` (one of
+    :data:`~packing.model.quantize.PRECISIONS`) reading its weights from ``weights_path``.
 
-    ``weights_path`` must be a float32 safetensors file with the Hugging Face names of
-    :func:`packing.model.weights.weight_names`; the model must be saved next to it.
+    ``weights_path`` must be a safetensors file holding :func:`graph_weight_names` of
+    ``precision``: float32 Hugging Face tensors (fp32), their float16 copies (fp16), or
+    :func:`packing.model.quantize.int8_weights` (int8); the model must be saved next to it.
+    The model's metadata ``precision`` records it (the runtime refuses fp16 on a CPU).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown graph kind {kind!r}; expected one of {KINDS}")
-    b = _Builder()
+    b = _Builder(precision, token_major=(kind == "unpack_repack"))
+    if precision == "int8":
+        b._quantized = set(quantized_linears(dims.num_hidden_layers))
     if kind == "unpack_repack":
         inputs = [_int_input(n, ["tokens"]) for n in ("input_ids", "token_type_ids", "position_ids")]
         for g in range(ATTENTION_GROUPS):
@@ -269,9 +364,11 @@ def build_graph(kind: str, dims: BertDims, weights_path: Path) -> onnx.ModelProt
                for n in ("start_logits", "end_logits")]
     graph = helper.make_graph(
         b.nodes, f"bert_qa_{kind}", inputs, outputs,
-        initializer=external_initializers(weights_path, weight_names(dims)) + b.consts,
+        initializer=external_initializers(weights_path, graph_weight_names(dims, precision),
+                                          _FILE_DTYPES[precision]) + b.consts,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="packed-bert-serve")
+    helper.set_model_props(model, {"precision": precision})
     model.ir_version = 8
     return model

@@ -36,6 +36,7 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     format_version: int = FORMAT_VERSION
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # kind -> check vs original
+    precision: str = "fp32"  # fp32 | int8 | fp16 (packing.model.quantize.PRECISIONS)
 
     def to_json(self) -> str:
         """Serialise (dims nested as a dict)."""
@@ -59,6 +60,9 @@ class Manifest:
             raise ValueError(f"{path}: format_version {raw.get('format_version')} is not "
                              f"{FORMAT_VERSION}; prepare the folder again")
         raw["dims"] = BertDims(**raw["dims"])
+        from .quantize import check_precision
+
+        check_precision(raw.setdefault("precision", "fp32"))  # folders before precisions: fp32
         return cls(**raw)
 
     def verify_files(self, folder: str | Path) -> None:

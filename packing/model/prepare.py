@@ -1,9 +1,12 @@
 """``packed-bert prepare``: write a model folder with the three graphs, checked.
 
-The folder holds ``model.safetensors`` + ``config.json`` (a valid transformers folder),
+The folder holds the graphs' weights -- ``model.safetensors`` + ``config.json`` (a valid
+transformers folder; float16 tensors for ``--precision fp16``), or for int8
+``model.int8.safetensors`` (quantized Linear weights, the rest float32) + ``config.json`` --,
 the fast-tokenizer files, ``original.onnx``, ``attention_mask.onnx`` and
-``unpack_repack.onnx`` (weights shared through external data), and ``manifest.json``,
-written last: a folder without a manifest is an unfinished preparation.
+``unpack_repack.onnx`` (weights shared through external data), and ``manifest.json``
+(recording the precision), written last: a folder without a manifest is an unfinished
+preparation.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .graphs import KINDS, WEIGHTS_FILE, build_graph
+from .graphs import KINDS, WEIGHTS_FILES, build_graph
 from .manifest import CALIBRATION, MANIFEST, Manifest, sha256_file
+from .quantize import TOLERANCES, check_precision, fp16_weights, int8_weights
 from .weights import load_source, save_tokenizer
 
-TOLERANCE = 1e-4
+TOLERANCE = TOLERANCES["fp32"]
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -28,11 +32,17 @@ def _log(msg: str, quiet: bool) -> None:
 
 def prepare(source: str, out: str | Path, seq_len: int = 256, batch_size: int = 16,
             max_valid_num: int = 40, seed: int = 0, check: bool = True,
-            quiet: bool = False) -> Manifest:
-    """Build and check a model folder at ``out`` from ``source``; returns its manifest.
+            quiet: bool = False, precision: str = "fp32") -> Manifest:
+    """Build and check a model folder at ``out`` from ``source`` in ``precision`` (fp32, int8
+    or fp16); returns its manifest.
 
-    Raises ValueError for bad shapes and RuntimeError when a packed graph disagrees with
-    ``original`` by more than 1e-4 on random packed batches.
+    Raises ValueError for bad shapes or an unknown precision, and RuntimeError when a packed
+    graph disagrees with ``original`` of the same precision, run alone, by more than
+    ``TOLERANCES[precision]`` on random packed batches. How many argmax starts/ends differ
+    is logged, not gated: random weights give near-tied logits, and a difference within the
+    tolerance may reorder two of them (real models: ``packed-bert eval`` compares answers).
+    fp16 graphs are checked on CUDA where it is available, else on the CPU provider through
+    its casts (``allow_cpu_half``: slow, and not the arithmetic a GPU does; logged as such).
     """
     from safetensors.numpy import save_file
 
@@ -42,6 +52,7 @@ def prepare(source: str, out: str | Path, seq_len: int = 256, batch_size: int = 
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     if max_valid_num < 1:
         raise ValueError(f"--max-valid-num must be >= 1, got {max_valid_num}")
+    check_precision(precision)
     out = Path(out)
     _log(f"loading {source}", quiet)
     dims, weights, tok_folder = load_source(source, seed=seed)
@@ -50,44 +61,77 @@ def prepare(source: str, out: str | Path, seq_len: int = 256, batch_size: int = 
                          f"{dims.max_position_embeddings}")
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
-    save_file(weights, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    weights_file = WEIGHTS_FILES[precision]
+    for stale in set(WEIGHTS_FILES.values()) - {weights_file}:  # another precision's, earlier
+        (out / stale).unlink(missing_ok=True)
+    if precision == "int8":
+        _log("quantizing the Linear layers to int8 (per output channel)", quiet)
+        weights = int8_weights(weights, dims.num_hidden_layers)
+    elif precision == "fp16":
+        weights = fp16_weights(weights)
+    save_file(weights, str(out / weights_file), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(dims.hf_config(), indent=2) + "\n")
     save_tokenizer(out, tok_folder)
     graphs = {}
     for kind in KINDS:
-        _log(f"writing {kind}.onnx", quiet)
-        model = build_graph(kind, dims, out / WEIGHTS_FILE)
+        _log(f"writing {kind}.onnx ({precision})", quiet)
+        model = build_graph(kind, dims, out / weights_file, precision)
         onnx.save(model, str(out / f"{kind}.onnx"))
         graphs[kind] = f"{kind}.onnx"
     manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
-                        max_valid_num=max_valid_num, graphs=graphs)
+                        max_valid_num=max_valid_num, graphs=graphs, precision=precision)
     manifest.write(out)  # provisional: the check below opens the folder through it
     diffs: dict[str, float] = {}
     if check:
-        diffs = check_graphs(out, seed=seed)
+        tol = TOLERANCES[precision]
+        options = {}
+        if precision == "fp16" and not cuda_available():
+            _log("fp16 without CUDA: checking on the CPU provider (casts, not GPU arithmetic)",
+                 quiet)
+            options = {"device": "cpu", "allow_cpu_half": True}
+        diffs, spans = check_graphs(out, seed=seed, with_spans=True, **options)
         for kind, diff in diffs.items():
-            _log(f"{kind}: max abs logit diff vs original {diff:.2e}", quiet)
-        bad = {k: v for k, v in diffs.items() if not v <= TOLERANCE}
+            _log(f"{kind}: max abs logit diff vs original ({precision}, alone) {diff:.2e}, "
+                 f"{spans[kind]} argmax starts/ends differ", quiet)
+        bad = {k: v for k, v in diffs.items() if not v <= tol}
         if bad:
             (out / MANIFEST).unlink()
-            raise RuntimeError(f"packed graphs disagree with original beyond {TOLERANCE}: {bad}")
+            raise RuntimeError(f"{precision} packed graphs disagree with original beyond "
+                               f"{tol}: {bad}")
     # what prepare wrote: not the manifest, not caches written later (calibration.json), no temp files
     files = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in (MANIFEST, CALIBRATION)
                    and not p.name.startswith("."))
     manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
                         max_valid_num=max_valid_num, graphs=graphs,
                         files={name: sha256_file(out / name) for name in files},
-                        max_abs_diff=diffs)
+                        max_abs_diff=diffs, precision=precision)
     manifest.write(out)
     _log(f"done: {out}", quiet)
     return manifest
 
 
-def check_graphs(model_dir: Path, seed: int = 0, n: int = 12) -> dict[str, float]:
-    """Max abs logit difference of each packed graph against ``original`` run alone.
+def cuda_available() -> bool:
+    """Whether ONNX Runtime here has the CUDA execution provider."""
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def argmax_mismatches(a, b) -> int:
+    """How many of the start and end argmaxes differ between two lists of SpanLogits."""
+    return sum(int(np.argmax(x.start_logits) != np.argmax(y.start_logits))
+               + int(np.argmax(x.end_logits) != np.argmax(y.end_logits)) for x, y in zip(a, b))
+
+
+def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool = False,
+                 **backend_options) -> dict[str, float] | tuple[dict[str, float], dict[str, int]]:
+    """Max abs logit difference of each packed graph against ``original`` run alone (same
+    folder, so same precision); with ``with_spans`` also the number of argmax start/end
+    positions that differ (:func:`argmax_mismatches`), as ``(diffs, spans)``.
 
     Random sequences of random lengths are run one at a time, unpadded, through
-    ``original``, then packed (offline) through each packed graph.
+    ``original``, then packed (offline) through each packed graph. ``backend_options`` go
+    to the onnxruntime backend of both.
     """
     from packing.runtime.features import Features
     from packing.runtime import ModelRunner, PackRunner
@@ -99,13 +143,14 @@ def check_graphs(model_dir: Path, seed: int = 0, n: int = 12) -> dict[str, float
     vocab, types = manifest.dims.vocab_size, manifest.dims.type_vocab_size
     data = [Features(rng.integers(0, vocab, size=int(n_)), rng.integers(0, types, size=int(n_)))
             for n_ in lengths]
-    solo = ModelRunner(model_dir, batch_size=1, padding="longest").run(data)
-    diffs = {}
+    solo = ModelRunner(model_dir, batch_size=1, padding="longest", **backend_options).run(data)
+    diffs, spans = {}, {}
     for mode in ("attention_mask", "unpack_repack"):
-        packed = PackRunner(model_dir, mode=mode).run(data)
+        packed = PackRunner(model_dir, mode=mode, **backend_options).run(data)
         diffs[mode] = max(
             float(max(np.abs(a.start_logits - b.start_logits).max(),
                       np.abs(a.end_logits - b.end_logits).max()))
             for a, b in zip(solo, packed)
         )
-    return diffs
+        spans[mode] = argmax_mismatches(solo, packed)
+    return (diffs, spans) if with_spans else diffs

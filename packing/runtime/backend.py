@@ -49,15 +49,24 @@ class Backend(ABC):
         """One line naming the runtime, device and threads."""
 
 
+HALF_PRECISIONS = ("fp16", "bf16")  # graph precisions the CPU provider is refused
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU, or its CUDA provider when ``onnxruntime-gpu`` is installed.
 
     ``device``: "cpu", "cuda", or "auto" (CUDA when available, else CPU).
     ``intra_op_threads``: threads inside one operator (None = ORT's default, all cores).
+
+    A graph prepared in fp16 or bf16 (the model's ``precision`` metadata) is refused on the
+    CPU provider with a RuntimeError saying so: ONNX Runtime's CPU kernels are float32 (it
+    runs such a graph through casts, slower than fp32). ``allow_cpu_half`` lifts that, for
+    checking an fp16 graph's numbers on a host without a GPU (prepare's check, the tests).
     """
 
     def __init__(self, model_path: str | Path, device: str = "auto",
-                 intra_op_threads: int | None = None, inter_op_threads: int = 1) -> None:
+                 intra_op_threads: int | None = None, inter_op_threads: int = 1,
+                 allow_cpu_half: bool = False) -> None:
         import onnxruntime as ort
 
         if device not in ("auto", "cpu", "cuda"):
@@ -87,6 +96,16 @@ class OnnxRuntimeBackend(Backend):
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._threads = intra_op_threads
         self._provider = self._session.get_providers()[0]
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.precision = meta.get("precision", "fp32")
+        if (self.precision in HALF_PRECISIONS and self._provider == "CPUExecutionProvider"
+                and not allow_cpu_half):
+            raise RuntimeError(
+                f"{self.model_path} is a {self.precision} graph and would run on "
+                f"CPUExecutionProvider, which has no {self.precision} kernels (device="
+                f"{device!r}, available providers {available}); run it on CUDA "
+                "(onnxruntime-gpu, device: cuda), or prepare the folder with --precision "
+                "int8 or fp32 for CPUs")
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = self._inputs - inputs.keys()
@@ -97,7 +116,8 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         threads = self._threads or os.cpu_count()
-        return f"onnxruntime {self._provider} ({threads} intra-op threads) {self.model_path.name}"
+        return (f"onnxruntime {self._provider} ({threads} intra-op threads) {self.model_path.name}"
+                f"{'' if self.precision == 'fp32' else ' ' + self.precision}")
 
 
 BackendFactory = Callable[..., Backend]

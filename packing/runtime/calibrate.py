@@ -25,8 +25,9 @@ largest batch it can get. :func:`calibrate` measures it:
 dict of fingerprint -> entry. The :func:`fingerprint` covers what changes the answer: the
 backend name and its effective options (for onnxruntime: the resolved device, threads,
 version and available providers; for sim: the resolved profile), the host's CPU model and
-core count, the model's shapes and the SHA-256 of the ``unpack_repack`` graph from the
-manifest. A matching entry is returned without measuring.
+core count, the model's shapes and precision (one entry per precision: an int8 graph's best
+budget is not fp32's) and the SHA-256 of the ``unpack_repack`` graph from the manifest. A
+matching entry is returned without measuring.
 
 :func:`resolve_max_tokens` turns a runner's or packer's ``max_tokens`` setting (an int,
 ``None`` or ``"auto"``) into the budget to use.
@@ -263,7 +264,7 @@ def fingerprint(model_dir: str | Path, backend: str, backend_options: dict | Non
     """``(key, facts)``: a 16-hex-digit key of what changes a calibration, and those facts.
 
     Facts: backend name and :func:`effective_options`, :func:`host_description`, the
-    manifest's ``seq_len``, ``batch_size``, ``max_valid_num`` and the ``unpack_repack``
+    manifest's ``precision``, ``seq_len``, ``batch_size``, ``max_valid_num`` and the ``unpack_repack``
     graph file's SHA-256 (from ``Manifest.files``), and the procedure version. Raises
     :class:`NotCalibratable` when the options are not plain data or the manifest lists no
     checksum for that graph (a folder still being prepared).
@@ -277,7 +278,7 @@ def fingerprint(model_dir: str | Path, backend: str, backend_options: dict | Non
         raise NotCalibratable(f"{model_dir}/manifest.json lists no checksum of {graph} "
                               "(the folder is not fully prepared)")
     facts = {"backend": backend, "options": effective_options(backend, backend_options),
-             "host": host_description(), "graph_sha256": digest,
+             "host": host_description(), "graph_sha256": digest, "precision": manifest.precision,
              "shapes": {"seq_len": manifest.seq_len, "batch_size": manifest.batch_size,
                         "max_valid_num": manifest.max_valid_num},
              "procedure": PROCEDURE_VERSION}
