@@ -1,7 +1,7 @@
 """The application builder: ``serve run configs/squad.yaml`` finds it through ``import_path``.
 
 Graph: HTTP -> Ingress (tokenizer: windows, batched) -> Packer (``@serve.batch`` admission, the
-packing-aware collate, dispatch to free runner slots) -> PackRunner replicas. Handles are
+packing-aware collate, dispatch to free runner slots) -> PlanExecutor replicas. Handles are
 injected through each deployment's ``__init__``. The model
 folder is prepared here, once, before any replica starts; replicas only read it, and every
 shape they use comes from its manifest. The Packer's token budget for ``max_tokens: auto`` is
@@ -18,7 +18,7 @@ from .config import AppConfig
 from .ingress import Ingress
 from .model_store import ensure_model
 from .packer import Packer
-from .runner import PackRunnerDeployment
+from .executor import PlanExecutorDeployment
 
 
 def calibrated_budget(model_dir: str, backend: str, options: dict) -> int | None:
@@ -39,7 +39,7 @@ def build_app(args: dict | None = None) -> Application:
 
 def build_graph(cfg: AppConfig, runner_options: dict | None = None,
                 front_options: dict | None = None) -> Application:
-    """The application for ``cfg``; ``runner_options`` are PackRunner ``.options(...)`` and
+    """The application for ``cfg``; ``runner_options`` are PlanExecutor ``.options(...)`` and
     ``front_options`` the Ingress and Packer ``.options(...)`` (for benchmarks and cluster
     checks that deploy from Python rather than from a config file's ``deployments``)."""
     shapes = cfg.prepare
@@ -47,8 +47,8 @@ def build_graph(cfg: AppConfig, runner_options: dict | None = None,
                             shapes.max_valid_num, cfg.precision())
     backend, options = cfg.runner_backend()
     calibrated = calibrated_budget(cfg.model_dir, backend, options)
-    runner_cls = PackRunnerDeployment.options(**runner_options) if runner_options else \
-        PackRunnerDeployment
+    runner_cls = PlanExecutorDeployment.options(**runner_options) if runner_options else \
+        PlanExecutorDeployment
     runner = runner_cls.bind(cfg.model_dir, backend, options, cfg.fault_file)
     front = dict(front_options or {})
     packer = Packer.options(user_config=cfg.packing.model_dump(), **front).bind(

@@ -1,4 +1,4 @@
-"""A packing-aware autoscaling policy for the PackRunner deployment (Ray Serve custom policy).
+"""A packing-aware autoscaling policy for the PlanExecutor deployment (Ray Serve custom policy).
 
 Serve's default policy scales runners on the requests ongoing at them. The packer never sends
 a runner more plans than its slots (``max_ongoing_requests``), so that signal saturates at
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-DEMAND = "packer_demand_plans"  # custom metric name, reported by PackRunner replicas
+DEMAND = "packer_demand_plans"  # custom metric name, reported by PlanExecutor replicas
 STALE_S = 1.0  # a runner that received no plan for this long reports no demand
 
 

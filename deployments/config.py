@@ -133,7 +133,7 @@ class AppConfig(BaseModel):
         return "fp16" if device == "cuda" else "int8"
 
     def runner_backend(self) -> tuple[str, dict]:
-        """Backend name and options for the PackRunner replicas."""
+        """Backend name and options for the PlanExecutor replicas."""
         if self.device == "sim":
             return "sim", self.sim.backend_options()
         options: dict = {"device": self.device}

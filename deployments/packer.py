@@ -6,7 +6,7 @@ all or none against ``max_pending``) is one item of Ray Serve's ``@serve.batch``
 deployment's ``user_config``; changed live in :meth:`Packer.reconfigure`). The batch function
 is the dispatch step, :meth:`~packing.runtime.dispatch.Dispatcher.run_batch`: whenever a
 runner slot is free it packs everything admitted and waiting with the one packing policy,
-:func:`packing.policy.collate.collate`, and sends each plan to a PackRunner replica with one
+:func:`packing.policy.collate.collate`, and sends each plan to a PlanExecutor replica with one
 handle call; results go back to each window by index.
 
 Why a dispatch step behind ``@serve.batch``: Serve closes batches on its timer whether or not
@@ -14,7 +14,7 @@ a runner can take them. Packed as they close, under load each would be a small p
 they wait together for the next free slot and leave as one full plan (``docs/serving.md``:
 the overload run, with and without it).
 
-Dispatch slots follow the runners: running PackRunner replicas x their
+Dispatch slots follow the runners: running PlanExecutor replicas x their
 ``max_ongoing_requests``, re-read from Serve every ``runner_poll_s`` seconds, so autoscaling
 the runners scales the packer's output with them.
 """

@@ -1,6 +1,6 @@
 """Retry of side-effect-free handle calls whose replica died under them.
 
-Packer and PackRunner calls only compute (no state changes), so a call lost with its replica
+Packer and PlanExecutor calls only compute (no state changes), so a call lost with its replica
 (``ActorDiedError``, or ``ActorUnavailableError``: "may or may not have been executed") is
 safe to send again; Serve routes the retry to a live or replacement replica. Every other
 error passes through at once. The caller's own deadline bounds the total wait.

@@ -556,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--distinct", type=int, default=500, help="different requests, cycled")
     so.add_argument("--slow-s", type=float, default=10.0, help="answers slower than this count as slow")
     so.add_argument("--kill-replica", metavar="DEPLOYMENT",
-                    help="kill one replica of this deployment (e.g. PackRunner) a quarter in")
+                    help="kill one replica of this deployment (e.g. PlanExecutor) a quarter in")
     so.set_defaults(func=_soak)
 
     ce = sub.add_parser("ceiling", help="the serving front end's ceiling against Ray Serve's "

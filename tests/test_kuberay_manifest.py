@@ -33,7 +33,7 @@ SQUAD = REPO / "configs" / "squad.yaml"
 
 ACCELERATOR = "IPU"  # the Ray custom resource an accelerator host declares
 WORKER_GROUP = "ipu-hosts"
-RUNNER, PACKER, INGRESS = "PackRunner", "Packer", "Ingress"
+RUNNER, PACKER, INGRESS = "PlanExecutor", "Packer", "Ingress"
 
 # Where the Serve config in the manifest may differ from configs/squad.yaml, and why. Paths are
 # dotted; list items with a `name` are addressed as [name]. A path covers everything under it.
@@ -53,9 +53,9 @@ ALLOWED_DIFFERENCES = {
         "num_cpus 1: a CPU ask keeps it on the head, since the IPU hosts declare no CPUs",
     "applications[squad].deployments[Ingress].ray_actor_options":
         "num_cpus 1: as the Packer, kept on the head",
-    "applications[squad].deployments[PackRunner].ray_actor_options":
+    "applications[squad].deployments[PlanExecutor].ray_actor_options":
         "resources {IPU: 1} and num_cpus 0: runs only on pods that declare an IPU",
-    "applications[squad].deployments[PackRunner].autoscaling_config.max_replicas":
+    "applications[squad].deployments[PlanExecutor].autoscaling_config.max_replicas":
         "one runner per IPU the worker group can hold (maxReplicas x IPUs per pod)",
 }
 
@@ -412,8 +412,8 @@ def test_unknown_serve_keys_are_found(serve_config):
     runner["ray_actor_options"]["resource"] = runner["ray_actor_options"].pop("resources")
     broken["http_option"] = broken.pop("http_options")
     assert sorted(unknown_serve_keys(broken, ServeDeploySchema)) == [
-        "applications[squad].deployments[PackRunner].autoscaling_confg",
-        "applications[squad].deployments[PackRunner].ray_actor_options.resource",
+        "applications[squad].deployments[PlanExecutor].autoscaling_confg",
+        "applications[squad].deployments[PlanExecutor].ray_actor_options.resource",
         "http_option",
     ]
 
@@ -433,9 +433,9 @@ def test_app_args_validate_as_appconfig(serve_config):
 def test_deployment_names_exist_in_the_app(serve_config):
     from deployments.ingress import Ingress
     from deployments.packer import Packer
-    from deployments.runner import PackRunnerDeployment
+    from deployments.executor import PlanExecutorDeployment
 
-    app_names = {Ingress.name, Packer.name, PackRunnerDeployment.name}
+    app_names = {Ingress.name, Packer.name, PlanExecutorDeployment.name}
     assert app_names == {INGRESS, PACKER, RUNNER}
     assert set(deployments_of(serve_config)) <= app_names
 
@@ -460,7 +460,7 @@ def test_worker_group_declares_the_accelerator_and_the_head_does_not(manifest):
 def test_runner_asks_for_what_the_worker_group_declares(manifest, serve_config):
     runner = deployments_of(serve_config)[RUNNER]
     ask = runner["ray_actor_options"]["resources"]
-    assert ask.get(ACCELERATOR, 0) > 0, f"PackRunner must ask for {ACCELERATOR}: {ask}"
+    assert ask.get(ACCELERATOR, 0) > 0, f"PlanExecutor must ask for {ACCELERATOR}: {ask}"
     group = groups(manifest)[WORKER_GROUP]
     per_pod = declared_resources(group["rayStartParams"])[ACCELERATOR]
     assert ask[ACCELERATOR] <= per_pod, "one runner must fit on one pod"

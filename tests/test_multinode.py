@@ -28,7 +28,7 @@ def test_runners_land_only_on_accelerator_nodes_and_answer_exactly(tiny_model_di
     proc, report = run_placement(tiny_model_dir, tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert all(report["checks"].values()), report["checks"]
-    runners = [r for r in report["replicas"] if r["deployment"] == "PackRunner"]
+    runners = [r for r in report["replicas"] if r["deployment"] == "PlanExecutor"]
     assert len(runners) == 4  # every IPU declared: 2 workers x 2
     heads = [n for n, v in report["nodes"].items() if v["head"]]
     assert len(heads) == 1 and "IPU" not in report["nodes"][heads[0]]["resources"]
@@ -38,14 +38,14 @@ def test_runners_land_only_on_accelerator_nodes_and_answer_exactly(tiny_model_di
     assert {r["deployment"] for r in front} == {"Packer", "Ingress"}
     assert all(r["head"] for r in front)  # they ask for a CPU: only the head has them
     assert report["answered"] == report["questions"] == 60 and report["crossed"] == 0
-    assert "| PackRunner |" in proc.stdout
+    assert "| PlanExecutor |" in proc.stdout
 
 
 def test_a_resource_no_node_declares_fails_with_a_clear_message(tiny_model_dir, tmp_path):
     proc, report = run_placement(tiny_model_dir, tmp_path, "--declare", "TPU", "--timeout-s", "15")
     assert proc.returncode == 3 and report is None, proc.stderr[-3000:]
     err = proc.stderr
-    assert "PackRunner replicas ask for {'IPU': 1} and no node declares 'IPU'" in err
+    assert "PlanExecutor replicas ask for {'IPU': 1} and no node declares 'IPU'" in err
     assert "'TPU': 2.0" in err and "after 15 s" in err
 
 

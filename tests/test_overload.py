@@ -19,8 +19,8 @@ def test_overload_config_pins_one_runner_one_plan_and_the_dispatch():
     deps = {d["name"]: d for d in app["deployments"]}
     assert cfg["http_options"]["port"] == 8123
     assert app["args"]["sim"] == {"profile": "slow", "tokens_per_s": 2048.0}
-    assert deps["PackRunner"]["num_replicas"] == 1
-    assert deps["PackRunner"]["max_ongoing_requests"] == 1
+    assert deps["PlanExecutor"]["num_replicas"] == 1
+    assert deps["PlanExecutor"]["max_ongoing_requests"] == 1
     assert deps["Packer"]["user_config"]["dispatch"] == "per_batch"
     assert deps["Packer"]["user_config"]["batch_wait_timeout_s"] == 0.005
     assert Path(app["args"]["model_dir"]).is_absolute()

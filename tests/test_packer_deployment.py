@@ -36,7 +36,7 @@ def run():
 
 
 class FakeRunnerHandle:
-    """Stands in for the PackRunner handle: ``execute.remote(plan, feats, demand)`` ->
+    """Stands in for the PlanExecutor handle: ``execute.remote(plan, feats, demand)`` ->
     awaitable; ``demands`` keeps the packer's demand sent with each plan."""
 
     def __init__(self, model_dir, fail_calls=(), delay_s: float = 0.0):
@@ -48,7 +48,7 @@ class FakeRunnerHandle:
         self.execute = self
 
     def remote(self, plan, feats, demand_plans=None):
-        from deployments.runner import graph_for
+        from deployments.executor import graph_for
 
         async def run():
             self.calls.append(plan)

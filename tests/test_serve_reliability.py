@@ -76,7 +76,7 @@ def test_failing_backend_batch_fails_all_its_callers_then_recovers(serve_app, so
     assert all(same_answer(b, w) for (_, b, _), w in zip(after, want))
 
 
-@pytest.mark.parametrize("deployment", ["PackRunner", "Packer"])
+@pytest.mark.parametrize("deployment", ["PlanExecutor", "Packer"])
 def test_killed_replica_recovers_without_crossing(serve_app, solo, tmp_path, deployment):
     """A runner replica (one of two) or the packer replica (the only one) killed under load:
     callers get their own answer or a 5xx, never another caller's; Serve replaces the replica

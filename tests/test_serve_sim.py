@@ -15,7 +15,7 @@ SIM_APP, SIM_PREFIX, RUNNERS = "squad-sim-test", "/sim", 3
 
 @pytest.fixture(scope="module")
 def sim_app(serve_app):
-    """``device: sim`` app (profile ipu, 3 PackRunner replicas) at ``/sim``; deleted after."""
+    """``device: sim`` app (profile ipu, 3 PlanExecutor replicas) at ``/sim``; deleted after."""
     import ray
     from ray import serve
 

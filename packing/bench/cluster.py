@@ -3,7 +3,7 @@
 Starts a private multi-node cluster on this machine (``ray.cluster_utils.Cluster``: a head
 that declares no accelerator and ``workers`` nodes that each declare ``{resource:
 per_worker}``, e.g. ``{"IPU": 2}``), deploys the app on the ``sim`` device with every
-PackRunner replica asking for one unit of ``resource``, waits for it with a deadline, and
+PlanExecutor replica asking for one unit of ``resource``, waits for it with a deadline, and
 reports from Ray's own state which node every replica of every deployment sits on, and
 whether every answer equals its solo answer. A resource that no node declares ends in a
 :class:`PlacementTimeout` that names what the runners asked for and what each node has,
@@ -132,7 +132,7 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
     """Deploy the app (``sim`` device, fast profile) on a fresh local multi-node cluster and
     report placement and answers.
 
-    Worker nodes declare ``declared`` (default ``resource``) x ``per_worker``; each PackRunner
+    Worker nodes declare ``declared`` (default ``resource``) x ``per_worker``; each PlanExecutor
     replica asks for one ``resource`` (so ``declared != resource`` is the misconfiguration
     case, which raises :class:`PlacementTimeout` after ``timeout_s``). ``runner_replicas``
     defaults to every unit declared. Returns ``{"nodes", "replicas", "runner_nodes",
@@ -150,7 +150,7 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
             have = sorted({k for v in node_table().values() for k in v["resources"]})
             hint = (f"no node declares {resource!r} (declared: {have})" if resource not in have
                     else f"the nodes declare too few {resource!r} for {replicas} replicas")
-            raise PlacementTimeout(f"PackRunner replicas ask for {{{resource!r}: 1}} and "
+            raise PlacementTimeout(f"PlanExecutor replicas ask for {{{resource!r}: 1}} and "
                                    f"{hint}. {exc}") from None
         nodes = node_table()
         rows = replica_placement(APP)
@@ -158,7 +158,7 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
             r["head"] = nodes.get(r["node_id"], {}).get("head")
             r["node_resources"] = nodes.get(r["node_id"], {}).get("resources")
         got = asyncio.run(_answers(data, replicas, progress))
-        runners = [r for r in rows if r["deployment"] == "PackRunner"]
+        runners = [r for r in rows if r["deployment"] == "PlanExecutor"]
         report = {
             "nodes": nodes, "replicas": rows,
             "runner_nodes": sorted({r["node_id"] for r in runners}),
@@ -247,7 +247,7 @@ def node_loss(model_dir: str, data: Sequence[Features], workers: int = 2, per_wo
         _deploy(model_dir, replicas, resource, profile, tokens_per_s)
         wait_for_app(APP, timeout_s)
         victim_id = next(r["node_id"] for r in replica_placement(APP)
-                         if r["deployment"] == "PackRunner")
+                         if r["deployment"] == "PlanExecutor")
         victim = next(n for n in cluster.worker_nodes if n.node_id == victim_id)
         report = asyncio.run(_flow_with_loss(cluster, victim, data, reference, replicas,
                                              remove_after_s, per_call, outstanding, progress))
@@ -369,7 +369,7 @@ async def _step(data, top, clients, up_limit_s, down_limit_s) -> dict:
         if await sample(t0) >= top:
             up_s = time.monotonic() - t0
             peak_nodes = sorted({r["node_id"] for r in await asyncio.to_thread(replica_placement, APP)
-                                 if r["deployment"] == "PackRunner"})
+                                 if r["deployment"] == "PlanExecutor"})
             break
         await asyncio.sleep(1)
     for t in tasks:

@@ -7,7 +7,7 @@ own ``serve run`` of ``--config`` (default ``configs/sim.yaml``) with:
 
 * the ``sim`` device with static shapes (``--sim-profile slow``) at ``--tokens-per-s``, so a
   plan costs its full ``batch_size x seq_len`` slots whatever it holds;
-* one PackRunner replica taking one plan at a time (one batch on the device);
+* one PlanExecutor replica taking one plan at a time (one batch on the device);
 * admission with ``--batch-wait-timeout-s`` (5 ms).
 
 Capacity is then ``max_valid_num`` windows per full batch over its device time
@@ -42,20 +42,20 @@ COUNTERS = ("plans", "sequences", "admitted_batches", "admitted_windows", "merge
 def overload_config(cfg: dict, port: int, dispatch: str, profile: str, tokens_per_s: float,
                     batch_wait_timeout_s: float) -> dict:
     """A copy of Serve config ``cfg`` for one overload run: on ``port``, ``device: sim`` with
-    ``profile`` at ``tokens_per_s``, one PackRunner replica taking one plan at a time, the
+    ``profile`` at ``tokens_per_s``, one PlanExecutor replica taking one plan at a time, the
     Packer with ``dispatch`` and ``batch_wait_timeout_s``."""
     out = rewrite_app_config(cfg, port)
     app = out["applications"][0]
     app["args"]["device"] = "sim"
     app["args"]["sim"] = {"profile": profile, "tokens_per_s": tokens_per_s}
     deps = {d["name"]: d for d in app.setdefault("deployments", [])}
-    for name in ("Packer", "PackRunner"):
+    for name in ("Packer", "PlanExecutor"):
         if name not in deps:
             deps[name] = {"name": name}
             app["deployments"].append(deps[name])
     packer = deps["Packer"].setdefault("user_config", {})
     packer.update(dispatch=dispatch, batch_wait_timeout_s=batch_wait_timeout_s)
-    runner = deps["PackRunner"]
+    runner = deps["PlanExecutor"]
     runner.pop("autoscaling_config", None)
     runner.update(num_replicas=1, max_ongoing_requests=1)
     return out

@@ -1,4 +1,5 @@
-"""PackRunner replicas: execute packed batch plans on the accelerator they are pinned to.
+"""PlanExecutor replicas, the served executor: execute packed batch plans on the accelerator
+they are pinned to.
 
 Pinning comes from ``ray_actor_options`` in the config: ``num_cpus`` by default,
 ``num_gpus: 1`` with ``device: cuda``, or a custom resource such as ``{"resources": {"IPU": 1}}``
@@ -35,10 +36,12 @@ def graph_for(plan: Plan) -> str:
     return "original"
 
 
-@serve.deployment(name="PackRunner", max_ongoing_requests=2,
+@serve.deployment(name="PlanExecutor", max_ongoing_requests=2,
                   ray_actor_options={"num_cpus": 1})
-class PackRunnerDeployment:
-    """Holds both packed graphs of one prepared folder; ``execute`` runs one plan.
+class PlanExecutorDeployment:
+    """Holds both packed graphs of one prepared folder; ``execute`` runs one plan (through a
+    :class:`packing.runtime.executor.PlanExecutor` per graph). Not the in-process
+    :class:`packing.runtime.pack_runner.PackRunner`, which also admits and packs.
 
     Both graphs are loaded at start, so the packer's ``mode`` (its ``user_config``) can change
     at run time without a replica restart or a slow first batch.
@@ -66,7 +69,7 @@ class PackRunnerDeployment:
             self._demand = (int(demand_plans), time.monotonic())
         kind = graph_for(plan)
         if kind not in self._executors:
-            raise ValueError(f"PackRunner runs packed plans only, got a {type(plan).__name__}")
+            raise ValueError(f"PlanExecutor runs packed plans only, got a {type(plan).__name__}")
         # Off the event loop, so health checks and the next call stay responsive.
         return await asyncio.to_thread(self._executors[kind].execute, plan, list(features))
 
