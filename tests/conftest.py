@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from packing.bench.ceiling import free_port, read_stat  # free_port: 20000-29999
+from tools.ceiling import free_port, read_stat  # free_port: 20000-29999
 from packing.model.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ def solo(serve_app):
     import json
     import urllib.request
 
-    from packing.bench.soak import solo_answers
+    from tools.soak import solo_answers
 
     with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
         answering = json.loads(r.read())["answering"]

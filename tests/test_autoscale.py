@@ -17,7 +17,7 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
 
     from deployments.app import build_graph
     from deployments.config import AppConfig
-    from packing.bench.workloads import seed_lengths, synthetic_features
+    from packing.runtime.workloads import seed_lengths, synthetic_features
 
     model_dir = tmp_path / "model"
     cfg = AppConfig(model_dir=str(model_dir), model_source="random:tiny", device="sim",

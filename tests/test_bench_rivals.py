@@ -9,9 +9,9 @@ import threading
 import numpy as np
 import pytest
 
-from packing.bench.modes import MODES
-from packing.bench.rivals import SortedPaddingServer, batch_size_candidates, probe_batch_size
-from packing.bench.workloads import seed_lengths, squad_features, synthetic_features
+from packing.runtime.run_modes import BENCH_MODES
+from packing.runtime.rivals import SortedPaddingServer, batch_size_candidates, probe_batch_size
+from packing.runtime.workloads import seed_lengths, squad_features, synthetic_features
 from packing.cli import main
 from packing.model.manifest import Manifest
 from packing.runtime import ModelRunner
@@ -103,7 +103,7 @@ def test_bench_runs_the_rivals_and_names_the_best(tiny_model_dir, tmp_path, caps
                  "--json", str(js)]) == 0
     out = capsys.readouterr().out
     assert [line.split("]")[0][1:] for line in out.splitlines() if line.startswith("[")] == \
-        [MODES[m] for m in modes]
+        [BENCH_MODES[m] for m in modes]
     assert "lengths mean " in out and ", median " in out and ", min " in out
     assert "dense MatMul limit (CPUExecutionProvider, 1 threads, H 32, I 64): 128 rows" in out
     assert "Sorted Dynamic Padding batch size probe (24 requests): bs 2 " in out
@@ -138,7 +138,7 @@ def test_bench_on_a_static_sim_skips_the_rivals_and_the_limit(tiny_model_dir, tm
                  "--modes", "original", *NEW_MODES, "--json", str(js)]) == 0
     out = capsys.readouterr().out
     for m in NEW_MODES:
-        assert f"[{MODES[m]}] skipped: needs dynamic shapes" in out
+        assert f"[{BENCH_MODES[m]}] skipped: needs dynamic shapes" in out
     assert "dense MatMul limit: the device is simulated" in out
     assert "batch size probe" not in out and "best packed online" not in out
     report = json.loads(js.read_text())

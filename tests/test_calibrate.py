@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from packing.bench.workloads import synthetic_features
+from packing.runtime.workloads import synthetic_features
 from packing.cli import main
 from packing.model.manifest import Manifest
 from packing.runtime import PackRunner

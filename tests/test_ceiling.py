@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from packing.bench import ceiling as ce
-from packing.cli import build_parser
+from tools import ceiling as ce
+from tools.cli import build_parser
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
 
@@ -133,12 +133,12 @@ def test_floor_config_shape():
     cfg = ce.floor_config("chain", 24000)
     assert cfg["http_options"] == {"host": "127.0.0.1", "port": 24000}
     (app,) = cfg["applications"]
-    assert app["import_path"] == "packing.bench.floor_apps:chain_app" and "args" not in app
+    assert app["import_path"] == "tools.floor_apps:chain_app" and "args" not in app
     assert ce.floor_config("echo", 1, 64)["applications"][0]["args"] == {"max_ongoing_requests": 64}
 
 
 def test_floor_app_builders_validate_args():
-    from packing.bench import floor_apps
+    from tools import floor_apps
 
     assert floor_apps._options(None) == {}
     assert floor_apps._options({"max_ongoing_requests": 8}) == {"max_ongoing_requests": 8}
@@ -280,7 +280,7 @@ def test_cli_rejects_bad_values(argv, capsys):
 
 
 def test_cli_missing_config_is_a_one_line_error(capsys, tmp_path):
-    from packing.cli import main
+    from tools.cli import main
 
     assert main(["ceiling", "--apps", "app", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "not found" in capsys.readouterr().err

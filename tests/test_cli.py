@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from packing.bench.modes import MODES
-from packing.bench.workloads import load_workload, seed_lengths, squad_features
+from packing.runtime.run_modes import BENCH_MODES
+from packing.runtime.workloads import load_workload, seed_lengths, squad_features
 from packing.cli import main
 from packing.model.manifest import Manifest
 
@@ -46,12 +46,12 @@ def test_bench_prints_every_mode_in_order(tiny_model_dir, tmp_path, capsys):
                  "--plot", str(png), "--no-progress", "--concurrency", "12"]) == 0
     out = capsys.readouterr().out
     labels = [line.split("]")[0][1:] for line in out.splitlines() if line.startswith("[")]
-    assert labels == list(MODES.values())
+    assert labels == list(BENCH_MODES.values())
     for line in out.splitlines():
         if line.startswith("[") and "skipped" not in line:
             assert " Throughput: " in line and " samples/s, Latency: " in line and line.endswith(" ms")
     report = json.loads(js.read_text())
-    assert [m["key"] for m in report["modes"]] == list(MODES)
+    assert [m["key"] for m in report["modes"]] == list(BENCH_MODES)
     for m in report["modes"]:
         assert m["skipped"] is None, m
         assert m["max_abs_diff"] <= 1e-4, m
@@ -98,7 +98,7 @@ def test_seed_workload_is_the_spec_distribution():
 
 
 def test_short_workload_is_short_heavy(tiny_model_dir):
-    from packing.bench.workloads import short_lengths
+    from packing.runtime.workloads import short_lengths
 
     lengths = short_lengths(20000, 256)
     assert lengths.min() == 8 and lengths.max() == 64
@@ -129,7 +129,7 @@ def test_squad_workload_tokenizes_real_text(tiny_model_dir, squad_path):
 def test_synthetic_questions_hit_their_token_lengths(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from packing.bench.loadtest import synthetic_questions
+    from tools.loadtest import synthetic_questions
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     lengths = [5, 6, 17, 64, 200]
@@ -152,7 +152,7 @@ def test_open_loop_driver_keeps_arrivals_and_counts_waiting():
     import threading
     import time
 
-    from packing.bench.loadtest import drive
+    from packing.runtime.drive import drive
 
     started: dict[int, float] = {}
     lock = threading.Lock()

@@ -17,7 +17,7 @@ def run_placement(model_dir, tmp_path, *extra, timeout_s=400):
     out = tmp_path / "placement.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    proc = subprocess.run([sys.executable, "-m", "packing.cli", "placement", "--model-dir",
+    proc = subprocess.run([sys.executable, "-m", "tools", "placement", "--model-dir",
                            str(model_dir), "--samples", "60", "--no-progress", "--json", str(out),
                            *extra], capture_output=True, text=True, timeout=timeout_s, env=env)
     report = json.loads(out.read_text()) if out.exists() else None
@@ -55,7 +55,7 @@ def test_a_host_lost_under_load_loses_nothing_and_serving_continues(tiny_model_d
     keep coming after the removal on the other node's runners."""
     out = tmp_path / "loss.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
-    proc = subprocess.run([sys.executable, "-m", "packing.cli", "node-loss", "--model-dir",
+    proc = subprocess.run([sys.executable, "-m", "tools", "node-loss", "--model-dir",
                            str(tiny_model_dir), "--samples", "4000", "--remove-after-s", "2",
                            "--sim-tokens-per-s", "4000",  # 64 ms per full batch of this model
                            "--no-progress", "--json", str(out)],
@@ -73,7 +73,7 @@ def test_runners_autoscale_across_both_nodes_and_back(tiny_model_dir, tmp_path):
     dispatch slots follow (2 per replica), and they go back to 1 when the load stops."""
     out = tmp_path / "autoscale.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
-    proc = subprocess.run([sys.executable, "-m", "packing.cli", "autoscale", "--model-dir",
+    proc = subprocess.run([sys.executable, "-m", "tools", "autoscale", "--model-dir",
                            str(tiny_model_dir), "--samples", "400", "--sim-tokens-per-s", "4000",
                            "--json", str(out)], capture_output=True, text=True, timeout=400, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -87,7 +87,7 @@ def test_runners_autoscale_across_both_nodes_and_back(tiny_model_dir, tmp_path):
 
 JOB_DRIVER = r"""
 import json, os, subprocess, sys
-from packing.bench.cluster import private_cluster
+from packing.jobs.local_cluster import private_cluster
 
 repo, squad, model_dir, out, summary = sys.argv[1:6]
 with private_cluster(2, "IPU", 2) as cluster:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from packing.bench.overload import format_overload, overload_config
+from tools.overload import format_overload, overload_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from factories import make_lengths
 
 from deployments.config import PackingKnobs
 from deployments.packer import Overloaded, Packer
-from packing.bench.workloads import synthetic_features
+from packing.runtime.workloads import synthetic_features
 from packing.model.manifest import Manifest
 from packing.runtime.admission import CountAdmission
 from packing.runtime.backend import load_backend

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from factories import make_lengths
 
-from packing.bench.workloads import synthetic_features
+from packing.runtime.workloads import synthetic_features
 from packing.runtime.backend import Backend, load_backend
 from packing.runtime.features import Features, InvalidInput
 from packing.runtime import ModelRunner, PackRunner

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packing.bench.scaling import _delta, _row, count_crossed, format_report
+from tools.scaling import _delta, _row, count_crossed, format_report
 from packing.runtime.features import SpanLogits
 
 
@@ -57,8 +57,8 @@ def test_report_table_and_ratios():
 
 @pytest.mark.slow
 def test_scaling_end_to_end(tiny_model_dir):
-    from packing.bench.scaling import scaling
-    from packing.bench.workloads import synthetic_features
+    from tools.scaling import scaling
+    from packing.runtime.workloads import synthetic_features
 
     data = synthetic_features(np.random.default_rng(0).integers(1, 65, 300), 30522, seed=1)
     report = scaling(str(tiny_model_dir), data, replicas=(1,), profile="fast", outstanding=64,

@@ -183,7 +183,7 @@ def test_bad_input_gets_a_4xx_with_one_line(serve_app, solo, name, body, raw, ct
 
 
 def test_loadtest_command(serve_app, tmp_path):
-    from packing.cli import main
+    from tools.cli import main
 
     js = tmp_path / "lt.json"
     assert main(["loadtest", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),

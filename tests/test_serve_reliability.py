@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 
 def test_short_soak_loses_and_crosses_nothing(serve_app, tmp_path):
-    from packing.cli import main
+    from tools.cli import main
 
     js = tmp_path / "soak.json"
     rc = main(["soak", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),
@@ -81,7 +81,7 @@ def test_killed_replica_recovers_without_crossing(serve_app, solo, tmp_path, dep
     """A runner replica (one of two) or the packer replica (the only one) killed under load:
     callers get their own answer or a 5xx, never another caller's; Serve replaces the replica
     and answers are correct again within 30 s."""
-    from packing.cli import main
+    from tools.cli import main
 
     js = tmp_path / "kill.json"
     rc = main(["soak", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),
@@ -131,7 +131,7 @@ def test_rolling_redeploy_under_load_loses_nothing(serve_app, tmp_path):
 
     import yaml
 
-    from packing.cli import main
+    from tools.cli import main
 
     cfg = copy.deepcopy(serve_app.config)
     app = cfg["applications"][0]

@@ -40,7 +40,7 @@ def sim_app(serve_app):
 
 
 def test_sim_app_gives_every_request_its_solo_answer_under_load(sim_app, serve_app):
-    from packing.bench.soak import solo_answers
+    from tools.soak import solo_answers
 
     items = [make_qa(int(n), seed=1000 + k) for k, n in
              enumerate([5, 12, 30, 60, 90, 140] * 40)]  # 1 to several windows each

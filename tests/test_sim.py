@@ -12,9 +12,9 @@ import onnx
 import pytest
 from factories import make_lengths
 
-from packing.bench.bench import backend_kwargs
-from packing.bench.modes import MODES
-from packing.bench.workloads import synthetic_features
+from packing.runtime.run_modes import settings_backend
+from packing.runtime.run_modes import BENCH_MODES
+from packing.runtime.workloads import synthetic_features
 from packing.cli import main
 from packing.model.graphs import KINDS
 from packing.model.manifest import Manifest
@@ -266,11 +266,11 @@ def test_executor_pads_packed_batches_for_a_static_profile(tiny_model_dir, reque
 
 
 def test_backend_kwargs_pass_threads_to_onnxruntime_only():
-    assert backend_kwargs({"threads": 2, "backend": "onnxruntime", "backend_options": {}}) == \
+    assert settings_backend({"threads": 2, "backend": "onnxruntime", "backend_options": {}}) == \
         {"backend": "onnxruntime", "intra_op_threads": 2}
-    assert backend_kwargs({"threads": 2, "backend": "sim",
-                           "backend_options": {"profile": "fast"}}) == {"backend": "sim",
-                                                                        "profile": "fast"}
+    assert settings_backend({"threads": 2, "backend": "sim",
+                             "backend_options": {"profile": "fast"}}) == {"backend": "sim",
+                                                                          "profile": "fast"}
 
 
 def test_bench_on_the_fast_sim(tiny_model_dir, tmp_path, capsys):
@@ -282,7 +282,7 @@ def test_bench_on_the_fast_sim(tiny_model_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "backend sim fast (dynamic shapes" in out
     lines = [line for line in out.splitlines() if line.startswith("[")]
-    assert [line.split("]")[0][1:] for line in lines] == [MODES[m] for m in modes]
+    assert [line.split("]")[0][1:] for line in lines] == [BENCH_MODES[m] for m in modes]
     assert all(" Throughput: " in line and line.endswith(" ms") for line in lines)
     report = json.loads(js.read_text())
     assert report["machine"]["backend"].startswith("sim fast (dynamic shapes")
@@ -318,7 +318,7 @@ def test_bench_backend_flag_errors_are_one_line(tiny_model_dir, capsys, args, me
 
 
 def test_loadtest_accepts_the_backend_flags():
-    from packing.cli import build_parser
+    from tools.cli import build_parser
 
     args = build_parser().parse_args(["loadtest", "--model-dir", "m", "--backend", "sim",
                                       "--sim-profile", "slow", "--sim-tokens-per-s", "5000"])
@@ -328,7 +328,7 @@ def test_loadtest_accepts_the_backend_flags():
 def test_loadtest_inprocess_side_runs_on_the_sim(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from packing.bench.loadtest import format_result, inprocess_load, synthetic_questions
+    from tools.loadtest import format_result, inprocess_load, synthetic_questions
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     items = synthetic_questions([12, 40, 64, 100], tok)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packing.bench.workloads import seed_lengths, synthetic_features
+from packing.runtime.workloads import seed_lengths, synthetic_features
 from packing.model.prepare import prepare
 from packing.runtime import ModelRunner, PackRunner
 

@@ -12,7 +12,7 @@ enough to keep batches full, and also report per-request p50 / p99 latency.
 a known device time. Under a static-shape backend the dynamic-padding modes cannot run and
 are skipped; the HF Pipeline baseline runs torch, not the backend, and is skipped under sim.
 
-Packing is compared with every rival at its best setting (:mod:`packing.bench.rivals`):
+Packing is compared with every rival at its best setting (:mod:`packing.runtime.rivals`):
 Sorted Dynamic Padding at the batch size a short probe finds fastest, no batching at all,
 and an online sorted-dynamic-padding server. The run ends with one line: the best packed
 online mode against the best rival. The compute limit (:mod:`packing.bench.limit`), the
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -40,12 +39,14 @@ from packing.runtime.features import Features, SpanLogits
 from packing.runtime import ModelRunner, PackRunner
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.runtime.admission import DEFAULT_ADMISSION
-from packing.runtime.backend import backend_kwargs as runtime_backend_kwargs
 from packing.runtime.calibrate import cpu_model, resolve_max_tokens
+from packing.runtime.drive import run_online
+from packing.runtime.rivals import (PROBE_SAMPLES, SortedPaddingServer, batch_size_candidates,
+                                    probe_batch_size)
+from packing.runtime.run_modes import (BENCH_MODES, PACKED_ONLINE, RIVALS, solo_runner,
+                                       max_logit_diff, runner_for, settings_backend)
 
 from .limit import measure_matmul, row_counts, useful_flops
-from .modes import MODES, PACKED_ONLINE, RIVALS
-from .rivals import PROBE_SAMPLES, SortedPaddingServer, batch_size_candidates, probe_batch_size
 
 
 @dataclass
@@ -106,65 +107,6 @@ def machine_info(threads: int | None, backend: str = "onnxruntime") -> dict:
             "platform": platform.platform(), "backend": backend}
 
 
-def max_logit_diff(got: Sequence[SpanLogits], ref: dict[int, SpanLogits]) -> float:
-    """Largest |start or end logit difference| between ``got[i]`` and ``ref[i]`` over the
-    indices of ``ref``."""
-    worst = 0.0
-    for i, r in ref.items():
-        g = got[i]
-        worst = max(worst, float(np.abs(g.start_logits - r.start_logits).max()),
-                    float(np.abs(g.end_logits - r.end_logits).max()))
-    return worst
-
-
-def run_online(runner, data: Sequence[Features], concurrency: int,
-               progress: bool = False) -> tuple[list[SpanLogits], np.ndarray]:
-    """Drive ``runner.submit`` (a PackRunner, a SortedPaddingServer: anything whose
-    ``submit(features)`` returns a Future) with ``concurrency`` closed-loop clients.
-
-    Returns results in request order and each request's latency in seconds.
-    """
-    n = len(data)
-    results: list[SpanLogits | None] = [None] * n
-    latency = np.zeros(n)
-    next_i = iter(range(n))
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc="online requests", unit="req", leave=False)
-
-    def client() -> None:
-        while True:
-            with lock:
-                i = next(next_i, None)
-            if i is None or errors:
-                return
-            t0 = time.perf_counter()
-            try:
-                results[i] = runner.submit(data[i]).result()
-            except BaseException as exc:  # surface in the caller
-                errors.append(exc)
-                return
-            latency[i] = time.perf_counter() - t0
-            if bar is not None:
-                with lock:
-                    bar.update(1)
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(max(1, concurrency))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if bar is not None:
-        bar.close()
-    if errors:
-        raise errors[0]
-    return results, latency  # type: ignore[return-value]
-
-
 def _hf_runner(model_dir: str, batch_size: int, threads: int | None) -> Callable:
     import torch
     from transformers import BertForQuestionAnswering
@@ -200,42 +142,6 @@ def _hf_runner(model_dir: str, batch_size: int, threads: int | None) -> Callable
     return run
 
 
-def backend_kwargs(settings: dict) -> dict:
-    """``backend=`` plus its options for ModelRunner / PackRunner, from the bench settings.
-
-    ``intra_op_threads`` (from ``settings["threads"]``) is passed to onnxruntime only.
-    """
-    return runtime_backend_kwargs(settings.get("backend", "onnxruntime"),
-                                  settings.get("backend_options"), settings.get("threads"))
-
-
-def runner_for(key: str, model_dir: str, settings: dict):
-    """The runner of mode ``key`` (a :data:`MODES` key other than ``hf_pipeline``) on
-    ``model_dir``. ``settings``: ``threads``, ``batch_wait_timeout_s``, ``max_tokens``,
-    ``attention_groups``, backend keys, and ``sdp_batch_size`` for the probed rivals."""
-    opts = backend_kwargs(settings)
-    if key == "original":
-        return ModelRunner(model_dir, **opts)
-    if key == "dynamic_padding":
-        return ModelRunner(model_dir, padding="longest", **opts)
-    if key == "sorted_dynamic_padding":
-        return ModelRunner(model_dir, padding="longest", sort=True, **opts)
-    if key == "best_sorted_dynamic_padding":
-        return ModelRunner(model_dir, batch_size=settings["sdp_batch_size"], padding="longest",
-                           sort=True, **opts)
-    if key == "no_batching":  # each request alone at its own length, as the solo references
-        return _solo_runner(model_dir, settings)
-    if key == "online_sorted_dynamic_padding":
-        return SortedPaddingServer(model_dir, settings["sdp_batch_size"],
-                                   timeout_s=settings["batch_wait_timeout_s"], **opts)
-    mode = "unpack_repack" if "unpack_repack" in key else "attention_mask"
-    algorithm = key.removeprefix("online_") if key.endswith("_fit") else "first_fit"
-    return PackRunner(model_dir, mode=mode, algorithm=algorithm,
-                      batch_wait_timeout_s=settings["batch_wait_timeout_s"],
-                      max_tokens=settings["max_tokens"],
-                      attention_groups=settings["attention_groups"], **opts)
-
-
 _DYNAMIC_SHAPE_MODES = ("dynamic_padding", "sorted_dynamic_padding",
                         "best_sorted_dynamic_padding", "no_batching",
                         "online_sorted_dynamic_padding")
@@ -267,18 +173,10 @@ def _skip_reason(key: str, settings: dict) -> str | None:
     return None
 
 
-def _solo_runner(model_dir: str, settings: dict) -> ModelRunner:
-    """Batches of one request, padded to its own length (to seq_len on a static-shape backend)."""
-    runner = ModelRunner(model_dir, batch_size=1, padding="max_length", **backend_kwargs(settings))
-    if not runner.backend.static_shapes:
-        runner.padding = "longest"
-    return runner
-
-
 def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
              reference: dict[int, SpanLogits], progress: bool = False) -> ModeResult:
     """Run one mode (warm-up first, then the timed run) and measure it."""
-    res = ModeResult(key, MODES[key], samples=len(data))
+    res = ModeResult(key, BENCH_MODES[key], samples=len(data))
     warm = data[: min(len(data), 8)]
     latency = None
     res.skipped = _skip_reason(key, settings)
@@ -377,7 +275,7 @@ def format_table(report: BenchReport) -> str:
 
 def best_vs_rival(modes: Sequence[ModeResult]) -> dict | None:
     """``{"packed", "rival", "ratio"}``: the fastest packed online mode that ran, the fastest
-    rival that ran (:data:`~packing.bench.modes.RIVALS`), and the first's throughput over the
+    rival that ran (:data:`~packing.runtime.run_modes.RIVALS`), and the first's throughput over the
     second's; None when either is missing."""
     done = [r for r in modes if not r.skipped]
     packed = [r for r in done if r.key in PACKED_ONLINE]
@@ -456,9 +354,9 @@ def measure_limit(manifest: Manifest, settings: dict, enabled: bool = True) -> d
 
 
 def _probe(model_dir: str, data: Sequence[Features], settings: dict) -> dict:
-    """Run :func:`~packing.bench.rivals.probe_batch_size` for Sorted Dynamic Padding; the
+    """Run :func:`~packing.runtime.rivals.probe_batch_size` for Sorted Dynamic Padding; the
     report dict ``{"samples", "candidates", "throughput": {bs: samples/s}, "best"}``."""
-    runner = ModelRunner(model_dir, padding="longest", sort=True, **backend_kwargs(settings))
+    runner = ModelRunner(model_dir, padding="longest", sort=True, **settings_backend(settings))
     candidates = batch_size_candidates(settings["batch_size"])
     best, rates = probe_batch_size(runner, data, candidates)
     return {"samples": min(PROBE_SAMPLES, len(data)), "candidates": candidates,
@@ -466,7 +364,7 @@ def _probe(model_dir: str, data: Sequence[Features], settings: dict) -> dict:
 
 
 def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
-          modes: Sequence[str] = tuple(MODES), threads: int | None = None,
+          modes: Sequence[str] = tuple(BENCH_MODES), threads: int | None = None,
           concurrency: int | None = None,
           batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
           check_samples: int = 16,
@@ -488,9 +386,9 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
     ``modes``, Sorted Dynamic Padding's batch size is probed once first and used by both.
     Ends with the best packed online mode against the best rival (:func:`format_summary`).
     """
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in BENCH_MODES]
     if unknown:
-        raise ValueError(f"unknown modes {unknown}; choose from {list(MODES)}")
+        raise ValueError(f"unknown modes {unknown}; choose from {list(BENCH_MODES)}")
     model_dir = str(model_dir)
     manifest = Manifest.read(model_dir)
     lengths = np.array([len(f) for f in data])
@@ -501,10 +399,10 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
                 "backend": backend, "backend_options": dict(backend_options or {}),
                 "attention_groups": attention_groups, "precision": manifest.precision}
     # the packed modes' token budget, resolved once ("auto": calibrated for this backend)
-    options = {k: v for k, v in backend_kwargs(settings).items() if k != "backend"}
+    options = {k: v for k, v in settings_backend(settings).items() if k != "backend"}
     settings["max_tokens"], cal = resolve_max_tokens(max_tokens, model_dir, backend, options,
                                                      manifest=manifest, progress=progress)
-    solo = _solo_runner(model_dir, settings)
+    solo = solo_runner(model_dir, settings)
     settings["static_shapes"] = solo.backend.static_shapes
     report = BenchReport(model_dir, manifest.source, workload, len(data),
                          float(len(data) * manifest.seq_len / lengths.sum()),
@@ -627,9 +525,9 @@ def format_precisions(cmp: dict) -> str:
     lines = []
     for run in cmp["runs"]:
         lim = f", dense limit {run['limit']:.0f} G(FL)OP/s" if run["limit"] else ""
-        bp = (f"{MODES[run['best_packed']]} {run['best_packed_throughput']:.1f}"
+        bp = (f"{BENCH_MODES[run['best_packed']]} {run['best_packed_throughput']:.1f}"
               if run["best_packed"] else "-")
-        br = (f"{MODES[run['best_rival']]} {run['best_rival_throughput']:.1f}"
+        br = (f"{BENCH_MODES[run['best_rival']]} {run['best_rival_throughput']:.1f}"
               if run["best_rival"] else "-")
         lines.append(f"{run['precision']}: best packed {bp} samples/s; best rival {br}{lim}")
     first = cmp["runs"][0]

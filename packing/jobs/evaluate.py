@@ -18,9 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..bench.bench import max_logit_diff, run_online, runner_for
-from ..bench.loadtest import drive
-from ..bench.modes import MODES
 from ..model.manifest import Manifest
 from ..policy.attention import ATTENTION_GROUPS
 from ..runtime.admission import DEFAULT_ADMISSION
@@ -28,7 +25,9 @@ from ..qa.requests import BadRequest, Limits
 from ..qa.squad_eval import evaluate
 from ..qa.squad_file import Question, read_questions
 from ..qa.windows import answers_for, make_windows_batch
+from ..runtime.drive import drive, run_online
 from ..runtime.features import Features
+from ..runtime.run_modes import BENCH_MODES, max_logit_diff, runner_for
 
 #: Original and every packed mode, in the spec's order.
 EVAL_MODES: tuple[str, ...] = ("original", "offline_unpack_repack", "online_unpack_repack",
@@ -40,7 +39,7 @@ EVAL_MODES: tuple[str, ...] = ("original", "offline_unpack_repack", "online_unpa
 class ModeScore:
     """EM / F1 of one mode, and how it compares with Original."""
 
-    key: str  # MODES key, or "http" for the running app
+    key: str  # BENCH_MODES key, or "http" for the running app
     label: str  # printed name
     exact_match: float  # percent
     f1: float  # percent
@@ -79,7 +78,7 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
     scores: list[ModeScore] = []
     reference = None
     for key in modes:
-        if key not in MODES or key == "hf_pipeline":
+        if key not in BENCH_MODES or key == "hf_pipeline":
             raise ValueError(f"unknown mode {key!r}; choose from {', '.join(EVAL_MODES)}")
         runner = runner_for(key, model_dir, settings)
         try:
@@ -95,7 +94,7 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
                 close()
         preds = predictions_from(questions, per_q, outs, max_answer_tokens)
         metric = evaluate(answers, preds)
-        score = ModeScore(key, MODES[key], metric["exact_match"], metric["f1"], seconds,
+        score = ModeScore(key, BENCH_MODES[key], metric["exact_match"], metric["f1"], seconds,
                           predictions=preds)
         if key == "original":
             reference = (outs, preds)

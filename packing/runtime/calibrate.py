@@ -355,9 +355,8 @@ def calibrate(model_dir: str | Path, backend: str = "onnxruntime",
     """
     from tqdm.auto import tqdm
 
-    from packing.bench.workloads import seed_lengths, synthetic_features
-
     from .executor import PlanExecutor, open_graph
+    from .workloads import seed_lengths, synthetic_features
 
     manifest = manifest or Manifest.read(model_dir)
     pick_budget([1], [1.0], threshold)  # validates threshold before any work

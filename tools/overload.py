@@ -1,4 +1,4 @@
-"""``packed-bert overload``: the served app past its device's capacity, per dispatch setting.
+"""``python -m tools overload``: the served app past its device's capacity, per dispatch setting.
 
 One device-bound run per ``dispatch`` value (``merge``: the packer's dispatch step packs
 everything admitted while the runner was busy into the next plan; ``per_batch``: each batch
@@ -13,7 +13,7 @@ own ``serve run`` of ``--config`` (default ``configs/sim.yaml``) with:
 Capacity is then ``max_valid_num`` windows per full batch over its device time
 (``batch_size x seq_len / tokens_per_s``). The load is open loop (Poisson arrivals at
 ``--rate``) of single short questions for ``--seconds``, driven and checked by
-:func:`packing.bench.soak.soak` (every answer against its solo answer: ``crossed`` must be 0).
+:func:`tools.soak.soak` (every answer against its solo answer: ``crossed`` must be 0).
 The report puts the settings side by side: goodput (correct answers/s) and its ratio to the
 capacity, statuses, latency, and what the packer did (windows per admitted batch, per plan).
 """

@@ -1,4 +1,4 @@
-"""``packed-bert loadtest``: concurrent HTTP requests against a running app, compared with the
+"""``python -m tools loadtest``: concurrent HTTP requests against a running app, compared with the
 in-process PackRunner doing the same work (tokenize, pack, run, pick the answer) in one run.
 
 Both sides run the same questions with the same number of closed-loop clients, the same
@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -21,7 +20,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .workloads import DEFAULT_SEED, read_lengths, sample_squad, seed_lengths, short_lengths
+from packing.runtime.drive import drive
+from packing.runtime.workloads import (DEFAULT_SEED, read_lengths, sample_squad, seed_lengths,
+                                       short_lengths)
 
 
 @dataclass
@@ -74,97 +75,6 @@ def load_questions(spec: str, n: int, tokenizer, seq_len: int, seed: int = DEFAU
         lengths = np.resize(read_lengths(arg), n)
         return synthetic_questions(np.clip(lengths, 1, seq_len), tokenizer, seed)
     raise ValueError(f"unknown workload {spec!r}; use seed, short, squad:FILE or lengths:FILE")
-
-
-def drive(n: int, concurrency: int, call: Callable[[int], bool], progress: bool = False,
-          rate: float | None = None, seed: int = 0) -> tuple[float, np.ndarray, int]:
-    """Run ``call(i)`` for i in range(n) from ``concurrency`` closed-loop threads, or, with
-    ``rate`` (calls per second), open loop: call i is due at Poisson arrival time t_i whatever
-    the earlier calls do, and runs on a pool of ``concurrency`` threads.
-
-    Returns wall seconds, per-call latencies (s) and the number of calls that returned False
-    or raised. Open-loop latency counts from the due time, so it includes any wait for a free
-    client thread (no coordinated omission).
-    """
-    if rate is not None:
-        return _drive_open(n, concurrency, call, progress, rate, seed)
-    latency = np.zeros(n)
-    errors = [0]
-    lock = threading.Lock()
-    counter = iter(range(n))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, unit="req", leave=False)
-
-    def worker() -> None:
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            t0 = time.perf_counter()
-            try:
-                ok = call(i)
-            except Exception:  # noqa: BLE001 - counted, the run goes on
-                ok = False
-            latency[i] = time.perf_counter() - t0
-            with lock:
-                errors[0] += 0 if ok else 1
-                if bar is not None:
-                    bar.update(1)
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(max(1, concurrency))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
-    return seconds, latency, errors[0]
-
-
-def _drive_open(n: int, concurrency: int, call: Callable[[int], bool], progress: bool,
-                rate: float, seed: int) -> tuple[float, np.ndarray, int]:
-    if not rate > 0:
-        raise ValueError(f"rate must be > 0 calls/s, got {rate}")
-    from concurrent.futures import ThreadPoolExecutor
-
-    due = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate, n))
-    latency = np.zeros(n)
-    ok = np.zeros(n, dtype=bool)
-    lock = threading.Lock()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, unit="req", leave=False)
-
-    def run(i: int, at: float) -> None:
-        try:
-            ok[i] = bool(call(i))
-        except Exception:  # noqa: BLE001 - counted, the run goes on
-            ok[i] = False
-        latency[i] = time.perf_counter() - at
-        if bar is not None:
-            with lock:
-                bar.update(1)
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max(1, concurrency)) as pool:
-        for i in range(n):
-            at = t0 + due[i]
-            wait = at - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            pool.submit(run, i, at)
-    seconds = time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
-    return seconds, latency, int((~ok).sum())
 
 
 def _result(name: str, n: int, seconds: float, latency: np.ndarray, errors: int,

@@ -1,4 +1,4 @@
-"""``packed-bert soak``: drive a running app and check every answer against a solo run.
+"""``python -m tools soak``: drive a running app and check every answer against a solo run.
 
 Each response is compared with the answer the same request gets when each of its windows runs
 alone through the ``original`` graph in this process (same tokenizer, windows and span rules,

@@ -1,4 +1,4 @@
-"""``packed-bert scaling``: the serving graph on simulated accelerators, through Python handles.
+"""``python -m tools scaling``: the serving graph on simulated accelerators, through Python handles.
 
 For each runner replica count it deploys the app (``device: sim``) in a private local Ray
 cluster, keeps ``--outstanding`` windows in flight with ``Packer.many`` handle calls of

@@ -1,10 +1,11 @@
-"""``packed-bert ceiling``: the serving front end's ceiling against Ray Serve's own floor, in one run.
+"""``python -m tools ceiling``: the serving front end's ceiling against Ray Serve's own floor,
+in one run.
 
 Apps run one after another, each in its own ``serve run`` subprocess (a new session, a free
 loopback port, a private local Ray cluster):
 
-* ``echo``  — one FastAPI deployment returning the body (:func:`packing.bench.floor_apps.echo_app`);
-* ``chain`` — FastAPI ingress -> A -> B through handles (:func:`packing.bench.floor_apps.chain_app`);
+* ``echo``  — one FastAPI deployment returning the body (:func:`tools.floor_apps.echo_app`);
+* ``chain`` — FastAPI ingress -> A -> B through handles (:func:`tools.floor_apps.chain_app`);
 * ``app``   — the real application from ``--config``, once with single-question bodies and once
   with list bodies of ``--list-size`` questions.
 
@@ -21,10 +22,8 @@ import asyncio
 import copy
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,10 +38,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from packing.jobs.local_cluster import free_port
+
+REPO = Path(__file__).resolve().parents[1]
 APPS = ("echo", "chain", "app")
-FLOOR_IMPORT = {"echo": "packing.bench.floor_apps:echo_app",
-                "chain": "packing.bench.floor_apps:chain_app"}
+FLOOR_IMPORT = {"echo": "tools.floor_apps:echo_app",
+                "chain": "tools.floor_apps:chain_app"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LENGTH_RANGE = (24, 64)  # tokens per question + context, uniform
 POOL_SIZE = 256  # distinct questions
@@ -165,18 +166,6 @@ def self_cpu() -> float:
 
 
 # ---------------------------------------------------------------- configs and serve run
-
-def free_port() -> int:
-    """A free loopback port in 20000-29999 (outside the ephemeral range and Ray's worker ports)."""
-    for port in random.sample(range(20000, 30000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-29999")
-
 
 def floor_config(kind: str, port: int, max_ongoing_requests: int | None = None) -> dict:
     """A Serve config file (as a dict) running floor app ``kind`` (echo or chain) on ``port``;

@@ -1,4 +1,5 @@
-"""``packed-bert placement``: the app on a multi-node Ray cluster, runners pinned to accelerators.
+"""``python -m tools placement``: the app on a multi-node Ray cluster, runners pinned to
+accelerators.
 
 Starts a private multi-node cluster on this machine (``ray.cluster_utils.Cluster``: a head
 that declares no accelerator and ``workers`` nodes that each declare ``{resource:
@@ -16,12 +17,10 @@ no other Ray cluster on the host is touched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 
+from packing.jobs.local_cluster import private_cluster
 from packing.runtime.features import Features
 
 from .scaling import _drive_handle, count_crossed
@@ -31,49 +30,6 @@ APP = "placement"
 
 class PlacementTimeout(TimeoutError):
     """The app did not reach RUNNING in time (usually: replicas that cannot be scheduled)."""
-
-
-def start_cluster(workers: int, resource: str, per_worker: int, head_cpus: int = 4):
-    """A local multi-node cluster: a head with ``head_cpus`` CPUs and no accelerator, and
-    ``workers`` nodes with no CPUs and ``{resource: per_worker}``. Connects this driver; the
-    returned cluster's ``dashboard_url`` (``http://host:port``) takes ``ray job submit``."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from .ceiling import free_port
-
-    # the dashboard serves Ray's state API (node of every actor); a free port, so another
-    # cluster's dashboard on this host is never reached
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": head_cpus, "include_dashboard": True,
-                                      "dashboard_port": free_port()})
-    for _ in range(workers):
-        cluster.add_node(num_cpus=0, resources={resource: per_worker})
-    cluster.wait_for_nodes()
-    ctx = ray.init(address=cluster.address, namespace="packed-bert-placement", log_to_driver=False)
-    url = ctx.dashboard_url
-    cluster.dashboard_url = url if url.startswith("http") else f"http://{url}"
-    return cluster
-
-
-@contextlib.contextmanager
-def private_cluster(workers: int, resource: str, per_worker: int):
-    """:func:`start_cluster` in a temp dir of its own (``RAY_TMPDIR``); on exit Serve, the
-    driver's connection and every node of this cluster (and only those) are shut down."""
-    import ray
-    from ray import serve
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="pbs-mn-", dir="/tmp")
-    cluster = start_cluster(workers, resource, per_worker)
-    try:
-        yield cluster
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
 
 
 def node_table() -> dict[str, dict]:

@@ -1,4 +1,4 @@
-"""Ray Serve "floor" applications for ``packed-bert ceiling``: the cheapest apps Serve can run
+"""Ray Serve "floor" applications for ``python -m tools ceiling``: the cheapest apps Serve can run
 behind the same HTTP route as the real one (``POST /v1/answer``), written like the real app
 (``@serve.deployment`` with default options, FastAPI through ``@serve.ingress``, handles
 injected through ``__init__`` with ``.bind(...)``).
@@ -14,7 +14,7 @@ set ``max_ongoing_requests`` for every deployment (Serve's default is 5; the rea
 * ``chain_app`` — a FastAPI deployment that calls deployment A through its handle, A calls B
   through its handle, B returns the body: the real app's shape (ingress + two handle hops).
 
-Used through ``import_path``: ``packing.bench.floor_apps:echo_app`` / ``...:chain_app``.
+Used through ``import_path``: ``tools.floor_apps:echo_app`` / ``...:chain_app``.
 (No ``from __future__ import annotations`` here: FastAPI inside ``serve.ingress`` must see
 ``Request`` as a class, not a string, or every POST is a 422.)
 """

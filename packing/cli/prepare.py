@@ -1,0 +1,36 @@
+"""``packed-bert prepare``: write a model folder (the ONNX graphs, tokenizer and manifest)."""
+
+from __future__ import annotations
+
+import argparse
+
+from packing.model.quantize import PRECISIONS
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from packing.model.prepare import prepare
+
+    prepare(args.model, args.out, seq_len=args.seq_len, batch_size=args.batch_size,
+            max_valid_num=args.max_valid_num, seed=args.seed, check=not args.no_check,
+            precision=args.precision)
+    return 0
+
+
+def register(sub) -> None:
+    pr = sub.add_parser("prepare", help="write the three ONNX graphs, tokenizer and manifest")
+    pr.add_argument("--model", required=True,
+                    help="builtin:squad-mini, hub id, local transformers folder, random:tiny "
+                    "or random:base")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--seq-len", type=int, default=256)
+    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--max-valid-num", type=int, default=40,
+                    help="max sequences in one packed batch")
+    pr.add_argument("--seed", type=int, default=0, help="seed of random:* weights")
+    pr.add_argument("--no-check", action="store_true",
+                    help="skip the packed-vs-original logit check")
+    pr.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                    help="fp32 (any device), int8 (CPU: per-token int8 Linear layers, "
+                    "batch-invariant) or fp16 (CUDA); recorded in the manifest "
+                    "(docs/precision.md)")
+    pr.set_defaults(func=_prepare)

@@ -1,0 +1,97 @@
+"""The run modes ``bench`` and ``eval`` compare: their names, and the runner of each.
+
+:data:`BENCH_MODES`: CLI key -> label printed in the spec's format. Order: Original, the packed
+modes, then the rivals of packing (:data:`RIVALS`). Not the packing layouts of
+:data:`packing.policy.config.MODES` (``attention_mask`` / ``unpack_repack``), which the packed
+modes here run on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .backend import backend_kwargs
+from .features import SpanLogits
+from .model_runner import ModelRunner
+from .pack_runner import PackRunner
+from .rivals import SortedPaddingServer
+
+BENCH_MODES: dict[str, str] = {
+    "original": "Original",
+    "offline_unpack_repack": "Pack Offline Unpack Repack",
+    "online_unpack_repack": "Pack Online Unpack Repack",
+    "offline_attention_mask": "Pack Offline AttentionMask",
+    "online_first_fit": "Pack Online AttentionMask(first_fit)",
+    "online_next_fit": "Pack Online AttentionMask(next_fit)",
+    "online_best_fit": "Pack Online AttentionMask(best_fit)",
+    "dynamic_padding": "Dynamic Padding",
+    "sorted_dynamic_padding": "Sorted Dynamic Padding",
+    "best_sorted_dynamic_padding": "Sorted Dynamic Padding (best batch size)",
+    "no_batching": "No Batching",
+    "online_sorted_dynamic_padding": "Online Sorted Dynamic Padding",
+    "hf_pipeline": "HF Pipeline",
+}
+
+#: Packed modes that take requests one at a time as they arrive.
+PACKED_ONLINE: tuple[str, ...] = ("online_unpack_repack", "online_first_fit", "online_next_fit",
+                                  "online_best_fit")
+
+#: Ways to serve without packing, each at its setting (best SDP: its best batch size).
+RIVALS: tuple[str, ...] = ("dynamic_padding", "sorted_dynamic_padding",
+                           "best_sorted_dynamic_padding", "no_batching",
+                           "online_sorted_dynamic_padding", "hf_pipeline")
+
+
+def max_logit_diff(got: Sequence[SpanLogits], ref: dict[int, SpanLogits]) -> float:
+    """Largest |start or end logit difference| between ``got[i]`` and ``ref[i]`` over the
+    indices of ``ref``."""
+    worst = 0.0
+    for i, r in ref.items():
+        g = got[i]
+        worst = max(worst, float(np.abs(g.start_logits - r.start_logits).max()),
+                    float(np.abs(g.end_logits - r.end_logits).max()))
+    return worst
+
+
+def settings_backend(settings: dict) -> dict:
+    """:func:`~packing.runtime.backend.backend_kwargs` of the bench / eval ``settings``
+    (``backend``, ``backend_options``, ``threads``: intra-op threads, onnxruntime only)."""
+    return backend_kwargs(settings.get("backend", "onnxruntime"), settings.get("backend_options"),
+                          settings.get("threads"))
+
+
+def runner_for(key: str, model_dir: str, settings: dict):
+    """The runner of mode ``key`` (a :data:`BENCH_MODES` key other than ``hf_pipeline``) on
+    ``model_dir``. ``settings``: ``threads``, ``batch_wait_timeout_s``, ``max_tokens``,
+    ``attention_groups``, backend keys, and ``sdp_batch_size`` for the probed rivals."""
+    opts = settings_backend(settings)
+    if key == "original":
+        return ModelRunner(model_dir, **opts)
+    if key == "dynamic_padding":
+        return ModelRunner(model_dir, padding="longest", **opts)
+    if key == "sorted_dynamic_padding":
+        return ModelRunner(model_dir, padding="longest", sort=True, **opts)
+    if key == "best_sorted_dynamic_padding":
+        return ModelRunner(model_dir, batch_size=settings["sdp_batch_size"], padding="longest",
+                           sort=True, **opts)
+    if key == "no_batching":  # each request alone at its own length, as the solo references
+        return solo_runner(model_dir, settings)
+    if key == "online_sorted_dynamic_padding":
+        return SortedPaddingServer(model_dir, settings["sdp_batch_size"],
+                                   timeout_s=settings["batch_wait_timeout_s"], **opts)
+    mode = "unpack_repack" if "unpack_repack" in key else "attention_mask"
+    algorithm = key.removeprefix("online_") if key.endswith("_fit") else "first_fit"
+    return PackRunner(model_dir, mode=mode, algorithm=algorithm,
+                      batch_wait_timeout_s=settings["batch_wait_timeout_s"],
+                      max_tokens=settings["max_tokens"],
+                      attention_groups=settings["attention_groups"], **opts)
+
+
+def solo_runner(model_dir: str, settings: dict) -> ModelRunner:
+    """Batches of one request, padded to its own length (to seq_len on a static-shape backend)."""
+    runner = ModelRunner(model_dir, batch_size=1, padding="max_length", **settings_backend(settings))
+    if not runner.backend.static_shapes:
+        runner.padding = "longest"
+    return runner

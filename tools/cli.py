@@ -1,0 +1,314 @@
+"""``python -m tools``: load, soak, ceiling, overload, scaling and multi-node drills.
+
+Development tooling, apart from the product (``packed-bert``): these commands drive a running
+app, start their own ``serve run`` processes or private Ray clusters, and measure them. They
+reuse the product's argument helpers and report writer (:mod:`packing.cli`); no product
+module imports anything here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from packing.cli.common import (backend_choice, backend_flags, positive_float, positive_int, run,
+                                workload_of)
+from packing.cli.report import emit
+
+PROG = "python -m tools"
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from tools.loadtest import loadtest
+
+    backend, options = backend_choice(args)
+    report = loadtest(args.url, args.model_dir, args.workload, args.samples, args.concurrency,
+                      inprocess=not args.no_inprocess, threads=args.threads,
+                      progress=not args.no_progress, backend=backend, backend_options=options)
+    emit(report, args.json)
+    errors = report["http"]["errors"]
+    return 1 if errors else 0
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from tools.soak import soak
+
+    report = soak(args.url, args.model_dir, args.workload, args.requests, args.concurrency,
+                  distinct=args.distinct, slow_s=args.slow_s, kill_replica=args.kill_replica,
+                  rate=args.rate, progress=not args.no_progress)
+    emit(report, args.json)
+    if report["lost"] or report["crossed"]:
+        print(f"FAIL: {report['lost']} lost, {report['crossed']} crossed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _ceiling(args: argparse.Namespace) -> int:
+    from tools.ceiling import (AppNotHealthy, Settings, format_table, parse_env, resolve_config,
+                               run_ceiling)
+
+    settings = Settings(apps=tuple(args.apps), config=resolve_config(args.config),
+                        concurrency=args.concurrency,
+                        duration_s=None if args.requests else args.duration_s,
+                        requests=args.requests, warmup_s=args.warmup_s, list_size=args.list_size,
+                        env=parse_env(args.env), health_timeout_s=args.health_timeout_s,
+                        progress=not args.no_progress, floor_max_ongoing=args.floor_max_ongoing)
+    try:
+        report = run_ceiling(settings)
+    except AppNotHealthy as exc:
+        print(f"{PROG} ceiling: {exc.app}: {exc}; last lines of its serve log "
+              f"(all logs kept in {exc.log_dir}):\n{exc.log_tail}", file=sys.stderr)
+        if exc.rows:
+            print(format_table(exc.rows))
+        return 1
+    emit(report, args.json, table=report["table"])
+    return 0
+
+
+def _overload(args: argparse.Namespace) -> int:
+    from tools.ceiling import AppNotHealthy
+    from tools.overload import format_overload, overload
+
+    try:
+        report = overload(args.config, dispatches=args.dispatch, rate=args.rate,
+                          seconds=args.seconds, profile=args.sim_profile,
+                          tokens_per_s=args.tokens_per_s,
+                          batch_wait_timeout_s=args.batch_wait_timeout_s,
+                          workload=args.workload, concurrency=args.concurrency,
+                          progress=not args.no_progress)
+    except AppNotHealthy as exc:
+        print(f"{PROG} overload: {exc}; last lines of its serve log:\n{exc.log_tail}",
+              file=sys.stderr)
+        return 1
+    emit(report, args.json, table=format_overload(report))
+    return 1 if any(r["lost"] or r["crossed"] for r in report["rows"]) else 0
+
+
+def _scaling(args: argparse.Namespace) -> int:
+    from tools.scaling import format_report, scaling
+
+    data = workload_of(args)
+    report = scaling(str(Path(args.model_dir).resolve()), data, replicas=args.replicas,
+                     profile=args.sim_profile, mode=args.mode,
+                     batch_wait_timeout_s=args.batch_wait_timeout_s,
+                     outstanding=args.outstanding, per_call=args.windows_per_call,
+                     progress=not args.no_progress)
+    emit(report, args.json, table=format_report(report))
+    crossed = sum(r["crossed"] for r in report["rows"])
+    return 1 if crossed else 0
+
+
+def _placement(args: argparse.Namespace) -> int:
+    from tools.cluster import PlacementTimeout, format_placement, placement
+
+    data = workload_of(args)
+    try:
+        report = placement(str(Path(args.model_dir).resolve()), data, workers=args.workers,
+                           resource=args.resource, per_worker=args.per_worker,
+                           declared=args.declare, runner_replicas=args.runner_replicas,
+                           timeout_s=args.timeout_s, progress=not args.no_progress)
+    except PlacementTimeout as exc:
+        print(f"placement failed: {exc}", file=sys.stderr)
+        return 3
+    emit(report, args.json, table=format_placement(report))
+    return 0 if all(report["checks"].values()) else 1
+
+
+def _node_loss(args: argparse.Namespace) -> int:
+    from tools.cluster import node_loss
+
+    data = workload_of(args)
+    report = node_loss(str(Path(args.model_dir).resolve()), data, workers=args.workers,
+                       per_worker=args.per_worker, profile=args.sim_profile,
+                       tokens_per_s=args.sim_tokens_per_s,
+                       remove_after_s=args.remove_after_s, progress=not args.no_progress)
+    lines = []
+    for key in ("windows", "answered", "failed", "lost", "crossed", "removed_after_s",
+                "seconds", "gap_s", "runner_replicas_at_end", "errors"):
+        value = report[key]
+        lines.append(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    emit(report, args.json, table="\n".join(lines), default=str)
+    return 0 if report["lost"] == 0 and report["crossed"] == 0 else 1
+
+
+def _autoscale(args: argparse.Namespace) -> int:
+    from tools.cluster import autoscale_step
+
+    data = workload_of(args)
+    r = autoscale_step(str(Path(args.model_dir).resolve()), data, workers=args.workers,
+                       per_worker=args.per_worker, profile=args.sim_profile,
+                       tokens_per_s=args.sim_tokens_per_s, policy=args.policy)
+    lines = [f"runner autoscaling policy: {args.policy}",
+             "t (s) | runner replicas | packer dispatch slots"]
+    lines += [f"{t:5.1f} | {n} | {slots}" for t, n, slots in r["timeline"]]
+    up = f"{r['up_s']:.1f} s" if r["up_s"] is not None else "not reached"
+    down = f"{r['down_s']:.1f} s" if r["down_s"] is not None else "not reached"
+    lines.append(f"load step to {r['max_replicas']} runner replicas: {up}, on "
+                 f"{len(r['peak_runner_nodes'])} nodes; load stop to 1 replica: {down}")
+    emit(r, args.json, table="\n".join(lines))
+    return 0 if r["up_s"] is not None and r["down_s"] is not None else 1
+
+
+def _cluster_flags(p: argparse.ArgumentParser, samples: int) -> argparse.ArgumentParser:
+    """Options of the commands that run the app on a local multi-node cluster of sim devices."""
+    p.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    p.add_argument("--workers", type=positive_int, default=2, help="accelerator nodes")
+    p.add_argument("--per-worker", type=positive_int, default=2, help="IPUs each node declares")
+    p.add_argument("--sim-profile", default="slow", help="sim device profile of the runners")
+    p.add_argument("--sim-tokens-per-s", type=positive_float, default=None, metavar="N",
+                   help="the sim device's speed instead of the profile's")
+    p.add_argument("--samples", type=positive_int, default=samples, help="windows to send")
+    p.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    p.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
+    p.add_argument("--json", help="write the report here")
+    return p
+
+
+def _app_client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options shared by the commands that drive a running app."""
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--model-dir", required=True, help="the app's prepared model folder")
+    p.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The tools' command line."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    lt = _app_client(sub.add_parser("loadtest", help="concurrent HTTP requests to a running "
+                                    "app, compared with the in-process PackRunner"))
+    lt.add_argument("--samples", type=int, default=512)
+    lt.add_argument("--concurrency", type=int, default=80)
+    lt.add_argument("--threads", type=int, default=None, help="in-process intra-op threads")
+    lt.add_argument("--no-inprocess", action="store_true", help="HTTP side only")
+    backend_flags(lt)
+    lt.set_defaults(func=_loadtest)
+
+    so = _app_client(sub.add_parser("soak", help="drive a running app and check every answer "
+                                    "against its solo answer; exits 1 on any lost or crossed "
+                                    "request"))
+    so.add_argument("--requests", type=int, default=10000)
+    so.add_argument("--concurrency", type=int, default=64,
+                    help="clients (closed loop), or connections at most (with --rate)")
+    so.add_argument("--rate", type=positive_float, default=None, metavar="REQ_PER_S",
+                    help="open loop: Poisson arrivals at this rate instead of closed-loop clients")
+    so.add_argument("--distinct", type=int, default=500, help="different requests, cycled")
+    so.add_argument("--slow-s", type=float, default=10.0, help="answers slower than this count as slow")
+    so.add_argument("--kill-replica", metavar="DEPLOYMENT",
+                    help="kill one replica of this deployment (e.g. PlanExecutor) a quarter in")
+    so.set_defaults(func=_soak)
+
+    ce = sub.add_parser("ceiling", help="the serving front end's ceiling against Ray Serve's "
+                        "floor: echo, chain and the real app, each in its own `serve run`")
+    ce.add_argument("--apps", nargs="+", choices=["echo", "chain", "app"],
+                    default=["echo", "chain", "app"], help="subset to run (always in this order)")
+    ce.add_argument("--config", default="configs/sim.yaml", help="the real app's Serve config")
+    ce.add_argument("--concurrency", type=positive_int, default=64,
+                    help="closed-loop connections")
+    ce.add_argument("--duration-s", type=positive_float, default=20.0,
+                    help="measured phase length")
+    ce.add_argument("--requests", type=positive_int, default=None,
+                    help="measure this many responses instead of --duration-s")
+    ce.add_argument("--warmup-s", type=float, default=2.0,
+                    help="warm-up (and until every connection had one response)")
+    ce.add_argument("--list-size", type=positive_int, default=32, help="questions per list body (app)")
+    ce.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment variable for every serve run (repeatable)")
+    ce.add_argument("--health-timeout-s", type=float, default=300.0,
+                    help="wait this long for GET /healthz == 200")
+    ce.add_argument("--floor-max-ongoing", type=positive_int, default=1024, metavar="N",
+                    help="max_ongoing_requests of the echo/chain deployments (default 1024, "
+                    "as the app's Ingress; Serve's own default of 5 starves them at 64 "
+                    "connections)")
+    ce.add_argument("--json", help="write the report here")
+    ce.add_argument("--no-progress", action="store_true")
+    ce.set_defaults(func=_ceiling)
+
+    ov = sub.add_parser("overload", help="the served app past its device's capacity (sim, "
+                        "static shapes, one runner): merged dispatch against per-batch plans")
+    ov.add_argument("--config", default="configs/sim.yaml", help="Serve config to start from")
+    ov.add_argument("--dispatch", nargs="+", default=["merge", "per_batch"],
+                    choices=["merge", "per_batch"])
+    ov.add_argument("--rate", type=positive_float, default=30.0, help="requests/s, open loop")
+    ov.add_argument("--seconds", type=positive_float, default=30.0, help="of arrivals")
+    ov.add_argument("--sim-profile", default="slow", help="sim profile (slow: static shapes)")
+    ov.add_argument("--tokens-per-s", type=positive_float, default=2048.0,
+                    help="sim token slots/s (2048: 2 s per 16 x 256 batch)")
+    ov.add_argument("--batch-wait-timeout-s", type=float, default=0.005)
+    ov.add_argument("--workload", default="short", help="seed | short | squad:FILE")
+    ov.add_argument("--concurrency", type=int, default=512, help="client connections at most")
+    ov.add_argument("--json", help="write the report here")
+    ov.add_argument("--no-progress", action="store_true")
+    ov.set_defaults(func=_overload)
+
+    sc = sub.add_parser("scaling", help="the app on simulated accelerators through Python "
+                        "handles: throughput at several runner replica counts, and served "
+                        "batch fill against the in-process PackRunner")
+    sc.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    sc.add_argument("--samples", type=int, default=4000)
+    sc.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    sc.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
+    sc.add_argument("--sim-profile", default="slow", help="sim device profile (slow: 125 ms "
+                    "per full batch, so the front end is not the bottleneck)")
+    sc.add_argument("--mode", default="unpack_repack", choices=["unpack_repack", "attention_mask"])
+    sc.add_argument("--batch-wait-timeout-s", type=float, default=0.005,
+                    help="packer admission: longest a batch stays open (as @serve.batch)")
+    sc.add_argument("--outstanding", type=int, default=1024, help="windows kept in flight")
+    sc.add_argument("--windows-per-call", type=int, default=32)
+    sc.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
+    sc.add_argument("--json", help="write the report here")
+    sc.add_argument("--no-progress", action="store_true")
+    sc.set_defaults(func=_scaling)
+
+    pl = sub.add_parser("placement", help="deploy the app on a local multi-node Ray cluster "
+                        "(a head without accelerators, workers declaring one) with the runners "
+                        "pinned to the accelerator; print where every replica landed")
+    pl.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    pl.add_argument("--workers", type=positive_int, default=2, help="accelerator nodes")
+    pl.add_argument("--resource", default="IPU", help="custom resource each runner asks for")
+    pl.add_argument("--per-worker", type=positive_int, default=2, help="units each worker declares")
+    pl.add_argument("--declare", default=None, metavar="NAME",
+                    help="resource the workers declare (default: --resource; another name "
+                    "shows the error a placement mistake gives)")
+    pl.add_argument("--runner-replicas", type=positive_int, default=None,
+                    help="default: every unit declared")
+    pl.add_argument("--samples", type=positive_int, default=200)
+    pl.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    pl.add_argument("--seed", type=int, default=2022)
+    pl.add_argument("--timeout-s", type=positive_float, default=120.0,
+                    help="give up (exit 3, with what each node has) if the app is not running by then")
+    pl.add_argument("--json", help="write the report here")
+    pl.add_argument("--no-progress", action="store_true")
+    pl.set_defaults(func=_placement)
+
+    nl = _cluster_flags(sub.add_parser(
+        "node-loss", help="remove an accelerator node of a local multi-node cluster while "
+        "windows flow; count answered / failed / lost / crossed"), samples=3000)
+    nl.add_argument("--remove-after-s", type=positive_float, default=4.0,
+                    help="seconds after the first answer to remove the node")
+    nl.add_argument("--no-progress", action="store_true")
+    nl.set_defaults(func=_node_loss)
+
+    au = _cluster_flags(sub.add_parser(
+        "autoscale", help="a step of load on a local multi-node cluster: runners autoscale "
+        "from 1 to every accelerator unit and back; reaction times"), samples=2000)
+    au.add_argument("--policy", choices=["packing", "default"], default="packing",
+                    help="runner autoscaling: packing (the packer's demand in plans, "
+                    "deployments/autoscaling.py; what configs/squad.yaml uses) or Serve's "
+                    "default (requests ongoing at the runners)")
+    au.set_defaults(func=_autoscale)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit 2."""
+    return run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
