@@ -1,7 +1,10 @@
 """The KubeRay manifest (k8s/rayservice.yaml): its shape, and that it serves the same app as
 configs/squad.yaml with the accelerator declared where the runners ask for it.
 
-No Kubernetes cluster, network or Ray cluster is needed. Three layers:
+The manifest is generated (``python -m tools.k8s_manifest --write``) from configs/squad.yaml and
+k8s/overlay.yaml; the committed file must be what they generate (layer 0).
+
+No Kubernetes cluster, network or Ray cluster is needed. Three layers after that:
 
 1. The RayService object against a focused JSON schema of the ``ray.io/v1`` RayService CRD
    fields it uses (written from KubeRay's API types, see ``RAYSERVICE_SCHEMA``), closed
@@ -294,6 +297,51 @@ def flatten(node, prefix: str = "") -> dict[str, object]:
 
 def covered(path: str, allowed: str) -> bool:
     return path == allowed or path.startswith(allowed + ".") or path.startswith(allowed + "[")
+
+
+# --- 0. generated -----------------------------------------------------------------------------
+
+
+def test_committed_manifest_is_what_squad_yaml_and_the_overlay_generate():
+    from tools.k8s_manifest import COMMAND, check
+
+    diff = check()
+    assert not diff, f"k8s/rayservice.yaml is stale: run `{COMMAND}`\n" + "".join(diff[:60])
+
+
+def test_overlay_notes_are_the_allowed_differences():
+    from tools.k8s_manifest import OVERLAY, read_overlay
+
+    assert set(read_overlay(OVERLAY)["serve_notes"]) == set(ALLOWED_DIFFERENCES)
+
+
+def test_merge_keys_mappings_and_named_lists():
+    from tools.k8s_manifest import merge
+
+    base = {"a": {"x": 1, "y": [1, 2]}, "apps": [{"name": "p", "k": 1, "o": {"n": 1}},
+                                               {"name": "q", "k": 2}]}
+    patch = {"a": {"y": [3], "z": 0}, "apps": [{"name": "q", "k": 5}, {"name": "r", "k": 6}],
+             "b": None}
+    assert merge(base, patch) == {
+        "a": {"x": 1, "y": [3], "z": 0},
+        "apps": [{"name": "p", "k": 1, "o": {"n": 1}}, {"name": "q", "k": 5},
+                 {"name": "r", "k": 6}],
+        "b": None}
+    assert base["apps"][1]["k"] == 2, "the base is not changed"
+
+
+def test_every_overlay_serve_change_needs_a_note_and_every_note_a_change():
+    from tools.k8s_manifest import serve_config
+
+    squad = {"http_options": {"host": "127.0.0.1", "port": 8000}}
+    with pytest.raises(ValueError, match="without a serve_notes entry"):
+        serve_config(squad, {"serve": {"http_options": {"host": "0.0.0.0"}}})
+    with pytest.raises(ValueError, match="does not change"):
+        serve_config(squad, {"serve": {"http_options": {"host": "0.0.0.0"}},
+                             "serve_notes": {"http_options.host": "pods", "proxy_location": "x"}})
+    assert serve_config(squad, {"serve": {"http_options": {"host": "0.0.0.0"}},
+                                "serve_notes": {"http_options": "pods"}}) == {
+        "http_options": {"host": "0.0.0.0", "port": 8000}}
 
 
 # --- 1. shape ---------------------------------------------------------------------------------
