@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .loadtest import _get_json, drive, load_questions
+from packing.runtime.drive import drive
+
+from .loadtest import _get_json, load_questions
 
 
 def solo_answers(model_dir: str | Path, items: list[dict], answering: dict,
