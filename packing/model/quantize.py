@@ -22,12 +22,19 @@ PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp16")
 """Precisions ``packed-bert prepare --precision`` builds."""
 
 TOLERANCES: dict[str, float] = {"fp32": 1e-4, "int8": 0.1, "fp16": 0.05}
-"""Max abs logit difference allowed between a packed mode and a solo run of the *same*
-precision (prepare's check, the bench's check). fp32: rounding order only. int8: the per-token
-arithmetic is batch-invariant, but a float32 rounding difference upstream (attention over a
-different row width) can flip one activation's rounding to the next int8 step; measured at
-most ~3e-3 on random:tiny and ~2e-3 on builtin:squad-mini (docs/precision.md). fp16: set for
-the CUDA run, not measured here (no GPU)."""
+"""Max abs logit difference allowed between a request packed by a mode and the same request
+run alone through that mode's graph, same precision (prepare's check, the bench's check):
+packed == solo. fp32: rounding order only. int8: the per-token arithmetic is batch-invariant
+(measured 0.0 on builtin:squad-mini and random:base); the margin covers a float32 rounding
+difference upstream that flips one activation to the next int8 step. fp16: set for the CUDA
+run, not measured here (no GPU)."""
+
+LAYOUT_TOLERANCES: dict[str, float] = {"fp32": 1e-4, "int8": 0.5, "fp16": 0.5}
+"""Max abs logit difference allowed between a packed graph and ``original``, each request run
+alone (prepare's check that the graphs compute the same model). fp32: rounding only. int8:
+the graphs' float32 attention rounds differently (~1e-6), and per-token quantization turns a
+rounding difference at a step boundary into one int8 step, layer after layer: measured up to
+0.26 on builtin:squad-mini, random inputs (docs/precision.md). fp16: not measured here."""
 
 DEVICES: dict[str, str] = {"fp32": "cpu or cuda", "int8": "cpu", "fp16": "cuda"}
 """Where each precision runs (ONNX Runtime execution provider)."""
