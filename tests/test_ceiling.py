@@ -1,5 +1,5 @@
-"""``packed-bert ceiling``: the /proc CPU reader, config rewriting, report maths and CLI parsing
-(fast tier, no Ray), plus one slow end-to-end run of the echo floor."""
+"""``python -m tools ceiling``: the /proc CPU reader, config rewriting, report maths and CLI
+parsing (fast tier, no Ray), plus one slow end-to-end run of the echo floor."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``packed-bert overload``: the config it serves and its report (the run itself is a
+"""``python -m tools overload``: the config it serves and its report (the run itself is a
 benchmark: docs/serving.md)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``packed-bert scaling``: report arithmetic (fast) and one small end-to-end run (slow)."""
+"""``python -m tools scaling``: report arithmetic (fast) and one small end-to-end run (slow)."""
 
 from __future__ import annotations
 
