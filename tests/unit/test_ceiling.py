@@ -1,5 +1,5 @@
 """``packed-bert ceiling``: the /proc CPU reader, config rewriting, report maths and CLI parsing
-(fast tier, no Ray), plus one slow end-to-end run of the echo floor."""
+(no Ray; the slow end-to-end run of the echo floor is in tests/integration/test_ceiling.py)."""
 
 from __future__ import annotations
 
@@ -290,14 +290,3 @@ def test_resolve_config(tmp_path):
     assert ce.resolve_config("configs/test.yaml") == ce.REPO / "configs/test.yaml" or \
         ce.resolve_config("configs/test.yaml").exists()
     assert ce.resolve_config(tmp_path / "x.yaml") == tmp_path / "x.yaml"
-
-
-# ---------------------------------------------------------------- slow: a real serve run
-
-@pytest.mark.slow
-def test_echo_floor_end_to_end():
-    s = ce.Settings(apps=("echo",), config=ce.REPO / "configs/test.yaml", concurrency=4,
-                    duration_s=2.0, warmup_s=1.0, progress=False)
-    report = ce.run_ceiling(s, echo=lambda _: None)
-    (row,) = report["rows"]
-    assert row["answered"] > 0 and row["non_200"] == 0 and row["server_cpu_s"] > 0
