@@ -163,7 +163,8 @@ class PackRunner(_Runner):
         return self._dispatcher.waiting if self._dispatcher is not None else 0
 
     def close(self) -> None:
-        """Run what is still waiting, then stop the online path's thread. Idempotent."""
+        """Run what is still waiting (at once: not after ``batch_wait_timeout_s``), then stop
+        the online path's thread. Idempotent."""
         with self._start_lock:
             if self._closed:
                 return
@@ -180,9 +181,13 @@ class PackRunner(_Runner):
 
     async def _drain(self) -> None:
         assert self._admission is not None and self._dispatcher is not None
-        # Requests submitted before close() finish first (admission still open for them).
-        await asyncio.gather(*list(self._submitting), return_exceptions=True)
+        # Requests submitted before close() took their first step before this one (their
+        # callbacks came first) and created the tasks that queue their windows; one yield
+        # lets those queue them. Then admission hands over what it holds without waiting
+        # for its batch timer, and they finish.
+        await asyncio.sleep(0)
         await self._admission.close()
+        await asyncio.gather(*list(self._submitting), return_exceptions=True)
         await self._dispatcher.close()
 
     def __enter__(self) -> "PackRunner":

@@ -105,7 +105,9 @@ def test_online_timeout_sends_partial_batch(tiny_model_dir, requests, solo):
 def test_close_runs_pending_requests(tiny_model_dir, requests, solo):
     runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_tokens=FULL)
     futs = runner.submit_many(requests[:3])
+    t0 = time.monotonic()
     runner.close()
+    assert time.monotonic() - t0 < 30  # handed over at close, not after the 60 s batch timer
     assert_close([f.result(timeout=1) for f in futs], solo[:3])
     with pytest.raises(RuntimeError, match="closed"):
         runner.submit(requests[0])
@@ -153,10 +155,11 @@ class FlakyBackend(Backend):
 
 def test_failed_batch_fails_its_requests_only(tiny_model_dir, requests, solo):
     flaky = FlakyBackend(loaded(tiny_model_dir, "attention_mask"), fail={1})
-    # the budget pinned to the full batch (4 rows of 64): any 3 of these requests fit in one,
-    # so the 6 make two batches of max_valid_num=3, whatever the host's load
+    # The budget pinned to the full batch (4 rows of 64): any 3 of these requests fit in one,
+    # so the 6 make two batches of max_valid_num=3, whatever the host's load; one slot: they
+    # run in order, so the first is the backend's call 1 (with two, either could be).
     runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3,
-                        max_tokens=FULL, backend=flaky)
+                        max_tokens=FULL, max_inflight_batches=1, backend=flaky)
     assert runner.backend is flaky
     futs = runner.submit_many(requests[:6])  # two full batches of 3
     for f in futs[:3]:
