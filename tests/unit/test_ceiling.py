@@ -286,7 +286,15 @@ def test_cli_missing_config_is_a_one_line_error(capsys, tmp_path):
     assert "not found" in capsys.readouterr().err
 
 
-def test_resolve_config(tmp_path):
-    assert ce.resolve_config("configs/test.yaml") == ce.REPO / "configs/test.yaml" or \
-        ce.resolve_config("configs/test.yaml").exists()
+def test_resolve_config(tmp_path, monkeypatch):
+    repo_cfg = ce.REPO / "configs/test.yaml"
+    assert repo_cfg.exists()
+    monkeypatch.chdir(tmp_path)  # a relative path that is not here: the repository's file
+    assert ce.resolve_config("configs/test.yaml") == repo_cfg
+    monkeypatch.chdir(ce.REPO)  # one that is here: that file, made absolute
+    assert ce.resolve_config("configs/test.yaml") == repo_cfg.resolve()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/test.yaml").write_text("applications: []\n")
+    monkeypatch.chdir(tmp_path)  # here and in the repository: the one here wins
+    assert ce.resolve_config("configs/test.yaml") == (tmp_path / "configs/test.yaml").resolve()
     assert ce.resolve_config(tmp_path / "x.yaml") == tmp_path / "x.yaml"
