@@ -111,6 +111,9 @@ def serve_app(tmp_path_factory):
     environment; teardown stops exactly that cluster's processes (see
     :func:`_stop_cluster`), never another cluster on the same host.
 
+    The packer's ``max_tokens`` is pinned to the model's full batch (not ``auto``, a budget
+    measured on the host at start), so batch compositions do not depend on the host's load.
+
     Yields an object with ``url``, ``model_dir``, ``app`` (the application name),
     ``fault_file`` (touch it to make every model call fail; remove it to recover),
     ``ray_address`` (the cluster's GCS, for ``ray.init``) and ``dashboard_url`` (for
@@ -133,6 +136,13 @@ def serve_app(tmp_path_factory):
     cfg = yaml.safe_load((REPO / "configs" / "test.yaml").read_text())
     app = cfg["applications"][0]
     app["args"]["model_dir"] = str(work / "model")
+    # The packer's token budget pinned to the full batch of the test model instead of
+    # max_tokens: auto, which calibrates on this host at start: tests that count how requests
+    # share batches must not depend on how busy the machine is.
+    shape = app["args"]["prepare"]
+    for dep in app["deployments"]:
+        if dep["name"] == "Packer":
+            dep["user_config"]["max_tokens"] = shape["batch_size"] * shape["seq_len"]
     fault_file = work / "fail-model-calls"  # runners' model calls fail while it exists
     app["args"]["fault_file"] = str(fault_file)
     port = free_port()
