@@ -21,24 +21,44 @@ class PackingKnobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["attention_mask", "unpack_repack"] = "unpack_repack"  # graph layout
-    algorithm: Literal["first_fit", "next_fit", "best_fit"] = "first_fit"  # row heuristic
-    # Admission (@serve.batch, count path). Windows per admitted batch (None: max_valid_num).
-    max_batch_size: int | None = Field(DEFAULT_ADMISSION.max_batch_size, ge=1, le=65536)
-    # Longest a batch stays open after its first window was taken.
-    batch_wait_timeout_s: float = Field(DEFAULT_ADMISSION.batch_wait_timeout_s, ge=0.0, le=10.0)
-    # Admitted batches in the dispatch step at once (None: max_pending, so it never binds first).
-    max_concurrent_batches: int | None = Field(DEFAULT_ADMISSION.max_concurrent_batches, ge=1)
-    # merge: the next plan packs everything waiting for a runner slot (no collapse under load);
-    # per_batch: each admitted batch packed alone, as a plain @serve.batch (comparison only).
-    dispatch: Literal["merge", "per_batch"] = "merge"
-    max_valid_num: int | None = Field(None, ge=1, le=4096)  # sequences per batch (None: manifest)
-    # Real tokens per batch: "auto" = the budget calibrated for the runners' device (measured
-    # once by build_app, cached in the model folder's calibration.json); an int pins it
-    # (within [seq_len, batch_size x seq_len]); None = the full batch, batch_size x seq_len.
-    max_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = "auto"
-    attention_groups: int = Field(4, ge=1, le=4)  # unpack_repack attention width groups (1: longest)
-    max_pending: int = Field(4096, ge=1)  # windows the packer holds before refusing more (503)
+    mode: Literal["attention_mask", "unpack_repack"] = Field(
+        "unpack_repack", description="Graph layout the plans are packed for.")
+    algorithm: Literal["first_fit", "next_fit", "best_fit"] = Field(
+        "first_fit", description="Row heuristic of the `attention_mask` layout.")
+    max_batch_size: int | None = Field(
+        DEFAULT_ADMISSION.max_batch_size, ge=1, le=65536,
+        description="Admission (`@serve.batch`, count path): most windows per admitted batch; "
+                    "null: `max_valid_num` (one full plan).")
+    batch_wait_timeout_s: float = Field(
+        DEFAULT_ADMISSION.batch_wait_timeout_s, ge=0.0, le=10.0,
+        description="Admission (`@serve.batch`): a batch closes this long after its first "
+                    "window was taken.")
+    max_concurrent_batches: int | None = Field(
+        DEFAULT_ADMISSION.max_concurrent_batches, ge=1,
+        description="Admission (`@serve.batch`): admitted batches in the dispatch step at once; "
+                    "null: `max_pending`, so it never binds first.")
+    dispatch: Literal["merge", "per_batch"] = Field(
+        "merge",
+        description="`merge`: each plan packs everything waiting for a runner slot (no collapse "
+                    "under load); `per_batch`: each admitted batch packed alone, as a plain "
+                    "`@serve.batch` batch function (comparison only).")
+    max_valid_num: int | None = Field(
+        None, ge=1, le=4096,
+        description="Sequences per batch; null: the model folder's manifest (40 for the "
+                    "default shapes).")
+    max_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        "auto",
+        description="Real tokens per batch. `auto`: the budget calibrated for the runners' "
+                    "device (measured once by `build_app` before any replica starts, cached in "
+                    "`model_dir/calibration.json`); an int pins it (`seq_len` .. "
+                    "`batch_size x seq_len`); null: the full batch, `batch_size x seq_len`.")
+    attention_groups: int = Field(
+        4, ge=1, le=4,
+        description="`unpack_repack` attention width groups per batch (1: rows as wide as the "
+                    "batch's longest sequence).")
+    max_pending: int = Field(
+        4096, ge=1, description="Windows the packer holds before refusing more (503 + "
+                                "`Retry-After`).")
 
     def admission(self) -> AdmissionConfig:
         """The admission knobs as the runtime's :class:`AdmissionConfig`."""
@@ -52,13 +72,14 @@ class PrepareShapes(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seq_len: int = Field(384, ge=8, le=512)  # tokens per row
-    batch_size: int = Field(16, ge=1)  # rows per batch
-    max_valid_num: int = Field(40, ge=1)  # sequences per packed batch
-    # Graph precision (docs/precision.md). auto: the best on the runners' device -- int8 on a
-    # CPU, fp16 on CUDA, fp32 under sim. A folder prepared in another precision is prepared
-    # again at start.
-    precision: Literal["auto", "fp32", "int8", "fp16"] = "fp32"
+    seq_len: int = Field(384, ge=8, le=512, description="Tokens per row.")
+    batch_size: int = Field(16, ge=1, description="Rows per batch.")
+    max_valid_num: int = Field(40, ge=1, description="Sequences per packed batch.")
+    precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        "fp32",
+        description="Graph precision (docs/precision.md). `auto`: the best on "
+                    "the runners' device -- int8 on a CPU, fp16 on CUDA, fp32 under sim. A "
+                    "folder prepared in another precision is prepared again at start.")
 
 
 class SimDevice(BaseModel):
@@ -66,9 +87,13 @@ class SimDevice(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    profile: str = "ipu"  # named profile (packing.runtime.sim.PROFILES)
-    tokens_per_s: float | None = Field(None, gt=0)  # override: token slots per second
-    overhead_ms: float | None = Field(None, ge=0)  # override: fixed time per batch
+    profile: str = Field(
+        "ipu", description="Named profile (`packing.runtime.sim.PROFILES`): `ipu`, `slow`, "
+                           "`fast`.")
+    tokens_per_s: float | None = Field(
+        None, gt=0, description="Override of the profile: token slots per second.")
+    overhead_ms: float | None = Field(
+        None, ge=0, description="Override of the profile: fixed time per batch, ms.")
 
     @model_validator(mode="after")
     def _known_profile(self) -> "SimDevice":
@@ -92,24 +117,47 @@ class AppConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_dir: str = "models/squad-mini"  # prepared folder; prepared at start if missing
-    model_source: str = "builtin:squad-mini"  # what to prepare from when model_dir is missing
-    prepare: PrepareShapes = PrepareShapes()  # shapes for that preparation only
-    doc_stride: int = Field(128, ge=1)  # overlapping tokens between context windows
-    max_query_tokens: int = Field(64, ge=1)
-    max_answer_tokens: int = Field(30, ge=1)
-    # Runner replicas' device: ONNX Runtime on cpu / cuda / auto, or the simulated accelerator.
-    device: Literal["auto", "cpu", "cuda", "sim"] = "auto"
-    sim: SimDevice = SimDevice()  # used when device is sim
-    intra_op_threads: int | None = Field(None, ge=1)  # ORT threads per runner replica
-    request_timeout_s: float = Field(30.0, gt=0, le=3600)  # per-request deadline -> 504
-    max_inflight_requests: int = Field(256, ge=1)  # answered concurrently per Ingress replica
-    tokenize_batch_size: int = Field(64, ge=1)  # most questions in one tokenizer batch call
-    packing: PackingKnobs = PackingKnobs()
-    limits: Limits = Limits()  # request-size limits of the HTTP ingress
-    # Drills and tests only: while this file exists on a runner's host, that runner's model
-    # calls fail (InjectedFault -> 500 for their callers). None (the default) in production.
-    fault_file: str | None = None
+    model_dir: str = Field(
+        "models/squad-mini",
+        description="Prepared model folder (relative to where `serve run` starts); prepared "
+                    "once at start when missing.")
+    model_source: str = Field(
+        "builtin:squad-mini",
+        description="What to prepare `model_dir` from when it is missing: `builtin:squad-mini`, "
+                    "a model-hub id, a local transformers folder, `random:tiny` / "
+                    "`random:base`.")
+    prepare: PrepareShapes = Field(
+        PrepareShapes(), description="Shapes used only when `model_dir` must be prepared; "
+                                     "afterwards every shape comes from its manifest.")
+    doc_stride: int = Field(
+        128, ge=1, description="Tokens of overlap between the windows of a long context.")
+    max_query_tokens: int = Field(64, ge=1, description="Longest question, in tokens.")
+    max_answer_tokens: int = Field(30, ge=1, description="Longest answer span, in tokens.")
+    device: Literal["auto", "cpu", "cuda", "sim"] = Field(
+        "auto",
+        description="Runner replicas' device: ONNX Runtime on `cpu`, `cuda` (onnxruntime-gpu) "
+                    "or CUDA when available (`auto`), or the simulated accelerator (`sim`).")
+    sim: SimDevice = Field(SimDevice(), description="The simulated device, used with "
+                                                    "`device: sim`.")
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime threads per runner replica; null: all cores.")
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Per-request deadline; 504 after it.")
+    max_inflight_requests: int = Field(
+        256, ge=1, description="Requests each Ingress replica answers at once; 503 + "
+                               "`Retry-After` beyond.")
+    tokenize_batch_size: int = Field(
+        64, ge=1, description="Most questions in one tokenizer batch call (at least "
+                              "`limits.max_batch_items`).")
+    packing: PackingKnobs = Field(
+        PackingKnobs(), description="The Packer's initial `user_config` (the deployment's "
+                                    "`user_config` in the config file overrides it).")
+    limits: Limits = Field(Limits(), description="Request-size limits of the HTTP ingress.")
+    fault_file: str | None = Field(
+        None,
+        description="Drills and tests only: while this file exists on a runner's host, that "
+                    "runner's model calls fail (`InjectedFault`, a 500 for their callers); "
+                    "remove it and batches run again. null (the default) in production.")
 
     @field_validator("fault_file")
     @classmethod

@@ -63,7 +63,9 @@ class ModeResult:
     speedup: float | None = None  # throughput / Original's throughput
     p50_ms: float | None = None  # per-request latency (online modes)
     p99_ms: float | None = None
-    max_abs_diff: float | None = None  # vs each checked request run alone
+    max_abs_diff: float | None = None  # vs each checked request run alone (packed modes: alone
+    # through the same mode's graph; the rivals: alone through original)
+    layout_diff: float | None = None  # packed modes: vs the same requests alone through original
     skipped: str | None = None  # why the mode did not run
     setting: str | None = None  # the rival's setting, e.g. "bs 4"
     useful_gflops: float | None = None  # useful flops of the workload / seconds, in GFLOP/s
@@ -280,7 +282,7 @@ def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
     """Run one mode (warm-up first, then the timed run) and measure it."""
     res = ModeResult(key, MODES[key], samples=len(data))
     warm = data[: min(len(data), 8)]
-    latency = None
+    latency = mode_reference = None
     res.skipped = _skip_reason(key, settings)
     if res.skipped:
         return res
@@ -313,6 +315,8 @@ def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
                 outs = runner.run(data, progress=progress)
                 res.seconds = time.perf_counter() - t0
             res.batches, res.efficiency = runner.stats.batches, runner.stats.efficiency
+            if isinstance(runner, PackRunner):  # solo = each checked request alone, same graph
+                mode_reference = {i: runner.run([data[i]])[0] for i in reference}
         finally:
             if isinstance(runner, (PackRunner, SortedPaddingServer)):
                 runner.close()
@@ -321,6 +325,9 @@ def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
     if latency is not None:
         res.p50_ms = float(np.percentile(latency, 50) * 1000)
         res.p99_ms = float(np.percentile(latency, 99) * 1000)
+    if mode_reference is not None:
+        res.layout_diff = max_logit_diff(outs, reference)
+        reference = mode_reference
     res.max_abs_diff = max_logit_diff(outs, reference)
     res.tolerance = TOLERANCES[settings.get("precision", "fp32")]
     return res
@@ -351,6 +358,8 @@ def format_detail(r: ModeResult) -> str:
     if r.tolerance is not None:
         check = f" ({'within' if r.max_abs_diff <= r.tolerance else 'ABOVE'} {r.tolerance:g})"
     parts.append(f"max abs logit diff vs solo {r.max_abs_diff:.1e}{check}")
+    if r.layout_diff is not None:
+        parts.append(f"vs original alone {r.layout_diff:.1e}")
     return "    " + ", ".join(parts)
 
 

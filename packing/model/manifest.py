@@ -35,7 +35,7 @@ class Manifest:
     graphs: dict[str, str]  # graph kind -> file name in the folder
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     format_version: int = FORMAT_VERSION
-    max_abs_diff: dict[str, float] = field(default_factory=dict)  # kind -> check vs original
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # kind -> prepare's check: packed vs alone
     precision: str = "fp32"  # fp32 | int8 | fp16 (packing.model.quantize.PRECISIONS)
 
     def to_json(self) -> str:

@@ -14,6 +14,7 @@ themselves before using the offsets.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import unicodedata
@@ -44,10 +45,14 @@ class QARequest:
 class Limits:
     """Size limits on request bodies; each must be a positive int (checked on construction)."""
 
-    max_question_chars: int = 2_000  # max code points in a question (before and after NFC)
-    max_context_chars: int = 100_000  # max code points in a context (before and after NFC)
-    max_batch_items: int = 64  # max items in a list body
-    max_body_bytes: int = 1_000_000  # max size of the raw body, in bytes (used by parse_body)
+    max_question_chars: int = dataclasses.field(default=2_000, metadata={
+        "description": "Most code points in a question (before and after NFC)."})
+    max_context_chars: int = dataclasses.field(default=100_000, metadata={
+        "description": "Most code points in a context (before and after NFC)."})
+    max_batch_items: int = dataclasses.field(default=64, metadata={
+        "description": "Most items in a list body."})
+    max_body_bytes: int = dataclasses.field(default=1_000_000, metadata={
+        "description": "Largest raw body, in bytes (413 beyond)."})
 
     def __post_init__(self) -> None:
         for name in ("max_question_chars", "max_context_chars", "max_batch_items",

@@ -159,7 +159,7 @@ def serve_app(tmp_path_factory):
     # API) can update the app in the redeploy test.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "RAY_TMPDIR": str(ray_tmp), "PACKED_BERT_TEST_CLUSTER": marker,
-           # The Serve settings the README recommends, so the tests exercise them.
+           # The Serve settings docs/serving.md recommends, so the tests exercise them.
            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     previous_auth = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # drivers of this test process must match

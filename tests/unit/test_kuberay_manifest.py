@@ -355,7 +355,7 @@ def test_ray_version_agrees_with_the_project_and_the_image_recipe(manifest):
 
 
 def test_every_ray_node_gets_the_serve_environment(manifest):
-    # README: RAY_SERVE_THROUGHPUT_OPTIMIZED must be set where `ray start` runs, on every node.
+    # docs/serving.md: RAY_SERVE_THROUGHPUT_OPTIMIZED must be set where `ray start` runs, on every node.
     for name, group in groups(manifest).items():
         for container in group["template"]["spec"]["containers"]:
             env = {e["name"]: e.get("value") for e in container.get("env", [])}

@@ -18,7 +18,7 @@ from packing.model.manifest import Manifest
 from packing.model.prepare import argmax_mismatches, check_graphs, prepare
 from packing.model.quantize import (
     MIN_SCALE, PRECISIONS, TOLERANCES, ZERO_POINT, check_precision, int8_linear_reference,
-    int8_weights, quantize_rows, quantize_weight, quantized_linears, row_scales,
+    WEIGHT_QMAX, int8_weights, quantize_rows, quantize_weight, quantized_linears, row_scales,
 )
 from packing.model.weights import RANDOM_DIMS, random_weights, vocab_asset_path
 from packing.runtime import ModelRunner, PackRunner
@@ -35,9 +35,10 @@ def test_quantize_weight_per_output_channel():
     w = rng.standard_normal((48, 5)).astype(np.float32) * np.array([1, 10, 0.01, 3, 0], np.float32)
     q, scale = quantize_weight(w)
     assert q.dtype == np.int8 and scale.dtype == np.float32 and scale.shape == (5,)
-    assert np.allclose(scale[:4], np.abs(w[:, :4]).max(axis=0) / 127)
+    assert np.allclose(scale[:4], np.abs(w[:, :4]).max(axis=0) / WEIGHT_QMAX)
     assert scale[4] == 1.0 and not q[:, 4].any()  # an all-zero column
-    assert np.abs(q).max() == 127 and q.min() >= -127
+    assert WEIGHT_QMAX == 63  # 7-bit weights: exact on non-VNNI x86 kernels too
+    assert np.abs(q).max() == WEIGHT_QMAX and q.min() >= -WEIGHT_QMAX
     assert np.all(np.abs(q * scale - w) <= scale / 2 + 1e-7)  # round to nearest
 
 
@@ -126,6 +127,36 @@ def _check_linear_against_numpy(token_major: bool) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # and it is an int8 product: far from the float32 one at this weight precision
     assert np.abs(got - (x @ (qw * ws) + bias)).max() > 1e-4
+
+
+def test_int8_product_is_exact_at_the_saturating_worst_case():
+    """The int16 pitfall: ORT's u8 x s8 kernel without VNNI adds pairs of u8 x s8 products in
+    a saturating int16. Activations at the ends of their range (u8 255 and 1) against weights
+    at +-WEIGHT_QMAX, on the CPU this suite runs on, give exactly numpy's int64 product; with
+    8-bit weights (+-127) an AVX2-only host returns wrong numbers here."""
+    k, n = 64, 8
+    w = np.full((k, n), 0.5, np.float32)
+    w[:, 1::2] *= -1  # columns of +63 and of -63 after quantizing
+    w[0] = 0.25  # keeps every column's absmax at 0.5
+    qw, ws = quantize_weight(w)
+    assert np.abs(qw).max() == WEIGHT_QMAX
+    b = _Builder("int8", token_major=True)
+    out = b.int8_linear("x", "lin")
+    b.nodes.append(helper.make_node("Identity", [out], ["y"]))
+    inits = [onnx.numpy_helper.from_array(a, name) for a, name in
+             ((qw, "lin.qweight"), (ws, "lin.wscale"), (np.zeros(n, np.float32), "lin.bias"))]
+    graph = helper.make_graph(b.nodes, "lin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "t", n])],
+                              initializer=inits + b.consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.ones((1, 3, k), np.float32)  # u8 255 everywhere
+    x[0, 1] = -1.0  # u8 1 everywhere
+    x[0, 2, ::2] = -1.0  # alternating 1 / 255
+    got = _session(model).run(None, {"x": x})[0]
+    want = int8_linear_reference(x, qw, ws)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+    assert np.abs(want).max() > 1.0  # not a trivial zero product
 
 
 def test_int8_linear_is_per_token_under_a_loud_neighbour():
