@@ -1,18 +1,20 @@
 """Shared test factories and plan invariant checks for the packing policy tests.
 
-Imported by the test modules as ``from factories import ...`` (pytest puts the
-``tests`` directory on ``sys.path`` in its default import mode).
+Imported by the test modules of every tier as ``from factories import ...`` (pyproject.toml's
+``pythonpath`` puts the ``tests`` directory on ``sys.path``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from packing.policy.plans import AttentionMaskPlan, PaddedPlan, UnpackRepackPlan
 
+REPO = Path(__file__).resolve().parents[1]  # the repository root
 VOCAB = 30522
 
 

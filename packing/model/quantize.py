@@ -47,7 +47,7 @@ u8 x s8 products into a *saturating* int16: 2 x 255 x 127 = 64,770 overflows it,
 result is silently wrong (measured on an AVX2-only EPYC: logit errors up to 3 on one loud
 token). With 7-bit weights the worst pair is 2 x 255 x 63 = 32,130 < 32,767, exact on every
 kernel (VNNI's ``vpdpbusd`` accumulates in int32 and never saturated); it costs one bit of
-weight resolution, no speed (the same kernel runs). ``tests/test_precision.py`` runs the
+weight resolution, no speed (the same kernel runs). ``tests/unit/test_precision.py`` runs the
 worst case through ONNX Runtime on whatever CPU the suite runs on."""
 ZERO_POINT = 128  # uint8 activations: q = round(x / scale) + 128, in [1, 255]
 MIN_SCALE = 1e-12  # scale of an all-zero row (keeps QuantizeLinear finite)

@@ -30,6 +30,12 @@ class _Runner:
         """The loaded model graph."""
         return self._exec.backend
 
+    @property
+    def executor(self) -> PlanExecutor:
+        """The :class:`PlanExecutor` every batch of this runner goes through (its model inputs:
+        ``executor.inputs(plan, features)``)."""
+        return self._exec
+
     def reset_stats(self) -> None:
         """Start counting from zero (e.g. after a warm-up)."""
         self._exec.stats = RunStats()

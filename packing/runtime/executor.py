@@ -99,10 +99,18 @@ class PlanExecutor:
         return [SpanLogits(s, e) for s, e in zip(starts, ends)]
 
 
-def open_graph(model_dir: str | Path, kind: str, backend: str, backend_options: dict,
+def open_graph(model_dir: str | Path, kind: str, backend: str | Backend, backend_options: dict,
                manifest: Manifest | None = None) -> tuple[Manifest, Backend]:
-    """Load graph ``kind`` of a prepared folder on backend ``backend``; clear error if absent."""
+    """Load graph ``kind`` of a prepared folder on backend ``backend``; clear error if absent.
+
+    ``backend`` may also be a loaded :class:`Backend` (already on graph ``kind``, e.g. a test's
+    wrapper around ``open_graph(...)[1]``): it is used as it is, and takes no options."""
     manifest = manifest or Manifest.read(model_dir)
     if kind not in manifest.graphs:
         raise ValueError(f"{model_dir} has no {kind!r} graph; graphs: {sorted(manifest.graphs)}")
+    if isinstance(backend, Backend):
+        if backend_options:
+            raise ValueError(f"backend options {sorted(backend_options)} apply to a backend "
+                             f"name, not to a loaded {type(backend).__name__}")
+        return manifest, backend
     return manifest, load_backend(backend, Path(model_dir) / manifest.graphs[kind], **backend_options)

@@ -11,6 +11,7 @@ import numpy as np
 from packing.policy import offline
 from packing.policy.plans import PaddedPlan
 
+from .backend import Backend
 from .base import _Runner
 from .executor import open_graph
 from .features import Features, SpanLogits
@@ -22,11 +23,13 @@ class ModelRunner(_Runner):
     ``padding="max_length"``: every row padded to the manifest's ``seq_len`` (the spec's
     Original). ``padding="longest"``: each batch padded to its longest sequence (dynamic
     padding); with ``sort=True`` the dataset is sorted by length first (offline only).
+    ``backend``: a registered backend name (options in ``backend_options``) or a loaded
+    :class:`~packing.runtime.backend.Backend` on the ``original`` graph, used as it is.
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int | None = None,
                  padding: str = "max_length", sort: bool = False,
-                 backend: str = "onnxruntime", **backend_options) -> None:
+                 backend: str | Backend = "onnxruntime", **backend_options) -> None:
         manifest, be = open_graph(model_dir, "original", backend, backend_options)
         super().__init__(manifest, be, manifest.seq_len)
         if padding not in ("max_length", "longest"):

@@ -19,6 +19,7 @@ from packing.policy.config import PackingConfig
 from packing.policy.plans import Plan
 
 from .admission import DEFAULT_ADMISSION, AdmissionConfig, CountAdmission
+from .backend import Backend
 from .base import _Runner
 from .calibrate import AUTO, Calibration, resolve_max_tokens
 from .dispatch import DISPATCH, Dispatcher, DispatchStats, admit_windows
@@ -47,7 +48,10 @@ class PackRunner(_Runner):
     seq_len``, and ``"auto"`` (the default) is the budget calibrated for this runner's
     backend and options on this host (:func:`~packing.runtime.calibrate.load_or_calibrate`:
     read from ``calibration.json`` in the model folder, measured there on first use; the
-    full batch where the backend cannot be calibrated, e.g. an injected ``sleep``).
+    full batch where the backend cannot be calibrated, e.g. an injected ``sleep`` or a loaded
+    backend). ``backend`` is a registered backend name (its options are ``backend_options``)
+    or a loaded :class:`~packing.runtime.backend.Backend` on this folder's ``mode`` graph, used
+    as it is (the seam for wrapping one: fault injection, recording shapes).
     ``attention_groups`` (unpack_repack): most attention width groups per batch
     (:func:`~packing.policy.attention.plan_attention`; 1 = rows as wide as the batch's
     longest sequence). :attr:`calibration` holds the calibration used (None unless ``"auto"`` found one);
@@ -61,7 +65,7 @@ class PackRunner(_Runner):
                  max_concurrent_batches: int | None = DEFAULT_ADMISSION.max_concurrent_batches,
                  max_tokens: int | str | None = "auto", max_inflight_batches: int = 2,
                  attention_groups: int = ATTENTION_GROUPS, dispatch: str = "merge",
-                 backend: str = "onnxruntime", **backend_options) -> None:
+                 backend: str | Backend = "onnxruntime", **backend_options) -> None:
         manifest = Manifest.read(model_dir)
         auto = isinstance(max_tokens, str)
         if auto and max_tokens != AUTO:
@@ -77,7 +81,8 @@ class PackRunner(_Runner):
         if dispatch not in DISPATCH:
             raise ValueError(f"dispatch must be one of {DISPATCH}, got {dispatch!r}")
         self.dispatch = dispatch
-        if auto:  # measured (or read from the cache) before this runner loads its own graph
+        if auto and isinstance(backend, str):  # measured (or read from the cache) before
+            # this runner loads its own graph; a loaded Backend cannot be: the full batch
             budget, self.calibration = resolve_max_tokens(AUTO, model_dir, backend,
                                                           backend_options, manifest=manifest)
             self.config = replace(self.config, max_tokens=budget)
@@ -158,7 +163,8 @@ class PackRunner(_Runner):
         return self._dispatcher.waiting if self._dispatcher is not None else 0
 
     def close(self) -> None:
-        """Run what is still waiting, then stop the online path's thread. Idempotent."""
+        """Run what is still waiting (at once: not after ``batch_wait_timeout_s``), then stop
+        the online path's thread. Idempotent."""
         with self._start_lock:
             if self._closed:
                 return
@@ -175,9 +181,13 @@ class PackRunner(_Runner):
 
     async def _drain(self) -> None:
         assert self._admission is not None and self._dispatcher is not None
-        # Requests submitted before close() finish first (admission still open for them).
-        await asyncio.gather(*list(self._submitting), return_exceptions=True)
+        # Requests submitted before close() took their first step before this one (their
+        # callbacks came first) and created the tasks that queue their windows; one yield
+        # lets those queue them. Then admission hands over what it holds without waiting
+        # for its batch timer, and they finish.
+        await asyncio.sleep(0)
         await self._admission.close()
+        await asyncio.gather(*list(self._submitting), return_exceptions=True)
         await self._dispatcher.close()
 
     def __enter__(self) -> "PackRunner":

@@ -32,7 +32,7 @@ from packing.policy.attention import ATTENTION_GROUPS
 
 from .backend import Backend
 
-# Inputs of each graph kind (see packing.model.graphs; tests/test_sim.py checks the kinds).
+# Inputs of each graph kind (see packing.model.graphs; tests/unit/test_sim.py checks the kinds).
 _ROW_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 GRAPH_INPUTS: dict[str, tuple[str, ...]] = {
     "original": _ROW_INPUTS,

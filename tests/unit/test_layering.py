@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from factories import REPO
 PRODUCT = ("packing", "deployments")
 SOURCES = sorted(p for pkg in PRODUCT for p in (REPO / pkg).rglob("*.py"))
 

@@ -107,11 +107,8 @@ def test_batch_job_through_ray_job_submit_on_the_multi_node_cluster(tiny_model_d
     """What a user runs on a cluster: `ray job submit --working-dir . -- packed-bert batch ...`
     against a private multi-node cluster (head without accelerator, two {"IPU": 2} workers);
     the job's predictor actors are pinned to IPU, every question gets a prediction."""
-    from pathlib import Path
+    from factories import REPO as repo, make_squad_file
 
-    from factories import make_squad_file
-
-    repo = Path(__file__).resolve().parents[1]
     squad = make_squad_file(tmp_path)
     out, summary = tmp_path / "pred.json", tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}

@@ -191,9 +191,12 @@ LAYOUTS = [("original", "fast"), ("original", "ipu"), ("attention_mask", "fast")
 
 
 def runner_for(model_dir, layout: str, profile: str, **options):
+    """A runner of ``layout`` on the sim; packed ones with the full batch as their token budget
+    (pinned: not a budget calibrated on this host)."""
     if layout == "original":
         return ModelRunner(model_dir, backend="sim", profile=profile, **options)
-    return PackRunner(model_dir, mode=layout, backend="sim", profile=profile, **options)
+    return PackRunner(model_dir, mode=layout, backend="sim", profile=profile, max_tokens=None,
+                      **options)
 
 
 @pytest.mark.parametrize("layout,profile", LAYOUTS)
@@ -213,7 +216,7 @@ def test_packed_logits_are_bit_identical_to_solo(tiny_model_dir, requests, solo,
 
 def test_online_packing_is_bit_identical_to_solo(tiny_model_dir, requests, solo):
     with PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.01, backend="sim",
-                    profile="ipu") as runner:
+                    profile="ipu", max_tokens=None) as runner:  # pinned: the full batch
         got = [f.result(timeout=30) for f in runner.submit_many(requests)]
     assert_identical(got, solo)
 
@@ -242,7 +245,7 @@ def test_output_shapes_match_the_onnx_graphs(tiny_model_dir, requests, layout, p
     runner = runner_for(tiny_model_dir, layout, profile, sleep=no_sleep)
     lengths = np.array([len(f) for f in requests])
     plan = runner.plans(lengths)[0]
-    inputs, _ = runner._exec.inputs(plan, [requests[i] for i in plan.seq_ids])
+    inputs, _ = runner.executor.inputs(plan, [requests[i] for i in plan.seq_ids])
     m = Manifest.read(tiny_model_dir)
     ort = load_backend("onnxruntime", tiny_model_dir / m.graphs[layout], intra_op_threads=1)
     want = ort.run(inputs)

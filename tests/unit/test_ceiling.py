@@ -1,5 +1,5 @@
-"""``python -m tools ceiling``: the /proc CPU reader, config rewriting, report maths and CLI
-parsing (fast tier, no Ray), plus one slow end-to-end run of the echo floor."""
+"""``python -m tools ceiling``: the /proc CPU reader, config rewriting, report maths and CLI parsing
+(no Ray; the slow end-to-end run of the echo floor is in tests/integration/test_ceiling.py)."""
 
 from __future__ import annotations
 
@@ -286,18 +286,15 @@ def test_cli_missing_config_is_a_one_line_error(capsys, tmp_path):
     assert "not found" in capsys.readouterr().err
 
 
-def test_resolve_config(tmp_path):
-    assert ce.resolve_config("configs/test.yaml") == ce.REPO / "configs/test.yaml" or \
-        ce.resolve_config("configs/test.yaml").exists()
+def test_resolve_config(tmp_path, monkeypatch):
+    repo_cfg = ce.REPO / "configs/test.yaml"
+    assert repo_cfg.exists()
+    monkeypatch.chdir(tmp_path)  # a relative path that is not here: the repository's file
+    assert ce.resolve_config("configs/test.yaml") == repo_cfg
+    monkeypatch.chdir(ce.REPO)  # one that is here: that file, made absolute
+    assert ce.resolve_config("configs/test.yaml") == repo_cfg.resolve()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/test.yaml").write_text("applications: []\n")
+    monkeypatch.chdir(tmp_path)  # here and in the repository: the one here wins
+    assert ce.resolve_config("configs/test.yaml") == (tmp_path / "configs/test.yaml").resolve()
     assert ce.resolve_config(tmp_path / "x.yaml") == tmp_path / "x.yaml"
-
-
-# ---------------------------------------------------------------- slow: a real serve run
-
-@pytest.mark.slow
-def test_echo_floor_end_to_end():
-    s = ce.Settings(apps=("echo",), config=ce.REPO / "configs/test.yaml", concurrency=4,
-                    duration_s=2.0, warmup_s=1.0, progress=False)
-    report = ce.run_ceiling(s, echo=lambda _: None)
-    (row,) = report["rows"]
-    assert row["answered"] > 0 and row["non_200"] == 0 and row["server_cpu_s"] > 0

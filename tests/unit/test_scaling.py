@@ -1,9 +1,9 @@
-"""``python -m tools scaling``: report arithmetic (fast) and one small end-to-end run (slow)."""
+"""``python -m tools scaling``: report arithmetic (no Ray; the small end-to-end run is in
+tests/integration/test_scaling.py)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from tools.scaling import _delta, _row, count_crossed, format_report
 from packing.runtime.features import SpanLogits
@@ -53,15 +53,3 @@ def test_report_table_and_ratios():
     text = format_report(report)
     assert "| served, 4 runner replicas | 8 | 160.0 | 4.00x |" in text
     assert "sequences per plan 1.250x, token fill 1.250x" in text
-
-
-@pytest.mark.slow
-def test_scaling_end_to_end(tiny_model_dir):
-    from tools.scaling import scaling
-    from packing.runtime.workloads import synthetic_features
-
-    data = synthetic_features(np.random.default_rng(0).integers(1, 65, 300), 30522, seed=1)
-    report = scaling(str(tiny_model_dir), data, replicas=(1,), profile="fast", outstanding=64,
-                     per_call=8, warmup=16, progress=False)
-    assert [r["crossed"] for r in report["rows"]] == [0, 0]
-    assert report["rows"][0]["sequences"] == 300

@@ -8,7 +8,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_serve_app import get_stats, make_qa, post, same_answer
+from serve_client import get_stats, make_qa, post, same_answer
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 

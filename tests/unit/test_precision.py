@@ -403,7 +403,7 @@ def test_squad_config_picks_precision_per_device():
     import yaml
 
     from deployments.config import AppConfig
-    from conftest import REPO
+    from factories import REPO
 
     args = yaml.safe_load((REPO / "configs" / "squad.yaml").read_text())["applications"][0]["args"]
     assert args["prepare"]["precision"] == "auto"

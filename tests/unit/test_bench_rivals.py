@@ -14,7 +14,7 @@ from packing.runtime.rivals import SortedPaddingServer, batch_size_candidates, p
 from packing.runtime.workloads import seed_lengths, squad_features, synthetic_features
 from packing.cli import main
 from packing.model.manifest import Manifest
-from packing.runtime import ModelRunner
+from packing.runtime import ModelRunner, open_graph
 from packing.runtime.faults import FaultInjectingBackend, InjectedFault
 
 NEW_MODES = ["best_sorted_dynamic_padding", "no_batching", "online_sorted_dynamic_padding"]
@@ -59,8 +59,11 @@ def test_online_sorted_padding_answers_each_request_once_as_solo(tiny_model_dir,
 def test_online_sorted_padding_fails_every_waiting_request(tiny_model_dir, requests, tmp_path):
     trigger = tmp_path / "fail"
     trigger.touch()
-    server = SortedPaddingServer(tiny_model_dir, batch_size=4, max_valid_num=8, timeout_s=0.01)
-    server.runner._exec.backend = FaultInjectingBackend(server.runner.backend, trigger)
+    fault = FaultInjectingBackend(open_graph(tiny_model_dir, "original", "onnxruntime", {})[1],
+                                  trigger)
+    server = SortedPaddingServer(tiny_model_dir, batch_size=4, max_valid_num=8, timeout_s=0.01,
+                                 backend=fault)
+    assert server.runner.backend is fault
     futures = [server.submit(r) for r in requests[:12]]
     for f in futures:
         with pytest.raises(InjectedFault):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from test_serve_app import get_stats, make_qa, post, same_answer
+from serve_client import get_stats, make_qa, post, same_answer
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +24,13 @@ def sim_app(serve_app):
 
     args = dict(serve_app.config["applications"][0]["args"])
     args.pop("fault_file", None)
+    full = args["prepare"]["batch_size"] * args["prepare"]["seq_len"]
     cfg = AppConfig(**{**args, "model_dir": str(serve_app.model_dir), "device": "sim",
                        "sim": {"profile": "ipu"}, "max_inflight_requests": 512,
-                       "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005}})
+                       # the budget pinned (not calibrated on this host): the test counts how
+                       # requests share plans
+                       "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005,
+                                   "max_tokens": full}})
     ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
              log_to_driver=False)
     try:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from factories import REPO
 
 from tools.overload import format_overload, overload_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_overload_config_pins_one_runner_one_plan_and_the_dispatch():

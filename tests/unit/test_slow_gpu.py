@@ -23,7 +23,8 @@ def test_bert_base_online_modes_match_solo(base_model_dir):
     solo = ModelRunner(base_model_dir, batch_size=1, padding="longest")
     ref = [solo.run([f])[0] for f in data]
     for mode in ("attention_mask", "unpack_repack"):
-        with PackRunner(base_model_dir, mode=mode, batch_wait_timeout_s=0.05) as runner:
+        with PackRunner(base_model_dir, mode=mode, batch_wait_timeout_s=0.05,
+                        max_tokens=None) as runner:  # pinned: the full batch
             got = [f.result() for f in runner.submit_many(data)]
         worst = max(float(np.abs(g.start_logits - r.start_logits).max()) for g, r in zip(got, ref))
         assert worst <= 1e-4, (mode, worst)
@@ -37,6 +38,7 @@ def test_cuda_provider_matches_cpu(tmp_path):
     out = tmp_path / "m"
     prepare("random:tiny", out, quiet=True)
     data = synthetic_features(seed_lengths(64), 30522)
-    cpu = PackRunner(out, device="cpu").run(data)
-    gpu = PackRunner(out, device="cuda").run(data)
+    # the same pinned budget (the full batch) on both: the same plans, not two calibrations
+    cpu = PackRunner(out, device="cpu", max_tokens=None).run(data)
+    gpu = PackRunner(out, device="cuda", max_tokens=None).run(data)
     assert all(np.abs(a.start_logits - b.start_logits).max() <= 1e-3 for a, b in zip(cpu, gpu))

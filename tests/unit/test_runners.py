@@ -12,10 +12,20 @@ from factories import make_lengths
 from packing.runtime.workloads import synthetic_features
 from packing.runtime.backend import Backend, load_backend
 from packing.runtime.features import Features, InvalidInput
-from packing.runtime import ModelRunner, PackRunner
+from packing.runtime import ModelRunner, PackRunner, open_graph
 
 TOL = 1e-4
 SEQ_LEN = 64  # conftest.TINY_SHAPE
+# The token budget of every PackRunner here: pinned (the full batch of conftest.TINY_SHAPE:
+# 4 rows x 64), never max_tokens="auto", which measures this host when the runner is built,
+# so how many requests share a batch would depend on how busy the machine is.
+FULL = 4 * SEQ_LEN
+
+
+def loaded(model_dir, kind: str) -> Backend:
+    """Graph ``kind`` of ``model_dir`` on onnxruntime, to wrap and inject as a runner's
+    ``backend``."""
+    return open_graph(model_dir, kind, "onnxruntime", {})[1]
 
 
 def make_requests(lengths, seed: int = 0) -> list[Features]:
@@ -54,7 +64,7 @@ def test_padded_modes_match_solo(tiny_model_dir, requests, solo, padding, sort):
 
 @pytest.mark.parametrize("mode", ["attention_mask", "unpack_repack"])
 def test_offline_packing_matches_solo(tiny_model_dir, requests, solo, mode):
-    runner = PackRunner(tiny_model_dir, mode=mode)
+    runner = PackRunner(tiny_model_dir, mode=mode, max_tokens=FULL)
     assert_close(runner.run(requests), solo)
     stats = runner.stats
     assert stats.sequences == len(requests)
@@ -67,7 +77,8 @@ def test_offline_packing_matches_solo(tiny_model_dir, requests, solo, mode):
                                             ("attention_mask", "best_fit"),
                                             ("unpack_repack", "first_fit")])
 def test_online_packing_matches_solo(tiny_model_dir, requests, solo, mode, algorithm):
-    with PackRunner(tiny_model_dir, mode=mode, algorithm=algorithm, batch_wait_timeout_s=0.05) as runner:
+    with PackRunner(tiny_model_dir, mode=mode, algorithm=algorithm, batch_wait_timeout_s=0.05,
+                    max_tokens=FULL) as runner:
         futures = [None] * len(requests)
 
         def client(idx):
@@ -86,15 +97,17 @@ def test_online_packing_matches_solo(tiny_model_dir, requests, solo, mode, algor
 
 
 def test_online_timeout_sends_partial_batch(tiny_model_dir, requests, solo):
-    with PackRunner(tiny_model_dir, batch_wait_timeout_s=0.02) as runner:
+    with PackRunner(tiny_model_dir, batch_wait_timeout_s=0.02, max_tokens=FULL) as runner:
         result = runner.submit(requests[5]).result(timeout=10)  # alone: only the timeout sends it
     assert_close([result], [solo[5]])
 
 
 def test_close_runs_pending_requests(tiny_model_dir, requests, solo):
-    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0)
+    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_tokens=FULL)
     futs = runner.submit_many(requests[:3])
+    t0 = time.monotonic()
     runner.close()
+    assert time.monotonic() - t0 < 30  # handed over at close, not after the 60 s batch timer
     assert_close([f.result(timeout=1) for f in futs], solo[:3])
     with pytest.raises(RuntimeError, match="closed"):
         runner.submit(requests[0])
@@ -114,11 +127,11 @@ BAD = [
 
 @pytest.mark.parametrize("bad,message", BAD)
 def test_bad_input_is_refused_and_runner_keeps_working(tiny_model_dir, requests, solo, bad, message):
-    with PackRunner(tiny_model_dir, batch_wait_timeout_s=0.01) as runner:
+    with PackRunner(tiny_model_dir, batch_wait_timeout_s=0.01, max_tokens=FULL) as runner:
         with pytest.raises(InvalidInput, match=message):
             runner.submit(bad)
         assert_close([runner.submit(requests[7]).result(timeout=10)], [solo[7]])
-    offline = PackRunner(tiny_model_dir, mode="unpack_repack")
+    offline = PackRunner(tiny_model_dir, mode="unpack_repack", max_tokens=FULL)
     with pytest.raises(InvalidInput, match=r"request 1: .*" + message):
         offline.run([requests[0], bad])
     assert_close(offline.run(requests[:2]), solo[:2])
@@ -141,8 +154,13 @@ class FlakyBackend(Backend):
 
 
 def test_failed_batch_fails_its_requests_only(tiny_model_dir, requests, solo):
-    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3)
-    runner._exec.backend = FlakyBackend(runner.backend, fail={1})
+    flaky = FlakyBackend(loaded(tiny_model_dir, "attention_mask"), fail={1})
+    # The budget pinned to the full batch (4 rows of 64): any 3 of these requests fit in one,
+    # so the 6 make two batches of max_valid_num=3, whatever the host's load; one slot: they
+    # run in order, so the first is the backend's call 1 (with two, either could be).
+    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3,
+                        max_tokens=FULL, max_inflight_batches=1, backend=flaky)
+    assert runner.backend is flaky
     futs = runner.submit_many(requests[:6])  # two full batches of 3
     for f in futs[:3]:
         with pytest.raises(RuntimeError, match="device lost"):
@@ -150,6 +168,7 @@ def test_failed_batch_fails_its_requests_only(tiny_model_dir, requests, solo):
     assert_close([f.result(timeout=10) for f in futs[3:]], solo[3:6])
     runner.close()
     assert runner.stats.failed_batches == 1
+    assert flaky.calls == 2
 
 
 class StaticShapes(Backend):
@@ -187,17 +206,34 @@ def test_static_shape_backend_gets_full_batches(tiny_model_dir, requests, solo):
                              for n in ("unpack_index", "segment_ids")}},
     }
     for mode, want in expect.items():
-        runner = PackRunner(tiny_model_dir, mode=mode, max_tokens=None)  # the full batch
-        static = runner._exec.backend = StaticShapes(runner.backend)
+        static = StaticShapes(loaded(tiny_model_dir, mode))
+        runner = PackRunner(tiny_model_dir, mode=mode, max_tokens=None,  # the full batch
+                            backend=static)
         assert_close(runner.run(requests), solo)
         assert len(static.shapes) > 1 and all(s == want for s in static.shapes), static.shapes
     # online too: partial batches (timeout) and full ones alike
-    with PackRunner(tiny_model_dir, mode="unpack_repack", batch_wait_timeout_s=0.02, max_tokens=None) as runner:
-        static = runner._exec.backend = StaticShapes(runner.backend)
+    static = StaticShapes(loaded(tiny_model_dir, "unpack_repack"))
+    with PackRunner(tiny_model_dir, mode="unpack_repack", batch_wait_timeout_s=0.02, max_tokens=None,
+                    backend=static) as runner:
         got = [runner.submit(requests[0]).result(timeout=10)]  # alone in its batch
         got += [f.result(timeout=30) for f in runner.submit_many(requests[1:])]
     assert_close(got, solo)
     assert len(static.shapes) > 2 and all(s == expect["unpack_repack"] for s in static.shapes)
+
+
+def test_a_loaded_backend_is_injected_as_it_is(tiny_model_dir, requests, solo):
+    """The public seam for wrapping a backend: ``backend=`` a loaded Backend. It is used as
+    given (no options), and max_tokens="auto" cannot calibrate it: the full batch."""
+    inner = loaded(tiny_model_dir, "unpack_repack")
+    runner = PackRunner(tiny_model_dir, mode="unpack_repack", backend=inner)
+    assert runner.backend is inner and runner.executor.backend is inner
+    assert runner.calibration is None and runner.config.capacity_tokens == FULL
+    assert_close(runner.run(requests[:5]), solo[:5])
+    with pytest.raises(ValueError, match="intra_op_threads"):
+        PackRunner(tiny_model_dir, backend=loaded(tiny_model_dir, "attention_mask"),
+                   intra_op_threads=1)
+    original = loaded(tiny_model_dir, "original")
+    assert ModelRunner(tiny_model_dir, batch_size=1, backend=original).backend is original
 
 
 def test_unknown_backend_and_missing_folder(tmp_path, tiny_model_dir):
@@ -224,8 +260,8 @@ def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
         def describe(self):
             return "blocking"
 
-    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=0.0, max_valid_num=1, max_inflight_batches=1)
-    runner._exec.backend = Blocking(runner.backend)
+    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=0.0, max_valid_num=1, max_inflight_batches=1,
+                        max_tokens=FULL, backend=Blocking(loaded(tiny_model_dir, "attention_mask")))
     first = runner.submit(requests[0])  # sent at once, then blocks in the backend
     deadline = time.monotonic() + 10
     while runner.inflight < 1 and time.monotonic() < deadline:
@@ -247,15 +283,16 @@ def test_fault_file_fails_calls_while_it_exists(tiny_model_dir, requests, solo, 
     from packing.runtime.faults import FaultInjectingBackend, InjectedFault
 
     trigger = tmp_path / "fail-model-calls"
-    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3)
-    runner._exec.backend = FaultInjectingBackend(runner.backend, trigger)
+    fault = FaultInjectingBackend(loaded(tiny_model_dir, "attention_mask"), trigger)
+    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3,
+                        max_tokens=FULL, backend=fault)
     assert_close(runner.run(requests[:3]), solo[:3])
     trigger.touch()
     with pytest.raises(InjectedFault, match="fail-model-calls exists"):
         runner.run(requests[:3])
     trigger.unlink()
     assert_close(runner.run(requests[3:6]), solo[3:6])
-    assert runner._exec.backend.injected == 1
+    assert runner.backend is fault and fault.injected == 1
     runner.close()
 
 
@@ -285,7 +322,7 @@ def test_unpack_repack_matches_solo_for_every_grouping(tiny_model_dir, requests,
     its solo logits (the plans' layouts are replaced by forced splits here)."""
     from packing.policy.offline import plan_offline_unpack_repack
 
-    runner = PackRunner(tiny_model_dir, mode="unpack_repack")
+    runner = PackRunner(tiny_model_dir, mode="unpack_repack", max_tokens=FULL)
     lengths = np.array([len(f) for f in requests])
     plans = plan_offline_unpack_repack(lengths, SEQ_LEN, 4, 8)
     used = []

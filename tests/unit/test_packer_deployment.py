@@ -2,7 +2,8 @@
 
 The deployment class runs on a plain asyncio loop with a stand-in runner handle that executes
 plans on a real ONNX Runtime graph (random:tiny), so packed results are checked against solo
-runs exactly as in the Serve app.
+runs exactly as in the Serve app. The loop has virtual time (looptime): admission timers and the
+stand-in's per-plan delays are exact and nothing really sleeps.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ from packing.runtime import ModelRunner, PlanExecutor
 
 @pytest.fixture()
 def run():
-    """A fresh event loop per test, as each Packer instance is used from one loop."""
-    loop = asyncio.new_event_loop()
+    """A fresh event loop per test, as each Packer instance is used from one loop; its clock
+    is virtual (starts at 0, jumps over idle waits), so batches form the same on any host."""
+    import looptime
+
+    loop = looptime.new_event_loop(start=0)
     yield loop.run_until_complete
     tasks = asyncio.all_tasks(loop)  # admission's forming loop, the runner watcher
     for task in tasks:
@@ -37,7 +41,8 @@ def run():
 
 class FakeRunnerHandle:
     """Stands in for the PlanExecutor handle: ``execute.remote(plan, feats, demand)`` ->
-    awaitable; ``demands`` keeps the packer's demand sent with each plan."""
+    awaitable that takes ``delay_s`` of loop time; ``demands`` keeps the packer's demand sent
+    with each plan."""
 
     def __init__(self, model_dir, fail_calls=(), delay_s: float = 0.0):
         m = Manifest.read(model_dir)

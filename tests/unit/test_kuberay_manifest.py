@@ -29,8 +29,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from factories import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "k8s" / "rayservice.yaml"
 SQUAD = REPO / "configs" / "squad.yaml"
 

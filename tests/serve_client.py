@@ -1,0 +1,46 @@
+"""HTTP helpers for the tests against the running app (tests/integration): request bodies,
+``POST /v1/answer``, ``GET /v1/stats`` and answer comparison.
+
+Imported as ``from serve_client import ...`` (``tests/`` is on ``sys.path`` through pytest's
+``pythonpath`` setting in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+WORDS = ("the river city north king music water school first war history century church "
+         "language island population government london paris system energy team season "
+         "world people football university time film song album league party").split()
+
+
+def make_qa(n_words: int, seed: int) -> dict:
+    """A question and a context of ``n_words`` words (deterministic)."""
+    rng = np.random.default_rng(seed)
+    q = " ".join(rng.choice(WORDS, size=int(rng.integers(2, 8))))
+    return {"question": q + "?", "context": " ".join(rng.choice(WORDS, size=n_words)) + "."}
+
+
+def post(url: str, body, ctype: str = "application/json", raw: bytes | None = None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url + "/v1/answer", data=data, headers={"content-type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), dict(e.headers)
+
+
+def get_stats(url: str) -> dict:
+    """The app's ``GET /v1/stats`` body."""
+    with urllib.request.urlopen(url + "/v1/stats", timeout=60) as r:
+        return json.loads(r.read())
+
+
+def same_answer(got: dict, want: dict) -> bool:
+    return ((got["start"], got["end"], got["answer"]) == (want["start"], want["end"], want["answer"])
+            and abs(got["score"] - want["score"]) <= 1e-4)
