@@ -29,15 +29,6 @@ from packing.runtime.features import Features, InvalidInput
 from .metrics import IngressMetrics
 from .retry import retry_replica_lost
 
-_ITEM = {
-    "type": "object",
-    "required": ["question", "context"],
-    "additionalProperties": False,
-    "properties": {
-        "question": {"type": "string", "minLength": 1, "maxLength": 2000},
-        "context": {"type": "string", "minLength": 1, "maxLength": 100000},
-    },
-}
 _ANSWER = {
     "type": "object",
     "properties": {"answer": {"type": "string"}, "score": {"type": "number"},
@@ -45,9 +36,29 @@ _ANSWER = {
                    "model": {"type": "string"}},
 }
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
+
+
+def request_schema(limits: Limits) -> dict:
+    """JSON schema of a ``POST /v1/answer`` body under ``limits``: one ``{question, context}``
+    object or a list of 1 to ``max_batch_items`` of them, each string within its limit in
+    characters. The OpenAPI document shows the limits the app was configured with."""
+    item = {
+        "type": "object",
+        "required": ["question", "context"],
+        "additionalProperties": False,
+        "properties": {
+            "question": {"type": "string", "minLength": 1, "maxLength": limits.max_question_chars},
+            "context": {"type": "string", "minLength": 1, "maxLength": limits.max_context_chars},
+        },
+    }
+    return {"oneOf": [item, {"type": "array", "items": item, "minItems": 1,
+                             "maxItems": limits.max_batch_items}]}
+
+
 _OPENAPI = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "oneOf": [_ITEM, {"type": "array", "items": _ITEM, "minItems": 1, "maxItems": 64}]}}}},
+    # the schema is set from the configured Limits when the Ingress starts (use_limits)
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": request_schema(Limits())}}},
     "responses": {
         "200": {"description": "The best answer span (a list for a list body)",
                 "content": {"application/json": {"schema": {
@@ -60,6 +71,15 @@ _OPENAPI = {
                               ("500", "The model call failed"))},
     },
 }
+
+
+def use_limits(limits: Limits) -> None:
+    """Make this process's OpenAPI document (``/openapi.json``, ``/docs``) describe
+    ``limits``: the body schema of ``POST /v1/answer`` is rebuilt and the cached document
+    dropped, so the next request for it is generated again."""
+    _OPENAPI["requestBody"]["content"]["application/json"]["schema"] = request_schema(limits)
+    api.openapi_schema = None
+
 
 api = FastAPI(title="packed-bert-serve", version="0.1.0",
               description="Extractive question answering with packed BERT batches.")
@@ -106,6 +126,7 @@ class Ingress:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model_name = model_name
         self.limits = limits
+        use_limits(limits)
         self.answering = {**answering, "seq_len": self.seq_len}  # echoed by /v1/stats
         self.doc_stride = answering["doc_stride"]
         self.max_query_tokens = answering["max_query_tokens"]
