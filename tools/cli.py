@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from packing.cli.common import (backend_choice, backend_flags, positive_float, positive_int, run,
-                                workload_of)
+from packing.cli.common import (backend_choice, backend_flags, positive_float, positive_int,
+                                report_flags, run, workload_of)
 from packing.cli.report import emit
 
 PROG = "python -m tools"
@@ -152,7 +152,7 @@ def _autoscale(args: argparse.Namespace) -> int:
 
 def _cluster_flags(p: argparse.ArgumentParser, samples: int) -> argparse.ArgumentParser:
     """Options of the commands that run the app on a local multi-node cluster of sim devices."""
-    p.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    _model_dir_flag(p)
     p.add_argument("--workers", type=positive_int, default=2, help="accelerator nodes")
     p.add_argument("--per-worker", type=positive_int, default=2, help="IPUs each node declares")
     p.add_argument("--sim-profile", default="slow", help="sim device profile of the runners")
@@ -170,9 +170,28 @@ def _app_client(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--url", default="http://127.0.0.1:8000")
     p.add_argument("--model-dir", required=True, help="the app's prepared model folder")
     p.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
-    p.add_argument("--json", help="write the report here")
-    p.add_argument("--no-progress", action="store_true")
+    report_flags(p)
     return p
+
+
+def _command(sub, func, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand ``name`` whose parsed arguments go to ``func``; ``kwargs`` to add_parser."""
+    p = sub.add_parser(name, **kwargs)
+    p.set_defaults(func=func)
+    return p
+
+
+def _model_dir_flag(p: argparse.ArgumentParser) -> None:
+    """The required ``--model-dir`` of the drills: a folder written by ``packed-bert prepare``."""
+    p.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+
+
+def _sim_admission_flags(p: argparse.ArgumentParser, profile_help: str) -> None:
+    """``--sim-profile`` (default ``slow``) and ``--batch-wait-timeout-s`` (default 5 ms) of the
+    drills that run the app on the sim device."""
+    p.add_argument("--sim-profile", default="slow", help=profile_help)
+    p.add_argument("--batch-wait-timeout-s", type=float, default=0.005,
+                   help="packer admission: longest a batch stays open (as @serve.batch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,16 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    lt = _app_client(sub.add_parser("loadtest", help="concurrent HTTP requests to a running "
+    lt = _app_client(_command(
+        sub, _loadtest, "loadtest", help="concurrent HTTP requests to a running "
                                     "app, compared with the in-process PackRunner"))
     lt.add_argument("--samples", type=int, default=512)
     lt.add_argument("--concurrency", type=int, default=80)
     lt.add_argument("--threads", type=int, default=None, help="in-process intra-op threads")
     lt.add_argument("--no-inprocess", action="store_true", help="HTTP side only")
     backend_flags(lt)
-    lt.set_defaults(func=_loadtest)
 
-    so = _app_client(sub.add_parser("soak", help="drive a running app and check every answer "
+    so = _app_client(_command(
+        sub, _soak, "soak", help="drive a running app and check every answer "
                                     "against its solo answer; exits 1 on any lost or crossed "
                                     "request"))
     so.add_argument("--requests", type=int, default=10000)
@@ -201,9 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--slow-s", type=float, default=10.0, help="answers slower than this count as slow")
     so.add_argument("--kill-replica", metavar="DEPLOYMENT",
                     help="kill one replica of this deployment (e.g. PlanExecutor) a quarter in")
-    so.set_defaults(func=_soak)
 
-    ce = sub.add_parser("ceiling", help="the serving front end's ceiling against Ray Serve's "
+    ce = _command(
+        sub, _ceiling, "ceiling", help="the serving front end's ceiling against Ray Serve's "
                         "floor: echo, chain and the real app, each in its own `serve run`")
     ce.add_argument("--apps", nargs="+", choices=["echo", "chain", "app"],
                     default=["echo", "chain", "app"], help="subset to run (always in this order)")
@@ -225,50 +245,44 @@ def build_parser() -> argparse.ArgumentParser:
                     help="max_ongoing_requests of the echo/chain deployments (default 1024, "
                     "as the app's Ingress; Serve's own default of 5 starves them at 64 "
                     "connections)")
-    ce.add_argument("--json", help="write the report here")
-    ce.add_argument("--no-progress", action="store_true")
-    ce.set_defaults(func=_ceiling)
+    report_flags(ce)
 
-    ov = sub.add_parser("overload", help="the served app past its device's capacity (sim, "
+    ov = _command(
+        sub, _overload, "overload", help="the served app past its device's capacity (sim, "
                         "static shapes, one runner): merged dispatch against per-batch plans")
     ov.add_argument("--config", default="configs/sim.yaml", help="Serve config to start from")
     ov.add_argument("--dispatch", nargs="+", default=["merge", "per_batch"],
                     choices=["merge", "per_batch"])
     ov.add_argument("--rate", type=positive_float, default=30.0, help="requests/s, open loop")
     ov.add_argument("--seconds", type=positive_float, default=30.0, help="of arrivals")
-    ov.add_argument("--sim-profile", default="slow", help="sim profile (slow: static shapes)")
+    _sim_admission_flags(ov, "sim profile (slow: static shapes)")
     ov.add_argument("--tokens-per-s", type=positive_float, default=2048.0,
                     help="sim token slots/s (2048: 2 s per 16 x 256 batch)")
-    ov.add_argument("--batch-wait-timeout-s", type=float, default=0.005)
     ov.add_argument("--workload", default="short", help="seed | short | squad:FILE")
     ov.add_argument("--concurrency", type=int, default=512, help="client connections at most")
-    ov.add_argument("--json", help="write the report here")
-    ov.add_argument("--no-progress", action="store_true")
-    ov.set_defaults(func=_overload)
+    report_flags(ov)
 
-    sc = sub.add_parser("scaling", help="the app on simulated accelerators through Python "
+    sc = _command(
+        sub, _scaling, "scaling", help="the app on simulated accelerators through Python "
                         "handles: throughput at several runner replica counts, and served "
                         "batch fill against the in-process PackRunner")
-    sc.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    _model_dir_flag(sc)
     sc.add_argument("--samples", type=int, default=4000)
     sc.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
     sc.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
-    sc.add_argument("--sim-profile", default="slow", help="sim device profile (slow: 125 ms "
-                    "per full batch, so the front end is not the bottleneck)")
+    _sim_admission_flags(sc, "sim device profile (slow: 125 ms per full batch, so the front "
+                         "end is not the bottleneck)")
     sc.add_argument("--mode", default="unpack_repack", choices=["unpack_repack", "attention_mask"])
-    sc.add_argument("--batch-wait-timeout-s", type=float, default=0.005,
-                    help="packer admission: longest a batch stays open (as @serve.batch)")
     sc.add_argument("--outstanding", type=int, default=1024, help="windows kept in flight")
     sc.add_argument("--windows-per-call", type=int, default=32)
     sc.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
-    sc.add_argument("--json", help="write the report here")
-    sc.add_argument("--no-progress", action="store_true")
-    sc.set_defaults(func=_scaling)
+    report_flags(sc)
 
-    pl = sub.add_parser("placement", help="deploy the app on a local multi-node Ray cluster "
+    pl = _command(
+        sub, _placement, "placement", help="deploy the app on a local multi-node Ray cluster "
                         "(a head without accelerators, workers declaring one) with the runners "
                         "pinned to the accelerator; print where every replica landed")
-    pl.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
+    _model_dir_flag(pl)
     pl.add_argument("--workers", type=positive_int, default=2, help="accelerator nodes")
     pl.add_argument("--resource", default="IPU", help="custom resource each runner asks for")
     pl.add_argument("--per-worker", type=positive_int, default=2, help="units each worker declares")
@@ -282,26 +296,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--seed", type=int, default=2022)
     pl.add_argument("--timeout-s", type=positive_float, default=120.0,
                     help="give up (exit 3, with what each node has) if the app is not running by then")
-    pl.add_argument("--json", help="write the report here")
-    pl.add_argument("--no-progress", action="store_true")
-    pl.set_defaults(func=_placement)
+    report_flags(pl)
 
-    nl = _cluster_flags(sub.add_parser(
+    nl = _cluster_flags(_command(sub, _node_loss,
         "node-loss", help="remove an accelerator node of a local multi-node cluster while "
         "windows flow; count answered / failed / lost / crossed"), samples=3000)
     nl.add_argument("--remove-after-s", type=positive_float, default=4.0,
                     help="seconds after the first answer to remove the node")
     nl.add_argument("--no-progress", action="store_true")
-    nl.set_defaults(func=_node_loss)
 
-    au = _cluster_flags(sub.add_parser(
+    au = _cluster_flags(_command(sub, _autoscale,
         "autoscale", help="a step of load on a local multi-node cluster: runners autoscale "
         "from 1 to every accelerator unit and back; reaction times"), samples=2000)
     au.add_argument("--policy", choices=["packing", "default"], default="packing",
                     help="runner autoscaling: packing (the packer's demand in plans, "
                     "deployments/autoscaling.py; what configs/squad.yaml uses) or Serve's "
                     "default (requests ongoing at the runners)")
-    au.set_defaults(func=_autoscale)
     return p
 
 

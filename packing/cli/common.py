@@ -41,6 +41,15 @@ def budget(text: str) -> int | str | None:
     return value
 
 
+def report_flags(p: argparse.ArgumentParser, json_help: str = "write the report here"
+                 ) -> argparse.ArgumentParser:
+    """Add the report options every drill and benchmark command shares: ``--json PATH`` and
+    ``--no-progress``; returns ``p``."""
+    p.add_argument("--json", help=json_help)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
 def backend_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--backend and the sim backend's options (see packing.runtime.sim)."""
     p.add_argument("--backend", choices=["onnxruntime", "sim"], default="onnxruntime",
