@@ -7,8 +7,9 @@ Imported as ``from serve_client import ...`` (``tests/`` is on ``sys.path`` thro
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -26,13 +27,26 @@ def make_qa(n_words: int, seed: int) -> dict:
 
 
 def post(url: str, body, ctype: str = "application/json", raw: bytes | None = None):
+    """``POST /v1/answer`` with ``body`` (JSON-encoded) or ``raw`` bytes; returns
+    ``(status, parsed JSON, headers)``.
+
+    A server may answer before it has read the whole body (a 413 for a body over
+    ``max_body_bytes``) and close the connection while the client is still sending; the
+    client then gets a broken pipe on send, but the answer is already on the socket. Like
+    curl, this reads it anyway, so the verdict does not depend on how fast the host is."""
     data = raw if raw is not None else json.dumps(body).encode()
-    req = urllib.request.Request(url + "/v1/answer", data=data, headers={"content-type": ctype})
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read()), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read()), dict(e.headers)
+        try:
+            conn.request("POST", parts.path.rstrip("/") + "/v1/answer", body=data,
+                         headers={"content-type": ctype, "connection": "close"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early; its response is read below
+        r = conn.getresponse()
+        return r.status, json.loads(r.read()), dict(r.headers)
+    finally:
+        conn.close()
 
 
 def get_stats(url: str) -> dict:
