@@ -148,6 +148,7 @@ def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool =
     """
     from packing.runtime.features import Features
     from packing.runtime import ModelRunner, PackRunner
+    from packing.runtime.run_modes import max_logit_diff
 
     manifest = Manifest.read(model_dir)
     rng = np.random.default_rng(seed + 1)
@@ -162,12 +163,8 @@ def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool =
         runner = PackRunner(model_dir, mode=mode, **backend_options)
         packed = runner.run(data)
         alone = [runner.run([f])[0] for f in data]
-        diffs[mode] = _max_diff(alone, packed)
-        layout[mode] = (_max_diff(solo, packed), argmax_mismatches(solo, packed))
+        diffs[mode] = max_logit_diff(packed, dict(enumerate(alone)))
+        layout[mode] = (max_logit_diff(packed, dict(enumerate(solo))),
+                        argmax_mismatches(solo, packed))
     return (diffs, layout) if with_spans else diffs
 
-
-def _max_diff(a, b) -> float:
-    """Largest |start or end logit difference| between paired SpanLogits of ``a`` and ``b``."""
-    return max(float(max(np.abs(x.start_logits - y.start_logits).max(),
-                         np.abs(x.end_logits - y.end_logits).max())) for x, y in zip(a, b))
