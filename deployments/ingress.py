@@ -4,8 +4,9 @@
 It validates each body, tokenizes it into windows (the bodies that queue up while the event
 loop is busy are tokenized together with one fast-tokenizer batch call, gathered by
 ``@serve.batch``), sends the windows of all those bodies to the packer in one handle call,
-and picks the best span. Token ids cross to the packer once; the character offsets needed to
-cut the answer stay here.
+and picks the best span, each step through the one QA pipeline
+(:class:`packing.qa.pipeline.QAPipeline`); this module keeps only HTTP and the batching. Token
+ids cross to the packer once; the character offsets needed to cut the answer stay here.
 
 Every error is JSON ``{"error": "<one line>"}`` with a 4xx for the client's mistakes and a 5xx
 naming the cause for the server's; no stack trace ever reaches a response.
@@ -21,8 +22,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from packing.model.manifest import Manifest
+from packing.qa.pipeline import QAPipeline, QASettings, features_of, window_count
 from packing.qa.requests import BadRequest, Limits, QARequest, parse_body, parse_payload
-from packing.qa.windows import best_answer, make_windows_batch
 from packing.runtime.admission import Overloaded
 from packing.runtime.features import Features, InvalidInput
 
@@ -122,15 +123,13 @@ class Ingress:
         from transformers import AutoTokenizer
 
         self.packer = packer
-        self.seq_len = Manifest.read(model_dir).seq_len  # the one source of the window size
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        seq_len = Manifest.read(model_dir).seq_len  # the one source of the window size
+        self.qa = QAPipeline(AutoTokenizer.from_pretrained(model_dir),
+                             QASettings.from_mapping({**answering, "seq_len": seq_len}))
         self.model_name = model_name
         self.limits = limits
         use_limits(limits)
-        self.answering = {**answering, "seq_len": self.seq_len}  # echoed by /v1/stats
-        self.doc_stride = answering["doc_stride"]
-        self.max_query_tokens = answering["max_query_tokens"]
-        self.max_answer_tokens = answering["max_answer_tokens"]
+        self.answering = {**answering, "seq_len": seq_len}  # echoed by /v1/stats
         self.deadline_s = answering["request_timeout_s"]
         self.max_inflight = answering["max_inflight_requests"]
         # A body of max_batch_items questions must fit one tokenizer batch.
@@ -148,9 +147,7 @@ class Ingress:
         shared task resolves to the logits of every window sent, this body's starting at
         ``offset``; a body with a bad request gets no task. Runs on the event loop without
         awaiting, so tokenizer calls never overlap, and returns before the packer answers."""
-        flat = make_windows_batch(self.tokenizer,
-                                  [(r.question, r.context) for b in bodies for r in b],
-                                  self.seq_len, self.doc_stride, self.max_query_tokens)
+        flat = self.qa.tokenize([(r.question, r.context) for b in bodies for r in b])
         out, features, k = [], [], 0
         for body in bodies:
             per_request = flat[k:k + len(body)]
@@ -159,8 +156,7 @@ class Ingress:
                 out.append((per_request, None, 0))
                 continue
             out.append((per_request, True, len(features)))
-            features.extend(Features(w.input_ids, w.token_type_ids)
-                            for windows in per_request for w in windows)
+            features.extend(features_of(per_request))
         task = asyncio.ensure_future(self._logits(features)) if features else None
         if task is not None:  # every waiter may be gone: still retrieve its outcome
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -177,15 +173,9 @@ class Ingress:
             if isinstance(windows, BadRequest):
                 raise BadRequest(f"item {k}: {windows}" if is_list else str(windows))
         logits = await asyncio.shield(task)  # one caller leaving must not cancel the others'
-        answers, k = [], offset
-        for req, windows in zip(reqs, per_request):
-            mine = logits[k:k + len(windows)]
-            k += len(windows)
-            ans = best_answer(windows, [x.start_logits for x in mine],
-                              [x.end_logits for x in mine], req.context, self.max_answer_tokens)
-            answers.append({"answer": ans.text, "score": ans.score, "start": ans.start,
-                            "end": ans.end, "model": self.model_name})
-        return answers
+        mine = logits[offset:offset + window_count(per_request)]
+        return [{**ans.to_json(), "model": self.model_name}
+                for ans in self.qa.answers(per_request, mine, [r.context for r in reqs])]
 
     async def ask(self, question: str, context: str) -> dict:
         """Python handle entry point: the answer to one question, as the HTTP route returns it.

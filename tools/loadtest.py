@@ -118,25 +118,22 @@ def http_load(url: str, items: Sequence[dict], concurrency: int, progress: bool 
 
 
 def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knobs: dict,
-                   doc_stride: int = 128, max_query_tokens: int = 64, threads: int | None = None,
+                   answering: dict | None = None, threads: int | None = None,
                    progress: bool = False, backend: str = "onnxruntime",
                    backend_options: dict | None = None) -> LoadResult:
-    """The same questions through an in-process online PackRunner (same knobs).
+    """The same questions through the QA pipeline and an in-process online PackRunner with
+    the app's packer ``knobs`` and QA settings ``answering`` (its ``/v1/stats``; None: the
+    defaults).
 
     The runner uses ``backend`` with ``backend_options``; ``threads`` sets onnxruntime's
     intra-op threads and is not passed to other backends.
     """
-    from transformers import AutoTokenizer
-
-    from packing.model.manifest import Manifest
-    from packing.qa.windows import best_answer, make_windows
-    from packing.runtime.features import Features
+    from packing.qa.pipeline import QAPipeline
+    from packing.qa.requests import BadRequest
     from packing.runtime import PackRunner
     from packing.runtime.backend import backend_kwargs
 
-    manifest = Manifest.read(model_dir)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    tok_lock = threading.Lock()
+    qa = QAPipeline.from_model_dir(model_dir, answering)
     runner = PackRunner(model_dir, mode=knobs["mode"], algorithm=knobs["algorithm"],
                         max_batch_size=knobs.get("max_batch_size"),
                         batch_wait_timeout_s=knobs["batch_wait_timeout_s"],
@@ -146,15 +143,12 @@ def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knob
                         max_tokens=knobs.get("max_tokens"),
                         **backend_kwargs(backend, backend_options, threads))
 
+    def online(features: list) -> list:
+        return [f.result() for f in runner.submit_many(features)]
+
     def call(i: int) -> bool:
-        with tok_lock:
-            windows = make_windows(tok, items[i]["question"], items[i]["context"],
-                                   manifest.seq_len, doc_stride, max_query_tokens)
-        outs = [f.result() for f in runner.submit_many(
-            Features(w.input_ids, w.token_type_ids) for w in windows)]
-        best_answer(windows, [o.start_logits for o in outs], [o.end_logits for o in outs],
-                    items[i]["context"])
-        return True
+        (answer,) = qa.answer([(items[i]["question"], items[i]["context"])], online)
+        return not isinstance(answer, BadRequest)
 
     with runner:
         call(0)  # warm-up
@@ -208,8 +202,9 @@ def loadtest(url: str, model_dir: str | None, workload: str, samples: int, concu
     echo(format_result(h))
     report["http"] = asdict(h)
     if inprocess:
-        p = inprocess_load(str(model_dir), items, concurrency, knobs, threads=threads,
-                           progress=progress, backend=backend, backend_options=backend_options)
+        p = inprocess_load(str(model_dir), items, concurrency, knobs, stats["answering"],
+                           threads=threads, progress=progress, backend=backend,
+                           backend_options=backend_options)
         echo(format_result(p))
         report["inprocess"] = asdict(p)
         report["ratio"] = h.requests_per_s / p.requests_per_s

@@ -33,26 +33,25 @@ from .loadtest import _get_json, load_questions
 
 def solo_answers(model_dir: str | Path, items: list[dict], answering: dict,
                  backend: str = "onnxruntime", backend_options: dict | None = None) -> list[dict]:
-    """Expected ``{answer, start, end, score, windows}`` of each item, every window run alone
-    (on ``backend``, the app's: ``sim`` for an app on the simulated device)."""
-    from transformers import AutoTokenizer
-
-    from packing.qa.windows import best_answer, make_windows
-    from packing.runtime.features import Features
+    """Expected ``{answer, score, start, end, windows}`` of each item (the app's response
+    fields, and how many windows the item took) from the app's QA pipeline settings
+    ``answering`` (its ``/v1/stats`` block), every window run alone (on ``backend``, the
+    app's: ``sim`` for an app on the simulated device)."""
+    from packing.qa.pipeline import QAPipeline, features_of
+    from packing.qa.requests import BadRequest
     from packing.runtime import ModelRunner
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    qa = QAPipeline.from_model_dir(model_dir, answering)
     runner = ModelRunner(model_dir, batch_size=1, padding="longest", backend=backend,
                          **(backend_options or {}))
+    per_q = qa.tokenize([(it["question"], it["context"]) for it in items])
+    logits = [runner.run([f])[0] for f in features_of(per_q)]  # each window alone
     out = []
-    for it in items:
-        windows = make_windows(tok, it["question"], it["context"], answering["seq_len"],
-                               answering["doc_stride"], answering["max_query_tokens"])
-        logits = [runner.run([Features(w.input_ids, w.token_type_ids)])[0] for w in windows]
-        a = best_answer(windows, [x.start_logits for x in logits], [x.end_logits for x in logits],
-                        it["context"], answering["max_answer_tokens"])
-        out.append({"answer": a.text, "start": a.start, "end": a.end, "score": a.score,
-                    "windows": len(windows)})
+    for it, windows, answer in zip(items, per_q, qa.answers(per_q, logits,
+                                                             [it["context"] for it in items])):
+        if isinstance(answer, BadRequest):
+            raise ValueError(f"item {it!r:.80} cannot be answered: {answer}")
+        out.append({**answer.to_json(), "windows": len(windows)})
     return out
 
 

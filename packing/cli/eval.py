@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from .common import report_flags
+
 
 def _eval(args: argparse.Namespace) -> int:
-    from packing.jobs.evaluate import EVAL_MODES, run_eval
+    from packing.jobs.evaluate import EVAL_MODES, format_table, report, run_eval
+
+    from .report import emit
 
     modes = [] if args.http_only else (args.modes or list(EVAL_MODES))
-    run_eval(args.model_dir, args.squad, split=args.split, limit=args.limit, modes=modes,
-             url=args.url, threads=args.threads, output=args.json, progress=not args.no_progress)
+    questions, scores = run_eval(args.model_dir, args.squad, split=args.split,
+                                 limit=args.limit, modes=modes, url=args.url,
+                                 threads=args.threads, progress=not args.no_progress)
+    print(f"{len(questions)} questions ({args.split} split of {args.squad}), "
+          f"model {args.model_dir}")
+    emit(report(scores), args.json, table=format_table(scores, len(questions)))
     return 0
 
 
@@ -26,6 +34,5 @@ def register(sub) -> None:
     ev.add_argument("--url", help="also score the running app, e.g. http://127.0.0.1:8000/v1/answer")
     ev.add_argument("--http-only", action="store_true", help="score only the app at --url")
     ev.add_argument("--threads", type=int, default=None, help="intra-op threads")
-    ev.add_argument("--json", help="write the scores here")
-    ev.add_argument("--no-progress", action="store_true")
+    report_flags(ev, "write the scores here")
     ev.set_defaults(func=_eval)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.policy.config import DEFAULT_MODE
+
 
 def read_squad(path: str | Path, limit: int | None = None) -> tuple[list[dict], dict]:
     """Rows ``{"id", "question", "context"}`` in file order (the first ``limit``) and the
@@ -40,39 +42,35 @@ class QAPredictor:
     tokenized), ``error`` ("" or why), ``windows`` (model inputs the question took),
     ``block_start`` / ``block_end`` (wall clock, s, when this call began and ended).
     ``mode``: ``unpack_repack`` or ``attention_mask`` (packed, offline per block) or
-    ``original`` (padded batches, the baseline).
+    ``original`` (padded batches, the baseline). ``answering``: ``doc_stride``,
+    ``max_query_tokens``, ``max_answer_tokens`` of the QA pipeline (:class:`QASettings`
+    defaults otherwise; ``seq_len`` is the folder's).
     """
 
-    def __init__(self, model_dir: str, mode: str = "unpack_repack", doc_stride: int = 128,
-                 max_answer_tokens: int = 30, backend: str = "onnxruntime",
-                 backend_options: dict | None = None) -> None:
-        from transformers import AutoTokenizer
-
+    def __init__(self, model_dir: str, mode: str = DEFAULT_MODE, backend: str = "onnxruntime",
+                 backend_options: dict | None = None, **answering: int) -> None:
+        from packing.qa.pipeline import QAPipeline
         from packing.runtime import ModelRunner, PackRunner
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.qa = QAPipeline.from_model_dir(model_dir, answering)  # doc_stride, ...
         if mode == "original":  # the padded baseline: batch_size x seq_len, one window per row
             self.runner = ModelRunner(model_dir, backend=backend, **(backend_options or {}))
         else:
             self.runner = PackRunner(model_dir, mode=mode, backend=backend,
                                      **(backend_options or {}))
-        self.seq_len = self.runner.manifest.seq_len
-        self.doc_stride, self.max_answer_tokens = doc_stride, max_answer_tokens
 
     def __call__(self, batch: dict) -> dict:
         started = time.time()
+        from packing.qa.pipeline import features_of
         from packing.qa.requests import BadRequest
-        from packing.qa.windows import answers_for, make_windows_batch
-        from packing.runtime.features import Features
 
         ids = [str(x) for x in batch["id"]]
         contexts = [str(x) for x in batch["context"]]
         pairs = list(zip((str(q) for q in batch["question"]), contexts))
-        per_q = make_windows_batch(self.tokenizer, pairs, self.seq_len, self.doc_stride)
-        flat = [Features(w.input_ids, w.token_type_ids) for wins in per_q
-                if not isinstance(wins, BadRequest) for w in wins]
+        per_q = self.qa.tokenize(pairs)
+        flat = features_of(per_q)
         outs = self.runner.run(flat) if flat else []
-        answers = answers_for(per_q, outs, contexts, self.max_answer_tokens)
+        answers = self.qa.answers(per_q, outs, contexts)
         bad = [isinstance(a, BadRequest) for a in answers]
         preds = ["" if b else a.text for a, b in zip(answers, bad)]
         errors = [str(a) if b else "" for a, b in zip(answers, bad)]
@@ -84,7 +82,7 @@ class QAPredictor:
 
 
 def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | Path,
-              mode: str = "unpack_repack", workers: int = 1, questions_per_block: int = 64,
+              mode: str = DEFAULT_MODE, workers: int = 1, questions_per_block: int = 64,
               limit: int | None = None, backend: str = "onnxruntime",
               backend_options: dict | None = None, resources: dict | None = None,
               num_cpus: float = 1.0, address: str | None = None) -> dict:

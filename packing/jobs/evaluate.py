@@ -21,12 +21,11 @@ from typing import Sequence
 from ..model.manifest import Manifest
 from ..policy.attention import ATTENTION_GROUPS
 from ..runtime.admission import DEFAULT_ADMISSION
+from ..qa.pipeline import QAPipeline, Windows, features_of
 from ..qa.requests import BadRequest, Limits
 from ..qa.squad_eval import evaluate
 from ..qa.squad_file import Question, read_questions
-from ..qa.windows import answers_for, make_windows_batch
 from ..runtime.drive import drive, run_online
-from ..runtime.features import Features
 from ..runtime.run_modes import BENCH_MODES, max_logit_diff, runner_for
 
 #: Original and every packed mode, in the spec's order.
@@ -49,28 +48,27 @@ class ModeScore:
     predictions: dict[str, str] = field(default_factory=dict, repr=False)  # id -> answer text
 
 
-def predictions_from(questions: Sequence[Question], per_q, outputs, max_answer_tokens: int
-                     ) -> dict[str, str]:
-    """``{id: answer text}`` from the flat per-window ``outputs`` (:func:`answers_for`): the
-    best span over each question's windows, "" for a question that could not be tokenized."""
-    answers = answers_for(per_q, outputs, [q.context for q in questions], max_answer_tokens)
+def predictions_from(qa: QAPipeline, questions: Sequence[Question], per_q: Sequence[Windows],
+                     outputs) -> dict[str, str]:
+    """``{id: answer text}`` from the flat per-window ``outputs`` (:meth:`QAPipeline.answers`):
+    the best span over each question's windows, "" for a question that could not be
+    tokenized."""
+    answers = qa.answers(per_q, outputs, [q.context for q in questions])
     return {q.id: "" if isinstance(a, BadRequest) else a.text for q, a in zip(questions, answers)}
 
 
 def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
-                   modes: Sequence[str] = EVAL_MODES, doc_stride: int = 128,
-                   max_answer_tokens: int = 30, threads: int | None = None,
-                   concurrency: int = 16, progress: bool = True) -> list[ModeScore]:
-    """Score every mode in ``modes`` (Original first if present) on ``questions``."""
-    from transformers import AutoTokenizer
-
+                   modes: Sequence[str] = EVAL_MODES, threads: int | None = None,
+                   concurrency: int = 16, progress: bool = True,
+                   **answering: int) -> list[ModeScore]:
+    """Score every mode in ``modes`` (Original first if present) on ``questions``, each
+    running the same windows; ``answering``: the QA pipeline's ``doc_stride``,
+    ``max_query_tokens``, ``max_answer_tokens`` (serving's defaults otherwise)."""
     model_dir = str(model_dir)
     manifest = Manifest.read(Path(model_dir))
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    per_q = make_windows_batch(tok, [(q.question, q.context) for q in questions],
-                               manifest.seq_len, doc_stride)  # serving's tokenization
-    flat = [Features(w.input_ids, w.token_type_ids) for wins in per_q
-            if not isinstance(wins, BadRequest) for w in wins]
+    qa = QAPipeline.from_model_dir(model_dir, answering)  # serving's tokenization and spans
+    per_q = qa.tokenize([(q.question, q.context) for q in questions])
+    flat = features_of(per_q)
     answers = {q.id: list(q.answers) for q in questions if q.answers}
     settings = {"threads": threads,
                 "batch_wait_timeout_s": DEFAULT_ADMISSION.batch_wait_timeout_s, "max_tokens": None,
@@ -92,7 +90,7 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
             close = getattr(runner, "close", None)
             if close is not None:
                 close()
-        preds = predictions_from(questions, per_q, outs, max_answer_tokens)
+        preds = predictions_from(qa, questions, per_q, outs)
         metric = evaluate(answers, preds)
         score = ModeScore(key, BENCH_MODES[key], metric["exact_match"], metric["f1"], seconds,
                           predictions=preds)
@@ -153,9 +151,10 @@ def format_table(scores: Sequence[ModeScore], n_questions: int) -> str:
 
 def run_eval(model_dir: str | Path, squad_path: str | Path, split: str = "heldout",
              limit: int | None = None, modes: Sequence[str] = EVAL_MODES,
-             url: str | None = None, threads: int | None = None, output: str | Path | None = None,
-             progress: bool = True) -> list[ModeScore]:
-    """The ``packed-bert eval`` command: score, print the table, optionally write JSON."""
+             url: str | None = None, threads: int | None = None,
+             progress: bool = True) -> tuple[list[Question], list[ModeScore]]:
+    """The ``packed-bert eval`` command's work: the questions of ``split`` (the first
+    ``limit``) and their scores under ``modes`` (and, with ``url``, the running app's)."""
     questions = read_questions(squad_path, split)
     if limit is not None:
         questions = questions[:limit]
@@ -175,10 +174,10 @@ def run_eval(model_dir: str | Path, squad_path: str | Path, split: str = "heldou
         scores.append(http)
     elif not modes:
         raise ValueError("nothing to score: give --url with --http-only")
-    print(f"{len(questions)} questions ({split} split of {squad_path}), model {model_dir}")
-    print(format_table(scores, len(questions)))
-    if output is not None:
-        Path(output).write_text(json.dumps(
-            [{k: v for k, v in vars(s).items() if k != "predictions"} for s in scores],
-            indent=1) + "\n")
-    return scores
+    return questions, scores
+
+
+def report(scores: Sequence[ModeScore]) -> list[dict]:
+    """The JSON report of ``scores`` (``--json``): every :class:`ModeScore` field but the
+    predictions."""
+    return [{k: v for k, v in vars(s).items() if k != "predictions"} for s in scores]

@@ -17,6 +17,8 @@ from .attention import ATTENTION_GROUPS
 MODES: tuple[str, ...] = ("attention_mask", "unpack_repack")
 """Packing layouts: rows with a segment-id attention mask, or flat tokens."""
 
+DEFAULT_MODE = "unpack_repack"
+
 ALGORITHMS: tuple[str, ...] = ("first_fit", "next_fit", "best_fit")
 """Online row-placement heuristics for attention-mask mode."""
 

@@ -19,6 +19,9 @@ import numpy as np
 from .requests import BadRequest
 
 MIN_CONTEXT_TOKENS = 16  # a window must leave room for at least this many context tokens
+DOC_STRIDE = 128  # default context tokens shared by consecutive windows (HF's SQuAD example)
+MAX_QUERY_TOKENS = 64  # default longest question, in tokens
+MAX_ANSWER_TOKENS = 30  # default longest answer span, in tokens
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class Answer:
     end: int  # character offset one past the last answer character (exclusive)
     window: int  # window_index of the window the span was found in
 
+    def to_json(self) -> dict:
+        """The answer as ``POST /v1/answer`` returns it: ``{answer, score, start, end}``."""
+        return {"answer": self.text, "score": self.score, "start": self.start, "end": self.end}
+
 
 def _specials(tokenizer: Any) -> int:
     """Number of special tokens a (question, context) pair gets ([CLS] + 2 x [SEP] for BERT)."""
@@ -52,7 +59,8 @@ def _specials(tokenizer: Any) -> int:
 
 
 def make_windows(tokenizer: Any, question: str, context: str, seq_len: int,
-                 doc_stride: int = 128, max_query_tokens: int = 64) -> list[Window]:
+                 doc_stride: int = DOC_STRIDE,
+                 max_query_tokens: int = MAX_QUERY_TOKENS) -> list[Window]:
     """Tokenize ``question`` + ``context`` into one or more windows of at most ``seq_len`` tokens.
 
     ``tokenizer`` is a Hugging Face fast tokenizer (``PreTrainedTokenizerFast``, e.g. from
@@ -88,7 +96,7 @@ def make_windows(tokenizer: Any, question: str, context: str, seq_len: int,
 
 
 def make_windows_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len: int,
-                       doc_stride: int = 128, max_query_tokens: int = 64
+                       doc_stride: int = DOC_STRIDE, max_query_tokens: int = MAX_QUERY_TOKENS
                        ) -> list[list[Window] | BadRequest]:
     """:func:`make_windows` for many ``(question, context)`` pairs with the fast tokenizer's
     batch calls (one for the questions, one per distinct stride for the pairs; with default
@@ -183,7 +191,8 @@ def _best_in_window(start: np.ndarray, end: np.ndarray, ctx: np.ndarray,
 
 
 def best_answer(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
-                end_logits: Sequence[np.ndarray], context: str, max_answer_tokens: int = 30,
+                end_logits: Sequence[np.ndarray], context: str,
+                max_answer_tokens: int = MAX_ANSWER_TOKENS,
                 top_k: int = 20) -> Answer:
     """Return the highest-scoring context span over all windows.
 
@@ -241,7 +250,8 @@ def best_answer(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
 
 
 def answers_for(per_question: Sequence[Sequence[Window] | BadRequest], outputs: Sequence[Any],
-                contexts: Sequence[str], max_answer_tokens: int = 30) -> list[Answer | BadRequest]:
+                contexts: Sequence[str],
+                max_answer_tokens: int = MAX_ANSWER_TOKENS) -> list[Answer | BadRequest]:
     """The :func:`best_answer` of every question, in order, from ``outputs``: the model's
     per-window results (anything with ``start_logits`` / ``end_logits``) for all windows of
     ``per_question`` laid end to end, a question that is a :class:`BadRequest` having none

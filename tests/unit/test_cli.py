@@ -172,3 +172,33 @@ def test_open_loop_driver_keeps_arrivals_and_counts_waiting():
     assert all(started[i] - t0 >= due[i] - 1e-3 for i in range(40))
     with pytest.raises(ValueError, match="rate"):
         drive(1, 1, call, rate=0.0)
+
+
+def write_squad(path, paragraphs) -> None:
+    """A SQuAD v1.1 file of one article: ``paragraphs`` are (context, [(question, answer)])."""
+    data = [{"title": "Test", "paragraphs": [
+        {"context": c, "qas": [{"id": f"q{i}-{k}", "question": q,
+                                "answers": [{"text": a, "answer_start": c.index(a)}]}
+                               for k, (q, a) in enumerate(qas)]}
+        for i, (c, qas) in enumerate(paragraphs)]}]
+    path.write_text(json.dumps({"version": "1.1", "data": data}))
+
+
+def test_eval_scores_every_mode_on_the_same_windows(tiny_model_dir, tmp_path, capsys):
+    squad, js = tmp_path / "squad.json", tmp_path / "eval.json"
+    long = " ".join(f"word{i} and more" for i in range(40))  # several windows at seq 64
+    write_squad(squad, [("Alice went home after the long day.", [("who went home?", "Alice"),
+                                                                 ("where?", "home")]),
+                        (long, [("which word?", "word7")])])
+    modes = ["original", "offline_unpack_repack", "online_first_fit"]
+    assert main(["eval", "--model-dir", str(tiny_model_dir), "--squad", str(squad),
+                 "--split", "all", "--modes", *modes, "--json", str(js), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 questions (all split of ") and f"wrote {js}" in out
+    report = json.loads(js.read_text())
+    assert [r["key"] for r in report] == modes
+    for r in report:
+        assert 0 <= r["exact_match"] <= r["f1"] <= 100 and "predictions" not in r
+        assert r["label"] in out
+    # random weights, but every packed mode runs the windows the padded one runs
+    assert all(r["differ_from_original"] == 0 and r["max_abs_diff"] <= 1e-4 for r in report[1:])
