@@ -87,7 +87,7 @@ class ChainIngress:
         return {"status": "ok"}
 
 
-def _options(args: Optional[dict]) -> dict:
+def floor_options(args: Optional[dict]) -> dict:
     """Deployment options from builder ``args``: only ``max_ongoing_requests`` (an int >= 1)."""
     args = dict(args or {})
     unknown = set(args) - {"max_ongoing_requests"}
@@ -103,11 +103,11 @@ def _options(args: Optional[dict]) -> dict:
 
 def echo_app(args: Optional[dict] = None) -> Application:
     """Application builder for the echo floor; ``args`` may set ``max_ongoing_requests``."""
-    return EchoIngress.options(**_options(args)).bind()
+    return EchoIngress.options(**floor_options(args)).bind()
 
 
 def chain_app(args: Optional[dict] = None) -> Application:
     """Application builder for the two-hop chain floor; ``args`` may set
     ``max_ongoing_requests`` (for all three deployments)."""
-    opts = _options(args)
+    opts = floor_options(args)
     return ChainIngress.options(**opts).bind(ChainA.options(**opts).bind(ChainB.options(**opts).bind()))

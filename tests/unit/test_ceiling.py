@@ -140,11 +140,11 @@ def test_floor_config_shape():
 def test_floor_app_builders_validate_args():
     from tools import floor_apps
 
-    assert floor_apps._options(None) == {}
-    assert floor_apps._options({"max_ongoing_requests": 8}) == {"max_ongoing_requests": 8}
+    assert floor_apps.floor_options(None) == {}
+    assert floor_apps.floor_options({"max_ongoing_requests": 8}) == {"max_ongoing_requests": 8}
     for bad in ({"max_ongoing_requests": 0}, {"max_ongoing_requests": "8"}, {"other": 1}):
         with pytest.raises(ValueError):
-            floor_apps._options(bad)
+            floor_apps.floor_options(bad)
 
 
 def test_serve_env_and_parse_env():

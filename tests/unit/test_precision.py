@@ -410,12 +410,23 @@ def test_squad_config_picks_precision_per_device():
     assert AppConfig(**{**args, "device": "cpu"}).precision() == "int8"
 
 
-def test_model_store_prepares_again_for_another_precision(tmp_path, tiny_model_dir):
-    from deployments.model_store import _other_precision
+def test_model_store_prepares_again_for_another_precision(tmp_path, tiny_model_dir, caplog):
+    import logging
+    import shutil
 
-    assert _other_precision(tiny_model_dir, "fp32") is None
-    assert "is fp32, the config asks for int8" in _other_precision(tiny_model_dir, "int8")
-    assert _other_precision(tmp_path, "int8") is None  # no manifest: prepared anyway
+    from deployments.model_store import ensure_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    stamp = (folder / "manifest.json").stat().st_mtime_ns
+    assert ensure_model(str(folder), "random:tiny", precision="fp32", **TINY).precision == "fp32"
+    assert (folder / "manifest.json").stat().st_mtime_ns == stamp  # same precision: kept
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        assert ensure_model(str(folder), "random:tiny", precision="int8", **TINY).precision \
+            == "int8"
+    assert "is fp32, the config asks for int8" in caplog.text
+    fresh = tmp_path / "fresh"  # no manifest: prepared anyway
+    assert ensure_model(str(fresh), "random:tiny", precision="int8", **TINY).precision == "int8"
 
 
 # ---------------------------------------------------------------- bench in two precisions
