@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES
 from packing.qa.requests import Limits
 from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig
 
@@ -21,10 +22,11 @@ class PackingKnobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["attention_mask", "unpack_repack"] = Field(
-        "unpack_repack", description="Graph layout the plans are packed for.")
-    algorithm: Literal["first_fit", "next_fit", "best_fit"] = Field(
-        "first_fit", description="Row heuristic of the `attention_mask` layout.")
+    # The choices and defaults are packing.policy.config's (Literal of a tuple: its items).
+    mode: Literal[MODES] = Field(
+        DEFAULT_MODE, description="Graph layout the plans are packed for.")
+    algorithm: Literal[ALGORITHMS] = Field(
+        DEFAULT_ALGORITHM, description="Row heuristic of the `attention_mask` layout.")
     max_batch_size: int | None = Field(
         DEFAULT_ADMISSION.max_batch_size, ge=1, le=65536,
         description="Admission (`@serve.batch`, count path): most windows per admitted batch; "
@@ -194,3 +196,4 @@ class AppConfig(BaseModel):
     def _absolute(cls, value: str) -> str:
         # Replicas may run with another working directory: pin the path now.
         return str(Path(value).expanduser().resolve())
+

@@ -15,6 +15,7 @@ from pathlib import Path
 from packing.cli.common import (backend_choice, backend_flags, positive_float, positive_int,
                                 report_flags, run, workload_of)
 from packing.cli.report import emit
+from packing.policy.config import DEFAULT_MODE, MODES
 
 PROG = "python -m tools"
 
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     _sim_admission_flags(sc, "sim device profile (slow: 125 ms per full batch, so the front "
                          "end is not the bottleneck)")
-    sc.add_argument("--mode", default="unpack_repack", choices=["unpack_repack", "attention_mask"])
+    sc.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     sc.add_argument("--outstanding", type=int, default=1024, help="windows kept in flight")
     sc.add_argument("--windows-per-call", type=int, default=32)
     sc.add_argument("--seed", type=int, default=2022, help="workload RNG seed")

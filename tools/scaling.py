@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from packing.policy.config import DEFAULT_MODE
 from packing.runtime.features import Features, SpanLogits
 
 
@@ -124,7 +125,7 @@ def _bar(total: int, desc: str):
 
 
 def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = (1, 2, 4),
-            profile: str = "slow", mode: str = "unpack_repack",
+            profile: str = "slow", mode: str = DEFAULT_MODE,
             batch_wait_timeout_s: float = 0.005,
             outstanding: int = 1024, per_call: int = 32, warmup: int = 256,
             progress: bool = True) -> dict:
