@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from packing.model.shapes import DEFAULT_SHAPES
 from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES
 from packing.qa.requests import Limits
 from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig
@@ -46,8 +47,8 @@ class PackingKnobs(BaseModel):
                     "`@serve.batch` batch function (comparison only).")
     max_valid_num: int | None = Field(
         None, ge=1, le=4096,
-        description="Sequences per batch; null: the model folder's manifest (40 for the "
-                    "default shapes).")
+        description="Sequences per batch; null: the model folder's manifest "
+                    f"({DEFAULT_SHAPES.max_valid_num} for the default shapes).")
     max_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto",
         description="Real tokens per batch. `auto`: the budget calibrated for the runners' "
@@ -74,9 +75,10 @@ class PrepareShapes(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seq_len: int = Field(384, ge=8, le=512, description="Tokens per row.")
-    batch_size: int = Field(16, ge=1, description="Rows per batch.")
-    max_valid_num: int = Field(40, ge=1, description="Sequences per packed batch.")
+    seq_len: int = Field(DEFAULT_SHAPES.seq_len, ge=8, le=512, description="Tokens per row.")
+    batch_size: int = Field(DEFAULT_SHAPES.batch_size, ge=1, description="Rows per batch.")
+    max_valid_num: int = Field(DEFAULT_SHAPES.max_valid_num, ge=1,
+                               description="Sequences per packed batch.")
     precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         "fp32",
         description="Graph precision (docs/precision.md). `auto`: the best on "

@@ -4,8 +4,9 @@
 runners. It describes the model's static shape (``batch_size`` rows of
 ``seq_len`` slots), how many sequences one batch may carry (``max_valid_num``,
 PopRT's name), which packing layout is used (``mode``) and which online row-placement heuristic
-(``algorithm``) places sequences into rows in attention-mask mode. Defaults: :data:`DEFAULT_MODE` and
-:data:`DEFAULT_ALGORITHM`, the one place each is written.
+(``algorithm``) places sequences into rows in attention-mask mode. Defaults: the shapes of
+:data:`packing.model.shapes.DEFAULT_SHAPES`, :data:`DEFAULT_MODE` and :data:`DEFAULT_ALGORITHM`,
+the one place each is written.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
+from ..model.shapes import DEFAULT_SHAPES
 from .attention import ATTENTION_GROUPS
 
 MODES: tuple[str, ...] = ("attention_mask", "unpack_repack")
@@ -54,9 +56,9 @@ class PackingConfig:
         ValueError: on any invalid field, with the offending value in the message.
     """
 
-    seq_len: int = 256
-    batch_size: int = 16
-    max_valid_num: int = 40
+    seq_len: int = DEFAULT_SHAPES.seq_len
+    batch_size: int = DEFAULT_SHAPES.batch_size
+    max_valid_num: int = DEFAULT_SHAPES.max_valid_num
     mode: str = DEFAULT_MODE
     algorithm: str = DEFAULT_ALGORITHM
     max_tokens: int | None = None

@@ -21,6 +21,7 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
 
     model_dir = tmp_path / "model"
     cfg = AppConfig(model_dir=str(model_dir), model_source="random:tiny", device="sim",
+                    prepare={"seq_len": 384},  # the shape this timeline was tuned at
                     sim={"profile": "slow"}, packing={"max_pending": 100_000})
     data = synthetic_features(seed_lengths(3000, 256, 1), 30522, seed=1)
     autoscaling = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1,

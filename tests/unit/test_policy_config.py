@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from packing.model.shapes import DEFAULT_SHAPES
 from packing.policy import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES, PackingConfig
 
 
@@ -23,6 +24,8 @@ def test_defaults_match_poprt_example():
 
 def test_defaults_are_the_constants():
     cfg = PackingConfig()
+    assert (cfg.seq_len, cfg.batch_size, cfg.max_valid_num) == (
+        DEFAULT_SHAPES.seq_len, DEFAULT_SHAPES.batch_size, DEFAULT_SHAPES.max_valid_num)
     assert (cfg.mode, cfg.algorithm) == (DEFAULT_MODE, DEFAULT_ALGORITHM)
     assert DEFAULT_MODE in MODES and DEFAULT_ALGORITHM in ALGORITHMS
 
