@@ -13,9 +13,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from packing.model.shapes import DEFAULT_SHAPES
+from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES
 from packing.qa.requests import Limits
 from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig
+from packing.runtime.dispatch import DEFAULT_DISPATCH, DISPATCH
 
 
 class PackingKnobs(BaseModel):
@@ -40,8 +42,8 @@ class PackingKnobs(BaseModel):
         DEFAULT_ADMISSION.max_concurrent_batches, ge=1,
         description="Admission (`@serve.batch`): admitted batches in the dispatch step at once; "
                     "null: `max_pending`, so it never binds first.")
-    dispatch: Literal["merge", "per_batch"] = Field(
-        "merge",
+    dispatch: Literal[DISPATCH] = Field(
+        DEFAULT_DISPATCH,
         description="`merge`: each plan packs everything waiting for a runner slot (no collapse "
                     "under load); `per_batch`: each admitted batch packed alone, as a plain "
                     "`@serve.batch` batch function (comparison only).")
@@ -56,7 +58,7 @@ class PackingKnobs(BaseModel):
                     "`model_dir/calibration.json`); an int pins it (`seq_len` .. "
                     "`batch_size x seq_len`); null: the full batch, `batch_size x seq_len`.")
     attention_groups: int = Field(
-        4, ge=1, le=4,
+        ATTENTION_GROUPS, ge=1, le=ATTENTION_GROUPS,
         description="`unpack_repack` attention width groups per batch (1: rows as wide as the "
                     "batch's longest sequence).")
     max_pending: int = Field(

@@ -16,6 +16,7 @@ from packing.cli.common import (backend_choice, backend_flags, positive_float, p
                                 report_flags, run, workload_of)
 from packing.cli.report import emit
 from packing.policy.config import DEFAULT_MODE, MODES
+from packing.runtime.dispatch import DISPATCH
 
 PROG = "python -m tools"
 
@@ -252,8 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, _overload, "overload", help="the served app past its device's capacity (sim, "
                         "static shapes, one runner): merged dispatch against per-batch plans")
     ov.add_argument("--config", default="configs/sim.yaml", help="Serve config to start from")
-    ov.add_argument("--dispatch", nargs="+", default=["merge", "per_batch"],
-                    choices=["merge", "per_batch"])
+    ov.add_argument("--dispatch", nargs="+", default=list(DISPATCH), choices=DISPATCH)
     ov.add_argument("--rate", type=positive_float, default=30.0, help="requests/s, open loop")
     ov.add_argument("--seconds", type=positive_float, default=30.0, help="of arrivals")
     _sim_admission_flags(ov, "sim profile (slow: static shapes)")

@@ -22,7 +22,7 @@ from .admission import DEFAULT_ADMISSION, AdmissionConfig, CountAdmission
 from .backend import Backend
 from .base import _Runner
 from .calibrate import AUTO, Calibration, resolve_max_tokens
-from .dispatch import DISPATCH, Dispatcher, DispatchStats, admit_windows
+from .dispatch import DEFAULT_DISPATCH, DISPATCH, Dispatcher, DispatchStats, admit_windows
 from .executor import open_graph
 from .features import Features, SpanLogits
 
@@ -65,7 +65,7 @@ class PackRunner(_Runner):
                  batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
                  max_concurrent_batches: int | None = DEFAULT_ADMISSION.max_concurrent_batches,
                  max_tokens: int | str | None = "auto", max_inflight_batches: int = 2,
-                 attention_groups: int = ATTENTION_GROUPS, dispatch: str = "merge",
+                 attention_groups: int = ATTENTION_GROUPS, dispatch: str = DEFAULT_DISPATCH,
                  backend: str | Backend = "onnxruntime", **backend_options) -> None:
         manifest = Manifest.read(model_dir)
         auto = isinstance(max_tokens, str)
