@@ -2,11 +2,14 @@
 
 ``AppConfig`` is the ``args`` block of ``configs/*.yaml`` (read by :func:`deployments.app.build_app`);
 ``PackingKnobs`` is the packer deployment's ``user_config``: it can change while the app runs
-(Serve calls ``reconfigure``) without restarting any replica.
+(Serve calls ``reconfigure``) without restarting any replica. :func:`config_deployment_options`
+reads a deployment's options (``max_ongoing_requests``, ...) from a config file, for code that
+deploys from Python what the file deploys.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -201,3 +204,29 @@ class AppConfig(BaseModel):
         # Replicas may run with another working directory: pin the path now.
         return str(Path(value).expanduser().resolve())
 
+
+def config_deployment_options(path: str | Path, name: str) -> dict:
+    """The options of deployment ``name`` in the first application of the Serve config file
+    at ``path`` (its ``deployments:`` entry, a copy, without ``name``): what code deploying the
+    same app from Python (``build_graph(..., runner_options=...)``) takes from the file, so
+    that a setting such as the runners' ``max_ongoing_requests`` is written once, there.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file has no application, or its first has no deployment ``name``;
+            the message names the file.
+    """
+    import yaml
+
+    path = Path(path)
+    config = yaml.safe_load(path.read_text()) or {}
+    apps = config.get("applications") if isinstance(config, dict) else None
+    if not apps:
+        raise ValueError(f"{path}: no applications")
+    entries = apps[0].get("deployments") or []
+    for entry in entries:
+        if entry.get("name") == name:
+            return {k: copy.deepcopy(v) for k, v in entry.items() if k != "name"}
+    names = [entry.get("name") for entry in entries]
+    raise ValueError(f"{path}: application {apps[0].get('name')!r} has no deployment "
+                     f"{name!r} (its deployments: {names})")
