@@ -2,18 +2,25 @@
 
 ``AppConfig`` is the ``args`` block of ``configs/*.yaml`` (read by :func:`deployments.app.build_app`);
 ``PackingKnobs`` is the packer deployment's ``user_config``: it can change while the app runs
-(Serve calls ``reconfigure``) without restarting any replica.
+(Serve calls ``reconfigure``) without restarting any replica. :func:`config_deployment_options`
+reads a deployment's options (``max_ongoing_requests``, ...) from a config file, for code that
+deploys from Python what the file deploys.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from packing.model.shapes import DEFAULT_SHAPES
+from packing.policy.attention import ATTENTION_GROUPS
+from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES
 from packing.qa.requests import Limits
 from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig
+from packing.runtime.dispatch import DEFAULT_DISPATCH, DISPATCH
 
 
 class PackingKnobs(BaseModel):
@@ -21,10 +28,11 @@ class PackingKnobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["attention_mask", "unpack_repack"] = Field(
-        "unpack_repack", description="Graph layout the plans are packed for.")
-    algorithm: Literal["first_fit", "next_fit", "best_fit"] = Field(
-        "first_fit", description="Row heuristic of the `attention_mask` layout.")
+    # The choices and defaults are packing.policy.config's (Literal of a tuple: its items).
+    mode: Literal[MODES] = Field(
+        DEFAULT_MODE, description="Graph layout the plans are packed for.")
+    algorithm: Literal[ALGORITHMS] = Field(
+        DEFAULT_ALGORITHM, description="Row heuristic of the `attention_mask` layout.")
     max_batch_size: int | None = Field(
         DEFAULT_ADMISSION.max_batch_size, ge=1, le=65536,
         description="Admission (`@serve.batch`, count path): most windows per admitted batch; "
@@ -37,15 +45,15 @@ class PackingKnobs(BaseModel):
         DEFAULT_ADMISSION.max_concurrent_batches, ge=1,
         description="Admission (`@serve.batch`): admitted batches in the dispatch step at once; "
                     "null: `max_pending`, so it never binds first.")
-    dispatch: Literal["merge", "per_batch"] = Field(
-        "merge",
+    dispatch: Literal[DISPATCH] = Field(
+        DEFAULT_DISPATCH,
         description="`merge`: each plan packs everything waiting for a runner slot (no collapse "
                     "under load); `per_batch`: each admitted batch packed alone, as a plain "
                     "`@serve.batch` batch function (comparison only).")
     max_valid_num: int | None = Field(
         None, ge=1, le=4096,
-        description="Sequences per batch; null: the model folder's manifest (40 for the "
-                    "default shapes).")
+        description="Sequences per batch; null: the model folder's manifest "
+                    f"({DEFAULT_SHAPES.max_valid_num} for the default shapes).")
     max_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         "auto",
         description="Real tokens per batch. `auto`: the budget calibrated for the runners' "
@@ -53,7 +61,7 @@ class PackingKnobs(BaseModel):
                     "`model_dir/calibration.json`); an int pins it (`seq_len` .. "
                     "`batch_size x seq_len`); null: the full batch, `batch_size x seq_len`.")
     attention_groups: int = Field(
-        4, ge=1, le=4,
+        ATTENTION_GROUPS, ge=1, le=ATTENTION_GROUPS,
         description="`unpack_repack` attention width groups per batch (1: rows as wide as the "
                     "batch's longest sequence).")
     max_pending: int = Field(
@@ -72,9 +80,10 @@ class PrepareShapes(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seq_len: int = Field(384, ge=8, le=512, description="Tokens per row.")
-    batch_size: int = Field(16, ge=1, description="Rows per batch.")
-    max_valid_num: int = Field(40, ge=1, description="Sequences per packed batch.")
+    seq_len: int = Field(DEFAULT_SHAPES.seq_len, ge=8, le=512, description="Tokens per row.")
+    batch_size: int = Field(DEFAULT_SHAPES.batch_size, ge=1, description="Rows per batch.")
+    max_valid_num: int = Field(DEFAULT_SHAPES.max_valid_num, ge=1,
+                               description="Sequences per packed batch.")
     precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         "fp32",
         description="Graph precision (docs/precision.md). `auto`: the best on "
@@ -194,3 +203,30 @@ class AppConfig(BaseModel):
     def _absolute(cls, value: str) -> str:
         # Replicas may run with another working directory: pin the path now.
         return str(Path(value).expanduser().resolve())
+
+
+def config_deployment_options(path: str | Path, name: str) -> dict:
+    """The options of deployment ``name`` in the first application of the Serve config file
+    at ``path`` (its ``deployments:`` entry, a copy, without ``name``): what code deploying the
+    same app from Python (``build_graph(..., runner_options=...)``) takes from the file, so
+    that a setting such as the runners' ``max_ongoing_requests`` is written once, there.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file has no application, or its first has no deployment ``name``;
+            the message names the file.
+    """
+    import yaml
+
+    path = Path(path)
+    config = yaml.safe_load(path.read_text()) or {}
+    apps = config.get("applications") if isinstance(config, dict) else None
+    if not apps:
+        raise ValueError(f"{path}: no applications")
+    entries = apps[0].get("deployments") or []
+    for entry in entries:
+        if entry.get("name") == name:
+            return {k: copy.deepcopy(v) for k, v in entry.items() if k != "name"}
+    names = [entry.get("name") for entry in entries]
+    raise ValueError(f"{path}: application {apps[0].get('name')!r} has no deployment "
+                     f"{name!r} (its deployments: {names})")

@@ -15,6 +15,8 @@ from pathlib import Path
 from packing.cli.common import (backend_choice, backend_flags, positive_float, positive_int,
                                 report_flags, run, workload_of)
 from packing.cli.report import emit
+from packing.policy.config import DEFAULT_MODE, MODES
+from packing.runtime.dispatch import DISPATCH
 
 PROG = "python -m tools"
 
@@ -251,8 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub, _overload, "overload", help="the served app past its device's capacity (sim, "
                         "static shapes, one runner): merged dispatch against per-batch plans")
     ov.add_argument("--config", default="configs/sim.yaml", help="Serve config to start from")
-    ov.add_argument("--dispatch", nargs="+", default=["merge", "per_batch"],
-                    choices=["merge", "per_batch"])
+    ov.add_argument("--dispatch", nargs="+", default=list(DISPATCH), choices=DISPATCH)
     ov.add_argument("--rate", type=positive_float, default=30.0, help="requests/s, open loop")
     ov.add_argument("--seconds", type=positive_float, default=30.0, help="of arrivals")
     _sim_admission_flags(ov, "sim profile (slow: static shapes)")
@@ -272,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     _sim_admission_flags(sc, "sim device profile (slow: 125 ms per full batch, so the front "
                          "end is not the bottleneck)")
-    sc.add_argument("--mode", default="unpack_repack", choices=["unpack_repack", "attention_mask"])
+    sc.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     sc.add_argument("--outstanding", type=int, default=1024, help="windows kept in flight")
     sc.add_argument("--windows-per-call", type=int, default=32)
     sc.add_argument("--seed", type=int, default=2022, help="workload RNG seed")

@@ -23,9 +23,11 @@ from collections.abc import Sequence
 from packing.jobs.local_cluster import private_cluster
 from packing.runtime.features import Features
 
+from .ceiling import resolve_config
 from .scaling import _drive_handle, count_crossed
 
 APP = "placement"
+SQUAD_CONFIG = "configs/squad.yaml"  # the runners' slots (max_ongoing_requests) come from it
 
 
 class PlacementTimeout(TimeoutError):
@@ -142,13 +144,15 @@ def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
     from ray.serve.api import RunTarget
 
     from deployments.app import build_graph
-    from deployments.config import AppConfig
+    from deployments.config import AppConfig, config_deployment_options
 
     serve.start(proxy_location="Disabled")
     sim = {"profile": profile, **({"tokens_per_s": tokens_per_s} if tokens_per_s else {})}
     cfg = AppConfig(model_dir=model_dir, device="sim", sim=sim,
                     packing={"mode": "unpack_repack", "batch_wait_timeout_s": 0.005})
-    runner = {"max_ongoing_requests": 2,
+    slots = config_deployment_options(resolve_config(SQUAD_CONFIG),
+                                      "PlanExecutor")["max_ongoing_requests"]
+    runner = {"max_ongoing_requests": slots,
               "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}},
               **({"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas})}
     app = build_graph(cfg, runner_options=runner,
@@ -268,7 +272,8 @@ async def _flow_with_loss(cluster, victim, data, reference, replicas, remove_aft
 AUTOSCALING = {"min_replicas": 1, "target_ongoing_requests": 1, "upscale_delay_s": 2,
                "downscale_delay_s": 5, "metrics_interval_s": 0.5, "look_back_period_s": 2}
 """Runner autoscaling for :func:`autoscale_step` (``max_replicas``: every accelerator unit):
-scale on slots in use, target 1 of ``max_ongoing_requests`` 2, as ``configs/squad.yaml``."""
+scale on slots in use, target 1 of the runners' ``max_ongoing_requests`` (2), as
+``configs/squad.yaml``, which :func:`_deploy` reads them from."""
 
 
 POLICIES = {"default": None,  # Serve's own: requests ongoing at the runners

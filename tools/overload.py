@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from packing.model.manifest import Manifest
+from packing.runtime.dispatch import DISPATCH
 
 from .ceiling import ServeRun, free_port, resolve_config, rewrite_app_config, serve_env
 from .loadtest import _get_json
@@ -65,8 +66,8 @@ def _delta(after: dict, before: dict) -> dict:
     return {k: after[k] - before[k] for k in COUNTERS}
 
 
-def overload(config: str | Path = "configs/sim.yaml", dispatches: Sequence[str] = ("merge",
-             "per_batch"), rate: float = 30.0, seconds: float = 30.0, profile: str = "slow",
+def overload(config: str | Path = "configs/sim.yaml", dispatches: Sequence[str] = DISPATCH,
+             rate: float = 30.0, seconds: float = 30.0, profile: str = "slow",
              tokens_per_s: float = 2048.0, batch_wait_timeout_s: float = 0.005,
              workload: str = "short", concurrency: int = 512, health_timeout_s: float = 300.0,
              progress: bool = True, echo: Callable[[str], None] = print) -> dict:

@@ -20,7 +20,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from packing.policy.config import DEFAULT_MODE
 from packing.runtime.features import Features, SpanLogits
+
+from .ceiling import resolve_config
+
+SIM_CONFIG = "configs/sim.yaml"  # the runners' slots (max_ongoing_requests) come from it
 
 
 @dataclass
@@ -124,7 +129,7 @@ def _bar(total: int, desc: str):
 
 
 def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = (1, 2, 4),
-            profile: str = "slow", mode: str = "unpack_repack",
+            profile: str = "slow", mode: str = DEFAULT_MODE,
             batch_wait_timeout_s: float = 0.005,
             outstanding: int = 1024, per_call: int = 32, warmup: int = 256,
             progress: bool = True) -> dict:
@@ -138,9 +143,11 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
     import ray
     from ray import serve
 
-    from deployments.config import AppConfig
+    from deployments.config import AppConfig, config_deployment_options
     from packing.runtime import PackRunner
 
+    slots = config_deployment_options(resolve_config(SIM_CONFIG),
+                                      "PlanExecutor")["max_ongoing_requests"]
     reference = PackRunner(model_dir, mode=mode, backend="sim", profile="fast").run(data)
     cfg = AppConfig(model_dir=model_dir, device="sim", sim={"profile": profile},
                     packing={"mode": mode, "batch_wait_timeout_s": batch_wait_timeout_s,
@@ -149,18 +156,18 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
     ray.init(include_dashboard=False, log_to_driver=False, namespace="packed-bert-scaling")
     try:
         serve.start(proxy_location="Disabled")
-        rows += asyncio.run(_served_runs(cfg, replicas, data, reference, per_call, outstanding,
-                                         warmup, progress))
+        rows += asyncio.run(_served_runs(cfg, replicas, slots, data, reference, per_call,
+                                         outstanding, warmup, progress))
     finally:
         ray.shutdown()
     with PackRunner(model_dir, mode=mode, batch_wait_timeout_s=batch_wait_timeout_s,
                     backend="sim", profile=profile,
-                    max_inflight_batches=2) as runner:
+                    max_inflight_batches=slots) as runner:
         _drive_runner(runner, data[:warmup], outstanding, False)
         before = runner.dispatch_stats.as_dict()
         got, seconds = _drive_runner(runner, data, outstanding, progress)
         after = runner.dispatch_stats.as_dict()
-    rows.append(_row("in-process PackRunner", None, 2, _delta(after, before), seconds,
+    rows.append(_row("in-process PackRunner", None, slots, _delta(after, before), seconds,
                      count_crossed(got, reference)))
     base = rows[0].sequences_per_s
     served1 = next((r for r in rows if r.replicas == 1), None)
@@ -178,11 +185,12 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
     }
 
 
-async def _served_runs(cfg, replicas: Sequence[int], data: Sequence[Features],
+async def _served_runs(cfg, replicas: Sequence[int], slots: int, data: Sequence[Features],
                        reference: Sequence[SpanLogits], per_call: int, outstanding: int,
                        warmup: int, progress: bool) -> list[ScalingRow]:
     """Deploy and measure each replica count in turn, all in one event loop (Serve's handles
-    stay bound to the loop they were first used in)."""
+    stay bound to the loop they were first used in); each runner replica takes ``slots``
+    plans at once."""
     from ray import serve
 
     from deployments.app import build_graph
@@ -190,12 +198,12 @@ async def _served_runs(cfg, replicas: Sequence[int], data: Sequence[Features],
     rows = []
     for n in replicas:
         name = f"scaling-{n}"
-        app = build_graph(cfg, runner_options={"num_replicas": n, "max_ongoing_requests": 2,
+        app = build_graph(cfg, runner_options={"num_replicas": n, "max_ongoing_requests": slots,
                                                "ray_actor_options": {"num_cpus": 0}})
         await asyncio.to_thread(serve.run, app, name=name, route_prefix=None)
-        slots, d, seconds, got = await _measure_served(name, 2 * n, data, per_call,
-                                                       outstanding, warmup, progress)
-        rows.append(_row(f"served, {n} runner replica{'s' if n > 1 else ''}", n, slots, d,
+        seen, d, seconds, got = await _measure_served(name, slots * n, data, per_call,
+                                                      outstanding, warmup, progress)
+        rows.append(_row(f"served, {n} runner replica{'s' if n > 1 else ''}", n, seen, d,
                          seconds, count_crossed(got, reference)))
         await asyncio.to_thread(serve.delete, name)
     await serve.shutdown_async()  # inside the loop its routers are bound to

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from packing.policy.config import DEFAULT_MODE, MODES
+
 from .common import backend_choice, backend_flags, positive_int
 from .report import emit
 
@@ -47,8 +49,7 @@ def register(sub) -> None:
     ba.add_argument("--input", required=True, help="SQuAD v1.1-format JSON")
     ba.add_argument("--output", required=True, help="predictions JSON to write ({id: text})")
     ba.add_argument("--model-dir", required=True, help="a folder written by 'prepare' (on every node)")
-    ba.add_argument("--mode", default="unpack_repack",
-                    choices=["unpack_repack", "attention_mask", "original"],
+    ba.add_argument("--mode", default=DEFAULT_MODE, choices=[*MODES, "original"],
                     help="packed layout, or original: padded batches (the baseline)")
     ba.add_argument("--workers", type=positive_int, default=1, help="predictor actors")
     ba.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per predictor actor")

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from packing.model.quantize import PRECISIONS
+from packing.model.shapes import DEFAULT_SHAPES
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.runtime.admission import DEFAULT_ADMISSION
 from packing.runtime.run_modes import BENCH_MODES
@@ -105,8 +106,8 @@ def register_efficiency(sub) -> None:
     ef = sub.add_parser("efficiency", help="offline AttentionMask packing efficiency (SPFHP) "
                         "on seed workloads; no model needed")
     ef.add_argument("--samples", type=int, nargs="+", default=[1000, 2000, 10000])
-    ef.add_argument("--seq-len", type=int, default=256)
-    ef.add_argument("--batch-size", type=int, default=16)
-    ef.add_argument("--max-valid-num", type=int, default=40)
+    ef.add_argument("--seq-len", type=int, default=DEFAULT_SHAPES.seq_len)
+    ef.add_argument("--batch-size", type=int, default=DEFAULT_SHAPES.batch_size)
+    ef.add_argument("--max-valid-num", type=int, default=DEFAULT_SHAPES.max_valid_num)
     ef.add_argument("--seed", type=int, default=2022)
     ef.set_defaults(func=_efficiency)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from packing.model.quantize import PRECISIONS
+from packing.model.shapes import DEFAULT_SHAPES
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -22,9 +23,9 @@ def register(sub) -> None:
                     help="builtin:squad-mini, hub id, local transformers folder, random:tiny "
                     "or random:base")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--seq-len", type=int, default=256)
-    pr.add_argument("--batch-size", type=int, default=16)
-    pr.add_argument("--max-valid-num", type=int, default=40,
+    pr.add_argument("--seq-len", type=int, default=DEFAULT_SHAPES.seq_len)
+    pr.add_argument("--batch-size", type=int, default=DEFAULT_SHAPES.batch_size)
+    pr.add_argument("--max-valid-num", type=int, default=DEFAULT_SHAPES.max_valid_num,
                     help="max sequences in one packed batch")
     pr.add_argument("--seed", type=int, default=0, help="seed of random:* weights")
     pr.add_argument("--no-check", action="store_true",

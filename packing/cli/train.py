@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 
@@ -31,19 +32,24 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from packing.train.loop import LAYOUTS, TrainConfig
+
+    # the flags' defaults are TrainConfig's (written once, there)
+    d = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+         if f.default is not dataclasses.MISSING}
     tr = sub.add_parser("train", help="fine-tune builtin:squad-mini's base encoder (LoRA) on "
                         "packed batches of the SQuAD train split (needs torch)")
     tr.add_argument("--squad", required=True, help="SQuAD v1.1 dev json (split by article)")
     tr.add_argument("--out", default="packing/assets/squad_mini",
                     help="folder for delta.safetensors + delta.json (default: the shipped one)")
-    tr.add_argument("--epochs", type=float, default=2.0)
-    tr.add_argument("--max-steps", type=int, default=None)
-    tr.add_argument("--seq-len", type=int, default=384)
-    tr.add_argument("--seqs-per-step", type=int, default=16)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--rank", type=int, default=32, help="LoRA rank")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--layout", choices=["packed", "padded"], default="packed")
+    tr.add_argument("--epochs", type=float, default=d["epochs"])
+    tr.add_argument("--max-steps", type=int, default=d["max_steps"])
+    tr.add_argument("--seq-len", type=int, default=d["seq_len"])
+    tr.add_argument("--seqs-per-step", type=int, default=d["seqs_per_step"])
+    tr.add_argument("--lr", type=float, default=d["lr"])
+    tr.add_argument("--rank", type=int, default=d["rank"], help="LoRA rank")
+    tr.add_argument("--seed", type=int, default=d["seed"])
+    tr.add_argument("--layout", choices=LAYOUTS, default=d["layout"])
     tr.add_argument("--compare-steps", type=int, default=0, metavar="N",
                     help="only time N steps padded and N steps packed on the same windows")
     tr.add_argument("--no-progress", action="store_true")

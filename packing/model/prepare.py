@@ -20,6 +20,7 @@ import onnx
 from .graphs import KINDS, WEIGHTS_FILES, build_graph
 from .manifest import CALIBRATION, MANIFEST, Manifest, sha256_file
 from .quantize import LAYOUT_TOLERANCES, TOLERANCES, check_precision, fp16_weights, int8_weights
+from .shapes import DEFAULT_SHAPES
 from .weights import load_source, save_tokenizer
 
 TOLERANCE = TOLERANCES["fp32"]
@@ -30,8 +31,9 @@ def _log(msg: str, quiet: bool) -> None:
         print(f"[prepare] {msg}", flush=True)
 
 
-def prepare(source: str, out: str | Path, seq_len: int = 256, batch_size: int = 16,
-            max_valid_num: int = 40, seed: int = 0, check: bool = True,
+def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
+            batch_size: int = DEFAULT_SHAPES.batch_size,
+            max_valid_num: int = DEFAULT_SHAPES.max_valid_num, seed: int = 0, check: bool = True,
             quiet: bool = False, precision: str = "fp32") -> Manifest:
     """Build and check a model folder at ``out`` from ``source`` in ``precision`` (fp32, int8
     or fp16); returns its manifest.

@@ -16,7 +16,7 @@ cheap to test exhaustively and safe to call from any runner.
 
 from .attention import ATTENTION_GROUPS, AttentionLayout, plan_attention
 from .collate import collate
-from .config import ALGORITHMS, MODES, PackingConfig
+from .config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES, PackingConfig
 from .heuristics import RowAllocator
 from .layouts import build_inputs, scatter_outputs, token_coordinates
 from .offline import (

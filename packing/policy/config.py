@@ -4,7 +4,9 @@
 runners. It describes the model's static shape (``batch_size`` rows of
 ``seq_len`` slots), how many sequences one batch may carry (``max_valid_num``,
 PopRT's name), which packing layout is used (``mode``) and which online row-placement heuristic
-(``algorithm``) places sequences into rows in attention-mask mode.
+(``algorithm``) places sequences into rows in attention-mask mode. Defaults: the shapes of
+:data:`packing.model.shapes.DEFAULT_SHAPES`, :data:`DEFAULT_MODE` and :data:`DEFAULT_ALGORITHM`,
+the one place each is written.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
+from ..model.shapes import DEFAULT_SHAPES
 from .attention import ATTENTION_GROUPS
 
 MODES: tuple[str, ...] = ("attention_mask", "unpack_repack")
 """Packing layouts: rows with a segment-id attention mask, or flat tokens."""
 
 DEFAULT_MODE = "unpack_repack"
+"""The layout used where none is named (the served app's, the CLIs', the runners')."""
 
 ALGORITHMS: tuple[str, ...] = ("first_fit", "next_fit", "best_fit")
 """Online row-placement heuristics for attention-mask mode."""
+
+DEFAULT_ALGORITHM = "first_fit"
+"""The row heuristic used where none is named."""
 
 
 def _is_int(value: object) -> bool:
@@ -36,9 +43,9 @@ class PackingConfig:
         batch_size: rows per batch (>= 1).
         max_valid_num: most sequences one batch may carry (>= 1).
         mode: ``"attention_mask"`` (sequences never cross a row) or
-            ``"unpack_repack"`` (tokens laid end to end).
+            ``"unpack_repack"`` (tokens laid end to end); default :data:`DEFAULT_MODE`.
         algorithm: row-placement heuristic for attention-mask mode, one of
-            :data:`ALGORITHMS`.
+            :data:`ALGORITHMS`; default :data:`DEFAULT_ALGORITHM`.
         max_tokens: optional budget of real tokens per batch; ``None`` means
             ``batch_size * seq_len``. Must lie in ``[seq_len, batch_size * seq_len]``.
         attention_groups: most attention width groups an unpack/repack plan may use
@@ -49,11 +56,11 @@ class PackingConfig:
         ValueError: on any invalid field, with the offending value in the message.
     """
 
-    seq_len: int = 256
-    batch_size: int = 16
-    max_valid_num: int = 40
-    mode: str = "attention_mask"
-    algorithm: str = "first_fit"
+    seq_len: int = DEFAULT_SHAPES.seq_len
+    batch_size: int = DEFAULT_SHAPES.batch_size
+    max_valid_num: int = DEFAULT_SHAPES.max_valid_num
+    mode: str = DEFAULT_MODE
+    algorithm: str = DEFAULT_ALGORITHM
     max_tokens: int | None = None
     attention_groups: int = ATTENTION_GROUPS
 

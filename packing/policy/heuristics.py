@@ -21,7 +21,7 @@ than numpy's per-call overhead. ``place`` is O(used_rows).
 
 from __future__ import annotations
 
-from .config import ALGORITHMS
+from .config import ALGORITHMS, DEFAULT_ALGORITHM
 
 
 class RowAllocator:
@@ -30,7 +30,8 @@ class RowAllocator:
     Args:
         n_rows: rows available (>= 1).
         row_len: slots per row (>= 1).
-        algorithm: one of ``"first_fit"``, ``"best_fit"``, ``"next_fit"``.
+        algorithm: one of ``"first_fit"``, ``"best_fit"``, ``"next_fit"``
+            (default :data:`~packing.policy.config.DEFAULT_ALGORITHM`).
 
     Raises:
         ValueError: on a bad argument.
@@ -38,7 +39,7 @@ class RowAllocator:
 
     __slots__ = ("n_rows", "row_len", "algorithm", "_free", "_used", "_find")
 
-    def __init__(self, n_rows: int, row_len: int, algorithm: str = "first_fit") -> None:
+    def __init__(self, n_rows: int, row_len: int, algorithm: str = DEFAULT_ALGORITHM) -> None:
         if int(n_rows) < 1:
             raise ValueError(f"n_rows must be >= 1, got {n_rows!r}")
         if int(row_len) < 1:

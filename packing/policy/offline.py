@@ -150,7 +150,8 @@ def plan_offline_attention_mask(
     order equals ``(row, start)`` order. Raises ``ValueError`` for a length
     outside ``[1, seq_len]`` or a bad size argument.
     """
-    cfg = PackingConfig(seq_len=seq_len, batch_size=batch_size, max_valid_num=max_valid_num)
+    cfg = PackingConfig(seq_len=seq_len, batch_size=batch_size, max_valid_num=max_valid_num,
+                        mode="attention_mask")
     lengths = validate_lengths(lengths, cfg.seq_len)
     ids = _ids(lengths, seq_ids)
     rows = pack_spfhp(lengths, cfg.seq_len, max_per_row=cfg.max_valid_num)

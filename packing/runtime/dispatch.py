@@ -39,11 +39,16 @@ from packing.policy.plans import Plan
 from .features import Features, SpanLogits
 from .outcomes import results_or_error
 
-__all__ = ["DISPATCH", "Dispatcher", "DispatchStats", "Execute", "Window", "admit_windows"]
+__all__ = ["DEFAULT_DISPATCH", "DISPATCH", "Dispatcher", "DispatchStats", "Execute", "Window",
+           "admit_windows"]
 
 DISPATCH: tuple[str, ...] = ("merge", "per_batch")
 """``merge``: pack everything waiting into the next plan; ``per_batch``: each admitted batch
 alone (a plain ``@serve.batch`` batch function; for comparison only)."""
+
+DEFAULT_DISPATCH = "merge"
+"""The dispatch used where none is named (the served Packer's and
+:class:`~packing.runtime.pack_runner.PackRunner`'s)."""
 
 Execute = Callable[[Plan, list[Features]], Awaitable[Sequence[SpanLogits]]]
 """``execute(plan, features) -> results``: run one plan; ``features[k]`` is the plan's k-th
@@ -129,7 +134,7 @@ class Dispatcher:
     """
 
     def __init__(self, config: PackingConfig, execute: Execute, slots: int = 1,
-                 dispatch: str = "merge",
+                 dispatch: str = DEFAULT_DISPATCH,
                  on_plan: Callable[[Plan, float, BaseException | None, list[float]], None]
                  | None = None, collate: Collate = collate) -> None:
         self._execute = execute
@@ -146,7 +151,7 @@ class Dispatcher:
         self.slots = 1
         self.set_slots(slots)
         self.config = config
-        self.dispatch = "merge"
+        self.dispatch = DEFAULT_DISPATCH
         self.set_dispatch(dispatch)
 
     # ------------------------------------------------------------------ knobs

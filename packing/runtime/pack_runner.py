@@ -15,20 +15,21 @@ import numpy as np
 from packing.model.manifest import Manifest
 from packing.policy import offline
 from packing.policy.attention import ATTENTION_GROUPS
-from packing.policy.config import PackingConfig
+from packing.policy.config import DEFAULT_ALGORITHM, DEFAULT_MODE, PackingConfig
 from packing.policy.plans import Plan
 
 from .admission import DEFAULT_ADMISSION, AdmissionConfig, CountAdmission
 from .backend import Backend
 from .base import _Runner
 from .calibrate import AUTO, Calibration, resolve_max_tokens
-from .dispatch import DISPATCH, Dispatcher, DispatchStats, admit_windows
+from .dispatch import DEFAULT_DISPATCH, DISPATCH, Dispatcher, DispatchStats, admit_windows
 from .executor import open_graph
 from .features import Features, SpanLogits
 
 
 class PackRunner(_Runner):
-    """Packed batches: ``mode`` is ``attention_mask`` or ``unpack_repack``.
+    """Packed batches: ``mode`` is ``attention_mask`` or ``unpack_repack`` (default
+    :data:`~packing.policy.config.DEFAULT_MODE`).
 
     Offline, :meth:`run` packs the whole dataset ahead of time (SPFHP histogram packing
     for attention_mask rows; end to end for unpack_repack). Online, :meth:`submit`
@@ -58,13 +59,13 @@ class PackRunner(_Runner):
     ``config.max_tokens`` the budget in force.
     """
 
-    def __init__(self, model_dir: str | Path, mode: str = "attention_mask",
-                 algorithm: str = "first_fit", max_valid_num: int | None = None,
+    def __init__(self, model_dir: str | Path, mode: str = DEFAULT_MODE,
+                 algorithm: str = DEFAULT_ALGORITHM, max_valid_num: int | None = None,
                  max_batch_size: int | None = DEFAULT_ADMISSION.max_batch_size,
                  batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
                  max_concurrent_batches: int | None = DEFAULT_ADMISSION.max_concurrent_batches,
                  max_tokens: int | str | None = "auto", max_inflight_batches: int = 2,
-                 attention_groups: int = ATTENTION_GROUPS, dispatch: str = "merge",
+                 attention_groups: int = ATTENTION_GROUPS, dispatch: str = DEFAULT_DISPATCH,
                  backend: str | Backend = "onnxruntime", **backend_options) -> None:
         manifest = Manifest.read(model_dir)
         auto = isinstance(max_tokens, str)

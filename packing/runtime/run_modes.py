@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from packing.policy.config import DEFAULT_ALGORITHM
+
 from .backend import backend_kwargs
 from .features import SpanLogits
 from .model_runner import ModelRunner
@@ -82,7 +84,7 @@ def runner_for(key: str, model_dir: str, settings: dict):
         return SortedPaddingServer(model_dir, settings["sdp_batch_size"],
                                    timeout_s=settings["batch_wait_timeout_s"], **opts)
     mode = "unpack_repack" if "unpack_repack" in key else "attention_mask"
-    algorithm = key.removeprefix("online_") if key.endswith("_fit") else "first_fit"
+    algorithm = key.removeprefix("online_") if key.endswith("_fit") else DEFAULT_ALGORITHM
     return PackRunner(model_dir, mode=mode, algorithm=algorithm,
                       batch_wait_timeout_s=settings["batch_wait_timeout_s"],
                       max_tokens=settings["max_tokens"],

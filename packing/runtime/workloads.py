@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.model.shapes import DEFAULT_SHAPES
 from packing.runtime.features import Features
 
 DEFAULT_SEED = 2022
 
 
-def seed_lengths(n: int, seq_len: int = 256, seed: int = DEFAULT_SEED) -> np.ndarray:
+def seed_lengths(n: int, seq_len: int = DEFAULT_SHAPES.seq_len,
+                 seed: int = DEFAULT_SEED) -> np.ndarray:
     """``n`` lengths from N(seq_len/2, seq_len/2), rounded and clipped to [1, seq_len]."""
     rng = np.random.default_rng(seed)
     half = seq_len / 2
@@ -30,7 +32,8 @@ def seed_lengths(n: int, seq_len: int = 256, seed: int = DEFAULT_SEED) -> np.nda
 SHORT_RANGE = (8, 64)  # tokens of the short-heavy mix, as search queries with a snippet are
 
 
-def short_lengths(n: int, seq_len: int = 256, seed: int = DEFAULT_SEED) -> np.ndarray:
+def short_lengths(n: int, seq_len: int = DEFAULT_SHAPES.seq_len,
+                  seed: int = DEFAULT_SEED) -> np.ndarray:
     """``n`` short-heavy lengths: log-normal with median 20 tokens, rounded and clipped to
     [8, 64] (and to ``seq_len``); about two thirds fall under 25 tokens."""
     rng = np.random.default_rng(seed)

@@ -7,8 +7,14 @@ import asyncio
 import time
 
 import pytest
+from factories import REPO
+
+from deployments.config import config_deployment_options
 
 pytestmark = pytest.mark.slow
+
+SLOTS = config_deployment_options(REPO / "configs" / "squad.yaml",
+                                  "PlanExecutor")["max_ongoing_requests"]  # per runner
 
 
 def test_runners_scale_up_under_load_and_back_down(tmp_path):
@@ -21,6 +27,7 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
 
     model_dir = tmp_path / "model"
     cfg = AppConfig(model_dir=str(model_dir), model_source="random:tiny", device="sim",
+                    prepare={"seq_len": 384},  # the shape this timeline was tuned at
                     sim={"profile": "slow"}, packing={"max_pending": 100_000})
     data = synthetic_features(seed_lengths(3000, 256, 1), 30522, seed=1)
     autoscaling = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1,
@@ -57,7 +64,7 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
     ray.init(include_dashboard=False, log_to_driver=False, namespace="autoscale-test")
     try:
         serve.start(proxy_location="Disabled")
-        app = build_graph(cfg, runner_options={"max_ongoing_requests": 2,
+        app = build_graph(cfg, runner_options={"max_ongoing_requests": SLOTS,
                                                "ray_actor_options": {"num_cpus": 0},
                                                "autoscaling_config": autoscaling})
         serve.run(app, name="autoscale", route_prefix=None)
@@ -67,4 +74,4 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
     replicas = [r for _, r, _ in seen]
     assert max(replicas) == 3, seen
     assert replicas[-1] == 1, seen
-    assert any(r == 3 and slots == 6 for _, r, slots in seen), seen  # slots followed
+    assert any(r == 3 and slots == 3 * SLOTS for _, r, slots in seen), seen  # slots followed

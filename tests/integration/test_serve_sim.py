@@ -6,11 +6,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from factories import REPO
 from serve_client import get_stats, make_qa, post, same_answer
+
+from deployments.config import config_deployment_options
 
 pytestmark = pytest.mark.integration
 
 SIM_APP, SIM_PREFIX, RUNNERS = "squad-sim-test", "/sim", 3
+SLOTS = config_deployment_options(REPO / "configs" / "sim.yaml",
+                                  "PlanExecutor")["max_ongoing_requests"]  # per runner
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,8 @@ def sim_app(serve_app):
     ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
              log_to_driver=False)
     try:
-        app = build_graph(cfg, runner_options={"num_replicas": RUNNERS, "max_ongoing_requests": 2,
+        app = build_graph(cfg, runner_options={"num_replicas": RUNNERS,
+                                               "max_ongoing_requests": SLOTS,
                                                "ray_actor_options": {"num_cpus": 0}})
         serve.run(app, name=SIM_APP, route_prefix=SIM_PREFIX)
         yield serve_app.url + SIM_PREFIX
@@ -62,7 +68,7 @@ def test_sim_app_gives_every_request_its_solo_answer_under_load(sim_app, serve_a
     crossed = [k for k, (g, w) in enumerate(zip(got, want)) if not same_answer(g, w)]
     assert not crossed, f"{len(crossed)} answers differ from their solo answers, first {crossed[:5]}"
     packer = get_stats(sim_app)["packer"]
-    assert packer["runner_replicas"] == RUNNERS and packer["dispatch_slots"] == 2 * RUNNERS
+    assert packer["runner_replicas"] == RUNNERS and packer["dispatch_slots"] == SLOTS * RUNNERS
     assert packer["failed_plans"] == 0 and packer["pending"] == 0
     assert packer["mean_sequences"] > 1  # requests shared batches
     # admission is @serve.batch with its knobs resolved (max_batch_size: one full plan), and

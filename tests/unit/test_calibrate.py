@@ -257,20 +257,22 @@ def test_a_pinned_budget_wins(model, no_measuring):
     runner = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast",
                         max_tokens=192)
     assert runner.config.max_tokens == 192 and runner.calibration is None
-    full = PackRunner(model, backend="sim", profile="fast", max_tokens=None)
+    full = PackRunner(model, mode="attention_mask", backend="sim", profile="fast",
+                      max_tokens=None)
     assert full.config.max_tokens is None and full.config.capacity_tokens == 256
     assert not (model / CACHE_FILE).exists()
     with pytest.raises(ValueError, match="300"):  # validated against the model's shape
-        PackRunner(model, backend="sim", profile="fast", max_tokens=300)
+        PackRunner(model, mode="attention_mask", backend="sim", profile="fast", max_tokens=300)
     with pytest.raises(ValueError, match="'big'"):
-        PackRunner(model, backend="sim", profile="fast", max_tokens="big")
+        PackRunner(model, mode="attention_mask", backend="sim", profile="fast", max_tokens="big")
     with pytest.raises(ValueError, match="dense"):  # bad knobs fail before any measuring
         PackRunner(model, mode="dense", backend="sim", profile="fast")
 
 
 def test_auto_falls_back_to_the_full_batch_where_nothing_can_be_measured(model, no_measuring):
     # An injected sleep: wall time means nothing, so nothing is measured or cached.
-    runner = PackRunner(model, backend="sim", profile="slow", sleep=lambda s: None)
+    runner = PackRunner(model, mode="attention_mask", backend="sim", profile="slow",
+                        sleep=lambda s: None)
     assert runner.config.max_tokens is None and runner.calibration is None
     with pytest.raises(NotCalibratable, match="sleep"):
         load_or_calibrate(model, "sim", {"profile": "slow", "sleep": print})

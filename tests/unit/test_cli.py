@@ -202,3 +202,23 @@ def test_eval_scores_every_mode_on_the_same_windows(tiny_model_dir, tmp_path, ca
         assert r["label"] in out
     # random weights, but every packed mode runs the windows the padded one runs
     assert all(r["differ_from_original"] == 0 and r["max_abs_diff"] <= 1e-4 for r in report[1:])
+
+
+def test_default_flags_are_the_code_defaults():
+    """Each default is written once: the flags take theirs from the code they configure."""
+    from packing.cli import build_parser
+    from packing.model.shapes import DEFAULT_SHAPES
+    from packing.policy.config import DEFAULT_MODE
+    from packing.train.loop import TrainConfig
+
+    parser = build_parser()
+    train = vars(parser.parse_args(["train", "--squad", "dev.json"]))
+    want = TrainConfig(squad_path="dev.json")
+    for flag in ("epochs", "max_steps", "seq_len", "seqs_per_step", "lr", "rank", "seed", "layout"):
+        assert train[flag] == getattr(want, flag), flag
+    for command in (["prepare", "--model", "random:tiny", "--out", "x"], ["efficiency"]):
+        got = vars(parser.parse_args(command))
+        assert (got["seq_len"], got["batch_size"], got["max_valid_num"]) == (
+            DEFAULT_SHAPES.seq_len, DEFAULT_SHAPES.batch_size, DEFAULT_SHAPES.max_valid_num)
+    batch = parser.parse_args(["batch", "--input", "a", "--output", "b", "--model-dir", "m"])
+    assert batch.mode == DEFAULT_MODE

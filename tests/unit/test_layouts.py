@@ -402,7 +402,8 @@ def test_round_trips_on_planner_output(seq_len, batch_size, max_valid_num, trail
 @pytest.mark.parametrize("algorithm", ["first_fit", "best_fit", "next_fit"])
 def test_online_attention_plans_give_block_diagonal_masks(algorithm):
     lengths = make_lengths(300, 64, seed=2)
-    p = OnlinePacker(PackingConfig(seq_len=64, batch_size=4, max_valid_num=12, algorithm=algorithm))
+    p = OnlinePacker(PackingConfig(seq_len=64, batch_size=4, max_valid_num=12, mode="attention_mask",
+                                   algorithm=algorithm))
     plans = [pl for i, n in enumerate(lengths.tolist()) for pl in p.add(i, n)] + [p.flush()]
     for plan in plans:
         ids, types = make_sequences(plan.lengths, seed=1)

@@ -8,15 +8,26 @@ import math
 import numpy as np
 import pytest
 
-from packing.policy import ALGORITHMS, MODES, PackingConfig
+from packing.model.shapes import DEFAULT_SHAPES
+from packing.policy import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES, PackingConfig
 
 
 def test_defaults_match_poprt_example():
     cfg = PackingConfig()
     assert (cfg.seq_len, cfg.batch_size, cfg.max_valid_num) == (256, 16, 40)
-    assert cfg.mode == "attention_mask" and cfg.algorithm == "first_fit"
+    # one default mode everywhere (issue 18): the served app's unpack_repack, no longer the
+    # attention_mask of PopRT's example
+    assert cfg.mode == "unpack_repack" and cfg.algorithm == "first_fit"
     assert cfg.max_tokens is None
     assert cfg.capacity_tokens == 16 * 256
+
+
+def test_defaults_are_the_constants():
+    cfg = PackingConfig()
+    assert (cfg.seq_len, cfg.batch_size, cfg.max_valid_num) == (
+        DEFAULT_SHAPES.seq_len, DEFAULT_SHAPES.batch_size, DEFAULT_SHAPES.max_valid_num)
+    assert (cfg.mode, cfg.algorithm) == (DEFAULT_MODE, DEFAULT_ALGORITHM)
+    assert DEFAULT_MODE in MODES and DEFAULT_ALGORITHM in ALGORITHMS
 
 
 def test_constants():

@@ -97,13 +97,15 @@ def test_online_packing_matches_solo(tiny_model_dir, requests, solo, mode, algor
 
 
 def test_online_timeout_sends_partial_batch(tiny_model_dir, requests, solo):
-    with PackRunner(tiny_model_dir, batch_wait_timeout_s=0.02, max_tokens=FULL) as runner:
+    with PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.02,
+                    max_tokens=FULL) as runner:
         result = runner.submit(requests[5]).result(timeout=10)  # alone: only the timeout sends it
     assert_close([result], [solo[5]])
 
 
 def test_close_runs_pending_requests(tiny_model_dir, requests, solo):
-    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_tokens=FULL)
+    runner = PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=60.0,
+                        max_tokens=FULL)
     futs = runner.submit_many(requests[:3])
     t0 = time.monotonic()
     runner.close()
@@ -127,7 +129,8 @@ BAD = [
 
 @pytest.mark.parametrize("bad,message", BAD)
 def test_bad_input_is_refused_and_runner_keeps_working(tiny_model_dir, requests, solo, bad, message):
-    with PackRunner(tiny_model_dir, batch_wait_timeout_s=0.01, max_tokens=FULL) as runner:
+    with PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.01,
+                    max_tokens=FULL) as runner:
         with pytest.raises(InvalidInput, match=message):
             runner.submit(bad)
         assert_close([runner.submit(requests[7]).result(timeout=10)], [solo[7]])
@@ -158,8 +161,8 @@ def test_failed_batch_fails_its_requests_only(tiny_model_dir, requests, solo):
     # The budget pinned to the full batch (4 rows of 64): any 3 of these requests fit in one,
     # so the 6 make two batches of max_valid_num=3, whatever the host's load; one slot: they
     # run in order, so the first is the backend's call 1 (with two, either could be).
-    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3,
-                        max_tokens=FULL, max_inflight_batches=1, backend=flaky)
+    runner = PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=60.0,
+                        max_valid_num=3, max_tokens=FULL, max_inflight_batches=1, backend=flaky)
     assert runner.backend is flaky
     futs = runner.submit_many(requests[:6])  # two full batches of 3
     for f in futs[:3]:
@@ -230,8 +233,8 @@ def test_a_loaded_backend_is_injected_as_it_is(tiny_model_dir, requests, solo):
     assert runner.calibration is None and runner.config.capacity_tokens == FULL
     assert_close(runner.run(requests[:5]), solo[:5])
     with pytest.raises(ValueError, match="intra_op_threads"):
-        PackRunner(tiny_model_dir, backend=loaded(tiny_model_dir, "attention_mask"),
-                   intra_op_threads=1)
+        PackRunner(tiny_model_dir, mode="attention_mask",
+                   backend=loaded(tiny_model_dir, "attention_mask"), intra_op_threads=1)
     original = loaded(tiny_model_dir, "original")
     assert ModelRunner(tiny_model_dir, batch_size=1, backend=original).backend is original
 
@@ -260,7 +263,8 @@ def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
         def describe(self):
             return "blocking"
 
-    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=0.0, max_valid_num=1, max_inflight_batches=1,
+    runner = PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.0,
+                        max_valid_num=1, max_inflight_batches=1,
                         max_tokens=FULL, backend=Blocking(loaded(tiny_model_dir, "attention_mask")))
     first = runner.submit(requests[0])  # sent at once, then blocks in the backend
     deadline = time.monotonic() + 10
@@ -284,8 +288,8 @@ def test_fault_file_fails_calls_while_it_exists(tiny_model_dir, requests, solo, 
 
     trigger = tmp_path / "fail-model-calls"
     fault = FaultInjectingBackend(loaded(tiny_model_dir, "attention_mask"), trigger)
-    runner = PackRunner(tiny_model_dir, batch_wait_timeout_s=60.0, max_valid_num=3,
-                        max_tokens=FULL, backend=fault)
+    runner = PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=60.0,
+                        max_valid_num=3, max_tokens=FULL, backend=fault)
     assert_close(runner.run(requests[:3]), solo[:3])
     trigger.touch()
     with pytest.raises(InjectedFault, match="fail-model-calls exists"):

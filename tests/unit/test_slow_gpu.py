@@ -39,6 +39,6 @@ def test_cuda_provider_matches_cpu(tmp_path):
     prepare("random:tiny", out, quiet=True)
     data = synthetic_features(seed_lengths(64), 30522)
     # the same pinned budget (the full batch) on both: the same plans, not two calibrations
-    cpu = PackRunner(out, device="cpu", max_tokens=None).run(data)
-    gpu = PackRunner(out, device="cuda", max_tokens=None).run(data)
+    cpu = PackRunner(out, mode="attention_mask", device="cpu", max_tokens=None).run(data)
+    gpu = PackRunner(out, mode="attention_mask", device="cuda", max_tokens=None).run(data)
     assert all(np.abs(a.start_logits - b.start_logits).max() <= 1e-3 for a, b in zip(cpu, gpu))
