@@ -19,6 +19,7 @@ from packing.model.shapes import DEFAULT_SHAPES
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES
 from packing.qa.requests import Limits
+from packing.qa.windows import DOC_STRIDE, MAX_ANSWER_TOKENS, MAX_QUERY_TOKENS
 from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig
 from packing.runtime.dispatch import DEFAULT_DISPATCH, DISPATCH
 
@@ -139,9 +140,11 @@ class AppConfig(BaseModel):
         PrepareShapes(), description="Shapes used only when `model_dir` must be prepared; "
                                      "afterwards every shape comes from its manifest.")
     doc_stride: int = Field(
-        128, ge=1, description="Tokens of overlap between the windows of a long context.")
-    max_query_tokens: int = Field(64, ge=1, description="Longest question, in tokens.")
-    max_answer_tokens: int = Field(30, ge=1, description="Longest answer span, in tokens.")
+        DOC_STRIDE, ge=1, description="Tokens of overlap between the windows of a long context.")
+    max_query_tokens: int = Field(MAX_QUERY_TOKENS, ge=1,
+                                  description="Longest question, in tokens.")
+    max_answer_tokens: int = Field(MAX_ANSWER_TOKENS, ge=1,
+                                   description="Longest answer span, in tokens.")
     device: Literal["auto", "cpu", "cuda", "sim"] = Field(
         "auto",
         description="Runner replicas' device: ONNX Runtime on `cpu`, `cuda` (onnxruntime-gpu) "

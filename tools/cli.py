@@ -17,6 +17,7 @@ from packing.cli.common import (backend_choice, backend_flags, positive_float, p
 from packing.cli.report import emit
 from packing.policy.config import DEFAULT_MODE, MODES
 from packing.runtime.dispatch import DISPATCH
+from packing.runtime.workloads import DEFAULT_SEED
 
 PROG = "python -m tools"
 
@@ -160,10 +161,17 @@ def _cluster_flags(p: argparse.ArgumentParser, samples: int) -> argparse.Argumen
     p.add_argument("--sim-profile", default="slow", help="sim device profile of the runners")
     p.add_argument("--sim-tokens-per-s", type=positive_float, default=None, metavar="N",
                    help="the sim device's speed instead of the profile's")
+    _workload_flags(p, samples)
+    p.add_argument("--json", help="write the report here")
+    return p
+
+
+def _workload_flags(p: argparse.ArgumentParser, samples: int) -> argparse.ArgumentParser:
+    """``--samples`` (windows to send, default ``samples``), ``--workload`` and ``--seed`` of
+    the drills that build their own request mix."""
     p.add_argument("--samples", type=positive_int, default=samples, help="windows to send")
     p.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
-    p.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
-    p.add_argument("--json", help="write the report here")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="workload RNG seed")
     return p
 
 
@@ -268,15 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "handles: throughput at several runner replica counts, and served "
                         "batch fill against the in-process PackRunner")
     _model_dir_flag(sc)
-    sc.add_argument("--samples", type=int, default=4000)
-    sc.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
+    _workload_flags(sc, 4000)
     sc.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     _sim_admission_flags(sc, "sim device profile (slow: 125 ms per full batch, so the front "
                          "end is not the bottleneck)")
     sc.add_argument("--mode", default=DEFAULT_MODE, choices=MODES)
     sc.add_argument("--outstanding", type=int, default=1024, help="windows kept in flight")
     sc.add_argument("--windows-per-call", type=int, default=32)
-    sc.add_argument("--seed", type=int, default=2022, help="workload RNG seed")
     report_flags(sc)
 
     pl = _command(
@@ -292,9 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "shows the error a placement mistake gives)")
     pl.add_argument("--runner-replicas", type=positive_int, default=None,
                     help="default: every unit declared")
-    pl.add_argument("--samples", type=positive_int, default=200)
-    pl.add_argument("--workload", default="seed", help="seed | short | squad:FILE | lengths:FILE")
-    pl.add_argument("--seed", type=int, default=2022)
+    _workload_flags(pl, 200)
     pl.add_argument("--timeout-s", type=positive_float, default=120.0,
                     help="give up (exit 3, with what each node has) if the app is not running by then")
     report_flags(pl)

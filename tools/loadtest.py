@@ -132,13 +132,14 @@ def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knob
     from packing.qa.requests import BadRequest
     from packing.runtime import PackRunner
     from packing.runtime.backend import backend_kwargs
+    from packing.runtime.dispatch import DEFAULT_DISPATCH
 
     qa = QAPipeline.from_model_dir(model_dir, answering)
     runner = PackRunner(model_dir, mode=knobs["mode"], algorithm=knobs["algorithm"],
                         max_batch_size=knobs.get("max_batch_size"),
                         batch_wait_timeout_s=knobs["batch_wait_timeout_s"],
                         max_concurrent_batches=knobs.get("max_concurrent_batches"),
-                        dispatch=knobs.get("dispatch", "merge"),
+                        dispatch=knobs.get("dispatch", DEFAULT_DISPATCH),
                         max_valid_num=knobs.get("max_valid_num"),
                         max_tokens=knobs.get("max_tokens"),
                         **backend_kwargs(backend, backend_options, threads))

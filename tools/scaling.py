@@ -49,14 +49,19 @@ class ScalingRow:
 CLOSED = ("full", "budget", "rest")  # why a plan closed (DispatchStats.<why>_plans)
 
 
-def _delta(after: dict, before: dict) -> dict:
+def counter_delta(after: dict, before: dict) -> dict:
+    """The packer counters (``/v1/stats``, or the in-process dispatcher's) that a run moved:
+    ``after - before`` for each counter a :class:`ScalingRow` is computed from."""
     keys = ("plans", "failed_plans", "sequences", "real_tokens", "token_slots",
             "admitted_batches", "admitted_windows", *(f"{k}_plans" for k in CLOSED))
     return {k: after[k] - before[k] for k in keys}
 
 
-def _row(name: str, replicas: int | None, slots: int, d: dict, seconds: float,
-         crossed: int) -> ScalingRow:
+def scaling_row(name: str, replicas: int | None, slots: int, d: dict, seconds: float,
+                crossed: int) -> ScalingRow:
+    """One table row from the counter deltas ``d`` (:func:`counter_delta`) of a run that
+    took ``seconds`` on ``slots`` dispatch slots; ``crossed``: answers not equal to the
+    reference's."""
     ok = d["plans"] - d["failed_plans"]
     return ScalingRow(
         name=name, replicas=replicas, dispatch_slots=slots, sequences=d["sequences"],
@@ -167,7 +172,8 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
         before = runner.dispatch_stats.as_dict()
         got, seconds = _drive_runner(runner, data, outstanding, progress)
         after = runner.dispatch_stats.as_dict()
-    rows.append(_row("in-process PackRunner", None, slots, _delta(after, before), seconds,
+    rows.append(scaling_row("in-process PackRunner", None, slots, counter_delta(after, before),
+                            seconds,
                      count_crossed(got, reference)))
     base = rows[0].sequences_per_s
     served1 = next((r for r in rows if r.replicas == 1), None)
@@ -203,7 +209,7 @@ async def _served_runs(cfg, replicas: Sequence[int], slots: int, data: Sequence[
         await asyncio.to_thread(serve.run, app, name=name, route_prefix=None)
         seen, d, seconds, got = await _measure_served(name, slots * n, data, per_call,
                                                       outstanding, warmup, progress)
-        rows.append(_row(f"served, {n} runner replica{'s' if n > 1 else ''}", n, seen, d,
+        rows.append(scaling_row(f"served, {n} runner replica{'s' if n > 1 else ''}", n, seen, d,
                          seconds, count_crossed(got, reference)))
         await asyncio.to_thread(serve.delete, name)
     await serve.shutdown_async()  # inside the loop its routers are bound to
@@ -229,7 +235,7 @@ async def _measure_served(app: str, want_slots: int, data: Sequence[Features], p
     before = await packer.stats.remote()
     got, seconds = await _drive_handle(packer, data, per_call, outstanding, progress)
     after = await packer.stats.remote()
-    return slots, _delta(after, before), seconds, got
+    return slots, counter_delta(after, before), seconds, got
 
 
 def format_report(report: dict) -> str:

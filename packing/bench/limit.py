@@ -61,11 +61,23 @@ def row_counts(cap: int) -> list[int]:
     return [r for r in ROWS if r <= cap] or [int(cap)]
 
 
+
+def _checked_model(graph):
+    """``graph`` as an opset-17 ONNX model (IR version 8, which every ORT build here reads),
+    checked by the ONNX checker."""
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="packed-bert-serve")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
 def int8_matmul_graph(hidden: int, intermediate: int, seed: int = 0):
     """ONNX model of the four int8 products: uint8 inputs ``x`` ``[1, rows, H]`` and ``g``
     ``[1, rows, I]`` (zero point 128) -> int32 ``x @ Wqkv``, ``x @ Wo``, ``x @ W1`` and
     ``g @ W2``, random int8 weights (``MatMulInteger``, as the int8 graphs' Linear layers)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -84,17 +96,12 @@ def int8_matmul_graph(hidden: int, intermediate: int, seed: int = 0):
         [helper.make_tensor_value_info(n, TensorProto.INT32, [1, "rows", d])
          for n, d in (("qkv", 3 * H), ("attn", H), ("ffn", I), ("out", H))],
         initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="packed-bert-serve")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _checked_model(graph)
 
 
 def matmul_graph(hidden: int, intermediate: int, seed: int = 0):
     """ONNX model: input ``x`` ``[1, rows, H]`` -> ``qkv = x @ Wqkv`` ``[1, rows, 3H]`` and
     ``out = ((x @ Wo) @ W1) @ W2`` ``[1, rows, H]``, random float32 weights."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -113,11 +120,7 @@ def matmul_graph(hidden: int, intermediate: int, seed: int = 0):
         [helper.make_tensor_value_info("qkv", TensorProto.FLOAT, [1, "rows", 3 * H]),
          helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "rows", H])],
         initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="packed-bert-serve")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _checked_model(graph)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..qa.requests import BadRequest
 from ..qa.squad_file import HELD_OUT_TITLES, Question, read_questions
-from ..qa.windows import make_windows_batch
+from ..qa.windows import DOC_STRIDE, make_windows_batch
 
 __all__ = ["HELD_OUT_TITLES", "Question", "read_questions", "TrainWindow", "label_window",
            "training_windows"]
@@ -47,7 +47,7 @@ def label_window(offsets: np.ndarray, context_mask: np.ndarray, char_start: int,
 
 
 def training_windows(tokenizer: Any, questions: Sequence[Question], seq_len: int,
-                     doc_stride: int = 128, chunk: int = 512) -> list[TrainWindow]:
+                     doc_stride: int = DOC_STRIDE, chunk: int = 512) -> list[TrainWindow]:
     """Every window of every question (the same windows serving makes, via
     :func:`make_windows_batch`), labelled with the first reference answer. Questions the
     tokenizer rejects (a question too long for a window) are skipped."""

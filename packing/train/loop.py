@@ -23,6 +23,7 @@ from ..model import builtin
 from ..policy.layouts import build_inputs
 from ..policy.offline import plan_offline_attention_mask, plan_padded
 from ..policy.plans import AttentionMaskPlan, PaddedPlan
+from ..qa.windows import DOC_STRIDE
 from .data import HELD_OUT_TITLES, TrainWindow, read_questions, training_windows
 
 LAYOUTS = ("packed", "padded")
@@ -34,7 +35,7 @@ class TrainConfig:
 
     squad_path: str  # SQuAD v1.1 dev json; the train split of packing.qa.squad_file is used
     seq_len: int = 384  # window length in tokens (question + context + specials)
-    doc_stride: int = 128  # context tokens shared by consecutive windows
+    doc_stride: int = DOC_STRIDE  # context tokens shared by consecutive windows (serving's)
     seqs_per_step: int = 16  # windows per optimizer step, both layouts
     epochs: float = 2.0  # passes over the training windows (fractions allowed)
     max_steps: int | None = None  # stop after this many steps (None: run all epochs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tools.scaling import _delta, _row, count_crossed, format_report
+from tools.scaling import count_crossed, counter_delta, format_report, scaling_row
 from packing.runtime.features import SpanLogits
 
 
@@ -21,7 +21,7 @@ def test_row_from_counter_deltas():
                       admitted_batches=10, admitted_windows=30)
     after = counters(plans=13, failed_plans=2, sequences=110, real_tokens=1100, token_slots=1400,
                      full_plans=5, budget_plans=6, admitted_batches=30, admitted_windows=110)
-    row = _row("served", 2, 4, _delta(after, before), 2.0, crossed=0)
+    row = scaling_row("served", 2, 4, counter_delta(after, before), 2.0, crossed=0)
     assert row.sequences == 80 and row.sequences_per_s == 40.0
     assert row.mean_sequences == 80 / 8  # failed plans carry no sequences
     assert row.fill == 800 / 1000 and row.batches == 10
@@ -36,13 +36,13 @@ def test_crossed_counts_any_difference():
 
 
 def test_report_table_and_ratios():
-    rows = [_row("served, 1 runner replica", 1, 2, counters(plans=4, sequences=40,
+    rows = [scaling_row("served, 1 runner replica", 1, 2, counters(plans=4, sequences=40,
                                                               real_tokens=400, token_slots=400),
                  1.0, 0),
-            _row("served, 4 runner replicas", 4, 8, counters(plans=4, sequences=40,
+            scaling_row("served, 4 runner replicas", 4, 8, counters(plans=4, sequences=40,
                                                                real_tokens=400, token_slots=400),
                  0.25, 0),
-            _row("in-process PackRunner", None, 2, counters(plans=5, sequences=40,
+            scaling_row("in-process PackRunner", None, 2, counters(plans=5, sequences=40,
                                                             real_tokens=400, token_slots=500),
                  1.0, 0)]
     from dataclasses import asdict
