@@ -180,7 +180,8 @@ class Dispatcher:
 
     @property
     def waiting(self) -> int:
-        """Admitted windows not yet in a started plan."""
+        """Admitted windows not yet in a started plan (a window whose caller went away counts
+        until the dispatch step reaches it and drops it)."""
         return len(self._waiting) + sum(len(m) for _, m, _ in self._ready)
 
     @property
@@ -279,17 +280,27 @@ class Dispatcher:
                 self._start(plan, members, why)
             elif live:  # re-packed without the windows whose callers left
                 self._ready.extendleft(reversed(self._pack(live)))
-        free = self.slots - self._inflight
-        if free <= 0 or not self._waiting:
-            return
-        live = [x for x in self._waiting if not x.window.future.done()]
-        self.stats.dropped += len(self._waiting) - len(live)
-        start = self._pack(live, max_plans=free)
-        # What the free slots cannot take waits, in arrival order, to be packed again (with
-        # whatever arrives meanwhile) when the next slot frees.
-        self._waiting = deque(live[sum(len(m) for _, m, _ in start):]) if start else deque()
-        for plan, members, why in start:
-            self._start(plan, members, why)
+        while self._waiting and self._inflight < self.slots:
+            free = self.slots - self._inflight
+            # The free slots take at most free x max_valid_num windows, and the next one
+            # decides where the last plan closes: pack that prefix of the arrival order, not
+            # everything waiting (collate's first plans depend on nothing after it), so a
+            # plan costs the dispatch step its own size however long the queue is.
+            need = free * self.config.max_valid_num + 1
+            live: list[_Waiting] = []
+            while self._waiting and len(live) < need:
+                x = self._waiting.popleft()
+                if x.window.future.done():  # its caller went away before it started
+                    self.stats.dropped += 1
+                else:
+                    live.append(x)
+            start = self._pack(live, max_plans=free)  # a failing collate failed ``live``
+            # What the free slots cannot take waits, in arrival order, to be packed again
+            # (with whatever arrives meanwhile) when the next slot frees.
+            self._waiting.extendleft(reversed(live[sum(len(m) for _, m, _ in start):])
+                                     if start else ())
+            for plan, members, why in start:
+                self._start(plan, members, why)
 
     def _start(self, plan: Plan, members: list[_Waiting], why: str) -> None:
         self._inflight += 1

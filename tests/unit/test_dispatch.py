@@ -230,6 +230,56 @@ def test_a_withdrawn_window_is_dropped_and_the_rest_repacked(dispatch):
     run(main())
 
 
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 64), min_size=1, max_size=80),
+       max_plans=st.integers(1, 4), mode=st.sampled_from(["unpack_repack", "attention_mask"]),
+       budget=st.sampled_from([None, 64, 100, 256]))
+def test_the_first_plans_depend_only_on_the_windows_they_can_hold(lengths, max_plans, mode,
+                                                                  budget):
+    """What lets the dispatch step pack only a prefix of a long queue: collate's first
+    ``max_plans`` plans are the same from ``max_plans x max_valid_num + 1`` windows as from
+    all of them (same members, same order)."""
+    cfg = config(mode=mode, max_tokens=budget)
+    need = max_plans * cfg.max_valid_num + 1
+    full = collate(lengths, cfg, max_plans)
+    part = collate(lengths[:need], cfg, max_plans)
+    assert [list(p.seq_ids) for p in part] == [list(p.seq_ids) for p in full]
+
+
+def test_a_long_queue_is_packed_a_plan_at_a_time_not_all_at_once():
+    async def main():
+        seen = []
+
+        def recording(lengths, cfg, max_plans=None):
+            seen.append(len(lengths))
+            return collate(lengths, cfg, max_plans)
+
+        hold = asyncio.Event()
+        rec = Recorder(hold=hold)
+        d = Dispatcher(config(), rec, slots=1, collate=recording)
+        first = asyncio.ensure_future(d.run_batch(make_windows([5])))
+        await settle()
+        later = [asyncio.ensure_future(d.run_batch(make_windows([5, 6, 7, 8], tag0=10 * k)))
+                 for k in range(1, 26)]  # 100 windows wait behind the busy slot
+        await settle()
+        assert d.waiting == 100 and seen == [1]
+        hold.set()
+        outs = [await first] + [await t for t in later]
+        # every pump packed at most one plan's worth (+1) of the queue, never all of it
+        assert max(seen[1:]) <= config().max_valid_num + 1 and len(seen) > 10
+        assert [tag(o) for batch in outs for o in batch] == \
+            [1] + [10 * k + j for k in range(1, 26) for j in range(1, 5)]
+        # the plans are those of collating the whole queue one plan at a time
+        lengths = [5, 6, 7, 8] * 25
+        want, i = [], 0
+        while i < len(lengths):
+            (p,) = collate(lengths[i:], config(), 1)
+            want.append(p.n_seqs)
+            i += p.n_seqs
+        assert rec.sizes() == [1] + want
+    run(main())
+
+
 def test_a_failing_collate_fails_the_windows_it_packed_and_dispatch_goes_on():
     async def main():
         calls = []
