@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "handles: throughput at several runner replica counts, and served "
                         "batch fill against the in-process PackRunner")
     _model_dir_flag(sc)
-    _workload_flags(sc, 4000)
+    _workload_flags(sc, 12000)
     sc.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
     _sim_admission_flags(sc, "sim device profile (slow: 125 ms per full batch, so the front "
                          "end is not the bottleneck)")
