@@ -123,13 +123,13 @@ class Ingress:
         from transformers import AutoTokenizer
 
         self.packer = packer
-        seq_len = Manifest.read(model_dir).seq_len  # the one source of the window size
+        # seq_len: the manifest is the one source of the window size; echoed by /v1/stats
+        self.answering = {**answering, "seq_len": Manifest.read(model_dir).seq_len}
         self.qa = QAPipeline(AutoTokenizer.from_pretrained(model_dir),
-                             QASettings.from_mapping({**answering, "seq_len": seq_len}))
+                             QASettings.from_mapping(self.answering))
         self.model_name = model_name
         self.limits = limits
         use_limits(limits)
-        self.answering = {**answering, "seq_len": seq_len}  # echoed by /v1/stats
         self.deadline_s = answering["request_timeout_s"]
         self.max_inflight = answering["max_inflight_requests"]
         # A body of max_batch_items questions must fit one tokenizer batch.

@@ -37,6 +37,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tok(tmp_path_factory):
+    """The bert-base-uncased fast tokenizer the package ships (no network), loaded from a
+    folder as a model folder's would be."""
+    from transformers import AutoTokenizer
+
+    from packing.model.weights import save_tokenizer
+
+    folder = tmp_path_factory.mktemp("tok")
+    save_tokenizer(folder, None)
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+@pytest.fixture(scope="session")
 def squad_path() -> Path:
     """The shared SQuAD v1.1 dev file; tests that need it skip where it is absent."""
     if not SQUAD.exists():

@@ -57,7 +57,7 @@ class QASettings:
     def from_mapping(cls, values: Mapping[str, Any]) -> "QASettings":
         """The settings named in ``values`` (e.g. a running app's ``/v1/stats`` ``answering``
         block); other keys are ignored, missing ones take their defaults; ``seq_len`` is
-        required (KeyError otherwise)."""
+        required (TypeError otherwise)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from factories import make_squad_file
 
 from packing.runtime.run_modes import BENCH_MODES
 from packing.runtime.workloads import load_workload, seed_lengths, squad_features
@@ -174,27 +175,13 @@ def test_open_loop_driver_keeps_arrivals_and_counts_waiting():
         drive(1, 1, call, rate=0.0)
 
 
-def write_squad(path, paragraphs) -> None:
-    """A SQuAD v1.1 file of one article: ``paragraphs`` are (context, [(question, answer)])."""
-    data = [{"title": "Test", "paragraphs": [
-        {"context": c, "qas": [{"id": f"q{i}-{k}", "question": q,
-                                "answers": [{"text": a, "answer_start": c.index(a)}]}
-                               for k, (q, a) in enumerate(qas)]}
-        for i, (c, qas) in enumerate(paragraphs)]}]
-    path.write_text(json.dumps({"version": "1.1", "data": data}))
-
-
 def test_eval_scores_every_mode_on_the_same_windows(tiny_model_dir, tmp_path, capsys):
-    squad, js = tmp_path / "squad.json", tmp_path / "eval.json"
-    long = " ".join(f"word{i} and more" for i in range(40))  # several windows at seq 64
-    write_squad(squad, [("Alice went home after the long day.", [("who went home?", "Alice"),
-                                                                 ("where?", "home")]),
-                        (long, [("which word?", "word7")])])
+    squad, js = make_squad_file(tmp_path), tmp_path / "eval.json"  # a long context among them
     modes = ["original", "offline_unpack_repack", "online_first_fit"]
     assert main(["eval", "--model-dir", str(tiny_model_dir), "--squad", str(squad),
                  "--split", "all", "--modes", *modes, "--json", str(js), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("3 questions (all split of ") and f"wrote {js}" in out
+    assert out.startswith("4 questions (all split of ") and f"wrote {js}" in out
     report = json.loads(js.read_text())
     assert [r["key"] for r in report] == modes
     for r in report:

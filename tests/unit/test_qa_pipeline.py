@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,17 +15,6 @@ from packing.qa.windows import make_windows_batch
 
 SEQ = 48
 LONG = " ".join(f"w{i}" for i in range(60))  # two tokens per word: several windows at SEQ
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    from packing.model.weights import save_tokenizer
-
-    folder = Path(tmp_path_factory.mktemp("tok"))
-    save_tokenizer(folder, None)
-    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def fake_model(features):

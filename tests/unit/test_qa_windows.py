@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,17 +11,6 @@ from packing.qa import MIN_CONTEXT_TOKENS, Answer, BadRequest, Window, best_answ
 SEQ = 48
 QUESTION = "what is it?"  # 4 tokens: [CLS] + 4 + [SEP] ... [SEP] leaves 41 context tokens
 CAPACITY = SEQ - 3 - 4
-
-
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    from packing.model.weights import save_tokenizer
-
-    folder = Path(tmp_path_factory.mktemp("tok"))
-    save_tokenizer(folder, None)
-    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def long_context(n: int = 60) -> str:
@@ -39,6 +27,13 @@ def token_span(w: Window, start_char: int, end_char: int) -> tuple[int, int]:
     inside = pos[(w.offsets[pos, 0] >= start_char) & (w.offsets[pos, 1] <= end_char)]
     assert inside.size, (start_char, end_char)
     return int(inside[0]), int(inside[-1])
+
+
+def one_window(tok, context: str):
+    """The single window of ``QUESTION`` over a short ``context``, and zero start / end logits
+    for it (the test then raises the ones it needs)."""
+    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    return w, np.zeros(len(w)), np.zeros(len(w))
 
 
 def peaked_logits(windows, spans: dict[int, tuple[int, int]], high: float = 10.0):
@@ -179,10 +174,8 @@ def test_tie_goes_to_lowest_window(tok):
 
 def test_tie_within_window_lowest_start(tok):
     context = "red blue green"
-    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    w, s, e = one_window(tok, context)
     pos = ctx_positions(w)
-    s = np.zeros(len(w))
-    e = np.zeros(len(w))
     s[pos] = 1.0
     e[pos] = 1.0  # every valid pair scores 2.0
     ans = best_answer([w], [s], [e], context)
@@ -191,10 +184,8 @@ def test_tie_within_window_lowest_start(tok):
 
 def test_max_answer_tokens(tok):
     context = "one two three four five six seven eight"
-    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    w, s, e = one_window(tok, context)
     pos = ctx_positions(w)
-    s = np.zeros(len(w))
-    e = np.zeros(len(w))
     s[pos[1]] = 5.0  # "two"
     e[pos[6]] = 5.0  # "seven": a 6-token span
     assert best_answer([w], [s], [e], context).text == "two three four five six seven"
@@ -207,9 +198,7 @@ def test_max_answer_tokens(tok):
 
 def test_non_context_tokens_ignored(tok):
     context = "Alice went home."
-    (w,) = make_windows(tok, QUESTION, context, SEQ)
-    s = np.zeros(len(w))
-    e = np.zeros(len(w))
+    w, s, e = one_window(tok, context)
     s[~w.context_mask] = 100.0  # [CLS], question and [SEP]
     e[~w.context_mask] = 100.0
     pos = ctx_positions(w)
@@ -221,10 +210,8 @@ def test_non_context_tokens_ignored(tok):
 
 def test_fallback_when_top_k_has_no_valid_pair(tok):
     context = "one two three four"
-    (w,) = make_windows(tok, QUESTION, context, SEQ)
+    w, s, e = one_window(tok, context)
     pos = ctx_positions(w)
-    s = np.zeros(len(w))
-    e = np.zeros(len(w))
     s[pos[3]] = 9.0  # best start after best end
     e[pos[0]] = 8.0
     ans = best_answer([w], [s], [e], context, top_k=1)
