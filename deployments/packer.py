@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -63,24 +64,33 @@ class Packer:
     windows of a request body, in order, in one call."""
 
     def __init__(self, runner: DeploymentHandle, model_dir: str,
-                 runner_poll_s: float = 1.0, calibrated_max_tokens: int | None = None) -> None:
+                 runner_poll_s: float = 1.0, calibrated_max_tokens: int | None = None,
+                 runner_idle_poll_s: float = 5.0) -> None:
         """``calibrated_max_tokens``: the budget the ``max_tokens: auto`` knob stands for,
         calibrated once by :func:`deployments.app.build_graph` for the runners' device (so
-        replicas never measure); None means the full batch, ``batch_size x seq_len``."""
+        replicas never measure); None means the full batch, ``batch_size x seq_len``.
+
+        Runner replicas are re-read from Serve every ``runner_poll_s`` seconds while the
+        dispatch slots have been the limit (windows waited with every slot busy) since the
+        last read, else every ``runner_idle_poll_s`` seconds (each read of ``serve.status()``
+        costs this replica, the controller and the GCS tens of milliseconds of CPU)."""
         self.runner = runner
         self.manifest = Manifest.read(model_dir)  # the one source of every shape
         self.calibrated_max_tokens = calibrated_max_tokens
         self.metrics = PackerMetrics()
         self.runner_poll_s = runner_poll_s
+        self.runner_idle_poll_s = max(runner_idle_poll_s, runner_poll_s)
         self.runner_replicas = 1  # last count read from Serve
         self.runner_slots: int | None = None  # max_ongoing_requests of a runner replica, once read
         self.pending = 0  # windows submitted and not yet answered
         self.pending_tokens = 0  # their real tokens
+        self.calls = 0  # handle calls admitted (each with >= 1 window)
         self._watcher: asyncio.Task | None = None
         try:  # outside a replica there are no runner replicas to follow
             self._app: str | None = serve.get_replica_context().app_name
         except Exception:  # noqa: BLE001
             self._app = None
+        self.follow_runners = self._app is not None  # keep the slots at the runners' count
         knobs = PackingKnobs()
         self.dispatcher = Dispatcher(self._config(knobs), self._execute, slots=1,
                                      on_plan=self._observe)
@@ -172,6 +182,7 @@ class Packer:
             raise Overloaded(f"packer holds {self.pending} windows; {k} more would pass "
                              f"max_pending={self.knobs.max_pending}")
         self._watch()
+        self.calls += 1
         self.pending += k
         self.pending_tokens += tokens
         try:
@@ -205,33 +216,54 @@ class Packer:
 
     # ------------------------------------------------------------ dispatch slots
     def _watch(self) -> None:
-        if self._app is None:
+        if not self.follow_runners:
             return
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._follow_runners())
 
     async def _follow_runners(self) -> None:
-        """Keep the dispatch slots at running runner replicas x their slots."""
-        app, name = self._app, self.runner.deployment_name
+        """Keep the dispatch slots at running runner replicas x their slots. Serve's status is
+        read every ``runner_poll_s`` while it matters (the slots were full since the last
+        read, so more replicas would take work at once, or the last read found the replicas
+        changing or none running), else every ``runner_idle_poll_s``."""
+        clock = asyncio.get_running_loop().time
+        last_read, full_at_read, settled = -math.inf, 0, False
         while True:
-            try:
-                n = await asyncio.to_thread(running_replicas, app, name)
-                # Slots are per deployment config: read again only when the replicas change.
-                if self.runner_slots is None or (n and n != self.runner_replicas):
-                    self.runner_slots = max(1, int(await self.runner.slots.remote()))
-                if n:  # 0 while replicas restart: keep the last count, calls queue in Serve
-                    self.runner_replicas = n
-                self.dispatcher.set_slots(self.runner_replicas * self.runner_slots)
-            except Exception as exc:  # noqa: BLE001 - keep serving with the last known slots
-                log.warning("packer: could not read runner replicas: %s", exc)
+            full = self.dispatcher.stats.slots_full
+            quiet = settled and full == full_at_read
+            if clock() - last_read >= (self.runner_idle_poll_s if quiet else self.runner_poll_s):
+                last_read, full_at_read = clock(), full
+                settled = await self._read_runners()
             await asyncio.sleep(self.runner_poll_s)
+
+    async def read_runner_replicas(self) -> int | None:
+        """Running PlanExecutor replicas of this app now, from ``serve.status()`` (read in a
+        thread: it builds the whole Serve status); None when unknown."""
+        return await asyncio.to_thread(running_replicas, self._app, self.runner.deployment_name)
+
+    async def _read_runners(self) -> bool:
+        """Read the running runner replicas once and set the dispatch slots; True when the
+        count was read and unchanged."""
+        try:
+            n = await self.read_runner_replicas()
+            changed = bool(n) and n != self.runner_replicas
+            # Slots are per deployment config: read again only when the replicas change.
+            if self.runner_slots is None or changed:
+                self.runner_slots = max(1, int(await self.runner.slots.remote()))
+            if n:  # 0 while replicas restart: keep the last count, calls queue in Serve
+                self.runner_replicas = n
+            self.dispatcher.set_slots(self.runner_replicas * self.runner_slots)
+            return bool(n) and not changed
+        except Exception as exc:  # noqa: BLE001 - keep serving with the last known slots
+            log.warning("packer: could not read runner replicas: %s", exc)
+            return False
 
     async def stats(self) -> dict:
         """Cumulative counters, dispatch slots and the current knobs (``GET /v1/stats``)."""
         self._watch()
         d = self.dispatcher
         s = d.stats.as_dict()
-        s.update(batches=s["plans"], pending=self.pending, waiting=d.waiting,
+        s.update(batches=s["plans"], calls=self.calls, pending=self.pending, waiting=d.waiting,
                  inflight=d.inflight, demand_plans=self.demand_plans(), dispatch_slots=d.slots,
                  runner_replicas=self.runner_replicas, runner_slots=self.runner_slots,
                  knobs=self.knobs.model_dump(), token_budget=d.config.capacity_tokens,

@@ -85,6 +85,7 @@ class DispatchStats:
     rest_plans: int = 0  # plans holding the rest of what was waiting
     merged_plans: int = 0  # plans holding windows of more than one admitted batch
     max_inflight_seen: int = 0  # most plans that ran at once
+    slots_full: int = 0  # dispatch steps that left admitted windows waiting with every slot busy
 
     @property
     def mean_sequences(self) -> float:
@@ -301,6 +302,8 @@ class Dispatcher:
                                      if start else ())
             for plan, members, why in start:
                 self._start(plan, members, why)
+        if (self._waiting or self._ready) and self._inflight >= self.slots:
+            self.stats.slots_full += 1
 
     def _start(self, plan: Plan, members: list[_Waiting], why: str) -> None:
         self._inflight += 1

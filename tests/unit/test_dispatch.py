@@ -135,6 +135,23 @@ def test_batches_admitted_while_every_slot_is_busy_leave_as_one_plan():
     run(main())
 
 
+def test_slots_full_counts_only_dispatch_steps_that_leave_windows_waiting():
+    async def main():
+        hold = asyncio.Event()
+        rec = Recorder(hold=hold)
+        d = Dispatcher(config(), rec, slots=2)
+        first = [asyncio.ensure_future(d.run_batch(make_windows([5], tag0=k))) for k in (0, 1)]
+        await settle()
+        assert d.inflight == 2 and d.waiting == 0 and d.stats.slots_full == 0  # busy, none waits
+        later = asyncio.ensure_future(d.run_batch(make_windows([5], tag0=2)))
+        await settle()
+        assert d.waiting == 1 and d.stats.slots_full == 1
+        hold.set()
+        await asyncio.gather(*first, later)
+        assert d.stats.slots_full == 1  # the freed slot took it: nothing else waited
+    run(main())
+
+
 def test_per_batch_dispatch_packs_each_admitted_batch_alone():
     async def main():
         hold = asyncio.Event()

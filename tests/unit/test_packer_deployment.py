@@ -253,3 +253,79 @@ def test_reconfigure_changes_admission_live(run, tiny_model_dir, requests):
     with pytest.raises(ValueError, match="batch_wait_timeout_s"):
         packer.reconfigure({"batch_wait_timeout_s": -1})
     assert packer.admission["max_batch_size"] == 3  # a refused change keeps what was in force
+
+
+class CountedRunners(LocalPacker):
+    """A LocalPacker that follows scripted runner replicas: ``script(t)`` is the count at
+    loop time ``t``; ``reads`` keeps the loop time of every read of it."""
+
+    def __init__(self, runner, model_dir, script):
+        super().__init__(runner, model_dir)
+        self.script, self.reads = script, []
+        self.follow_runners = True
+
+    async def read_runner_replicas(self):
+        t = asyncio.get_running_loop().time()
+        self.reads.append(t)
+        return self.script(t)
+
+
+class SlotsOf(FakeRunnerHandle):
+    """The stand-in runner handle with ``slots.remote()`` (each replica's plans at once)."""
+
+    deployment_name = "PlanExecutor"
+
+    def __init__(self, model_dir, slots_per_replica: int, delay_s: float = 0.0):
+        super().__init__(model_dir, delay_s=delay_s)
+        per_replica = slots_per_replica
+
+        class _Slots:
+            @staticmethod
+            async def remote():
+                return per_replica
+
+        self.slots = _Slots
+
+
+def test_runner_replicas_are_read_rarely_while_the_slots_are_not_the_limit(run, tiny_model_dir):
+    """Reading Serve's status is costly: with the slots never full it happens every
+    runner_idle_poll_s, and a change of the replica count is still followed."""
+    packer = CountedRunners(SlotsOf(tiny_model_dir, 2), str(tiny_model_dir),
+                            lambda t: 2 if t < 30 else 3)
+
+    async def scenario():
+        await packer.stats()  # starts following the runners
+        await asyncio.sleep(29.5)
+        at_29 = await packer.stats()
+        await asyncio.sleep(30)
+        return at_29, await packer.stats()
+
+    at_29, at_60 = run(scenario())
+    assert (at_29["runner_replicas"], at_29["dispatch_slots"]) == (2, 4)
+    assert (at_60["runner_replicas"], at_60["dispatch_slots"]) == (3, 6)
+    before_change = [t for t in packer.reads if t < 30]
+    # t = 0 (1 -> 2: changed), 1 (settled), then every 5 s: 6, 11, 16, 21, 26
+    assert len(before_change) == 7, packer.reads
+    first_after = min(t for t in packer.reads if t >= 30)
+    assert first_after <= 30 + packer.runner_idle_poll_s
+
+
+def test_runner_replicas_are_read_every_poll_while_the_slots_are_full(run, tiny_model_dir,
+                                                                     requests):
+    """Windows waiting with every slot busy: more runner replicas would take work at once,
+    so the packer reads the count every runner_poll_s and uses new replicas within it."""
+    runner = SlotsOf(tiny_model_dir, 1, delay_s=1.0)
+    packer = CountedRunners(runner, str(tiny_model_dir), lambda t: 1 if t < 5 else 4)
+    packer.reconfigure(PackingKnobs(max_valid_num=1, batch_wait_timeout_s=0.0).model_dump())
+
+    async def scenario():
+        await packer.stats()
+        results = await asyncio.gather(*(packer(r) for r in requests[:30]))
+        return results, await packer.stats()
+
+    results, stats = run(scenario())
+    assert len(results) == 30 and stats["dispatch_slots"] == 4
+    early = [t for t in packer.reads if t < 5]
+    assert len(early) >= 4, packer.reads  # t = 0, 1, 2, 3, 4: the slots were full each second
+    assert any(5 <= t <= 6 for t in packer.reads), packer.reads
+    assert stats["slots_full"] > 0
