@@ -14,6 +14,7 @@ naming the cause for the server's; no stack trace ever reaches a response.
 
 
 import asyncio
+import os
 import time
 
 from fastapi import FastAPI, Request
@@ -122,6 +123,10 @@ class Ingress:
                  limits: Limits, answering: dict) -> None:
         from transformers import AutoTokenizer
 
+        # Batches here are a few bodies: the fast tokenizer's worker threads would add CPU
+        # (spinning between batches) and no speed; replicas are the parallelism. A value
+        # set in the replica's environment wins.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.packer = packer
         # seq_len: the manifest is the one source of the window size; echoed by /v1/stats
         self.answering = {**answering, "seq_len": Manifest.read(model_dir).seq_len}

@@ -99,8 +99,9 @@ def make_windows_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len
                        doc_stride: int = DOC_STRIDE, max_query_tokens: int = MAX_QUERY_TOKENS
                        ) -> list[list[Window] | BadRequest]:
     """:func:`make_windows` for many ``(question, context)`` pairs with the fast tokenizer's
-    batch calls (one for the questions, one per distinct stride for the pairs; with default
-    limits every pair has the same stride).
+    batch calls: one for all the pairs when every question that fits gets the same stride
+    (always with the default limits), else one for the questions and one per distinct stride
+    for the pairs.
 
     Returns, per pair and in order, its windows or the :class:`BadRequest` that
     :func:`make_windows` would raise for it; one bad pair does not affect the others. The
@@ -119,32 +120,68 @@ def make_windows_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len
     if not pairs:
         return []
     fit = min(max_query_tokens, room)
+    if doc_stride < seq_len - specials - fit:
+        # Every question that fits gets this same stride: encode the pairs in one call and
+        # count each question's tokens from it, instead of encoding the questions first.
+        enc = _encode_pairs(tokenizer, pairs, seq_len, doc_stride)
+        if enc is not None:  # None: the tokenizer refused a pair (a question far too long)
+            mapping = enc["overflow_to_sample_mapping"]
+            for i, sample in enumerate(mapping):
+                if i == 0 or mapping[i - 1] != sample:  # the pair's first window
+                    results[sample] = _question_error(enc.sequence_ids(i).count(0), fit)
+            _collect(enc, list(range(len(pairs))), results, seq_len)
+            return results  # type: ignore[return-value]
     q_ids = tokenizer([q for q, _ in pairs], add_special_tokens=False)["input_ids"]
     by_stride: dict[int, list[int]] = {}
     for k, ids in enumerate(q_ids):
-        n_question = len(ids)
-        if n_question > fit:
-            results[k] = BadRequest(f"question is {n_question} tokens; at most {fit} fit")
-        elif n_question == 0:
-            results[k] = BadRequest("question has no tokens (only characters the tokenizer ignores)")
-        else:
-            capacity = seq_len - specials - n_question  # context tokens per window
+        results[k] = _question_error(len(ids), fit)
+        if results[k] is None:
+            capacity = seq_len - specials - len(ids)  # context tokens per window
             by_stride.setdefault(min(doc_stride, capacity - 1), []).append(k)
     for stride, members in by_stride.items():
-        enc = tokenizer([pairs[k][0] for k in members], [pairs[k][1] for k in members],
-                        truncation="only_second", max_length=seq_len, stride=stride,
-                        return_overflowing_tokens=True, return_offsets_mapping=True)
-        for i, sample in enumerate(enc["overflow_to_sample_mapping"]):
-            k = members[sample]
-            if isinstance(results[k], BadRequest):
-                continue
-            window = _window(enc, i, seq_len, 0 if results[k] is None else len(results[k]))
-            if window is None:
-                results[k] = BadRequest("context has no tokens (only characters the tokenizer "
-                                        "ignores)")
-            else:
-                results[k] = (results[k] or []) + [window]
+        enc = _encode_pairs(tokenizer, [pairs[k] for k in members], seq_len, stride,
+                            refuse=False)
+        _collect(enc, members, results, seq_len)
     return results  # type: ignore[return-value]
+
+
+def _question_error(n_question: int, fit: int) -> BadRequest | None:
+    """Why a question of ``n_question`` tokens gets no windows, or None when it fits."""
+    if n_question > fit:
+        return BadRequest(f"question is {n_question} tokens; at most {fit} fit")
+    if n_question == 0:
+        return BadRequest("question has no tokens (only characters the tokenizer ignores)")
+    return None
+
+
+def _encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len: int,
+                  stride: int, refuse: bool = True) -> Any:
+    """One batch encoding of ``pairs`` into windows (context truncated with overlap
+    ``stride``, offsets kept); with ``refuse``, None where the tokenizer raises (it does when
+    a question leaves no room for the context), else its error propagates."""
+    try:
+        return tokenizer([q for q, _ in pairs], [c for _, c in pairs],
+                         truncation="only_second", max_length=seq_len, stride=stride,
+                         return_overflowing_tokens=True, return_offsets_mapping=True)
+    except Exception:  # noqa: BLE001 - the caller encodes the questions first instead
+        if not refuse:
+            raise
+        return None
+
+
+def _collect(enc: Any, members: Sequence[int], results: list, seq_len: int) -> None:
+    """Add the windows of batch encoding ``enc`` (of the pairs ``members``, in order) to
+    ``results``, skipping pairs that already hold a BadRequest."""
+    for i, sample in enumerate(enc["overflow_to_sample_mapping"]):
+        k = members[sample]
+        if isinstance(results[k], BadRequest):
+            continue
+        window = _window(enc, i, seq_len, 0 if results[k] is None else len(results[k]))
+        if window is None:
+            results[k] = BadRequest("context has no tokens (only characters the tokenizer "
+                                    "ignores)")
+        else:
+            results[k] = (results[k] or []) + [window]
 
 
 def _window(enc: Any, i: int, seq_len: int, index: int) -> Window | None:

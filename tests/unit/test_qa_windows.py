@@ -293,3 +293,50 @@ def test_answers_for_splits_flat_outputs_per_question(tok):
     assert got[2] == want
     with pytest.raises(ValueError, match="outputs for"):
         answers_for([w1, w2], outputs[:-1], [c1, c2])
+
+
+def reference_windows(tok, question: str, context: str, seq_len: int, doc_stride: int,
+                      max_query_tokens: int):
+    """Windows of one pair straight from the tokenizer, the stride from the question's own
+    token count (the two-call rule), or the BadRequest text: an independent reference."""
+    n = len(tok(question, add_special_tokens=False)["input_ids"])
+    fit = min(max_query_tokens, seq_len - 3 - MIN_CONTEXT_TOKENS)
+    if n > fit:
+        return f"question is {n} tokens; at most {fit} fit"
+    if n == 0:
+        return "question has no tokens (only characters the tokenizer ignores)"
+    enc = tok(question, context, truncation="only_second", max_length=seq_len,
+              stride=min(doc_stride, seq_len - 3 - n - 1), return_overflowing_tokens=True,
+              return_offsets_mapping=True)
+    out = []
+    for i in range(len(enc["input_ids"])):
+        mask = np.array([s == 1 for s in enc.sequence_ids(i)])
+        offsets = np.where(mask[:, None], np.asarray(enc["offset_mapping"][i]), -1)
+        out.append((np.asarray(enc["input_ids"][i]), mask, offsets))
+    return out if all(m.any() for _, m, _ in out) else "context has no tokens"
+
+
+@pytest.mark.parametrize("doc_stride,max_query_tokens", [(5, 10), (12, 29), (30, 30)])
+def test_batch_windows_equal_the_tokenizer_pair_by_pair(tok, doc_stride, max_query_tokens):
+    """Whichever way the batch is encoded (one call for all pairs when every question that
+    fits shares the stride, as with (5, 10) and (12, 29); questions first otherwise), each
+    pair gets the windows the tokenizer gives it alone, or its own error, also next to a
+    question so long that the tokenizer refuses the whole one-call batch."""
+    from packing.qa.windows import make_windows_batch
+
+    pairs = [(QUESTION, long_context(60)), (" ".join(["why"] * 11), long_context(30)),
+             (" ".join(["why"] * 60), "short"), (QUESTION, "tiny context"),
+             ("\u200b", "zero-width question"), (QUESTION, "\u200b"),
+             (" ".join(["who"] * 9), long_context(45)), ("where?", long_context(90))]
+    for batch in (pairs, [p for k, p in enumerate(pairs) if k != 2]):  # with and without
+        got = make_windows_batch(tok, batch, SEQ, doc_stride, max_query_tokens)
+        for (q, c), out in zip(batch, got):
+            want = reference_windows(tok, q, c, SEQ, doc_stride, max_query_tokens)
+            if isinstance(want, str):
+                assert isinstance(out, BadRequest) and str(out).startswith(want), (q, out)
+                continue
+            assert [w.window_index for w in out] == list(range(len(want))), q
+            for w, (ids, mask, offsets) in zip(out, want):
+                np.testing.assert_array_equal(w.input_ids, ids)
+                np.testing.assert_array_equal(w.context_mask, mask)
+                np.testing.assert_array_equal(w.offsets, offsets)
