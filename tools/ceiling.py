@@ -178,6 +178,37 @@ def floor_config(kind: str, port: int, max_ongoing_requests: int | None = None) 
             "applications": [app]}
 
 
+FLOOR_ROUTE = {"echo": "/echo", "chain": "/chain"}  # route prefixes when co-hosted
+
+
+def cohosted_config(app_cfg: dict | None, apps: Sequence[str], port: int,
+                    floor_max_ongoing: int | None = None, repo: Path = REPO) -> dict:
+    """One Serve config (a dict) running every app of ``apps`` at once on ``port``: the floor
+    apps under :data:`FLOOR_ROUTE`'s prefixes, the real app (``app_cfg``, its model folder
+    made absolute) at its own. Raises ValueError when ``app`` is asked for without a config."""
+    if "app" in apps:
+        if app_cfg is None:
+            raise ValueError("the real app needs its config")
+        out = rewrite_app_config(app_cfg, port, repo)
+    else:
+        out = {"proxy_location": "EveryNode",
+               "http_options": {"host": "127.0.0.1", "port": port}, "applications": []}
+    for name in ("echo", "chain"):
+        if name in apps:
+            floor = floor_config(name, port, floor_max_ongoing)["applications"][0]
+            out["applications"].append({**floor, "route_prefix": FLOOR_ROUTE[name]})
+    return out
+
+
+def app_routes(cfg: dict, apps: Sequence[str]) -> dict[str, str]:
+    """Each of ``apps``' route prefix in a :func:`cohosted_config` (``""`` for ``/``)."""
+    prefixes = {a["name"]: (a.get("route_prefix") or "/").rstrip("/")
+                for a in cfg["applications"]}
+    real = next((a["name"] for a in cfg["applications"]
+                 if a["name"] not in ("floor-echo", "floor-chain")), None)
+    return {name: prefixes[real if name == "app" else f"floor-{name}"] for name in apps}
+
+
 def rewrite_app_config(cfg: dict, port: int, repo: Path = REPO) -> dict:
     """A copy of Serve config ``cfg`` listening on ``port`` with every relative ``model_dir``
     made absolute against ``repo`` (the input is not changed)."""
@@ -504,6 +535,7 @@ class Row:
     client_cpu_ms_per_q: float | None
     warmup_s: float
     ratio_to_chain: float | None = None
+    round: int | None = None  # co-hosted runs: the round it was measured in (1-based)
 
 
 def make_row(app: str, body: str, items: int, m: Measurement) -> Row:
@@ -524,12 +556,46 @@ def make_row(app: str, body: str, items: int, m: Measurement) -> Row:
 
 
 def add_ratios(rows: Sequence[Row]) -> None:
-    """Set each row's ``ratio_to_chain``: its requests/s over the chain row's (None without a
-    chain row or when the chain answered nothing)."""
-    chain = next((r for r in rows if r.app == "chain"), None)
-    base = chain.requests_per_s if chain else 0.0
+    """Set each row's ``ratio_to_chain``: its requests/s over the chain row's of the same round
+    (None without such a chain row or when the chain answered nothing)."""
+    base = {r.round: r.requests_per_s for r in rows if r.app == "chain"}
     for r in rows:
-        r.ratio_to_chain = r.requests_per_s / base if base > 0 else None
+        chain = base.get(r.round, 0.0)
+        r.ratio_to_chain = r.requests_per_s / chain if chain > 0 else None
+
+
+def round_summary(rows: Sequence[Row]) -> list[dict]:
+    """Per (app, body) over the rounds of a co-hosted run: the median, lowest and highest
+    ratio to the chain, and for list bodies the median of their questions/s over the same
+    round's single-question app rate (``list_over_single``). Rows need their ratios
+    (:func:`add_ratios`); rows without a round are ignored."""
+    single = {r.round: r.questions_per_s for r in rows if r.app == "app" and r.body == "single"}
+    out = []
+    for app, body in dict.fromkeys((r.app, r.body) for r in rows if r.round is not None):
+        mine = [r for r in rows if (r.app, r.body) == (app, body) and r.round is not None]
+        ratios = [r.ratio_to_chain for r in mine if r.ratio_to_chain is not None]
+        over = [r.questions_per_s / single[r.round] for r in mine
+                if body != "single" and single.get(r.round)]
+        out.append({"app": app, "body": body, "rounds": len(mine),
+                    "median_ratio_to_chain": float(np.median(ratios)) if ratios else None,
+                    "min_ratio_to_chain": min(ratios) if ratios else None,
+                    "max_ratio_to_chain": max(ratios) if ratios else None,
+                    "median_list_over_single": float(np.median(over)) if over else None})
+    return out
+
+
+def format_summary(summary: Sequence[dict]) -> str:
+    """The round summary as a Markdown table."""
+    lines = ["| app | body | rounds | vs chain: median (min - max) | list over single: median |",
+             "|---|---|---:|---:|---:|"]
+    for x in summary:
+        ratio = ("-" if x["median_ratio_to_chain"] is None else
+                 f"{x['median_ratio_to_chain']:.2f}x ({x['min_ratio_to_chain']:.2f}x - "
+                 f"{x['max_ratio_to_chain']:.2f}x)")
+        over = _fmt(x["median_list_over_single"], ".1f") + ("x" if x["median_list_over_single"]
+                                                             is not None else "")
+        lines.append(f"| {x['app']} | {x['body']} | {x['rounds']} | {ratio} | {over} |")
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -539,15 +605,18 @@ def _fmt(value: float | None, spec: str) -> str:
 TABLE_HEAD = ("| app | body | requests/s | questions/s | vs chain | p50 ms | p99 ms "
               "| server CPU ms/q | client CPU ms/q | non-200 |\n"
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+ROUND_HEAD = ("| round " + TABLE_HEAD.split("\n")[0] + "\n|---:" + TABLE_HEAD.split("\n")[1])
 
 
 def format_table(rows: Sequence[Row]) -> str:
     """A Markdown table, one line per row (ratios as set by :func:`add_ratios`)."""
-    lines = [TABLE_HEAD]
+    rounds = any(r.round is not None for r in rows)
+    lines = [ROUND_HEAD if rounds else TABLE_HEAD]
     for r in rows:
         ratio = "-" if r.ratio_to_chain is None else f"{r.ratio_to_chain:.2f}x"
         non200 = str(r.non_200) + (f" ({_status_text(r.statuses)})" if r.non_200 else "")
-        lines.append(f"| {r.app} | {r.body} | {r.requests_per_s:.1f} | {r.questions_per_s:.1f} "
+        lead = f"| {r.round} " if rounds else ""
+        lines.append(f"{lead}| {r.app} | {r.body} | {r.requests_per_s:.1f} | {r.questions_per_s:.1f} "
                      f"| {ratio} | {_fmt(r.p50_ms, '.0f')} | {_fmt(r.p99_ms, '.0f')} "
                      f"| {_fmt(r.server_cpu_ms_per_q, '.2f')} "
                      f"| {_fmt(r.client_cpu_ms_per_q, '.2f')} | {non200} |")
@@ -574,6 +643,7 @@ class Settings:
     grace_s: float = 20.0
     progress: bool = True
     floor_max_ongoing: int | None = None  # echo/chain max_ongoing_requests (None: Serve default)
+    rounds: int = 0  # 0: each app in its own serve run; N: all in one, measured in N rounds
 
 
 def format_header(s: Settings, workload: str) -> str:
@@ -581,7 +651,9 @@ def format_header(s: Settings, workload: str) -> str:
     phase = f"{s.requests} requests" if s.requests is not None else f"{s.duration_s:g} s"
     env = " ".join(f"{k}={v}" for k, v in s.env.items()) or "(none)"
     floor = "default" if s.floor_max_ongoing is None else s.floor_max_ongoing
-    return (f"ceiling: apps {','.join(s.apps)}; config {_rel(s.config)}; concurrency "
+    hosting = (f"co-hosted in one serve run, {s.rounds} interleaved rounds" if s.rounds
+               else "one serve run per app")
+    return (f"ceiling: apps {','.join(s.apps)} ({hosting}); config {_rel(s.config)}; concurrency "
             f"{s.concurrency}; warm-up {s.warmup_s:g} s + measured {phase}; list size "
             f"{s.list_size}; floor max_ongoing_requests {floor}; {workload}; env {env}; "
             f"{os.cpu_count()} CPUs")
@@ -641,9 +713,47 @@ def _measure_app(name: str, cfg: dict, settings: Settings, work: Path,
     return rows
 
 
+def _measure_rounds(app_cfg: dict | None, settings: Settings, work: Path,
+                    kinds: Callable[[str], list[tuple[str, int, list[bytes]]]],
+                    echo: Callable[[str], None]) -> list[Row]:
+    """Start every app in one ``serve run`` and measure them in ``settings.rounds`` rounds,
+    the apps in order in odd rounds and in reverse in even ones (drift over a round weighs on
+    both ends alike); stop it."""
+    port = free_port()
+    cfg = cohosted_config(app_cfg, settings.apps, port, settings.floor_max_ongoing)
+    cfg_path = work / "cohosted.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = ServeRun(cfg_path, work / "cohosted.log", serve_env(settings.env))
+    base = f"http://127.0.0.1:{port}"
+    order = [name for name in APPS if name in settings.apps]
+    urls = {name: base + prefix for name, prefix in app_routes(cfg, order).items()}
+    rows: list[Row] = []
+    run.start()
+    try:
+        for name in order:
+            waited = run.wait_healthy(urls[name], settings.health_timeout_s)
+            echo(f"[{name}] healthy at {urls[name]} after {waited:.0f} s (log {run.log_path})")
+        for r in range(1, settings.rounds + 1):
+            for name in (order if r % 2 else order[::-1]):
+                for body_kind, items, payloads in kinds(name):
+                    m = asyncio.run(closed_loop(
+                        urls[name], payloads, settings.concurrency, settings.warmup_s,
+                        settings.duration_s, settings.requests, lambda: tree_cpu(run.pid),
+                        settings.progress, f"round {r} {name} {body_kind}"))
+                    rows.append(make_row(name, body_kind, items, m))
+                    rows[-1].round = r
+                    echo(f"[round {r} {name} {body_kind}] {m.ok} answered in {m.seconds:.1f} s")
+    finally:
+        run.stop(settings.grace_s)
+    rows.sort(key=lambda x: (x.round, order.index(x.app)))
+    return rows
+
+
 def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict:
-    """Run every app of ``settings.apps`` in turn (echo, chain, app) and return the JSON-able
-    report (``header``, ``settings``, ``rows``, ``table``). Raises AppNotHealthy (with the log
+    """Run every app of ``settings.apps`` in turn (echo, chain, app), each in its own ``serve
+    run``, or with ``settings.rounds`` all in one, measured in that many interleaved rounds;
+    return the JSON-able report (``header``, ``settings``, ``rows``, ``table``, and with
+    rounds ``summary``: :func:`round_summary`). Raises AppNotHealthy (with the log
     tail, the app's name, the rows measured before it and the kept log folder) when an app does
     not come up; raises FileNotFoundError when ``app`` is asked for and the config is missing."""
     app_cfg = None
@@ -659,12 +769,21 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
               encode_bodies(pool, settings.list_size))
     rows: list[Row] = []
     work = Path(tempfile.mkdtemp(prefix="ceiling-"))
-    for name in APPS:
+
+    def kinds(name: str) -> list:
+        return [single, listed] if name == "app" else [single]
+
+    if settings.rounds:
+        try:
+            rows = _measure_rounds(app_cfg, settings, work, kinds, echo)
+        except AppNotHealthy as exc:
+            exc.app, exc.rows, exc.log_dir = "co-hosted apps", [], str(work)
+            raise
+    for name in APPS if not settings.rounds else ():
         if name not in settings.apps:
             continue
-        kinds = [single, listed] if name == "app" else [single]
         try:
-            rows += _measure_app(name, app_cfg, settings, work, kinds, echo)
+            rows += _measure_app(name, app_cfg, settings, work, kinds(name), echo)
         except AppNotHealthy as exc:
             add_ratios(rows)
             exc.app, exc.rows, exc.log_dir = name, rows, str(work)
@@ -672,5 +791,9 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
     shutil.rmtree(work, ignore_errors=True)
     add_ratios(rows)
     table = format_table(rows)
-    return {"header": header, "settings": {**asdict(settings), "config": str(settings.config)},
-            "rows": [asdict(r) for r in rows], "table": table}
+    report = {"header": header, "settings": {**asdict(settings), "config": str(settings.config)},
+              "rows": [asdict(r) for r in rows], "table": table}
+    if settings.rounds:
+        report["summary"] = round_summary(rows)
+        report["table"] = table + "\n\n" + format_summary(report["summary"])
+    return report

@@ -56,7 +56,8 @@ def _ceiling(args: argparse.Namespace) -> int:
                         duration_s=None if args.requests else args.duration_s,
                         requests=args.requests, warmup_s=args.warmup_s, list_size=args.list_size,
                         env=parse_env(args.env), health_timeout_s=args.health_timeout_s,
-                        progress=not args.no_progress, floor_max_ongoing=args.floor_max_ongoing)
+                        progress=not args.no_progress, floor_max_ongoing=args.floor_max_ongoing,
+                        rounds=args.rounds or 0)
     try:
         report = run_ceiling(settings)
     except AppNotHealthy as exc:
@@ -255,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="max_ongoing_requests of the echo/chain deployments (default 1024, "
                     "as the app's Ingress; Serve's own default of 5 starves them at 64 "
                     "connections)")
+    ce.add_argument("--rounds", type=positive_int, default=None, metavar="N",
+                    help="run every app at once in one `serve run` and measure them in N "
+                    "interleaved rounds (ratios within each round, and their median): on a "
+                    "host whose speed drifts, apps measured minutes apart are not comparable")
     report_flags(ce)
 
     ov = _command(

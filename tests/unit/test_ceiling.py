@@ -243,6 +243,54 @@ def test_format_table():
     assert "| - | - | - | - |" in ce.format_table([none])
 
 
+def test_cohosted_config_serves_every_app_under_its_own_prefix(tmp_path):
+    cfg = ce.cohosted_config(TEST_CFG, ("echo", "chain", "app"), 23000, 1024, repo=tmp_path)
+    assert cfg["http_options"]["port"] == 23000
+    names = [a["name"] for a in cfg["applications"]]
+    assert names == ["squad-test", "floor-echo", "floor-chain"]
+    assert cfg["applications"][0]["args"]["model_dir"] == str(tmp_path / "models/random-tiny-test")
+    assert cfg["applications"][2]["args"] == {"max_ongoing_requests": 1024}
+    assert ce.app_routes(cfg, ("echo", "chain", "app")) == {"echo": "/echo", "chain": "/chain",
+                                                             "app": ""}
+    floors = ce.cohosted_config(None, ("chain",), 23001)
+    assert [a["route_prefix"] for a in floors["applications"]] == ["/chain"]
+    with pytest.raises(ValueError, match="needs its config"):
+        ce.cohosted_config(None, ("app",), 23002)
+
+
+def _round(r, rows):
+    for row in rows:
+        row.round = r
+    return rows
+
+
+def test_ratios_and_summary_within_each_round():
+    rows = (_round(1, [ce.make_row("chain", "single", 1, _m(1000)),
+                       ce.make_row("app", "single", 1, _m(1200)),
+                       ce.make_row("app", "list32", 32, _m(120))])
+            + _round(2, [ce.make_row("chain", "single", 1, _m(500)),
+                         ce.make_row("app", "single", 1, _m(450)),
+                         ce.make_row("app", "list32", 32, _m(50))])
+            + _round(3, [ce.make_row("chain", "single", 1, _m(800)),
+                         ce.make_row("app", "single", 1, _m(1000)),
+                         ce.make_row("app", "list32", 32, _m(100))]))
+    ce.add_ratios(rows)  # against the chain of the same round, not the first chain row
+    assert [r.ratio_to_chain for r in rows if r.body == "single"] == pytest.approx(
+        [1.0, 1.2, 1.0, 0.9, 1.0, 1.25])
+    by = {(x["app"], x["body"]): x for x in ce.round_summary(rows)}
+    app = by[("app", "single")]
+    assert app["rounds"] == 3 and app["median_ratio_to_chain"] == pytest.approx(1.2)
+    assert (app["min_ratio_to_chain"], app["max_ratio_to_chain"]) == pytest.approx((0.9, 1.25))
+    # list questions/s over the same round's single-question rate: 3.2, 3.56, 3.2
+    assert by[("app", "list32")]["median_list_over_single"] == pytest.approx(3.2)
+    assert by[("chain", "single")]["median_list_over_single"] is None
+    table = ce.format_table(rows).splitlines()
+    assert table[0].startswith("| round | app | body |") and table[2].startswith("| 1 | chain |")
+    summary = ce.format_summary(ce.round_summary(rows)).splitlines()
+    assert "| app | single | 3 | 1.20x (0.90x - 1.25x) | - |" in summary
+    assert "| app | list32 | 3 | 0.12x (0.10x - 0.12x) | 3.2x |" in summary
+
+
 def test_format_header_names_the_settings():
     s = ce.Settings(apps=("echo", "app"), config=ce.REPO / "configs/test.yaml", concurrency=8,
                     duration_s=None, requests=500, env={"A": "1"})
@@ -259,6 +307,7 @@ def test_cli_defaults():
     assert a.apps == ["echo", "chain", "app"] and a.config == "configs/sim.yaml"
     assert (a.concurrency, a.duration_s, a.requests, a.list_size) == (64, 20.0, None, 32)
     assert a.env == [] and a.json is None and a.floor_max_ongoing == 1024
+    assert a.rounds is None
     assert a.func.__name__ == "_ceiling"
 
 
@@ -266,14 +315,16 @@ def test_cli_options():
     a = build_parser().parse_args(
         ["ceiling", "--apps", "echo", "app", "--config", "configs/test.yaml", "--duration-s", "5",
          "--concurrency", "8", "--list-size", "4", "--env", "A=1", "--env", "B=2",
-         "--requests", "100", "--json", "out.json", "--no-progress", "--floor-max-ongoing", "64"])
+         "--requests", "100", "--json", "out.json", "--no-progress", "--floor-max-ongoing", "64",
+         "--rounds", "3"])
     assert a.apps == ["echo", "app"] and a.duration_s == 5 and a.concurrency == 8
     assert a.env == ["A=1", "B=2"] and a.requests == 100 and a.no_progress
-    assert a.floor_max_ongoing == 64
+    assert a.floor_max_ongoing == 64 and a.rounds == 3
 
 
 @pytest.mark.parametrize("argv", [["--apps", "nope"], ["--concurrency", "0"],
-                                  ["--duration-s", "0"], ["--list-size", "-1"]])
+                                  ["--duration-s", "0"], ["--list-size", "-1"],
+                                  ["--rounds", "0"]])
 def test_cli_rejects_bad_values(argv, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["ceiling", *argv])
