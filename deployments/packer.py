@@ -15,8 +15,9 @@ they wait together for the next free slot and leave as one full plan (``docs/ser
 the overload run, with and without it).
 
 Dispatch slots follow the runners: running PlanExecutor replicas x their
-``max_ongoing_requests``, re-read from Serve every ``runner_poll_s`` seconds, so autoscaling
-the runners scales the packer's output with them.
+``max_ongoing_requests``, re-read from Serve every ``runner_poll_s`` seconds while the slots
+are the limit (every ``runner_idle_poll_s`` otherwise), so autoscaling the runners scales the
+packer's output with them.
 """
 
 from __future__ import annotations
