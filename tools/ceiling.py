@@ -201,12 +201,12 @@ def cohosted_config(app_cfg: dict | None, apps: Sequence[str], port: int,
 
 
 def app_routes(cfg: dict, apps: Sequence[str]) -> dict[str, str]:
-    """Each of ``apps``' route prefix in a :func:`cohosted_config` (``""`` for ``/``)."""
-    prefixes = {a["name"]: (a.get("route_prefix") or "/").rstrip("/")
-                for a in cfg["applications"]}
-    real = next((a["name"] for a in cfg["applications"]
-                 if a["name"] not in ("floor-echo", "floor-chain")), None)
-    return {name: prefixes[real if name == "app" else f"floor-{name}"] for name in apps}
+    """Each of ``apps``' route prefix in a :func:`cohosted_config` (``""`` for ``/``): the
+    floor apps' from :data:`FLOOR_ROUTE`, the real app's from its application, the first."""
+    routes = dict(FLOOR_ROUTE)
+    if "app" in apps:
+        routes["app"] = cfg["applications"][0].get("route_prefix") or "/"
+    return {name: routes[name].rstrip("/") for name in apps}
 
 
 def rewrite_app_config(cfg: dict, port: int, repo: Path = REPO) -> dict:
@@ -685,6 +685,20 @@ def _bodies_for(settings: Settings, app_cfg: dict | None) -> tuple[list[dict], s
     return pool, f"{len(pool)} questions of {lo}-{hi} tokens ({kind}, seed {POOL_SEED})"
 
 
+def _measure(run: ServeRun, url: str, name: str, body_kind: str, items: int,
+             payloads: list[bytes], settings: Settings, label: str,
+             echo: Callable[[str], None]) -> Row:
+    """One measured phase of app ``name`` at ``url`` with ``payloads`` (``items`` questions
+    each), the server CPU read from ``run``'s process tree."""
+    m = asyncio.run(closed_loop(
+        url, payloads, settings.concurrency, settings.warmup_s, settings.duration_s,
+        settings.requests, lambda: tree_cpu(run.pid), settings.progress,
+        f"{label} {body_kind}"))
+    echo(f"[{label} {body_kind}] {m.ok} answered in {m.seconds:.1f} s "
+         f"(warm-up {m.warmup_s:.1f} s), {len(server_pids(run.pid))} server processes")
+    return make_row(name, body_kind, items, m)
+
+
 def _measure_app(name: str, cfg: dict, settings: Settings, work: Path,
                  bodies: list[tuple[str, int, list[bytes]]], echo: Callable[[str], None]) -> list[Row]:
     """Start one app, measure each body kind against it, stop it."""
@@ -701,13 +715,8 @@ def _measure_app(name: str, cfg: dict, settings: Settings, work: Path,
         waited = run.wait_healthy(url, settings.health_timeout_s)
         echo(f"[{name}] healthy on :{port} after {waited:.0f} s (log {run.log_path})")
         for body_kind, items, payloads in bodies:
-            m = asyncio.run(closed_loop(
-                url, payloads, settings.concurrency, settings.warmup_s, settings.duration_s,
-                settings.requests, lambda: tree_cpu(run.pid), settings.progress,
-                f"{name} {body_kind}"))
-            rows.append(make_row(name, body_kind, items, m))
-            echo(f"[{name} {body_kind}] {m.ok} answered in {m.seconds:.1f} s "
-                 f"(warm-up {m.warmup_s:.1f} s), {len(server_pids(run.pid))} server processes")
+            rows.append(_measure(run, url, name, body_kind, items, payloads, settings,
+                                 name, echo))
     finally:
         run.stop(settings.grace_s)
     return rows
@@ -736,13 +745,9 @@ def _measure_rounds(app_cfg: dict | None, settings: Settings, work: Path,
         for r in range(1, settings.rounds + 1):
             for name in (order if r % 2 else order[::-1]):
                 for body_kind, items, payloads in kinds(name):
-                    m = asyncio.run(closed_loop(
-                        urls[name], payloads, settings.concurrency, settings.warmup_s,
-                        settings.duration_s, settings.requests, lambda: tree_cpu(run.pid),
-                        settings.progress, f"round {r} {name} {body_kind}"))
-                    rows.append(make_row(name, body_kind, items, m))
+                    rows.append(_measure(run, urls[name], name, body_kind, items, payloads,
+                                         settings, f"round {r} {name}", echo))
                     rows[-1].round = r
-                    echo(f"[round {r} {name} {body_kind}] {m.ok} answered in {m.seconds:.1f} s")
     finally:
         run.stop(settings.grace_s)
     rows.sort(key=lambda x: (x.round, order.index(x.app)))
@@ -779,15 +784,14 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
         except AppNotHealthy as exc:
             exc.app, exc.rows, exc.log_dir = "co-hosted apps", [], str(work)
             raise
-    for name in APPS if not settings.rounds else ():
-        if name not in settings.apps:
-            continue
-        try:
-            rows += _measure_app(name, app_cfg, settings, work, kinds(name), echo)
-        except AppNotHealthy as exc:
-            add_ratios(rows)
-            exc.app, exc.rows, exc.log_dir = name, rows, str(work)
-            raise
+    else:
+        for name in (n for n in APPS if n in settings.apps):
+            try:
+                rows += _measure_app(name, app_cfg, settings, work, kinds(name), echo)
+            except AppNotHealthy as exc:
+                add_ratios(rows)
+                exc.app, exc.rows, exc.log_dir = name, rows, str(work)
+                raise
     shutil.rmtree(work, ignore_errors=True)
     add_ratios(rows)
     table = format_table(rows)
