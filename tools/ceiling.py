@@ -9,6 +9,13 @@ loopback port, a private local Ray cluster):
 * ``app``   — the real application from ``--config``, once with single-question bodies and once
   with list bodies of ``--list-size`` questions.
 
+With ``--rounds N`` the whole sequence runs N times, the order reversed in every other round,
+each app in a fresh ``serve run`` each time, and the report adds per-round ratios and their
+median: the host's speed drifts over minutes, so one pass ranks apps by when they ran as much as
+by what they cost. With ``--cohosted`` every app runs in one ``serve run`` instead, measured in
+the same interleaved rounds (cheaper, but each app's background work is then paid during every
+app's phase).
+
 Every app gets the same bodies from a closed-loop asyncio + aiohttp client in this process
 (``--concurrency`` connections, a warm-up, then a measured phase). Server CPU is the
 utime + stime of every process of the ``serve run`` process tree (plus any process left in its
@@ -535,7 +542,7 @@ class Row:
     client_cpu_ms_per_q: float | None
     warmup_s: float
     ratio_to_chain: float | None = None
-    round: int | None = None  # co-hosted runs: the round it was measured in (1-based)
+    round: int | None = None  # runs by round: the round it was measured in (1-based)
 
 
 def make_row(app: str, body: str, items: int, m: Measurement) -> Row:
@@ -565,7 +572,7 @@ def add_ratios(rows: Sequence[Row]) -> None:
 
 
 def round_summary(rows: Sequence[Row]) -> list[dict]:
-    """Per (app, body) over the rounds of a co-hosted run: the median, lowest and highest
+    """Per (app, body) over the rounds of a run: the median, lowest and highest
     ratio to the chain, and for list bodies the median of their questions/s over the same
     round's single-question app rate (``list_over_single``). Rows need their ratios
     (:func:`add_ratios`); rows without a round are ignored."""
@@ -643,7 +650,17 @@ class Settings:
     grace_s: float = 20.0
     progress: bool = True
     floor_max_ongoing: int | None = None  # echo/chain max_ongoing_requests (None: Serve default)
-    rounds: int = 0  # 0: each app in its own serve run; N: all in one, measured in N rounds
+    rounds: int = 1  # times every app is measured, the order reversed in every other round
+    cohosted: bool = False  # all apps in one serve run (else a fresh serve run per app and round)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds must be an int >= 1, got {self.rounds!r}")
+
+    @property
+    def by_round(self) -> bool:
+        """Whether rows carry their round and the report a per-round summary."""
+        return self.rounds > 1 or self.cohosted
 
 
 def format_header(s: Settings, workload: str) -> str:
@@ -651,8 +668,9 @@ def format_header(s: Settings, workload: str) -> str:
     phase = f"{s.requests} requests" if s.requests is not None else f"{s.duration_s:g} s"
     env = " ".join(f"{k}={v}" for k, v in s.env.items()) or "(none)"
     floor = "default" if s.floor_max_ongoing is None else s.floor_max_ongoing
-    hosting = (f"co-hosted in one serve run, {s.rounds} interleaved rounds" if s.rounds
-               else "one serve run per app")
+    hosting = "co-hosted in one serve run" if s.cohosted else "one serve run per app"
+    if s.by_round:
+        hosting += f", {s.rounds} interleaved round{'s' if s.rounds > 1 else ''}"
     return (f"ceiling: apps {','.join(s.apps)} ({hosting}); config {_rel(s.config)}; concurrency "
             f"{s.concurrency}; warm-up {s.warmup_s:g} s + measured {phase}; list size "
             f"{s.list_size}; floor max_ongoing_requests {floor}; {workload}; env {env}; "
@@ -700,23 +718,26 @@ def _measure(run: ServeRun, url: str, name: str, body_kind: str, items: int,
 
 
 def _measure_app(name: str, cfg: dict, settings: Settings, work: Path,
-                 bodies: list[tuple[str, int, list[bytes]]], echo: Callable[[str], None]) -> list[Row]:
-    """Start one app, measure each body kind against it, stop it."""
+                 bodies: list[tuple[str, int, list[bytes]]], echo: Callable[[str], None],
+                 label: str) -> list[Row]:
+    """Start one app, measure each body kind against it (progress lines led by ``label``),
+    stop it."""
     port = free_port()
     cfg = (rewrite_app_config(cfg, port) if name == "app"
            else floor_config(name, port, settings.floor_max_ongoing))
-    cfg_path = work / f"{name}.yaml"
+    stem = label.replace(" ", "-")
+    cfg_path = work / f"{stem}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    run = ServeRun(cfg_path, work / f"{name}.log", serve_env(settings.env))
+    run = ServeRun(cfg_path, work / f"{stem}.log", serve_env(settings.env))
     url = f"http://127.0.0.1:{port}"
     rows = []
     run.start()
     try:
         waited = run.wait_healthy(url, settings.health_timeout_s)
-        echo(f"[{name}] healthy on :{port} after {waited:.0f} s (log {run.log_path})")
+        echo(f"[{label}] healthy on :{port} after {waited:.0f} s (log {run.log_path})")
         for body_kind, items, payloads in bodies:
             rows.append(_measure(run, url, name, body_kind, items, payloads, settings,
-                                 name, echo))
+                                 label, echo))
     finally:
         run.stop(settings.grace_s)
     return rows
@@ -743,7 +764,7 @@ def _measure_rounds(app_cfg: dict | None, settings: Settings, work: Path,
             waited = run.wait_healthy(urls[name], settings.health_timeout_s)
             echo(f"[{name}] healthy at {urls[name]} after {waited:.0f} s (log {run.log_path})")
         for r in range(1, settings.rounds + 1):
-            for name in (order if r % 2 else order[::-1]):
+            for name in round_order(order, r):
                 for body_kind, items, payloads in kinds(name):
                     rows.append(_measure(run, urls[name], name, body_kind, items, payloads,
                                          settings, f"round {r} {name}", echo))
@@ -754,11 +775,16 @@ def _measure_rounds(app_cfg: dict | None, settings: Settings, work: Path,
     return rows
 
 
+def round_order(order: Sequence[str], r: int) -> list[str]:
+    """The apps of round ``r`` (from 1): ``order`` in odd rounds, reversed in even ones."""
+    return list(order if r % 2 else order[::-1])
+
+
 def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict:
-    """Run every app of ``settings.apps`` in turn (echo, chain, app), each in its own ``serve
-    run``, or with ``settings.rounds`` all in one, measured in that many interleaved rounds;
-    return the JSON-able report (``header``, ``settings``, ``rows``, ``table``, and with
-    rounds ``summary``: :func:`round_summary`). Raises AppNotHealthy (with the log
+    """Measure every app of ``settings.apps`` in ``settings.rounds`` rounds (echo, chain, app;
+    reversed in even rounds), each app in its own ``serve run`` per round, or with
+    ``settings.cohosted`` all in one; return the JSON-able report (``header``, ``settings``,
+    ``rows``, ``table``, and by round ``summary``: :func:`round_summary`). Raises AppNotHealthy (with the log
     tail, the app's name, the rows measured before it and the kept log folder) when an app does
     not come up; raises FileNotFoundError when ``app`` is asked for and the config is missing."""
     app_cfg = None
@@ -778,26 +804,33 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
     def kinds(name: str) -> list:
         return [single, listed] if name == "app" else [single]
 
-    if settings.rounds:
+    order = [n for n in APPS if n in settings.apps]
+    if settings.cohosted:
         try:
             rows = _measure_rounds(app_cfg, settings, work, kinds, echo)
         except AppNotHealthy as exc:
             exc.app, exc.rows, exc.log_dir = "co-hosted apps", [], str(work)
             raise
     else:
-        for name in (n for n in APPS if n in settings.apps):
-            try:
-                rows += _measure_app(name, app_cfg, settings, work, kinds(name), echo)
-            except AppNotHealthy as exc:
-                add_ratios(rows)
-                exc.app, exc.rows, exc.log_dir = name, rows, str(work)
-                raise
+        for r in range(1, settings.rounds + 1):
+            for name in round_order(order, r):
+                try:
+                    new = _measure_app(name, app_cfg, settings, work, kinds(name), echo,
+                                       f"round {r} {name}" if settings.by_round else name)
+                except AppNotHealthy as exc:
+                    add_ratios(rows)
+                    exc.app, exc.rows, exc.log_dir = name, rows, str(work)
+                    raise
+                for row in new:
+                    row.round = r if settings.by_round else None
+                rows += new
+        rows.sort(key=lambda x: (x.round or 0, order.index(x.app)))
     shutil.rmtree(work, ignore_errors=True)
     add_ratios(rows)
     table = format_table(rows)
     report = {"header": header, "settings": {**asdict(settings), "config": str(settings.config)},
               "rows": [asdict(r) for r in rows], "table": table}
-    if settings.rounds:
+    if settings.by_round:
         report["summary"] = round_summary(rows)
         report["table"] = table + "\n\n" + format_summary(report["summary"])
     return report

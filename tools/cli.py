@@ -57,7 +57,7 @@ def _ceiling(args: argparse.Namespace) -> int:
                         requests=args.requests, warmup_s=args.warmup_s, list_size=args.list_size,
                         env=parse_env(args.env), health_timeout_s=args.health_timeout_s,
                         progress=not args.no_progress, floor_max_ongoing=args.floor_max_ongoing,
-                        rounds=args.rounds or 0)
+                        rounds=args.rounds, cohosted=args.cohosted)
     try:
         report = run_ceiling(settings)
     except AppNotHealthy as exc:
@@ -256,10 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="max_ongoing_requests of the echo/chain deployments (default 1024, "
                     "as the app's Ingress; Serve's own default of 5 starves them at 64 "
                     "connections)")
-    ce.add_argument("--rounds", type=positive_int, default=None, metavar="N",
-                    help="run every app at once in one `serve run` and measure them in N "
-                    "interleaved rounds (ratios within each round, and their median): on a "
-                    "host whose speed drifts, apps measured minutes apart are not comparable")
+    ce.add_argument("--rounds", type=positive_int, default=1, metavar="N",
+                    help="measure every app N times, the order reversed in every other round, "
+                    "and report the ratios within each round and their median: on a host "
+                    "whose speed drifts, apps measured minutes apart are not comparable")
+    ce.add_argument("--cohosted", action="store_true",
+                    help="run every app in one `serve run` (started once) instead of a fresh "
+                    "`serve run` per app and round; each app's background work is then paid "
+                    "during every app's phase")
     report_flags(ce)
 
     ov = _command(

@@ -291,6 +291,28 @@ def test_ratios_and_summary_within_each_round():
     assert "| app | list32 | 3 | 0.12x (0.10x - 0.12x) | 3.2x |" in summary
 
 
+def test_rounds_alternate_the_order():
+    order = ("echo", "chain", "app")
+    assert [ce.round_order(order, r) for r in (1, 2, 3)] == [
+        list(order), ["app", "chain", "echo"], list(order)]
+
+
+@pytest.mark.parametrize("rounds", [0, -1, 1.5, True])
+def test_settings_reject_bad_rounds(rounds):
+    with pytest.raises(ValueError, match="rounds"):
+        ce.Settings(rounds=rounds)
+
+
+def test_rows_carry_rounds_only_when_asked():
+    assert not ce.Settings().by_round
+    assert ce.Settings(rounds=3).by_round and ce.Settings(cohosted=True).by_round
+    assert "one serve run per app, 3 interleaved rounds" in ce.format_header(
+        ce.Settings(rounds=3), "W")
+    assert "co-hosted in one serve run, 1 interleaved round)" in ce.format_header(
+        ce.Settings(cohosted=True), "W")
+    assert "rounds" not in ce.format_header(ce.Settings(), "W")
+
+
 def test_format_header_names_the_settings():
     s = ce.Settings(apps=("echo", "app"), config=ce.REPO / "configs/test.yaml", concurrency=8,
                     duration_s=None, requests=500, env={"A": "1"})
@@ -307,7 +329,7 @@ def test_cli_defaults():
     assert a.apps == ["echo", "chain", "app"] and a.config == "configs/sim.yaml"
     assert (a.concurrency, a.duration_s, a.requests, a.list_size) == (64, 20.0, None, 32)
     assert a.env == [] and a.json is None and a.floor_max_ongoing == 1024
-    assert a.rounds is None
+    assert a.rounds == 1 and not a.cohosted
     assert a.func.__name__ == "_ceiling"
 
 
@@ -316,10 +338,10 @@ def test_cli_options():
         ["ceiling", "--apps", "echo", "app", "--config", "configs/test.yaml", "--duration-s", "5",
          "--concurrency", "8", "--list-size", "4", "--env", "A=1", "--env", "B=2",
          "--requests", "100", "--json", "out.json", "--no-progress", "--floor-max-ongoing", "64",
-         "--rounds", "3"])
+         "--rounds", "3", "--cohosted"])
     assert a.apps == ["echo", "app"] and a.duration_s == 5 and a.concurrency == 8
     assert a.env == ["A=1", "B=2"] and a.requests == 100 and a.no_progress
-    assert a.floor_max_ongoing == 64 and a.rounds == 3
+    assert a.floor_max_ongoing == 64 and a.rounds == 3 and a.cohosted
 
 
 @pytest.mark.parametrize("argv", [["--apps", "nope"], ["--concurrency", "0"],
