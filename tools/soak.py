@@ -91,7 +91,9 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
 
     With ``kill_replica``, one replica of that deployment is killed once a quarter of the
     requests are answered; ``recovery_s`` is then the time from the kill to the last request
-    that was not answered correctly (0 when none failed).
+    that was not answered correctly (0 when none failed). If the kill itself fails (no live
+    replica, Ray's state API unreachable), the run finishes and then raises RuntimeError naming
+    the cause.
     """
     from transformers import AutoTokenizer
 
@@ -130,8 +132,12 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
             if kill_now:
                 killed["at"] = time.monotonic()
         if kill_now:
-            killed["name"] = kill_one_replica(kill_replica)
-            echo(f"killed {killed['name']}")
+            try:
+                killed["name"] = kill_one_replica(kill_replica)
+            except Exception as exc:  # noqa: BLE001 - the driver would swallow it; raised below
+                killed["error"] = exc
+            else:
+                echo(f"killed {killed['name']}")
         return ok
 
     def _call(i: int) -> bool:
@@ -161,6 +167,10 @@ def soak(url: str, model_dir: str | Path, workload: str, n: int, concurrency: in
         return same
 
     seconds, latency, _ = drive(n, concurrency, call, progress, rate=rate)
+    if "error" in killed:
+        exc = killed["error"]
+        raise RuntimeError(f"could not kill a replica of {kill_replica!r}: "
+                           f"{type(exc).__name__}: {exc}") from exc
     counts = Counter(outcome)
     bad = np.array([o != "ok" for o in outcome])
     refused = np.array([o == "failed" for o in outcome])
