@@ -743,19 +743,18 @@ def _measure_app(name: str, cfg: dict, settings: Settings, work: Path,
     return rows
 
 
-def _measure_rounds(app_cfg: dict | None, settings: Settings, work: Path,
+def _measure_rounds(app_cfg: dict | None, order: Sequence[str], settings: Settings, work: Path,
                     kinds: Callable[[str], list[tuple[str, int, list[bytes]]]],
                     echo: Callable[[str], None]) -> list[Row]:
-    """Start every app in one ``serve run`` and measure them in ``settings.rounds`` rounds,
-    the apps in order in odd rounds and in reverse in even ones (drift over a round weighs on
-    both ends alike); stop it."""
+    """Start the apps of ``order`` in one ``serve run`` and measure them in
+    ``settings.rounds`` rounds (:func:`round_order`: drift over a round weighs on both ends
+    alike); stop it. Rows in the order measured, each with its round."""
     port = free_port()
-    cfg = cohosted_config(app_cfg, settings.apps, port, settings.floor_max_ongoing)
+    cfg = cohosted_config(app_cfg, order, port, settings.floor_max_ongoing)
     cfg_path = work / "cohosted.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run = ServeRun(cfg_path, work / "cohosted.log", serve_env(settings.env))
     base = f"http://127.0.0.1:{port}"
-    order = [name for name in APPS if name in settings.apps]
     urls = {name: base + prefix for name, prefix in app_routes(cfg, order).items()}
     rows: list[Row] = []
     run.start()
@@ -771,7 +770,6 @@ def _measure_rounds(app_cfg: dict | None, settings: Settings, work: Path,
                     rows[-1].round = r
     finally:
         run.stop(settings.grace_s)
-    rows.sort(key=lambda x: (x.round, order.index(x.app)))
     return rows
 
 
@@ -807,7 +805,7 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
     order = [n for n in APPS if n in settings.apps]
     if settings.cohosted:
         try:
-            rows = _measure_rounds(app_cfg, settings, work, kinds, echo)
+            rows = _measure_rounds(app_cfg, order, settings, work, kinds, echo)
         except AppNotHealthy as exc:
             exc.app, exc.rows, exc.log_dir = "co-hosted apps", [], str(work)
             raise
@@ -824,7 +822,7 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
                 for row in new:
                     row.round = r if settings.by_round else None
                 rows += new
-        rows.sort(key=lambda x: (x.round or 0, order.index(x.app)))
+    rows.sort(key=lambda x: (x.round or 0, order.index(x.app)))
     shutil.rmtree(work, ignore_errors=True)
     add_ratios(rows)
     table = format_table(rows)
