@@ -3,8 +3,10 @@
 Graph: HTTP -> Ingress (tokenizer: windows, batched) -> Packer (``@serve.batch`` admission, the
 packing-aware collate, dispatch to free runner slots) -> PlanExecutor replicas. Handles are
 injected through each deployment's ``__init__``. The model
-folder is prepared here, once, before any replica starts; replicas only read it, and every
-shape they use comes from its manifest. The Packer's token budget for ``max_tokens: auto`` is
+folder is checked here, once, before any replica starts, and prepared only when the app may
+(missing, or app-made with only an outdated format: :mod:`deployments.model_match`); a folder
+of another source or precision stops the app here. Replicas only read it, and every shape they
+use comes from its manifest. The Packer's token budget for ``max_tokens: auto`` is
 calibrated here too, once, on the runners' backend (see :func:`calibrated_budget`).
 """
 
@@ -14,8 +16,10 @@ from ray.serve import Application
 
 from packing.runtime.calibrate import AUTO, resolve_max_tokens
 
+from .auth import startup_keys
 from .config import AppConfig
 from .ingress import Ingress
+from .model_match import model_ask
 from .model_store import ensure_model
 from .packer import Packer
 from .executor import PlanExecutorDeployment
@@ -41,10 +45,11 @@ def build_graph(cfg: AppConfig, runner_options: dict | None = None,
                 front_options: dict | None = None) -> Application:
     """The application for ``cfg``; ``runner_options`` are PlanExecutor ``.options(...)`` and
     ``front_options`` the Ingress and Packer ``.options(...)`` (for benchmarks and cluster
-    checks that deploy from Python rather than from a config file's ``deployments``)."""
-    shapes = cfg.prepare
-    manifest = ensure_model(cfg.model_dir, cfg.model_source, shapes.seq_len, shapes.batch_size,
-                            shapes.max_valid_num, cfg.precision())
+    checks that deploy from Python rather than from a config file's ``deployments``).
+    Refuses (``ExposureRefused``) an app that Serve binds to a non-loopback host with no API
+    key, unless ``cfg.allow_unauthenticated_public`` (deployments/auth.py)."""
+    api_keys = startup_keys(cfg.api_keys, cfg.allow_unauthenticated_public)
+    manifest = ensure_model(cfg.model_dir, model_ask(cfg))
     backend, options = cfg.runner_backend()
     calibrated = calibrated_budget(cfg.model_dir, backend, options)
     runner_cls = PlanExecutorDeployment.options(**runner_options) if runner_options else \
@@ -57,6 +62,8 @@ def build_graph(cfg: AppConfig, runner_options: dict | None = None,
                  "max_answer_tokens": cfg.max_answer_tokens,
                  "request_timeout_s": cfg.request_timeout_s,
                  "max_inflight_requests": cfg.max_inflight_requests,
-                 "tokenize_batch_size": cfg.tokenize_batch_size, "device": cfg.device}
+                 "tokenize_batch_size": cfg.tokenize_batch_size, "device": cfg.device,
+                 "body_read_timeout_s": cfg.body_read_timeout_s}
     ingress = Ingress.options(**front) if front else Ingress
-    return ingress.bind(packer, cfg.model_dir, manifest.source, cfg.limits, answering)
+    return ingress.bind(packer, cfg.model_dir, manifest.source, cfg.limits, answering,
+                        api_keys=api_keys)

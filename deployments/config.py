@@ -13,7 +13,7 @@ import copy
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from packing.model.shapes import DEFAULT_SHAPES
 from packing.policy.attention import ATTENTION_GROUPS
@@ -87,9 +87,11 @@ class PrepareShapes(BaseModel):
                                description="Sequences per packed batch.")
     precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
         "fp32",
-        description="Graph precision (docs/precision.md). `auto`: the best on "
-                    "the runners' device -- int8 on a CPU, fp16 on CUDA, fp32 under sim. A "
-                    "folder prepared in another precision is prepared again at start.")
+        description="Graph precision (docs/precision.md). `auto`: a folder that exists is "
+                    "served in the precision it holds; a missing one is prepared in the best "
+                    "for the runners' device -- int8 on a CPU, fp16 on CUDA, fp32 under sim. "
+                    "A named precision must be the folder's: another stops the app at start "
+                    "(the folder is never prepared again in another precision).")
 
 
 class SimDevice(BaseModel):
@@ -130,12 +132,16 @@ class AppConfig(BaseModel):
     model_dir: str = Field(
         "models/squad-mini",
         description="Prepared model folder (relative to where `serve run` starts); prepared "
-                    "once at start when missing.")
+                    "once at start when missing. A folder that exists is never overwritten: "
+                    "one of another source or precision stops the app at start with a message "
+                    "(docs/serving.md, \"The model folder\").")
     model_source: str = Field(
         "builtin:squad-mini",
         description="What to prepare `model_dir` from when it is missing: `builtin:squad-mini`, "
                     "a model-hub id, a local transformers folder, `random:tiny` / "
-                    "`random:base`.")
+                    "`random:base`. A folder that exists must have been prepared from it, "
+                    "except that the default is not checked against a folder a user prepared "
+                    "(`packed-bert prepare`): that one is served as it is.")
     prepare: PrepareShapes = Field(
         PrepareShapes(), description="Shapes used only when `model_dir` must be prepared; "
                                      "afterwards every shape comes from its manifest.")
@@ -165,11 +171,50 @@ class AppConfig(BaseModel):
         PackingKnobs(), description="The Packer's initial `user_config` (the deployment's "
                                     "`user_config` in the config file overrides it).")
     limits: Limits = Field(Limits(), description="Request-size limits of the HTTP ingress.")
+    body_read_timeout_s: float = Field(
+        10.0, gt=0, le=600,
+        description="Most seconds a request body may take to arrive (408 beyond), so slow "
+                    "uploads cannot hold every in-flight slot.")
+    api_keys: list[SecretStr] | None = Field(
+        None,
+        description="Bearer keys accepted (`Authorization: Bearer <key>`; each 16+ characters "
+                    "of a bearer token's alphabet). Also read, comma-separated, from the "
+                    "environment variable `PACKED_BERT_API_KEYS` where the app is built; keys "
+                    "of both are accepted. Ray logs the app's args at start: prefer the "
+                    "variable. null and no variable: no key (allowed on a loopback host only).")
+    allow_unauthenticated_public: bool = Field(
+        False,
+        description="Start without an API key although `http_options.host` is not a loopback "
+                    "address (anyone who reaches the port can use the app).")
     fault_file: str | None = Field(
         None,
         description="Drills and tests only: while this file exists on a runner's host, that "
                     "runner's model calls fail (`InjectedFault`, a 500 for their callers); "
                     "remove it and batches run again. null (the default) in production.")
+
+    @field_validator("api_keys", mode="plain")
+    @classmethod
+    def _usable_api_keys(cls, value):
+        # plain: the checks never hand the raw value to pydantic, whose errors would print it
+        from .auth import parse_keys
+
+        keys = parse_keys(value)
+        return None if keys is None else [SecretStr(k) for k in keys]
+
+    @model_validator(mode="after")
+    def _window_limits_fit(self) -> "AppConfig":
+        """A body the limits let through must fit the packer: otherwise it would get a 413
+        from the packer instead of a clear limit, or wait for room that never comes."""
+        lim, pending = self.limits, self.packing.max_pending
+        if lim.max_windows_per_request > lim.max_windows_per_body:
+            raise ValueError(f"limits.max_windows_per_request ({lim.max_windows_per_request}) "
+                             f"must be <= limits.max_windows_per_body "
+                             f"({lim.max_windows_per_body})")
+        if lim.max_windows_per_body > pending:
+            raise ValueError(f"limits.max_windows_per_body ({lim.max_windows_per_body}) must "
+                             f"be <= packing.max_pending ({pending}), the windows the packer "
+                             f"holds at once")
+        return self
 
     @field_validator("fault_file")
     @classmethod
@@ -177,9 +222,10 @@ class AppConfig(BaseModel):
         return None if value is None else str(Path(value).expanduser().resolve())
 
     def precision(self) -> str:
-        """The precision the model folder must have: ``prepare.precision``, with ``auto``
-        resolved for ``device`` (int8 on cpu, fp16 on cuda -- for ``auto``: on cuda when ONNX
-        Runtime here has the CUDA provider --, fp32 under sim)."""
+        """The precision a missing model folder is prepared in: ``prepare.precision``, with
+        ``auto`` resolved for ``device`` (int8 on cpu, fp16 on cuda -- for ``auto``: on cuda
+        when ONNX Runtime here has the CUDA provider --, fp32 under sim). For a folder that
+        exists, ``auto`` takes the precision it holds (:func:`deployments.model_match.decide`)."""
         chosen = self.prepare.precision
         if chosen != "auto":
             return chosen
@@ -187,9 +233,9 @@ class AppConfig(BaseModel):
             return "fp32"
         device = self.device
         if device == "auto":
-            import onnxruntime as ort
+            from packing.runtime.backend import resolve_device
 
-            device = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+            device = resolve_device("auto")  # cuda only when a session really gets CUDA
         return "fp16" if device == "cuda" else "int8"
 
     def runner_backend(self) -> tuple[str, dict]:

@@ -21,7 +21,7 @@ import typing
 from pathlib import Path
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -73,6 +73,10 @@ def _type(tp: typing.Any, metadata: typing.Iterable = ()) -> str:
                           for arg in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if origin is list:
+        return "list of " + _type(typing.get_args(tp)[0]) + _suffix(metadata)
+    if tp is SecretStr:
+        return "str"
     if tp in _ANCHORS:
         return f"[{tp.__name__}](#{_ANCHORS[tp]})"
     return getattr(tp, "__name__", str(tp)) + _suffix(metadata)

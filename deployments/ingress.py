@@ -8,14 +8,18 @@ and picks the best span, each step through the one QA pipeline
 (:class:`packing.qa.pipeline.QAPipeline`); this module keeps only HTTP and the batching. Token
 ids cross to the packer once; the character offsets needed to cut the answer stay here.
 
-Every error is JSON ``{"error": "<one line>"}`` with a 4xx for the client's mistakes and a 5xx
-naming the cause for the server's; no stack trace ever reaches a response.
+Every error is JSON ``{"error": "<one line>"}`` (FastAPI's own 404/405/422 too:
+``deployments/errors.py``) with a 4xx for the client's mistakes and a 5xx for the server's,
+whose message names an incident id and never the exception's text (that goes to the log under
+the id). With API keys set, requests need ``Authorization: Bearer <key>``
+(``deployments/auth.py``).
 """
 
 
 import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -23,13 +27,23 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from packing.model.manifest import Manifest
-from packing.qa.pipeline import QAPipeline, QASettings, features_of, window_count
-from packing.qa.requests import BadRequest, Limits, QARequest, parse_body, parse_payload
-from packing.runtime.admission import Overloaded
-from packing.runtime.features import Features, InvalidInput
+from packing.qa.pipeline import (QAPipeline, QASettings, Windows, features_of, first_problem,
+                                 window_count)
+from packing.qa.requests import BadRequest, Limits, QARequest, TooLarge, parse_body, parse_payload
+from packing.runtime.admission import NeverAdmitted, Overloaded
+from packing.runtime.features import InvalidInput
 
+from .auth import install as install_auth, use_keys
+from .body import BodyError, read_body
+from .errors import install as install_errors, internal_error
 from .metrics import IngressMetrics
-from .retry import retry_replica_lost
+from .packer_call import PackerCall
+
+BIG_BODY_CHARS = 16_384
+"""Bodies with more characters than this (questions and contexts) are tokenized apart, one
+question at a time in a worker thread with a tokenizer of their own, stopping at the first
+question over a limit; smaller bodies are tokenized together on the event loop. One tokenizer
+call on 16,384 characters takes about 30 ms at worst (punctuation, one token per character)."""
 
 _ANSWER = {
     "type": "object",
@@ -66,7 +80,10 @@ _OPENAPI = {
                 "content": {"application/json": {"schema": {
                     "oneOf": [_ANSWER, {"type": "array", "items": _ANSWER}]}}}},
         **{code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
-           for code, text in (("400", "Malformed or invalid body"), ("413", "Body too large"),
+           for code, text in (("400", "Malformed or invalid body"),
+                              ("401", "Missing or invalid API key (when keys are set)"),
+                              ("408", "Body not received within body_read_timeout_s"),
+                              ("413", "Body too large, or more model windows than the limits allow"),
                               ("415", "Not application/json"),
                               ("503", "Overloaded; retry after Retry-After seconds"),
                               ("504", "No answer within the deadline"),
@@ -85,6 +102,8 @@ def use_limits(limits: Limits) -> None:
 
 api = FastAPI(title="packed-bert-serve", version="0.1.0",
               description="Extractive question answering with packed BERT batches.")
+install_auth(api)  # optional bearer keys (deployments/auth.py)
+install_errors(api)  # every error as {"error": ...}; outermost (deployments/errors.py)
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -120,7 +139,7 @@ class Ingress:
     best spans."""
 
     def __init__(self, packer: DeploymentHandle, model_dir: str, model_name: str,
-                 limits: Limits, answering: dict) -> None:
+                 limits: Limits, answering: dict, api_keys=None) -> None:
         from transformers import AutoTokenizer
 
         # Batches here are a few bodies: the fast tokenizer's worker threads would add CPU
@@ -130,11 +149,16 @@ class Ingress:
         self.packer = packer
         # seq_len: the manifest is the one source of the window size; echoed by /v1/stats
         self.answering = {**answering, "seq_len": Manifest.read(model_dir).seq_len}
-        self.qa = QAPipeline(AutoTokenizer.from_pretrained(model_dir),
-                             QASettings.from_mapping(self.answering))
+        settings = QASettings.from_mapping(self.answering)
+        self.qa = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
+        # Big bodies: their own tokenizer (a tokenizer call is not reentrant) in one thread.
+        self.qa_apart = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
+        self._apart = ThreadPoolExecutor(1, thread_name_prefix="tokenize-big")
         self.model_name = model_name
         self.limits = limits
         use_limits(limits)
+        use_keys(api_keys)  # None: no key asked (build_app allowed it)
+        self.body_read_timeout_s = answering.get("body_read_timeout_s", 10.0)
         self.deadline_s = answering["request_timeout_s"]
         self.max_inflight = answering["max_inflight_requests"]
         # A body of max_batch_items questions must fit one tokenizer batch.
@@ -145,40 +169,77 @@ class Ingress:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_questions)
     async def _submit(self, bodies: list[list[QARequest]]) -> list[tuple]:
-        """Tokenize the bodies queued right now in one batch call, and send the windows of all
-        the valid ones to the packer in one handle call.
+        """Tokenize the bodies queued right now in one batch call, and send the windows of the
+        bodies that can be answered to the packer, in as few handle calls as
+        ``limits.max_windows_per_body`` windows per call allow (usually one).
 
-        Returns per body ``(windows per request or BadRequest, packer task, offset)``: the
-        shared task resolves to the logits of every window sent, this body's starting at
-        ``offset``; a body with a bad request gets no task. Runs on the event loop without
-        awaiting, so tokenizer calls never overlap, and returns before the packer answers."""
+        Returns per body ``(windows per request, packer call or None, offset)``: the shared
+        :class:`~deployments.packer_call.PackerCall` gives the logits of every window sent
+        in it, this body's starting at ``offset``; a body with a bad or too large request
+        (:func:`~packing.qa.pipeline.first_problem`) gets no call, and does not affect the
+        others. Runs on the event loop without awaiting, so tokenizer calls never overlap,
+        and returns before the packer answers."""
         flat = self.qa.tokenize([(r.question, r.context) for b in bodies for r in b])
-        out, features, k = [], [], 0
+        per_body, k = [], 0
         for body in bodies:
-            per_request = flat[k:k + len(body)]
+            per_body.append(flat[k:k + len(body)])
             k += len(body)
-            if any(isinstance(w, BadRequest) for w in per_request):
-                out.append((per_request, None, 0))
+        out: list[tuple] = [(per, None, 0) for per in per_body]
+        group: list[int] = []  # bodies of the call being formed
+        features: list = []
+        for i, per in enumerate(per_body):
+            if first_problem(per, self.limits) is not None:
                 continue
-            out.append((per_request, True, len(features)))
-            features.extend(features_of(per_request))
-        task = asyncio.ensure_future(self._logits(features)) if features else None
-        if task is not None:  # every waiter may be gone: still retrieve its outcome
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        return [(per, task if sent else None, offset) for per, sent, offset in out]
+            mine = features_of(per)
+            if group and len(features) + len(mine) > self.limits.max_windows_per_body:
+                self._send(group, features, out)
+                group, features = [], []
+            out[i] = (per, None, len(features))
+            group.append(i)
+            features.extend(mine)
+        if group:
+            self._send(group, features, out)
+        return out
 
-    async def _logits(self, features: list[Features]) -> list:
-        return await retry_replica_lost(lambda: self.packer.many.remote(features))
+    def _send(self, group: list[int], features: list, out: list[tuple]) -> None:
+        """One packer call for the windows of bodies ``group``: sets their ``out`` entry's
+        call."""
+        call = PackerCall(self.packer, features, len(group))
+        for i in group:
+            per, _, offset = out[i]
+            out[i] = (per, call, offset)
+
+    async def _tokenize_apart(self, reqs: list[QARequest]) -> list[Windows]:
+        """The windows of a big body's questions, one question at a time in the worker
+        thread (the event loop serves other requests meanwhile), stopping after the first
+        question that is bad or over a limit. Cancelling the caller stops it after the
+        question being tokenized."""
+        loop, done = asyncio.get_running_loop(), []
+        for r in reqs:
+            done += await loop.run_in_executor(self._apart, self.qa_apart.tokenize,
+                                               [(r.question, r.context)])
+            if first_problem(done, self.limits) is not None:
+                break
+        return done
 
     async def _answer_all(self, reqs: list[QARequest], is_list: bool) -> list[dict]:
-        """Answers of one body's requests (its windows share a packer call with the bodies
-        tokenized with it)."""
-        per_request, task, offset = await self._submit(reqs)
-        for k, windows in enumerate(per_request):
-            if isinstance(windows, BadRequest):
-                raise BadRequest(f"item {k}: {windows}" if is_list else str(windows))
-        logits = await asyncio.shield(task)  # one caller leaving must not cancel the others'
-        mine = logits[offset:offset + window_count(per_request)]
+        """Answers of one body's requests. A small body's windows share a packer call with
+        the bodies tokenized with it; a big one (over :data:`BIG_BODY_CHARS`) is tokenized
+        apart and gets a call of its own. Raises BadRequest, or TooLarge (413) for a body
+        over the window limits; if the caller goes away, its windows are withdrawn."""
+        if sum(len(r.question) + len(r.context) for r in reqs) > BIG_BODY_CHARS:
+            per_request = await self._tokenize_apart(reqs)
+            problem = first_problem(per_request, self.limits)
+            call, offset = (None, 0) if problem else (
+                PackerCall(self.packer, features_of(per_request), 1), 0)
+        else:
+            per_request, call, offset = await self._submit(reqs)
+            problem = first_problem(per_request, self.limits)
+        if problem is not None:
+            k, error = problem
+            raise type(error)(f"item {k}: {error}" if is_list and k is not None else str(error))
+        assert call is not None
+        mine = await call.result(offset, window_count(per_request))
         return [{**ans.to_json(), "model": self.model_name}
                 for ans in self.qa.answers(per_request, mine, [r.context for r in reqs])]
 
@@ -222,11 +283,10 @@ class Ingress:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             return _error(413, f"body is {declared} bytes; at most {limit} allowed")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return _error(413, f"body is over {limit} bytes")
+        try:
+            body = await read_body(request.stream(), limit, self.body_read_timeout_s)
+        except BodyError as exc:
+            return _error(exc.status, str(exc))
         try:
             reqs, is_list = parse_body(bytes(body), self.limits)
             answers = await asyncio.wait_for(self._answer_all(reqs, is_list),
@@ -235,20 +295,25 @@ class Ingress:
             return _error(504, f"no answer within the {self.deadline_s:g} s deadline")
         except Exception as exc:  # noqa: BLE001 - mapped to a status below
             cause = _root_cause(exc)
+            if isinstance(cause, (TooLarge, NeverAdmitted)):  # a retry cannot succeed
+                return _error(413, _one_line(cause))
             if isinstance(cause, (BadRequest, InvalidInput)):
                 return _error(400, _one_line(cause))
             if isinstance(cause, Overloaded):
                 return _error(503, _one_line(cause), {"Retry-After": "1"})
-            return _error(500, f"model call failed: {type(cause).__name__}: {_one_line(cause)}")
+            return internal_error(cause, "the model call")  # cause logged, never echoed
         return JSONResponse(answers if is_list else answers[0])
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        """Readiness: 200 once this replica (the tokenizer) and the packer answer, else 503."""
+        """Readiness: 200 when a plan can run (this replica, the packer and at least one
+        runner replica answer; :meth:`Packer.ready`), else 503 with the reason."""
         try:
-            await asyncio.wait_for(self.packer.stats.remote(), timeout=5)
+            why = await asyncio.wait_for(self.packer.ready.remote(), timeout=8)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return _error(503, f"not ready: {type(_root_cause(exc)).__name__}")
+            why = f"packer did not answer: {type(_root_cause(exc)).__name__}"
+        if why:
+            return _error(503, f"not ready: {why}")
         return JSONResponse({"status": "ok", "model": self.model_name})
 
     @api.get("/v1/stats")

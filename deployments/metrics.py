@@ -34,6 +34,12 @@ class PackerMetrics:
         self.batch_seconds = metrics.Histogram(
             "packed_bert_batch_seconds", "Time from sending a batch to its results",
             boundaries=_SECONDS, tag_keys=("mode",))
+        self.dropped = metrics.Counter(
+            "packed_bert_windows_dropped", "Windows never computed because their client went "
+            "away (deadline passed or disconnected) before their batch started")
+        self.discarded = metrics.Counter(
+            "packed_bert_windows_discarded", "Windows computed after their client went away "
+            "(their batch had already started); results thrown away")
 
 
 class IngressMetrics:

@@ -34,7 +34,7 @@ from ray.serve.handle import DeploymentHandle
 from packing.model.manifest import Manifest
 from packing.policy.config import PackingConfig
 from packing.policy.plans import Plan
-from packing.runtime.admission import Overloaded
+from packing.runtime.admission import NeverAdmitted, Overloaded
 from packing.runtime.dispatch import Dispatcher, Window, admit_windows
 from packing.runtime.features import Features, SpanLogits, validate_features
 
@@ -43,6 +43,9 @@ from .metrics import PackerMetrics
 from .retry import retry_replica_lost
 
 log = logging.getLogger("ray.serve")
+
+READY_FRESH_S = 10.0
+"""``Packer.ready``: a plan that ran this recently shows the runners can run one."""
 
 __all__ = ["Packer", "Overloaded", "running_replicas"]
 
@@ -94,7 +97,9 @@ class Packer:
         self.follow_runners = self._app is not None  # keep the slots at the runners' count
         knobs = PackingKnobs()
         self.dispatcher = Dispatcher(self._config(knobs), self._execute, slots=1,
-                                     on_plan=self._observe)
+                                     on_plan=self._observe, on_drop=self._observe_drop)
+        self._calls: dict[str, list[Window]] = {}  # windows of the calls that gave a call_id
+        self._last_ok_s = -math.inf  # time.monotonic() of the last plan that ran
         self.knobs: PackingKnobs | None = None
         self.admission: dict = {}
         self._admit: Callable | None = None
@@ -169,16 +174,23 @@ class Packer:
         """Logits of one window; raises InvalidInput, Overloaded or its plan's error."""
         return (await self.many([features]))[0]
 
-    async def many(self, features: list[Features]) -> list[SpanLogits]:
-        """Logits of every window of one request body, in order (one handle call instead of
-        one per window); each window is packed as its own sequence.
+    async def many(self, features: list[Features], call_id: str | None = None
+                   ) -> list[SpanLogits | None]:
+        """Logits of every window of one or more request bodies, in order (one handle call
+        instead of one per window); each window is packed as its own sequence.
 
-        Raises InvalidInput before anything is admitted, Overloaded when the windows would
-        take the packer past ``max_pending`` (none is admitted then), or, once every window
-        has finished, the first failing window's error. A caller that goes away withdraws its
-        windows that have not started."""
+        Raises InvalidInput before anything is admitted, NeverAdmitted for more windows than
+        ``max_pending``, Overloaded when the windows would take the packer past
+        ``max_pending`` now (none is admitted then), or, once every window has finished, the
+        first failing window's error. A caller that goes away (the handle
+        call is cancelled) withdraws its windows that have not started. With ``call_id``,
+        :meth:`withdraw` can withdraw a range of them while the call goes on (the body of one
+        client among several in the call left); a withdrawn window's result is ``None``."""
         checked = [self._validated(f) for f in features]
         k, tokens = len(checked), sum(len(f) for f in checked)
+        if k > self.knobs.max_pending:
+            raise NeverAdmitted(f"{k} windows in one call; the packer holds at most "
+                                f"max_pending={self.knobs.max_pending}")
         if self.pending + k > self.knobs.max_pending:
             raise Overloaded(f"packer holds {self.pending} windows; {k} more would pass "
                              f"max_pending={self.knobs.max_pending}")
@@ -186,11 +198,23 @@ class Packer:
         self.calls += 1
         self.pending += k
         self.pending_tokens += tokens
+        register = None if call_id is None else \
+            (lambda windows: self._calls.__setitem__(call_id, windows))
         try:
-            return await admit_windows(self._admit, checked)
+            return await admit_windows(self._admit, checked, register)
         finally:
             self.pending -= k
             self.pending_tokens -= tokens
+            if call_id is not None:
+                self._calls.pop(call_id, None)
+
+    async def withdraw(self, call_id: str, start: int, stop: int) -> int:
+        """Withdraw windows ``start:stop`` of the running :meth:`many` call ``call_id``: those
+        whose plan has not started are never computed, the others' results are discarded.
+        Returns how many were still waiting for a result (0 for an unknown or finished call,
+        e.g. one handled by another Packer replica)."""
+        windows = self._calls.get(call_id, [])[max(0, int(start)):max(0, int(stop))]
+        return sum(1 for w in windows if w.future.cancel())
 
     def demand_plans(self) -> int:
         """The autoscaling signal: plans running plus the plans the windows admitted and not
@@ -203,12 +227,19 @@ class Packer:
         demand = self.demand_plans()
         return await retry_replica_lost(lambda: self.runner.execute.remote(plan, features, demand))
 
+    def _observe_drop(self, dropped: int, discarded: int) -> None:
+        if dropped:
+            self.metrics.dropped.inc(dropped)
+        if discarded:
+            self.metrics.discarded.inc(discarded)
+
     def _observe(self, plan: Plan, seconds: float, error: BaseException | None,
                  waits: list[float]) -> None:
         for wait in waits:
             self.metrics.wait.observe(wait)
         if error is not None:
             return
+        self._last_ok_s = time.monotonic()
         tags = {"mode": self.knobs.mode}
         self.metrics.efficiency.observe(plan.real_tokens / plan.token_slots, tags=tags)
         self.metrics.sequences.observe(plan.n_seqs, tags=tags)
@@ -259,6 +290,22 @@ class Packer:
             log.warning("packer: could not read runner replicas: %s", exc)
             return False
 
+    async def ready(self, fresh_s: float = READY_FRESH_S, timeout_s: float = 5.0) -> str | None:
+        """None when a plan can run now, else why not (``GET /healthz``).
+
+        Ready when a plan ran in the last ``fresh_s`` seconds (the runners are working), or
+        a runner replica answers a call within ``timeout_s`` (Serve routes it to a running
+        replica; with none running it waits for one, and the wait times out)."""
+        if time.monotonic() - self._last_ok_s <= fresh_s:
+            return None
+        try:
+            await asyncio.wait_for(self.runner.slots.remote(), timeout=timeout_s)
+        except asyncio.TimeoutError:
+            return f"no runner replica answered within {timeout_s:g} s"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return f"runner replica failed: {type(exc).__name__}"
+        return None
+
     async def stats(self) -> dict:
         """Cumulative counters, dispatch slots and the current knobs (``GET /v1/stats``)."""
         self._watch()
@@ -269,5 +316,8 @@ class Packer:
                  runner_replicas=self.runner_replicas, runner_slots=self.runner_slots,
                  knobs=self.knobs.model_dump(), token_budget=d.config.capacity_tokens,
                  admission=dict(self.admission),
-                 calibrated_max_tokens=self.calibrated_max_tokens, time_s=time.time())
+                 calibrated_max_tokens=self.calibrated_max_tokens,
+                 # unpack_repack gives each window a bit-identical result alone or in any
+                 # plan; attention_mask shares rows, so float32 sums (and int8 steps) move
+                 batch_invariant=self.knobs.mode == "unpack_repack", time_s=time.time())
         return s

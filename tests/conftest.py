@@ -1,5 +1,6 @@
 """Fixtures every tier shares: small prepared models with random weights (no network), the
-SQuAD dev file, and the tier markers.
+SQuAD dev file, the tier markers, and the ``gpu`` marker's rule (fail, not skip, without a
+working CUDA).
 
 The tiers are folders: tests/unit (no Ray, no real sleeps; the tier to run on every change),
 tests/integration (one ``serve run`` per session, and tests that start a Ray of their own),
@@ -55,6 +56,26 @@ def squad_path() -> Path:
     if not SQUAD.exists():
         pytest.skip(f"{SQUAD} not found")
     return SQUAD
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture of the test is set up
+def pytest_runtest_setup(item):
+    """A ``gpu`` test fails, never skips, where ONNX Runtime cannot really run on CUDA.
+
+    ``pytest -m gpu`` asks for CUDA: on a host without onnxruntime-gpu, without a GPU, or
+    where the CUDA provider is listed but a session falls back to the CPU (CUDA or cuDNN
+    libraries missing), every selected test errors with the reason
+    (:func:`packing.runtime.backend.cuda_problem`), so a CPU-only run can never pass for a
+    GPU run. The default run deselects ``gpu`` (pyproject's ``addopts``).
+    """
+    if item.get_closest_marker("gpu") is None:
+        return
+    from packing.runtime.backend import cuda_problem
+
+    problem = cuda_problem()
+    if problem:
+        pytest.fail(f"gpu test, but ONNX Runtime here cannot run on CUDA: {problem}",
+                    pytrace=False)
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects, so ``-m unit`` sees the marker

@@ -58,3 +58,17 @@ def get_stats(url: str) -> dict:
 def same_answer(got: dict, want: dict) -> bool:
     return ((got["start"], got["end"], got["answer"]) == (want["start"], want["end"], want["answer"])
             and abs(got["score"] - want["score"]) <= 1e-4)
+
+
+def post_all(url: str, bodies: list, concurrency: int) -> list[dict]:
+    """POST every body at once (``concurrency`` clients); the answers in order, a list body
+    giving one per item. Asserts every status is 200."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(lambda b: post(url, b), bodies))
+    out = []
+    for status, body, _ in results:
+        assert status == 200, body
+        out.extend(body if isinstance(body, list) else [body])
+    return out

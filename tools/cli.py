@@ -47,6 +47,27 @@ def _soak(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crowd(args: argparse.Namespace) -> int:
+    from tools.crowd import crowd, format_crowd
+
+    report = crowd(args.url, args.requests, args.concurrency, list_size=args.list_size,
+                   seed=args.seed, progress=not args.no_progress)
+    emit(report, args.json, table=format_crowd(report))
+    bad = report["lost"] or report["failed"] or report["differ"]
+    if bad:
+        print(f"FAIL: {report['lost']} lost, {report['failed']} failed, {report['differ']} "
+              f"differ from the same request alone", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _abandon(args: argparse.Namespace) -> int:
+    from tools.crowd import abandon, format_abandon
+
+    report = abandon(args.url, args.requests, args.hang_up_s, seed=args.seed)
+    emit(report, args.json, table=format_abandon(report))
+    return 0 if report["live_status"] == 200 else 1
+
+
 def _ceiling(args: argparse.Namespace) -> int:
     from tools.ceiling import (AppNotHealthy, Settings, format_table, parse_env, resolve_config,
                                run_ceiling)
@@ -232,6 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--slow-s", type=float, default=10.0, help="answers slower than this count as slow")
     so.add_argument("--kill-replica", metavar="DEPLOYMENT",
                     help="kill one replica of this deployment (e.g. PlanExecutor) a quarter in")
+
+    cr = _command(sub, _crowd, "crowd", help="every request alone, then all concurrently: "
+                  "each crowd answer must equal its alone answer exactly; exits 1 otherwise")
+    cr.add_argument("--url", default="http://127.0.0.1:8000")
+    cr.add_argument("--requests", type=positive_int, default=1000)
+    cr.add_argument("--concurrency", type=positive_int, default=64)
+    cr.add_argument("--list-size", type=positive_int, default=8,
+                    help="a quarter of the requests go in list bodies of this size")
+    cr.add_argument("--seed", type=int, default=0)
+    report_flags(cr)
+
+    ab = _command(sub, _abandon, "abandon", help="a burst of requests whose clients hang up: "
+                  "windows computed, dropped and discarded, and the next request's latency")
+    ab.add_argument("--url", default="http://127.0.0.1:8000")
+    ab.add_argument("--requests", type=positive_int, default=600)
+    ab.add_argument("--hang-up-s", type=positive_float, default=0.3)
+    ab.add_argument("--seed", type=int, default=0)
+    report_flags(ab)
 
     ce = _command(
         sub, _ceiling, "ceiling", help="the serving front end's ceiling against Ray Serve's "

@@ -145,16 +145,18 @@ def measure_matmul(hidden: int, intermediate: int, rows: Sequence[int] = ROWS,
     measured as fp32, its limit on a GPU is not modelled here).
 
     ``threads``: intra-op threads (None: ORT's default). ``device``: "cpu", "cuda" or
-    "auto" (CUDA when available), as the bench's backend takes it. For each row count:
+    "auto" (CUDA when a session really gets it), as the bench's backend takes it; CUDA runs
+    with TF32 off, as the model's sessions do. For each row count:
     one warm-up run, then runs until ``min_repeats`` were made and ``min_seconds`` passed;
     the fastest run gives the rate (``chain_flops / seconds``). Inputs and outputs stay on
     the device (IO binding), so only the four MatMuls are timed.
     """
-    import onnxruntime as ort
+    from packing.runtime.backend import (CPU_PROVIDER, CUDA_PROVIDER, cuda_providers,
+                                         import_onnxruntime, resolve_device, session_provider)
 
-    use_cuda = device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers()
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda \
-        else ["CPUExecutionProvider"]
+    ort = import_onnxruntime()
+    use_cuda = resolve_device(device) == "cuda"
+    providers = cuda_providers() if use_cuda else [CPU_PROVIDER]  # CUDA: TF32 off, as the model
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -163,8 +165,11 @@ def measure_matmul(hidden: int, intermediate: int, rows: Sequence[int] = ROWS,
     int8 = precision == "int8"
     graph = (int8_matmul_graph if int8 else matmul_graph)(hidden, intermediate)
     sess = ort.InferenceSession(graph.SerializeToString(), opts, providers=providers)
+    if use_cuda and session_provider(sess) != CUDA_PROVIDER:
+        raise RuntimeError(f"the MatMul limit was asked on CUDA (device={device!r}), but ONNX "
+                           f"Runtime made its session on {session_provider(sess)}")
     where = "cuda" if use_cuda else "cpu"
-    result = MatmulLimit(hidden, intermediate, sess.get_providers()[0], threads,
+    result = MatmulLimit(hidden, intermediate, session_provider(sess), threads,
                          precision="int8" if int8 else "fp32")
     rng = np.random.default_rng(1)
     for n in rows:

@@ -51,10 +51,15 @@ def report_flags(p: argparse.ArgumentParser, json_help: str = "write the report 
 
 
 def backend_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--backend and the sim backend's options (see packing.runtime.sim)."""
+    """--backend, onnxruntime's --device and the sim backend's options (see
+    packing.runtime.sim)."""
     p.add_argument("--backend", choices=["onnxruntime", "sim"], default="onnxruntime",
                    help="model runtime: onnxruntime, or sim (a simulated accelerator that "
                    "sleeps for its device time and returns deterministic logits)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="onnxruntime's device (default auto: CUDA when a session really gets "
+                   "it, else the CPU); cuda fails unless the sessions run on "
+                   "CUDAExecutionProvider")
     p.add_argument("--sim-profile", default=None, metavar="NAME",
                    help="sim device profile: ipu (default; static shapes, 1,861 padded "
                    "16x256 sequences/s), slow (static, 125 ms per full batch) or fast "
@@ -65,11 +70,14 @@ def backend_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def backend_choice(args: argparse.Namespace) -> tuple[str, dict]:
-    """(backend name, its options) from --backend / --sim-profile / --sim-tokens-per-s.
+    """(backend name, its options) from --backend / --device / --sim-profile /
+    --sim-tokens-per-s.
 
-    The sim options need ``--backend sim``; a bad profile name or speed is a ValueError
+    ``--device`` is onnxruntime's (``{"device": ...}``, absent when not given); the sim
+    options need ``--backend sim``; a bad profile name or speed is a ValueError
     (one line, exit 2) raised by the sim itself.
     """
+    device = getattr(args, "device", None)
     if args.backend != "sim":
         given = [flag for flag, value in (("--sim-profile", args.sim_profile),
                                           ("--sim-tokens-per-s", args.sim_tokens_per_s))
@@ -77,7 +85,10 @@ def backend_choice(args: argparse.Namespace) -> tuple[str, dict]:
         if given:
             verb = "needs" if len(given) == 1 else "need"
             raise ValueError(f"{' and '.join(given)} {verb} --backend sim")
-        return args.backend, {}
+        return args.backend, ({} if device is None else {"device": device})
+    if device is not None:
+        raise ValueError("--device chooses onnxruntime's device; it does not apply to "
+                         "--backend sim")
     from packing.runtime.sim import sim_profile
 
     options = {"profile": args.sim_profile or "ipu"}

@@ -13,7 +13,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     prepare(args.model, args.out, seq_len=args.seq_len, batch_size=args.batch_size,
             max_valid_num=args.max_valid_num, seed=args.seed, check=not args.no_check,
-            precision=args.precision)
+            precision=args.precision, prepared_by="cli")
     return 0
 
 
@@ -22,7 +22,9 @@ def register(sub) -> None:
     pr.add_argument("--model", required=True,
                     help="builtin:squad-mini, hub id, local transformers folder, random:tiny "
                     "or random:base")
-    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--out", required=True,
+                    help="output folder; its manifest records it as prepared by this command, "
+                    "so the app serves it as it is and never rewrites it")
     pr.add_argument("--seq-len", type=int, default=DEFAULT_SHAPES.seq_len)
     pr.add_argument("--batch-size", type=int, default=DEFAULT_SHAPES.batch_size)
     pr.add_argument("--max-valid-num", type=int, default=DEFAULT_SHAPES.max_valid_num,

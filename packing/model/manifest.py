@@ -12,6 +12,15 @@ from .weights import BertDims
 MANIFEST = "manifest.json"
 CALIBRATION = "calibration.json"  # token budget cache (packing.runtime.calibrate), not a model file
 FORMAT_VERSION = 2  # 2: unpack_repack takes ATTENTION_GROUPS attention groups
+PREPARED_BY = ("app", "cli", "user")
+"""Who prepared a folder: ``app`` (the Serve app, :func:`deployments.model_store.ensure_model`),
+``cli`` (``packed-bert prepare``) or ``user`` (:func:`packing.model.prepare.prepare` called
+directly). Manifests written before this field read as ``unknown``: made by a user."""
+UNKNOWN_PREPARER = "unknown"
+PREPARING = ".preparing"
+"""Marker :func:`packing.model.prepare.prepare` writes into a folder first (its text: who
+prepares it) and removes after the manifest: a folder holding it and no manifest is an
+unfinished preparation (:func:`unfinished_preparer`)."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -37,6 +46,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # kind -> prepare's check: packed vs alone
     precision: str = "fp32"  # fp32 | int8 | fp16 (packing.model.quantize.PRECISIONS)
+    prepared_by: str = "user"  # PREPARED_BY, or UNKNOWN_PREPARER for older manifests
 
     def to_json(self) -> str:
         """Serialise (dims nested as a dict)."""
@@ -55,15 +65,39 @@ class Manifest:
                 f"{path} not found: prepare the folder first with "
                 f"'packed-bert prepare --model SOURCE --out {folder}'"
             )
-        raw = json.loads(path.read_text())
+        raw = _load(path)
         if raw.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: format_version {raw.get('format_version')} is not "
                              f"{FORMAT_VERSION}; prepare the folder again")
         raw["dims"] = BertDims(**raw["dims"])
         from .quantize import check_precision
 
-        check_precision(raw.setdefault("precision", "fp32"))  # folders before precisions: fp32
+        check_precision(raw["precision"])
         return cls(**raw)
+
+    @classmethod
+    def provenance(cls, folder: str | Path) -> "Provenance | None":
+        """What the folder's manifest says it was prepared from, in any format version
+        (older ones included, unlike :meth:`read`); None when the folder has no manifest.
+
+        Raises ValueError naming the file when it is not a JSON object with a ``source``."""
+        path = Path(folder) / MANIFEST
+        if not path.exists():
+            return None
+        raw = _load(path)
+        if not isinstance(raw.get("source"), str):
+            raise ValueError(f"{path}: no 'source' string; not a manifest this code reads")
+
+        def shape(name: str) -> int | None:
+            value = raw.get(name)
+            return value if isinstance(value, int) else None
+
+        version = raw.get("format_version")
+        return Provenance(source=raw["source"], precision=str(raw["precision"]),
+                          prepared_by=str(raw["prepared_by"]),
+                          format_version=version if isinstance(version, int) else None,
+                          seq_len=shape("seq_len"), batch_size=shape("batch_size"),
+                          max_valid_num=shape("max_valid_num"))
 
     def verify_files(self, folder: str | Path) -> None:
         """Raise ValueError if a listed file is missing or its checksum changed."""
@@ -73,3 +107,60 @@ class Manifest:
                 raise ValueError(f"{path} is listed in the manifest but missing")
             if sha256_file(path) != digest:
                 raise ValueError(f"{path} does not match its manifest checksum")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a folder was prepared from and by whom (:meth:`Manifest.provenance`): the part of
+    a manifest that every format version carries, so an outdated folder can still be judged."""
+
+    source: str  # --model argument / the app's model_source
+    precision: str  # fp32 when the manifest predates precisions
+    prepared_by: str  # PREPARED_BY, or UNKNOWN_PREPARER (manifests before provenance)
+    format_version: int | None
+    seq_len: int | None
+    batch_size: int | None
+    max_valid_num: int | None
+
+    @property
+    def app_made(self) -> bool:
+        """Whether the Serve app prepared the folder (only such a folder may be re-prepared)."""
+        return self.prepared_by == "app"
+
+    def describe(self) -> str:
+        """One phrase: source, precision, who prepared it, format version."""
+        return (f"{self.source!r} in {self.precision}, prepared by "
+                f"{preparer_words(self.prepared_by)}, format_version {self.format_version}")
+
+
+def preparer_words(prepared_by: str) -> str:
+    """Who a ``prepared_by`` value (or an unfinished preparation's marker) names, in words."""
+    return {"app": "the app", "cli": "`packed-bert prepare`",
+            "user": "`prepare()` in Python"}.get(prepared_by, "a user (no `prepared_by` recorded)")
+
+
+def unfinished_preparer(folder: str | Path) -> str | None:
+    """Who started the unfinished preparation of ``folder`` (the :data:`PREPARING` marker's
+    text, :data:`UNKNOWN_PREPARER` when unreadable), or None when the folder has no marker."""
+    path = Path(folder) / PREPARING
+    if not path.exists():
+        return None
+    try:
+        who = path.read_text().strip()
+    except OSError:
+        return UNKNOWN_PREPARER
+    return who if who in PREPARED_BY else UNKNOWN_PREPARER
+
+
+def _load(path: Path) -> dict:
+    """The manifest's JSON object, with the defaults of fields older manifests lack
+    (``precision`` fp32, ``prepared_by`` unknown); ValueError naming the file otherwise."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not readable as JSON ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    raw.setdefault("precision", "fp32")  # folders before precisions: fp32
+    raw.setdefault("prepared_by", UNKNOWN_PREPARER)  # folders before provenance: a user's
+    return raw

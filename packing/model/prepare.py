@@ -5,8 +5,8 @@ transformers folder; float16 tensors for ``--precision fp16``), or for int8
 ``model.int8.safetensors`` (quantized Linear weights, the rest float32) + ``config.json`` --,
 the fast-tokenizer files, ``original.onnx``, ``attention_mask.onnx`` and
 ``unpack_repack.onnx`` (weights shared through external data), and ``manifest.json``
-(recording the precision), written last: a folder without a manifest is an unfinished
-preparation.
+(recording what the folder was prepared from: source, precision, shapes, format version and
+who prepared it), written last: a folder without a manifest is an unfinished preparation.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from .graphs import KINDS, WEIGHTS_FILES, build_graph
-from .manifest import CALIBRATION, MANIFEST, Manifest, sha256_file
+from .manifest import CALIBRATION, MANIFEST, PREPARED_BY, PREPARING, Manifest, sha256_file
 from .quantize import LAYOUT_TOLERANCES, TOLERANCES, check_precision, fp16_weights, int8_weights
 from .shapes import DEFAULT_SHAPES
 from .weights import load_source, save_tokenizer
@@ -34,9 +34,11 @@ def _log(msg: str, quiet: bool) -> None:
 def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
             batch_size: int = DEFAULT_SHAPES.batch_size,
             max_valid_num: int = DEFAULT_SHAPES.max_valid_num, seed: int = 0, check: bool = True,
-            quiet: bool = False, precision: str = "fp32") -> Manifest:
+            quiet: bool = False, precision: str = "fp32", prepared_by: str = "user") -> Manifest:
     """Build and check a model folder at ``out`` from ``source`` in ``precision`` (fp32, int8
-    or fp16); returns its manifest.
+    or fp16); returns its manifest, which records ``prepared_by`` (one of
+    :data:`~packing.model.manifest.PREPARED_BY`: ``user`` here, ``cli`` for ``packed-bert
+    prepare``, ``app`` for the Serve app, which re-prepares only folders it made itself).
 
     Raises ValueError for bad shapes or an unknown precision, and RuntimeError when, on
     random packed batches (:func:`check_graphs`), a packed graph's packed run differs from the
@@ -57,6 +59,8 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
     if max_valid_num < 1:
         raise ValueError(f"--max-valid-num must be >= 1, got {max_valid_num}")
     check_precision(precision)
+    if prepared_by not in PREPARED_BY:
+        raise ValueError(f"prepared_by must be one of {PREPARED_BY}, got {prepared_by!r}")
     out = Path(out)
     _log(f"loading {source}", quiet)
     dims, weights, tok_folder = load_source(source, seed=seed)
@@ -64,6 +68,7 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
         raise ValueError(f"--seq-len {seq_len} exceeds the model's max_position_embeddings "
                          f"{dims.max_position_embeddings}")
     out.mkdir(parents=True, exist_ok=True)
+    (out / PREPARING).write_text(prepared_by + "\n")  # removed once the manifest is final
     (out / MANIFEST).unlink(missing_ok=True)
     weights_file = WEIGHTS_FILES[precision]
     for stale in set(WEIGHTS_FILES.values()) - {weights_file}:  # another precision's, earlier
@@ -83,7 +88,8 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
         onnx.save(model, str(out / f"{kind}.onnx"))
         graphs[kind] = f"{kind}.onnx"
     manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
-                        max_valid_num=max_valid_num, graphs=graphs, precision=precision)
+                        max_valid_num=max_valid_num, graphs=graphs, precision=precision,
+                        prepared_by=prepared_by)
     manifest.write(out)  # provisional: the check below opens the folder through it
     diffs: dict[str, float] = {}
     if check:
@@ -115,8 +121,9 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
     manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
                         max_valid_num=max_valid_num, graphs=graphs,
                         files={name: sha256_file(out / name) for name in files},
-                        max_abs_diff=diffs, precision=precision)
+                        max_abs_diff=diffs, precision=precision, prepared_by=prepared_by)
     manifest.write(out)
+    (out / PREPARING).unlink(missing_ok=True)
     _log(f"done: {out}", quiet)
     return manifest
 

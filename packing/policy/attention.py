@@ -1,16 +1,28 @@
-"""Attention blocks of an unpack/repack batch: which sequences share attention rows of which width.
+"""Attention blocks of an unpack/repack batch: which attention rows of which width each sequence gets.
 
 The unpack/repack graph runs its dense layers on the flat token axis (no padding at all)
 and only attention on rows: per layer it gathers the Q/K/V projections of the tokens into
-attention rows, runs block-diagonal attention on each row, and gathers the context back.
+attention rows, runs masked attention on each row, and gathers the context back.
 Attention work per row grows with its width squared, so one width for the whole batch (its
 longest sequence) makes a 40-token sequence pay for a 250-token row.
 
 :func:`plan_attention` splits the batch's sequences, sorted by length, into at most
 :data:`ATTENTION_GROUPS` groups; each group has rows of its own width (the group's longest
-sequence), and first-fit decreasing packs the group's sequences whole into those rows. The
-split minimises a cost model of the attention work (:func:`group_cost`) by dynamic
-programming over a few candidate boundaries, so it takes well under a millisecond.
+sequence), and **each sequence gets a row of its own, starting at slot 0**. The split
+minimises a cost model of the attention work (:func:`group_cost`) by dynamic programming
+over a few candidate boundaries, so it takes well under a millisecond.
+
+Why a row per sequence (batch invariance): ONNX Runtime's CPU Softmax and MatMul kernels
+sum a row in SIMD lanes and K blocks counted from the row's first slot. A sequence placed
+at slot ``s > 0`` of a shared row has its float32 sums grouped differently than alone, and
+per-token int8 quantization turns that last-bit difference into whole int8 steps (score
+changes of a few hundredths to tenths, seen over HTTP under load). At slot 0 with masked
+slots only *after* it, the real values are summed in the same order whatever the row's
+width and whatever runs in the other rows, so a request's logits are bit-identical alone
+and in any batch (tested in ``tests/unit/test_batch_invariance.py``). Sharing rows saved
+attention work on short sequences only; the width groups keep most of that.
+:func:`attention_rows` (first-fit decreasing, several sequences per row) remains for
+backends with static shapes, which need a bounded number of rows.
 
 Pure: numpy in, a frozen :class:`AttentionLayout` out.
 """
@@ -116,30 +128,19 @@ def group_cost(rows: int, width: int) -> int:
     return int(rows) * int(width) * (int(width) + SLOT_COST) + GROUP_COST
 
 
-def _estimated_rows(sorted_desc: np.ndarray, cum: np.ndarray, i: int, j: int) -> int:
-    """Rows first-fit decreasing needs for ``sorted_desc[i:j]`` in rows of ``sorted_desc[i]``,
-    estimated as max(sequences longer than half a row, ceil(tokens / width))."""
-    width = int(sorted_desc[i])
-    tokens = int(cum[j] - cum[i])
-    # sorted_desc is descending: sequences longer than width // 2 form a prefix of the range
-    half = int(np.searchsorted(-sorted_desc[i:j], -(width // 2), side="left"))
-    return max(half, -(-tokens // width))
-
-
 def plan_attention(lengths: np.ndarray, max_groups: int = ATTENTION_GROUPS) -> AttentionLayout:
     """Attention layout for sequences of ``lengths`` (plan order), in at most ``max_groups`` groups.
 
-    Contract: every sequence is placed exactly once, in a group whose width is at least
-    its length; within a row, sequences do not overlap and occupy ``[start, start +
-    length)``; every group has at least one row and one sequence; widths are strictly
-    decreasing. With ``max_groups=1`` this is one group of rows as wide as the longest
+    Contract: every sequence is placed exactly once, alone in its row at slot 0, in a group
+    whose width is at least its length; every group has at least one row and one sequence;
+    widths are strictly decreasing. With ``max_groups=1`` this is one group of rows as wide as the longest
     sequence. An empty batch gets one group of one row of width 1 and no sequences.
 
     The grouping: sort lengths longest first, bucket them into at most
     :data:`BOUNDARIES` width classes, and choose the split into contiguous groups that
-    minimises the summed :func:`group_cost` (rows estimated without packing), by dynamic
-    programming over the class boundaries. Rows are then packed by
-    :func:`attention_rows` at each group's width.
+    minimises the summed :func:`group_cost` (one row per sequence), by dynamic programming
+    over the class boundaries. Every sequence then gets its own row of its group's width,
+    at slot 0 with segment id 1 (rows in descending length order within the group).
 
     Raises ``ValueError`` for a length < 1 or ``max_groups`` < 1.
     """
@@ -153,8 +154,6 @@ def plan_attention(lengths: np.ndarray, max_groups: int = ATTENTION_GROUPS) -> A
         raise ValueError(f"sequence lengths must be >= 1, got {int(lengths.min())}")
     order = np.argsort(-lengths, kind="stable")
     srt = lengths[order]
-    cum = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(srt, out=cum[1:])
     # candidate boundaries: where the width class changes (classes of ceil(max / BOUNDARIES))
     step = max(1, -(-int(srt[0]) // BOUNDARIES))
     cls = (srt + step - 1) // step
@@ -166,7 +165,7 @@ def plan_attention(lengths: np.ndarray, max_groups: int = ATTENTION_GROUPS) -> A
     for a in range(k):
         for b in range(a + 1, k + 1):
             i, j = cuts[a], cuts[b]
-            cost[a, b] = group_cost(_estimated_rows(srt, cum, i, j), int(srt[i]))
+            cost[a, b] = group_cost(j - i, int(srt[i]))  # one row per sequence
     best = [[inf] * (k + 1) for _ in range(groups + 1)]
     back = [[0] * (k + 1) for _ in range(groups + 1)]
     best[0][0] = 0.0
@@ -190,8 +189,9 @@ def plan_attention(lengths: np.ndarray, max_groups: int = ATTENTION_GROUPS) -> A
     for gi, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         members = order[cuts[a]:cuts[b]]
         width = int(srt[cuts[a]])
-        r, s, seg = attention_rows(lengths[members], width)
-        group[members], row[members], start[members], segment[members] = gi, r, s, seg
+        # one sequence per row, at slot 0 (see the module docstring: batch invariance)
+        group[members], row[members], start[members], segment[members] = gi, np.arange(
+            members.size), 0, 1
         widths.append(width)
-        rows_per_group.append(int(r.max()) + 1)
+        rows_per_group.append(int(members.size))
     return AttentionLayout(widths, rows_per_group, group, row, start, segment)

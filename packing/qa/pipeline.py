@@ -25,7 +25,7 @@ from typing import Any
 
 from packing.runtime.features import Features
 
-from .requests import BadRequest
+from .requests import BadRequest, Limits, TooLarge
 from .windows import (DOC_STRIDE, MAX_ANSWER_TOKENS, MAX_QUERY_TOKENS, Answer, Window,
                       answers_for, make_windows_batch)
 
@@ -73,6 +73,32 @@ def features_of(per_question: Sequence[Windows]) -> list[Features]:
 def window_count(per_question: Sequence[Windows]) -> int:
     """How many model inputs :func:`features_of` gives for ``per_question``."""
     return sum(len(w) for w in per_question if not isinstance(w, BadRequest))
+
+
+def first_problem(per_question: Sequence[Windows], limits: Limits
+                  ) -> tuple[int | None, BadRequest] | None:
+    """Why the questions of one body cannot be answered, or None when they all can.
+
+    In question order, the first question that is a :class:`BadRequest` or takes more than
+    ``limits.max_windows_per_request`` windows gives ``(its index, the error)``; past that,
+    more than ``limits.max_windows_per_body`` windows in all gives ``(None, TooLarge)``. Each
+    message states the limit and the count. Works on a prefix of a body too (the count so
+    far), so a caller tokenizing question by question can stop at the first problem."""
+    total = 0
+    for k, windows in enumerate(per_question):
+        if isinstance(windows, BadRequest):
+            return k, windows
+        if len(windows) > limits.max_windows_per_request:
+            return k, TooLarge(
+                f"the context takes {len(windows)} model windows; at most "
+                f"{limits.max_windows_per_request} allowed per question (max_windows_per_request)")
+        total += len(windows)
+        if total > limits.max_windows_per_body:
+            return None, TooLarge(
+                f"the body's questions take {total}{'+' if k < len(per_question) - 1 else ''} "
+                f"model windows; at most {limits.max_windows_per_body} allowed per body "
+                f"(max_windows_per_body)")
+    return None
 
 
 class QAPipeline:

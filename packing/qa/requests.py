@@ -33,6 +33,11 @@ class BadRequest(ValueError):
     """A client error; ``str(exc)`` is a one-line message naming the field and the problem."""
 
 
+class TooLarge(BadRequest):
+    """A request that is well formed but more work than the app takes at once (HTTP 413):
+    sending it again cannot succeed, so it is never answered with a retryable 503."""
+
+
 @dataclass(frozen=True)
 class QARequest:
     """One validated question-answering request."""
@@ -53,10 +58,17 @@ class Limits:
         "description": "Most items in a list body."})
     max_body_bytes: int = dataclasses.field(default=1_000_000, metadata={
         "description": "Largest raw body, in bytes (413 beyond)."})
+    max_windows_per_request: int = dataclasses.field(default=256, metadata={
+        "description": "Most model windows one question's context may take (413 beyond; a "
+                       "100,000-character English context takes about 80 at seq_len 384, "
+                       "punctuation one token per character)."})
+    max_windows_per_body: int = dataclasses.field(default=1024, metadata={
+        "description": "Most model windows all the questions of one body may take (413 "
+                       "beyond); at most the Packer's `max_pending`."})
 
     def __post_init__(self) -> None:
         for name in ("max_question_chars", "max_context_chars", "max_batch_items",
-                     "max_body_bytes"):
+                     "max_body_bytes", "max_windows_per_request", "max_windows_per_body"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"Limits.{name} must be an int, got {type(value).__name__} "
@@ -147,12 +159,45 @@ def parse_payload(obj: Any, limits: Limits) -> tuple[list[QARequest], bool]:
     return [_parse_item(item, limits, f"item {i}: ") for i, item in enumerate(obj)], True
 
 
+# A JSON number is never valid in a body (both fields are strings); one longer than this is
+# refused while parsing, before Python converts it (int() of a long digit string is slow, and
+# over sys.get_int_max_str_digits() it raises a plain ValueError).
+MAX_NUMBER_CHARS = 100
+
+
+def _no_constant(name: str) -> Any:
+    raise BadRequest(f"body is not valid JSON: {name} is not allowed")
+
+
+def _number(convert):
+    def parse(text: str) -> Any:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise BadRequest(f"body has a JSON number of {len(text)} characters (at most "
+                             f"{MAX_NUMBER_CHARS}; question and context are strings)")
+        return convert(text)
+    return parse
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """``object_pairs_hook``: an object as a dict, refusing a key given twice (which plain
+    ``json.loads`` would resolve silently to the last value)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise BadRequest(f"body has the key {_short_repr(key)} twice in one object")
+        out[key] = value
+    return out
+
+
 def parse_body(body: bytes, limits: Limits) -> tuple[list[QARequest], bool]:
     """Check raw request bytes, decode them as UTF-8 JSON and apply :func:`parse_payload`.
 
     Rejects (with :class:`BadRequest`) bodies over ``limits.max_body_bytes``, bytes that are
-    not valid UTF-8, and text that is not JSON (NaN/Infinity literals included). A leading
-    UTF-8 byte-order mark is accepted and ignored.
+    not valid UTF-8, and text that is not JSON (NaN/Infinity literals included), an object
+    with the same key twice, a number of more than :data:`MAX_NUMBER_CHARS` characters, and
+    nesting deeper than the parser's recursion limit (about 1,000 levels; any nesting past the
+    list of objects is a wrong type anyway). A leading UTF-8 byte-order mark is accepted and
+    ignored. Raises nothing but :class:`BadRequest`, whatever the bytes.
     """
     if len(body) > limits.max_body_bytes:
         raise BadRequest(f"body is {len(body)} bytes; at most {limits.max_body_bytes} allowed")
@@ -161,14 +206,16 @@ def parse_body(body: bytes, limits: Limits) -> tuple[list[QARequest], bool]:
     except UnicodeDecodeError as exc:
         raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
 
-    def _no_constant(name: str) -> Any:
-        raise BadRequest(f"body is not valid JSON: {name} is not allowed")
-
     try:
-        obj = json.loads(text, parse_constant=_no_constant)
+        obj = json.loads(text, parse_constant=_no_constant, parse_int=_number(int),
+                         parse_float=_number(float), object_pairs_hook=_unique_keys)
+    except BadRequest:
+        raise
     except json.JSONDecodeError as exc:
         raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
                          f"column {exc.colno}") from None
     except RecursionError:
         raise BadRequest("body is not valid JSON: nested too deeply") from None
+    except ValueError:  # any other refusal of the decoder: never a 500, never its text
+        raise BadRequest("body is not valid JSON") from None
     return parse_payload(obj, limits)

@@ -30,7 +30,8 @@ from typing import Any
 
 from .outcomes import results_or_error
 
-__all__ = ["AdmissionConfig", "CountAdmission", "DEFAULT_ADMISSION", "Overloaded"]
+__all__ = ["AdmissionConfig", "CountAdmission", "DEFAULT_ADMISSION", "NeverAdmitted",
+           "Overloaded"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ runner read them from here)."""
 
 class Overloaded(RuntimeError):
     """The packer already holds ``max_pending`` windows; retry later (HTTP 503)."""
+
+
+class NeverAdmitted(ValueError):
+    """A call with more windows than ``max_pending``: no wait can make room for it, so it is
+    refused for good (HTTP 413), never as :class:`Overloaded`."""
 
 
 def _is_int(value: object) -> bool:

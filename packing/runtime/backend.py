@@ -18,6 +18,14 @@ profile's device time and returns deterministic logits; for measuring the servin
 against a device of known speed without one). ``sim`` accepts and ignores the
 onnxruntime options (``device``, ``intra_op_threads``) so configs can switch backends.
 
+ONNX Runtime itself comes from one of the package's extras, ``cpu`` (``onnxruntime``) or
+``gpu`` (``onnxruntime-gpu``), never both (:func:`import_onnxruntime` says which to install
+when neither is). CUDA is decided by the session, not by ``get_available_providers()``,
+which lists CUDA whenever onnxruntime-gpu is installed: ``device="cuda"`` raises when a
+session is not on ``CUDAExecutionProvider``, ``"auto"`` warns and runs on the CPU
+(:func:`resolve_device`, :func:`cuda_problem`), and every CUDA session runs with TF32 off
+(:data:`CUDA_PROVIDER_OPTIONS`). docs/backends.md, section CUDA.
+
 A PopRT/IPU backend would wrap ``poprt.runtime.ModelRunner`` on a graph converted by
 ``poprt`` from the same ONNX file; it is not part of this package because the Poplar SDK
 cannot be installed here, and untested code is not shipped. Register one with
@@ -26,6 +34,8 @@ cannot be installed here, and untested code is not shipped. Register one with
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -51,12 +61,179 @@ class Backend(ABC):
 
 HALF_PRECISIONS = ("fp16", "bf16")  # graph precisions the CPU provider is refused
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+#: Options of the CUDA execution provider in every session this module makes. TF32 off:
+#: ONNX Runtime's CUDA provider otherwise lets cuBLAS/cuDNN run float32 MatMul and Gemm on
+#: TF32 tensor cores (10-bit mantissa) on Ampere and later GPUs, and fp32 graphs would no
+#: longer meet fp32's 1e-4 packed-vs-solo tolerance by construction. It does not touch fp16
+#: arithmetic.
+CUDA_PROVIDER_OPTIONS = {"use_tf32": "0"}
+INSTALL_HINT = ('install exactly one ONNX Runtime wheel, through the extras: '
+                'pip install "packed-bert-serve[cpu]" for the CPU or "packed-bert-serve[gpu]" '
+                'for CUDA (from a checkout: pip install -e ".[cpu]" or -e ".[gpu]")')
+CUDA_HINT = ('for CUDA: pip uninstall -y onnxruntime onnxruntime-gpu, then pip install -e ".[gpu]" '
+             "(onnxruntime-gpu with its CUDA and cuDNN libraries from PyPI), with an NVIDIA driver "
+             "that runs the CUDA major version onnxruntime-gpu was built for (nvidia-smi's "
+             "'CUDA Version'); ONNX Runtime's own error lines on stderr name the "
+             "library that failed to load")
+
+log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeMissing(ImportError, RuntimeError):
+    """ONNX Runtime is not installed (neither the ``cpu`` nor the ``gpu`` extra), or its
+    package folder is broken (two wheels installed over each other, one then removed)."""
+
+
+def import_onnxruntime():
+    """The ``onnxruntime`` module, or :class:`OnnxRuntimeMissing` saying which extra to install.
+
+    Neither ONNX Runtime wheel is a hard dependency (``onnxruntime`` and ``onnxruntime-gpu``
+    install the same ``onnxruntime`` package folder and must not both be installed); the
+    ``cpu`` and ``gpu`` extras each bring one.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise OnnxRuntimeMissing(f"ONNX Runtime is not installed ({exc}); {INSTALL_HINT}") from exc
+    if not hasattr(ort, "InferenceSession"):  # a folder left behind by an uninstall
+        raise OnnxRuntimeMissing(
+            f"the onnxruntime package at {getattr(ort, '__path__', '?')} is incomplete (two "
+            "ONNX Runtime wheels installed over each other, then one removed?): pip uninstall "
+            f"-y onnxruntime onnxruntime-gpu, then {INSTALL_HINT}")
+    return ort
+
+
+def installed_onnxruntime_wheels() -> list[str]:
+    """The ONNX Runtime distributions installed here (``onnxruntime``, ``onnxruntime-gpu``);
+    more than one means they overwrote each other's files."""
+    from importlib import metadata
+
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _both_wheels_note() -> str:
+    wheels = installed_onnxruntime_wheels()
+    if len(wheels) < 2:
+        return ""
+    return (f" Both ONNX Runtime wheels are installed ({', '.join(wheels)}): they share one "
+            "package folder and the last one installed wins.")
+
+
+@functools.lru_cache(maxsize=1)
+def _preload_cuda_libraries(ort) -> None:
+    """Let onnxruntime-gpu (>= 1.21) load the CUDA and cuDNN libraries that the ``gpu``
+    extra installs from PyPI (``nvidia-*`` wheels), which the dynamic loader does not search;
+    once per process. Without them, system libraries are found the usual way."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None or CUDA_PROVIDER not in ort.get_available_providers():
+        return
+    try:
+        preload()
+    except Exception as exc:  # the session's provider check below is what decides
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
+def cuda_providers() -> list:
+    """The ``providers`` argument of a CUDA session: CUDA with :data:`CUDA_PROVIDER_OPTIONS`,
+    then the CPU provider (ONNX Runtime places there what CUDA has no kernel for)."""
+    return [(CUDA_PROVIDER, dict(CUDA_PROVIDER_OPTIONS)), CPU_PROVIDER]
+
+
+def session_provider(session) -> str:
+    """The execution provider a session really runs on: the first of ``get_providers()``.
+    ONNX Runtime drops a provider it cannot create (onnxruntime-gpu without its CUDA or cuDNN
+    libraries, no driver, no device) with a log line and goes on with the rest, so the list
+    asked for says nothing; this does."""
+    providers = session.get_providers()
+    return providers[0] if providers else "none"
+
+
+def _probe_graph() -> bytes:
+    """A one-MatMul float32 ONNX graph, to see whether a CUDA session really gets CUDA."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "x"], ["y"])], "cuda_probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every ONNX Runtime >= 1.18
+    return model.SerializeToString()
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_problem() -> str | None:
+    """Why ONNX Runtime here cannot run on CUDA, or None when it can.
+
+    None only when a session made with the CUDA provider first really runs on it (and runs a
+    MatMul there): ``get_available_providers()`` lists CUDA whenever onnxruntime-gpu is
+    installed, with or without a GPU, a driver, or the CUDA and cuDNN libraries. Cached for
+    the process (the probe loads CUDA once).
+    """
+    ort = import_onnxruntime()
+    available = ort.get_available_providers()
+    if CUDA_PROVIDER not in available:
+        return (f"onnxruntime {ort.__version__} here has no {CUDA_PROVIDER} (available: "
+                f"{available}; installed: {installed_onnxruntime_wheels() or 'none'}); "
+                f"{CUDA_HINT}.{_both_wheels_note()}")
+    _preload_cuda_libraries(ort)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(_probe_graph(), opts, providers=cuda_providers())
+        got = session_provider(sess)
+        if got == CUDA_PROVIDER:
+            sess.run(None, {"x": np.eye(2, dtype=np.float32)})
+            return None
+    except Exception as exc:
+        return (f"a session with {CUDA_PROVIDER} failed ({type(exc).__name__}: {exc}); "
+                f"{CUDA_HINT}.")
+    return (f"onnxruntime {ort.__version__} ({', '.join(installed_onnxruntime_wheels())}) lists "
+            f"{CUDA_PROVIDER}, but a session asking "
+            f"for it runs on {got} (CUDA or cuDNN libraries not loadable, no driver or no "
+            f"device); {CUDA_HINT}.{_both_wheels_note()}")
+
+
+def resolve_device(device: str) -> str:
+    """``"cpu"`` or ``"cuda"``: the device a backend made with ``device`` runs on.
+
+    ``"auto"`` is ``"cuda"`` only when :func:`cuda_problem` finds none; when CUDA is listed
+    but a session cannot get it, that is logged as a warning and ``"auto"`` is the CPU.
+    ``"cpu"`` and ``"cuda"`` are returned as given (a backend on ``"cuda"`` fails when it
+    does not get CUDA).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device != "auto":
+        return device
+    ort = import_onnxruntime()
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return "cpu"
+    problem = cuda_problem()
+    if problem:
+        log.warning("device 'auto': using the CPU, not CUDA: %s", problem)
+        return "cpu"
+    return "cuda"
+
 
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU, or its CUDA provider when ``onnxruntime-gpu`` is installed.
 
-    ``device``: "cpu", "cuda", or "auto" (CUDA when available, else CPU).
+    ``device``: "cpu", "cuda", or "auto" (CUDA when a session really gets it, else CPU).
     ``intra_op_threads``: threads inside one operator (None = ORT's default, all cores).
+
+    ``device="cuda"`` makes the session with the CUDA provider (TF32 off,
+    :data:`CUDA_PROVIDER_OPTIONS`) and checks the provider the session really got: ONNX
+    Runtime falls back to the CPU without an error when CUDA or cuDNN cannot be loaded, and
+    this raises a RuntimeError instead, naming what was asked, what ONNX Runtime gave and how
+    to fix it. ``"auto"`` takes that fallback, with a warning in the log.
 
     A graph prepared in fp16 or bf16 (the model's ``precision`` metadata) is refused on the
     CPU provider with a RuntimeError saying so: ONNX Runtime's CPU kernels are float32 (it
@@ -67,19 +244,20 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, model_path: str | Path, device: str = "auto",
                  intra_op_threads: int | None = None, inter_op_threads: int = 1,
                  allow_cpu_half: bool = False) -> None:
-        import onnxruntime as ort
-
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        ort = import_onnxruntime()
         available = ort.get_available_providers()
-        if device == "cuda" and "CUDAExecutionProvider" not in available:
+        if device == "cuda" and CUDA_PROVIDER not in available:
             raise RuntimeError(
-                "device='cuda' needs onnxruntime-gpu with a working CUDA; available providers: "
-                f"{available}"
-            )
-        use_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda
-                     else ["CPUExecutionProvider"])
+                f"device='cuda' asked, but onnxruntime {ort.__version__} here has no "
+                f"{CUDA_PROVIDER} (available providers: {available}; installed: "
+                f"{installed_onnxruntime_wheels() or 'none'}); {CUDA_HINT}."
+                f"{_both_wheels_note()}")
+        use_cuda = device == "cuda" or (device == "auto" and CUDA_PROVIDER in available)
+        if use_cuda:
+            _preload_cuda_libraries(ort)
+        providers = cuda_providers() if use_cuda else [CPU_PROVIDER]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_threads is not None:
@@ -95,10 +273,21 @@ class OnnxRuntimeBackend(Backend):
         self._outputs = [o.name for o in self._session.get_outputs()]
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._threads = intra_op_threads
-        self._provider = self._session.get_providers()[0]
+        self._provider = session_provider(self._session)
+        if use_cuda and self._provider != CUDA_PROVIDER:
+            got = (f"ONNX Runtime {ort.__version__} made the session on {self._provider} "
+                   f"(session providers {self._session.get_providers()}; available "
+                   f"{available})")
+            if device == "cuda":
+                raise RuntimeError(
+                    f"device='cuda' asked for {self.model_path.name}, but {got}: the CUDA "
+                    f"provider could not be created (CUDA or cuDNN libraries not loadable, no "
+                    f"driver or no device); {CUDA_HINT}.{_both_wheels_note()}")
+            log.warning("device 'auto': %s runs on the CPU, not CUDA: %s; %s.",
+                        self.model_path.name, got, CUDA_HINT)
         meta = self._session.get_modelmeta().custom_metadata_map
         self.precision = meta.get("precision", "fp32")
-        if (self.precision in HALF_PRECISIONS and self._provider == "CPUExecutionProvider"
+        if (self.precision in HALF_PRECISIONS and self._provider == CPU_PROVIDER
                 and not allow_cpu_half):
             raise RuntimeError(
                 f"{self.model_path} is a {self.precision} graph and would run on "
@@ -106,6 +295,17 @@ class OnnxRuntimeBackend(Backend):
                 f"{device!r}, available providers {available}); run it on CUDA "
                 "(onnxruntime-gpu, device: cuda), or prepare the folder with --precision "
                 "int8 or fp32 for CPUs")
+
+    @property
+    def provider(self) -> str:
+        """The execution provider the session runs on (``CUDAExecutionProvider``, ...)."""
+        return self._provider
+
+    @property
+    def provider_options(self) -> dict:
+        """The session's provider options as ONNX Runtime reports them (e.g. the CUDA
+        provider's ``use_tf32``)."""
+        return self._session.get_provider_options()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = self._inputs - inputs.keys()

@@ -222,8 +222,9 @@ def _plain(value) -> bool:
 def effective_options(backend: str, backend_options: dict | None) -> dict:
     """The backend options with defaults resolved, as they decide its speed.
 
-    onnxruntime: the device actually used (``auto`` resolved against the available
-    providers), intra/inter-op threads, the onnxruntime version and available providers.
+    onnxruntime: the device actually used (``auto`` resolved by
+    :func:`~packing.runtime.backend.resolve_device`: CUDA only when a session really gets
+    it), intra/inter-op threads, the onnxruntime version and available providers.
     sim: the resolved profile's fields (a profile name and the same speed given explicitly
     are the same device); the onnxruntime options it ignores are dropped. Other backends:
     the options as given. Raises :class:`NotCalibratable` for an option that is not plain
@@ -235,12 +236,11 @@ def effective_options(backend: str, backend_options: dict | None) -> dict:
         raise NotCalibratable(f"backend options {bad} are not plain data and cannot be "
                               "fingerprinted")
     if backend == "onnxruntime":
-        import onnxruntime as ort
+        from .backend import import_onnxruntime, resolve_device
 
+        ort = import_onnxruntime()
         available = list(ort.get_available_providers())
-        device = opts.pop("device", "auto")
-        if device == "auto":
-            device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+        device = resolve_device(opts.pop("device", "auto"))  # auto: where a session really runs
         # None is onnxruntime's default, one thread per core: the same device as that many
         out = {"device": device,
                "intra_op_threads": opts.pop("intra_op_threads", None) or os.cpu_count(),

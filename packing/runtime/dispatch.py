@@ -80,6 +80,7 @@ class DispatchStats:
     real_tokens: int = 0  # their tokens
     token_slots: int = 0  # token positions their plans' dense layers computed
     dropped: int = 0  # windows dropped because their caller went away before their plan started
+    discarded: int = 0  # windows computed by a plan after their caller went away (results unused)
     full_plans: int = 0  # plans holding max_valid_num windows
     budget_plans: int = 0  # plans closed because the next window did not fit the token budget
     rest_plans: int = 0  # plans holding the rest of what was waiting
@@ -129,6 +130,9 @@ class Dispatcher:
         on_plan: optional ``on_plan(plan, seconds, error, waits)`` after every plan (metrics):
             its run time, its error or None, and each window's wait from submission to start.
         collate: the packing policy (injectable to test a failing one).
+        on_drop: optional ``on_drop(dropped, discarded)`` whenever windows whose callers went
+            away are dropped before their plan started (never computed) or discarded after
+            it ran (metrics; the totals are in :attr:`stats`).
 
     Use from one event loop; every method but :meth:`run_batch` and :meth:`close` is
     non-blocking.
@@ -137,9 +141,11 @@ class Dispatcher:
     def __init__(self, config: PackingConfig, execute: Execute, slots: int = 1,
                  dispatch: str = DEFAULT_DISPATCH,
                  on_plan: Callable[[Plan, float, BaseException | None, list[float]], None]
-                 | None = None, collate: Collate = collate) -> None:
+                 | None = None, collate: Collate = collate,
+                 on_drop: Callable[[int, int], None] | None = None) -> None:
         self._execute = execute
         self._on_plan = on_plan
+        self._on_drop = on_drop
         self._collate = collate
         self.stats = DispatchStats()
         self._waiting: deque[_Waiting] = deque()  # merge: admitted windows, in arrival order
@@ -276,7 +282,7 @@ class Dispatcher:
         while self._ready and self._inflight < self.slots:
             plan, members, why = self._ready.popleft()
             live = [x for x in members if not x.window.future.done()]
-            self.stats.dropped += len(members) - len(live)
+            self._dropped(len(members) - len(live), 0)
             if len(live) == len(members):
                 self._start(plan, members, why)
             elif live:  # re-packed without the windows whose callers left
@@ -292,7 +298,7 @@ class Dispatcher:
             while self._waiting and len(live) < need:
                 x = self._waiting.popleft()
                 if x.window.future.done():  # its caller went away before it started
-                    self.stats.dropped += 1
+                    self._dropped(1, 0)
                 else:
                     live.append(x)
             start = self._pack(live, max_plans=free)  # a failing collate failed ``live``
@@ -304,6 +310,19 @@ class Dispatcher:
                 self._start(plan, members, why)
         if (self._waiting or self._ready) and self._inflight >= self.slots:
             self.stats.slots_full += 1
+
+    def _dropped(self, dropped: int, discarded: int) -> None:
+        """Count windows of callers that went away: ``dropped`` before their plan started,
+        ``discarded`` after it ran."""
+        if not dropped and not discarded:
+            return
+        self.stats.dropped += dropped
+        self.stats.discarded += discarded
+        if self._on_drop is not None:
+            try:
+                self._on_drop(dropped, discarded)
+            except Exception:  # noqa: BLE001 - metrics must never fail requests
+                pass
 
     def _start(self, plan: Plan, members: list[_Waiting], why: str) -> None:
         self._inflight += 1
@@ -336,9 +355,13 @@ class Dispatcher:
             self.stats.sequences += plan.n_seqs
             self.stats.real_tokens += plan.real_tokens
             self.stats.token_slots += plan.token_slots
+            gone = 0
             for w, out in zip(windows, outs):
-                if not w.future.done():
+                if w.future.done():  # its caller went away while the plan ran
+                    gone += 1
+                else:
                     w.future.set_result(out)
+            self._dropped(0, gone)
         if self._on_plan is not None:
             try:
                 self._on_plan(plan, time.monotonic() - t0, error,
@@ -358,8 +381,9 @@ class Dispatcher:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-async def admit_windows(admit: Callable[[Window], Awaitable], features: Sequence[Features]
-                        ) -> list[SpanLogits]:
+async def admit_windows(admit: Callable[[Window], Awaitable], features: Sequence[Features],
+                        on_windows: Callable[[list[Window]], None] | None = None
+                        ) -> list[SpanLogits | None]:
     """Logits of ``features`` (validated windows), each admitted as one item by
     ``admit(window)`` (``@serve.batch``'s wrapper, or :meth:`CountAdmission.submit`), in order.
 
@@ -367,9 +391,16 @@ async def admit_windows(admit: Callable[[Window], Awaitable], features: Sequence
     whole admitted batch does). Raises, once every window has finished, the first failing
     window's error; an error of admission itself (the batch function raised) is that
     window's error. If the caller goes away, windows whose plans have not started are
-    withdrawn."""
+    withdrawn.
+
+    ``on_windows(windows)`` is called with the windows before any is admitted: whoever
+    holds them may withdraw some by cancelling their futures (:meth:`Packer.withdraw`: the
+    client of part of a shared call went away). A withdrawn window is never computed if its
+    plan had not started; its result is ``None`` either way."""
     loop, now = asyncio.get_running_loop(), time.monotonic()
     windows = [Window(f, loop.create_future(), now) for f in features]
+    if on_windows is not None:
+        on_windows(windows)
     # One task per item, created in order: each queues its item in its first step, and tasks
     # take their first step in creation order.
     admitted = [asyncio.ensure_future(admit(w)) for w in windows]
@@ -384,10 +415,10 @@ async def admit_windows(admit: Callable[[Window], Awaitable], features: Sequence
         for task in admitted:
             if not task.done():
                 task.cancel()
-    for out in outs:
-        if isinstance(out, BaseException):
+    for w, out in zip(windows, outs):
+        if isinstance(out, BaseException) and not w.future.cancelled():
             raise out
-    return list(outs)
+    return [None if w.future.cancelled() else out for w, out in zip(windows, outs)]
 
 
 def _fail_unless_answered(window: asyncio.Future, admitted: asyncio.Task) -> None:

@@ -224,3 +224,4 @@ def solo(serve_app):
     with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
         answering = json.loads(r.read())["answering"]
     return lambda qa: solo_answers(serve_app.model_dir, [qa], answering)[0]
+

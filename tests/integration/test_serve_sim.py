@@ -3,11 +3,10 @@ next to the test app on the same session cluster, under high concurrency."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 from factories import REPO
-from serve_client import get_stats, make_qa, post, same_answer
+from serve_apps import deploy_beside
+from serve_client import get_stats, make_qa, post_all, same_answer
 
 from deployments.config import config_deployment_options
 
@@ -21,10 +20,6 @@ SLOTS = config_deployment_options(REPO / "configs" / "sim.yaml",
 @pytest.fixture(scope="module")
 def sim_app(serve_app):
     """``device: sim`` app (profile ipu, 3 PlanExecutor replicas) at ``/sim``; deleted after."""
-    import ray
-    from ray import serve
-
-    from deployments.app import build_graph
     from deployments.config import AppConfig
 
     args = dict(serve_app.config["applications"][0]["args"])
@@ -36,17 +31,9 @@ def sim_app(serve_app):
                        # requests share plans
                        "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005,
                                    "max_tokens": full}})
-    ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
-             log_to_driver=False)
-    try:
-        app = build_graph(cfg, runner_options={"num_replicas": RUNNERS,
-                                               "max_ongoing_requests": SLOTS,
-                                               "ray_actor_options": {"num_cpus": 0}})
-        serve.run(app, name=SIM_APP, route_prefix=SIM_PREFIX)
-        yield serve_app.url + SIM_PREFIX
-        serve.delete(SIM_APP)
-    finally:
-        ray.shutdown()
+    yield from deploy_beside(serve_app, cfg, SIM_APP, SIM_PREFIX,
+                             {"num_replicas": RUNNERS, "max_ongoing_requests": SLOTS,
+                              "ray_actor_options": {"num_cpus": 0}})
 
 
 def test_sim_app_gives_every_request_its_solo_answer_under_load(sim_app, serve_app):
@@ -58,12 +45,7 @@ def test_sim_app_gives_every_request_its_solo_answer_under_load(sim_app, serve_a
     want = solo_answers(serve_app.model_dir, items, answering, backend="sim",
                         backend_options={"profile": "fast"})  # same logits, no sleeping
     bodies = [items[k] for k in range(200)] + [items[k:k + 5] for k in range(200, 240, 5)]
-    with ThreadPoolExecutor(64) as pool:
-        results = list(pool.map(lambda b: post(sim_app, b), bodies))
-    got = []
-    for status, body, _ in results:
-        assert status == 200, body
-        got.extend(body if isinstance(body, list) else [body])
+    got = post_all(sim_app, bodies, concurrency=64)
     assert len(got) == len(items)
     crossed = [k for k, (g, w) in enumerate(zip(got, want)) if not same_answer(g, w)]
     assert not crossed, f"{len(crossed)} answers differ from their solo answers, first {crossed[:5]}"

@@ -546,3 +546,53 @@ def test_serve_config_differs_from_squad_yaml_only_where_allowed(serve_config, s
         + " - change both, or add the path to ALLOWED_DIFFERENCES with the reason")
     stale = sorted(a for a in ALLOWED_DIFFERENCES if not any(covered(p, a) for p in differing))
     assert not stale, f"ALLOWED_DIFFERENCES entries that no longer differ: {stale}"
+
+
+# --- the API key and the dashboard ------------------------------------------------------------
+
+
+def test_every_ray_node_gets_the_api_keys_from_a_secret(manifest):
+    # Serve may build the app (and check its key) on any node: every Ray container needs it,
+    # from a Secret, never written into the manifest.
+    from deployments.auth import ENV_VAR
+
+    for name, group in groups(manifest).items():
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert ENV_VAR in env, (name, container["name"])
+            assert "value" not in env[ENV_VAR], "the keys must not be written in the manifest"
+            ref = env[ENV_VAR]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] and ref["key"] and not ref.get("optional", False), ref
+            header = [line for line in MANIFEST.read_text().splitlines() if line.startswith("#")]
+            assert any(f"create secret generic {ref['name']}" in line for line in header), (
+                "the header must say how to create the Secret")
+
+
+def test_public_serve_config_starts_only_with_a_key(serve_config):
+    from deployments.auth import ENV_VAR, ExposureRefused, startup_keys
+    from deployments.config import AppConfig
+
+    host = serve_config["http_options"]["host"]
+    cfg = AppConfig(**the_app(serve_config)["args"])
+    assert cfg.api_keys is None and not cfg.allow_unauthenticated_public, (
+        "keys come from the Secret, and the public app must not opt out of them")
+    keys = startup_keys(cfg.api_keys, cfg.allow_unauthenticated_public,
+                        environ={ENV_VAR: "k" * 32}, host_of=lambda: host)
+    assert keys is not None and keys.matches("k" * 32)
+    with pytest.raises(ExposureRefused, match="0.0.0.0"):
+        startup_keys(cfg.api_keys, cfg.allow_unauthenticated_public, environ={},
+                     host_of=lambda: host)
+
+
+def test_dashboard_stays_inside_the_cluster(manifest):
+    # KubeRay's operator reaches the dashboard through the head Service, so it listens on the
+    # pod's address; that Service must stay ClusterIP and nothing may publish it.
+    cluster = manifest["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]
+    assert head.get("serviceType") == "ClusterIP", head.get("serviceType")
+    assert not head.get("enableIngress", False)
+    assert "headService" not in head or head["headService"].get("spec", {}).get(
+        "type", "ClusterIP") == "ClusterIP"
+    serve_svc = manifest["spec"].get("serveService", {})
+    ports = serve_svc.get("spec", {}).get("ports", [])
+    assert all(p.get("port") != 8265 and p.get("name") != "dashboard" for p in ports), ports

@@ -96,15 +96,15 @@ def test_unpack_repack_layout_exact():
     assert out["input_ids"].tolist() == [1000, 1001, 2000, 2001, 2002, 2003, 3000, 0]
     assert out["token_type_ids"].tolist() == [1, 1, 2, 2, 2, 2, 3, 0]
     assert out["position_ids"].tolist() == [0, 1, 0, 1, 2, 3, 0, 0]
-    # one attention group (too few tokens for a second to pay): first-fit decreasing puts
-    # the 4-token sequence in row 0, the 2-token and 1-token ones share row 1 as segments
-    # 1 and 2; the unused groups are one inert slot each
-    assert plan.attention.widths.tolist() == [4] and plan.attention.rows.tolist() == [2]
-    assert out["unpack_index_0"].tolist() == [[2, 3, 4, 5], [0, 1, 6, 0]]
-    assert out["segment_ids_0"].tolist() == [[1, 1, 1, 1], [1, 1, 2, 0]]
+    # one attention group (too few tokens for a second to pay), one row per sequence at
+    # slot 0, longest first: the 4-token sequence in row 0, the 2-token one in row 1, the
+    # 1-token one in row 2; the unused groups are one inert slot each
+    assert plan.attention.widths.tolist() == [4] and plan.attention.rows.tolist() == [3]
+    assert out["unpack_index_0"].tolist() == [[2, 3, 4, 5], [0, 1, 0, 0], [6, 0, 0, 0]]
+    assert out["segment_ids_0"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]]
     for g in range(1, ATTENTION_GROUPS):
         assert out[f"unpack_index_{g}"].tolist() == out[f"segment_ids_{g}"].tolist() == [[0]]
-    assert out["repack_index"].tolist() == [4, 5, 0, 1, 2, 3, 6, 0]
+    assert out["repack_index"].tolist() == [4, 5, 0, 1, 2, 3, 8, 0]
     _check_unpack_inputs(plan, out, ids, 8)
     with pytest.raises(ValueError, match="pad_tokens_to"):
         build_inputs(plan, ids, types, pad_tokens_to=6)

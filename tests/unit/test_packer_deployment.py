@@ -35,7 +35,8 @@ def run():
     tasks = asyncio.all_tasks(loop)  # admission's forming loop, the runner watcher
     for task in tasks:
         task.cancel()
-    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    if tasks:  # gather() of nothing would make a future on another loop
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
     loop.close()
 
 
@@ -329,3 +330,84 @@ def test_runner_replicas_are_read_every_poll_while_the_slots_are_full(run, tiny_
     assert len(early) >= 4, packer.reads  # t = 0, 1, 2, 3, 4: the slots were full each second
     assert any(5 <= t <= 6 for t in packer.reads), packer.reads
     assert stats["slots_full"] > 0
+
+
+def test_withdrawn_windows_of_a_shared_call_are_not_computed(run, tiny_model_dir, requests,
+                                                             solo):
+    """``withdraw(call_id, start, stop)``: windows of one body in a shared ``many`` call that
+    have not started are dropped, never computed; the rest of the call is answered, the
+    withdrawn windows' results are None."""
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=1.0)
+    packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack",
+                         batch_wait_timeout_s=0.05)
+
+    async def scenario():
+        first = asyncio.ensure_future(packer(requests[0]))
+        while not runner.calls:  # the first plan holds the only slot for 1 s
+            await asyncio.sleep(0.005)
+        shared = asyncio.ensure_future(packer.many(requests[1:7], call_id="c1"))
+        while packer.dispatcher.waiting < 6:
+            await asyncio.sleep(0.005)
+        assert await packer.withdraw("c1", 2, 5) == 3
+        assert await packer.withdraw("unknown", 0, 9) == 0
+        return await first, await shared
+
+    first, shared = run(scenario())
+    assert [x is None for x in shared] == [False, False, True, True, True, False]
+    for g, s in zip([first] + shared[:2] + shared[5:], solo[0:3] + solo[6:7]):
+        assert np.abs(g.start_logits - s.start_logits).max() <= 1e-4
+    assert sum(p.n_seqs for p in runner.calls) == 4  # 1 + 6 - 3 withdrawn
+    stats = run(packer.stats())
+    assert stats["dropped"] == 3 and stats["discarded"] == 0 and packer.pending == 0
+    assert stats["batch_invariant"] is True
+
+
+def test_results_of_a_running_plan_whose_caller_left_are_discarded(run, tiny_model_dir,
+                                                                   requests):
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=1.0)
+    packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack",
+                         batch_wait_timeout_s=0.001)
+
+    async def scenario():
+        task = asyncio.ensure_future(packer.many(requests[:3]))
+        while not runner.calls:
+            await asyncio.sleep(0.005)
+        task.cancel()  # the plan is on the device: it finishes, its results are thrown away
+        await asyncio.sleep(2.0)
+        return await packer.stats()
+
+    stats = run(scenario())
+    assert stats["sequences"] == 3 and stats["discarded"] == 3 and stats["dropped"] == 0
+
+
+def test_a_call_over_max_pending_is_refused_for_good(run, tiny_model_dir, requests):
+    from packing.runtime.admission import NeverAdmitted
+
+    packer = make_packer(tiny_model_dir, FakeRunnerHandle(tiny_model_dir), max_pending=4)
+    with pytest.raises(NeverAdmitted, match="5 windows in one call.*max_pending=4"):
+        run(packer.many(requests[:5]))
+    assert packer.pending == 0 and packer.calls == 0
+
+
+class _SlotsHandle:
+    """A runner handle whose ``slots.remote()`` answers after ``delay_s`` (loop time)."""
+
+    def __init__(self, delay_s: float):
+        self.delay_s, self.slots, self.asked = delay_s, self, 0
+
+    def remote(self):
+        async def answer():
+            self.asked += 1
+            await asyncio.sleep(self.delay_s)
+            return 2
+        return answer()
+
+
+@pytest.mark.parametrize("delay_s,ready", [(0.1, True), (30.0, False)])
+def test_ready_only_when_a_runner_replica_answers(run, tiny_model_dir, delay_s, ready):
+    handle = _SlotsHandle(delay_s)
+    packer = make_packer(tiny_model_dir, handle)
+    why = run(packer.ready(timeout_s=5.0))
+    assert (why is None) is ready and handle.asked == 1
+    if not ready:
+        assert why == "no runner replica answered within 5 s"

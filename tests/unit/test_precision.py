@@ -345,8 +345,7 @@ def test_fp16_numbers_through_the_cpu_casts(fp16_dir):
 
 @pytest.mark.gpu
 def test_fp16_on_cuda_packed_equals_solo_and_near_fp32(fp16_dir, tiny_model_dir):
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        pytest.skip("needs onnxruntime-gpu with CUDA")
+    # no skip: tests/conftest.py fails a gpu test where ONNX Runtime cannot run on CUDA
     data = _seqs(24, seed=3)
     solo = ModelRunner(fp16_dir, batch_size=1, padding="longest", device="cuda").run(data)
     assert "CUDA" in ModelRunner(fp16_dir, device="cuda").backend.describe()
@@ -408,33 +407,6 @@ def test_squad_config_picks_precision_per_device():
     args = yaml.safe_load((REPO / "configs" / "squad.yaml").read_text())["applications"][0]["args"]
     assert args["prepare"]["precision"] == "auto"
     assert AppConfig(**{**args, "device": "cpu"}).precision() == "int8"
-
-
-def test_model_store_prepares_again_for_another_precision(tmp_path, tiny_model_dir):
-    import logging
-    import shutil
-
-    from deployments.model_store import ensure_model
-
-    folder = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, folder)
-    stamp = (folder / "manifest.json").stat().st_mtime_ns
-    assert ensure_model(str(folder), "random:tiny", precision="fp32", **TINY).precision == "fp32"
-    assert (folder / "manifest.json").stat().st_mtime_ns == stamp  # same precision: kept
-    # the store logs to "ray.serve", which Ray may have made non-propagating: listen there
-    seen: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: seen.append(record.getMessage())
-    logger = logging.getLogger("ray.serve")
-    logger.addHandler(handler)
-    try:
-        assert ensure_model(str(folder), "random:tiny", precision="int8", **TINY).precision \
-            == "int8"
-    finally:
-        logger.removeHandler(handler)
-    assert any("is fp32, the config asks for int8" in m for m in seen), seen
-    fresh = tmp_path / "fresh"  # no manifest: prepared anyway
-    assert ensure_model(str(fresh), "random:tiny", precision="int8", **TINY).precision == "int8"
 
 
 # ---------------------------------------------------------------- bench in two precisions

@@ -145,3 +145,43 @@ def test_from_model_dir_takes_seq_len_from_the_manifest(tiny_model_dir):
         == seq_len
     with pytest.raises(ValueError, match=f"seq_len {seq_len + 1} but .* seq_len {seq_len}"):
         QAPipeline.from_model_dir(tiny_model_dir, {"seq_len": seq_len + 1})
+
+
+def test_first_problem_names_the_limit_and_the_count(tok):
+    from packing.qa.pipeline import first_problem
+    from packing.qa.requests import Limits, TooLarge
+
+    qa = QAPipeline(tok, QASettings(seq_len=SEQ, doc_stride=8, max_query_tokens=16))
+    per_q = qa.tokenize([("what is it?", "red blue green"), ("who?", LONG),
+                         ("who?", "!" * 400), (" ".join(["why"] * 60), "too long")])
+    counts = [len(w) for w in per_q[:3]]
+    assert counts[0] == 1 and 1 < counts[1] < counts[2]
+    roomy = Limits(max_windows_per_request=counts[2], max_windows_per_body=sum(counts))
+    assert first_problem(per_q[:3], roomy) is None
+    k, error = first_problem(per_q, roomy)  # the question too long for its windows
+    assert k == 3 and type(error) is BadRequest
+    k, error = first_problem(per_q, Limits(max_windows_per_request=counts[2] - 1,
+                                           max_windows_per_body=1000))
+    assert k == 2 and isinstance(error, TooLarge)
+    assert str(error) == (f"the context takes {counts[2]} model windows; at most "
+                          f"{counts[2] - 1} allowed per question (max_windows_per_request)")
+    k, error = first_problem(per_q[:3], Limits(max_windows_per_request=counts[2],
+                                               max_windows_per_body=counts[0] + counts[1]))
+    assert k is None and isinstance(error, TooLarge)
+    assert f"take {sum(counts)} model windows; at most {counts[0] + counts[1]}" in str(error)
+
+
+def test_window_limits_must_fit_the_packer():
+    from pydantic import ValidationError
+
+    from deployments.config import AppConfig
+
+    with pytest.raises(ValidationError, match=r"max_windows_per_body \(5000\) must be <= "
+                                              r"packing.max_pending \(4096\)"):
+        AppConfig(limits={"max_windows_per_body": 5000})
+    with pytest.raises(ValidationError, match=r"max_windows_per_request \(300\) must be <= "
+                                              r"limits.max_windows_per_body \(200\)"):
+        AppConfig(limits={"max_windows_per_request": 300, "max_windows_per_body": 200})
+    with pytest.raises(ValueError, match="max_windows_per_body must be >= 1, got 0"):
+        from packing.qa.requests import Limits
+        Limits(max_windows_per_body=0)

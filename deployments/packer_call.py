@@ -1,0 +1,89 @@
+"""One packer call shared by the bodies tokenized together, and what happens when one leaves.
+
+The Ingress sends the windows of every body of one tokenizer batch to the Packer in one
+``many`` handle call (one call instead of one per body). Each body then waits for its slice
+of the result. A body whose client goes away (it disconnected, or its deadline passed) must
+not leave its windows to be computed for nobody, nor cancel the windows of the others:
+
+* while other bodies still wait, its slice is withdrawn (``Packer.withdraw``): windows whose
+  plan has not started are never computed, the others' results are discarded;
+* when no body waits any more, the whole call is cancelled (``DeploymentResponse.cancel``):
+  the Packer's ``many`` is cancelled, which withdraws every window that has not started.
+
+A plan already running on a device finishes; the Packer counts what it dropped and
+discarded (``/v1/stats``: ``dropped``, ``discarded``; metrics ``packed_bert_windows_*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from .retry import retry_replica_lost
+
+__all__ = ["PackerCall"]
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """Done-callback: fetch a task's outcome so an error nobody awaits is not logged."""
+    if not task.cancelled():
+        task.exception()
+
+
+class PackerCall:
+    """``packer.many(features, call_id)`` for the windows of ``bodies`` bodies, started now.
+
+    ``packer`` is the Packer's deployment handle (anything with ``many.remote`` and
+    ``withdraw.remote`` returning awaitables; ``many``'s has ``cancel()``). Use from one
+    event loop.
+    """
+
+    def __init__(self, packer: Any, features: Sequence[Any], bodies: int) -> None:
+        if bodies < 1:
+            raise ValueError(f"a packer call needs at least one body, got {bodies}")
+        self.packer = packer
+        self.call_id = uuid.uuid4().hex
+        self.waiting = bodies  # bodies that have not left
+        self.withdrawn = 0  # windows withdrawn by bodies that left
+        self._features = list(features)
+        self._response: Any = None  # the handle call in flight (the last one, after retries)
+        self.task = asyncio.ensure_future(retry_replica_lost(self._send))
+        self.task.add_done_callback(_retrieve)  # every waiter may be gone
+
+    def _send(self) -> Any:
+        self._response = self.packer.many.remote(self._features, self.call_id)
+        return self._response
+
+    async def result(self, offset: int, count: int) -> list:
+        """The results of windows ``offset:offset + count`` (one body's), or the call's error.
+
+        If the awaiting task is cancelled (the body's client went away), the body leaves:
+        see the module docstring. ``CancelledError`` is raised as usual."""
+        try:
+            # shield: one body leaving must not cancel the call the others wait for
+            out = await asyncio.shield(self.task)
+        except asyncio.CancelledError:
+            if not self.task.done():
+                self.leave(offset, count)
+            raise
+        return list(out[offset:offset + count])
+
+    def leave(self, offset: int, count: int) -> None:
+        """A body stops waiting for windows ``offset:offset + count``: withdraw them, or
+        cancel the call if no body waits any more. Never raises, never blocks."""
+        self.waiting -= 1
+        if self.task.done():
+            return
+        if self.waiting <= 0:
+            if self._response is not None:
+                self._response.cancel()  # cancels Packer.many in its replica
+            self.task.cancel()
+            return
+        self.withdrawn += count
+        task = asyncio.ensure_future(self._withdraw(offset, count))
+        task.add_done_callback(_retrieve)
+
+    async def _withdraw(self, offset: int, count: int) -> Any:
+        return await self.packer.withdraw.remote(self.call_id, offset, offset + count)
