@@ -20,6 +20,7 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -123,10 +124,20 @@ def _one_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _questions(bodies: list) -> int:
+@dataclass
+class _Sent:
+    """Where ``Ingress._submit`` sent one body's windows: filled in by the batch, so the body
+    can withdraw them even if its caller is cancelled before it reads the batch's result."""
+
+    call: PackerCall | None = None
+    offset: int = 0
+    count: int = 0
+
+
+def _questions(items: list) -> int:
     """``batch_size_fn`` of the tokenizer batch: questions in the gathered bodies. Never raises."""
     try:
-        return sum(len(body) for body in bodies)
+        return sum(len(body) for body, _ in items)
     except Exception:  # noqa: BLE001 - an exception here would stall Serve's batch loop
         return len(bodies)
 
@@ -168,7 +179,7 @@ class Ingress:
         self.metrics = IngressMetrics()
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_questions)
-    async def _submit(self, bodies: list[list[QARequest]]) -> list[tuple]:
+    async def _submit(self, items: list[tuple[list[QARequest], _Sent]]) -> list[tuple]:
         """Tokenize the bodies queued right now in one batch call, and send the windows of the
         bodies that can be answered to the packer, in as few handle calls as
         ``limits.max_windows_per_body`` windows per call allow (usually one).
@@ -177,8 +188,10 @@ class Ingress:
         :class:`~deployments.packer_call.PackerCall` gives the logits of every window sent
         in it, this body's starting at ``offset``; a body with a bad or too large request
         (:func:`~packing.qa.pipeline.first_problem`) gets no call, and does not affect the
-        others. Runs on the event loop without awaiting, so tokenizer calls never overlap,
-        and returns before the packer answers."""
+        others. Each item is ``(body, sent)``; ``sent`` gets the call, offset and count too.
+        Runs on the event loop without awaiting, so tokenizer calls never overlap, and returns
+        before the packer answers."""
+        bodies = [body for body, _ in items]
         flat = self.qa.tokenize([(r.question, r.context) for b in bodies for r in b])
         per_body, k = [], 0
         for body in bodies:
@@ -199,6 +212,8 @@ class Ingress:
             features.extend(mine)
         if group:
             self._send(group, features, out)
+        for (_, sent), (per, call, offset) in zip(items, out):
+            sent.call, sent.offset, sent.count = call, offset, window_count(per)
         return out
 
     def _send(self, group: list[int], features: list, out: list[tuple]) -> None:
@@ -233,7 +248,13 @@ class Ingress:
             call, offset = (None, 0) if problem else (
                 PackerCall(self.packer, features_of(per_request), 1), 0)
         else:
-            per_request, call, offset = await self._submit(reqs)
+            sent = _Sent()
+            try:
+                per_request, call, offset = await self._submit((reqs, sent))
+            except asyncio.CancelledError:  # gone, maybe after the batch sent its windows
+                if sent.call is not None:
+                    sent.call.leave(sent.offset, sent.count)
+                raise
             problem = first_problem(per_request, self.limits)
         if problem is not None:
             k, error = problem

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from ray import serve
@@ -43,6 +44,9 @@ from .metrics import PackerMetrics
 from .retry import retry_replica_lost
 
 log = logging.getLogger("ray.serve")
+
+WITHDRAWN_EARLY = 4096
+"""``Packer.withdraw``: withdrawals of calls not seen yet that are kept (the oldest go first)."""
 
 READY_FRESH_S = 10.0
 """``Packer.ready``: a plan that ran this recently shows the runners can run one."""
@@ -99,6 +103,9 @@ class Packer:
         self.dispatcher = Dispatcher(self._config(knobs), self._execute, slots=1,
                                      on_plan=self._observe, on_drop=self._observe_drop)
         self._calls: dict[str, list[Window]] = {}  # windows of the calls that gave a call_id
+        # withdrawals that came before their call (handle calls are not ordered): applied
+        # when it registers; the oldest forgotten past WITHDRAWN_EARLY entries
+        self._early: OrderedDict[str, list[tuple[int, int]]] = OrderedDict()
         self._last_ok_s = -math.inf  # time.monotonic() of the last plan that ran
         self.knobs: PackingKnobs | None = None
         self.admission: dict = {}
@@ -183,7 +190,8 @@ class Packer:
         ``max_pending``, Overloaded when the windows would take the packer past
         ``max_pending`` now (none is admitted then), or, once every window has finished, the
         first failing window's error. A caller that goes away (the handle
-        call is cancelled) withdraws its windows that have not started. With ``call_id``,
+        call is cancelled) withdraws its windows that have not started (the Ingress withdraws
+        instead, see :meth:`withdraw`). With ``call_id``,
         :meth:`withdraw` can withdraw a range of them while the call goes on (the body of one
         client among several in the call left); a withdrawn window's result is ``None``."""
         checked = [self._validated(f) for f in features]
@@ -199,7 +207,7 @@ class Packer:
         self.pending += k
         self.pending_tokens += tokens
         register = None if call_id is None else \
-            (lambda windows: self._calls.__setitem__(call_id, windows))
+            (lambda windows: self._register(call_id, windows))
         try:
             return await admit_windows(self._admit, checked, register)
         finally:
@@ -209,12 +217,29 @@ class Packer:
                 self._calls.pop(call_id, None)
 
     async def withdraw(self, call_id: str, start: int, stop: int) -> int:
-        """Withdraw windows ``start:stop`` of the running :meth:`many` call ``call_id``: those
-        whose plan has not started are never computed, the others' results are discarded.
-        Returns how many were still waiting for a result (0 for an unknown or finished call,
-        e.g. one handled by another Packer replica)."""
-        windows = self._calls.get(call_id, [])[max(0, int(start)):max(0, int(stop))]
-        return sum(1 for w in windows if w.future.cancel())
+        """Withdraw windows ``start:stop`` of the :meth:`many` call ``call_id``: those whose
+        plan has not started are never computed, the others' results are discarded. A
+        withdrawal that arrives before its call is kept and applied when the call comes.
+        Returns how many were still waiting for a result (0 for a call not seen yet or
+        finished)."""
+        windows = self._calls.get(call_id)
+        if windows is None:
+            self._early.setdefault(call_id, []).append((int(start), int(stop)))
+            self._early.move_to_end(call_id)
+            while len(self._early) > WITHDRAWN_EARLY:
+                self._early.popitem(last=False)
+            return 0
+        return self._cancel(windows, start, stop)
+
+    @staticmethod
+    def _cancel(windows: list[Window], start: int, stop: int) -> int:
+        return sum(1 for w in windows[max(0, int(start)):max(0, int(stop))] if w.future.cancel())
+
+    def _register(self, call_id: str, windows: list[Window]) -> None:
+        """Note the windows of call ``call_id``, applying any withdrawal that came first."""
+        self._calls[call_id] = windows
+        for start, stop in self._early.pop(call_id, ()):
+            self._cancel(windows, start, stop)
 
     def demand_plans(self) -> int:
         """The autoscaling signal: plans running plus the plans the windows admitted and not

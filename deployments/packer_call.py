@@ -5,10 +5,14 @@ The Ingress sends the windows of every body of one tokenizer batch to the Packer
 of the result. A body whose client goes away (it disconnected, or its deadline passed) must
 not leave its windows to be computed for nobody, nor cancel the windows of the others:
 
-* while other bodies still wait, its slice is withdrawn (``Packer.withdraw``): windows whose
-  plan has not started are never computed, the others' results are discarded;
-* when no body waits any more, the whole call is cancelled (``DeploymentResponse.cancel``):
-  the Packer's ``many`` is cancelled, which withdraws every window that has not started.
+* its slice is withdrawn (``Packer.withdraw``): windows whose plan has not started are never
+  computed, the others' results are discarded. When the last body leaves, the call returns
+  (all ``None``) as soon as its running plans end.
+
+Withdrawal is the Packer's own bookkeeping, not a cancellation of the Ray call: cancelling a
+Serve request cancels, through Ray, the calls made while it ran, and the packer makes its plan
+calls for windows of many callers at once (one caller leaving must never fail a plan that
+carries another's windows).
 
 A plan already running on a device finishes; the Packer counts what it dropped and
 discarded (``/v1/stats``: ``dropped``, ``discarded``; metrics ``packed_bert_windows_*``).
@@ -48,13 +52,11 @@ class PackerCall:
         self.waiting = bodies  # bodies that have not left
         self.withdrawn = 0  # windows withdrawn by bodies that left
         self._features = list(features)
-        self._response: Any = None  # the handle call in flight (the last one, after retries)
         self.task = asyncio.ensure_future(retry_replica_lost(self._send))
         self.task.add_done_callback(_retrieve)  # every waiter may be gone
 
     def _send(self) -> Any:
-        self._response = self.packer.many.remote(self._features, self.call_id)
-        return self._response
+        return self.packer.many.remote(self._features, self.call_id)
 
     async def result(self, offset: int, count: int) -> list:
         """The results of windows ``offset:offset + count`` (one body's), or the call's error.
@@ -71,15 +73,10 @@ class PackerCall:
         return list(out[offset:offset + count])
 
     def leave(self, offset: int, count: int) -> None:
-        """A body stops waiting for windows ``offset:offset + count``: withdraw them, or
-        cancel the call if no body waits any more. Never raises, never blocks."""
+        """A body stops waiting for windows ``offset:offset + count``: withdraw them from the
+        packer. Never raises, never blocks."""
         self.waiting -= 1
         if self.task.done():
-            return
-        if self.waiting <= 0:
-            if self._response is not None:
-                self._response.cancel()  # cancels Packer.many in its replica
-            self.task.cancel()
             return
         self.withdrawn += count
         task = asyncio.ensure_future(self._withdraw(offset, count))

@@ -362,6 +362,21 @@ def test_withdrawn_windows_of_a_shared_call_are_not_computed(run, tiny_model_dir
     assert stats["batch_invariant"] is True
 
 
+def test_a_withdrawal_that_comes_before_its_call_is_applied_when_it_comes(
+        run, tiny_model_dir, requests, solo):
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.1)
+    packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", batch_wait_timeout_s=0.005)
+
+    async def scenario():
+        assert await packer.withdraw("late", 1, 3) == 0  # the call has not arrived yet
+        return await packer.many(requests[:4], call_id="late")
+
+    got = run(scenario())
+    assert [x is None for x in got] == [False, True, True, False]
+    assert np.abs(got[3].start_logits - solo[3].start_logits).max() <= 1e-4
+    assert sum(p.n_seqs for p in runner.calls) == 2 and packer.dispatcher.stats.dropped == 2
+
+
 def test_results_of_a_running_plan_whose_caller_left_are_discarded(run, tiny_model_dir,
                                                                    requests):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=1.0)
