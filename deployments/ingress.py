@@ -126,12 +126,15 @@ def _one_line(exc: BaseException) -> str:
 
 @dataclass
 class _Sent:
-    """Where ``Ingress._submit`` sent one body's windows: filled in by the batch, so the body
-    can withdraw them even if its caller is cancelled before it reads the batch's result."""
+    """One body's part of a tokenizer batch, filled in by ``Ingress._submit``: its windows,
+    why it cannot be answered (:func:`~packing.qa.pipeline.first_problem`) or else the packer
+    call its windows went in and where they start. The caller holds it before the batch runs,
+    so it can withdraw its windows even if it is cancelled before it reads the result."""
 
+    windows: list[Windows] | None = None
+    problem: tuple | None = None
     call: PackerCall | None = None
     offset: int = 0
-    count: int = 0
 
 
 def _questions(items: list) -> int:
@@ -139,7 +142,7 @@ def _questions(items: list) -> int:
     try:
         return sum(len(body) for body, _ in items)
     except Exception:  # noqa: BLE001 - an exception here would stall Serve's batch loop
-        return len(bodies)
+        return len(items)
 
 
 @serve.deployment(name="Ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0})
@@ -179,88 +182,79 @@ class Ingress:
         self.metrics = IngressMetrics()
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, batch_size_fn=_questions)
-    async def _submit(self, items: list[tuple[list[QARequest], _Sent]]) -> list[tuple]:
+    async def _submit(self, items: list[tuple[list[QARequest], _Sent]]) -> list[None]:
         """Tokenize the bodies queued right now in one batch call, and send the windows of the
         bodies that can be answered to the packer, in as few handle calls as
         ``limits.max_windows_per_body`` windows per call allow (usually one).
 
-        Returns per body ``(windows per request, packer call or None, offset)``: the shared
-        :class:`~deployments.packer_call.PackerCall` gives the logits of every window sent
-        in it, this body's starting at ``offset``; a body with a bad or too large request
-        (:func:`~packing.qa.pipeline.first_problem`) gets no call, and does not affect the
-        others. Each item is ``(body, sent)``; ``sent`` gets the call, offset and count too.
-        Runs on the event loop without awaiting, so tokenizer calls never overlap, and returns
-        before the packer answers."""
-        bodies = [body for body, _ in items]
-        flat = self.qa.tokenize([(r.question, r.context) for b in bodies for r in b])
-        per_body, k = [], 0
-        for body in bodies:
-            per_body.append(flat[k:k + len(body)])
-            k += len(body)
-        out: list[tuple] = [(per, None, 0) for per in per_body]
-        group: list[int] = []  # bodies of the call being formed
+        Each item is ``(body, sent)``; the batch fills in ``sent`` (:class:`_Sent`): a body with
+        a bad or too large request gets its ``problem`` and no call, and does not affect the
+        others; the others share a :class:`~deployments.packer_call.PackerCall`, their windows
+        from ``offset``. Runs on the event loop without awaiting, so tokenizer calls never
+        overlap, and returns before the packer answers."""
+        flat = self.qa.tokenize([(r.question, r.context) for body, _ in items for r in body])
+        group: list[_Sent] = []  # bodies of the call being formed
         features: list = []
-        for i, per in enumerate(per_body):
-            if first_problem(per, self.limits) is not None:
+        k = 0
+        for body, sent in items:
+            sent.windows = flat[k:k + len(body)]
+            k += len(body)
+            sent.problem = first_problem(sent.windows, self.limits)
+            if sent.problem is not None:
                 continue
-            mine = features_of(per)
+            mine = features_of(sent.windows)
             if group and len(features) + len(mine) > self.limits.max_windows_per_body:
-                self._send(group, features, out)
+                self._send(group, features)
                 group, features = [], []
-            out[i] = (per, None, len(features))
-            group.append(i)
+            sent.offset = len(features)
+            group.append(sent)
             features.extend(mine)
         if group:
-            self._send(group, features, out)
-        for (_, sent), (per, call, offset) in zip(items, out):
-            sent.call, sent.offset, sent.count = call, offset, window_count(per)
-        return out
+            self._send(group, features)
+        return [None] * len(items)
 
-    def _send(self, group: list[int], features: list, out: list[tuple]) -> None:
-        """One packer call for the windows of bodies ``group``: sets their ``out`` entry's
-        call."""
+    def _send(self, group: list[_Sent], features: list) -> None:
+        """One packer call for the windows of the bodies ``group``."""
         call = PackerCall(self.packer, features, len(group))
-        for i in group:
-            per, _, offset = out[i]
-            out[i] = (per, call, offset)
+        for sent in group:
+            sent.call = call
 
-    async def _tokenize_apart(self, reqs: list[QARequest]) -> list[Windows]:
-        """The windows of a big body's questions, one question at a time in the worker
-        thread (the event loop serves other requests meanwhile), stopping after the first
-        question that is bad or over a limit. Cancelling the caller stops it after the
-        question being tokenized."""
-        loop, done = asyncio.get_running_loop(), []
+    async def _tokenize_apart(self, reqs: list[QARequest], sent: _Sent) -> None:
+        """Fill in ``sent`` for a big body: its questions' windows, one question at a time in
+        the worker thread (the event loop serves other requests meanwhile), stopping after the
+        first question that is bad or over a limit (``sent.problem``). Cancelling the caller
+        stops it after the question being tokenized."""
+        loop = asyncio.get_running_loop()
+        sent.windows = []
         for r in reqs:
-            done += await loop.run_in_executor(self._apart, self.qa_apart.tokenize,
-                                               [(r.question, r.context)])
-            if first_problem(done, self.limits) is not None:
-                break
-        return done
+            sent.windows += await loop.run_in_executor(self._apart, self.qa_apart.tokenize,
+                                                       [(r.question, r.context)])
+            sent.problem = first_problem(sent.windows, self.limits)
+            if sent.problem is not None:
+                return
 
     async def _answer_all(self, reqs: list[QARequest], is_list: bool) -> list[dict]:
         """Answers of one body's requests. A small body's windows share a packer call with
         the bodies tokenized with it; a big one (over :data:`BIG_BODY_CHARS`) is tokenized
         apart and gets a call of its own. Raises BadRequest, or TooLarge (413) for a body
         over the window limits; if the caller goes away, its windows are withdrawn."""
+        sent = _Sent()
         if sum(len(r.question) + len(r.context) for r in reqs) > BIG_BODY_CHARS:
-            per_request = await self._tokenize_apart(reqs)
-            problem = first_problem(per_request, self.limits)
-            call, offset = (None, 0) if problem else (
-                PackerCall(self.packer, features_of(per_request), 1), 0)
+            await self._tokenize_apart(reqs, sent)
+            if sent.problem is None:
+                sent.call = PackerCall(self.packer, features_of(sent.windows), 1)
         else:
-            sent = _Sent()
             try:
-                per_request, call, offset = await self._submit((reqs, sent))
+                await self._submit((reqs, sent))
             except asyncio.CancelledError:  # gone, maybe after the batch sent its windows
                 if sent.call is not None:
-                    sent.call.leave(sent.offset, sent.count)
+                    sent.call.leave(sent.offset, window_count(sent.windows))
                 raise
-            problem = first_problem(per_request, self.limits)
-        if problem is not None:
-            k, error = problem
+        if sent.problem is not None:
+            k, error = sent.problem
             raise type(error)(f"item {k}: {error}" if is_list and k is not None else str(error))
-        assert call is not None
-        mine = await call.result(offset, window_count(per_request))
+        per_request = sent.windows
+        mine = await sent.call.result(sent.offset, window_count(per_request))
         return [{**ans.to_json(), "model": self.model_name}
                 for ans in self.qa.answers(per_request, mine, [r.context for r in reqs])]
 

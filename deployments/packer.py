@@ -189,11 +189,10 @@ class Packer:
         Raises InvalidInput before anything is admitted, NeverAdmitted for more windows than
         ``max_pending``, Overloaded when the windows would take the packer past
         ``max_pending`` now (none is admitted then), or, once every window has finished, the
-        first failing window's error. A caller that goes away (the handle
-        call is cancelled) withdraws its windows that have not started (the Ingress withdraws
-        instead, see :meth:`withdraw`). With ``call_id``,
-        :meth:`withdraw` can withdraw a range of them while the call goes on (the body of one
-        client among several in the call left); a withdrawn window's result is ``None``."""
+        first failing window's error. A caller that goes away (the handle call is cancelled)
+        withdraws its windows that have not started. With ``call_id``, :meth:`withdraw` can
+        withdraw a range of them while the call goes on (what the Ingress does when the client
+        of one body in the call leaves); a withdrawn window's result is ``None``."""
         checked = [self._validated(f) for f in features]
         k, tokens = len(checked), sum(len(f) for f in checked)
         if k > self.knobs.max_pending:

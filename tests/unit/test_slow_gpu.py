@@ -60,6 +60,19 @@ def test_sessions_really_run_on_cuda_with_tf32_off(tiny_model_dir):
     assert resolve_device("auto") == "cuda"
 
 
+def _solo_and_packed_on_cuda(model_dir, data) -> tuple[list, dict]:
+    """``data`` run on CUDA alone (ModelRunner, one at a time) and packed in every mode;
+    each runner checked to really run on the CUDA provider."""
+    solo = ModelRunner(model_dir, batch_size=1, padding="longest", device="cuda")
+    assert CUDA_PROVIDER in solo.backend.describe()
+    packed = {}
+    for mode in MODES:
+        runner = PackRunner(model_dir, mode=mode, device="cuda", max_tokens=None)
+        assert CUDA_PROVIDER in runner.backend.describe()
+        packed[mode] = runner.run(data)
+    return solo.run(data), packed
+
+
 @pytest.mark.gpu
 def test_fp32_on_cuda_matches_the_cpu_bert_base(base_model_dir):
     """bert-base dimensions (K = 768 and 3072 sums, where TF32 would show): on CUDA, solo and
@@ -68,14 +81,9 @@ def test_fp32_on_cuda_matches_the_cpu_bert_base(base_model_dir):
     assert all(v <= TOLERANCES["fp32"] for v in Manifest.read(base_model_dir).max_abs_diff.values())
     data = synthetic_features(seed_lengths(32), 30522)
     cpu = ModelRunner(base_model_dir, batch_size=1, padding="longest", device="cpu").run(data)
-    solo = ModelRunner(base_model_dir, batch_size=1, padding="longest", device="cuda")
-    assert CUDA_PROVIDER in solo.backend.describe()
-    cuda_solo = solo.run(data)
+    cuda_solo, packed_by_mode = _solo_and_packed_on_cuda(base_model_dir, data)
     assert _diff(cuda_solo, cpu) <= TOLERANCES["fp32"]
-    for mode in MODES:
-        runner = PackRunner(base_model_dir, mode=mode, device="cuda", max_tokens=None)
-        assert CUDA_PROVIDER in runner.backend.describe()
-        packed = runner.run(data)
+    for mode, packed in packed_by_mode.items():
         assert _diff(packed, cuda_solo) <= TOLERANCES["fp32"], mode
         assert _diff(packed, cpu) <= TOLERANCES["fp32"], mode
 
@@ -89,10 +97,7 @@ def test_fp16_on_cuda_packed_equals_solo_and_near_fp32_cpu(tmp_path, tiny_model_
             max_valid_num=8)
     data = synthetic_features(seed_lengths(32, 64), 30522)
     fp32_cpu = ModelRunner(tiny_model_dir, batch_size=1, padding="longest", device="cpu").run(data)
-    solo = ModelRunner(fp16, batch_size=1, padding="longest", device="cuda")
-    assert CUDA_PROVIDER in solo.backend.describe()
-    cuda_solo = solo.run(data)
+    cuda_solo, packed_by_mode = _solo_and_packed_on_cuda(fp16, data)
     assert _diff(cuda_solo, fp32_cpu) <= TOLERANCES["fp16"]
-    for mode in MODES:
-        packed = PackRunner(fp16, mode=mode, device="cuda", max_tokens=None).run(data)
+    for mode, packed in packed_by_mode.items():
         assert _diff(packed, cuda_solo) <= TOLERANCES["fp16"], mode
