@@ -40,6 +40,7 @@ from packing.runtime.dispatch import Dispatcher, Window, admit_windows
 from packing.runtime.features import Features, SpanLogits, validate_features
 
 from .config import PackingKnobs
+from .detach import detached
 from .metrics import PackerMetrics
 from .retry import retry_replica_lost
 
@@ -249,7 +250,9 @@ class Packer:
 
     async def _execute(self, plan: Plan, features: list[Features]) -> list[SpanLogits]:
         demand = self.demand_plans()
-        return await retry_replica_lost(lambda: self.runner.execute.remote(plan, features, demand))
+        # detached: a plan carries the windows of many calls; it is no child of any of them
+        return await retry_replica_lost(
+            lambda: detached(self.runner.execute.remote, plan, features, demand))
 
     def _observe_drop(self, dropped: int, discarded: int) -> None:
         if dropped:
@@ -275,7 +278,8 @@ class Packer:
         if not self.follow_runners:
             return
         if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.get_running_loop().create_task(self._follow_runners())
+            self._watcher = detached(asyncio.get_running_loop().create_task,
+                                     self._follow_runners())
 
     async def _follow_runners(self) -> None:
         """Keep the dispatch slots at running runner replicas x their slots. Serve's status is

@@ -12,7 +12,8 @@ not leave its windows to be computed for nobody, nor cancel the windows of the o
 Withdrawal is the Packer's own bookkeeping, not a cancellation of the Ray call: cancelling a
 Serve request cancels, through Ray, the calls made while it ran, and the packer makes its plan
 calls for windows of many callers at once (one caller leaving must never fail a plan that
-carries another's windows).
+carries another's windows). For the same reason the call and its withdrawals are made
+:func:`~deployments.detach.detached` from the request of the body that starts them.
 
 A plan already running on a device finishes; the Packer counts what it dropped and
 discarded (``/v1/stats``: ``dropped``, ``discarded``; metrics ``packed_bert_windows_*``).
@@ -25,9 +26,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from .detach import detached
 from .retry import retry_replica_lost
 
-__all__ = ["PackerCall"]
+__all__ = ["PackerCall", "PackerCallCancelled"]
+
+
+class PackerCallCancelled(RuntimeError):
+    """The shared packer call was cancelled while a body still waited for it."""
 
 
 def _retrieve(task: asyncio.Future) -> None:
@@ -52,7 +58,8 @@ class PackerCall:
         self.waiting = bodies  # bodies that have not left
         self.withdrawn = 0  # windows withdrawn by bodies that left
         self._features = list(features)
-        self.task = asyncio.ensure_future(retry_replica_lost(self._send))
+        # detached: not a child of the request of whichever body happened to start it
+        self.task = detached(asyncio.ensure_future, retry_replica_lost(self._send))
         self.task.add_done_callback(_retrieve)  # every waiter may be gone
 
     def _send(self) -> Any:
@@ -62,13 +69,18 @@ class PackerCall:
         """The results of windows ``offset:offset + count`` (one body's), or the call's error.
 
         If the awaiting task is cancelled (the body's client went away), the body leaves:
-        see the module docstring. ``CancelledError`` is raised as usual."""
+        see the module docstring. ``CancelledError`` is raised as usual. If the shared call
+        itself is cancelled while the body waits, raises :class:`PackerCallCancelled`."""
         try:
             # shield: one body leaving must not cancel the call the others wait for
             out = await asyncio.shield(self.task)
         except asyncio.CancelledError:
             if not self.task.done():
                 self.leave(offset, count)
+            elif self.task.cancelled() and not asyncio.current_task().cancelling():
+                # the shared call was cancelled under this body, which is still waiting:
+                # an error of the server, answered as one (never a bare cancellation)
+                raise PackerCallCancelled("the packer call of this body was cancelled") from None
             raise
         return list(out[offset:offset + count])
 
@@ -79,7 +91,7 @@ class PackerCall:
         if self.task.done():
             return
         self.withdrawn += count
-        task = asyncio.ensure_future(self._withdraw(offset, count))
+        task = detached(asyncio.ensure_future, self._withdraw(offset, count))
         task.add_done_callback(_retrieve)
 
     async def _withdraw(self, offset: int, count: int) -> Any:

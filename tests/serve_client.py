@@ -28,7 +28,8 @@ def make_qa(n_words: int, seed: int) -> dict:
 
 def post(url: str, body, ctype: str = "application/json", raw: bytes | None = None):
     """``POST /v1/answer`` with ``body`` (JSON-encoded) or ``raw`` bytes; returns
-    ``(status, parsed JSON, headers)``.
+    ``(status, parsed JSON, headers)``; a body that is not JSON comes back as
+    ``{"not_json": its first 500 characters}``.
 
     A server may answer before it has read the whole body (a 413 for a body over
     ``max_body_bytes``) and close the connection while the client is still sending; the
@@ -44,7 +45,12 @@ def post(url: str, body, ctype: str = "application/json", raw: bytes | None = No
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered early; its response is read below
         r = conn.getresponse()
-        return r.status, json.loads(r.read()), dict(r.headers)
+        raw_out = r.read()
+        try:
+            parsed = json.loads(raw_out)
+        except ValueError:  # every answer of the app is JSON: show what came instead
+            parsed = {"not_json": raw_out.decode(errors="replace")[:500]}
+        return r.status, parsed, dict(r.headers)
     finally:
         conn.close()
 

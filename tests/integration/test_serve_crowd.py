@@ -4,7 +4,8 @@ work dropped for clients that went away. Apps are deployed next to the session's
 * ``default_app``: the default config's app (``configs/squad.yaml``'s args: builtin:squad-mini,
   int8 on the CPU, ``unpack_repack``) at ``/default``.
 * ``slow_app``: the test model on the simulated device with static shapes, one runner taking
-  one plan at a time, each plan a full second, at ``/slow``.
+  one plan at a time, each plan a full second, at ``/slow``; ``fresh_slow_app``: the same, new
+  for one test, at ``/fresh``.
 """
 
 from __future__ import annotations
@@ -34,23 +35,35 @@ def default_app(serve_app):
     yield from deploy_beside(serve_app, cfg, "squad-default-test", "/default")
 
 
-@pytest.fixture(scope="module")
-def slow_app(serve_app):
+def _slow_config(serve_app):
     from deployments.config import AppConfig
 
     args = dict(serve_app.config["applications"][0]["args"])
     args.pop("fault_file", None)
     shape = args["prepare"]
     full = shape["batch_size"] * shape["seq_len"]
-    cfg = AppConfig(**{**args, "model_dir": str(serve_app.model_dir), "device": "sim",
-                       # static shapes: every plan costs the full batch, one second
-                       "sim": {"profile": "slow", "tokens_per_s": float(full)},
-                       "max_inflight_requests": 512,
-                       "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005,
-                                   "max_tokens": full}})
-    yield from deploy_beside(serve_app, cfg, "squad-slow-test", "/slow",
-                       {"num_replicas": 1, "max_ongoing_requests": 1,
-                        "ray_actor_options": {"num_cpus": 0}})
+    return AppConfig(**{**args, "model_dir": str(serve_app.model_dir), "device": "sim",
+                        # static shapes: every plan costs the full batch, one second
+                        "sim": {"profile": "slow", "tokens_per_s": float(full)},
+                        "max_inflight_requests": 512,
+                        "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005,
+                                    "max_tokens": full}})
+
+
+SLOW_RUNNER = {"num_replicas": 1, "max_ongoing_requests": 1, "ray_actor_options": {"num_cpus": 0}}
+
+
+@pytest.fixture(scope="module")
+def slow_app(serve_app):
+    yield from deploy_beside(serve_app, _slow_config(serve_app), "squad-slow-test", "/slow",
+                             SLOW_RUNNER)
+
+
+@pytest.fixture()
+def fresh_slow_app(serve_app):
+    """The slow app, deployed for one test: no request has reached it yet."""
+    yield from deploy_beside(serve_app, _slow_config(serve_app), "squad-fresh-test", "/fresh",
+                             SLOW_RUNNER)
 
 
 def _items(n: int, seed: int) -> list[dict]:
@@ -110,6 +123,24 @@ def test_windows_of_clients_that_hung_up_are_not_computed(slow_app):
     assert computed <= 2 * plan + 1, seen
     assert admitted == computed + dropped and after["pending"] == 0, seen
     assert waited < 5.0
+
+
+def test_the_first_client_hanging_up_fails_nobody_behind_it(fresh_slow_app):
+    """Serve starts a replica's batch loops in the request that first reaches them, and Ray
+    cancels the calls a request made when its client goes away. The first body of a new app
+    hangs up while eight bodies wait behind its plan: each of them is answered, no plan
+    fails, and the body that left is dropped, not computed for nobody after its plan."""
+    url = fresh_slow_app
+    with ThreadPoolExecutor(9) as pool:
+        first = pool.submit(_hang_up, url, make_qa(4, seed=7000), 0.3)
+        time.sleep(0.05)
+        live = [pool.submit(post, url, make_qa(4, seed=7001 + k)) for k in range(8)]
+        outcome = first.result()
+        got = [f.result() for f in live]
+    packer = get_stats(url)["packer"]
+    assert outcome == "gone"
+    assert [status for status, _, _ in got] == [200] * 8, [body for _, body, _ in got]
+    assert packer["failed_plans"] == 0 and packer["pending"] == 0, packer
 
 
 def test_a_body_over_the_window_limits_gets_413_alone(serve_app, solo):

@@ -1,5 +1,6 @@
 """PackerCall: one packer call shared by several bodies; a body that leaves withdraws its
-windows, the last one to leave cancels the call (virtual-time loop, a stand-in handle)."""
+windows, the call is never cancelled by a body and never a child of one (virtual-time loop, a
+stand-in handle)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import pytest
 from factories import run_virtual
 
-from deployments.packer_call import PackerCall
+from deployments.packer_call import PackerCall, PackerCallCancelled
 
 
 class _Response:
@@ -100,3 +101,57 @@ def test_a_call_needs_a_body():
 
     with pytest.raises(ValueError, match="at least one body"):
         run_virtual(scenario())
+
+
+def test_a_call_cancelled_under_a_waiting_body_is_an_error_not_a_cancellation():
+    """Were the shared call cancelled (say by Ray, with a request it was a child of), the
+    bodies still waiting get an error the Ingress answers as a JSON 500, never a bare
+    ``CancelledError`` that would leave the route unanswered."""
+    async def scenario():
+        packer = FakePacker(delay_s=10.0)
+        call = PackerCall(packer, [1, 2, 3], bodies=1)
+        waiting = asyncio.ensure_future(call.result(0, 3))
+        await asyncio.sleep(1.0)
+        call.task.cancel()
+        with pytest.raises(PackerCallCancelled, match="cancelled"):
+            await waiting
+        return packer
+
+    packer = run_virtual(scenario())
+    assert not packer.withdrawn  # the body did not leave: nothing to withdraw
+
+
+def test_the_call_is_made_without_the_parent_request_of_the_body_that_starts_it():
+    """Ray cancels a request's children with it: found through Ray core's async task id and
+    Serve's request context. The shared call must see neither (deployments.detach)."""
+    import ray._raylet as raylet
+    from ray.serve import context as serve_context
+
+    seen = {}
+
+    class Recording(FakePacker):
+        def __init__(self):
+            super().__init__(delay_s=0.0)
+            many = self.many
+
+            class _Many:
+                def remote(_, features, call_id):
+                    seen["task_id"] = raylet.async_task_id.get()
+                    seen["request"] = serve_context._serve_request_context.get()
+                    return many.remote(features, call_id)
+            self.many = _Many()
+
+    async def scenario():
+        raylet.async_task_id.set("the-first-client's-task")
+        serve_context._serve_request_context.set(serve_context._RequestContext(
+            route="/v1/answer", request_id="r1", _internal_request_id="i1", app_name="app"))
+        call = PackerCall(Recording(), [1], bodies=1)
+        out = await call.result(0, 1)
+        # the caller's own context is untouched
+        return out, raylet.async_task_id.get(), serve_context._serve_request_context.get()
+
+    out, own_task, own_request = run_virtual(scenario())
+    assert out == [2] and own_task == "the-first-client's-task" and own_request.request_id == "r1"
+    assert seen["task_id"] is None
+    assert seen["request"]._internal_request_id == "" and seen["request"].request_id == ""
+    assert seen["request"].app_name == "app" and seen["request"].route == "/v1/answer"

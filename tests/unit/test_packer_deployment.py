@@ -51,10 +51,15 @@ class FakeRunnerHandle:
                           for kind, f in m.graphs.items()}
         self.calls, self.fail_calls, self.delay_s = [], set(fail_calls), delay_s
         self.demands: list[int] = []
+        self.parents: list = []  # Ray core's parent task id in force at each call
         self.execute = self
 
     def remote(self, plan, feats, demand_plans=None):
+        import ray._raylet as raylet
+
         from deployments.executor import graph_for
+
+        self.parents.append(raylet.async_task_id.get())
 
         async def run():
             self.calls.append(plan)
@@ -133,6 +138,26 @@ def test_every_caller_gets_its_own_logits(run, tiny_model_dir, requests, solo, m
     # under 24 clients more plans than the 2 dispatch slots at some point
     assert len(runner.demands) == len(runner.calls) and min(runner.demands) >= 1
     assert max(runner.demands) > 2
+
+
+def test_plan_calls_are_children_of_no_caller(run, tiny_model_dir, requests):
+    """Ray cancels a request's child calls with it (found through the async task id in the
+    context); a plan carries many callers' windows, so it must be made as nobody's child, or
+    one caller going away fails the plan for all."""
+    import ray._raylet as raylet
+
+    runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.01)
+    packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", batch_wait_timeout_s=0.005)
+
+    async def caller(k, features):
+        raylet.async_task_id.set(f"caller-{k}")  # as in the replica task serving a call
+        return await packer(features)
+
+    async def scenario():
+        return await asyncio.gather(*(caller(k, f) for k, f in enumerate(requests[:20])))
+
+    run(scenario())
+    assert runner.parents and set(runner.parents) == {None}, runner.parents
 
 
 def test_failed_plan_fails_only_its_callers(run, tiny_model_dir, requests, solo):
