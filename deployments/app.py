@@ -1,6 +1,7 @@
 """The application builder: ``serve run configs/squad.yaml`` finds it through ``import_path``.
 
-Graph: HTTP -> Ingress (tokenizer: windows, batched) -> Packer (``@serve.batch`` admission, the
+Graph: HTTP -> Ingress (tokenizer: QA windows, batched; one sequence per text for an embed or
+classify folder, the task being its manifest's) -> Packer (``@serve.batch`` admission, the
 packing-aware collate, dispatch to free runner slots) -> PlanExecutor replicas. Handles are
 injected through each deployment's ``__init__``. The model
 folder is checked here, once, before any replica starts, and prepared only when the app may
@@ -59,7 +60,7 @@ def build_graph(cfg: AppConfig, runner_options: dict | None = None,
     packer = Packer.options(user_config=cfg.packing.model_dump(), **front).bind(
         runner, cfg.model_dir, calibrated_max_tokens=calibrated)
     answering = {"doc_stride": cfg.doc_stride, "max_query_tokens": cfg.max_query_tokens,
-                 "max_answer_tokens": cfg.max_answer_tokens,
+                 "max_answer_tokens": cfg.max_answer_tokens, "auto_truncate": cfg.auto_truncate,
                  "request_timeout_s": cfg.request_timeout_s,
                  "max_inflight_requests": cfg.max_inflight_requests,
                  "tokenize_batch_size": cfg.tokenize_batch_size, "device": cfg.device,

@@ -6,8 +6,8 @@ either source is accepted. With no key the app is open, which it may only be on 
 bind: :func:`startup_keys` refuses to build an app whose Serve HTTP host is reachable from
 other hosts unless a key is set or ``allow_unauthenticated_public`` says so explicitly.
 
-With keys, every request needs one, except ``GET /healthz`` (probes) and the API description
-(``/docs``, ``/redoc``, ``/openapi.json``: the schema and limits, no data). A missing, malformed
+With keys, every request needs one, except ``GET /healthz`` and ``GET /health`` (probes) and
+the API description (``/docs``, ``/redoc``, ``/openapi.json``: the schema and limits, no data). A missing, malformed
 or unknown key gets 401 with ``{"error": ...}`` and ``WWW-Authenticate: Bearer``.
 
 Keys are never logged, echoed or kept: :class:`ApiKeys` holds their SHA-256 digests only, and
@@ -30,7 +30,8 @@ ENV_VAR = "PACKED_BERT_API_KEYS"
 MIN_KEY_CHARS = 16
 # RFC 6750 b64token: what a bearer credential may contain.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/health", "/docs", "/docs/oauth2-redirect", "/redoc",
+                        "/openapi.json"})
 REALM = "packed-bert-serve"
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from packing.model.shapes import DEFAULT_SHAPES
+from packing.model.task import TASKS
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES
 from packing.qa.requests import Limits
@@ -142,6 +143,13 @@ class AppConfig(BaseModel):
                     "`random:base`. A folder that exists must have been prepared from it, "
                     "except that the default is not checked against a folder a user prepared "
                     "(`packed-bert prepare`): that one is served as it is.")
+    task: Literal[TASKS] | None = Field(
+        None,
+        description="The task the app serves, which decides its routes: `qa` (`/v1/answer`), "
+                    "`embed` (`/v1/embeddings`, `/embed`, `/similarity`), `classify` "
+                    "(`/predict`, `/rerank`); the HF Inference API on `/` for each. null: the "
+                    "model folder's own (a missing folder is prepared for what `model_source` "
+                    "is made for). A folder of another task stops the app at start.")
     prepare: PrepareShapes = Field(
         PrepareShapes(), description="Shapes used only when `model_dir` must be prepared; "
                                      "afterwards every shape comes from its manifest.")
@@ -151,6 +159,13 @@ class AppConfig(BaseModel):
                                   description="Longest question, in tokens.")
     max_answer_tokens: int = Field(MAX_ANSWER_TOKENS, ge=1,
                                    description="Longest answer span, in tokens.")
+    auto_truncate: bool = Field(
+        False,
+        description="embed and classify apps: an input over the model's `seq_len` tokens is "
+                    "truncated to it when the request does not say (TEI's and the HF "
+                    "feature-extraction body's `truncate`), and always on the routes without "
+                    "such a field (OpenAI's `/v1/embeddings`, HF text-classification); false: "
+                    "such an input gets 413 with its token count.")
     device: Literal["auto", "cpu", "cuda", "sim"] = Field(
         "auto",
         description="Runner replicas' device: ONNX Runtime on `cpu`, `cuda` (onnxruntime-gpu) "
@@ -210,6 +225,10 @@ class AppConfig(BaseModel):
             raise ValueError(f"limits.max_windows_per_request ({lim.max_windows_per_request}) "
                              f"must be <= limits.max_windows_per_body "
                              f"({lim.max_windows_per_body})")
+        if lim.max_batch_items > pending:
+            raise ValueError(f"limits.max_batch_items ({lim.max_batch_items}) must be <= "
+                             f"packing.max_pending ({pending}): the sequences of a body of "
+                             f"that many texts go to the packer at once")
         if lim.max_windows_per_body > pending:
             raise ValueError(f"limits.max_windows_per_body ({lim.max_windows_per_body}) must "
                              f"be <= packing.max_pending ({pending}), the windows the packer "

@@ -53,12 +53,22 @@ def _path(request) -> str:
     return one_line(request.url.path, 100)
 
 
+DEFAULT_ROUTES = ("POST /v1/answer", "GET /healthz", "GET /v1/stats", "GET /docs")
+"""What an unknown route's 404 lists on an app that has not said (:func:`use_routes`)."""
+
+
+def use_routes(app, routes) -> None:
+    """Make an unknown route's 404 on ``app`` list ``routes`` (``"METHOD /path"`` strings: the
+    routes of the app's task)."""
+    app.state.api_routes = tuple(routes)
+
+
 async def http_exception(request, exc: StarletteHTTPException) -> JSONResponse:
     """404, 405 and any other ``HTTPException`` as ``{"error": ...}`` (headers kept)."""
     status = exc.status_code
     if status == 404:
-        message = (f"no route {request.method} {_path(request)}; the API: POST /v1/answer, "
-                   "GET /healthz, GET /v1/stats, GET /docs")
+        routes = getattr(request.app.state, "api_routes", DEFAULT_ROUTES)
+        message = f"no route {request.method} {_path(request)}; the API: {', '.join(routes)}"
     elif status == 405:
         allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or "?"
         message = f"method {request.method} not allowed on {_path(request)}; allowed: {allowed}"

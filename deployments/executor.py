@@ -22,7 +22,7 @@ from packing.policy.plans import AttentionMaskPlan, Plan, UnpackRepackPlan
 from packing.runtime.backend import load_backend
 from packing.runtime.executor import PlanExecutor
 from packing.runtime.faults import FaultInjectingBackend
-from packing.runtime.features import Features, SpanLogits
+from packing.runtime.features import Features, Result
 
 PACKED_GRAPHS = ("attention_mask", "unpack_repack")
 
@@ -57,12 +57,14 @@ class PlanExecutorDeployment:
                               **(backend_options or {}))
             if fault_file:  # model calls fail while this file exists (drills)
                 be = FaultInjectingBackend(be, fault_file)
-            self._executors[kind] = PlanExecutor(be, self.manifest)
+            self._executors[kind] = PlanExecutor(be, self.manifest, folder)
         self._demand = (0, 0.0)  # (packer's demand in plans, when it came): autoscaling signal
 
     async def execute(self, plan: Plan, features: Sequence[Features],
-                      demand_plans: int | None = None) -> list[SpanLogits]:
-        """Run one plan (``features[k]`` is its k-th sequence); results in plan order.
+                      demand_plans: int | None = None) -> list[Result]:
+        """Run one plan (``features[k]`` is its k-th sequence); results in plan order: span
+        logits for a qa folder, one :class:`~packing.runtime.features.Pooled` vector per
+        sequence for embed and classify (``self.manifest.task``).
         ``demand_plans``: the sending packer's plans running or waiting for a slot, reported
         to the autoscaler (:mod:`deployments.autoscaling`)."""
         if demand_plans is not None:

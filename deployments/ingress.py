@@ -1,12 +1,28 @@
-"""HTTP ingress and tokenizer deployment (FastAPI through ``serve.ingress``): ``POST /v1/answer``,
-``GET /healthz``, ``GET /v1/stats``; OpenAPI at ``/docs`` and ``/openapi.json``.
+"""HTTP ingress and tokenizer deployment (FastAPI through ``serve.ingress``).
 
-It validates each body, tokenizes it into windows (the bodies that queue up while the event
-loop is busy are tokenized together with one fast-tokenizer batch call, gathered by
+The model folder's task (its manifest's ``task``) decides which model routes answer; a route
+of another task gets 404 naming the app's task (:meth:`TaskFront.refusal
+<deployments.task_front.TaskFront.refusal>`):
+
+* qa: ``POST /v1/answer`` (this app's own API) and the HF Inference API's question-answering
+  on ``POST /``;
+* embed: OpenAI's ``POST /v1/embeddings``, TEI's ``POST /embed`` and ``POST /similarity``, the
+  HF Inference API's feature-extraction and sentence-similarity on ``POST /``;
+* classify: TEI's ``POST /predict`` and ``POST /rerank`` (a model with one output), the HF
+  Inference API's text-classification on ``POST /``;
+* every app: ``GET /v1/models`` (OpenAI), ``GET /info`` and ``GET /health`` (TEI),
+  ``GET /healthz``, ``GET /v1/stats``; OpenAPI at ``/docs`` and ``/openapi.json``.
+
+For QA it validates each body, tokenizes it into windows (the bodies that queue up while the
+event loop is busy are tokenized together with one fast-tokenizer batch call, gathered by
 ``@serve.batch``), sends the windows of all those bodies to the packer in one handle call,
 and picks the best span, each step through the one QA pipeline
 (:class:`packing.qa.pipeline.QAPipeline`); this module keeps only HTTP and the batching. Token
-ids cross to the packer once; the character offsets needed to cut the answer stay here.
+ids cross to the packer once; the character offsets needed to cut the answer stay here. The
+other routes are one-line delegations to their adapters (``routes_openai``, ``routes_tei``,
+``routes_hf``) over the task's pipeline (:mod:`packing.tasks`), one packer call per body;
+every model route shares the body reading, the limits, the deadline, the in-flight cap and
+the error mapping below.
 
 Every error is JSON ``{"error": "<one line>"}`` (FastAPI's own 404/405/422 too:
 ``deployments/errors.py``) with a 4xx for the client's mistakes and a 5xx for the server's,
@@ -20,31 +36,32 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from packing.model.manifest import Manifest
 from packing.qa.pipeline import (QAPipeline, QASettings, Windows, features_of, first_problem,
                                  window_count)
-from packing.qa.requests import BadRequest, Limits, QARequest, TooLarge, parse_body, parse_payload
+from packing.qa.requests import (BadRequest, Limits, QARequest, TooLarge, decode_json, parse_body,
+                                 parse_payload)
 from packing.runtime.admission import NeverAdmitted, Overloaded
 from packing.runtime.features import InvalidInput
+from packing.tasks import ClassifyPipeline, EmbedPipeline
 
+from . import routes_hf, routes_openai, routes_tei
 from .auth import install as install_auth, use_keys
 from .body import BodyError, read_body
-from .errors import install as install_errors, internal_error
+from .errors import install as install_errors, internal_error, use_routes
 from .metrics import IngressMetrics
 from .packer_call import PackerCall
+from .task_front import BIG_BODY_CHARS, ModelInfo, TaskFront, task_routes
 
-BIG_BODY_CHARS = 16_384
-"""Bodies with more characters than this (questions and contexts) are tokenized apart, one
-question at a time in a worker thread with a tokenizer of their own, stopping at the first
-question over a limit; smaller bodies are tokenized together on the event loop. One tokenizer
-call on 16,384 characters takes about 30 ms at worst (punctuation, one token per character)."""
+__all__ = ["BIG_BODY_CHARS", "Ingress", "api", "request_schema", "use_limits"]
 
 _ANSWER = {
     "type": "object",
@@ -83,6 +100,7 @@ _OPENAPI = {
         **{code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
            for code, text in (("400", "Malformed or invalid body"),
                               ("401", "Missing or invalid API key (when keys are set)"),
+                              ("404", "The app's model is not a qa model"),
                               ("408", "Body not received within body_read_timeout_s"),
                               ("413", "Body too large, or more model windows than the limits allow"),
                               ("415", "Not application/json"),
@@ -102,7 +120,9 @@ def use_limits(limits: Limits) -> None:
 
 
 api = FastAPI(title="packed-bert-serve", version="0.1.0",
-              description="Extractive question answering with packed BERT batches.")
+              description="BERT-family encoders served with packed batches: extractive question "
+                          "answering, embeddings, classification and reranking (the model "
+                          "folder's task decides which routes answer).")
 install_auth(api)  # optional bearer keys (deployments/auth.py)
 install_errors(api)  # every error as {"error": ...}; outermost (deployments/errors.py)
 
@@ -122,6 +142,37 @@ def _root_cause(exc: BaseException) -> BaseException:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
+
+
+async def _json_body(request: Request, limits: Limits, timeout_s: float) -> bytes | JSONResponse:
+    """The raw body of a model route's request, or the error response that refuses it: 415
+    unless ``application/json``, 413 for a declared or actual size over
+    ``limits.max_body_bytes``, 408 when it has not all arrived within ``timeout_s``."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        return _error(415, f"content-type must be application/json, got {ctype or 'none'!r}")
+    limit = limits.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return _error(413, f"body is {declared} bytes; at most {limit} allowed")
+    try:
+        return bytes(await read_body(request.stream(), limit, timeout_s))
+    except BodyError as exc:
+        return _error(exc.status, str(exc))
+
+
+def _failure(exc: BaseException) -> JSONResponse:
+    """The response for a model route's exception (its deadline aside): 413 for work no retry
+    can get done, 400 for bad input, 503 + ``Retry-After`` when overloaded, else a 500 naming
+    an incident (the cause logged, never echoed)."""
+    cause = _root_cause(exc)
+    if isinstance(cause, (TooLarge, NeverAdmitted)):  # a retry cannot succeed
+        return _error(413, _one_line(cause))
+    if isinstance(cause, (BadRequest, InvalidInput)):
+        return _error(400, _one_line(cause))
+    if isinstance(cause, Overloaded):
+        return _error(503, _one_line(cause), {"Retry-After": "1"})
+    return internal_error(cause, "the model call")
 
 
 @dataclass
@@ -148,9 +199,10 @@ def _questions(items: list) -> int:
 @serve.deployment(name="Ingress", max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0})
 @serve.ingress(api)
 class Ingress:
-    """The tokenizer deployment, serving HTTP: validates bodies, tokenizes them in batches,
-    sends the windows of the bodies tokenized together to the packer in one call, picks the
-    best spans."""
+    """The tokenizer deployment, serving HTTP: validates bodies, tokenizes them (QA bodies in
+    batches, sending the windows of the bodies tokenized together to the packer in one call;
+    an embed or classify body in one call of its own, :class:`TaskFront`), and writes the
+    answers, vectors or scores in the shape of the route's API."""
 
     def __init__(self, packer: DeploymentHandle, model_dir: str, model_name: str,
                  limits: Limits, answering: dict, api_keys=None) -> None:
@@ -161,16 +213,27 @@ class Ingress:
         # set in the replica's environment wins.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.packer = packer
+        info = ModelInfo.read(model_dir, model_name)  # the folder's task, shapes, id
         # seq_len: the manifest is the one source of the window size; echoed by /v1/stats
-        self.answering = {**answering, "seq_len": Manifest.read(model_dir).seq_len}
-        settings = QASettings.from_mapping(self.answering)
-        self.qa = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
+        self.answering = {**answering, "seq_len": info.seq_len}
         # Big bodies: their own tokenizer (a tokenizer call is not reentrant) in one thread.
-        self.qa_apart = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
         self._apart = ThreadPoolExecutor(1, thread_name_prefix="tokenize-big")
+        if info.task == "qa":
+            settings = QASettings.from_mapping(self.answering)
+            self.qa = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
+            self.qa_apart = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
+            self.front = TaskFront(packer, info, limits, self.answering, self._apart,
+                                   qa=self.qa, qa_run=self._windows_and_outputs)
+        else:
+            self.qa = self.qa_apart = None
+            pipeline = EmbedPipeline if info.task == "embed" else ClassifyPipeline
+            self.front = TaskFront(packer, info, limits, self.answering, self._apart,
+                                   pipelines=(pipeline.from_model_dir(model_dir),
+                                              pipeline.from_model_dir(model_dir)))
         self.model_name = model_name
         self.limits = limits
         use_limits(limits)
+        use_routes(api, task_routes(info.task))  # what an unknown route's 404 lists
         use_keys(api_keys)  # None: no key asked (build_app allowed it)
         self.body_read_timeout_s = answering.get("body_read_timeout_s", 10.0)
         self.deadline_s = answering["request_timeout_s"]
@@ -233,11 +296,13 @@ class Ingress:
             if sent.problem is not None:
                 return
 
-    async def _answer_all(self, reqs: list[QARequest], is_list: bool) -> list[dict]:
-        """Answers of one body's requests. A small body's windows share a packer call with
-        the bodies tokenized with it; a big one (over :data:`BIG_BODY_CHARS`) is tokenized
-        apart and gets a call of its own. Raises BadRequest, or TooLarge (413) for a body
-        over the window limits; if the caller goes away, its windows are withdrawn."""
+    async def _windows_and_outputs(self, reqs: list[QARequest], is_list: bool
+                                   ) -> tuple[list[Windows], list]:
+        """The windows of one body's questions and the model's results for them, laid end to
+        end. A small body's windows share a packer call with the bodies tokenized with it; a
+        big one (over :data:`BIG_BODY_CHARS`) is tokenized apart and gets a call of its own.
+        Raises BadRequest, or TooLarge (413) for a body over the window limits; if the caller
+        goes away, its windows are withdrawn."""
         sent = _Sent()
         if sum(len(r.question) + len(r.context) for r in reqs) > BIG_BODY_CHARS:
             await self._tokenize_apart(reqs, sent)
@@ -254,25 +319,43 @@ class Ingress:
             k, error = sent.problem
             raise type(error)(f"item {k}: {error}" if is_list and k is not None else str(error))
         per_request = sent.windows
-        mine = await sent.call.result(sent.offset, window_count(per_request))
+        return per_request, await sent.call.result(sent.offset, window_count(per_request))
+
+    async def _answer_all(self, reqs: list[QARequest], is_list: bool) -> list[dict]:
+        """Answers of one body's requests (:meth:`_windows_and_outputs`, then the best span of
+        each). Raises as :meth:`_windows_and_outputs` does."""
+        per_request, mine = await self._windows_and_outputs(reqs, is_list)
         return [{**ans.to_json(), "model": self.model_name}
                 for ans in self.qa.answers(per_request, mine, [r.context for r in reqs])]
 
     async def ask(self, question: str, context: str) -> dict:
         """Python handle entry point: the answer to one question, as the HTTP route returns it.
 
-        Raises ``BadRequest`` for invalid input (the same checks as HTTP).
+        Raises ``BadRequest`` for invalid input (the same checks as HTTP), or when the app's
+        model is not a qa model.
         """
+        why = self.front.refusal("POST /v1/answer")
+        if why:
+            raise BadRequest(why)
         reqs, _ = parse_payload({"question": question, "context": context}, self.limits)
         return (await self._answer_all(reqs, False))[0]
 
     @api.post("/v1/answer", openapi_extra=_OPENAPI)
     async def answer(self, request: Request) -> JSONResponse:
-        """Answer one ``{question, context}`` or a list of them."""
+        """Answer one ``{question, context}`` or a list of them (qa apps)."""
+        return await self._observed(request, "POST /v1/answer", self._checked)
+
+    async def _observed(self, request: Request, route: str,
+                        checked: Callable[[Request], Awaitable[JSONResponse]]) -> JSONResponse:
+        """One model route's request: 404 when the app's task does not serve ``route``, else
+        ``checked(request)`` within the in-flight cap, counted by outcome and timed."""
+        why = self.front.refusal(route)
+        if why:
+            return _error(404, why)
         t0 = time.monotonic()
         outcome, response = "error", None
         try:
-            response = await self._handle(request)
+            response = await self._handle(request, checked)
             outcome = "ok" if response.status_code == 200 else f"http_{response.status_code}"
             return response
         finally:
@@ -280,44 +363,101 @@ class Ingress:
             if outcome == "ok":
                 self.metrics.latency.observe(time.monotonic() - t0)
 
-    async def _handle(self, request: Request) -> JSONResponse:
+    async def _handle(self, request: Request,
+                      checked: Callable[[Request], Awaitable[JSONResponse]]) -> JSONResponse:
         if self.inflight >= self.max_inflight:
             return _error(503, f"server busy: {self.inflight} requests in flight; retry later",
                           {"Retry-After": "1"})
         self.inflight += 1
         try:
-            return await self._checked(request)
+            return await checked(request)
         finally:
             self.inflight -= 1
 
     async def _checked(self, request: Request) -> JSONResponse:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            return _error(415, f"content-type must be application/json, got {ctype or 'none'!r}")
-        limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            return _error(413, f"body is {declared} bytes; at most {limit} allowed")
+        body = await _json_body(request, self.limits, self.body_read_timeout_s)
+        if isinstance(body, JSONResponse):
+            return body
         try:
-            body = await read_body(request.stream(), limit, self.body_read_timeout_s)
-        except BodyError as exc:
-            return _error(exc.status, str(exc))
-        try:
-            reqs, is_list = parse_body(bytes(body), self.limits)
+            reqs, is_list = parse_body(body, self.limits)
             answers = await asyncio.wait_for(self._answer_all(reqs, is_list),
                                              timeout=self.deadline_s)
         except asyncio.TimeoutError:
             return _error(504, f"no answer within the {self.deadline_s:g} s deadline")
-        except Exception as exc:  # noqa: BLE001 - mapped to a status below
-            cause = _root_cause(exc)
-            if isinstance(cause, (TooLarge, NeverAdmitted)):  # a retry cannot succeed
-                return _error(413, _one_line(cause))
-            if isinstance(cause, (BadRequest, InvalidInput)):
-                return _error(400, _one_line(cause))
-            if isinstance(cause, Overloaded):
-                return _error(503, _one_line(cause), {"Retry-After": "1"})
-            return internal_error(cause, "the model call")  # cause logged, never echoed
+        except Exception as exc:  # noqa: BLE001 - mapped to a status by _failure
+            return _failure(exc)
         return JSONResponse(answers if is_list else answers[0])
+
+    async def _run_task(self, request: Request,
+                        handler: Callable[[TaskFront, Any], Awaitable[Any]]) -> JSONResponse:
+        """A task route's body read and decoded (any JSON value), then ``handler(front,
+        body)`` within the deadline; its result is the JSON response, its exception mapped
+        as ``POST /v1/answer`` maps them (:func:`_failure`)."""
+        body = await _json_body(request, self.limits, self.body_read_timeout_s)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            obj = decode_json(body, self.limits.max_body_bytes)
+            result = await asyncio.wait_for(handler(self.front, obj), timeout=self.deadline_s)
+        except asyncio.TimeoutError:
+            return _error(504, f"no answer within the {self.deadline_s:g} s deadline")
+        except Exception as exc:  # noqa: BLE001 - mapped to a status by _failure
+            return _failure(exc)
+        return JSONResponse(result)
+
+    def _serve_task(self, request: Request, route: str,
+                    handler: Callable[[TaskFront, Any], Awaitable[Any]]
+                    ) -> Awaitable[JSONResponse]:
+        """A task route's request (:meth:`_observed` around :meth:`_run_task`)."""
+        return self._observed(request, route, lambda r: self._run_task(r, handler))
+
+    # --- the task routes: one-line delegations to their adapters ------------------------------
+
+    @api.post("/", openapi_extra=routes_hf.ROOT_OPENAPI)
+    async def hf_inference(self, request: Request) -> JSONResponse:
+        """The Hugging Face Inference API of the app's task (``InferenceClient``)."""
+        return await self._serve_task(request, "POST /", routes_hf.root)
+
+    @api.post("/v1/embeddings", openapi_extra=routes_openai.EMBEDDINGS_OPENAPI)
+    async def openai_embeddings(self, request: Request) -> JSONResponse:
+        """OpenAI's create embeddings (embed apps); errors in OpenAI's shape."""
+        return routes_openai.openai_error(
+            await self._serve_task(request, "POST /v1/embeddings", routes_openai.embeddings))
+
+    @api.post("/embed", openapi_extra=routes_tei.EMBED_OPENAPI)
+    async def tei_embed(self, request: Request) -> JSONResponse:
+        """TEI's embed (embed apps)."""
+        return await self._serve_task(request, "POST /embed", routes_tei.embed)
+
+    @api.post("/similarity", openapi_extra=routes_tei.SIMILARITY_OPENAPI)
+    async def tei_similarity(self, request: Request) -> JSONResponse:
+        """TEI's sentence similarity (embed apps)."""
+        return await self._serve_task(request, "POST /similarity", routes_tei.similarity)
+
+    @api.post("/predict", openapi_extra=routes_tei.PREDICT_OPENAPI)
+    async def tei_predict(self, request: Request) -> JSONResponse:
+        """TEI's predict (classify apps)."""
+        return await self._serve_task(request, "POST /predict", routes_tei.predict)
+
+    @api.post("/rerank", openapi_extra=routes_tei.RERANK_OPENAPI)
+    async def tei_rerank(self, request: Request) -> JSONResponse:
+        """TEI's rerank (classify apps whose model has one output)."""
+        return await self._serve_task(request, "POST /rerank", routes_tei.rerank)
+
+    @api.get("/v1/models", openapi_extra=routes_openai.MODELS_OPENAPI)
+    async def openai_models(self) -> dict:
+        """OpenAI's list models: the served model."""
+        return routes_openai.models(self.front)
+
+    @api.get("/info", openapi_extra=routes_tei.INFO_OPENAPI)
+    async def tei_info(self) -> dict:
+        """TEI's info: the model and the router's limits."""
+        return await routes_tei.info(self.front)
+
+    @api.get("/health")
+    async def health(self) -> JSONResponse:
+        """TEI's health: the same readiness as ``GET /healthz``."""
+        return await self.healthz()
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:

@@ -13,6 +13,10 @@ difference between the folder and the config stops the app at start with one
   prepare``, ``prepare()``, or a manifest from before ``prepared_by``): pointing ``model_dir``
   at a folder of one's own serves it as it is.
 * the precision served must run on the runners' device (fp16 has no CPU kernels).
+* the task (``qa``, ``embed``, ``classify``; ``manifest.json``'s ``task``, qa for manifests
+  before tasks) must be the one the app serves, when the app names one (``ModelAsk.task``),
+  whoever prepared the folder: a folder of another task is never served under this app's
+  routes. A folder the app prepares is prepared for that task.
 
 Shapes are not compared: they are used only when a folder is prepared.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 
 from packing.model.manifest import (FORMAT_VERSION, Manifest, Provenance, preparer_words,
                                     unfinished_preparer)
+from packing.model.task import TASKS
 from packing.runtime.backend import HALF_PRECISIONS, resolve_device
 
 from .config import AppConfig
@@ -45,6 +50,7 @@ class ModelAsk:
     batch_size: int
     max_valid_num: int
     default_source: bool = False  # model_source is the default: not checked on a user's folder
+    task: str | None = None  # the task the app serves (TASKS); None: whatever the folder holds
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class Preparation:
     batch_size: int
     max_valid_num: int
     reason: str
+    task: str | None = None  # prepare's task: None infers it from the source
 
 
 def serving_device(device: str) -> str:
@@ -65,14 +72,20 @@ def serving_device(device: str) -> str:
     return "sim" if device == "sim" else resolve_device(device)
 
 
-def model_ask(cfg: AppConfig) -> ModelAsk:
-    """What ``cfg`` asks of its model folder."""
+def model_ask(cfg: AppConfig, task: str | None = None) -> ModelAsk:
+    """What ``cfg`` asks of its model folder. ``task``: the task the app serves (default: the
+    config's ``task`` field where it has one; None: whatever the folder holds). ValueError
+    for a task not in :data:`~packing.model.task.TASKS`."""
     shapes = cfg.prepare
     default = AppConfig.model_fields["model_source"].default
+    task = task if task is not None else getattr(cfg, "task", None)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     return ModelAsk(source=cfg.model_source, precision=shapes.precision,
                     prepare_precision=cfg.precision(), device=serving_device(cfg.device),
                     seq_len=shapes.seq_len, batch_size=shapes.batch_size,
-                    max_valid_num=shapes.max_valid_num, default_source=cfg.model_source == default)
+                    max_valid_num=shapes.max_valid_num, default_source=cfg.model_source == default,
+                    task=task)
 
 
 def decide(folder: Path, ask: ModelAsk) -> Preparation | None:
@@ -107,7 +120,7 @@ def _without_manifest(folder: Path, ask: ModelAsk) -> Preparation | None:
               else "holds the app's unfinished preparation" if who == "app" else None)
     if reason:
         return Preparation(ask.source, ask.prepare_precision, ask.seq_len, ask.batch_size,
-                           ask.max_valid_num, reason)
+                           ask.max_valid_num, reason, task=ask.task)
     names = sorted(p.name for p in folder.iterdir())
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     what = (f"an unfinished preparation by {preparer_words(who)}" if who
@@ -115,8 +128,9 @@ def _without_manifest(folder: Path, ask: ModelAsk) -> Preparation | None:
     raise ModelFolderMismatch(
         f"model_dir {folder} holds {what} ({shown}); the app never overwrites a model folder. "
         f"Two ways out: (1) point model_dir at a new folder, which the app prepares from "
-        f"{ask.source!r} in {ask.prepare_precision}; or (2) finish or delete this folder "
-        f"yourself (`packed-bert prepare --model SOURCE --out {folder}`)")
+        f"{ask.source!r}{_for_task(ask.task)} in {ask.prepare_precision}; or (2) finish or "
+        f"delete this folder yourself (`packed-bert prepare --model SOURCE"
+        f"{_task_flag(ask.task)} --out {folder}`)")
 
 
 def _with_manifest(folder: Path, held: Provenance, ask: ModelAsk) -> Preparation | None:
@@ -132,6 +146,9 @@ def _with_manifest(folder: Path, held: Provenance, ask: ModelAsk) -> Preparation
         problems.append(f"it holds {held.precision}, the config's prepare.precision is "
                         f"{ask.precision}")
         keep.append(f"set prepare.precision: {held.precision} (or auto)")
+    if ask.task is not None and held.task != ask.task:
+        problems.append(f"it serves task {held.task}, the app serves task {ask.task}")
+        keep.append(f"serve it from an app of task {held.task}")
     if not _runs(held.precision, ask.device):
         problems.append(f"it holds {held.precision}, which the runners' device {ask.device} has "
                         "no kernels for")
@@ -142,7 +159,8 @@ def _with_manifest(folder: Path, held: Provenance, ask: ModelAsk) -> Preparation
                            held.batch_size or ask.batch_size,
                            held.max_valid_num or ask.max_valid_num,
                            f"has format_version {held.format_version}, this code reads "
-                           f"{FORMAT_VERSION} (the app prepared it; same source and precision)")
+                           f"{FORMAT_VERSION} (the app prepared it; same source and precision)",
+                           task=held.task)
     if stale and not held.app_made:
         problems.append(f"its format_version {held.format_version} is not the "
                         f"{FORMAT_VERSION} this code reads, and the app re-prepares only "
@@ -154,10 +172,12 @@ def _with_manifest(folder: Path, held: Provenance, ask: ModelAsk) -> Preparation
                              if ask.precision == "auto" else "")
     raise ModelFolderMismatch(
         f"model_dir {folder} does not hold what the config asks: {'; '.join(problems)}. "
-        f"The folder holds {held.describe()}; the config asks for model_source {ask.source!r} "
-        f"in precision {asked} on device {ask.device}. The app never overwrites a model folder "
-        "it did not prepare, nor one of another source or precision. Two ways out: (1) point "
-        f"model_dir at a new folder, which the app prepares from {ask.source!r} in "
+        f"The folder holds {held.describe()}; the config asks for model_source {ask.source!r}"
+        f"{_for_task(ask.task)} in precision {asked} on device {ask.device}. The app never "
+        "overwrites a model folder it did not prepare, nor one of another source, task or "
+        "precision. Two ways out: (1) point "
+        f"model_dir at a new folder, which the app prepares from {ask.source!r}"
+        f"{_for_task(ask.task)} in "
         f"{ask.prepare_precision}; or (2) keep this folder: {' and '.join(keep)}. To rebuild "
         "it from the config instead, delete it yourself; the app then prepares it at start")
 
@@ -176,10 +196,21 @@ def _check_runs(folder: Path, precision: str, ask: ModelAsk) -> None:
             "int8 or fp32, or device: cuda (onnxruntime-gpu)")
 
 
+def _for_task(task: str | None) -> str:
+    """`` for task X`` in a message, or nothing when the app names no task."""
+    return "" if task is None else f" for task {task}"
+
+
+def _task_flag(task: str | None) -> str:
+    """`` --task X`` of a ``packed-bert prepare`` command, or nothing (inferred, qa before
+    tasks)."""
+    return "" if task is None or task == "qa" else f" --task {task}"
+
+
 def _prepare_command(folder: Path, held: Provenance) -> str:
     """The ``packed-bert prepare`` command that rebuilds ``held`` at ``folder``."""
     shapes = "".join(f" --{flag} {value}" for flag, value in (
         ("seq-len", held.seq_len), ("batch-size", held.batch_size),
         ("max-valid-num", held.max_valid_num)) if value is not None)
-    return (f"`packed-bert prepare --model {held.source} --precision {held.precision}"
-            f"{shapes} --out {folder}`")
+    return (f"`packed-bert prepare --model {held.source}{_task_flag(held.task)} --precision "
+            f"{held.precision}{shapes} --out {folder}`")

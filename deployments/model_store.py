@@ -17,9 +17,10 @@ log = logging.getLogger("ray.serve")
 def ensure_model(model_dir: str, ask: ModelAsk) -> Manifest:
     """Return the manifest of ``model_dir`` once it holds what ``ask`` asks for.
 
-    The folder is prepared from ``ask`` (recorded as ``prepared_by: app``) only when it is
-    missing, empty or the app's own unfinished preparation, and prepared again, from the
-    source and in the precision and shapes it records, only when the app prepared it and
+    The folder is prepared from ``ask`` (recorded as ``prepared_by: app``; for ``ask.task``
+    when the app names one, else for the task its source infers) only when it is missing,
+    empty or the app's own unfinished preparation, and prepared again, from the source and
+    for the task, in the precision and shapes it records, only when the app prepared it and
     only its format is outdated. Anything else that differs raises
     :class:`~deployments.model_match.ModelFolderMismatch` before a file is written; a folder
     that matches (``auto`` precision: whatever it holds) is served as it is, untouched.
@@ -37,11 +38,12 @@ def ensure_model(model_dir: str, ask: ModelAsk) -> Manifest:
             held = Manifest.provenance(folder)
             log.info("model folder %s: serving it as it is (%s)", folder, held.describe())
         else:
-            log.warning("model folder %s %s: preparing it from %s in %s", folder, plan.reason,
-                        plan.source, plan.precision)
+            log.warning("model folder %s %s: preparing it from %s in %s for task %s", folder,
+                        plan.reason, plan.source, plan.precision,
+                        plan.task or "inferred from the source")
             from packing.model.prepare import prepare
 
             prepare(plan.source, folder, seq_len=plan.seq_len, batch_size=plan.batch_size,
                     max_valid_num=plan.max_valid_num, quiet=True, precision=plan.precision,
-                    prepared_by="app")
+                    prepared_by="app", task=plan.task)
         return Manifest.read(folder)

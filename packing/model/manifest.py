@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .task import TaskSpec
 from .weights import BertDims
 
 MANIFEST = "manifest.json"
@@ -47,10 +48,13 @@ class Manifest:
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # kind -> prepare's check: packed vs alone
     precision: str = "fp32"  # fp32 | int8 | fp16 (packing.model.quantize.PRECISIONS)
     prepared_by: str = "user"  # PREPARED_BY, or UNKNOWN_PREPARER for older manifests
+    task: TaskSpec = field(default_factory=TaskSpec)  # what the folder serves (qa before tasks)
 
     def to_json(self) -> str:
-        """Serialise (dims nested as a dict)."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        """Serialise (dims and task nested as dicts)."""
+        d = asdict(self)
+        d["task"] = self.task.to_dict()
+        return json.dumps(d, indent=2, sort_keys=True)
 
     def write(self, folder: Path) -> None:
         """Write ``manifest.json`` into ``folder``."""
@@ -70,6 +74,7 @@ class Manifest:
             raise ValueError(f"{path}: format_version {raw.get('format_version')} is not "
                              f"{FORMAT_VERSION}; prepare the folder again")
         raw["dims"] = BertDims(**raw["dims"])
+        raw["task"] = TaskSpec.from_dict(raw.get("task"))
         from .quantize import check_precision
 
         check_precision(raw["precision"])
@@ -93,11 +98,15 @@ class Manifest:
             return value if isinstance(value, int) else None
 
         version = raw.get("format_version")
+        try:
+            task = TaskSpec.from_dict(raw.get("task")).task
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: bad 'task' ({err})") from err
         return Provenance(source=raw["source"], precision=str(raw["precision"]),
                           prepared_by=str(raw["prepared_by"]),
                           format_version=version if isinstance(version, int) else None,
                           seq_len=shape("seq_len"), batch_size=shape("batch_size"),
-                          max_valid_num=shape("max_valid_num"))
+                          max_valid_num=shape("max_valid_num"), task=task)
 
     def verify_files(self, folder: str | Path) -> None:
         """Raise ValueError if a listed file is missing or its checksum changed."""
@@ -121,6 +130,7 @@ class Provenance:
     seq_len: int | None
     batch_size: int | None
     max_valid_num: int | None
+    task: str = "qa"  # what the folder serves (packing.model.task.TASKS); qa before tasks
 
     @property
     def app_made(self) -> bool:
@@ -128,8 +138,9 @@ class Provenance:
         return self.prepared_by == "app"
 
     def describe(self) -> str:
-        """One phrase: source, precision, who prepared it, format version."""
-        return (f"{self.source!r} in {self.precision}, prepared by "
+        """One phrase: source, task (when not qa), precision, who prepared it, format version."""
+        task = "" if self.task == "qa" else f" for task {self.task}"
+        return (f"{self.source!r}{task} in {self.precision}, prepared by "
                 f"{preparer_words(self.prepared_by)}, format_version {self.format_version}")
 
 

@@ -1,12 +1,18 @@
 """``packed-bert prepare``: write a model folder with the three graphs, checked.
 
 The folder holds the graphs' weights -- ``model.safetensors`` + ``config.json`` (a valid
-transformers folder; float16 tensors for ``--precision fp16``), or for int8
-``model.int8.safetensors`` (quantized Linear weights, the rest float32) + ``config.json`` --,
-the fast-tokenizer files, ``original.onnx``, ``attention_mask.onnx`` and
+transformers folder of the task's architecture; float16 tensors for ``--precision fp16``), or
+for int8 ``model.int8.safetensors`` (quantized Linear weights, the rest float32) +
+``config.json`` --, the fast-tokenizer files, ``original.onnx``, ``attention_mask.onnx`` and
 ``unpack_repack.onnx`` (weights shared through external data), and ``manifest.json``
-(recording what the folder was prepared from: source, precision, shapes, format version and
-who prepared it), written last: a folder without a manifest is an unfinished preparation.
+(recording what the folder was prepared from: source, task, precision, shapes, format version
+and who prepared it), written last: a folder without a manifest is an unfinished preparation.
+
+Per task (:mod:`packing.model.task`): a ``classify`` folder also holds ``head.safetensors``
+(pooler and classifier, float32 whatever the precision; :mod:`packing.model.heads`); an
+``embed`` folder also holds the sentence-transformers files (``modules.json``,
+``1_Pooling/config.json``, ``sentence_bert_config.json``: the source's, or written from the
+task), so it is a sentence-transformers folder too.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import numpy as np
 import onnx
 
 from .graphs import KINDS, WEIGHTS_FILES, build_graph
+from .heads import HEAD_FILE, HEAD_TENSORS
 from .manifest import CALIBRATION, MANIFEST, PREPARED_BY, PREPARING, Manifest, sha256_file
 from .quantize import LAYOUT_TOLERANCES, TOLERANCES, check_precision, fp16_weights, int8_weights
 from .shapes import DEFAULT_SHAPES
-from .weights import load_source, save_tokenizer
+from .task import TaskSpec
+from .weights import (SENTENCE_TRANSFORMERS_FILES, load_source, save_sentence_transformers,
+                      save_tokenizer)
 
 TOLERANCE = TOLERANCES["fp32"]
 
@@ -34,11 +43,18 @@ def _log(msg: str, quiet: bool) -> None:
 def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
             batch_size: int = DEFAULT_SHAPES.batch_size,
             max_valid_num: int = DEFAULT_SHAPES.max_valid_num, seed: int = 0, check: bool = True,
-            quiet: bool = False, precision: str = "fp32", prepared_by: str = "user") -> Manifest:
+            quiet: bool = False, precision: str = "fp32", prepared_by: str = "user",
+            task: str | TaskSpec | None = None) -> Manifest:
     """Build and check a model folder at ``out`` from ``source`` in ``precision`` (fp32, int8
-    or fp16); returns its manifest, which records ``prepared_by`` (one of
-    :data:`~packing.model.manifest.PREPARED_BY`: ``user`` here, ``cli`` for ``packed-bert
-    prepare``, ``app`` for the Serve app, which re-prepares only folders it made itself).
+    or fp16) for ``task``; returns its manifest, which records the task and ``prepared_by``
+    (one of :data:`~packing.model.manifest.PREPARED_BY`: ``user`` here, ``cli`` for
+    ``packed-bert prepare``, ``app`` for the Serve app, which re-prepares only folders it made
+    itself).
+
+    ``task``: None infers it from the source (:func:`~packing.model.weights.load_source`:
+    the checkpoint's architecture or sentence-transformers files; ``random:*`` is qa), a task
+    name (``--task qa|embed|classify``) overrides the architecture, a :class:`TaskSpec` is
+    taken as it is. ValueError when the source lacks the task's tensors.
 
     Raises ValueError for bad shapes or an unknown precision, and RuntimeError when, on
     random packed batches (:func:`check_graphs`), a packed graph's packed run differs from the
@@ -47,6 +63,8 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
     graphs compute the same model). How many argmax starts/ends differ from ``original`` is
     logged, not gated: random weights give near-tied logits, and a difference within the
     tolerance may reorder two of them (real models: ``packed-bert eval`` compares answers).
+    For embed and classify the compared values are each request's head output
+    (:class:`~packing.runtime.features.Pooled`: pooled hidden state, or logits).
     fp16 graphs are checked on CUDA where it is available, else on the CPU provider through
     its casts (``allow_cpu_half``: slow, and not the arithmetic a GPU does; logged as such).
     """
@@ -63,7 +81,7 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
         raise ValueError(f"prepared_by must be one of {PREPARED_BY}, got {prepared_by!r}")
     out = Path(out)
     _log(f"loading {source}", quiet)
-    dims, weights, tok_folder = load_source(source, seed=seed)
+    dims, weights, tok_folder, spec = load_source(source, seed=seed, task=task)
     if seq_len > dims.max_position_embeddings:
         raise ValueError(f"--seq-len {seq_len} exceeds the model's max_position_embeddings "
                          f"{dims.max_position_embeddings}")
@@ -73,23 +91,33 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
     weights_file = WEIGHTS_FILES[precision]
     for stale in set(WEIGHTS_FILES.values()) - {weights_file}:  # another precision's, earlier
         (out / stale).unlink(missing_ok=True)
+    (out / HEAD_FILE).unlink(missing_ok=True)  # another task's, earlier
+    if spec.task == "classify":  # the head runs in numpy, float32 whatever the precision
+        save_file({n: weights[n] for n in HEAD_TENSORS}, str(out / HEAD_FILE),
+                  metadata={"format": "pt"})
     if precision == "int8":
         _log("quantizing the Linear layers to int8 (per output channel)", quiet)
         weights = int8_weights(weights, dims.num_hidden_layers)
     elif precision == "fp16":
         weights = fp16_weights(weights)
     save_file(weights, str(out / weights_file), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(dims.hf_config(), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(dims.hf_config(spec), indent=2) + "\n")
     save_tokenizer(out, tok_folder)
+    module_files: list[str] = []  # files in subfolders (sentence-transformers modules)
+    if spec.task == "embed":
+        module_files = save_sentence_transformers(out, spec, dims, seq_len, tok_folder)
+    else:  # an earlier embed preparation's: this folder is no sentence-transformers folder
+        for stale in SENTENCE_TRANSFORMERS_FILES:
+            (out / stale).unlink(missing_ok=True)
     graphs = {}
     for kind in KINDS:
-        _log(f"writing {kind}.onnx ({precision})", quiet)
-        model = build_graph(kind, dims, out / weights_file, precision)
+        _log(f"writing {kind}.onnx ({spec.task}, {precision})", quiet)
+        model = build_graph(kind, dims, out / weights_file, precision, spec)
         onnx.save(model, str(out / f"{kind}.onnx"))
         graphs[kind] = f"{kind}.onnx"
     manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
                         max_valid_num=max_valid_num, graphs=graphs, precision=precision,
-                        prepared_by=prepared_by)
+                        prepared_by=prepared_by, task=spec)
     manifest.write(out)  # provisional: the check below opens the folder through it
     diffs: dict[str, float] = {}
     if check:
@@ -100,10 +128,12 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
                  quiet)
             options = {"device": "cpu", "allow_cpu_half": True}
         diffs, layout = check_graphs(out, seed=seed, with_spans=True, **options)
+        what, argmaxes = _CHECKED[spec.task]
         for kind, diff in diffs.items():
-            _log(f"{kind}: max abs logit diff packed vs alone ({precision}) {diff:.2e}; "
-                 f"vs original alone {layout[kind][0]:.2e}, {layout[kind][1]} argmax "
-                 "starts/ends differ", quiet)
+            _log(f"{kind}: max abs {what} diff packed vs alone ({precision}) {diff:.2e}; "
+                 f"vs original alone {layout[kind][0]:.2e}"
+                 + (f", {layout[kind][1]} argmax {argmaxes} differ" if argmaxes else ""),
+                 quiet)
         bad = {k: v for k, v in diffs.items() if not v <= tol}
         if bad:
             (out / MANIFEST).unlink()
@@ -115,13 +145,16 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
             (out / MANIFEST).unlink()
             raise RuntimeError(f"{precision} packed graphs disagree with original beyond "
                                f"{layout_tol}: {bad}")
-    # what prepare wrote: not the manifest, not caches written later (calibration.json), no temp files
-    files = sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in (MANIFEST, CALIBRATION)
-                   and not p.name.startswith("."))
+    # what prepare wrote: not the manifest, not caches written later (calibration.json), no
+    # temp files; the sentence-transformers module files (1_Pooling/config.json) included
+    files = sorted([p.name for p in out.iterdir() if p.is_file()
+                    and p.name not in (MANIFEST, CALIBRATION) and not p.name.startswith(".")]
+                   + [name for name in module_files if "/" in name])
     manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
                         max_valid_num=max_valid_num, graphs=graphs,
                         files={name: sha256_file(out / name) for name in files},
-                        max_abs_diff=diffs, precision=precision, prepared_by=prepared_by)
+                        max_abs_diff=diffs, precision=precision, prepared_by=prepared_by,
+                        task=spec)
     manifest.write(out)
     (out / PREPARING).unlink(missing_ok=True)
     _log(f"done: {out}", quiet)
@@ -135,10 +168,25 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+_CHECKED = {"qa": ("logit", "starts/ends"), "embed": ("embedding", None),
+            "classify": ("logit", "labels")}
+"""Per task: what prepare's check compares, and what its argmax count counts (None: nothing)."""
+
+
 def argmax_mismatches(a, b) -> int:
-    """How many of the start and end argmaxes differ between two lists of SpanLogits."""
-    return sum(int(np.argmax(x.start_logits) != np.argmax(y.start_logits))
-               + int(np.argmax(x.end_logits) != np.argmax(y.end_logits)) for x, y in zip(a, b))
+    """How many argmaxes differ between two lists of results: the start and end argmaxes of
+    :class:`~packing.runtime.features.SpanLogits`, the argmax of the values of
+    :class:`~packing.runtime.features.Pooled` (a classify folder's label)."""
+    from packing.runtime.features import Pooled
+
+    count = 0
+    for x, y in zip(a, b):
+        if isinstance(x, Pooled):
+            count += int(np.argmax(x.values) != np.argmax(y.values))
+        else:
+            count += (int(np.argmax(x.start_logits) != np.argmax(y.start_logits))
+                      + int(np.argmax(x.end_logits) != np.argmax(y.end_logits)))
+    return count
 
 
 def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool = False,
@@ -147,6 +195,9 @@ def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool =
     run alone (same folder, so same precision); with ``with_spans`` also, against ``original``
     run alone, the max abs difference and the number of argmax start/end positions that differ
     (:func:`argmax_mismatches`), as ``(diffs, layout)`` with ``layout[kind] = (diff, spans)``.
+    Every task: for embed and classify folders the values compared are each request's
+    :class:`~packing.runtime.features.Pooled` vector (pooled hidden state, or logits; for
+    classify ``spans`` counts differing argmax labels).
 
     Random sequences of random lengths are packed (offline) through each packed graph, and
     run one at a time through the same graph (solo) and, unpadded, through ``original``. In

@@ -55,7 +55,11 @@ class Limits:
     max_context_chars: int = dataclasses.field(default=100_000, metadata={
         "description": "Most code points in a context (before and after NFC)."})
     max_batch_items: int = dataclasses.field(default=64, metadata={
-        "description": "Most items in a list body."})
+        "description": "Most items in a list body: questions, texts to embed or classify, "
+                       "rerank texts, sentences compared (with the source sentence)."})
+    max_text_chars: int = dataclasses.field(default=100_000, metadata={
+        "description": "Most code points in one text to embed or classify (before and after "
+                       "NFC); its tokens are limited by the model's `seq_len`."})
     max_body_bytes: int = dataclasses.field(default=1_000_000, metadata={
         "description": "Largest raw body, in bytes (413 beyond)."})
     max_windows_per_request: int = dataclasses.field(default=256, metadata={
@@ -67,8 +71,7 @@ class Limits:
                        "beyond); at most the Packer's `max_pending`."})
 
     def __post_init__(self) -> None:
-        for name in ("max_question_chars", "max_context_chars", "max_batch_items",
-                     "max_body_bytes", "max_windows_per_request", "max_windows_per_body"):
+        for name in (f.name for f in dataclasses.fields(self)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"Limits.{name} must be an int, got {type(value).__name__} "
@@ -77,21 +80,24 @@ class Limits:
                 raise ValueError(f"Limits.{name} must be >= 1, got {value}")
 
 
-def _type_name(obj: Any) -> str:
+def type_name(obj: Any) -> str:
     """JSON-flavoured type name for messages (``null`` rather than ``NoneType``)."""
     return "null" if obj is None else type(obj).__name__
 
 
-def _short_repr(obj: Any, limit: int = 40) -> str:
+def short_repr(obj: Any, limit: int = 40) -> str:
     """``repr`` cut to ``limit`` characters; always one line (repr escapes newlines)."""
     text = repr(obj)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_text(value: Any, field: str, max_chars: int, where: str) -> str:
-    """Validate one string field and return it NFC-normalised; raise BadRequest otherwise."""
+def check_text(value: Any, field: str, max_chars: int, where: str = "") -> str:
+    """``value`` NFC-normalised, or :class:`BadRequest` naming ``where`` + ``field``: it must be
+    a string of at most ``max_chars`` code points (before and after NFC), without lone
+    surrogates or control characters other than tab, newline and carriage return, and not
+    blank. Every text field of every route is checked by this one function."""
     if not isinstance(value, str):
-        raise BadRequest(f"{where}{field} must be a string, got {_type_name(value)}")
+        raise BadRequest(f"{where}{field} must be a string, got {type_name(value)}")
     if len(value) > max_chars:
         raise BadRequest(f"{where}{field} is {len(value)} characters; at most {max_chars} allowed")
     m = _SURROGATE.search(value)
@@ -115,7 +121,7 @@ def _parse_item(item: Any, limits: Limits, where: str) -> QARequest:
     """Validate one ``{"question", "context"}`` object; ``where`` prefixes messages."""
     if not isinstance(item, dict):
         raise BadRequest(f"{where}expected an object with 'question' and 'context', "
-                         f"got {_type_name(item)}")
+                         f"got {type_name(item)}")
     problems = []
     missing = [f for f in FIELDS if f not in item]
     if missing:
@@ -123,13 +129,13 @@ def _parse_item(item: Any, limits: Limits, where: str) -> QARequest:
                         + ", ".join(repr(f) for f in missing))
     unknown = [k for k in item if k not in FIELDS]
     if unknown:
-        names = ", ".join(_short_repr(k) for k in unknown[:5])
+        names = ", ".join(short_repr(k) for k in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         problems.append("unknown field" + ("s " if len(unknown) > 1 else " ") + names + more)
     if problems:
         raise BadRequest(where + "; ".join(problems))
-    question = _check_text(item["question"], "question", limits.max_question_chars, where)
-    context = _check_text(item["context"], "context", limits.max_context_chars, where)
+    question = check_text(item["question"], "question", limits.max_question_chars, where)
+    context = check_text(item["context"], "context", limits.max_context_chars, where)
     return QARequest(question=question, context=context)
 
 
@@ -151,7 +157,7 @@ def parse_payload(obj: Any, limits: Limits) -> tuple[list[QARequest], bool]:
         return [_parse_item(obj, limits, "")], False
     if not isinstance(obj, list):
         raise BadRequest("body must be an object {'question', 'context'} or a list of them, "
-                         f"got {_type_name(obj)}")
+                         f"got {type_name(obj)}")
     if not obj:
         raise BadRequest("body is an empty list; send at least one item")
     if len(obj) > limits.max_batch_items:
@@ -159,9 +165,10 @@ def parse_payload(obj: Any, limits: Limits) -> tuple[list[QARequest], bool]:
     return [_parse_item(item, limits, f"item {i}: ") for i, item in enumerate(obj)], True
 
 
-# A JSON number is never valid in a body (both fields are strings); one longer than this is
-# refused while parsing, before Python converts it (int() of a long digit string is slow, and
-# over sys.get_int_max_str_digits() it raises a plain ValueError).
+# A JSON number longer than this is refused while parsing, before Python converts it (int() of
+# a long digit string is slow, and over sys.get_int_max_str_digits() it raises a plain
+# ValueError). No number is valid in a QA body (both fields are strings); the other tasks'
+# bodies hold small ones (top_k, dimensions, token ids).
 MAX_NUMBER_CHARS = 100
 
 
@@ -169,11 +176,11 @@ def _no_constant(name: str) -> Any:
     raise BadRequest(f"body is not valid JSON: {name} is not allowed")
 
 
-def _number(convert):
+def _number(convert, numbers: str = ""):
     def parse(text: str) -> Any:
         if len(text) > MAX_NUMBER_CHARS:
             raise BadRequest(f"body has a JSON number of {len(text)} characters (at most "
-                             f"{MAX_NUMBER_CHARS}; question and context are strings)")
+                             f"{MAX_NUMBER_CHARS}{numbers})")
         return convert(text)
     return parse
 
@@ -184,31 +191,31 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise BadRequest(f"body has the key {_short_repr(key)} twice in one object")
+            raise BadRequest(f"body has the key {short_repr(key)} twice in one object")
         out[key] = value
     return out
 
 
-def parse_body(body: bytes, limits: Limits) -> tuple[list[QARequest], bool]:
-    """Check raw request bytes, decode them as UTF-8 JSON and apply :func:`parse_payload`.
+def decode_json(body: bytes, max_body_bytes: int, numbers: str = "") -> Any:
+    """Check raw request bytes and decode them as UTF-8 JSON (any JSON value).
 
-    Rejects (with :class:`BadRequest`) bodies over ``limits.max_body_bytes``, bytes that are
-    not valid UTF-8, and text that is not JSON (NaN/Infinity literals included), an object
-    with the same key twice, a number of more than :data:`MAX_NUMBER_CHARS` characters, and
-    nesting deeper than the parser's recursion limit (about 1,000 levels; any nesting past the
-    list of objects is a wrong type anyway). A leading UTF-8 byte-order mark is accepted and
-    ignored. Raises nothing but :class:`BadRequest`, whatever the bytes.
+    Rejects (with :class:`BadRequest`) bodies over ``max_body_bytes``, bytes that are not
+    valid UTF-8, and text that is not JSON (NaN/Infinity literals included), an object with
+    the same key twice, a number of more than :data:`MAX_NUMBER_CHARS` characters (the
+    message ends with ``numbers``, e.g. why no number is valid in the body), and nesting
+    deeper than the parser's recursion limit (about 1,000 levels). A leading UTF-8 byte-order
+    mark is accepted and ignored. Raises nothing but :class:`BadRequest`, whatever the bytes.
     """
-    if len(body) > limits.max_body_bytes:
-        raise BadRequest(f"body is {len(body)} bytes; at most {limits.max_body_bytes} allowed")
+    if len(body) > max_body_bytes:
+        raise BadRequest(f"body is {len(body)} bytes; at most {max_body_bytes} allowed")
     try:
         text = bytes(body).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
 
     try:
-        obj = json.loads(text, parse_constant=_no_constant, parse_int=_number(int),
-                         parse_float=_number(float), object_pairs_hook=_unique_keys)
+        return json.loads(text, parse_constant=_no_constant, parse_int=_number(int, numbers),
+                          parse_float=_number(float, numbers), object_pairs_hook=_unique_keys)
     except BadRequest:
         raise
     except json.JSONDecodeError as exc:
@@ -218,4 +225,12 @@ def parse_body(body: bytes, limits: Limits) -> tuple[list[QARequest], bool]:
         raise BadRequest("body is not valid JSON: nested too deeply") from None
     except ValueError:  # any other refusal of the decoder: never a 500, never its text
         raise BadRequest("body is not valid JSON") from None
+
+
+def parse_body(body: bytes, limits: Limits) -> tuple[list[QARequest], bool]:
+    """Check raw request bytes, decode them as UTF-8 JSON (:func:`decode_json`, within
+    ``limits.max_body_bytes``; no number is valid here) and apply :func:`parse_payload`.
+    Raises nothing but :class:`BadRequest`, whatever the bytes.
+    """
+    obj = decode_json(body, limits.max_body_bytes, "; question and context are strings")
     return parse_payload(obj, limits)

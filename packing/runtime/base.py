@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from packing.model.manifest import Manifest
 from packing.policy.plans import Plan
 
 from .backend import Backend
 from .executor import PlanExecutor, RunStats
-from .features import Features, SpanLogits, validate_features
+from .features import Features, Result, validate_features
 
 
 class _Runner:
     """Shared parts: manifest, validation, offline execution of a list of plans."""
 
-    def __init__(self, manifest: Manifest, backend: Backend, seq_len: int) -> None:
+    def __init__(self, manifest: Manifest, backend: Backend, seq_len: int,
+                 model_dir: str | Path | None = None) -> None:
         self.manifest = manifest
         self.seq_len = seq_len
-        self._exec = PlanExecutor(backend, manifest)
+        self._exec = PlanExecutor(backend, manifest, model_dir)
 
     @property
     def stats(self) -> RunStats:
@@ -55,9 +57,10 @@ class _Runner:
         return out
 
     def run_plans(self, plans: Sequence[Plan], dataset: Sequence[Features],
-                  progress: bool = False, desc: str = "batches") -> list[SpanLogits]:
-        """Execute ``plans`` whose ``seq_ids`` index ``dataset``; results in dataset order."""
-        results: list[SpanLogits | None] = [None] * len(dataset)
+                  progress: bool = False, desc: str = "batches") -> list[Result]:
+        """Execute ``plans`` whose ``seq_ids`` index ``dataset``; results in dataset order
+        (:class:`SpanLogits` or :class:`Pooled`, as the folder's task says)."""
+        results: list[Result | None] = [None] * len(dataset)
         bar = _progress(len(plans), desc) if progress else None
         for plan in plans:
             outs = self._exec.execute(plan, [dataset[i] for i in plan.seq_ids])

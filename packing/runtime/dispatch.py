@@ -36,7 +36,7 @@ from packing.policy.collate import collate
 from packing.policy.config import PackingConfig
 from packing.policy.plans import Plan
 
-from .features import Features, SpanLogits
+from .features import Features, Result
 from .outcomes import results_or_error
 
 __all__ = ["DEFAULT_DISPATCH", "DISPATCH", "Dispatcher", "DispatchStats", "Execute", "Window",
@@ -50,9 +50,10 @@ DEFAULT_DISPATCH = "merge"
 """The dispatch used where none is named (the served Packer's and
 :class:`~packing.runtime.pack_runner.PackRunner`'s)."""
 
-Execute = Callable[[Plan, list[Features]], Awaitable[Sequence[SpanLogits]]]
+Execute = Callable[[Plan, list[Features]], Awaitable[Sequence[Result]]]
 """``execute(plan, features) -> results``: run one plan; ``features[k]`` is the plan's k-th
-sequence and ``results[k]`` its logits."""
+sequence and ``results[k]`` its result (span logits, or a pooled vector for embed and
+classify folders)."""
 
 Collate = Callable[[Sequence[int], PackingConfig], list[Plan]]
 """The packing policy: window lengths in arrival order -> plans (see
@@ -64,7 +65,7 @@ class Window:
     """One sequence on its way through admission and dispatch."""
 
     features: Features  # validated token ids of the window (1 <= length <= seq_len)
-    future: asyncio.Future  # its SpanLogits or its plan's error; the caller cancels it to withdraw
+    future: asyncio.Future  # its Result or its plan's error; the caller cancels it to withdraw
     submitted_s: float  # time.monotonic() when the caller submitted it (before admission)
 
 
@@ -210,10 +211,10 @@ class Dispatcher:
         return max(math.ceil(windows / c.max_valid_num), math.ceil(tokens / c.capacity_tokens))
 
     # ---------------------------------------------------------------- batches
-    async def run_batch(self, windows: Sequence[Window]) -> list[SpanLogits | BaseException]:
+    async def run_batch(self, windows: Sequence[Window]) -> list[Result | BaseException]:
         """The batch function behind admission: hand one admitted batch over, wait for it.
 
-        Returns, per window, its logits or the exception it got (never raises, and in
+        Returns, per window, its result or the exception it got (never raises, and in
         particular never lets a ``CancelledError`` out, which would leave ``@serve.batch``'s
         callers waiting; if the task running it is cancelled, the batch's windows fail with a
         RuntimeError and a RuntimeError is raised for admission to deliver).
@@ -383,7 +384,7 @@ class Dispatcher:
 
 async def admit_windows(admit: Callable[[Window], Awaitable], features: Sequence[Features],
                         on_windows: Callable[[list[Window]], None] | None = None
-                        ) -> list[SpanLogits | None]:
+                        ) -> list[Result | None]:
     """Logits of ``features`` (validated windows), each admitted as one item by
     ``admit(window)`` (``@serve.batch``'s wrapper, or :meth:`CountAdmission.submit`), in order.
 

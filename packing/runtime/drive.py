@@ -15,18 +15,18 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .features import Features, SpanLogits
+from .features import Features, Result
 
 
 def run_online(runner, data: Sequence[Features], concurrency: int,
-               progress: bool = False) -> tuple[list[SpanLogits], np.ndarray]:
+               progress: bool = False) -> tuple[list[Result], np.ndarray]:
     """Drive ``runner.submit`` (a PackRunner, a SortedPaddingServer: anything whose
     ``submit(features)`` returns a Future) with ``concurrency`` closed-loop clients.
 
     Returns results in request order and each request's latency in seconds.
     """
     n = len(data)
-    results: list[SpanLogits | None] = [None] * n
+    results: list[Result | None] = [None] * n
     latency = np.zeros(n)
     next_i = iter(range(n))
     lock = threading.Lock()

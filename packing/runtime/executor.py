@@ -1,7 +1,11 @@
 """Execute one batch plan on a backend: build the model inputs, call it, cut the outputs back.
 
 :class:`PlanExecutor` is the only code that turns a plan into a model call; the offline
-runners, the online dispatch step and the Ray Serve runner replicas all go through it.
+runners, the online dispatch step and the Ray Serve runner replicas all go through it. A qa
+folder's graphs give per-token span logits (:class:`~packing.runtime.features.SpanLogits`);
+an embed or classify folder's give the last hidden state, which is cut per sequence and put
+through the task's head (:mod:`packing.model.heads`) into one
+:class:`~packing.runtime.features.Pooled` vector per request.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.model.heads import HIDDEN_OUTPUT, Head, load_head
 from packing.model.manifest import Manifest
 from packing.policy import layouts
 from packing.policy.plans import Plan, UnpackRepackPlan
 
 from .backend import Backend, load_backend
-from .features import Features, SpanLogits
+from .features import Features, Pooled, Result, SpanLogits
 
 
 @dataclass
@@ -53,11 +58,18 @@ class PlanExecutor:
 
     Thread-safe: model calls are serialised. Used by the runners here and by the
     Ray Serve runner replicas, which receive plans from the packer deployment.
+
+    The folder's task (``manifest.task``) says what :meth:`execute` returns. ``model_dir`` is
+    the prepared folder, where a classify folder's head is read (``head.safetensors``);
+    ``head`` gives a loaded :class:`~packing.model.heads.Head` instead. Raises ValueError
+    when a classify folder comes with neither.
     """
 
-    def __init__(self, backend: Backend, manifest: Manifest) -> None:
+    def __init__(self, backend: Backend, manifest: Manifest,
+                 model_dir: str | Path | None = None, head: Head | None = None) -> None:
         self.backend = backend
         self.manifest = manifest
+        self.head = head if head is not None else load_head(model_dir, manifest.task)
         self.stats = RunStats()
         self._lock = threading.Lock()  # backends take one call at a time
 
@@ -84,8 +96,10 @@ class PlanExecutor:
         inputs = layouts.build_inputs(plan, ids, types, trim_rows=True)
         return inputs, int(inputs["input_ids"].size)
 
-    def execute(self, plan: Plan, feats: Sequence[Features]) -> list[SpanLogits]:
-        """Run ``plan`` (``feats[k]`` is the plan's k-th sequence); results in plan order."""
+    def execute(self, plan: Plan, feats: Sequence[Features]) -> list[Result]:
+        """Run ``plan`` (``feats[k]`` is the plan's k-th sequence); results in plan order:
+        :class:`SpanLogits` for a qa folder, :class:`Pooled` (the head's float32 vector of
+        each sequence, computed from its own hidden states only) for embed and classify."""
         inputs, slots = self.inputs(plan, feats)
         try:
             with self._lock:
@@ -93,10 +107,15 @@ class PlanExecutor:
         except Exception:
             self.stats.add(plan, slots, ok=False)
             raise
-        starts = layouts.scatter_outputs(plan, out["start_logits"])
-        ends = layouts.scatter_outputs(plan, out["end_logits"])
+        if self.head is None:
+            starts = layouts.scatter_outputs(plan, out["start_logits"])
+            ends = layouts.scatter_outputs(plan, out["end_logits"])
+            results: list[Result] = [SpanLogits(s, e) for s, e in zip(starts, ends)]
+        else:
+            hidden = layouts.scatter_outputs(plan, out[HIDDEN_OUTPUT])  # [len_k, H] each
+            results = [Pooled(self.head(h)) for h in hidden]
         self.stats.add(plan, slots, ok=True)
-        return [SpanLogits(s, e) for s, e in zip(starts, ends)]
+        return results
 
 
 def open_graph(model_dir: str | Path, kind: str, backend: str | Backend, backend_options: dict,

@@ -37,6 +37,21 @@ class SpanLogits:
     end_logits: np.ndarray  # [length] float32
 
 
+@dataclass(frozen=True)
+class Pooled:
+    """What the embed or classify head returns for one request: one vector per sequence.
+
+    ``embed``: the pooled last hidden state (not normalised: normalisation is the response's
+    choice); ``classify``: the classifier's raw outputs (logits), one per label."""
+
+    values: np.ndarray  # [hidden_size] or [num_labels] float32
+
+
+Result = SpanLogits | Pooled
+"""What a runner returns for one request: :class:`SpanLogits` (qa) or :class:`Pooled`
+(embed, classify), as the folder's task says."""
+
+
 def validate_features(f: Features, seq_len: int, vocab_size: int, type_vocab_size: int) -> Features:
     """Return ``f`` as contiguous int64 arrays, or raise :class:`InvalidInput`.
 

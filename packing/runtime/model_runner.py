@@ -14,7 +14,7 @@ from packing.policy.plans import PaddedPlan
 from .backend import Backend
 from .base import _Runner
 from .executor import open_graph
-from .features import Features, SpanLogits
+from .features import Features, Result
 
 
 class ModelRunner(_Runner):
@@ -31,7 +31,7 @@ class ModelRunner(_Runner):
                  padding: str = "max_length", sort: bool = False,
                  backend: str | Backend = "onnxruntime", **backend_options) -> None:
         manifest, be = open_graph(model_dir, "original", backend, backend_options)
-        super().__init__(manifest, be, manifest.seq_len)
+        super().__init__(manifest, be, manifest.seq_len, model_dir)
         if padding not in ("max_length", "longest"):
             raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
         if padding == "longest" and be.static_shapes:
@@ -47,8 +47,9 @@ class ModelRunner(_Runner):
             return offline.plan_padded(lengths, self.seq_len, self.batch_size)
         return offline.plan_dynamic_padding(lengths, self.batch_size, sort=self.sort)
 
-    def run(self, dataset: Sequence[Features], progress: bool = False) -> list[SpanLogits]:
-        """Logits for every request of ``dataset``, in order."""
+    def run(self, dataset: Sequence[Features], progress: bool = False) -> list[Result]:
+        """The result of every request of ``dataset``, in order (span logits or a pooled
+        vector, as the folder's task says)."""
         data = self._validate_all(dataset)
         if not data:
             return []

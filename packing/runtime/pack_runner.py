@@ -24,7 +24,7 @@ from .base import _Runner
 from .calibrate import AUTO, Calibration, resolve_max_tokens
 from .dispatch import DEFAULT_DISPATCH, DISPATCH, Dispatcher, DispatchStats, admit_windows
 from .executor import open_graph
-from .features import Features, SpanLogits
+from .features import Features, Result
 
 
 class PackRunner(_Runner):
@@ -88,7 +88,7 @@ class PackRunner(_Runner):
                                                           backend_options, manifest=manifest)
             self.config = replace(self.config, max_tokens=budget)
         manifest, be = open_graph(model_dir, mode, backend, backend_options, manifest)
-        super().__init__(manifest, be, manifest.seq_len)
+        super().__init__(manifest, be, manifest.seq_len, model_dir)
         if max_inflight_batches < 1:
             raise ValueError(f"max_inflight_batches must be >= 1, got {max_inflight_batches}")
         self.max_inflight_batches = max_inflight_batches
@@ -111,7 +111,7 @@ class PackRunner(_Runner):
                                                   max_tokens=c.max_tokens,
                                                   attention_groups=c.attention_groups)
 
-    def run(self, dataset: Sequence[Features], progress: bool = False) -> list[SpanLogits]:
+    def run(self, dataset: Sequence[Features], progress: bool = False) -> list[Result]:
         """Offline: pack all of ``dataset`` ahead of time and run it; results in order."""
         data = self._validate_all(dataset)
         if not data:
@@ -120,8 +120,8 @@ class PackRunner(_Runner):
         return self.run_plans(self.plans(lengths), data, progress, f"packed {self.config.mode}")
 
     # ------------------------------------------------------------------ online
-    def submit(self, features: Features) -> "Future[SpanLogits]":
-        """Online: queue one request; the Future resolves to its logits or its batch's error.
+    def submit(self, features: Features) -> "Future[Result]":
+        """Online: queue one request; the Future resolves to its result or its batch's error.
 
         Bad input raises :class:`InvalidInput` here, before anything is queued. Cancelling the
         Future before its batch starts withdraws the request.
@@ -135,7 +135,7 @@ class PackRunner(_Runner):
             assert self._loop is not None and self._admission is not None
             return asyncio.run_coroutine_threadsafe(self._submit(f), self._loop)
 
-    async def _submit(self, features: Features) -> SpanLogits:
+    async def _submit(self, features: Features) -> Result:
         assert self._admission is not None
         task = asyncio.current_task()
         self._submitting.add(task)  # its first step runs before close()'s drain starts
@@ -144,7 +144,7 @@ class PackRunner(_Runner):
         finally:
             self._submitting.discard(task)
 
-    def submit_many(self, dataset: Iterable[Features]) -> list["Future[SpanLogits]"]:
+    def submit_many(self, dataset: Iterable[Features]) -> list["Future[Result]"]:
         """:meth:`submit` each request; Futures in the same order."""
         return [self.submit(f) for f in dataset]
 
@@ -203,7 +203,7 @@ class PackRunner(_Runner):
         loop = asyncio.new_event_loop()
         pool = ThreadPoolExecutor(self.max_inflight_batches, thread_name_prefix="pack-exec")
 
-        async def execute(plan: Plan, feats: list[Features]) -> list[SpanLogits]:
+        async def execute(plan: Plan, feats: list[Features]) -> list[Result]:
             return await loop.run_in_executor(pool, self._exec.execute, plan, feats)
 
         self._dispatcher = Dispatcher(self.config, execute, slots=self.max_inflight_batches,

@@ -15,7 +15,7 @@ import numpy as np
 from packing.policy.config import DEFAULT_ALGORITHM
 
 from .backend import backend_kwargs
-from .features import SpanLogits
+from .features import Pooled, Result
 from .model_runner import ModelRunner
 from .pack_runner import PackRunner
 from .rivals import SortedPaddingServer
@@ -46,14 +46,24 @@ RIVALS: tuple[str, ...] = ("dynamic_padding", "sorted_dynamic_padding",
                            "online_sorted_dynamic_padding", "hf_pipeline")
 
 
-def max_logit_diff(got: Sequence[SpanLogits], ref: dict[int, SpanLogits]) -> float:
-    """Largest |start or end logit difference| between ``got[i]`` and ``ref[i]`` over the
-    indices of ``ref``."""
+def max_logit_diff(got: Sequence[Result], ref: dict[int, Result]) -> float:
+    """Largest absolute difference between ``got[i]`` and ``ref[i]`` over the indices of
+    ``ref``: of the start or end logits (:class:`~packing.runtime.features.SpanLogits`), or of
+    the values (:class:`~packing.runtime.features.Pooled`: pooled hidden state or classifier
+    logits). ValueError when two results differ in kind or shape."""
     worst = 0.0
     for i, r in ref.items():
         g = got[i]
-        worst = max(worst, float(np.abs(g.start_logits - r.start_logits).max()),
-                    float(np.abs(g.end_logits - r.end_logits).max()))
+        if isinstance(r, Pooled) or isinstance(g, Pooled):
+            pairs = [(getattr(g, "values", None), getattr(r, "values", None))]
+        else:
+            pairs = [(g.start_logits, r.start_logits), (g.end_logits, r.end_logits)]
+        for a, b in pairs:
+            if a is None or b is None or np.shape(a) != np.shape(b):
+                raise ValueError(f"request {i}: results differ in kind or shape "
+                                 f"({type(g).__name__} {np.shape(a)} vs "
+                                 f"{type(r).__name__} {np.shape(b)})")
+            worst = max(worst, float(np.abs(a - b).max()))
     return worst
 
 

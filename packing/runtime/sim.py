@@ -12,6 +12,9 @@ the same names, dtype and shapes, but instead of computing BERT it
   and token type. Position ids restart at 0 for every sequence in every layout, so a
   request packed with others gets bit-identical logits to the same request run alone,
   while different requests get different logits: a crossed or misplaced answer is caught.
+  For an embed or classify folder (its ``manifest.json`` says the task) it returns
+  ``last_hidden_state`` instead, ``[..., hidden_size]`` values made the same way
+  (:func:`sim_hidden`), which the runtime pools per sequence like a real graph's.
 
 So the serving stack (packing, batching, Ray Serve, scaling) can be measured and tested
 against a device of known speed on a CPU-only machine. A :class:`SimProfile` sets the
@@ -29,6 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from packing.policy.attention import ATTENTION_GROUPS
+
+from packing.model.heads import HIDDEN_OUTPUT
+from packing.model.manifest import MANIFEST
+from packing.model.task import TaskSpec
 
 from .backend import Backend
 
@@ -121,6 +128,29 @@ def sim_logits(input_ids: np.ndarray, position_ids: np.ndarray,
     return _to_logits(start), _to_logits(end)
 
 
+def sim_hidden(input_ids: np.ndarray, position_ids: np.ndarray, token_type_ids: np.ndarray,
+               hidden_size: int) -> np.ndarray:
+    """Deterministic float32 hidden states in [-4, 4), shape ``input_ids.shape + (hidden_size,)``.
+
+    Each token's vector depends only on its id, position id and token type, each component
+    also on its index (integer hashing in uint64, vectorised), so like :func:`sim_logits` a
+    request gets bit-identical values alone and packed. ValueError for ``hidden_size < 1``.
+    """
+    if int(hidden_size) < 1:
+        raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+    with np.errstate(over="ignore"):
+        ids = np.asarray(input_ids, dtype=np.int64).astype(np.uint64)
+        pos = np.asarray(position_ids, dtype=np.int64).astype(np.uint64)
+        types = np.asarray(token_type_ids, dtype=np.int64).astype(np.uint64)
+        token = ids * np.uint64(2654435761) + pos * np.uint64(40503) + types * np.uint64(97)
+        dim = np.arange(int(hidden_size), dtype=np.uint64) * np.uint64(2246822519)
+        h = token[..., None] * np.uint64(3266489917) + dim + np.uint64(374761393)
+        h ^= h >> np.uint64(29)
+        h *= np.uint64(668265263)
+        h ^= h >> np.uint64(32)
+    return _to_logits(h % np.uint64(_HASH_RANGE))
+
+
 def _to_logits(h: np.ndarray) -> np.ndarray:
     return (h.astype(np.float32) * np.float32(_LOGIT_SCALE) - np.float32(4.0)).astype(np.float32)
 
@@ -130,7 +160,10 @@ class SimBackend(Backend):
 
     ``model_path`` is the graph file a real backend would load (``DIR/unpack_repack.onnx``):
     the sim never reads it, but its folder must exist and its stem names the graph kind
-    (original, attention_mask or unpack_repack), which fixes the inputs it expects.
+    (original, attention_mask or unpack_repack), which fixes the inputs it expects. The
+    folder's ``manifest.json``, when it has one, gives the task (:attr:`task`) and so the
+    outputs: span logits for qa (and a folder without a manifest), ``last_hidden_state`` of
+    the manifest's ``hidden_size`` for embed and classify.
     ``profile`` names an entry of :data:`PROFILES`; ``tokens_per_s``, ``overhead_s`` and
     ``static_shapes`` override its fields. ``sleep`` is called with each batch's device
     seconds (inject a recorder in tests). Options of real backends (:data:`IGNORED_OPTIONS`:
@@ -152,6 +185,7 @@ class SimBackend(Backend):
                             f"{sorted(IGNORED_OPTIONS)}")
         self.model_path = Path(model_path)
         self.kind = _graph_kind(self.model_path)
+        self.task, self.hidden_size = _folder_task(self.model_path.parent)
         self.profile = sim_profile(profile, tokens_per_s, overhead_s, static_shapes)
         self.static_shapes = self.profile.static_shapes
         self._sleep = sleep
@@ -163,16 +197,21 @@ class SimBackend(Backend):
         return self.profile.batch_seconds(int(np.size(inputs["input_ids"])))
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Check the inputs, hold the caller for the device time, return the logits.
+        """Check the inputs, hold the caller for the device time, return the outputs.
 
-        Outputs have the real graph's shapes: ``[rows, seq]`` for the row graphs and
-        ``[tokens]`` for unpack_repack (the shape of ``input_ids`` in both cases).
+        Outputs have the real graph's names and shapes: qa ``start_logits`` / ``end_logits``
+        ``[rows, seq]`` for the row graphs and ``[tokens]`` for unpack_repack (the shape of
+        ``input_ids`` in both cases); embed and classify ``last_hidden_state``, that shape
+        plus ``[hidden_size]``.
         """
         self._check(inputs)
         seconds = self.device_seconds(inputs)
         self._sleep(seconds)
         self.batches += 1
         self.device_seconds_total += seconds
+        if self.task.task != "qa":
+            return {HIDDEN_OUTPUT: sim_hidden(inputs["input_ids"], inputs["position_ids"],
+                                              inputs["token_type_ids"], self.hidden_size)}
         start, end = sim_logits(inputs["input_ids"], inputs["position_ids"],
                                 inputs["token_type_ids"])
         return {"start_logits": start, "end_logits": end}
@@ -208,6 +247,22 @@ def _graph_kind(model_path: Path) -> str:
         raise ValueError(f"sim backend: cannot tell the graph kind of {model_path.name}; "
                          f"expected one of {[k + '.onnx' for k in GRAPH_INPUTS]}")
     return model_path.stem
+
+
+def _folder_task(folder: Path) -> tuple[TaskSpec, int]:
+    """``(task, hidden_size)`` of the prepared folder the sim stands in for, from its
+    ``manifest.json`` (any format version); qa when the folder has none (a bare folder, as
+    tests give). ValueError naming the file when it is unreadable."""
+    import json
+
+    path = folder / MANIFEST
+    if not path.exists():
+        return TaskSpec(), 0
+    try:
+        raw = json.loads(path.read_text())
+        return TaskSpec.from_dict(raw.get("task")), int(raw["dims"]["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"sim backend: cannot read the task of {path} ({err})") from err
 
 
 def _number(x: float) -> str:
