@@ -340,6 +340,29 @@ class Ingress:
         reqs, _ = parse_payload({"question": question, "context": context}, self.limits)
         return (await self._answer_all(reqs, False))[0]
 
+    async def embed(self, inputs: str | list[str], normalize: bool = True,
+                    truncate: bool = False) -> list[list[float]]:
+        """Python handle entry point (embed apps): one vector per input, as TEI's ``POST
+        /embed`` returns them. Raises ``BadRequest`` / ``TooLarge`` as that route answers 4xx,
+        or ``BadRequest`` when the app's model is not an embed model."""
+        why = self.front.refusal("POST /embed")
+        if why:
+            raise BadRequest(why)
+        return await routes_tei.embed(self.front, {"inputs": inputs, "normalize": normalize,
+                                                   "truncate": truncate})
+
+    async def predict(self, inputs: Any, raw_scores: bool = False,
+                      truncate: bool = False) -> list:
+        """Python handle entry point (classify apps): labels and scores per input, as TEI's
+        ``POST /predict`` returns them (a text, a ``[text, pair]``, or a list of those).
+        Raises ``BadRequest`` / ``TooLarge`` as that route answers 4xx, or ``BadRequest`` when
+        the app's model is not a classify model."""
+        why = self.front.refusal("POST /predict")
+        if why:
+            raise BadRequest(why)
+        return await routes_tei.predict(self.front, {"inputs": inputs, "raw_scores": raw_scores,
+                                                     "truncate": truncate})
+
     @api.post("/v1/answer", openapi_extra=_OPENAPI)
     async def answer(self, request: Request) -> JSONResponse:
         """Answer one ``{question, context}`` or a list of them (qa apps)."""

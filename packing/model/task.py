@@ -7,8 +7,10 @@ Three tasks share one encoder and one graph builder; only the head differs:
   real tokens, or its first token, CLS), optionally L2-normalised (sentence-transformers
   models: ``1_Pooling/config.json`` and a ``Normalize`` module in ``modules.json``).
 * ``classify`` — sequence classification (``BertForSequenceClassification``: pooler, then
-  classifier), for one text or a (query, text) pair; also cross-encoder rerankers. Scores are
-  softmax (single label), sigmoid (multi-label), or the raw value (one output, regression).
+  classifier), for one text or a (query, text) pair; also cross-encoder rerankers (one
+  output). ``problem_type`` is the checkpoint's (None when its config names none, as most
+  cross-encoders'); the routes turn logits into scores from it
+  (:func:`packing.tasks.classify.default_function`).
 
 The manifest records a :class:`TaskSpec` (``manifest.json``: ``"task": {...}``); manifests
 written before tasks read as ``qa``.
@@ -41,7 +43,7 @@ class TaskSpec:
     pooling: str = "mean"
     normalize: bool = True
     labels: tuple[str, ...] = ()
-    problem_type: str = "single_label_classification"
+    problem_type: str | None = None  # classify: the checkpoint's; None when it names none
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -50,8 +52,8 @@ class TaskSpec:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if not isinstance(self.normalize, bool):
             raise ValueError(f"normalize must be true or false, got {self.normalize!r}")
-        if self.problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, "
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or null, "
                              f"got {self.problem_type!r}")
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if self.task == "classify":
@@ -127,12 +129,11 @@ def _labels(config: dict[str, Any]) -> tuple[str, ...]:
     return ("LABEL_0", "LABEL_1")  # transformers' default num_labels
 
 
-def _problem_type(config: dict[str, Any]) -> str:
+def _problem_type(config: dict[str, Any]) -> str | None:
+    """The checkpoint's ``problem_type`` as its config names it (None when it names none:
+    transformers then scores one output with a sigmoid, several with softmax)."""
     given = config.get("problem_type")
-    if given:
-        return str(given)
-    n = len(config.get("id2label") or {}) or config.get("num_labels") or 2
-    return "regression" if n == 1 else "single_label_classification"
+    return str(given) if given else None
 
 
 def _sentence_transformers(folder: Path | None) -> tuple[str, bool] | None:

@@ -27,8 +27,11 @@ SCORE_FUNCTIONS = ("softmax", "sigmoid", "none")
 
 def default_function(spec: TaskSpec) -> str:
     """The score function of a classify folder when a request names none, in the order the
-    HF text-classification pipeline decides it: ``sigmoid`` for multi-label or a single output
-    (a one-output regression head, e.g. a cross-encoder, included), ``softmax`` otherwise."""
+    HF text-classification pipeline (transformers 5) decides it: ``none`` for
+    ``problem_type`` regression, ``sigmoid`` for multi-label or a single output (a cross-encoder
+    whose config names no problem_type), ``softmax`` otherwise."""
+    if spec.problem_type == "regression":
+        return "none"
     if spec.problem_type == "multi_label_classification" or spec.num_labels == 1:
         return "sigmoid"
     return "softmax"

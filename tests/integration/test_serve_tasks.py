@@ -55,7 +55,8 @@ def rerank_app(serve_app, tmp_path_factory):
     folder = tmp_path_factory.mktemp("rerank") / "model"
     shapes = serve_app.config["applications"][0]["args"]["prepare"]
     prepare("random:tiny", folder, quiet=True, **shapes,
-            task=TaskSpec(task="classify", labels=("relevance",), problem_type="regression"))
+            # one output and no problem_type, as a cross-encoder checkpoint
+            task=TaskSpec(task="classify", labels=("relevance",)))
     yield from deploy_beside(serve_app, app_config(serve_app, folder, "classify"), RERANK_APP,
                              RERANK_PREFIX, {"ray_actor_options": {"num_cpus": 0}})
 
@@ -181,3 +182,20 @@ def test_int8_embeddings_are_the_same_alone_and_in_a_crowd(embed_int8_app):
     assert not differ, f"{len(differ)} of {len(texts)} vectors differ from the same text alone"
     stats = http(embed_int8_app + "/v1/stats")[1]["packer"]
     assert stats["mean_sequences"] > 1 and stats["batch_invariant"] is True
+
+
+def test_python_handles_embed_and_predict(embed_app, rerank_app, serve_app):
+    """The Python handle entry points answer as the HTTP routes do; another task's is refused."""
+    import ray
+    from ray import serve
+
+    ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
+             log_to_driver=False)
+    embed = serve.get_app_handle(EMBED_APP)
+    vectors = embed.embed.remote(TEXTS).result(timeout_s=60)
+    assert vectors == http(embed_app + "/embed", {"inputs": TEXTS})[1]
+    scores = serve.get_app_handle(RERANK_APP).predict.remote(["q", TEXTS[0]]).result(timeout_s=60)
+    assert scores == http(rerank_app + "/predict", {"inputs": ["q", TEXTS[0]]})[1]
+    with pytest.raises(Exception) as info:  # Ray wraps the replica's BadRequest
+        serve.get_app_handle(RERANK_APP).embed.remote("a").result(timeout_s=60)
+    assert "this app serves classify" in str(info.value)

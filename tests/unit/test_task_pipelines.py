@@ -137,7 +137,7 @@ def test_cosine_is_sentence_similarity():
     (THREE, "softmax"),
     (TaskSpec(task="classify", labels=("a", "b"), problem_type="multi_label_classification"),
      "sigmoid"),
-    (RERANKER, "sigmoid"),  # one output (a regression head): sigmoid, as the HF pipeline
+    (RERANKER, "none"),  # problem_type regression: raw, as the HF pipeline
     (TaskSpec(task="classify", labels=("only",)), "sigmoid"),  # one output, not regression
 ])
 def test_default_score_function_is_the_hf_pipelines(spec, function):
