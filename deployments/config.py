@@ -134,15 +134,16 @@ class AppConfig(BaseModel):
         "models/squad-mini",
         description="Prepared model folder (relative to where `serve run` starts); prepared "
                     "once at start when missing. A folder that exists is never overwritten: "
-                    "one of another source or precision stops the app at start with a message "
-                    "(docs/serving.md, \"The model folder\").")
+                    "one of another source, task (when `task` names one) or precision stops "
+                    "the app at start with a message (docs/serving.md, \"The model folder\").")
     model_source: str = Field(
         "builtin:squad-mini",
         description="What to prepare `model_dir` from when it is missing: `builtin:squad-mini`, "
-                    "a model-hub id, a local transformers folder, `random:tiny` / "
-                    "`random:base`. A folder that exists must have been prepared from it, "
-                    "except that the default is not checked against a folder a user prepared "
-                    "(`packed-bert prepare`): that one is served as it is.")
+                    "`builtin:minilm-embed`, a model-hub id, a local transformers or "
+                    "sentence-transformers folder, `random:tiny` / `random:base`. A folder "
+                    "that exists must have been prepared from it, except that the default is "
+                    "not checked against a folder a user prepared (`packed-bert prepare`): "
+                    "that one is served as it is.")
     task: Literal[TASKS] | None = Field(
         None,
         description="The task the app serves, which decides its routes: `qa` (`/v1/answer`), "
