@@ -97,6 +97,10 @@ def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | 
     the last block's end on the predictors (start-up excluded); ``metrics``: EM/F1 when the
     input has answers, else None.
     """
+    from packing.model.manifest import Manifest
+    from packing.model.task import require_task
+
+    require_task(Manifest.read(Path(model_dir)).task, "qa", "packed-bert batch (extractive QA)")
     import ray
 
     from packing.qa.squad_eval import evaluate

@@ -155,6 +155,11 @@ def run_eval(model_dir: str | Path, squad_path: str | Path, split: str = "heldou
              progress: bool = True) -> tuple[list[Question], list[ModeScore]]:
     """The ``packed-bert eval`` command's work: the questions of ``split`` (the first
     ``limit``) and their scores under ``modes`` (and, with ``url``, the running app's)."""
+    from packing.model.task import require_task
+
+    require_task(Manifest.read(Path(model_dir)).task, "qa", "packed-bert eval (SQuAD EM/F1)",
+                 "; for embed folders, quality against sentence-transformers is `python -m "
+                 "tools embed-quality` (docs/embeddings.md)")
     questions = read_questions(squad_path, split)
     if limit is not None:
         questions = questions[:limit]

@@ -153,3 +153,11 @@ def _sentence_transformers(folder: Path | None) -> tuple[str, bool] | None:
                 raise ValueError(f"{cfg_path}: only mean or CLS pooling is served")
             pooling = "cls" if cfg.get("pooling_mode_cls_token") else "mean"
     return pooling, normalize
+
+
+def require_task(spec: TaskSpec, task: str, what: str, instead: str = "") -> None:
+    """Raise ValueError unless ``spec`` is of ``task``: ``what`` (a command) serves only
+    folders of that task; ``instead`` says what to use for the folder's own task."""
+    if spec.task != task:
+        raise ValueError(f"{what} works on {task} folders; this folder's task is "
+                         f"{spec.task}{instead}")

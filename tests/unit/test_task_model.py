@@ -347,3 +347,19 @@ def test_the_app_prepares_a_missing_folder_for_its_task(tmp_path):
     (tmp_path / "fresh" / MANIFEST).write_text(json.dumps(raw))
     plan = decide(tmp_path / "fresh", ask(None))
     assert plan is not None and plan.task == "embed"
+
+
+def test_qa_commands_refuse_other_tasks_with_a_message(tmp_path):
+    """eval and batch score extractive QA: on an embed folder they stop with one message
+    naming the folder's task, before any work (never an AttributeError deep in the spans)."""
+    from packing.jobs.batch import run_batch
+    from packing.jobs.evaluate import run_eval
+    from packing.model.prepare import prepare
+
+    folder = tmp_path / "embed"
+    prepare("random:tiny", folder, task="embed", seq_len=32, batch_size=2, max_valid_num=4,
+            check=False, quiet=True)
+    with pytest.raises(ValueError, match="works on qa folders; this folder's task is embed"):
+        run_eval(folder, tmp_path / "absent.json")
+    with pytest.raises(ValueError, match="works on qa folders; this folder's task is embed"):
+        run_batch(tmp_path / "absent.json", tmp_path / "out.json", folder)
