@@ -349,9 +349,11 @@ def test_the_app_prepares_a_missing_folder_for_its_task(tmp_path):
     assert plan is not None and plan.task == "embed"
 
 
-def test_qa_commands_refuse_other_tasks_with_a_message(tmp_path):
-    """eval and batch score extractive QA: on an embed folder they stop with one message
-    naming the folder's task, before any work (never an AttributeError deep in the spans)."""
+def test_eval_refuses_other_tasks_and_batch_reads_the_folders_task(tmp_path):
+    """eval scores extractive QA: on an embed folder it stops with one message naming the
+    folder's task, before any work (never an AttributeError deep in the spans). batch takes
+    the folder's task: on an embed folder it reads JSONL, so a SQuAD file is refused naming
+    the fields a line needs, before Ray starts."""
     from packing.jobs.batch import run_batch
     from packing.jobs.evaluate import run_eval
     from packing.model.prepare import prepare
@@ -361,5 +363,7 @@ def test_qa_commands_refuse_other_tasks_with_a_message(tmp_path):
             check=False, quiet=True)
     with pytest.raises(ValueError, match="works on qa folders; this folder's task is embed"):
         run_eval(folder, tmp_path / "absent.json")
-    with pytest.raises(ValueError, match="works on qa folders; this folder's task is embed"):
-        run_batch(tmp_path / "absent.json", tmp_path / "out.json", folder)
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps({"version": "1.1", "data": []}))
+    with pytest.raises(ValueError, match="squad.json line 1: missing fields 'id', 'text'"):
+        run_batch(squad, tmp_path / "out.json", folder)
