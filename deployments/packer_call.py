@@ -29,7 +29,7 @@ from typing import Any
 from .detach import detached
 from .retry import retry_replica_lost
 
-__all__ = ["PackerCall", "PackerCallCancelled"]
+__all__ = ["CallGatherer", "PackerCall", "PackerCallCancelled"]
 
 
 class PackerCallCancelled(RuntimeError):
@@ -96,3 +96,53 @@ class PackerCall:
 
     async def _withdraw(self, offset: int, count: int) -> Any:
         return await self.packer.withdraw.remote(self.call_id, offset, offset + count)
+
+
+class CallGatherer:
+    """Bodies that reach :meth:`run` in the same event-loop turn share one :class:`PackerCall`
+    (one handle call instead of one per body), split where a call would pass
+    ``max_per_call`` sequences. What the QA route gets from its tokenizer batch, for routes
+    that tokenize each body on its own. Use from one event loop."""
+
+    def __init__(self, packer: Any, max_per_call: int) -> None:
+        if max_per_call < 1:
+            raise ValueError(f"max_per_call must be >= 1, got {max_per_call}")
+        self.packer = packer
+        self.max_per_call = max_per_call
+        self.calls = 0  # packer calls made (for tests and stats)
+        self._queue: list[tuple[list, asyncio.Future]] = []
+
+    async def run(self, features: Sequence[Any]) -> list:
+        """The packer's results of ``features`` (one body's sequences), in order, or the
+        call's error. Cancelled before its turn ends, the body is never sent; after, it
+        leaves its call (:meth:`PackerCall.result`)."""
+        loop = asyncio.get_running_loop()
+        joined: asyncio.Future = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((list(features), joined))
+        call, offset = await joined
+        return await call.result(offset, len(features))
+
+    def _flush(self) -> None:
+        """Send every body queued in this turn (those still waiting) in as few calls as
+        ``max_per_call`` allows."""
+        queued, self._queue = self._queue, []
+        group: list[tuple[int, asyncio.Future]] = []
+        features: list = []
+        for mine, joined in queued:
+            if joined.done():  # its caller went away before the call was made
+                continue
+            if group and len(features) + len(mine) > self.max_per_call:
+                self._send(group, features)
+                group, features = [], []
+            group.append((len(features), joined))
+            features.extend(mine)
+        if group:
+            self._send(group, features)
+
+    def _send(self, group: list[tuple[int, asyncio.Future]], features: list) -> None:
+        call = PackerCall(self.packer, features, len(group))
+        self.calls += 1
+        for offset, joined in group:
+            joined.set_result((call, offset))

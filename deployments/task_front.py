@@ -4,8 +4,10 @@ pipeline of that task, the settings the routes share, and the one way a body's s
 A model folder serves one task (its manifest's :class:`~packing.model.task.TaskSpec`); a
 route of another task is answered 404 with a message naming the app's task and its routes
 (:meth:`TaskFront.refusal`). An embed or classify body is tokenized in one batch call
-(:data:`BIG_BODY_CHARS` decides where) and its sequences go to the Packer in one
-:class:`~deployments.packer_call.PackerCall`, which withdraws them if the client goes away.
+(:data:`BIG_BODY_CHARS` decides where) and its sequences go to the Packer in a
+:class:`~deployments.packer_call.PackerCall` shared with the bodies tokenized in the same
+event-loop turn (:class:`~deployments.packer_call.CallGatherer`), which withdraws them if the
+client goes away.
 The route adapters (``routes_openai``, ``routes_tei``, ``routes_hf``) only parse, call
 :meth:`TaskFront.run` or ``qa_run`` and write the response.
 """
@@ -25,7 +27,7 @@ from packing.qa.requests import Limits
 from packing.runtime.features import Features
 from packing.tasks.sequences import first_problem, input_chars
 
-from .packer_call import PackerCall
+from .packer_call import CallGatherer
 
 BIG_BODY_CHARS = 16_384
 """Bodies with more characters than this (QA questions and contexts; texts to embed or
@@ -104,6 +106,8 @@ class TaskFront:
         if info.task == "qa" and (qa is None or qa_run is None):
             raise ValueError("a qa app needs its QA pipeline and qa_run")
         self.packer = packer
+        # bodies tokenized in the same event-loop turn share one packer call
+        self._calls = CallGatherer(packer, limits.max_windows_per_body)
         self.info = info
         self.limits = limits
         self.settings = dict(settings)
@@ -132,7 +136,8 @@ class TaskFront:
                   hint: str = "") -> tuple[list[Features], list]:
         """The model results of one body's inputs (texts, pairs or token ids), in order, and
         their features: tokenized in one batch call (on the event loop, or apart in the worker
-        thread for a body over :data:`BIG_BODY_CHARS`), then one packer call.
+        thread for a body over :data:`BIG_BODY_CHARS`), then a packer call shared with the
+        bodies of the same event-loop turn.
 
         Raises the first input's BadRequest or TooLarge (prefixed with its name, ``names[k]``,
         as the body names it; ``hint`` after a TooLarge: how the route asks for truncation),
@@ -145,5 +150,4 @@ class TaskFront:
         else:
             encoded = self.pipeline.encode(list(inputs), truncate)
         features = first_problem(encoded, names, hint)
-        call = PackerCall(self.packer, features, 1)
-        return features, await call.result(0, len(features))
+        return features, await self._calls.run(features)

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from factories import run_virtual
 
-from deployments.packer_call import PackerCall, PackerCallCancelled
+from deployments.packer_call import CallGatherer, PackerCall, PackerCallCancelled
 
 
 class _Response:
@@ -34,6 +34,7 @@ class FakePacker:
     def __init__(self, delay_s: float = 1.0):
         self.delay_s = delay_s
         self.responses: list[_Response] = []
+        self.sent: list[list] = []  # the features of each many call
         self.withdrawn: list[tuple] = []
         self.many, self.withdraw = self._Many(self), self._Withdraw(self)
 
@@ -42,6 +43,8 @@ class FakePacker:
             self.outer = outer
 
         def remote(self, features, call_id):
+            self.outer.sent.append(list(features))
+
             async def run():
                 await asyncio.sleep(self.outer.delay_s)
                 return [2 * f for f in features]
@@ -155,3 +158,32 @@ def test_the_call_is_made_without_the_parent_request_of_the_body_that_starts_it(
     assert seen["task_id"] is None
     assert seen["request"]._internal_request_id == "" and seen["request"].request_id == ""
     assert seen["request"].app_name == "app" and seen["request"].route == "/v1/answer"
+
+
+def test_bodies_of_one_loop_turn_share_one_call_split_at_the_limit():
+    """Bodies that reach the gatherer in the same event-loop turn share a call (each gets its
+    own slice); a call never passes ``max_per_call`` sequences; a later turn gets its own."""
+    async def scenario():
+        packer = FakePacker(delay_s=1.0)
+        gather = CallGatherer(packer, max_per_call=5)
+        first = await asyncio.gather(gather.run([1, 2]), gather.run([3]), gather.run([4, 5, 6]))
+        later = await gather.run([7])
+        return first, later, packer, gather
+
+    first, later, packer, gather = run_virtual(scenario())
+    assert first == [[2, 4], [6], [8, 10, 12]] and later == [14]
+    assert gather.calls == 3 and packer.sent == [[1, 2, 3], [4, 5, 6], [7]]
+
+
+def test_a_body_gone_before_its_turn_ends_is_never_sent():
+    async def scenario():
+        packer = FakePacker(delay_s=1.0)
+        gather = CallGatherer(packer, max_per_call=64)
+        gone = asyncio.ensure_future(gather.run([1, 2]))
+        kept = asyncio.ensure_future(gather.run([3]))
+        await asyncio.sleep(0)  # both queued, the flush not yet run
+        gone.cancel()
+        return await kept, gone, packer
+
+    kept, gone, packer = run_virtual(scenario())
+    assert kept == [6] and gone.cancelled() and packer.sent == [[3]]
