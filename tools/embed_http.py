@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from packing.runtime.drive import drive
 from tools.embed_quality import CPU_FLAGS, DEFAULT_SQUAD, cosine_rows, cpu_flags, squad_pairs
 
 __all__ = ["APIS", "Server", "WordPieceCounter", "cpu_busy_share", "embed_http",
@@ -492,44 +493,36 @@ def run_phase(texts: Sequence[str], concurrency: int, make_client: Callable[[], 
     finished text."""
     n = len(texts)
     vectors: list[list[float] | None] = [None] * n
-    latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    next_index = iter(range(n))
+    mine = threading.local()  # each client thread's own client (keep-alive connection)
+    clients: list = []
 
-    def worker() -> None:
-        client = make_client()
+    def call(i: int) -> bool:
+        client = getattr(mine, "client", None)
+        if client is None:
+            client = mine.client = make_client()
+            with lock:
+                clients.append(client)
         try:
-            while True:
-                with lock:
-                    i = next(next_index, None)
-                if i is None:
-                    return
-                t0 = time.perf_counter()
-                try:
-                    vec = client.embed(texts[i])
-                    dt = time.perf_counter() - t0
-                    with lock:
-                        vectors[i] = vec
-                        latencies.append(dt)
-                except Exception as exc:  # every failure is an error of the server's row
-                    with lock:
-                        errors.append(str(exc) or type(exc).__name__)
-                if progress is not None:
-                    progress(1)
+            vectors[i] = client.embed(texts[i])
+            return True
+        except Exception as exc:  # every failure is an error of the server's row
+            with lock:
+                errors.append(str(exc) or type(exc).__name__)
+            return False
         finally:
+            if progress is not None:
+                progress(1)
+
+    try:  # the project's closed loop (packing.runtime.drive), one thread per client
+        wall, latency, _ = drive(n, max(1, min(concurrency, n)), call)
+    finally:
+        for client in clients:
             close = getattr(client, "close", None)
             if close is not None:
                 close()
-
-    threads = [threading.Thread(target=worker, daemon=True)
-               for _ in range(max(1, min(concurrency, n)))]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    latencies = [float(latency[i]) for i in range(n) if vectors[i] is not None]
     dims = {len(v) for v in vectors if v is not None}
     if not dims:
         array = None
