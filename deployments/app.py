@@ -19,11 +19,11 @@ from packing.runtime.calibrate import AUTO, resolve_max_tokens
 
 from .auth import startup_keys
 from .config import AppConfig
+from .executor import PlanExecutorDeployment
 from .ingress import Ingress
 from .model_match import model_ask
 from .model_store import ensure_model
 from .packer import Packer
-from .executor import PlanExecutorDeployment
 
 
 def calibrated_budget(model_dir: str, backend: str, options: dict) -> int | None:
@@ -42,8 +42,9 @@ def build_app(args: dict | None = None) -> Application:
     return build_graph(AppConfig(**(args or {})))
 
 
-def build_graph(cfg: AppConfig, runner_options: dict | None = None,
-                front_options: dict | None = None) -> Application:
+def build_graph(
+    cfg: AppConfig, runner_options: dict | None = None, front_options: dict | None = None
+) -> Application:
     """The application for ``cfg``; ``runner_options`` are PlanExecutor ``.options(...)`` and
     ``front_options`` the Ingress and Packer ``.options(...)`` (for benchmarks and cluster
     checks that deploy from Python rather than from a config file's ``deployments``).
@@ -53,18 +54,28 @@ def build_graph(cfg: AppConfig, runner_options: dict | None = None,
     manifest = ensure_model(cfg.model_dir, model_ask(cfg))
     backend, options = cfg.runner_backend()
     calibrated = calibrated_budget(cfg.model_dir, backend, options)
-    runner_cls = PlanExecutorDeployment.options(**runner_options) if runner_options else \
-        PlanExecutorDeployment
+    runner_cls = (
+        PlanExecutorDeployment.options(**runner_options)
+        if runner_options
+        else PlanExecutorDeployment
+    )
     runner = runner_cls.bind(cfg.model_dir, backend, options, cfg.fault_file)
     front = dict(front_options or {})
     packer = Packer.options(user_config=cfg.packing.model_dump(), **front).bind(
-        runner, cfg.model_dir, calibrated_max_tokens=calibrated)
-    answering = {"doc_stride": cfg.doc_stride, "max_query_tokens": cfg.max_query_tokens,
-                 "max_answer_tokens": cfg.max_answer_tokens, "auto_truncate": cfg.auto_truncate,
-                 "request_timeout_s": cfg.request_timeout_s,
-                 "max_inflight_requests": cfg.max_inflight_requests,
-                 "tokenize_batch_size": cfg.tokenize_batch_size, "device": cfg.device,
-                 "body_read_timeout_s": cfg.body_read_timeout_s}
+        runner, cfg.model_dir, calibrated_max_tokens=calibrated
+    )
+    answering = {
+        "doc_stride": cfg.doc_stride,
+        "max_query_tokens": cfg.max_query_tokens,
+        "max_answer_tokens": cfg.max_answer_tokens,
+        "auto_truncate": cfg.auto_truncate,
+        "request_timeout_s": cfg.request_timeout_s,
+        "max_inflight_requests": cfg.max_inflight_requests,
+        "tokenize_batch_size": cfg.tokenize_batch_size,
+        "device": cfg.device,
+        "body_read_timeout_s": cfg.body_read_timeout_s,
+    }
     ingress = Ingress.options(**front) if front else Ingress
-    return ingress.bind(packer, cfg.model_dir, manifest.source, cfg.limits, answering,
-                        api_keys=api_keys)
+    return ingress.bind(
+        packer, cfg.model_dir, manifest.source, cfg.limits, answering, api_keys=api_keys
+    )

@@ -30,8 +30,9 @@ ENV_VAR = "PACKED_BERT_API_KEYS"
 MIN_KEY_CHARS = 16
 # RFC 6750 b64token: what a bearer credential may contain.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-OPEN_PATHS = frozenset({"/healthz", "/health", "/docs", "/docs/oauth2-redirect", "/redoc",
-                        "/openapi.json"})
+OPEN_PATHS = frozenset(
+    {"/healthz", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 REALM = "packed-bert-serve"
 
 
@@ -51,11 +52,15 @@ def check_key(key: Any, where: str) -> str:
     if not isinstance(key, str):
         raise ApiKeyError(f"{where} must be a string, got {type(key).__name__}")
     if len(key) < MIN_KEY_CHARS:
-        raise ApiKeyError(f"{where} is {len(key)} characters; a key needs at least "
-                          f"{MIN_KEY_CHARS} (e.g. `openssl rand -hex 32`)")
+        raise ApiKeyError(
+            f"{where} is {len(key)} characters; a key needs at least "
+            f"{MIN_KEY_CHARS} (e.g. `openssl rand -hex 32`)"
+        )
     if not _B64TOKEN.fullmatch(key):
-        raise ApiKeyError(f"{where} may hold only letters, digits and - . _ ~ + / (then = "
-                          "padding), as an HTTP bearer token can")
+        raise ApiKeyError(
+            f"{where} may hold only letters, digits and - . _ ~ + / (then = "
+            "padding), as an HTTP bearer token can"
+        )
     return key
 
 
@@ -69,8 +74,7 @@ def parse_keys(value: Any, where: str = "api_keys") -> list[str] | None:
     elif isinstance(value, (list, tuple)):
         value = [getattr(v, "get_secret_value", lambda v=v: v)() for v in value]
     else:
-        raise ApiKeyError(f"{where} must be a list of strings or null, got "
-                          f"{type(value).__name__}")
+        raise ApiKeyError(f"{where} must be a list of strings or null, got {type(value).__name__}")
     return [check_key(k, f"{where} item {i}") for i, k in enumerate(value)] or None
 
 
@@ -160,9 +164,12 @@ def serve_http_host() -> str | None:
     return HTTPOptions().host
 
 
-def startup_keys(config_keys: Any, allow_unauthenticated_public: bool,
-                 environ: Mapping[str, str] | None = None,
-                 host_of=serve_http_host) -> ApiKeys | None:
+def startup_keys(
+    config_keys: Any,
+    allow_unauthenticated_public: bool,
+    environ: Mapping[str, str] | None = None,
+    host_of=serve_http_host,
+) -> ApiKeys | None:
     """The keys the Ingress enforces, checked before anything starts.
 
     Raises:
@@ -179,7 +186,8 @@ def startup_keys(config_keys: Any, allow_unauthenticated_public: bool,
         raise ExposureRefused(
             f"refusing to start without an API key: Serve's HTTP host could not be learnt "
             f"({type(exc).__name__}); set {ENV_VAR} or `api_keys`, or "
-            "`allow_unauthenticated_public: true`") from None
+            "`allow_unauthenticated_public: true`"
+        ) from None
     if is_loopback(host):
         return None
     raise ExposureRefused(
@@ -187,7 +195,8 @@ def startup_keys(config_keys: Any, allow_unauthenticated_public: bool,
         f"other hosts can reach, and no API key is set. Set {ENV_VAR} (comma-separated keys) "
         "in the environment of the Ray nodes, or `api_keys` in the app's args; or set "
         "`allow_unauthenticated_public: true` in the app's args to serve without a key on "
-        "purpose (docs/serving.md, \"API keys\").")
+        'purpose (docs/serving.md, "API keys").'
+    )
 
 
 # --- the check, as ASGI middleware ------------------------------------------------------------
@@ -209,12 +218,13 @@ def route_path(scope: Mapping[str, Any]) -> str:
     """The request path below the app's route prefix (``root_path``)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root):] or "/"
+        return path[len(root) :] or "/"
     return path
 
 
-def check_authorization(headers: Iterable[tuple[bytes, bytes]], keys: ApiKeys
-                        ) -> tuple[str, str] | None:
+def check_authorization(
+    headers: Iterable[tuple[bytes, bytes]], keys: ApiKeys
+) -> tuple[str, str] | None:
     """None when ``headers`` carry a valid ``Authorization: Bearer <key>``; else
     ``(message, WWW-Authenticate value)`` for the 401."""
     values = [v for k, v in headers if k.lower() == b"authorization"]
@@ -222,13 +232,17 @@ def check_authorization(headers: Iterable[tuple[bytes, bytes]], keys: ApiKeys
     if not values:
         return ("missing API key: send the header 'Authorization: Bearer <key>'", challenge)
     if len(values) > 1:
-        return ("malformed Authorization: send exactly one 'Authorization: Bearer <key>' header",
-                challenge + ', error="invalid_request"')
+        return (
+            "malformed Authorization: send exactly one 'Authorization: Bearer <key>' header",
+            challenge + ', error="invalid_request"',
+        )
     scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
-        return ("malformed Authorization: expected 'Bearer <key>'",
-                challenge + ', error="invalid_request"')
+        return (
+            "malformed Authorization: expected 'Bearer <key>'",
+            challenge + ', error="invalid_request"',
+        )
     if not keys.matches(token):
         return ("invalid API key", challenge + ', error="invalid_token"')
     return None
@@ -254,9 +268,17 @@ class BearerAuth:
             return
         message, challenge = refused
         body = json.dumps({"error": message}).encode()
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", challenge.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", challenge.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

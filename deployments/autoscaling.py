@@ -23,8 +23,9 @@ DEMAND = "packer_demand_plans"  # custom metric name, reported by PlanExecutor r
 STALE_S = 1.0  # a runner that received no plan for this long reports no demand
 
 
-def desired_replicas(demand_plans: float, ongoing: float, target_per_replica: float,
-                     lo: int, hi: int) -> int:
+def desired_replicas(
+    demand_plans: float, ongoing: float, target_per_replica: float, lo: int, hi: int
+) -> int:
     """Replicas that give ``max(demand_plans, ongoing)`` plans a slot each at
     ``target_per_replica`` plans per replica, clamped to ``[lo, hi]``."""
     need = max(float(demand_plans), float(ongoing), 0.0)
@@ -40,8 +41,11 @@ def packing_aware_policy(ctx: Any) -> tuple[int, dict]:
     and leaves the state as it came."""
     metrics = ctx.aggregated_metrics or {}
     demand = max((metrics.get(DEMAND) or {}).values(), default=0.0)
-    want = desired_replicas(demand, ctx.total_num_requests,
-                            ctx.config.target_ongoing_requests or 1.0,
-                            ctx.capacity_adjusted_min_replicas,
-                            ctx.capacity_adjusted_max_replicas)
+    want = desired_replicas(
+        demand,
+        ctx.total_num_requests,
+        ctx.config.target_ongoing_requests or 1.0,
+        ctx.capacity_adjusted_min_replicas,
+        ctx.capacity_adjusted_max_replicas,
+    )
     return want, ctx.policy_state

@@ -35,5 +35,8 @@ async def read_body(chunks: AsyncIterator[bytes], limit: int, timeout_s: float) 
     try:
         return await asyncio.wait_for(take(), timeout=timeout_s)
     except asyncio.TimeoutError:
-        raise BodyError(408, f"body not received within {timeout_s:g} s "
-                             "(body_read_timeout_s); send it faster or smaller") from None
+        raise BodyError(
+            408,
+            f"body not received within {timeout_s:g} s "
+            "(body_read_timeout_s); send it faster or smaller",
+        ) from None

@@ -41,8 +41,13 @@ def _forget_parent() -> None:
     request = serve_context._serve_request_context.get()
     if request is not None:  # the parent Serve cancels children pending assignment of
         serve_context._serve_request_context.set(
-            dataclasses.replace(request, request_id="", _internal_request_id="",
-                                cancel_on_parent_request_cancel=False))
+            dataclasses.replace(
+                request,
+                request_id="",
+                _internal_request_id="",
+                cancel_on_parent_request_cancel=False,
+            )
+        )
 
 
 def detached(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -36,8 +36,14 @@ def error_response(status: int, message: str, headers: dict | None = None) -> JS
 def _incident(what: str, exc: BaseException) -> str:
     """Log ``exc`` (with its traceback) under a new incident id; return the id."""
     incident = uuid.uuid4().hex[:12]
-    logger.error("incident %s: %s failed: %s: %s", incident, what, type(exc).__name__,
-                 one_line(str(exc)), exc_info=exc)
+    logger.error(
+        "incident %s: %s failed: %s: %s",
+        incident,
+        what,
+        type(exc).__name__,
+        one_line(str(exc)),
+        exc_info=exc,
+    )
     return incident
 
 
@@ -45,8 +51,7 @@ def internal_error(exc: BaseException, what: str = "the request") -> JSONRespons
     """A 500 for a server-side failure ``exc``: the client gets ``what`` failed and an incident
     id, the server log gets the exception under that id; nothing of its text is echoed."""
     incident = _incident(what, exc)
-    return error_response(500, f"{what} failed (incident {incident}; the server log has the "
-                               "cause)")
+    return error_response(500, f"{what} failed (incident {incident}; the server log has the cause)")
 
 
 def _path(request) -> str:
@@ -121,11 +126,19 @@ class InternalErrors:
             incident = _incident(f"{scope.get('method', '?')} {scope.get('path', '?')}", exc)
             if started:
                 return  # nothing more can be said on this response
-            body = json.dumps({"error": f"internal error (incident {incident}; the server "
-                                        "log has the cause)"}).encode()
-            await send({"type": "http.response.start", "status": 500, "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode())]})
+            body = json.dumps(
+                {"error": f"internal error (incident {incident}; the server log has the cause)"}
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
 
 

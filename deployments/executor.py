@@ -36,8 +36,7 @@ def graph_for(plan: Plan) -> str:
     return "original"
 
 
-@serve.deployment(name="PlanExecutor", max_ongoing_requests=2,
-                  ray_actor_options={"num_cpus": 1})
+@serve.deployment(name="PlanExecutor", max_ongoing_requests=2, ray_actor_options={"num_cpus": 1})
 class PlanExecutorDeployment:
     """Holds both packed graphs of one prepared folder; ``execute`` runs one plan (through a
     :class:`packing.runtime.executor.PlanExecutor` per graph). Not the in-process
@@ -47,21 +46,28 @@ class PlanExecutorDeployment:
     at run time without a replica restart or a slow first batch.
     """
 
-    def __init__(self, model_dir: str, backend: str = "onnxruntime",
-                 backend_options: dict | None = None, fault_file: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        backend: str = "onnxruntime",
+        backend_options: dict | None = None,
+        fault_file: str | None = None,
+    ) -> None:
         self.manifest: Manifest = Manifest.read(model_dir)
         folder = Path(model_dir)
         self._executors: dict[str, PlanExecutor] = {}
         for kind in PACKED_GRAPHS:
-            be = load_backend(backend, folder / self.manifest.graphs[kind],
-                              **(backend_options or {}))
+            be = load_backend(
+                backend, folder / self.manifest.graphs[kind], **(backend_options or {})
+            )
             if fault_file:  # model calls fail while this file exists (drills)
                 be = FaultInjectingBackend(be, fault_file)
             self._executors[kind] = PlanExecutor(be, self.manifest, folder)
         self._demand = (0, 0.0)  # (packer's demand in plans, when it came): autoscaling signal
 
-    async def execute(self, plan: Plan, features: Sequence[Features],
-                      demand_plans: int | None = None) -> list[Result]:
+    async def execute(
+        self, plan: Plan, features: Sequence[Features], demand_plans: int | None = None
+    ) -> list[Result]:
         """Run one plan (``features[k]`` is its k-th sequence); results in plan order: span
         logits for a qa folder, one :class:`~packing.runtime.features.Pooled` vector per
         sequence for embed and classify (``self.manifest.task``).
@@ -90,6 +96,12 @@ class PlanExecutorDeployment:
 
     def describe(self) -> dict:
         """Backends loaded on this replica and what they computed."""
-        return {kind: {"backend": ex.backend.describe(), "batches": ex.stats.batches,
-                       "real_tokens": ex.stats.real_tokens, "token_slots": ex.stats.token_slots}
-                for kind, ex in self._executors.items()}
+        return {
+            kind: {
+                "backend": ex.backend.describe(),
+                "batches": ex.stats.batches,
+                "real_tokens": ex.stats.real_tokens,
+                "token_slots": ex.stats.token_slots,
+            }
+            for kind, ex in self._executors.items()
+        }

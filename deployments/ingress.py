@@ -31,12 +31,11 @@ the id). With API keys set, requests need ``Authorization: Bearer <key>``
 (``deployments/auth.py``).
 """
 
-
 import asyncio
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,18 +44,33 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from packing.qa.pipeline import (QAPipeline, QASettings, Windows, features_of, first_problem,
-                                 window_count)
-from packing.qa.requests import (BadRequest, Limits, QARequest, TooLarge, decode_json, parse_body,
-                                 parse_payload)
+from packing.qa.pipeline import (
+    QAPipeline,
+    QASettings,
+    Windows,
+    features_of,
+    first_problem,
+    window_count,
+)
+from packing.qa.requests import (
+    BadRequest,
+    Limits,
+    QARequest,
+    TooLarge,
+    decode_json,
+    parse_body,
+    parse_payload,
+)
 from packing.runtime.admission import NeverAdmitted, Overloaded
 from packing.runtime.features import InvalidInput
 from packing.tasks import ClassifyPipeline, EmbedPipeline
 
 from . import routes_hf, routes_openai, routes_tei
-from .auth import install as install_auth, use_keys
+from .auth import install as install_auth
+from .auth import use_keys
 from .body import BodyError, read_body
-from .errors import install as install_errors, internal_error, use_routes
+from .errors import install as install_errors
+from .errors import internal_error, use_routes
 from .metrics import IngressMetrics
 from .packer_call import PackerCall
 from .task_front import BIG_BODY_CHARS, ModelInfo, TaskFront, task_routes
@@ -65,9 +79,13 @@ __all__ = ["BIG_BODY_CHARS", "Ingress", "api", "request_schema", "use_limits"]
 
 _ANSWER = {
     "type": "object",
-    "properties": {"answer": {"type": "string"}, "score": {"type": "number"},
-                   "start": {"type": "integer"}, "end": {"type": "integer"},
-                   "model": {"type": "string"}},
+    "properties": {
+        "answer": {"type": "string"},
+        "score": {"type": "number"},
+        "start": {"type": "integer"},
+        "end": {"type": "integer"},
+        "model": {"type": "string"},
+    },
 }
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}}
 
@@ -85,28 +103,43 @@ def request_schema(limits: Limits) -> dict:
             "context": {"type": "string", "minLength": 1, "maxLength": limits.max_context_chars},
         },
     }
-    return {"oneOf": [item, {"type": "array", "items": item, "minItems": 1,
-                             "maxItems": limits.max_batch_items}]}
+    return {
+        "oneOf": [
+            item,
+            {"type": "array", "items": item, "minItems": 1, "maxItems": limits.max_batch_items},
+        ]
+    }
 
 
 _OPENAPI = {
     # the schema is set from the configured Limits when the Ingress starts (use_limits)
-    "requestBody": {"required": True, "content": {"application/json": {
-        "schema": request_schema(Limits())}}},
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": request_schema(Limits())}},
+    },
     "responses": {
-        "200": {"description": "The best answer span (a list for a list body)",
-                "content": {"application/json": {"schema": {
-                    "oneOf": [_ANSWER, {"type": "array", "items": _ANSWER}]}}}},
-        **{code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
-           for code, text in (("400", "Malformed or invalid body"),
-                              ("401", "Missing or invalid API key (when keys are set)"),
-                              ("404", "The app's model is not a qa model"),
-                              ("408", "Body not received within body_read_timeout_s"),
-                              ("413", "Body too large, or more model windows than the limits allow"),
-                              ("415", "Not application/json"),
-                              ("503", "Overloaded; retry after Retry-After seconds"),
-                              ("504", "No answer within the deadline"),
-                              ("500", "The model call failed"))},
+        "200": {
+            "description": "The best answer span (a list for a list body)",
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [_ANSWER, {"type": "array", "items": _ANSWER}]}
+                }
+            },
+        },
+        **{
+            code: {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+            for code, text in (
+                ("400", "Malformed or invalid body"),
+                ("401", "Missing or invalid API key (when keys are set)"),
+                ("404", "The app's model is not a qa model"),
+                ("408", "Body not received within body_read_timeout_s"),
+                ("413", "Body too large, or more model windows than the limits allow"),
+                ("415", "Not application/json"),
+                ("503", "Overloaded; retry after Retry-After seconds"),
+                ("504", "No answer within the deadline"),
+                ("500", "The model call failed"),
+            )
+        },
     },
 }
 
@@ -119,10 +152,13 @@ def use_limits(limits: Limits) -> None:
     api.openapi_schema = None
 
 
-api = FastAPI(title="packed-bert-serve", version="0.1.0",
-              description="BERT-family encoders served with packed batches: extractive question "
-                          "answering, embeddings, classification and reranking (the model "
-                          "folder's task decides which routes answer).")
+api = FastAPI(
+    title="packed-bert-serve",
+    version="0.1.0",
+    description="BERT-family encoders served with packed batches: extractive question "
+    "answering, embeddings, classification and reranking (the model "
+    "folder's task decides which routes answer).",
+)
 install_auth(api)  # optional bearer keys (deployments/auth.py)
 install_errors(api)  # every error as {"error": ...}; outermost (deployments/errors.py)
 
@@ -204,8 +240,15 @@ class Ingress:
     an embed or classify body in one call of its own, :class:`TaskFront`), and writes the
     answers, vectors or scores in the shape of the route's API."""
 
-    def __init__(self, packer: DeploymentHandle, model_dir: str, model_name: str,
-                 limits: Limits, answering: dict, api_keys=None) -> None:
+    def __init__(
+        self,
+        packer: DeploymentHandle,
+        model_dir: str,
+        model_name: str,
+        limits: Limits,
+        answering: dict,
+        api_keys=None,
+    ) -> None:
         from transformers import AutoTokenizer
 
         # Batches here are a few bodies: the fast tokenizer's worker threads would add CPU
@@ -222,14 +265,26 @@ class Ingress:
             settings = QASettings.from_mapping(self.answering)
             self.qa = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
             self.qa_apart = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
-            self.front = TaskFront(packer, info, limits, self.answering, self._apart,
-                                   qa=self.qa, qa_run=self._windows_and_outputs)
+            self.front = TaskFront(
+                packer,
+                info,
+                limits,
+                self.answering,
+                self._apart,
+                qa=self.qa,
+                qa_run=self._windows_and_outputs,
+            )
         else:
             self.qa = self.qa_apart = None
             pipeline = EmbedPipeline if info.task == "embed" else ClassifyPipeline
-            self.front = TaskFront(packer, info, limits, self.answering, self._apart,
-                                   pipelines=(pipeline.from_model_dir(model_dir),
-                                              pipeline.from_model_dir(model_dir)))
+            self.front = TaskFront(
+                packer,
+                info,
+                limits,
+                self.answering,
+                self._apart,
+                pipelines=(pipeline.from_model_dir(model_dir), pipeline.from_model_dir(model_dir)),
+            )
         self.model_name = model_name
         self.limits = limits
         use_limits(limits)
@@ -239,8 +294,9 @@ class Ingress:
         self.deadline_s = answering["request_timeout_s"]
         self.max_inflight = answering["max_inflight_requests"]
         # A body of max_batch_items questions must fit one tokenizer batch.
-        self._submit.set_max_batch_size(max(answering["tokenize_batch_size"],
-                                            limits.max_batch_items))
+        self._submit.set_max_batch_size(
+            max(answering["tokenize_batch_size"], limits.max_batch_items)
+        )
         self.inflight = 0
         self.metrics = IngressMetrics()
 
@@ -260,7 +316,7 @@ class Ingress:
         features: list = []
         k = 0
         for body, sent in items:
-            sent.windows = flat[k:k + len(body)]
+            sent.windows = flat[k : k + len(body)]
             k += len(body)
             sent.problem = first_problem(sent.windows, self.limits)
             if sent.problem is not None:
@@ -290,14 +346,16 @@ class Ingress:
         loop = asyncio.get_running_loop()
         sent.windows = []
         for r in reqs:
-            sent.windows += await loop.run_in_executor(self._apart, self.qa_apart.tokenize,
-                                                       [(r.question, r.context)])
+            sent.windows += await loop.run_in_executor(
+                self._apart, self.qa_apart.tokenize, [(r.question, r.context)]
+            )
             sent.problem = first_problem(sent.windows, self.limits)
             if sent.problem is not None:
                 return
 
-    async def _windows_and_outputs(self, reqs: list[QARequest], is_list: bool
-                                   ) -> tuple[list[Windows], list]:
+    async def _windows_and_outputs(
+        self, reqs: list[QARequest], is_list: bool
+    ) -> tuple[list[Windows], list]:
         """The windows of one body's questions and the model's results for them, laid end to
         end. A small body's windows share a packer call with the bodies tokenized with it; a
         big one (over :data:`BIG_BODY_CHARS`) is tokenized apart and gets a call of its own.
@@ -325,8 +383,10 @@ class Ingress:
         """Answers of one body's requests (:meth:`_windows_and_outputs`, then the best span of
         each). Raises as :meth:`_windows_and_outputs` does."""
         per_request, mine = await self._windows_and_outputs(reqs, is_list)
-        return [{**ans.to_json(), "model": self.model_name}
-                for ans in self.qa.answers(per_request, mine, [r.context for r in reqs])]
+        return [
+            {**ans.to_json(), "model": self.model_name}
+            for ans in self.qa.answers(per_request, mine, [r.context for r in reqs])
+        ]
 
     async def ask(self, question: str, context: str) -> dict:
         """Python handle entry point: the answer to one question, as the HTTP route returns it.
@@ -340,19 +400,20 @@ class Ingress:
         reqs, _ = parse_payload({"question": question, "context": context}, self.limits)
         return (await self._answer_all(reqs, False))[0]
 
-    async def embed(self, inputs: str | list[str], normalize: bool = True,
-                    truncate: bool = False) -> list[list[float]]:
+    async def embed(
+        self, inputs: str | list[str], normalize: bool = True, truncate: bool = False
+    ) -> list[list[float]]:
         """Python handle entry point (embed apps): one vector per input, as TEI's ``POST
         /embed`` returns them. Raises ``BadRequest`` / ``TooLarge`` as that route answers 4xx,
         or ``BadRequest`` when the app's model is not an embed model."""
         why = self.front.refusal("POST /embed")
         if why:
             raise BadRequest(why)
-        return await routes_tei.embed(self.front, {"inputs": inputs, "normalize": normalize,
-                                                   "truncate": truncate})
+        return await routes_tei.embed(
+            self.front, {"inputs": inputs, "normalize": normalize, "truncate": truncate}
+        )
 
-    async def predict(self, inputs: Any, raw_scores: bool = False,
-                      truncate: bool = False) -> list:
+    async def predict(self, inputs: Any, raw_scores: bool = False, truncate: bool = False) -> list:
         """Python handle entry point (classify apps): labels and scores per input, as TEI's
         ``POST /predict`` returns them (a text, a ``[text, pair]``, or a list of those).
         Raises ``BadRequest`` / ``TooLarge`` as that route answers 4xx, or ``BadRequest`` when
@@ -360,16 +421,18 @@ class Ingress:
         why = self.front.refusal("POST /predict")
         if why:
             raise BadRequest(why)
-        return await routes_tei.predict(self.front, {"inputs": inputs, "raw_scores": raw_scores,
-                                                     "truncate": truncate})
+        return await routes_tei.predict(
+            self.front, {"inputs": inputs, "raw_scores": raw_scores, "truncate": truncate}
+        )
 
     @api.post("/v1/answer", openapi_extra=_OPENAPI)
     async def answer(self, request: Request) -> JSONResponse:
         """Answer one ``{question, context}`` or a list of them (qa apps)."""
         return await self._observed(request, "POST /v1/answer", self._checked)
 
-    async def _observed(self, request: Request, route: str,
-                        checked: Callable[[Request], Awaitable[JSONResponse]]) -> JSONResponse:
+    async def _observed(
+        self, request: Request, route: str, checked: Callable[[Request], Awaitable[JSONResponse]]
+    ) -> JSONResponse:
         """One model route's request: 404 when the app's task does not serve ``route``, else
         ``checked(request)`` within the in-flight cap, counted by outcome and timed."""
         why = self.front.refusal(route)
@@ -386,11 +449,15 @@ class Ingress:
             if outcome == "ok":
                 self.metrics.latency.observe(time.monotonic() - t0)
 
-    async def _handle(self, request: Request,
-                      checked: Callable[[Request], Awaitable[JSONResponse]]) -> JSONResponse:
+    async def _handle(
+        self, request: Request, checked: Callable[[Request], Awaitable[JSONResponse]]
+    ) -> JSONResponse:
         if self.inflight >= self.max_inflight:
-            return _error(503, f"server busy: {self.inflight} requests in flight; retry later",
-                          {"Retry-After": "1"})
+            return _error(
+                503,
+                f"server busy: {self.inflight} requests in flight; retry later",
+                {"Retry-After": "1"},
+            )
         self.inflight += 1
         try:
             return await checked(request)
@@ -403,16 +470,18 @@ class Ingress:
             return body
         try:
             reqs, is_list = parse_body(body, self.limits)
-            answers = await asyncio.wait_for(self._answer_all(reqs, is_list),
-                                             timeout=self.deadline_s)
+            answers = await asyncio.wait_for(
+                self._answer_all(reqs, is_list), timeout=self.deadline_s
+            )
         except asyncio.TimeoutError:
             return _error(504, f"no answer within the {self.deadline_s:g} s deadline")
         except Exception as exc:  # noqa: BLE001 - mapped to a status by _failure
             return _failure(exc)
         return JSONResponse(answers if is_list else answers[0])
 
-    async def _run_task(self, request: Request,
-                        handler: Callable[[TaskFront, Any], Awaitable[Any]]) -> JSONResponse:
+    async def _run_task(
+        self, request: Request, handler: Callable[[TaskFront, Any], Awaitable[Any]]
+    ) -> JSONResponse:
         """A task route's body read and decoded (any JSON value), then ``handler(front,
         body)`` within the deadline; its result is the JSON response, its exception mapped
         as ``POST /v1/answer`` maps them (:func:`_failure`)."""
@@ -428,9 +497,9 @@ class Ingress:
             return _failure(exc)
         return JSONResponse(result)
 
-    def _serve_task(self, request: Request, route: str,
-                    handler: Callable[[TaskFront, Any], Awaitable[Any]]
-                    ) -> Awaitable[JSONResponse]:
+    def _serve_task(
+        self, request: Request, route: str, handler: Callable[[TaskFront, Any], Awaitable[Any]]
+    ) -> Awaitable[JSONResponse]:
         """A task route's request (:meth:`_observed` around :meth:`_run_task`)."""
         return self._observed(request, route, lambda r: self._run_task(r, handler))
 
@@ -445,7 +514,8 @@ class Ingress:
     async def openai_embeddings(self, request: Request) -> JSONResponse:
         """OpenAI's create embeddings (embed apps); errors in OpenAI's shape."""
         return routes_openai.openai_error(
-            await self._serve_task(request, "POST /v1/embeddings", routes_openai.embeddings))
+            await self._serve_task(request, "POST /v1/embeddings", routes_openai.embeddings)
+        )
 
     @api.post("/embed", openapi_extra=routes_tei.EMBED_OPENAPI)
     async def tei_embed(self, request: Request) -> JSONResponse:
@@ -497,6 +567,8 @@ class Ingress:
     @api.get("/v1/stats")
     async def stats(self) -> dict:
         """The packer's cumulative batch counters (efficiency = real tokens / token slots)."""
-        return {"model": self.model_name, "answering": self.answering,
-                "packer": await self.packer.stats.remote()}
-
+        return {
+            "model": self.model_name,
+            "answering": self.answering,
+            "packer": await self.packer.stats.remote(),
+        }

@@ -20,26 +20,43 @@ class PackerMetrics:
     def __init__(self) -> None:
         self.efficiency = metrics.Histogram(
             "packed_bert_batch_packing_efficiency",
-            "Real tokens / token slots computed, per model batch", boundaries=_RATIO,
-            tag_keys=("mode",))
+            "Real tokens / token slots computed, per model batch",
+            boundaries=_RATIO,
+            tag_keys=("mode",),
+        )
         self.sequences = metrics.Histogram(
-            "packed_bert_batch_sequences", "Sequences per model batch", boundaries=_COUNT,
-            tag_keys=("mode",))
+            "packed_bert_batch_sequences",
+            "Sequences per model batch",
+            boundaries=_COUNT,
+            tag_keys=("mode",),
+        )
         self.tokens = metrics.Histogram(
-            "packed_bert_batch_tokens", "Real tokens per model batch", boundaries=_TOKENS,
-            tag_keys=("mode",))
+            "packed_bert_batch_tokens",
+            "Real tokens per model batch",
+            boundaries=_TOKENS,
+            tag_keys=("mode",),
+        )
         self.wait = metrics.Histogram(
-            "packed_bert_packer_wait_seconds", "Time a request waits in the packer before its "
-            "batch is sent", boundaries=_SECONDS)
+            "packed_bert_packer_wait_seconds",
+            "Time a request waits in the packer before its batch is sent",
+            boundaries=_SECONDS,
+        )
         self.batch_seconds = metrics.Histogram(
-            "packed_bert_batch_seconds", "Time from sending a batch to its results",
-            boundaries=_SECONDS, tag_keys=("mode",))
+            "packed_bert_batch_seconds",
+            "Time from sending a batch to its results",
+            boundaries=_SECONDS,
+            tag_keys=("mode",),
+        )
         self.dropped = metrics.Counter(
-            "packed_bert_windows_dropped", "Windows never computed because their client went "
-            "away (deadline passed or disconnected) before their batch started")
+            "packed_bert_windows_dropped",
+            "Windows never computed because their client went "
+            "away (deadline passed or disconnected) before their batch started",
+        )
         self.discarded = metrics.Counter(
-            "packed_bert_windows_discarded", "Windows computed after their client went away "
-            "(their batch had already started); results thrown away")
+            "packed_bert_windows_discarded",
+            "Windows computed after their client went away "
+            "(their batch had already started); results thrown away",
+        )
 
 
 class IngressMetrics:
@@ -47,7 +64,10 @@ class IngressMetrics:
 
     def __init__(self) -> None:
         self.requests = metrics.Counter(
-            "packed_bert_requests", "HTTP answer requests by outcome", tag_keys=("outcome",))
+            "packed_bert_requests", "HTTP answer requests by outcome", tag_keys=("outcome",)
+        )
         self.latency = metrics.Histogram(
-            "packed_bert_request_seconds", "End-to-end latency of answered requests",
-            boundaries=_SECONDS)
+            "packed_bert_request_seconds",
+            "End-to-end latency of answered requests",
+            boundaries=_SECONDS,
+        )

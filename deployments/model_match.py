@@ -26,8 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from packing.model.manifest import (FORMAT_VERSION, Manifest, Provenance, preparer_words,
-                                    unfinished_preparer)
+from packing.model.manifest import (
+    FORMAT_VERSION,
+    Manifest,
+    Provenance,
+    preparer_words,
+    unfinished_preparer,
+)
 from packing.model.task import TASKS
 from packing.runtime.backend import HALF_PRECISIONS, resolve_device
 
@@ -81,11 +86,17 @@ def model_ask(cfg: AppConfig, task: str | None = None) -> ModelAsk:
     task = task if task is not None else getattr(cfg, "task", None)
     if task is not None and task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    return ModelAsk(source=cfg.model_source, precision=shapes.precision,
-                    prepare_precision=cfg.precision(), device=serving_device(cfg.device),
-                    seq_len=shapes.seq_len, batch_size=shapes.batch_size,
-                    max_valid_num=shapes.max_valid_num, default_source=cfg.model_source == default,
-                    task=task)
+    return ModelAsk(
+        source=cfg.model_source,
+        precision=shapes.precision,
+        prepare_precision=cfg.precision(),
+        device=serving_device(cfg.device),
+        seq_len=shapes.seq_len,
+        batch_size=shapes.batch_size,
+        max_valid_num=shapes.max_valid_num,
+        default_source=cfg.model_source == default,
+        task=task,
+    )
 
 
 def decide(folder: Path, ask: ModelAsk) -> Preparation | None:
@@ -97,8 +108,10 @@ def decide(folder: Path, ask: ModelAsk) -> Preparation | None:
     the two ways out, in every other case (module docstring). Reads the folder, writes nothing.
     """
     if folder.exists() and not folder.is_dir():
-        raise ModelFolderMismatch(f"model_dir {folder} is a file, not a folder: point model_dir "
-                                  "at a folder (a new one is prepared at start)")
+        raise ModelFolderMismatch(
+            f"model_dir {folder} is a file, not a folder: point model_dir "
+            "at a folder (a new one is prepared at start)"
+        )
     try:
         held = Manifest.provenance(folder) if folder.is_dir() else None
     except ValueError as err:
@@ -106,7 +119,8 @@ def decide(folder: Path, ask: ModelAsk) -> Preparation | None:
             f"model_dir {folder} has a manifest this code cannot read ({err}); the app never "
             f"overwrites a model folder. Two ways out: (1) point model_dir at a new folder, "
             f"which the app prepares from {ask.source!r} in {ask.prepare_precision}; or "
-            "(2) delete this folder yourself, and the app prepares it again") from err
+            "(2) delete this folder yourself, and the app prepares it again"
+        ) from err
     if held is None:
         return _without_manifest(folder, ask)
     return _with_manifest(folder, held, ask)
@@ -116,21 +130,39 @@ def _without_manifest(folder: Path, ask: ModelAsk) -> Preparation | None:
     """A missing or empty folder, or one with files and no manifest."""
     _check_runs(folder, ask.prepare_precision, ask)
     who = unfinished_preparer(folder) if folder.exists() else None
-    reason = ("is missing" if not folder.exists() else "is empty" if not any(folder.iterdir())
-              else "holds the app's unfinished preparation" if who == "app" else None)
+    reason = (
+        "is missing"
+        if not folder.exists()
+        else "is empty"
+        if not any(folder.iterdir())
+        else "holds the app's unfinished preparation"
+        if who == "app"
+        else None
+    )
     if reason:
-        return Preparation(ask.source, ask.prepare_precision, ask.seq_len, ask.batch_size,
-                           ask.max_valid_num, reason, task=ask.task)
+        return Preparation(
+            ask.source,
+            ask.prepare_precision,
+            ask.seq_len,
+            ask.batch_size,
+            ask.max_valid_num,
+            reason,
+            task=ask.task,
+        )
     names = sorted(p.name for p in folder.iterdir())
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    what = (f"an unfinished preparation by {preparer_words(who)}" if who
-            else "files but no manifest.json: not a prepared model folder")
+    what = (
+        f"an unfinished preparation by {preparer_words(who)}"
+        if who
+        else "files but no manifest.json: not a prepared model folder"
+    )
     raise ModelFolderMismatch(
         f"model_dir {folder} holds {what} ({shown}); the app never overwrites a model folder. "
         f"Two ways out: (1) point model_dir at a new folder, which the app prepares from "
         f"{ask.source!r}{_for_task(ask.task)} in {ask.prepare_precision}; or (2) finish or "
         f"delete this folder yourself (`packed-bert prepare --model SOURCE"
-        f"{_task_flag(ask.task)} --out {folder}`)")
+        f"{_task_flag(ask.task)} --out {folder}`)"
+    )
 
 
 def _with_manifest(folder: Path, held: Provenance, ask: ModelAsk) -> Preparation | None:
@@ -139,37 +171,49 @@ def _with_manifest(folder: Path, held: Provenance, ask: ModelAsk) -> Preparation
     problems: list[str] = []
     keep: list[str] = []  # what makes the config take the folder as it is
     if held.source != ask.source and (held.app_made or not ask.default_source):
-        problems.append(f"it was prepared from {held.source!r}, the config's model_source is "
-                        f"{ask.source!r}")
+        problems.append(
+            f"it was prepared from {held.source!r}, the config's model_source is {ask.source!r}"
+        )
         keep.append(f"set model_source: {held.source}")
     if precision != held.precision:
-        problems.append(f"it holds {held.precision}, the config's prepare.precision is "
-                        f"{ask.precision}")
+        problems.append(
+            f"it holds {held.precision}, the config's prepare.precision is {ask.precision}"
+        )
         keep.append(f"set prepare.precision: {held.precision} (or auto)")
     if ask.task is not None and held.task != ask.task:
         problems.append(f"it serves task {held.task}, the app serves task {ask.task}")
         keep.append(f"serve it from an app of task {held.task}")
     if not _runs(held.precision, ask.device):
-        problems.append(f"it holds {held.precision}, which the runners' device {ask.device} has "
-                        "no kernels for")
+        problems.append(
+            f"it holds {held.precision}, which the runners' device {ask.device} has no kernels for"
+        )
         keep.append("set device: cuda (onnxruntime-gpu)")
     stale = held.format_version != FORMAT_VERSION
     if stale and not problems and held.app_made:
-        return Preparation(held.source, held.precision, held.seq_len or ask.seq_len,
-                           held.batch_size or ask.batch_size,
-                           held.max_valid_num or ask.max_valid_num,
-                           f"has format_version {held.format_version}, this code reads "
-                           f"{FORMAT_VERSION} (the app prepared it; same source and precision)",
-                           task=held.task)
+        return Preparation(
+            held.source,
+            held.precision,
+            held.seq_len or ask.seq_len,
+            held.batch_size or ask.batch_size,
+            held.max_valid_num or ask.max_valid_num,
+            f"has format_version {held.format_version}, this code reads "
+            f"{FORMAT_VERSION} (the app prepared it; same source and precision)",
+            task=held.task,
+        )
     if stale and not held.app_made:
-        problems.append(f"its format_version {held.format_version} is not the "
-                        f"{FORMAT_VERSION} this code reads, and the app re-prepares only "
-                        "folders it prepared itself")
+        problems.append(
+            f"its format_version {held.format_version} is not the "
+            f"{FORMAT_VERSION} this code reads, and the app re-prepares only "
+            "folders it prepared itself"
+        )
         keep.append("prepare it again yourself: " + _prepare_command(folder, held))
     if not problems:
         return None
-    asked = ask.precision + (f" ({ask.prepare_precision} for a new folder on {ask.device})"
-                             if ask.precision == "auto" else "")
+    asked = ask.precision + (
+        f" ({ask.prepare_precision} for a new folder on {ask.device})"
+        if ask.precision == "auto"
+        else ""
+    )
     raise ModelFolderMismatch(
         f"model_dir {folder} does not hold what the config asks: {'; '.join(problems)}. "
         f"The folder holds {held.describe()}; the config asks for model_source {ask.source!r}"
@@ -179,7 +223,8 @@ def _with_manifest(folder: Path, held: Provenance, ask: ModelAsk) -> Preparation
         f"model_dir at a new folder, which the app prepares from {ask.source!r}"
         f"{_for_task(ask.task)} in "
         f"{ask.prepare_precision}; or (2) keep this folder: {' and '.join(keep)}. To rebuild "
-        "it from the config instead, delete it yourself; the app then prepares it at start")
+        "it from the config instead, delete it yourself; the app then prepares it at start"
+    )
 
 
 def _runs(precision: str, device: str) -> bool:
@@ -193,7 +238,8 @@ def _check_runs(folder: Path, precision: str, ask: ModelAsk) -> None:
         raise ModelFolderMismatch(
             f"model_dir {folder} would be prepared in {precision}, which the runners' device "
             f"{ask.device} has no kernels for: set prepare.precision: auto (int8 on a CPU), "
-            "int8 or fp32, or device: cuda (onnxruntime-gpu)")
+            "int8 or fp32, or device: cuda (onnxruntime-gpu)"
+        )
 
 
 def _for_task(task: str | None) -> str:
@@ -209,8 +255,16 @@ def _task_flag(task: str | None) -> str:
 
 def _prepare_command(folder: Path, held: Provenance) -> str:
     """The ``packed-bert prepare`` command that rebuilds ``held`` at ``folder``."""
-    shapes = "".join(f" --{flag} {value}" for flag, value in (
-        ("seq-len", held.seq_len), ("batch-size", held.batch_size),
-        ("max-valid-num", held.max_valid_num)) if value is not None)
-    return (f"`packed-bert prepare --model {held.source}{_task_flag(held.task)} --precision "
-            f"{held.precision}{shapes} --out {folder}`")
+    shapes = "".join(
+        f" --{flag} {value}"
+        for flag, value in (
+            ("seq-len", held.seq_len),
+            ("batch-size", held.batch_size),
+            ("max-valid-num", held.max_valid_num),
+        )
+        if value is not None
+    )
+    return (
+        f"`packed-bert prepare --model {held.source}{_task_flag(held.task)} --precision "
+        f"{held.precision}{shapes} --out {folder}`"
+    )

@@ -38,12 +38,25 @@ def ensure_model(model_dir: str, ask: ModelAsk) -> Manifest:
             held = Manifest.provenance(folder)
             log.info("model folder %s: serving it as it is (%s)", folder, held.describe())
         else:
-            log.warning("model folder %s %s: preparing it from %s in %s for task %s", folder,
-                        plan.reason, plan.source, plan.precision,
-                        plan.task or "inferred from the source")
+            log.warning(
+                "model folder %s %s: preparing it from %s in %s for task %s",
+                folder,
+                plan.reason,
+                plan.source,
+                plan.precision,
+                plan.task or "inferred from the source",
+            )
             from packing.model.prepare import prepare
 
-            prepare(plan.source, folder, seq_len=plan.seq_len, batch_size=plan.batch_size,
-                    max_valid_num=plan.max_valid_num, quiet=True, precision=plan.precision,
-                    prepared_by="app", task=plan.task)
+            prepare(
+                plan.source,
+                folder,
+                seq_len=plan.seq_len,
+                batch_size=plan.batch_size,
+                max_valid_num=plan.max_valid_num,
+                quiet=True,
+                precision=plan.precision,
+                prepared_by="app",
+                task=plan.task,
+            )
         return Manifest.read(folder)

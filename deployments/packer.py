@@ -72,9 +72,14 @@ class Packer:
     """``__call__(features) -> SpanLogits`` for one window; ``many([features, ...])`` for all
     windows of a request body, in order, in one call."""
 
-    def __init__(self, runner: DeploymentHandle, model_dir: str,
-                 runner_poll_s: float = 1.0, calibrated_max_tokens: int | None = None,
-                 runner_idle_poll_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        runner: DeploymentHandle,
+        model_dir: str,
+        runner_poll_s: float = 1.0,
+        calibrated_max_tokens: int | None = None,
+        runner_idle_poll_s: float = 5.0,
+    ) -> None:
         """``calibrated_max_tokens``: the budget the ``max_tokens: auto`` knob stands for,
         calibrated once by :func:`deployments.app.build_graph` for the runners' device (so
         replicas never measure); None means the full batch, ``batch_size x seq_len``.
@@ -101,8 +106,13 @@ class Packer:
             self._app = None
         self.follow_runners = self._app is not None  # keep the slots at the runners' count
         knobs = PackingKnobs()
-        self.dispatcher = Dispatcher(self._config(knobs), self._execute, slots=1,
-                                     on_plan=self._observe, on_drop=self._observe_drop)
+        self.dispatcher = Dispatcher(
+            self._config(knobs),
+            self._execute,
+            slots=1,
+            on_plan=self._observe,
+            on_drop=self._observe_drop,
+        )
         self._calls: dict[str, list[Window]] = {}  # windows of the calls that gave a call_id
         # withdrawals that came before their call (handle calls are not ordered): applied
         # when it registers; the oldest forgotten past WITHDRAWN_EARLY entries
@@ -119,14 +129,20 @@ class Packer:
         m = self.manifest
         max_tokens = self.calibrated_max_tokens if knobs.max_tokens == "auto" else knobs.max_tokens
         try:
-            return PackingConfig(seq_len=m.seq_len, batch_size=m.batch_size,
-                                 max_valid_num=knobs.max_valid_num or m.max_valid_num,
-                                 mode=knobs.mode, algorithm=knobs.algorithm,
-                                 max_tokens=max_tokens, attention_groups=knobs.attention_groups)
+            return PackingConfig(
+                seq_len=m.seq_len,
+                batch_size=m.batch_size,
+                max_valid_num=knobs.max_valid_num or m.max_valid_num,
+                mode=knobs.mode,
+                algorithm=knobs.algorithm,
+                max_tokens=max_tokens,
+                attention_groups=knobs.attention_groups,
+            )
         except ValueError as exc:
             if knobs.max_tokens == "auto" and "max_tokens" in str(exc):
-                raise ValueError(f"max_tokens 'auto' (calibrated budget {max_tokens!r}): "
-                                 f"{exc}") from None
+                raise ValueError(
+                    f"max_tokens 'auto' (calibrated budget {max_tokens!r}): {exc}"
+                ) from None
             raise
 
     def reconfigure(self, user_config: dict | None) -> None:
@@ -147,14 +163,22 @@ class Packer:
         else:
             self._admit.set_max_batch_size(size)
             self._admit.set_batch_wait_timeout_s(wait)
-        self.admission = {"max_batch_size": size, "batch_wait_timeout_s": wait,
-                          "max_concurrent_batches": concurrent}  # in force, as resolved
+        self.admission = {
+            "max_batch_size": size,
+            "batch_wait_timeout_s": wait,
+            "max_concurrent_batches": concurrent,
+        }  # in force, as resolved
         self.dispatcher.set_config(config)
         self.dispatcher.set_dispatch(knobs.dispatch)
         self.knobs = knobs
 
-    def make_admission(self, collate: Callable, max_batch_size: int,
-                       batch_wait_timeout_s: float, max_concurrent_batches: int) -> Callable:
+    def make_admission(
+        self,
+        collate: Callable,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        max_concurrent_batches: int,
+    ) -> Callable:
         """The admission wrapper around ``collate``: ``await admit(window)`` returns
         ``collate(batch)[k]`` for the batch the window was admitted in; it has Serve's
         ``set_max_batch_size`` / ``set_batch_wait_timeout_s`` setters.
@@ -162,9 +186,11 @@ class Packer:
         Here: Ray Serve's ``@serve.batch`` (count path). It works only inside a replica; a
         Packer run on a plain event loop (unit tests) overrides this with
         :class:`~packing.runtime.admission.CountAdmission`, which forms the same batches."""
-        return serve.batch(max_batch_size=max_batch_size,
-                           batch_wait_timeout_s=batch_wait_timeout_s,
-                           max_concurrent_batches=max_concurrent_batches)(collate)
+        return serve.batch(
+            max_batch_size=max_batch_size,
+            batch_wait_timeout_s=batch_wait_timeout_s,
+            max_concurrent_batches=max_concurrent_batches,
+        )(collate)
 
     async def _collate(self, windows: list[Window]) -> list:
         """The ``@serve.batch`` batch function: the admitted windows go to the dispatch step,
@@ -182,8 +208,9 @@ class Packer:
         """Logits of one window; raises InvalidInput, Overloaded or its plan's error."""
         return (await self.many([features]))[0]
 
-    async def many(self, features: list[Features], call_id: str | None = None
-                   ) -> list[SpanLogits | None]:
+    async def many(
+        self, features: list[Features], call_id: str | None = None
+    ) -> list[SpanLogits | None]:
         """Logits of every window of one or more request bodies, in order (one handle call
         instead of one per window); each window is packed as its own sequence.
 
@@ -197,17 +224,20 @@ class Packer:
         checked = [self._validated(f) for f in features]
         k, tokens = len(checked), sum(len(f) for f in checked)
         if k > self.knobs.max_pending:
-            raise NeverAdmitted(f"{k} windows in one call; the packer holds at most "
-                                f"max_pending={self.knobs.max_pending}")
+            raise NeverAdmitted(
+                f"{k} windows in one call; the packer holds at most "
+                f"max_pending={self.knobs.max_pending}"
+            )
         if self.pending + k > self.knobs.max_pending:
-            raise Overloaded(f"packer holds {self.pending} windows; {k} more would pass "
-                             f"max_pending={self.knobs.max_pending}")
+            raise Overloaded(
+                f"packer holds {self.pending} windows; {k} more would pass "
+                f"max_pending={self.knobs.max_pending}"
+            )
         self._watch()
         self.calls += 1
         self.pending += k
         self.pending_tokens += tokens
-        register = None if call_id is None else \
-            (lambda windows: self._register(call_id, windows))
+        register = None if call_id is None else (lambda windows: self._register(call_id, windows))
         try:
             return await admit_windows(self._admit, checked, register)
         finally:
@@ -233,7 +263,7 @@ class Packer:
 
     @staticmethod
     def _cancel(windows: list[Window], start: int, stop: int) -> int:
-        return sum(1 for w in windows[max(0, int(start)):max(0, int(stop))] if w.future.cancel())
+        return sum(1 for w in windows[max(0, int(start)) : max(0, int(stop))] if w.future.cancel())
 
     def _register(self, call_id: str, windows: list[Window]) -> None:
         """Note the windows of call ``call_id``, applying any withdrawal that came first."""
@@ -245,14 +275,16 @@ class Packer:
         """The autoscaling signal: plans running plus the plans the windows admitted and not
         yet running need at least (:meth:`Dispatcher.plans_for`)."""
         d = self.dispatcher
-        return d.inflight + d.plans_for(self.pending - d.running_windows,
-                                        self.pending_tokens - d.running_tokens)
+        return d.inflight + d.plans_for(
+            self.pending - d.running_windows, self.pending_tokens - d.running_tokens
+        )
 
     async def _execute(self, plan: Plan, features: list[Features]) -> list[SpanLogits]:
         demand = self.demand_plans()
         # detached: a plan carries the windows of many calls; it is no child of any of them
         return await retry_replica_lost(
-            lambda: detached(self.runner.execute.remote, plan, features, demand))
+            lambda: detached(self.runner.execute.remote, plan, features, demand)
+        )
 
     def _observe_drop(self, dropped: int, discarded: int) -> None:
         if dropped:
@@ -260,8 +292,9 @@ class Packer:
         if discarded:
             self.metrics.discarded.inc(discarded)
 
-    def _observe(self, plan: Plan, seconds: float, error: BaseException | None,
-                 waits: list[float]) -> None:
+    def _observe(
+        self, plan: Plan, seconds: float, error: BaseException | None, waits: list[float]
+    ) -> None:
         for wait in waits:
             self.metrics.wait.observe(wait)
         if error is not None:
@@ -278,8 +311,7 @@ class Packer:
         if not self.follow_runners:
             return
         if self._watcher is None or self._watcher.done():
-            self._watcher = detached(asyncio.get_running_loop().create_task,
-                                     self._follow_runners())
+            self._watcher = detached(asyncio.get_running_loop().create_task, self._follow_runners())
 
     async def _follow_runners(self) -> None:
         """Keep the dispatch slots at running runner replicas x their slots. Serve's status is
@@ -339,13 +371,23 @@ class Packer:
         self._watch()
         d = self.dispatcher
         s = d.stats.as_dict()
-        s.update(batches=s["plans"], calls=self.calls, pending=self.pending, waiting=d.waiting,
-                 inflight=d.inflight, demand_plans=self.demand_plans(), dispatch_slots=d.slots,
-                 runner_replicas=self.runner_replicas, runner_slots=self.runner_slots,
-                 knobs=self.knobs.model_dump(), token_budget=d.config.capacity_tokens,
-                 admission=dict(self.admission),
-                 calibrated_max_tokens=self.calibrated_max_tokens,
-                 # unpack_repack gives each window a bit-identical result alone or in any
-                 # plan; attention_mask shares rows, so float32 sums (and int8 steps) move
-                 batch_invariant=self.knobs.mode == "unpack_repack", time_s=time.time())
+        s.update(
+            batches=s["plans"],
+            calls=self.calls,
+            pending=self.pending,
+            waiting=d.waiting,
+            inflight=d.inflight,
+            demand_plans=self.demand_plans(),
+            dispatch_slots=d.slots,
+            runner_replicas=self.runner_replicas,
+            runner_slots=self.runner_slots,
+            knobs=self.knobs.model_dump(),
+            token_budget=d.config.capacity_tokens,
+            admission=dict(self.admission),
+            calibrated_max_tokens=self.calibrated_max_tokens,
+            # unpack_repack gives each window a bit-identical result alone or in any
+            # plan; attention_mask shares rows, so float32 sums (and int8 steps) move
+            batch_invariant=self.knobs.mode == "unpack_repack",
+            time_s=time.time(),
+        )
         return s

@@ -82,7 +82,7 @@ class PackerCall:
                 # an error of the server, answered as one (never a bare cancellation)
                 raise PackerCallCancelled("the packer call of this body was cancelled") from None
             raise
-        return list(out[offset:offset + count])
+        return list(out[offset : offset + count])
 
     def leave(self, offset: int, count: int) -> None:
         """A body stops waiting for windows ``offset:offset + count``: withdraw them from the

@@ -19,8 +19,9 @@ T = TypeVar("T")
 REPLICA_LOST = (ActorDiedError, ActorUnavailableError)
 
 
-async def retry_replica_lost(call: Callable[[], Awaitable[T]], attempts: int = 4,
-                             first_delay_s: float = 0.1) -> T:
+async def retry_replica_lost(
+    call: Callable[[], Awaitable[T]], attempts: int = 4, first_delay_s: float = 0.1
+) -> T:
     """``await call()``, sent again (up to ``attempts`` in all, doubling the pause from
     ``first_delay_s``) while it fails because its replica was lost; the last error is raised."""
     for attempt in range(attempts):
@@ -29,5 +30,5 @@ async def retry_replica_lost(call: Callable[[], Awaitable[T]], attempts: int = 4
         except REPLICA_LOST:
             if attempt == attempts - 1:
                 raise
-            await asyncio.sleep(first_delay_s * 2 ** attempt)
+            await asyncio.sleep(first_delay_s * 2**attempt)
     raise AssertionError("unreachable")

@@ -17,28 +17,41 @@ MODEL_ROUTE_ERRORS = (
     ("500", "The model call failed"),
 )
 
-STRING_OR_STRINGS = {"oneOf": [{"type": "string"},
-                               {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+STRING_OR_STRINGS = {
+    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
+}
 TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
 VECTOR = {"type": "array", "items": {"type": "number"}}
-LABEL_SCORES = {"type": "array", "items": {"type": "object", "properties": {
-    "label": {"type": "string"}, "score": {"type": "number"}}}}
+LABEL_SCORES = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"label": {"type": "string"}, "score": {"type": "number"}},
+    },
+}
 
 
 def operation(body: dict | None, ok: dict, ok_description: str) -> dict:
     """``openapi_extra`` of a route taking a JSON ``body`` (None: none) and answering ``ok``
     (a JSON schema), with the errors every model route shares."""
-    out: dict = {"responses": {
-        "200": {"description": ok_description, "content": {"application/json": {"schema": ok}}},
-        **{code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
-           for code, text in MODEL_ROUTE_ERRORS}}}
+    out: dict = {
+        "responses": {
+            "200": {"description": ok_description, "content": {"application/json": {"schema": ok}}},
+            **{
+                code: {"description": text, "content": {"application/json": {"schema": ERROR}}}
+                for code, text in MODEL_ROUTE_ERRORS
+            },
+        }
+    }
     if body is not None:
-        out["requestBody"] = {"required": True,
-                              "content": {"application/json": {"schema": body}}}
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     return out
 
 
 def answer(ok: dict, ok_description: str) -> dict:
     """``openapi_extra`` of a GET route answering ``ok``."""
-    return {"responses": {"200": {"description": ok_description,
-                                  "content": {"application/json": {"schema": ok}}}}}
+    return {
+        "responses": {
+            "200": {"description": ok_description, "content": {"application/json": {"schema": ok}}}
+        }
+    }

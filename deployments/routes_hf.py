@@ -26,12 +26,18 @@ from . import route_docs, routes_tei
 from .task_front import AUTO_TRUNCATE_HINT, TRUNCATE_HINT, TaskFront
 
 ROOT_OPENAPI = route_docs.operation(
-    {"type": "object", "required": ["inputs"], "description": (
-        "The HF Inference API body of the app's task: feature-extraction or "
-        "sentence-similarity (embed), text-classification (classify), question-answering "
-        "(qa)")},
+    {
+        "type": "object",
+        "required": ["inputs"],
+        "description": (
+            "The HF Inference API body of the app's task: feature-extraction or "
+            "sentence-similarity (embed), text-classification (classify), question-answering "
+            "(qa)"
+        ),
+    },
     {"oneOf": [{"type": "array"}, {"type": "object"}]},
-    "The HF Inference API response of the app's task")
+    "The HF Inference API response of the app's task",
+)
 
 
 async def root(front: TaskFront, obj: Any) -> Any:
@@ -72,11 +78,25 @@ async def question_answering(front: TaskFront, obj: Any) -> dict | list[dict]:
     probable spans (:func:`~packing.qa.spans.probable_spans`)."""
     s = front.qa.settings
     req = payloads.hf_question_answering(
-        obj, front.limits, s.seq_len, {"doc_stride": s.doc_stride,
-                                       "max_question_len": s.max_query_tokens,
-                                       "max_seq_len": s.seq_len})
+        obj,
+        front.limits,
+        s.seq_len,
+        {
+            "doc_stride": s.doc_stride,
+            "max_question_len": s.max_query_tokens,
+            "max_seq_len": s.seq_len,
+        },
+    )
     (windows,), outputs = await front.qa_run([req.request], False)
-    spans = [span.to_json() for span in probable_spans(
-        windows, outputs, req.request.context, req.top_k, req.max_answer_len,
-        req.handle_impossible_answer)]
+    spans = [
+        span.to_json()
+        for span in probable_spans(
+            windows,
+            outputs,
+            req.request.context,
+            req.top_k,
+            req.max_answer_len,
+            req.handle_impossible_answer,
+        )
+    ]
     return spans[0] if req.top_k == 1 else spans

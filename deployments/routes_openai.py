@@ -27,10 +27,17 @@ from .task_front import AUTO_TRUNCATE_HINT, TaskFront
 
 OWNED_BY = "packed-bert-serve"
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 404: "not_found_error", 408: "invalid_request_error",
-               413: "invalid_request_error", 415: "invalid_request_error",
-               422: "invalid_request_error", 429: "rate_limit_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
 """OpenAI's error ``type`` per status; any other status (503, 504, 500) is ``server_error``."""
 
 
@@ -46,39 +53,88 @@ def openai_error(response: JSONResponse) -> JSONResponse:
         return response
     if not isinstance(message, str):
         return response
-    headers = {k: v for k, v in response.headers.items()
-               if k.lower() not in ("content-length", "content-type")}
-    body = {"error": {"message": message,
-                      "type": ERROR_TYPES.get(response.status_code, "server_error"),
-                      "param": None, "code": None}}
+    headers = {
+        k: v
+        for k, v in response.headers.items()
+        if k.lower() not in ("content-length", "content-type")
+    }
+    body = {
+        "error": {
+            "message": message,
+            "type": ERROR_TYPES.get(response.status_code, "server_error"),
+            "param": None,
+            "code": None,
+        }
+    }
     return JSONResponse(body, status_code=response.status_code, headers=headers)
 
+
 EMBEDDINGS_OPENAPI = route_docs.operation(
-    {"type": "object", "required": ["input"], "additionalProperties": False, "properties": {
-        "input": {"oneOf": [route_docs.STRING_OR_STRINGS["oneOf"][0],
-                            route_docs.STRING_OR_STRINGS["oneOf"][1], route_docs.TOKEN_IDS,
-                            {"type": "array", "items": route_docs.TOKEN_IDS, "minItems": 1}]},
-        "model": {"type": "string"},
-        "encoding_format": {"type": "string", "enum": list(payloads.ENCODING_FORMATS),
-                            "default": "float"},
-        "dimensions": {"type": "integer", "minimum": 1,
-                       "description": "Only the model's own dimensions"},
-        "user": {"type": "string"}}},
-    {"type": "object", "properties": {
-        "object": {"type": "string", "enum": ["list"]},
-        "data": {"type": "array", "items": {"type": "object", "properties": {
-            "object": {"type": "string", "enum": ["embedding"]},
-            "index": {"type": "integer"},
-            "embedding": {"oneOf": [route_docs.VECTOR, {"type": "string"}]}}}},
-        "model": {"type": "string"},
-        "usage": {"type": "object", "properties": {"prompt_tokens": {"type": "integer"},
-                                                   "total_tokens": {"type": "integer"}}}}},
-    "One embedding per input (embed apps)")
+    {
+        "type": "object",
+        "required": ["input"],
+        "additionalProperties": False,
+        "properties": {
+            "input": {
+                "oneOf": [
+                    route_docs.STRING_OR_STRINGS["oneOf"][0],
+                    route_docs.STRING_OR_STRINGS["oneOf"][1],
+                    route_docs.TOKEN_IDS,
+                    {"type": "array", "items": route_docs.TOKEN_IDS, "minItems": 1},
+                ]
+            },
+            "model": {"type": "string"},
+            "encoding_format": {
+                "type": "string",
+                "enum": list(payloads.ENCODING_FORMATS),
+                "default": "float",
+            },
+            "dimensions": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "Only the model's own dimensions",
+            },
+            "user": {"type": "string"},
+        },
+    },
+    {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "object": {"type": "string", "enum": ["embedding"]},
+                        "index": {"type": "integer"},
+                        "embedding": {"oneOf": [route_docs.VECTOR, {"type": "string"}]},
+                    },
+                },
+            },
+            "model": {"type": "string"},
+            "usage": {
+                "type": "object",
+                "properties": {
+                    "prompt_tokens": {"type": "integer"},
+                    "total_tokens": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "One embedding per input (embed apps)",
+)
 
 MODELS_OPENAPI = route_docs.answer(
-    {"type": "object", "properties": {"object": {"type": "string", "enum": ["list"]},
-                                      "data": {"type": "array", "items": {"type": "object"}}}},
-    "The served model")
+    {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "The served model",
+)
 
 
 def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
@@ -97,20 +153,35 @@ async def embeddings(front: TaskFront, obj: Any) -> dict:
     req = payloads.openai_embeddings(obj, front.limits, front.auto_truncate)
     payloads.check_dimensions(req.dimensions, front.info.hidden_size)
     features, outputs = await front.run(
-        req.inputs, req.truncate, item_names("input", len(req.inputs), req.is_list),
-        AUTO_TRUNCATE_HINT)
+        req.inputs,
+        req.truncate,
+        item_names("input", len(req.inputs), req.is_list),
+        AUTO_TRUNCATE_HINT,
+    )
     vectors = front.pipeline.vectors(outputs, req.normalize)
     tokens = token_count(features)
-    return {"object": "list",
-            "data": [{"object": "embedding", "index": i,
-                      "embedding": encode_vector(v, req.encoding_format)}
-                     for i, v in enumerate(vectors)],
-            "model": front.info.model_id,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode_vector(v, req.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": front.info.model_id,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def models(front: TaskFront) -> dict:
     """``GET /v1/models``: the one served model (``created``: when its folder was
     prepared)."""
-    return {"object": "list", "data": [{"id": front.info.model_id, "object": "model",
-                                        "created": front.info.created, "owned_by": OWNED_BY}]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": front.info.model_id,
+                "object": "model",
+                "created": front.info.created,
+                "owned_by": OWNED_BY,
+            }
+        ],
+    }

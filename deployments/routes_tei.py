@@ -29,47 +29,100 @@ from packing.tasks.sequences import item_names
 from . import route_docs
 from .task_front import PARAMETERS_TRUNCATE_HINT, TRUNCATE_HINT, TaskFront
 
-_TEXTS_OR_IDS = {"oneOf": [*route_docs.STRING_OR_STRINGS["oneOf"], route_docs.TOKEN_IDS,
-                           {"type": "array", "items": route_docs.TOKEN_IDS, "minItems": 1}]}
+_TEXTS_OR_IDS = {
+    "oneOf": [
+        *route_docs.STRING_OR_STRINGS["oneOf"],
+        route_docs.TOKEN_IDS,
+        {"type": "array", "items": route_docs.TOKEN_IDS, "minItems": 1},
+    ]
+}
 _TRUNCATION = {
     "truncate": {"type": "boolean", "description": "Default: the app's auto_truncate"},
-    "truncation_direction": {"type": "string", "enum": ["right", "Right"]}}
+    "truncation_direction": {"type": "string", "enum": ["right", "Right"]},
+}
 _PAIR = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2}
 
 EMBED_OPENAPI = route_docs.operation(
-    {"type": "object", "required": ["inputs"], "properties": {
-        "inputs": _TEXTS_OR_IDS, "normalize": {"type": "boolean", "default": True},
-        "dimensions": {"type": "integer", "description": "Only the model's own dimensions"},
-        **_TRUNCATION}},
-    {"type": "array", "items": route_docs.VECTOR}, "One vector per input (embed apps)")
+    {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "inputs": _TEXTS_OR_IDS,
+            "normalize": {"type": "boolean", "default": True},
+            "dimensions": {"type": "integer", "description": "Only the model's own dimensions"},
+            **_TRUNCATION,
+        },
+    },
+    {"type": "array", "items": route_docs.VECTOR},
+    "One vector per input (embed apps)",
+)
 
-SIMILARITY_BODY = {"type": "object", "required": ["inputs"], "properties": {
-    "inputs": {"type": "object", "required": ["source_sentence", "sentences"], "properties": {
-        "source_sentence": {"type": "string"},
-        "sentences": {"type": "array", "items": {"type": "string"}, "minItems": 1}}},
-    "parameters": {"type": "object", "properties": _TRUNCATION}}}
+SIMILARITY_BODY = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "inputs": {
+            "type": "object",
+            "required": ["source_sentence", "sentences"],
+            "properties": {
+                "source_sentence": {"type": "string"},
+                "sentences": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            },
+        },
+        "parameters": {"type": "object", "properties": _TRUNCATION},
+    },
+}
 SIMILARITY_OPENAPI = route_docs.operation(
-    SIMILARITY_BODY, {"type": "array", "items": {"type": "number"}},
-    "Cosine similarity of the source sentence with each sentence (embed apps)")
+    SIMILARITY_BODY,
+    {"type": "array", "items": {"type": "number"}},
+    "Cosine similarity of the source sentence with each sentence (embed apps)",
+)
 
 PREDICT_OPENAPI = route_docs.operation(
-    {"type": "object", "required": ["inputs"], "properties": {
-        "inputs": {"oneOf": [{"type": "string"}, _PAIR,
-                             {"type": "array", "items": _PAIR, "minItems": 1}]},
-        "raw_scores": {"type": "boolean", "default": False}, **_TRUNCATION}},
+    {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "inputs": {
+                "oneOf": [
+                    {"type": "string"},
+                    _PAIR,
+                    {"type": "array", "items": _PAIR, "minItems": 1},
+                ]
+            },
+            "raw_scores": {"type": "boolean", "default": False},
+            **_TRUNCATION,
+        },
+    },
     {"oneOf": [route_docs.LABEL_SCORES, {"type": "array", "items": route_docs.LABEL_SCORES}]},
-    "Labels sorted by score, per input for a batch (classify apps)")
+    "Labels sorted by score, per input for a batch (classify apps)",
+)
 
 RERANK_OPENAPI = route_docs.operation(
-    {"type": "object", "required": ["query", "texts"], "properties": {
-        "query": {"type": "string"},
-        "texts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        "raw_scores": {"type": "boolean", "default": False},
-        "return_text": {"type": "boolean", "default": False}, **_TRUNCATION}},
-    {"type": "array", "items": {"type": "object", "properties": {
-        "index": {"type": "integer"}, "score": {"type": "number"},
-        "text": {"type": "string"}}}},
-    "The texts' ranks, best first (classify apps whose model has one output)")
+    {
+        "type": "object",
+        "required": ["query", "texts"],
+        "properties": {
+            "query": {"type": "string"},
+            "texts": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "raw_scores": {"type": "boolean", "default": False},
+            "return_text": {"type": "boolean", "default": False},
+            **_TRUNCATION,
+        },
+    },
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "index": {"type": "integer"},
+                "score": {"type": "number"},
+                "text": {"type": "string"},
+            },
+        },
+    },
+    "The texts' ranks, best first (classify apps whose model has one output)",
+)
 
 INFO_OPENAPI = route_docs.answer({"type": "object"}, "The model and the router's limits")
 
@@ -121,8 +174,7 @@ async def rerank(front: TaskFront, obj: Any) -> list[dict]:
     pairs = [(req.query, t) for t in req.texts]
     names = item_names("texts", len(pairs), True)
     _, outputs = await front.run(pairs, req.truncate, names, TRUNCATE_HINT)
-    return front.pipeline.rerank(outputs, req.raw_scores,
-                                 req.texts if req.return_text else None)
+    return front.pipeline.rerank(outputs, req.raw_scores, req.texts if req.return_text else None)
 
 
 def model_type(front: TaskFront) -> dict:
@@ -133,8 +185,10 @@ def model_type(front: TaskFront) -> dict:
     if spec.task == "embed":
         return {"embedding": {"pooling": spec.pooling}}
     if spec.task == "classify":
-        labels = {"id2label": {str(i): label for i, label in enumerate(spec.labels)},
-                  "label2id": {label: i for i, label in enumerate(spec.labels)}}
+        labels = {
+            "id2label": {str(i): label for i, label in enumerate(spec.labels)},
+            "label2id": {label: i for i, label in enumerate(spec.labels)},
+        }
         return {"reranker" if spec.num_labels == 1 else "classifier": labels}
     return {"question_answering": {}}
 

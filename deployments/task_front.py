@@ -46,8 +46,14 @@ ROUTE_TASKS: dict[str, str] = {
 }
 """The model routes of one task; ``POST /`` serves the HF Inference API of every task."""
 
-COMMON_ROUTES = ("GET /v1/models", "GET /info", "GET /health", "GET /healthz", "GET /v1/stats",
-                 "GET /docs")
+COMMON_ROUTES = (
+    "GET /v1/models",
+    "GET /info",
+    "GET /health",
+    "GET /healthz",
+    "GET /v1/stats",
+    "GET /docs",
+)
 """The routes every app serves, whatever its task."""
 
 TRUNCATE_HINT = '; send "truncate": true to truncate it'
@@ -73,12 +79,18 @@ class ModelInfo:
     created: int  # Unix seconds the folder was prepared (its manifest's modification time)
 
     @classmethod
-    def read(cls, model_dir: str | Path, model_id: str) -> "ModelInfo":
+    def read(cls, model_dir: str | Path, model_id: str) -> ModelInfo:
         """The info of prepared folder ``model_dir``, served as ``model_id``."""
         manifest = Manifest.read(Path(model_dir))
-        return cls(model_id, manifest.task, manifest.seq_len, manifest.dims.hidden_size,
-                   manifest.precision, manifest.max_valid_num,
-                   int((Path(model_dir) / MANIFEST).stat().st_mtime))
+        return cls(
+            model_id,
+            manifest.task,
+            manifest.seq_len,
+            manifest.dims.hidden_size,
+            manifest.precision,
+            manifest.max_valid_num,
+            int((Path(model_dir) / MANIFEST).stat().st_mtime),
+        )
 
     @property
     def task(self) -> str:
@@ -97,10 +109,17 @@ class TaskFront:
     windows-and-outputs path of ``POST /v1/answer``: ``(requests, is_list) -> (windows per
     request, model outputs)``)."""
 
-    def __init__(self, packer: Any, info: ModelInfo, limits: Limits,
-                 settings: Mapping[str, Any], executor: Executor | None = None,
-                 pipelines: tuple[Any, Any] | None = None, qa: Any = None,
-                 qa_run: Callable[..., Awaitable[tuple[list, list]]] | None = None) -> None:
+    def __init__(
+        self,
+        packer: Any,
+        info: ModelInfo,
+        limits: Limits,
+        settings: Mapping[str, Any],
+        executor: Executor | None = None,
+        pipelines: tuple[Any, Any] | None = None,
+        qa: Any = None,
+        qa_run: Callable[..., Awaitable[tuple[list, list]]] | None = None,
+    ) -> None:
         if info.task in ("embed", "classify") and pipelines is None:
             raise ValueError(f"a {info.task} app needs its pipelines")
         if info.task == "qa" and (qa is None or qa_run is None):
@@ -123,17 +142,22 @@ class TaskFront:
         task = ROUTE_TASKS.get(route)
         mine = self.info.task
         if task is not None and task != mine:
-            return (f"{route} serves the {task} task; this app serves {mine} "
-                    f"({self.info.model_id}): its routes are {', '.join(task_routes(mine))}")
+            return (
+                f"{route} serves the {task} task; this app serves {mine} "
+                f"({self.info.model_id}): its routes are {', '.join(task_routes(mine))}"
+            )
         if route == "POST /rerank" and self.info.spec.num_labels != 1:
             labels = ", ".join(self.info.spec.labels)
-            return (f"{route} needs a reranker (a classify model with one output); this app's "
-                    f"model ({self.info.model_id}) has {self.info.spec.num_labels} labels "
-                    f"({labels}): use POST /predict")
+            return (
+                f"{route} needs a reranker (a classify model with one output); this app's "
+                f"model ({self.info.model_id}) has {self.info.spec.num_labels} labels "
+                f"({labels}): use POST /predict"
+            )
         return None
 
-    async def run(self, inputs: Sequence[Any], truncate: bool, names: Sequence[str] | None,
-                  hint: str = "") -> tuple[list[Features], list]:
+    async def run(
+        self, inputs: Sequence[Any], truncate: bool, names: Sequence[str] | None, hint: str = ""
+    ) -> tuple[list[Features], list]:
         """The model results of one body's inputs (texts, pairs or token ids), in order, and
         their features: tokenized in one batch call (on the event loop, or apart in the worker
         thread for a body over :data:`BIG_BODY_CHARS`), then a packer call shared with the
@@ -145,8 +169,9 @@ class TaskFront:
         withdrawn from the packer."""
         if input_chars(inputs) > BIG_BODY_CHARS and self.executor is not None:
             loop = asyncio.get_running_loop()
-            encoded = await loop.run_in_executor(self.executor, self._pipeline_apart.encode,
-                                                 list(inputs), truncate)
+            encoded = await loop.run_in_executor(
+                self.executor, self._pipeline_apart.encode, list(inputs), truncate
+            )
         else:
             encoded = self.pipeline.encode(list(inputs), truncate)
         features = first_problem(encoded, names, hint)

@@ -3,8 +3,9 @@ SQuAD dev file, the tier markers, and the ``gpu`` marker's rule (fail, not skip,
 working CUDA).
 
 The tiers are folders: tests/unit (no Ray, no real sleeps; the tier to run on every change),
-tests/integration (one ``serve run`` per session, and tests that start a Ray of their own),
-tests/cluster (multi-node drills). Each test gets the marker of its folder (``unit``,
+tests/tools (the drills and benchmark tools of tools/, no Ray), tests/integration (one
+``serve run`` per session, and tests that start a Ray of their own), tests/cluster
+(multi-node drills). Each test gets the marker of its folder (``unit``, ``tools``,
 ``integration``, ``cluster``), so ``-m`` selects a tier as well as the folder does. Fixtures of
 one tier live in that folder's conftest.py; test helpers are modules in tests/ (``factories``,
 ``serve_client``), importable because pyproject.toml puts tests/ on ``sys.path``
@@ -17,12 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from factories import REPO
 
 from packing.model.prepare import prepare
 
+from factories import REPO
+
 SQUAD = REPO.parent / "shared" / "data" / "squad-v1.1-dev.json"
-TIERS = ("unit", "integration", "cluster")
+TIERS = ("unit", "tools", "integration", "cluster")
 
 # Small shapes so batches fill, rows overflow and sequences cross row boundaries
 # with only a few dozen requests.
@@ -74,8 +76,7 @@ def pytest_runtest_setup(item):
 
     problem = cuda_problem()
     if problem:
-        pytest.fail(f"gpu test, but ONNX Runtime here cannot run on CUDA: {problem}",
-                    pytrace=False)
+        pytest.fail(f"gpu test, but ONNX Runtime here cannot run on CUDA: {problem}", pytrace=False)
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects, so ``-m unit`` sees the marker

@@ -56,7 +56,9 @@ def make_sequences(
     return ids, types
 
 
-def tagged_sequences(lengths: Sequence[int] | np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def tagged_sequences(
+    lengths: Sequence[int] | np.ndarray,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Token arrays whose values identify (sequence, position): ``id = 1000*(k+1) + j``.
 
     ``token_type_ids`` hold ``k + 1``. Handy for checking layouts exactly.
@@ -105,7 +107,9 @@ def check_attention_plan(
     key = plan.rows * (plan.seq_len + 1) + plan.starts
     assert np.all(np.diff(key) > 0), "plan order must be (row, start) order"
     same_row = plan.rows[1:] == plan.rows[:-1]
-    assert np.all(plan.starts[1:][same_row] >= ends[:-1][same_row]), "sequences overlap inside a row"
+    assert np.all(plan.starts[1:][same_row] >= ends[:-1][same_row]), (
+        "sequences overlap inside a row"
+    )
     if max_tokens is not None:
         assert plan.real_tokens <= max_tokens
 
@@ -130,28 +134,56 @@ def all_ids(plans) -> np.ndarray:
 def make_squad_file(tmp_path, n_articles=3):
     """A small SQuAD-format file with answers (the contexts are real sentences)."""
     paras = [
-        ("Jane Austen wrote Pride and Prejudice, published in 1813.",
-         [("Who wrote Pride and Prejudice?", "Jane Austen"), ("When was it published?", "1813")]),
-        ("The Amazon is the largest rainforest on Earth and spans nine countries.",
-         [("How many countries does the Amazon span?", "nine")]),
-        ("Water boils at 100 degrees Celsius at sea level. " * 30,  # long: several windows
-         [("At what temperature does water boil?", "100 degrees Celsius")]),
+        (
+            "Jane Austen wrote Pride and Prejudice, published in 1813.",
+            [("Who wrote Pride and Prejudice?", "Jane Austen"), ("When was it published?", "1813")],
+        ),
+        (
+            "The Amazon is the largest rainforest on Earth and spans nine countries.",
+            [("How many countries does the Amazon span?", "nine")],
+        ),
+        (
+            "Water boils at 100 degrees Celsius at sea level. " * 30,  # long: several windows
+            [("At what temperature does water boil?", "100 degrees Celsius")],
+        ),
     ]
-    data = {"version": "1.1", "data": [
-        {"title": f"a{i}", "paragraphs": [{"context": ctx, "qas": [
-            {"id": f"q{i}-{j}", "question": q,
-             "answers": [{"text": a, "answer_start": ctx.index(a)}]}
-            for j, (q, a) in enumerate(qas)]}]}
-        for i, (ctx, qas) in enumerate(paras[:n_articles])]}
+    data = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": f"a{i}",
+                "paragraphs": [
+                    {
+                        "context": ctx,
+                        "qas": [
+                            {
+                                "id": f"q{i}-{j}",
+                                "question": q,
+                                "answers": [{"text": a, "answer_start": ctx.index(a)}],
+                            }
+                            for j, (q, a) in enumerate(qas)
+                        ],
+                    }
+                ],
+            }
+            for i, (ctx, qas) in enumerate(paras[:n_articles])
+        ],
+    }
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(data))
     return path
 
 
-def hf_bert_folder(folder: Path, architecture: str = "BertForSequenceClassification",
-                   num_labels: int = 3, seed: int = 0, hidden_size: int = 48,
-                   num_hidden_layers: int = 2, num_attention_heads: int = 4,
-                   intermediate_size: int = 96):
+def hf_bert_folder(
+    folder: Path,
+    architecture: str = "BertForSequenceClassification",
+    num_labels: int = 3,
+    seed: int = 0,
+    hidden_size: int = 48,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    intermediate_size: int = 96,
+):
     """A transformers BERT checkpoint of ``architecture`` (``BertModel``,
     ``BertForSequenceClassification`` with ``num_labels`` labels, ``BertForQuestionAnswering``)
     saved in ``folder`` with the bundled tokenizer; every weight is made non-trivial (biases,
@@ -163,11 +195,15 @@ def hf_bert_folder(folder: Path, architecture: str = "BertForSequenceClassificat
 
     torch.manual_seed(seed)
     config = transformers.BertConfig(
-        hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
-        vocab_size=VOCAB, num_labels=num_labels,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        vocab_size=VOCAB,
+        num_labels=num_labels,
         id2label={i: f"label_{i}" for i in range(num_labels)},
-        label2id={f"label_{i}": i for i in range(num_labels)})
+        label2id={f"label_{i}": i for i in range(num_labels)},
+    )
     model = getattr(transformers, architecture)(config).eval()
     with torch.no_grad():  # make every bias and norm non-trivial
         for p in model.parameters():

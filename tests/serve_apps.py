@@ -14,13 +14,16 @@ def deploy_beside(serve_app, cfg, name: str, prefix: str, runner_options: dict |
     from deployments.app import build_graph
 
     def connect():  # another module's fixture may have shut its driver down meanwhile
-        ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
-                 log_to_driver=False)
+        ray.init(
+            address=serve_app.ray_address,
+            namespace="serve",
+            ignore_reinit_error=True,
+            log_to_driver=False,
+        )
 
     connect()
     try:
-        serve.run(build_graph(cfg, runner_options=runner_options), name=name,
-                  route_prefix=prefix)
+        serve.run(build_graph(cfg, runner_options=runner_options), name=name, route_prefix=prefix)
         yield serve_app.url + prefix
     finally:
         connect()

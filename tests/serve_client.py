@@ -14,9 +14,11 @@ import urllib.request
 
 import numpy as np
 
-WORDS = ("the river city north king music water school first war history century church "
-         "language island population government london paris system energy team season "
-         "world people football university time film song album league party").split()
+WORDS = (
+    "the river city north king music water school first war history century church "
+    "language island population government london paris system energy team season "
+    "world people football university time film song album league party"
+).split()
 
 
 def make_qa(n_words: int, seed: int) -> dict:
@@ -40,8 +42,12 @@ def post(url: str, body, ctype: str = "application/json", raw: bytes | None = No
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
         try:
-            conn.request("POST", parts.path.rstrip("/") + "/v1/answer", body=data,
-                         headers={"content-type": ctype, "connection": "close"})
+            conn.request(
+                "POST",
+                parts.path.rstrip("/") + "/v1/answer",
+                body=data,
+                headers={"content-type": ctype, "connection": "close"},
+            )
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered early; its response is read below
         r = conn.getresponse()
@@ -62,8 +68,11 @@ def get_stats(url: str) -> dict:
 
 
 def same_answer(got: dict, want: dict) -> bool:
-    return ((got["start"], got["end"], got["answer"]) == (want["start"], want["end"], want["answer"])
-            and abs(got["score"] - want["score"]) <= 1e-4)
+    return (got["start"], got["end"], got["answer"]) == (
+        want["start"],
+        want["end"],
+        want["answer"],
+    ) and abs(got["score"] - want["score"]) <= 1e-4
 
 
 def post_all(url: str, bodies: list, concurrency: int) -> list[dict]:

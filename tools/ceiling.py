@@ -49,8 +49,7 @@ from packing.jobs.local_cluster import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = ("echo", "chain", "app")
-FLOOR_IMPORT = {"echo": "tools.floor_apps:echo_app",
-                "chain": "tools.floor_apps:chain_app"}
+FLOOR_IMPORT = {"echo": "tools.floor_apps:echo_app", "chain": "tools.floor_apps:chain_app"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LENGTH_RANGE = (24, 64)  # tokens per question + context, uniform
 POOL_SIZE = 256  # distinct questions
@@ -65,8 +64,14 @@ FALLBACK_SENTENCES = (
     "The orchestra played a symphony by Beethoven to a full hall.",
     "Early computers filled whole rooms and used vacuum tubes.",
 )
-FALLBACK_QUESTIONS = ("Who wrote it?", "What happened on Tuesday?", "Where does the river run?",
-                      "What was closed?", "What is the highest mountain?", "What did they play?")
+FALLBACK_QUESTIONS = (
+    "Who wrote it?",
+    "What happened on Tuesday?",
+    "Where does the river run?",
+    "What was closed?",
+    "What is the highest mountain?",
+    "What did they play?",
+)
 
 
 class AppNotHealthy(RuntimeError):
@@ -82,6 +87,7 @@ class AppNotHealthy(RuntimeError):
 
 # ---------------------------------------------------------------- /proc: CPU of a process tree
 
+
 def read_stat(pid: int) -> list[str] | None:
     """Fields of ``/proc/PID/stat`` from field 3 (state) on, or None if the process is gone.
 
@@ -92,7 +98,7 @@ def read_stat(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    return text[text.rfind(")") + 2:].split()
+    return text[text.rfind(")") + 2 :].split()
 
 
 def children(pid: int) -> set[int]:
@@ -174,22 +180,30 @@ def self_cpu() -> float:
 
 # ---------------------------------------------------------------- configs and serve run
 
+
 def floor_config(kind: str, port: int, max_ongoing_requests: int | None = None) -> dict:
     """A Serve config file (as a dict) running floor app ``kind`` (echo or chain) on ``port``;
     ``max_ongoing_requests`` (None: Serve's default) goes to the builder's args."""
     app = {"name": f"floor-{kind}", "route_prefix": "/", "import_path": FLOOR_IMPORT[kind]}
     if max_ongoing_requests is not None:
         app["args"] = {"max_ongoing_requests": max_ongoing_requests}
-    return {"proxy_location": "EveryNode",
-            "http_options": {"host": "127.0.0.1", "port": port},
-            "applications": [app]}
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [app],
+    }
 
 
 FLOOR_ROUTE = {"echo": "/echo", "chain": "/chain"}  # route prefixes when co-hosted
 
 
-def cohosted_config(app_cfg: dict | None, apps: Sequence[str], port: int,
-                    floor_max_ongoing: int | None = None, repo: Path = REPO) -> dict:
+def cohosted_config(
+    app_cfg: dict | None,
+    apps: Sequence[str],
+    port: int,
+    floor_max_ongoing: int | None = None,
+    repo: Path = REPO,
+) -> dict:
     """One Serve config (a dict) running every app of ``apps`` at once on ``port``: the floor
     apps under :data:`FLOOR_ROUTE`'s prefixes, the real app (``app_cfg``, its model folder
     made absolute) at its own. Raises ValueError when ``app`` is asked for without a config."""
@@ -198,8 +212,11 @@ def cohosted_config(app_cfg: dict | None, apps: Sequence[str], port: int,
             raise ValueError("the real app needs its config")
         out = rewrite_app_config(app_cfg, port, repo)
     else:
-        out = {"proxy_location": "EveryNode",
-               "http_options": {"host": "127.0.0.1", "port": port}, "applications": []}
+        out = {
+            "proxy_location": "EveryNode",
+            "http_options": {"host": "127.0.0.1", "port": port},
+            "applications": [],
+        }
     for name in ("echo", "chain"):
         if name in apps:
             floor = floor_config(name, port, floor_max_ongoing)["applications"][0]
@@ -263,8 +280,9 @@ def parse_env(items: Sequence[str] | None) -> dict[str, str]:
 class ServeRun:
     """One ``serve run CONFIG`` subprocess in a new session, its output in ``log_path``."""
 
-    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str],
-                 cwd: Path = REPO) -> None:
+    def __init__(
+        self, config_path: Path, log_path: Path, env: dict[str, str], cwd: Path = REPO
+    ) -> None:
         self.config_path, self.log_path, self.env, self.cwd = config_path, log_path, env, cwd
         self.proc: subprocess.Popen | None = None
 
@@ -272,10 +290,19 @@ class ServeRun:
         """Start ``serve run`` (its pid is its session and process-group id)."""
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run",
-                 str(self.config_path)],
-                cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-c",
+                    "from ray.serve.scripts import cli; cli()",
+                    "run",
+                    str(self.config_path),
+                ],
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -296,13 +323,13 @@ class ServeRun:
         t0 = time.monotonic()
         while True:
             if self.proc.poll() is not None:
-                raise AppNotHealthy(f"serve run exited with {self.proc.returncode}",
-                                    self.log_tail())
+                raise AppNotHealthy(
+                    f"serve run exited with {self.proc.returncode}", self.log_tail()
+                )
             if _http_status(url + "/healthz") == 200:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > timeout_s:
-                raise AppNotHealthy(f"{url}/healthz not 200 after {timeout_s:g} s",
-                                    self.log_tail())
+                raise AppNotHealthy(f"{url}/healthz not 200 after {timeout_s:g} s", self.log_tail())
             time.sleep(1)
 
     def stop(self, grace_s: float = 20.0) -> None:
@@ -360,6 +387,7 @@ def _http_status(url: str) -> int | None:
 
 # ---------------------------------------------------------------- request bodies
 
+
 def load_tokenizer(model_dir: Path | None, model_source: str | None):
     """The app's tokenizer: its model folder's when prepared, else (for ``random:*`` sources,
     which use it) the bundled bert-base-uncased vocabulary; None when neither applies."""
@@ -376,8 +404,9 @@ def load_tokenizer(model_dir: Path | None, model_source: str | None):
     return None
 
 
-def question_pool(tokenizer, n: int = POOL_SIZE, seed: int = POOL_SEED,
-                  lengths: tuple[int, int] = LENGTH_RANGE) -> list[dict]:
+def question_pool(
+    tokenizer, n: int = POOL_SIZE, seed: int = POOL_SEED, lengths: tuple[int, int] = LENGTH_RANGE
+) -> list[dict]:
     """``n`` ``{question, context}`` pairs of uniform random token lengths in ``lengths``
     (inclusive, fixed seed) built with ``tokenizer``; fixed English sentences without one."""
     rng = np.random.default_rng(seed)
@@ -390,8 +419,12 @@ def question_pool(tokenizer, n: int = POOL_SIZE, seed: int = POOL_SEED,
     for i, size in enumerate(sizes):
         k = max(1, int(size) // 16)  # ~12-14 words per sentence, ~16 tokens
         picks = rng.choice(len(FALLBACK_SENTENCES), size=k)
-        out.append({"question": FALLBACK_QUESTIONS[i % len(FALLBACK_QUESTIONS)],
-                    "context": " ".join(FALLBACK_SENTENCES[j] for j in picks)})
+        out.append(
+            {
+                "question": FALLBACK_QUESTIONS[i % len(FALLBACK_QUESTIONS)],
+                "context": " ".join(FALLBACK_SENTENCES[j] for j in picks),
+            }
+        )
     return out
 
 
@@ -402,11 +435,14 @@ def encode_bodies(pool: Sequence[dict], list_size: int | None) -> list[bytes]:
     if list_size is None:
         return [json.dumps(q).encode() for q in pool]
     count = max(1, len(pool) // list_size)
-    return [json.dumps([pool[(k * list_size + j) % len(pool)] for j in range(list_size)]).encode()
-            for k in range(count)]
+    return [
+        json.dumps([pool[(k * list_size + j) % len(pool)] for j in range(list_size)]).encode()
+        for k in range(count)
+    ]
 
 
 # ---------------------------------------------------------------- the closed-loop client
+
 
 @dataclass
 class Measurement:
@@ -434,11 +470,19 @@ class _LoopState:
     measured: int = 0
 
 
-async def closed_loop(url: str, bodies: Sequence[bytes], concurrency: int, warmup_s: float,
-                      duration_s: float | None, requests: int | None,
-                      sample_server: Callable[[], dict], progress: bool = False,
-                      label: str = "", max_warmup_s: float = 300.0,
-                      drain_s: float = 120.0) -> Measurement:
+async def closed_loop(
+    url: str,
+    bodies: Sequence[bytes],
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float | None,
+    requests: int | None,
+    sample_server: Callable[[], dict],
+    progress: bool = False,
+    label: str = "",
+    max_warmup_s: float = 300.0,
+    drain_s: float = 120.0,
+) -> Measurement:
     """POST ``bodies`` (cycled) to ``url``/v1/answer from ``concurrency`` closed-loop clients.
 
     Warm-up lasts ``warmup_s`` and until every client has had one response (at most
@@ -484,8 +528,9 @@ async def closed_loop(url: str, bodies: Sequence[bytes], concurrency: int, warmu
         warmed = time.perf_counter() - t_warm
         server0, client0, t0 = sample_server(), self_cpu(), time.perf_counter()
         st.phase = "measure"
-        ticker = asyncio.create_task(_progress(st, t0, duration_s, requests, label)
-                                     if progress else asyncio.sleep(0))
+        ticker = asyncio.create_task(
+            _progress(st, t0, duration_s, requests, label) if progress else asyncio.sleep(0)
+        )
         if requests is not None:
             await done_measure.wait()
         else:
@@ -498,12 +543,14 @@ async def closed_loop(url: str, bodies: Sequence[bytes], concurrency: int, warmu
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    return Measurement(seconds, st.latencies, st.statuses, cpu_delta(server0, server1),
-                       client1 - client0, warmed)
+    return Measurement(
+        seconds, st.latencies, st.statuses, cpu_delta(server0, server1), client1 - client0, warmed
+    )
 
 
-async def _progress(st: _LoopState, t0: float, duration_s: float | None, requests: int | None,
-                    label: str) -> None:
+async def _progress(
+    st: _LoopState, t0: float, duration_s: float | None, requests: int | None, label: str
+) -> None:
     from tqdm.auto import tqdm
 
     total = requests if requests is not None else duration_s
@@ -514,12 +561,16 @@ async def _progress(st: _LoopState, t0: float, duration_s: float | None, request
             elapsed = time.perf_counter() - t0
             now = st.measured if requests is not None else min(elapsed, duration_s)
             bar.n = now
-            bar.set_postfix(ok=st.statuses.get(200, 0),
-                            rps=f"{st.measured / max(elapsed, 1e-9):.1f}", refresh=False)
+            bar.set_postfix(
+                ok=st.statuses.get(200, 0),
+                rps=f"{st.measured / max(elapsed, 1e-9):.1f}",
+                refresh=False,
+            )
             bar.refresh()
 
 
 # ---------------------------------------------------------------- report
+
 
 @dataclass
 class Row:
@@ -551,15 +602,24 @@ def make_row(app: str, body: str, items: int, m: Measurement) -> Row:
     questions = m.ok * items
     lat = np.asarray(m.latencies) * 1000
     per_q = (lambda s: s * 1000 / questions) if questions else (lambda s: None)
-    return Row(app=app, body=body, items_per_request=items, seconds=m.seconds, answered=m.ok,
-               non_200=sum(c for s, c in m.statuses.items() if s != 200),
-               statuses={str(k): v for k, v in sorted(m.statuses.items())},
-               requests_per_s=m.ok / m.seconds, questions_per_s=questions / m.seconds,
-               p50_ms=float(np.percentile(lat, 50)) if lat.size else None,
-               p99_ms=float(np.percentile(lat, 99)) if lat.size else None,
-               server_cpu_s=m.server_cpu_s, client_cpu_s=m.client_cpu_s,
-               server_cpu_ms_per_q=per_q(m.server_cpu_s), client_cpu_ms_per_q=per_q(m.client_cpu_s),
-               warmup_s=m.warmup_s)
+    return Row(
+        app=app,
+        body=body,
+        items_per_request=items,
+        seconds=m.seconds,
+        answered=m.ok,
+        non_200=sum(c for s, c in m.statuses.items() if s != 200),
+        statuses={str(k): v for k, v in sorted(m.statuses.items())},
+        requests_per_s=m.ok / m.seconds,
+        questions_per_s=questions / m.seconds,
+        p50_ms=float(np.percentile(lat, 50)) if lat.size else None,
+        p99_ms=float(np.percentile(lat, 99)) if lat.size else None,
+        server_cpu_s=m.server_cpu_s,
+        client_cpu_s=m.client_cpu_s,
+        server_cpu_ms_per_q=per_q(m.server_cpu_s),
+        client_cpu_ms_per_q=per_q(m.client_cpu_s),
+        warmup_s=m.warmup_s,
+    )
 
 
 def add_ratios(rows: Sequence[Row]) -> None:
@@ -581,26 +641,41 @@ def round_summary(rows: Sequence[Row]) -> list[dict]:
     for app, body in dict.fromkeys((r.app, r.body) for r in rows if r.round is not None):
         mine = [r for r in rows if (r.app, r.body) == (app, body) and r.round is not None]
         ratios = [r.ratio_to_chain for r in mine if r.ratio_to_chain is not None]
-        over = [r.questions_per_s / single[r.round] for r in mine
-                if body != "single" and single.get(r.round)]
-        out.append({"app": app, "body": body, "rounds": len(mine),
-                    "median_ratio_to_chain": float(np.median(ratios)) if ratios else None,
-                    "min_ratio_to_chain": min(ratios) if ratios else None,
-                    "max_ratio_to_chain": max(ratios) if ratios else None,
-                    "median_list_over_single": float(np.median(over)) if over else None})
+        over = [
+            r.questions_per_s / single[r.round]
+            for r in mine
+            if body != "single" and single.get(r.round)
+        ]
+        out.append(
+            {
+                "app": app,
+                "body": body,
+                "rounds": len(mine),
+                "median_ratio_to_chain": float(np.median(ratios)) if ratios else None,
+                "min_ratio_to_chain": min(ratios) if ratios else None,
+                "max_ratio_to_chain": max(ratios) if ratios else None,
+                "median_list_over_single": float(np.median(over)) if over else None,
+            }
+        )
     return out
 
 
 def format_summary(summary: Sequence[dict]) -> str:
     """The round summary as a Markdown table."""
-    lines = ["| app | body | rounds | vs chain: median (min - max) | list over single: median |",
-             "|---|---|---:|---:|---:|"]
+    lines = [
+        "| app | body | rounds | vs chain: median (min - max) | list over single: median |",
+        "|---|---|---:|---:|---:|",
+    ]
     for x in summary:
-        ratio = ("-" if x["median_ratio_to_chain"] is None else
-                 f"{x['median_ratio_to_chain']:.2f}x ({x['min_ratio_to_chain']:.2f}x - "
-                 f"{x['max_ratio_to_chain']:.2f}x)")
-        over = _fmt(x["median_list_over_single"], ".1f") + ("x" if x["median_list_over_single"]
-                                                             is not None else "")
+        ratio = (
+            "-"
+            if x["median_ratio_to_chain"] is None
+            else f"{x['median_ratio_to_chain']:.2f}x ({x['min_ratio_to_chain']:.2f}x - "
+            f"{x['max_ratio_to_chain']:.2f}x)"
+        )
+        over = _fmt(x["median_list_over_single"], ".1f") + (
+            "x" if x["median_list_over_single"] is not None else ""
+        )
         lines.append(f"| {x['app']} | {x['body']} | {x['rounds']} | {ratio} | {over} |")
     return "\n".join(lines)
 
@@ -609,10 +684,12 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-TABLE_HEAD = ("| app | body | requests/s | questions/s | vs chain | p50 ms | p99 ms "
-              "| server CPU ms/q | client CPU ms/q | non-200 |\n"
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-ROUND_HEAD = ("| round " + TABLE_HEAD.split("\n")[0] + "\n|---:" + TABLE_HEAD.split("\n")[1])
+TABLE_HEAD = (
+    "| app | body | requests/s | questions/s | vs chain | p50 ms | p99 ms "
+    "| server CPU ms/q | client CPU ms/q | non-200 |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+ROUND_HEAD = "| round " + TABLE_HEAD.split("\n")[0] + "\n|---:" + TABLE_HEAD.split("\n")[1]
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -623,10 +700,12 @@ def format_table(rows: Sequence[Row]) -> str:
         ratio = "-" if r.ratio_to_chain is None else f"{r.ratio_to_chain:.2f}x"
         non200 = str(r.non_200) + (f" ({_status_text(r.statuses)})" if r.non_200 else "")
         lead = f"| {r.round} " if rounds else ""
-        lines.append(f"{lead}| {r.app} | {r.body} | {r.requests_per_s:.1f} | {r.questions_per_s:.1f} "
-                     f"| {ratio} | {_fmt(r.p50_ms, '.0f')} | {_fmt(r.p99_ms, '.0f')} "
-                     f"| {_fmt(r.server_cpu_ms_per_q, '.2f')} "
-                     f"| {_fmt(r.client_cpu_ms_per_q, '.2f')} | {non200} |")
+        lines.append(
+            f"{lead}| {r.app} | {r.body} | {r.requests_per_s:.1f} | {r.questions_per_s:.1f} "
+            f"| {ratio} | {_fmt(r.p50_ms, '.0f')} | {_fmt(r.p99_ms, '.0f')} "
+            f"| {_fmt(r.server_cpu_ms_per_q, '.2f')} "
+            f"| {_fmt(r.client_cpu_ms_per_q, '.2f')} | {non200} |"
+        )
     return "\n".join(lines)
 
 
@@ -671,10 +750,12 @@ def format_header(s: Settings, workload: str) -> str:
     hosting = "co-hosted in one serve run" if s.cohosted else "one serve run per app"
     if s.by_round:
         hosting += f", {s.rounds} interleaved round{'s' if s.rounds > 1 else ''}"
-    return (f"ceiling: apps {','.join(s.apps)} ({hosting}); config {_rel(s.config)}; concurrency "
-            f"{s.concurrency}; warm-up {s.warmup_s:g} s + measured {phase}; list size "
-            f"{s.list_size}; floor max_ongoing_requests {floor}; {workload}; env {env}; "
-            f"{os.cpu_count()} CPUs")
+    return (
+        f"ceiling: apps {','.join(s.apps)} ({hosting}); config {_rel(s.config)}; concurrency "
+        f"{s.concurrency}; warm-up {s.warmup_s:g} s + measured {phase}; list size "
+        f"{s.list_size}; floor max_ongoing_requests {floor}; {workload}; env {env}; "
+        f"{os.cpu_count()} CPUs"
+    )
 
 
 def resolve_config(path: str | Path) -> Path:
@@ -694,6 +775,7 @@ def _rel(p: Path) -> str:
 
 # ---------------------------------------------------------------- the run
 
+
 def _bodies_for(settings: Settings, app_cfg: dict | None) -> tuple[list[dict], str]:
     model_dir, source = app_model(app_cfg) if app_cfg else (None, None)
     tok = load_tokenizer(model_dir, source)
@@ -703,28 +785,56 @@ def _bodies_for(settings: Settings, app_cfg: dict | None) -> tuple[list[dict], s
     return pool, f"{len(pool)} questions of {lo}-{hi} tokens ({kind}, seed {POOL_SEED})"
 
 
-def _measure(run: ServeRun, url: str, name: str, body_kind: str, items: int,
-             payloads: list[bytes], settings: Settings, label: str,
-             echo: Callable[[str], None]) -> Row:
+def _measure(
+    run: ServeRun,
+    url: str,
+    name: str,
+    body_kind: str,
+    items: int,
+    payloads: list[bytes],
+    settings: Settings,
+    label: str,
+    echo: Callable[[str], None],
+) -> Row:
     """One measured phase of app ``name`` at ``url`` with ``payloads`` (``items`` questions
     each), the server CPU read from ``run``'s process tree."""
-    m = asyncio.run(closed_loop(
-        url, payloads, settings.concurrency, settings.warmup_s, settings.duration_s,
-        settings.requests, lambda: tree_cpu(run.pid), settings.progress,
-        f"{label} {body_kind}"))
-    echo(f"[{label} {body_kind}] {m.ok} answered in {m.seconds:.1f} s "
-         f"(warm-up {m.warmup_s:.1f} s), {len(server_pids(run.pid))} server processes")
+    m = asyncio.run(
+        closed_loop(
+            url,
+            payloads,
+            settings.concurrency,
+            settings.warmup_s,
+            settings.duration_s,
+            settings.requests,
+            lambda: tree_cpu(run.pid),
+            settings.progress,
+            f"{label} {body_kind}",
+        )
+    )
+    echo(
+        f"[{label} {body_kind}] {m.ok} answered in {m.seconds:.1f} s "
+        f"(warm-up {m.warmup_s:.1f} s), {len(server_pids(run.pid))} server processes"
+    )
     return make_row(name, body_kind, items, m)
 
 
-def _measure_app(name: str, cfg: dict, settings: Settings, work: Path,
-                 bodies: list[tuple[str, int, list[bytes]]], echo: Callable[[str], None],
-                 label: str) -> list[Row]:
+def _measure_app(
+    name: str,
+    cfg: dict,
+    settings: Settings,
+    work: Path,
+    bodies: list[tuple[str, int, list[bytes]]],
+    echo: Callable[[str], None],
+    label: str,
+) -> list[Row]:
     """Start one app, measure each body kind against it (progress lines led by ``label``),
     stop it."""
     port = free_port()
-    cfg = (rewrite_app_config(cfg, port) if name == "app"
-           else floor_config(name, port, settings.floor_max_ongoing))
+    cfg = (
+        rewrite_app_config(cfg, port)
+        if name == "app"
+        else floor_config(name, port, settings.floor_max_ongoing)
+    )
     stem = label.replace(" ", "-")
     cfg_path = work / f"{stem}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -736,16 +846,20 @@ def _measure_app(name: str, cfg: dict, settings: Settings, work: Path,
         waited = run.wait_healthy(url, settings.health_timeout_s)
         echo(f"[{label}] healthy on :{port} after {waited:.0f} s (log {run.log_path})")
         for body_kind, items, payloads in bodies:
-            rows.append(_measure(run, url, name, body_kind, items, payloads, settings,
-                                 label, echo))
+            rows.append(_measure(run, url, name, body_kind, items, payloads, settings, label, echo))
     finally:
         run.stop(settings.grace_s)
     return rows
 
 
-def _measure_rounds(app_cfg: dict | None, order: Sequence[str], settings: Settings, work: Path,
-                    kinds: Callable[[str], list[tuple[str, int, list[bytes]]]],
-                    echo: Callable[[str], None]) -> list[Row]:
+def _measure_rounds(
+    app_cfg: dict | None,
+    order: Sequence[str],
+    settings: Settings,
+    work: Path,
+    kinds: Callable[[str], list[tuple[str, int, list[bytes]]]],
+    echo: Callable[[str], None],
+) -> list[Row]:
     """Start the apps of ``order`` in one ``serve run`` and measure them in
     ``settings.rounds`` rounds (:func:`round_order`: drift over a round weighs on both ends
     alike); stop it. Rows in the order measured, each with its round."""
@@ -765,8 +879,19 @@ def _measure_rounds(app_cfg: dict | None, order: Sequence[str], settings: Settin
         for r in range(1, settings.rounds + 1):
             for name in round_order(order, r):
                 for body_kind, items, payloads in kinds(name):
-                    rows.append(_measure(run, urls[name], name, body_kind, items, payloads,
-                                         settings, f"round {r} {name}", echo))
+                    rows.append(
+                        _measure(
+                            run,
+                            urls[name],
+                            name,
+                            body_kind,
+                            items,
+                            payloads,
+                            settings,
+                            f"round {r} {name}",
+                            echo,
+                        )
+                    )
                     rows[-1].round = r
     finally:
         run.stop(settings.grace_s)
@@ -794,8 +919,11 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
     header = format_header(settings, workload)
     echo(header)
     single = ("single", 1, encode_bodies(pool, None))
-    listed = (f"list{settings.list_size}", settings.list_size,
-              encode_bodies(pool, settings.list_size))
+    listed = (
+        f"list{settings.list_size}",
+        settings.list_size,
+        encode_bodies(pool, settings.list_size),
+    )
     rows: list[Row] = []
     work = Path(tempfile.mkdtemp(prefix="ceiling-"))
 
@@ -813,8 +941,15 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
         for r in range(1, settings.rounds + 1):
             for name in round_order(order, r):
                 try:
-                    new = _measure_app(name, app_cfg, settings, work, kinds(name), echo,
-                                       f"round {r} {name}" if settings.by_round else name)
+                    new = _measure_app(
+                        name,
+                        app_cfg,
+                        settings,
+                        work,
+                        kinds(name),
+                        echo,
+                        f"round {r} {name}" if settings.by_round else name,
+                    )
                 except AppNotHealthy as exc:
                     add_ratios(rows)
                     exc.app, exc.rows, exc.log_dir = name, rows, str(work)
@@ -826,8 +961,12 @@ def run_ceiling(settings: Settings, echo: Callable[[str], None] = print) -> dict
     shutil.rmtree(work, ignore_errors=True)
     add_ratios(rows)
     table = format_table(rows)
-    report = {"header": header, "settings": {**asdict(settings), "config": str(settings.config)},
-              "rows": [asdict(r) for r in rows], "table": table}
+    report = {
+        "header": header,
+        "settings": {**asdict(settings), "config": str(settings.config)},
+        "rows": [asdict(r) for r in rows],
+        "table": table,
+    }
     if settings.by_round:
         report["summary"] = round_summary(rows)
         report["table"] = table + "\n\n" + format_summary(report["summary"])

@@ -42,8 +42,11 @@ def node_table() -> dict[str, dict]:
     for n in list_nodes(detail=True):
         if n.state != "ALIVE":
             continue
-        res = {k: v for k, v in (n.resources_total or {}).items()
-               if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
+        res = {
+            k: v
+            for k, v in (n.resources_total or {}).items()
+            if not k.startswith("node:") and k not in ("memory", "object_store_memory")
+        }
         out[n.node_id] = {"head": bool(n.is_head_node), "resources": res}
     return out
 
@@ -56,8 +59,13 @@ def replica_placement(app: str) -> list[dict]:
     rows = []
     for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10000):
         if a.class_name.startswith(f"ServeReplica:{app}:"):
-            rows.append({"deployment": a.class_name.split(":", 2)[2], "actor_id": a.actor_id,
-                         "node_id": a.node_id})
+            rows.append(
+                {
+                    "deployment": a.class_name.split(":", 2)[2],
+                    "actor_id": a.actor_id,
+                    "node_id": a.node_id,
+                }
+            )
     return sorted(rows, key=lambda r: (r["deployment"], r["node_id"]))
 
 
@@ -74,19 +82,33 @@ def wait_for_app(app: str, timeout_s: float, poll_s: float = 1.0) -> None:
         if status.endswith("RUNNING"):
             return
         if status.endswith("DEPLOY_FAILED") or time.monotonic() > deadline:
-            deps = "; ".join(f"{name}: {d.status} {d.message}".strip()
-                             for name, d in (st.deployments.items() if st else []))
-            nodes = "; ".join(f"{'head' if v['head'] else 'worker'} {k[:8]} {v['resources']}"
-                              for k, v in node_table().items())
-            msg = (f"application {app!r} is {status} after {timeout_s:g} s. Deployments: "
-                   f"{deps or 'none'}. Nodes: {nodes}")
+            deps = "; ".join(
+                f"{name}: {d.status} {d.message}".strip()
+                for name, d in (st.deployments.items() if st else [])
+            )
+            nodes = "; ".join(
+                f"{'head' if v['head'] else 'worker'} {k[:8]} {v['resources']}"
+                for k, v in node_table().items()
+            )
+            msg = (
+                f"application {app!r} is {status} after {timeout_s:g} s. Deployments: "
+                f"{deps or 'none'}. Nodes: {nodes}"
+            )
             raise (RuntimeError if status.endswith("DEPLOY_FAILED") else PlacementTimeout)(msg)
         time.sleep(poll_s)
 
 
-def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resource: str = "IPU",
-              per_worker: int = 2, declared: str | None = None, runner_replicas: int | None = None,
-              timeout_s: float = 120.0, progress: bool = False) -> dict:
+def placement(
+    model_dir: str,
+    data: Sequence[Features],
+    workers: int = 2,
+    resource: str = "IPU",
+    per_worker: int = 2,
+    declared: str | None = None,
+    runner_replicas: int | None = None,
+    timeout_s: float = 120.0,
+    progress: bool = False,
+) -> dict:
     """Deploy the app (``sim`` device, fast profile) on a fresh local multi-node cluster and
     report placement and answers.
 
@@ -106,10 +128,14 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
             wait_for_app(APP, timeout_s)
         except PlacementTimeout as exc:
             have = sorted({k for v in node_table().values() for k in v["resources"]})
-            hint = (f"no node declares {resource!r} (declared: {have})" if resource not in have
-                    else f"the nodes declare too few {resource!r} for {replicas} replicas")
-            raise PlacementTimeout(f"PlanExecutor replicas ask for {{{resource!r}: 1}} and "
-                                   f"{hint}. {exc}") from None
+            hint = (
+                f"no node declares {resource!r} (declared: {have})"
+                if resource not in have
+                else f"the nodes declare too few {resource!r} for {replicas} replicas"
+            )
+            raise PlacementTimeout(
+                f"PlanExecutor replicas ask for {{{resource!r}: 1}} and {hint}. {exc}"
+            ) from None
         nodes = node_table()
         rows = replica_placement(APP)
         for r in rows:
@@ -118,14 +144,16 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
         got = asyncio.run(_answers(data, replicas, progress))
         runners = [r for r in rows if r["deployment"] == "PlanExecutor"]
         report = {
-            "nodes": nodes, "replicas": rows,
+            "nodes": nodes,
+            "replicas": rows,
             "runner_nodes": sorted({r["node_id"] for r in runners}),
-            "answered": sum(g is not None for g in got), "questions": len(data),
+            "answered": sum(g is not None for g in got),
+            "questions": len(data),
             "crossed": count_crossed(got, reference),
         }
         report["checks"] = {
-            "runners_all_on_accelerator_nodes": bool(runners) and all(
-                (r["node_resources"] or {}).get(declared or resource, 0) > 0 for r in runners),
+            "runners_all_on_accelerator_nodes": bool(runners)
+            and all((r["node_resources"] or {}).get(declared or resource, 0) > 0 for r in runners),
             "no_runner_on_head": not any(r["head"] for r in runners),
             "runners_on_every_worker": len(report["runner_nodes"]) == workers,
             "every_answer_equals_solo": report["answered"] == len(data) and report["crossed"] == 0,
@@ -133,8 +161,14 @@ def placement(model_dir: str, data: Sequence[Features], workers: int = 2, resour
         return report
 
 
-def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
-            tokens_per_s: float | None = None, autoscaling: dict | None = None) -> None:
+def _deploy(
+    model_dir: str,
+    replicas: int,
+    resource: str,
+    profile: str,
+    tokens_per_s: float | None = None,
+    autoscaling: dict | None = None,
+) -> None:
     """Deploy the app as ``APP`` (sim device of ``profile``, optionally at ``tokens_per_s``)
     without waiting for it (``autoscaling``: the runners' autoscaling_config instead of a
     fixed ``replicas``): runners
@@ -148,18 +182,28 @@ def _deploy(model_dir: str, replicas: int, resource: str, profile: str,
 
     serve.start(proxy_location="Disabled")
     sim = {"profile": profile, **({"tokens_per_s": tokens_per_s} if tokens_per_s else {})}
-    cfg = AppConfig(model_dir=model_dir, device="sim", sim=sim,
-                    packing={"mode": "unpack_repack", "batch_wait_timeout_s": 0.005})
-    slots = config_deployment_options(resolve_config(SQUAD_CONFIG),
-                                      "PlanExecutor")["max_ongoing_requests"]
-    runner = {"max_ongoing_requests": slots,
-              "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}},
-              **({"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas})}
-    app = build_graph(cfg, runner_options=runner,
-                      front_options={"ray_actor_options": {"num_cpus": 1}})
-    serve.run_many([RunTarget(target=app, name=APP, route_prefix=None)],
-                   wait_for_ingress_deployment_creation=False,
-                   wait_for_applications_running=False)
+    cfg = AppConfig(
+        model_dir=model_dir,
+        device="sim",
+        sim=sim,
+        packing={"mode": "unpack_repack", "batch_wait_timeout_s": 0.005},
+    )
+    slots = config_deployment_options(resolve_config(SQUAD_CONFIG), "PlanExecutor")[
+        "max_ongoing_requests"
+    ]
+    runner = {
+        "max_ongoing_requests": slots,
+        "ray_actor_options": {"num_cpus": 0, "resources": {resource: 1}},
+        **({"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas}),
+    }
+    app = build_graph(
+        cfg, runner_options=runner, front_options={"ray_actor_options": {"num_cpus": 1}}
+    )
+    serve.run_many(
+        [RunTarget(target=app, name=APP, route_prefix=None)],
+        wait_for_ingress_deployment_creation=False,
+        wait_for_applications_running=False,
+    )
 
 
 async def _packer_seeing(replicas: int, timeout_s: float = 60.0):
@@ -168,8 +212,9 @@ async def _packer_seeing(replicas: int, timeout_s: float = 60.0):
 
     packer = serve.get_deployment_handle("Packer", APP)
     deadline = time.monotonic() + timeout_s
-    while (await packer.stats.remote())["runner_replicas"] < replicas and \
-            time.monotonic() < deadline:
+    while (await packer.stats.remote())[
+        "runner_replicas"
+    ] < replicas and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     return packer
 
@@ -184,11 +229,20 @@ async def _answers(data: Sequence[Features], replicas: int, progress: bool) -> l
     return got
 
 
-def node_loss(model_dir: str, data: Sequence[Features], workers: int = 2, per_worker: int = 2,
-              resource: str = "IPU", profile: str = "slow", tokens_per_s: float | None = None,
-              remove_after_s: float = 4.0,
-              per_call: int = 8, outstanding: int = 128, timeout_s: float = 120.0,
-              progress: bool = False) -> dict:
+def node_loss(
+    model_dir: str,
+    data: Sequence[Features],
+    workers: int = 2,
+    per_worker: int = 2,
+    resource: str = "IPU",
+    profile: str = "slow",
+    tokens_per_s: float | None = None,
+    remove_after_s: float = 4.0,
+    per_call: int = 8,
+    outstanding: int = 128,
+    timeout_s: float = 120.0,
+    progress: bool = False,
+) -> dict:
     """Remove one accelerator node (its raylet killed, no drain) while windows flow through
     the Packer, and account for every window.
 
@@ -206,25 +260,39 @@ def node_loss(model_dir: str, data: Sequence[Features], workers: int = 2, per_wo
     with private_cluster(workers, resource, per_worker) as cluster:
         _deploy(model_dir, replicas, resource, profile, tokens_per_s)
         wait_for_app(APP, timeout_s)
-        victim_id = next(r["node_id"] for r in replica_placement(APP)
-                         if r["deployment"] == "PlanExecutor")
+        victim_id = next(
+            r["node_id"] for r in replica_placement(APP) if r["deployment"] == "PlanExecutor"
+        )
         victim = next(n for n in cluster.worker_nodes if n.node_id == victim_id)
-        report = asyncio.run(_flow_with_loss(cluster, victim, data, reference, replicas,
-                                             remove_after_s, per_call, outstanding, progress))
+        report = asyncio.run(
+            _flow_with_loss(
+                cluster,
+                victim,
+                data,
+                reference,
+                replicas,
+                remove_after_s,
+                per_call,
+                outstanding,
+                progress,
+            )
+        )
         report["removed_node"] = victim_id
         return report
 
 
-async def _flow_with_loss(cluster, victim, data, reference, replicas, remove_after_s, per_call,
-                          outstanding, progress) -> dict:
+async def _flow_with_loss(
+    cluster, victim, data, reference, replicas, remove_after_s, per_call, outstanding, progress
+) -> dict:
     from ray import serve
 
     packer = await _packer_seeing(replicas)
     results: list = [None] * len(data)
     errors: dict[int, str] = {}
     done_at: list[float] = []
-    chunks = iter([list(range(i, min(i + per_call, len(data))))
-                   for i in range(0, len(data), per_call)])
+    chunks = iter(
+        [list(range(i, min(i + per_call, len(data)))) for i in range(0, len(data), per_call)]
+    )
 
     async def caller() -> None:
         for chunk in chunks:
@@ -258,33 +326,53 @@ async def _flow_with_loss(cluster, victim, data, reference, replicas, remove_aft
     after = [t for t in times if t >= removed_at]
     gaps = [b - a for a, b in zip([removed_at] + after[:-1], after)] if after else []
     return {
-        "windows": len(data), "answered": len(answered), "failed": len(errors),
+        "windows": len(data),
+        "answered": len(answered),
+        "failed": len(errors),
         "lost": sum(1 for i, r in enumerate(results) if r is None and i not in errors),
         "crossed": count_crossed([results[i] for i in answered], [reference[i] for i in answered]),
         "errors": sorted(set(errors.values()))[:5],
-        "seconds": end - t0, "removed_after_s": removed_at - t0,
+        "seconds": end - t0,
+        "removed_after_s": removed_at - t0,
         "answered_after_removal": len(after) * per_call,
         "gap_s": max(gaps) if gaps else None,
         "runner_replicas_at_end": stats["runner_replicas"],
     }
 
 
-AUTOSCALING = {"min_replicas": 1, "target_ongoing_requests": 1, "upscale_delay_s": 2,
-               "downscale_delay_s": 5, "metrics_interval_s": 0.5, "look_back_period_s": 2}
+AUTOSCALING = {
+    "min_replicas": 1,
+    "target_ongoing_requests": 1,
+    "upscale_delay_s": 2,
+    "downscale_delay_s": 5,
+    "metrics_interval_s": 0.5,
+    "look_back_period_s": 2,
+}
 """Runner autoscaling for :func:`autoscale_step` (``max_replicas``: every accelerator unit):
 scale on slots in use, target 1 of the runners' ``max_ongoing_requests`` (2), as
 ``configs/squad.yaml``, which :func:`_deploy` reads them from."""
 
 
-POLICIES = {"default": None,  # Serve's own: requests ongoing at the runners
-            "packing": "deployments.autoscaling:packing_aware_policy"}  # the packer's demand
+POLICIES = {
+    "default": None,  # Serve's own: requests ongoing at the runners
+    "packing": "deployments.autoscaling:packing_aware_policy",
+}  # the packer's demand
 
 
-def autoscale_step(model_dir: str, data: Sequence[Features], workers: int = 2,
-                   per_worker: int = 2, resource: str = "IPU", profile: str = "slow",
-                   tokens_per_s: float | None = None, clients: int = 24, up_limit_s: float = 60.0,
-                   down_limit_s: float = 90.0, timeout_s: float = 120.0,
-                   policy: str = "packing") -> dict:
+def autoscale_step(
+    model_dir: str,
+    data: Sequence[Features],
+    workers: int = 2,
+    per_worker: int = 2,
+    resource: str = "IPU",
+    profile: str = "slow",
+    tokens_per_s: float | None = None,
+    clients: int = 24,
+    up_limit_s: float = 60.0,
+    down_limit_s: float = 90.0,
+    timeout_s: float = 120.0,
+    policy: str = "packing",
+) -> dict:
     """A step of load on the runners of a multi-node cluster, then none.
 
     Runners autoscale from 1 to ``workers * per_worker`` (:data:`AUTOSCALING`); ``clients``
@@ -315,12 +403,13 @@ async def _step(data, top, clients, up_limit_s, down_limit_s) -> dict:
     async def client() -> None:
         while True:
             for i in range(0, len(data), 32):
-                await packer.many.remote(list(data[i:i + 32]))
+                await packer.many.remote(list(data[i : i + 32]))
 
     async def sample(t0: float) -> int:
         st = await packer.stats.remote()
-        timeline.append((round(time.monotonic() - t0, 1), st["runner_replicas"],
-                         st["dispatch_slots"]))
+        timeline.append(
+            (round(time.monotonic() - t0, 1), st["runner_replicas"], st["dispatch_slots"])
+        )
         return st["runner_replicas"]
 
     t0 = time.monotonic()
@@ -329,8 +418,13 @@ async def _step(data, top, clients, up_limit_s, down_limit_s) -> dict:
     while time.monotonic() - t0 < up_limit_s:
         if await sample(t0) >= top:
             up_s = time.monotonic() - t0
-            peak_nodes = sorted({r["node_id"] for r in await asyncio.to_thread(replica_placement, APP)
-                                 if r["deployment"] == "PlanExecutor"})
+            peak_nodes = sorted(
+                {
+                    r["node_id"]
+                    for r in await asyncio.to_thread(replica_placement, APP)
+                    if r["deployment"] == "PlanExecutor"
+                }
+            )
             break
         await asyncio.sleep(1)
     for t in tasks:
@@ -344,18 +438,30 @@ async def _step(data, top, clients, up_limit_s, down_limit_s) -> dict:
             down_s = time.monotonic() - stop
             break
     await serve.shutdown_async()
-    return {"timeline": timeline, "max_replicas": top, "up_s": up_s, "down_s": down_s,
-            "peak_runner_nodes": peak_nodes, "load_stopped_at_s": round(stop - t0, 1)}
+    return {
+        "timeline": timeline,
+        "max_replicas": top,
+        "up_s": up_s,
+        "down_s": down_s,
+        "peak_runner_nodes": peak_nodes,
+        "load_stopped_at_s": round(stop - t0, 1),
+    }
 
 
 def format_placement(report: dict) -> str:
     """The placement table (replica -> node -> resources) and the checks, as Markdown."""
-    short = {nid: f"{'head' if v['head'] else 'worker'}-{nid[:6]}"
-             for nid, v in report["nodes"].items()}
+    short = {
+        nid: f"{'head' if v['head'] else 'worker'}-{nid[:6]}" for nid, v in report["nodes"].items()
+    }
     lines = ["| deployment | replica actor | node | node resources |", "|---|---|---|---|"]
     for r in report["replicas"]:
-        lines.append(f"| {r['deployment']} | {r['actor_id'][:8]} | {short.get(r['node_id'], r['node_id'][:8])} "
-                     f"| {r['node_resources']} |")
-    lines += ["", f"answered {report['answered']} / {report['questions']}, crossed {report['crossed']}"]
+        lines.append(
+            f"| {r['deployment']} | {r['actor_id'][:8]} | {short.get(r['node_id'], r['node_id'][:8])} "
+            f"| {r['node_resources']} |"
+        )
+    lines += [
+        "",
+        f"answered {report['answered']} / {report['questions']}, crossed {report['crossed']}",
+    ]
     lines += [f"{k}: {v}" for k, v in report["checks"].items()]
     return "\n".join(lines)

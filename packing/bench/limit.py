@@ -3,8 +3,8 @@
 A mode's throughput says little on its own; against what the hardware can do it says how
 much is left. :func:`measure_matmul` runs, on ONNX Runtime with the bench's intra-op
 threads, a small graph of the four dense MatMuls one BERT layer does per token --
-``[1, rows, H] x [H, 3H]`` (Q/K/V), ``x [H, H]`` (attention output), ``x [H, I]`` and
-``[1, rows, I] x [I, H]`` (feed-forward) -- at several row counts, and reports GFLOP/s
+``[1, rows, H] x [H, 3H]`` (Q/K/V), ``x [H, H]`` (attention output), ``x [H, FF]`` and
+``[1, rows, FF] x [FF, H]`` (feed-forward) -- at several row counts, and reports GFLOP/s
 for each. :func:`useful_flops` counts the work a workload needs when every request runs
 alone and unpadded; useful flops / a mode's wall time, over the best MatMul rate, is the
 fraction of the dense limit that mode turns into answers.
@@ -32,20 +32,20 @@ def useful_flops(lengths: Sequence[int] | np.ndarray, dims: BertDims) -> float:
     """Floating-point operations the sequences of ``lengths`` need, each run alone unpadded.
 
     Per sequence of length ``L`` and per encoder layer (``H`` = hidden_size,
-    ``I`` = intermediate_size; 2 flops per multiply-add)::
+    ``FF`` = intermediate_size; 2 flops per multiply-add)::
 
-        dense      2 * L * (3H*H + H*H + 2*H*I)   Q/K/V [H, 3H], attention output [H, H],
-                                                  feed-forward [H, I] and [I, H]
+        dense      2 * L * (3H*H + H*H + 2*H*FF)   Q/K/V [H, 3H], attention output [H, H],
+                                                  feed-forward [H, FF] and [FF, H]
         attention  4 * L*L * H                    Q K^T and probabilities x V, all heads
 
     times ``num_hidden_layers``. Embeddings, layer norms, softmax, GELU and the QA head are
     left out (well under 1% at bert-base). This is the work any method must do, whatever
-    it pads or packs: for bert-base (H 768, I 3072, 12 layers) at L = 158 it is about
+    it pads or packs: for bert-base (H 768, FF 3072, 12 layers) at L = 158 it is about
     0.17 GFLOP per token.
     """
     L = np.asarray(lengths, dtype=np.float64)
-    H, I = dims.hidden_size, dims.intermediate_size
-    per_layer = 2.0 * L * (4 * H * H + 2 * H * I) + 4.0 * L * L * H
+    H, FF = dims.hidden_size, dims.intermediate_size
+    per_layer = 2.0 * L * (4 * H * H + 2 * H * FF) + 4.0 * L * L * H
     return float(per_layer.sum() * dims.num_hidden_layers)
 
 
@@ -61,41 +61,56 @@ def row_counts(cap: int) -> list[int]:
     return [r for r in ROWS if r <= cap] or [int(cap)]
 
 
-
 def _checked_model(graph):
     """``graph`` as an opset-17 ONNX model (IR version 8, which every ORT build here reads),
     checked by the ONNX checker."""
     import onnx
     from onnx import helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="packed-bert-serve")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="packed-bert-serve"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
 
+
 def int8_matmul_graph(hidden: int, intermediate: int, seed: int = 0):
     """ONNX model of the four int8 products: uint8 inputs ``x`` ``[1, rows, H]`` and ``g``
-    ``[1, rows, I]`` (zero point 128) -> int32 ``x @ Wqkv``, ``x @ Wo``, ``x @ W1`` and
+    ``[1, rows, FF]`` (zero point 128) -> int32 ``x @ Wqkv``, ``x @ Wo``, ``x @ W1`` and
     ``g @ W2``, random int8 weights (``MatMulInteger``, as the int8 graphs' Linear layers)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    H, I = hidden, intermediate
-    shapes = {"w_qkv": (H, 3 * H), "w_o": (H, H), "w_1": (H, I), "w_2": (I, H)}
-    inits = [numpy_helper.from_array(rng.integers(-127, 128, size=s, dtype=np.int8), n)
-             for n, s in shapes.items()]
+    H, FF = hidden, intermediate
+    shapes = {"w_qkv": (H, 3 * H), "w_o": (H, H), "w_1": (H, FF), "w_2": (FF, H)}
+    inits = [
+        numpy_helper.from_array(rng.integers(-127, 128, size=s, dtype=np.int8), n)
+        for n, s in shapes.items()
+    ]
     inits.append(numpy_helper.from_array(np.array(128, np.uint8), "zp"))
-    nodes = [helper.make_node("MatMulInteger", [src, w, "zp"], [out])
-             for src, w, out in (("x", "w_qkv", "qkv"), ("x", "w_o", "attn"),
-                                 ("x", "w_1", "ffn"), ("g", "w_2", "out"))]
+    nodes = [
+        helper.make_node("MatMulInteger", [src, w, "zp"], [out])
+        for src, w, out in (
+            ("x", "w_qkv", "qkv"),
+            ("x", "w_o", "attn"),
+            ("x", "w_1", "ffn"),
+            ("g", "w_2", "out"),
+        )
+    ]
     graph = helper.make_graph(
-        nodes, "bert_layer_int8_matmuls",
-        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, "rows", H]),
-         helper.make_tensor_value_info("g", TensorProto.UINT8, [1, "rows", I])],
-        [helper.make_tensor_value_info(n, TensorProto.INT32, [1, "rows", d])
-         for n, d in (("qkv", 3 * H), ("attn", H), ("ffn", I), ("out", H))],
-        initializer=inits)
+        nodes,
+        "bert_layer_int8_matmuls",
+        [
+            helper.make_tensor_value_info("x", TensorProto.UINT8, [1, "rows", H]),
+            helper.make_tensor_value_info("g", TensorProto.UINT8, [1, "rows", FF]),
+        ],
+        [
+            helper.make_tensor_value_info(n, TensorProto.INT32, [1, "rows", d])
+            for n, d in (("qkv", 3 * H), ("attn", H), ("ffn", FF), ("out", H))
+        ],
+        initializer=inits,
+    )
     return _checked_model(graph)
 
 
@@ -105,21 +120,30 @@ def matmul_graph(hidden: int, intermediate: int, seed: int = 0):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
-    H, I = hidden, intermediate
-    weights = {"w_qkv": (H, 3 * H), "w_o": (H, H), "w_1": (H, I), "w_2": (I, H)}
-    inits = [numpy_helper.from_array(
-        (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name)
-        for name, shape in weights.items()]
-    nodes = [helper.make_node("MatMul", ["x", "w_qkv"], ["qkv"]),
-             helper.make_node("MatMul", ["x", "w_o"], ["attn"]),
-             helper.make_node("MatMul", ["attn", "w_1"], ["ffn"]),
-             helper.make_node("MatMul", ["ffn", "w_2"], ["out"])]
+    H, FF = hidden, intermediate
+    weights = {"w_qkv": (H, 3 * H), "w_o": (H, H), "w_1": (H, FF), "w_2": (FF, H)}
+    inits = [
+        numpy_helper.from_array(
+            (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32), name
+        )
+        for name, shape in weights.items()
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_qkv"], ["qkv"]),
+        helper.make_node("MatMul", ["x", "w_o"], ["attn"]),
+        helper.make_node("MatMul", ["attn", "w_1"], ["ffn"]),
+        helper.make_node("MatMul", ["ffn", "w_2"], ["out"]),
+    ]
     graph = helper.make_graph(
-        nodes, "bert_layer_matmuls",
+        nodes,
+        "bert_layer_matmuls",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "rows", H])],
-        [helper.make_tensor_value_info("qkv", TensorProto.FLOAT, [1, "rows", 3 * H]),
-         helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "rows", H])],
-        initializer=inits)
+        [
+            helper.make_tensor_value_info("qkv", TensorProto.FLOAT, [1, "rows", 3 * H]),
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, "rows", H]),
+        ],
+        initializer=inits,
+    )
     return _checked_model(graph)
 
 
@@ -137,9 +161,16 @@ class MatmulLimit:
     precision: str = "fp32"  # fp32: MatMul GFLOP/s; int8: MatMulInteger GOP/s
 
 
-def measure_matmul(hidden: int, intermediate: int, rows: Sequence[int] = ROWS,
-                   threads: int | None = None, device: str = "auto", min_seconds: float = 0.2,
-                   min_repeats: int = 3, precision: str = "fp32") -> MatmulLimit:
+def measure_matmul(
+    hidden: int,
+    intermediate: int,
+    rows: Sequence[int] = ROWS,
+    threads: int | None = None,
+    device: str = "auto",
+    min_seconds: float = 0.2,
+    min_repeats: int = 3,
+    precision: str = "fp32",
+) -> MatmulLimit:
     """GFLOP/s of ONNX Runtime on :func:`matmul_graph` at each row count of ``rows``
     (``precision="int8"``: GOP/s on :func:`int8_matmul_graph`, uint8 x int8; fp16 is
     measured as fp32, its limit on a GPU is not modelled here).
@@ -151,8 +182,14 @@ def measure_matmul(hidden: int, intermediate: int, rows: Sequence[int] = ROWS,
     the fastest run gives the rate (``chain_flops / seconds``). Inputs and outputs stay on
     the device (IO binding), so only the four MatMuls are timed.
     """
-    from packing.runtime.backend import (CPU_PROVIDER, CUDA_PROVIDER, cuda_providers,
-                                         import_onnxruntime, resolve_device, session_provider)
+    from packing.runtime.backend import (
+        CPU_PROVIDER,
+        CUDA_PROVIDER,
+        cuda_providers,
+        import_onnxruntime,
+        resolve_device,
+        session_provider,
+    )
 
     ort = import_onnxruntime()
     use_cuda = resolve_device(device) == "cuda"
@@ -166,17 +203,22 @@ def measure_matmul(hidden: int, intermediate: int, rows: Sequence[int] = ROWS,
     graph = (int8_matmul_graph if int8 else matmul_graph)(hidden, intermediate)
     sess = ort.InferenceSession(graph.SerializeToString(), opts, providers=providers)
     if use_cuda and session_provider(sess) != CUDA_PROVIDER:
-        raise RuntimeError(f"the MatMul limit was asked on CUDA (device={device!r}), but ONNX "
-                           f"Runtime made its session on {session_provider(sess)}")
+        raise RuntimeError(
+            f"the MatMul limit was asked on CUDA (device={device!r}), but ONNX "
+            f"Runtime made its session on {session_provider(sess)}"
+        )
     where = "cuda" if use_cuda else "cpu"
-    result = MatmulLimit(hidden, intermediate, session_provider(sess), threads,
-                         precision="int8" if int8 else "fp32")
+    result = MatmulLimit(
+        hidden, intermediate, session_provider(sess), threads, precision="int8" if int8 else "fp32"
+    )
     rng = np.random.default_rng(1)
     for n in rows:
         binding = sess.io_binding()
         if int8:
-            feeds = {"x": rng.integers(0, 256, (1, int(n), hidden), dtype=np.uint8),
-                     "g": rng.integers(0, 256, (1, int(n), intermediate), dtype=np.uint8)}
+            feeds = {
+                "x": rng.integers(0, 256, (1, int(n), hidden), dtype=np.uint8),
+                "g": rng.integers(0, 256, (1, int(n), intermediate), dtype=np.uint8),
+            }
         else:
             feeds = {"x": rng.standard_normal((1, int(n), hidden), dtype=np.float32)}
         for name, value in feeds.items():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import batch, bench, calibrate, eval as eval_, prepare, train
+from . import batch, bench, calibrate, prepare, train
+from . import eval as eval_
 from .common import run
 
 PROG = "packed-bert"

@@ -17,12 +17,20 @@ def _calibrate(args: argparse.Namespace) -> int:
         if backend != "onnxruntime":
             raise ValueError("--threads is an onnxruntime option; the sim backend ignores it")
         options["intra_op_threads"] = args.threads
-    cal = load_or_calibrate(args.model_dir, backend, options, threshold=args.threshold,
-                            force=args.force, progress=not args.no_progress,
-                            min_time_s=args.min_time_s)
+    cal = load_or_calibrate(
+        args.model_dir,
+        backend,
+        options,
+        threshold=args.threshold,
+        force=args.force,
+        progress=not args.no_progress,
+        min_time_s=args.min_time_s,
+    )
     how = "read from the cache" if cal.from_cache else f"measured in {cal.seconds:.1f} s"
-    print(f"token budget calibration of {args.model_dir} on {cal.backend} ({how}; "
-          f"measured {cal.measured_at}, fingerprint {cal.fingerprint})")
+    print(
+        f"token budget calibration of {args.model_dir} on {cal.backend} ({how}; "
+        f"measured {cal.measured_at}, fingerprint {cal.fingerprint})"
+    )
     print(cal.table())
     print(f"max_tokens = {cal.max_tokens} ({cal.rule})")
     path = cache_path(args.model_dir)
@@ -36,17 +44,32 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    ca = sub.add_parser("calibrate", help="measure the backend's throughput against the batch "
-                        "token budget and cache the budget runners and the served packer use "
-                        "for max_tokens 'auto' (calibration.json in the model folder)")
+    ca = sub.add_parser(
+        "calibrate",
+        help="measure the backend's throughput against the batch "
+        "token budget and cache the budget runners and the served packer use "
+        "for max_tokens 'auto' (calibration.json in the model folder)",
+    )
     ca.add_argument("--model-dir", required=True, help="a folder written by 'prepare'")
-    ca.add_argument("--threads", type=positive_int, default=None,
-                    help="onnxruntime intra-op threads (default: its own, all cores)")
-    ca.add_argument("--threshold", type=unit_fraction, default=0.95,
-                    help="pick the smallest budget with at least this fraction of the best "
-                    "throughput (default 0.95)")
-    ca.add_argument("--min-time-s", type=positive_float, default=1.0,
-                    help="time each budget for at least this long (and 3 batches)")
+    ca.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="onnxruntime intra-op threads (default: its own, all cores)",
+    )
+    ca.add_argument(
+        "--threshold",
+        type=unit_fraction,
+        default=0.95,
+        help="pick the smallest budget with at least this fraction of the best "
+        "throughput (default 0.95)",
+    )
+    ca.add_argument(
+        "--min-time-s",
+        type=positive_float,
+        default=1.0,
+        help="time each budget for at least this long (and 3 batches)",
+    )
     ca.add_argument("--force", action="store_true", help="measure even if a cached entry matches")
     ca.add_argument("--json", help="write the calibration here too")
     ca.add_argument("--no-progress", action="store_true")

@@ -41,8 +41,9 @@ def budget(text: str) -> int | str | None:
     return value
 
 
-def report_flags(p: argparse.ArgumentParser, json_help: str = "write the report here"
-                 ) -> argparse.ArgumentParser:
+def report_flags(
+    p: argparse.ArgumentParser, json_help: str = "write the report here"
+) -> argparse.ArgumentParser:
     """Add the report options every drill and benchmark command shares: ``--json PATH`` and
     ``--no-progress``; returns ``p``."""
     p.add_argument("--json", help=json_help)
@@ -53,19 +54,36 @@ def report_flags(p: argparse.ArgumentParser, json_help: str = "write the report 
 def backend_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--backend, onnxruntime's --device and the sim backend's options (see
     packing.runtime.sim)."""
-    p.add_argument("--backend", choices=["onnxruntime", "sim"], default="onnxruntime",
-                   help="model runtime: onnxruntime, or sim (a simulated accelerator that "
-                   "sleeps for its device time and returns deterministic logits)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
-                   help="onnxruntime's device (default auto: CUDA when a session really gets "
-                   "it, else the CPU); cuda fails unless the sessions run on "
-                   "CUDAExecutionProvider")
-    p.add_argument("--sim-profile", default=None, metavar="NAME",
-                   help="sim device profile: ipu (default; static shapes, 1,861 padded "
-                   "16x256 sequences/s), slow (static, 125 ms per full batch) or fast "
-                   "(dynamic shapes, never the bottleneck)")
-    p.add_argument("--sim-tokens-per-s", type=positive_float, default=None, metavar="N",
-                   help="override the sim profile's speed (token slots per second)")
+    p.add_argument(
+        "--backend",
+        choices=["onnxruntime", "sim"],
+        default="onnxruntime",
+        help="model runtime: onnxruntime, or sim (a simulated accelerator that "
+        "sleeps for its device time and returns deterministic logits)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=None,
+        help="onnxruntime's device (default auto: CUDA when a session really gets "
+        "it, else the CPU); cuda fails unless the sessions run on "
+        "CUDAExecutionProvider",
+    )
+    p.add_argument(
+        "--sim-profile",
+        default=None,
+        metavar="NAME",
+        help="sim device profile: ipu (default; static shapes, 1,861 padded "
+        "16x256 sequences/s), slow (static, 125 ms per full batch) or fast "
+        "(dynamic shapes, never the bottleneck)",
+    )
+    p.add_argument(
+        "--sim-tokens-per-s",
+        type=positive_float,
+        default=None,
+        metavar="N",
+        help="override the sim profile's speed (token slots per second)",
+    )
     return p
 
 
@@ -79,16 +97,22 @@ def backend_choice(args: argparse.Namespace) -> tuple[str, dict]:
     """
     device = getattr(args, "device", None)
     if args.backend != "sim":
-        given = [flag for flag, value in (("--sim-profile", args.sim_profile),
-                                          ("--sim-tokens-per-s", args.sim_tokens_per_s))
-                 if value is not None]
+        given = [
+            flag
+            for flag, value in (
+                ("--sim-profile", args.sim_profile),
+                ("--sim-tokens-per-s", args.sim_tokens_per_s),
+            )
+            if value is not None
+        ]
         if given:
             verb = "needs" if len(given) == 1 else "need"
             raise ValueError(f"{' and '.join(given)} {verb} --backend sim")
         return args.backend, ({} if device is None else {"device": device})
     if device is not None:
-        raise ValueError("--device chooses onnxruntime's device; it does not apply to "
-                         "--backend sim")
+        raise ValueError(
+            "--device chooses onnxruntime's device; it does not apply to --backend sim"
+        )
     from packing.runtime.sim import sim_profile
 
     options = {"profile": args.sim_profile or "ipu"}
@@ -104,8 +128,15 @@ def workload_of(args: argparse.Namespace) -> list:
     from packing.runtime.workloads import load_workload
 
     manifest = Manifest.read(args.model_dir)
-    return load_workload(args.workload, args.samples, args.model_dir, manifest.seq_len,
-                         manifest.dims.vocab_size, manifest.dims.type_vocab_size, args.seed)
+    return load_workload(
+        args.workload,
+        args.samples,
+        args.model_dir,
+        manifest.seq_len,
+        manifest.dims.vocab_size,
+        manifest.dims.type_vocab_size,
+        args.seed,
+    )
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

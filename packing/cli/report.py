@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json(path: str | Path, report: Any, *, default: Callable | None = None,
-               announce: bool = True) -> None:
+def write_json(
+    path: str | Path, report: Any, *, default: Callable | None = None, announce: bool = True
+) -> None:
     """Write ``report`` (a JSON-able object, or text already serialised) to ``path`` with a
     final newline; print ``wrote PATH`` unless ``announce`` is False."""
     body = report if isinstance(report, str) else json.dumps(report, indent=2, default=default)
@@ -22,8 +23,14 @@ def write_json(path: str | Path, report: Any, *, default: Callable | None = None
         print(f"wrote {path}")
 
 
-def emit(report: Any, json_path: str | Path | None = None, *, table: str | None = None,
-         default: Callable | None = None, announce: bool = True) -> None:
+def emit(
+    report: Any,
+    json_path: str | Path | None = None,
+    *,
+    table: str | None = None,
+    default: Callable | None = None,
+    announce: bool = True,
+) -> None:
     """Print ``table`` (if any), then write ``report`` to ``json_path`` (if given: the
     command's ``--json``) with :func:`write_json`."""
     if table is not None:

@@ -80,8 +80,9 @@ def read_jsonl(path: str | Path, task: str, limit: int | None = None) -> list[di
                 raise ValueError(f"{where}: {exc}") from None
             id_, pair = obj["id"], obj.get("text_pair")
             if isinstance(id_, bool) or not isinstance(id_, (str, int)):
-                raise ValueError(f"{where}: id must be a string or an integer, "
-                                 f"got {short_repr(id_)}")
+                raise ValueError(
+                    f"{where}: id must be a string or an integer, got {short_repr(id_)}"
+                )
             for name, value in (("text", obj["text"]), ("text_pair", pair)):
                 if not isinstance(value, str) and (name == "text" or value is not None):
                     raise ValueError(f"{where}: {name} must be a string, got {short_repr(value)}")
@@ -117,8 +118,14 @@ class QAPredictor:
     defaults otherwise; ``seq_len`` is the folder's).
     """
 
-    def __init__(self, model_dir: str, mode: str = DEFAULT_MODE, backend: str = "onnxruntime",
-                 backend_options: dict | None = None, **answering: int) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        mode: str = DEFAULT_MODE,
+        backend: str = "onnxruntime",
+        backend_options: dict | None = None,
+        **answering: int,
+    ) -> None:
         from packing.qa.pipeline import QAPipeline
 
         self.qa = QAPipeline.from_model_dir(model_dir, answering)  # doc_stride, ...
@@ -141,9 +148,14 @@ class QAPredictor:
         errors = [str(a) if b else "" for a, b in zip(answers, bad)]
         counts = [0 if isinstance(w, BadRequest) else len(w) for w in per_q]
         n = len(ids)
-        return {"id": np.array(ids, dtype=object), "prediction": np.array(preds, dtype=object),
-                "error": np.array(errors, dtype=object), "windows": np.array(counts),
-                "block_start": np.full(n, started), "block_end": np.full(n, time.time())}
+        return {
+            "id": np.array(ids, dtype=object),
+            "prediction": np.array(preds, dtype=object),
+            "error": np.array(errors, dtype=object),
+            "windows": np.array(counts),
+            "block_start": np.full(n, started),
+            "block_end": np.full(n, time.time()),
+        }
 
 
 class _SequencePredictor:
@@ -157,8 +169,14 @@ class _SequencePredictor:
     :class:`QAPredictor`'s; ``truncate``: cut an input over the folder's ``seq_len`` to it
     (else the line is an error)."""
 
-    def __init__(self, model_dir: str, mode: str = DEFAULT_MODE, backend: str = "onnxruntime",
-                 backend_options: dict | None = None, truncate: bool = True) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        mode: str = DEFAULT_MODE,
+        backend: str = "onnxruntime",
+        backend_options: dict | None = None,
+        truncate: bool = True,
+    ) -> None:
         self.pipeline = self.load(model_dir)
         self.runner = _runner(model_dir, mode, backend, backend_options)
         self.truncate = truncate
@@ -183,20 +201,27 @@ class _SequencePredictor:
         encoded = self.pipeline.encode(self.inputs(batch), self.truncate)
         good = [k for k, e in enumerate(encoded) if isinstance(e, Features)]
         outs = self.runner.run([encoded[k] for k in good]) if good else []
-        fields: list[dict] = [{"error": str(e) + (" (truncation is off)"
-                                                  if isinstance(e, TooLarge) else "")}
-                              for e in encoded]
+        fields: list[dict] = [
+            {"error": str(e) + (" (truncation is off)" if isinstance(e, TooLarge) else "")}
+            for e in encoded
+        ]
         for k, result in zip(good, self.results(outs)):
             fields[k] = result
-        lines = [json.dumps({"id": json.loads(i), **f}, ensure_ascii=False)
-                 for i, f in zip(batch["id_json"], fields)]
+        lines = [
+            json.dumps({"id": json.loads(i), **f}, ensure_ascii=False)
+            for i, f in zip(batch["id_json"], fields)
+        ]
         n = len(lines)
-        return {"row": np.asarray(batch["row"], dtype=np.int64),
-                "line": np.array(lines, dtype=object),
-                "failed": np.array(["error" in f for f in fields], dtype=bool),
-                "tokens": np.array([len(e) if isinstance(e, Features) else 0 for e in encoded],
-                                   dtype=np.int64),
-                "block_start": np.full(n, started), "block_end": np.full(n, time.time())}
+        return {
+            "row": np.asarray(batch["row"], dtype=np.int64),
+            "line": np.array(lines, dtype=object),
+            "failed": np.array(["error" in f for f in fields], dtype=bool),
+            "tokens": np.array(
+                [len(e) if isinstance(e, Features) else 0 for e in encoded], dtype=np.int64
+            ),
+            "block_start": np.full(n, started),
+            "block_end": np.full(n, time.time()),
+        }
 
 
 class EmbedPredictor(_SequencePredictor):
@@ -204,9 +229,15 @@ class EmbedPredictor(_SequencePredictor):
     lines, float32 values written exactly, L2-normalised when ``normalize`` is true (None:
     as the folder says, ``manifest.task.normalize``)."""
 
-    def __init__(self, model_dir: str, mode: str = DEFAULT_MODE, backend: str = "onnxruntime",
-                 backend_options: dict | None = None, truncate: bool = True,
-                 normalize: bool | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        mode: str = DEFAULT_MODE,
+        backend: str = "onnxruntime",
+        backend_options: dict | None = None,
+        truncate: bool = True,
+        normalize: bool | None = None,
+    ) -> None:
         super().__init__(model_dir, mode, backend, backend_options, truncate)
         self.normalize = normalize
 
@@ -230,8 +261,10 @@ class ClassifyPredictor(_SequencePredictor):
         return ClassifyPipeline.from_model_dir(model_dir)
 
     def inputs(self, batch: dict) -> list:
-        return [(str(t), str(p)) if has else str(t)
-                for t, p, has in zip(batch["text"], batch["text_pair"], batch["pair"])]
+        return [
+            (str(t), str(p)) if has else str(t)
+            for t, p, has in zip(batch["text"], batch["text_pair"], batch["pair"])
+        ]
 
     def results(self, outputs: list) -> list[dict]:
         return [{"scores": s} for s in self.pipeline.predictions(outputs)]
@@ -244,23 +277,36 @@ def _options(task: str, truncate: bool | None, normalize: bool | None) -> dict:
     """The predictor options of ``task``: ``truncate`` (default true) for embed and classify,
     ``normalize`` for embed; ValueError for one the task does not take."""
     if task == "qa" and truncate is not None:
-        raise ValueError("--truncate / --no-truncate apply to embed and classify folders "
-                         "(qa splits a long context into windows); this folder's task is qa")
+        raise ValueError(
+            "--truncate / --no-truncate apply to embed and classify folders "
+            "(qa splits a long context into windows); this folder's task is qa"
+        )
     if task != "embed" and normalize is not None:
-        raise ValueError(f"--normalize / --no-normalize apply to embed folders; this "
-                         f"folder's task is {task}")
+        raise ValueError(
+            f"--normalize / --no-normalize apply to embed folders; this folder's task is {task}"
+        )
     options = {} if task == "qa" else {"truncate": True if truncate is None else truncate}
     if task == "embed":
         options["normalize"] = normalize
     return options
 
 
-def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | Path,
-              mode: str = DEFAULT_MODE, workers: int = 1, inputs_per_block: int = 64,
-              limit: int | None = None, backend: str = "onnxruntime",
-              backend_options: dict | None = None, resources: dict | None = None,
-              num_cpus: float = 1.0, address: str | None = None, truncate: bool | None = None,
-              normalize: bool | None = None) -> dict:
+def run_batch(
+    input_path: str | Path,
+    output_path: str | Path,
+    model_dir: str | Path,
+    mode: str = DEFAULT_MODE,
+    workers: int = 1,
+    inputs_per_block: int = 64,
+    limit: int | None = None,
+    backend: str = "onnxruntime",
+    backend_options: dict | None = None,
+    resources: dict | None = None,
+    num_cpus: float = 1.0,
+    address: str | None = None,
+    truncate: bool | None = None,
+    normalize: bool | None = None,
+) -> dict:
     """Run the folder's task on every input of ``input_path`` and write the results to
     ``output_path`` (see the module's doc for each task's formats).
 
@@ -301,11 +347,19 @@ def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | 
         ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // inputs_per_block))
         t0 = time.perf_counter()
         out = ds.map_batches(
-            PREDICTORS[task], batch_size=inputs_per_block, concurrency=workers,
-            num_cpus=num_cpus, resources=resources or None,
-            fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "mode": mode,
-                                   "backend": backend, "backend_options": backend_options or {},
-                                   **options})
+            PREDICTORS[task],
+            batch_size=inputs_per_block,
+            concurrency=workers,
+            num_cpus=num_cpus,
+            resources=resources or None,
+            fn_constructor_kwargs={
+                "model_dir": str(Path(model_dir).resolve()),
+                "mode": mode,
+                "backend": backend,
+                "backend_options": backend_options or {},
+                **options,
+            },
+        )
         if task != "qa":  # streamed to the file as the blocks come back
             return {"task": task, **_write_lines(out, len(rows), output_path, t0), **options}
         done = out.take_all()
@@ -316,8 +370,9 @@ def run_batch(input_path: str | Path, output_path: str | Path, model_dir: str | 
             ray.shutdown()
 
 
-def _qa_summary(out: list[dict], rows: list[dict], answers: dict, output_path: str | Path,
-                seconds: float) -> dict:
+def _qa_summary(
+    out: list[dict], rows: list[dict], answers: dict, output_path: str | Path, seconds: float
+) -> dict:
     """Write the QA predictions ``{id: text}`` and sum up the job."""
     from packing.qa.squad_eval import evaluate
 
@@ -327,11 +382,18 @@ def _qa_summary(out: list[dict], rows: list[dict], answers: dict, output_path: s
     Path(output_path).write_text(json.dumps(predictions, indent=1, ensure_ascii=False) + "\n")
     windows = int(sum(r["windows"] for r in out))
     busy = max(r["block_end"] for r in out) - min(r["block_start"] for r in out)
-    return {"task": "qa", "questions": len(rows), "windows": windows,
-            "failed": sum(1 for r in out if r["error"]), "seconds": seconds,
-            "questions_per_s": len(rows) / seconds, "windows_per_s": windows / seconds,
-            "busy_seconds": busy, "busy_questions_per_s": len(rows) / max(busy, 1e-9),
-            "metrics": evaluate(answers, predictions) if answers else None}
+    return {
+        "task": "qa",
+        "questions": len(rows),
+        "windows": windows,
+        "failed": sum(1 for r in out if r["error"]),
+        "seconds": seconds,
+        "questions_per_s": len(rows) / seconds,
+        "windows_per_s": windows / seconds,
+        "busy_seconds": busy,
+        "busy_questions_per_s": len(rows) / max(busy, 1e-9),
+        "metrics": evaluate(answers, predictions) if answers else None,
+    }
 
 
 def _write_lines(out: Any, count: int, output_path: str | Path, t0: float) -> dict:
@@ -351,6 +413,13 @@ def _write_lines(out: Any, count: int, output_path: str | Path, t0: float) -> di
     if texts != count:
         raise RuntimeError(f"{count} lines in, {texts} lines out")
     busy = last - first
-    return {"texts": texts, "tokens": tokens, "failed": failed, "seconds": seconds,
-            "texts_per_s": texts / seconds, "tokens_per_s": tokens / seconds,
-            "busy_seconds": busy, "busy_texts_per_s": texts / max(busy, 1e-9)}
+    return {
+        "texts": texts,
+        "tokens": tokens,
+        "failed": failed,
+        "seconds": seconds,
+        "texts_per_s": texts / seconds,
+        "tokens_per_s": tokens / seconds,
+        "busy_seconds": busy,
+        "busy_texts_per_s": texts / max(busy, 1e-9),
+    }

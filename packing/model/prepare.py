@@ -29,8 +29,12 @@ from .manifest import CALIBRATION, MANIFEST, PREPARED_BY, PREPARING, Manifest, s
 from .quantize import LAYOUT_TOLERANCES, TOLERANCES, check_precision, fp16_weights, int8_weights
 from .shapes import DEFAULT_SHAPES
 from .task import TaskSpec
-from .weights import (SENTENCE_TRANSFORMERS_FILES, load_source, save_sentence_transformers,
-                      save_tokenizer)
+from .weights import (
+    SENTENCE_TRANSFORMERS_FILES,
+    load_source,
+    save_sentence_transformers,
+    save_tokenizer,
+)
 
 TOLERANCE = TOLERANCES["fp32"]
 
@@ -40,11 +44,19 @@ def _log(msg: str, quiet: bool) -> None:
         print(f"[prepare] {msg}", flush=True)
 
 
-def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
-            batch_size: int = DEFAULT_SHAPES.batch_size,
-            max_valid_num: int = DEFAULT_SHAPES.max_valid_num, seed: int = 0, check: bool = True,
-            quiet: bool = False, precision: str = "fp32", prepared_by: str = "user",
-            task: str | TaskSpec | None = None) -> Manifest:
+def prepare(
+    source: str,
+    out: str | Path,
+    seq_len: int = DEFAULT_SHAPES.seq_len,
+    batch_size: int = DEFAULT_SHAPES.batch_size,
+    max_valid_num: int = DEFAULT_SHAPES.max_valid_num,
+    seed: int = 0,
+    check: bool = True,
+    quiet: bool = False,
+    precision: str = "fp32",
+    prepared_by: str = "user",
+    task: str | TaskSpec | None = None,
+) -> Manifest:
     """Build and check a model folder at ``out`` from ``source`` in ``precision`` (fp32, int8
     or fp16) for ``task``; returns its manifest, which records the task and ``prepared_by``
     (one of :data:`~packing.model.manifest.PREPARED_BY`: ``user`` here, ``cli`` for
@@ -83,8 +95,10 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
     _log(f"loading {source}", quiet)
     dims, weights, tok_folder, spec = load_source(source, seed=seed, task=task)
     if seq_len > dims.max_position_embeddings:
-        raise ValueError(f"--seq-len {seq_len} exceeds the model's max_position_embeddings "
-                         f"{dims.max_position_embeddings}")
+        raise ValueError(
+            f"--seq-len {seq_len} exceeds the model's max_position_embeddings "
+            f"{dims.max_position_embeddings}"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / PREPARING).write_text(prepared_by + "\n")  # removed once the manifest is final
     (out / MANIFEST).unlink(missing_ok=True)
@@ -93,8 +107,9 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
         (out / stale).unlink(missing_ok=True)
     (out / HEAD_FILE).unlink(missing_ok=True)  # another task's, earlier
     if spec.task == "classify":  # the head runs in numpy, float32 whatever the precision
-        save_file({n: weights[n] for n in HEAD_TENSORS}, str(out / HEAD_FILE),
-                  metadata={"format": "pt"})
+        save_file(
+            {n: weights[n] for n in HEAD_TENSORS}, str(out / HEAD_FILE), metadata={"format": "pt"}
+        )
     if precision == "int8":
         _log("quantizing the Linear layers to int8 (per output channel)", quiet)
         weights = int8_weights(weights, dims.num_hidden_layers)
@@ -115,46 +130,73 @@ def prepare(source: str, out: str | Path, seq_len: int = DEFAULT_SHAPES.seq_len,
         model = build_graph(kind, dims, out / weights_file, precision, spec)
         onnx.save(model, str(out / f"{kind}.onnx"))
         graphs[kind] = f"{kind}.onnx"
-    manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
-                        max_valid_num=max_valid_num, graphs=graphs, precision=precision,
-                        prepared_by=prepared_by, task=spec)
+    manifest = Manifest(
+        source=source,
+        dims=dims,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_valid_num=max_valid_num,
+        graphs=graphs,
+        precision=precision,
+        prepared_by=prepared_by,
+        task=spec,
+    )
     manifest.write(out)  # provisional: the check below opens the folder through it
     diffs: dict[str, float] = {}
     if check:
         tol = TOLERANCES[precision]
         options = {}
         if precision == "fp16" and not cuda_available():
-            _log("fp16 without CUDA: checking on the CPU provider (casts, not GPU arithmetic)",
-                 quiet)
+            _log(
+                "fp16 without CUDA: checking on the CPU provider (casts, not GPU arithmetic)", quiet
+            )
             options = {"device": "cpu", "allow_cpu_half": True}
         diffs, layout = check_graphs(out, seed=seed, with_spans=True, **options)
         what, argmaxes = _CHECKED[spec.task]
         for kind, diff in diffs.items():
-            _log(f"{kind}: max abs {what} diff packed vs alone ({precision}) {diff:.2e}; "
-                 f"vs original alone {layout[kind][0]:.2e}"
-                 + (f", {layout[kind][1]} argmax {argmaxes} differ" if argmaxes else ""),
-                 quiet)
+            _log(
+                f"{kind}: max abs {what} diff packed vs alone ({precision}) {diff:.2e}; "
+                f"vs original alone {layout[kind][0]:.2e}"
+                + (f", {layout[kind][1]} argmax {argmaxes} differ" if argmaxes else ""),
+                quiet,
+            )
         bad = {k: v for k, v in diffs.items() if not v <= tol}
         if bad:
             (out / MANIFEST).unlink()
-            raise RuntimeError(f"{precision} packed runs disagree with the same requests run "
-                               f"alone beyond {tol}: {bad}")
+            raise RuntimeError(
+                f"{precision} packed runs disagree with the same requests run "
+                f"alone beyond {tol}: {bad}"
+            )
         layout_tol = LAYOUT_TOLERANCES[precision]
         bad = {k: v[0] for k, v in layout.items() if not v[0] <= layout_tol}
         if bad:
             (out / MANIFEST).unlink()
-            raise RuntimeError(f"{precision} packed graphs disagree with original beyond "
-                               f"{layout_tol}: {bad}")
+            raise RuntimeError(
+                f"{precision} packed graphs disagree with original beyond {layout_tol}: {bad}"
+            )
     # what prepare wrote: not the manifest, not caches written later (calibration.json), no
     # temp files; the sentence-transformers module files (1_Pooling/config.json) included
-    files = sorted([p.name for p in out.iterdir() if p.is_file()
-                    and p.name not in (MANIFEST, CALIBRATION) and not p.name.startswith(".")]
-                   + [name for name in module_files if "/" in name])
-    manifest = Manifest(source=source, dims=dims, seq_len=seq_len, batch_size=batch_size,
-                        max_valid_num=max_valid_num, graphs=graphs,
-                        files={name: sha256_file(out / name) for name in files},
-                        max_abs_diff=diffs, precision=precision, prepared_by=prepared_by,
-                        task=spec)
+    files = sorted(
+        [
+            p.name
+            for p in out.iterdir()
+            if p.is_file() and p.name not in (MANIFEST, CALIBRATION) and not p.name.startswith(".")
+        ]
+        + [name for name in module_files if "/" in name]
+    )
+    manifest = Manifest(
+        source=source,
+        dims=dims,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_valid_num=max_valid_num,
+        graphs=graphs,
+        files={name: sha256_file(out / name) for name in files},
+        max_abs_diff=diffs,
+        precision=precision,
+        prepared_by=prepared_by,
+        task=spec,
+    )
     manifest.write(out)
     (out / PREPARING).unlink(missing_ok=True)
     _log(f"done: {out}", quiet)
@@ -168,8 +210,11 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-_CHECKED = {"qa": ("logit", "starts/ends"), "embed": ("embedding", None),
-            "classify": ("logit", "labels")}
+_CHECKED = {
+    "qa": ("logit", "starts/ends"),
+    "embed": ("embedding", None),
+    "classify": ("logit", "labels"),
+}
 """Per task: what prepare's check compares, and what its argmax count counts (None: nothing)."""
 
 
@@ -184,13 +229,15 @@ def argmax_mismatches(a, b) -> int:
         if isinstance(x, Pooled):
             count += int(np.argmax(x.values) != np.argmax(y.values))
         else:
-            count += (int(np.argmax(x.start_logits) != np.argmax(y.start_logits))
-                      + int(np.argmax(x.end_logits) != np.argmax(y.end_logits)))
+            count += int(np.argmax(x.start_logits) != np.argmax(y.start_logits)) + int(
+                np.argmax(x.end_logits) != np.argmax(y.end_logits)
+            )
     return count
 
 
-def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool = False,
-                 **backend_options) -> dict[str, float] | tuple[dict[str, float], dict[str, int]]:
+def check_graphs(
+    model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool = False, **backend_options
+) -> dict[str, float] | tuple[dict[str, float], dict[str, int]]:
     """Max abs logit difference of each packed graph's packed run against the same requests
     run alone (same folder, so same precision); with ``with_spans`` also, against ``original``
     run alone, the max abs difference and the number of argmax start/end positions that differ
@@ -206,8 +253,8 @@ def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool =
     (docs/precision.md), so ``original`` is the layout comparison, not the gate.
     ``backend_options`` go to the onnxruntime backend of every run.
     """
-    from packing.runtime.features import Features
     from packing.runtime import ModelRunner, PackRunner
+    from packing.runtime.features import Features
     from packing.runtime.run_modes import max_logit_diff
 
     manifest = Manifest.read(model_dir)
@@ -215,8 +262,10 @@ def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool =
     lengths = rng.integers(1, manifest.seq_len + 1, size=n)
     lengths[:3] = [1, manifest.seq_len, max(1, manifest.seq_len // 2)]
     vocab, types = manifest.dims.vocab_size, manifest.dims.type_vocab_size
-    data = [Features(rng.integers(0, vocab, size=int(n_)), rng.integers(0, types, size=int(n_)))
-            for n_ in lengths]
+    data = [
+        Features(rng.integers(0, vocab, size=int(n_)), rng.integers(0, types, size=int(n_)))
+        for n_ in lengths
+    ]
     solo = ModelRunner(model_dir, batch_size=1, padding="longest", **backend_options).run(data)
     diffs, layout = {}, {}
     for mode in ("attention_mask", "unpack_repack"):
@@ -224,7 +273,8 @@ def check_graphs(model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool =
         packed = runner.run(data)
         alone = [runner.run([f])[0] for f in data]
         diffs[mode] = max_logit_diff(packed, dict(enumerate(alone)))
-        layout[mode] = (max_logit_diff(packed, dict(enumerate(solo))),
-                        argmax_mismatches(solo, packed))
+        layout[mode] = (
+            max_logit_diff(packed, dict(enumerate(solo))),
+            argmax_mismatches(solo, packed),
+        )
     return (diffs, layout) if with_spans else diffs
-

@@ -71,7 +71,9 @@ def quantize_weight(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if w_t.ndim != 2:
         raise ValueError(f"weight must be 2-D [in, out], got shape {w_t.shape}")
     absmax = np.abs(w_t).max(axis=0)
-    scale = np.where(absmax > 0, absmax / np.float32(WEIGHT_QMAX), np.float32(1.0)).astype(np.float32)
+    scale = np.where(absmax > 0, absmax / np.float32(WEIGHT_QMAX), np.float32(1.0)).astype(
+        np.float32
+    )
     q = np.clip(np.rint(w_t / scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
     return q, scale
 
@@ -94,8 +96,9 @@ def quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-def int8_linear_reference(x: np.ndarray, q_w: np.ndarray, w_scale: np.ndarray,
-                          bias: np.ndarray | None = None) -> np.ndarray:
+def int8_linear_reference(
+    x: np.ndarray, q_w: np.ndarray, w_scale: np.ndarray, bias: np.ndarray | None = None
+) -> np.ndarray:
     """What the graph's int8 Linear computes for ``x`` ``[..., K]`` (float32 result ``[..., N]``):
     ``((q_x - 128) @ q_w) * w_scale * row_scale + bias``, the integer product exact in int64."""
     q_x, s_x = quantize_rows(x)
@@ -111,8 +114,12 @@ def quantized_linears(num_layers: int) -> list[str]:
     out = []
     for i in range(num_layers):
         p = f"bert.encoder.layer.{i}."
-        out += [p + "attention.self.qkv", p + "attention.output.dense",
-                p + "intermediate.dense", p + "output.dense"]
+        out += [
+            p + "attention.self.qkv",
+            p + "attention.output.dense",
+            p + "intermediate.dense",
+            p + "output.dense",
+        ]
     return out
 
 
@@ -129,7 +136,8 @@ def int8_weights(weights: dict[str, np.ndarray], num_layers: int) -> dict[str, n
         p = f"bert.encoder.layer.{i}."
         names = [f"{p}attention.self.{n}" for n in ("query", "key", "value")]
         out[p + "attention.self.qkv.weight"] = np.concatenate(
-            [out.pop(n + ".weight") for n in names], axis=0)
+            [out.pop(n + ".weight") for n in names], axis=0
+        )
         out[p + "attention.self.qkv.bias"] = np.concatenate([out.pop(n + ".bias") for n in names])
     for name in quantized_linears(num_layers):
         w = out.pop(name + ".weight")  # torch layout [out, in]

@@ -53,8 +53,9 @@ class TaskSpec:
         if not isinstance(self.normalize, bool):
             raise ValueError(f"normalize must be true or false, got {self.normalize!r}")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"problem_type must be one of {PROBLEM_TYPES} or null, "
-                             f"got {self.problem_type!r}")
+            raise ValueError(
+                f"problem_type must be one of {PROBLEM_TYPES} or null, got {self.problem_type!r}"
+            )
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if self.task == "classify":
             if not self.labels:
@@ -74,7 +75,7 @@ class TaskSpec:
         return d
 
     @classmethod
-    def from_dict(cls, raw: dict | None) -> "TaskSpec":
+    def from_dict(cls, raw: dict | None) -> TaskSpec:
         """Read a manifest's ``task`` block; None (manifests before tasks) is ``qa``.
         ValueError names an unknown key or a bad value."""
         if raw is None:
@@ -87,8 +88,9 @@ class TaskSpec:
         return cls(**{**raw, "labels": tuple(raw.get("labels", ()))})
 
 
-def infer_task(config: dict[str, Any], folder: Path | None = None,
-               task: str | None = None) -> TaskSpec:
+def infer_task(
+    config: dict[str, Any], folder: Path | None = None, task: str | None = None
+) -> TaskSpec:
     """The :class:`TaskSpec` of a transformers checkpoint: its ``config.json`` dict, and for
     sentence-transformers models the folder's ``modules.json`` and ``1_Pooling/config.json``.
 
@@ -107,14 +109,14 @@ def infer_task(config: dict[str, Any], folder: Path | None = None,
         elif not archs or any(a in _QA_ARCHS for a in archs):
             task = "qa"
         else:
-            raise ValueError(f"architecture {archs} has no task here; pass --task "
-                             f"({'|'.join(TASKS)})")
+            raise ValueError(
+                f"architecture {archs} has no task here; pass --task ({'|'.join(TASKS)})"
+            )
     if task == "embed":
         pooling, normalize = st if st is not None else ("mean", True)
         return TaskSpec(task="embed", pooling=pooling, normalize=normalize)
     if task == "classify":
-        return TaskSpec(task="classify", labels=_labels(config),
-                        problem_type=_problem_type(config))
+        return TaskSpec(task="classify", labels=_labels(config), problem_type=_problem_type(config))
     return TaskSpec(task=task)
 
 
@@ -159,5 +161,6 @@ def require_task(spec: TaskSpec, task: str, what: str, instead: str = "") -> Non
     """Raise ValueError unless ``spec`` is of ``task``: ``what`` (a command) serves only
     folders of that task; ``instead`` says what to use for the folder's own task."""
     if spec.task != task:
-        raise ValueError(f"{what} works on {task} folders; this folder's task is "
-                         f"{spec.task}{instead}")
+        raise ValueError(
+            f"{what} works on {task} folders; this folder's task is {spec.task}{instead}"
+        )

@@ -59,13 +59,20 @@ class BertDims:
                 f"hidden_size {self.hidden_size} is not a multiple of "
                 f"num_attention_heads {self.num_attention_heads}"
             )
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
-    def from_hf_config(cls, config: dict) -> "BertDims":
+    def from_hf_config(cls, config: dict) -> BertDims:
         """Read the dimensions from a transformers ``config.json`` dict (BERT family)."""
         act = config.get("hidden_act", "gelu")
         if act != "gelu":
@@ -82,9 +89,12 @@ class BertDims:
         ``problem_type`` (classify). :func:`packing.model.task.infer_task` reads it back."""
         extra: dict = {}
         if task.task == "classify":
-            extra = {"id2label": {str(i): name for i, name in enumerate(task.labels)},
-                     "label2id": {name: i for i, name in enumerate(task.labels)},
-                     "num_labels": task.num_labels, "problem_type": task.problem_type}
+            extra = {
+                "id2label": {str(i): name for i, name in enumerate(task.labels)},
+                "label2id": {name: i for i, name in enumerate(task.labels)},
+                "num_labels": task.num_labels,
+                "problem_type": task.problem_type,
+            }
         return {
             "architectures": [ARCHITECTURES[task.task]],
             **extra,
@@ -99,13 +109,17 @@ class BertDims:
         }
 
 
-ARCHITECTURES = {"qa": "BertForQuestionAnswering", "embed": "BertModel",
-                 "classify": "BertForSequenceClassification"}
+ARCHITECTURES = {
+    "qa": "BertForQuestionAnswering",
+    "embed": "BertModel",
+    "classify": "BertForSequenceClassification",
+}
 """The transformers architecture whose checkpoint names each task's weights follow."""
 
 RANDOM_DIMS = {
-    "tiny": BertDims(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64),
+    "tiny": BertDims(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    ),
     "base": BertDims(),
 }
 
@@ -131,8 +145,14 @@ def encoder_names(dims: BertDims) -> list[str]:
     ]
     for i in range(dims.num_hidden_layers):
         p = f"bert.encoder.layer.{i}."
-        for lin in ("attention.self.query", "attention.self.key", "attention.self.value",
-                    "attention.output.dense", "intermediate.dense", "output.dense"):
+        for lin in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        ):
             names += [p + lin + ".weight", p + lin + ".bias"]
         for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
             names += [p + ln + ".weight", p + ln + ".bias"]
@@ -142,8 +162,12 @@ def encoder_names(dims: BertDims) -> list[str]:
 HEAD_NAMES: dict[str, tuple[str, ...]] = {
     "qa": ("qa_outputs.weight", "qa_outputs.bias"),
     "embed": (),
-    "classify": ("bert.pooler.dense.weight", "bert.pooler.dense.bias",
-                 "classifier.weight", "classifier.bias"),
+    "classify": (
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    ),
 }
 """Tensors each task adds after the encoder (the classify ones live in ``head.safetensors``
 of a prepared folder too: the graphs stop at the last hidden state)."""
@@ -186,8 +210,9 @@ def weight_shapes(dims: BertDims, task: TaskSpec | None = None) -> dict[str, tup
     return shapes
 
 
-def random_weights(dims: BertDims, seed: int = 0,
-                   task: TaskSpec | None = None) -> dict[str, np.ndarray]:
+def random_weights(
+    dims: BertDims, seed: int = 0, task: TaskSpec | None = None
+) -> dict[str, np.ndarray]:
     """Random weights of ``task`` (None: qa) initialised as transformers does
     (normal(0, 0.02), LayerNorm = 1/0, biases 0).
 
@@ -227,8 +252,9 @@ def normalise_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def check_weights(weights: dict[str, np.ndarray], dims: BertDims,
-                  task: TaskSpec | None = None) -> dict[str, np.ndarray]:
+def check_weights(
+    weights: dict[str, np.ndarray], dims: BertDims, task: TaskSpec | None = None
+) -> dict[str, np.ndarray]:
     """Return exactly the tensors inference of ``task`` (None: qa) needs, as contiguous
     float32, checking shapes; every other tensor (an embed model's pooler, a QA head asked
     for embeddings) is left out.
@@ -239,8 +265,10 @@ def check_weights(weights: dict[str, np.ndarray], dims: BertDims,
     out = {}
     for name, shape in weight_shapes(dims, task).items():
         if name not in weights:
-            raise ValueError(f"checkpoint has no tensor {name!r}: is it a "
-                             f"{ARCHITECTURES[task.task]} (task {task.task})?")
+            raise ValueError(
+                f"checkpoint has no tensor {name!r}: is it a "
+                f"{ARCHITECTURES[task.task]} (task {task.task})?"
+            )
         arr = np.ascontiguousarray(weights[name], dtype=np.float32)
         if arr.shape != shape:
             raise ValueError(f"tensor {name!r} has shape {arr.shape}, expected {shape}")
@@ -248,8 +276,11 @@ def check_weights(weights: dict[str, np.ndarray], dims: BertDims,
     return out
 
 
-SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json",
-                               "config_sentence_transformers.json")
+SENTENCE_TRANSFORMERS_FILES = (
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+)
 """Top-level files of a sentence-transformers folder (besides each module's own folder)."""
 
 
@@ -286,10 +317,18 @@ def _read_checkpoint(folder: Path) -> dict[str, np.ndarray]:
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {folder}")
 
 
-HUB_PATTERNS = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt",
-                "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                # sentence-transformers models: their pooling and normalisation (the task)
-                *SENTENCE_TRANSFORMERS_FILES, "*_Pooling/config.json"]
+HUB_PATTERNS = [
+    "config.json",
+    "*.safetensors",
+    "pytorch_model.bin",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    # sentence-transformers models: their pooling and normalisation (the task)
+    *SENTENCE_TRANSFORMERS_FILES,
+    "*_Pooling/config.json",
+]
 
 
 def resolve_source(source: str) -> Path | None:
@@ -316,8 +355,9 @@ def resolve_source(source: str) -> Path | None:
         ) from exc
 
 
-def load_source(source: str, seed: int = 0, task: str | TaskSpec | None = None
-                ) -> tuple[BertDims, dict[str, np.ndarray], Path | None, TaskSpec]:
+def load_source(
+    source: str, seed: int = 0, task: str | TaskSpec | None = None
+) -> tuple[BertDims, dict[str, np.ndarray], Path | None, TaskSpec]:
     """Load ``(dims, weights, folder, task)`` for a model source.
 
     ``folder`` is the source's files (tokenizer, and for embed the sentence-transformers
@@ -377,8 +417,9 @@ def save_tokenizer(out: Path, tokenizer_folder: Path | None) -> None:
 POOLING_FOLDER = "1_Pooling"  # where a folder written here keeps its Pooling module
 
 
-def save_sentence_transformers(out: Path, task: TaskSpec, dims: BertDims, seq_len: int,
-                               source_folder: Path | None = None) -> list[str]:
+def save_sentence_transformers(
+    out: Path, task: TaskSpec, dims: BertDims, seq_len: int, source_folder: Path | None = None
+) -> list[str]:
     """Make ``out`` a sentence-transformers folder for an embed ``task``; returns the paths
     written, relative to ``out`` (posix).
 
@@ -403,21 +444,36 @@ def save_sentence_transformers(out: Path, task: TaskSpec, dims: BertDims, seq_le
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / name, out / name)
         return names
-    modules = [{"idx": 0, "name": "0", "path": "",
-                "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": POOLING_FOLDER,
-                "type": "sentence_transformers.models.Pooling"}]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": POOLING_FOLDER,
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
     if task.normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
-                        "type": "sentence_transformers.models.Normalize"})
-    pooling = {"word_embedding_dimension": dims.hidden_size,
-               "pooling_mode_cls_token": task.pooling == "cls",
-               "pooling_mode_mean_tokens": task.pooling == "mean",
-               "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}
-    files = {"modules.json": modules,
-             "sentence_bert_config.json": {"max_seq_length": int(seq_len),
-                                           "do_lower_case": False},
-             f"{POOLING_FOLDER}/config.json": pooling}
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
+    pooling = {
+        "word_embedding_dimension": dims.hidden_size,
+        "pooling_mode_cls_token": task.pooling == "cls",
+        "pooling_mode_mean_tokens": task.pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    files = {
+        "modules.json": modules,
+        "sentence_bert_config.json": {"max_seq_length": int(seq_len), "do_lower_case": False},
+        f"{POOLING_FOLDER}/config.json": pooling,
+    }
     for name, content in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(json.dumps(content, indent=2) + "\n")

@@ -32,6 +32,8 @@ from .spfhp import pack_spfhp, packing_efficiency, validate_lengths
 __all__ = [
     "ALGORITHMS",
     "ATTENTION_GROUPS",
+    "DEFAULT_ALGORITHM",
+    "DEFAULT_MODE",
     "AttentionLayout",
     "MODES",
     "AttentionMaskPlan",

@@ -187,11 +187,15 @@ def plan_attention(lengths: np.ndarray, max_groups: int = ATTENTION_GROUPS) -> A
     start = np.zeros(n, dtype=np.int64)
     segment = np.zeros(n, dtype=np.int64)
     for gi, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        members = order[cuts[a]:cuts[b]]
+        members = order[cuts[a] : cuts[b]]
         width = int(srt[cuts[a]])
         # one sequence per row, at slot 0 (see the module docstring: batch invariance)
-        group[members], row[members], start[members], segment[members] = gi, np.arange(
-            members.size), 0, 1
+        group[members], row[members], start[members], segment[members] = (
+            gi,
+            np.arange(members.size),
+            0,
+            1,
+        )
         widths.append(width)
         rows_per_group.append(int(members.size))
     return AttentionLayout(widths, rows_per_group, group, row, start, segment)

@@ -16,8 +16,9 @@ from .plans import Plan
 __all__ = ["collate"]
 
 
-def collate(lengths: Sequence[int], config: PackingConfig,
-            max_plans: int | None = None) -> list[Plan]:
+def collate(
+    lengths: Sequence[int], config: PackingConfig, max_plans: int | None = None
+) -> list[Plan]:
     """Plans for sequences of ``lengths`` that arrived in this order.
 
     Sequences are placed in arrival order by :class:`OnlinePacker`'s rules (``config.mode``
@@ -44,4 +45,3 @@ def collate(lengths: Sequence[int], config: PackingConfig,
     if last is not None:
         plans.append(last)
     return plans
-

@@ -83,8 +83,10 @@ class PackingConfig:
                     f"batch_size*seq_len={full}], got {self.max_tokens!r}"
                 )
         if not _is_int(self.attention_groups) or not 1 <= self.attention_groups <= ATTENTION_GROUPS:
-            raise ValueError(f"attention_groups must be an int in [1, {ATTENTION_GROUPS}], "
-                             f"got {self.attention_groups!r}")
+            raise ValueError(
+                f"attention_groups must be an int in [1, {ATTENTION_GROUPS}], "
+                f"got {self.attention_groups!r}"
+            )
         # Normalise numpy scalars to plain Python numbers (hashable, JSON-friendly).
         for name in ("seq_len", "batch_size", "max_valid_num", "attention_groups"):
             object.__setattr__(self, name, int(getattr(self, name)))

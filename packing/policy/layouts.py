@@ -79,8 +79,9 @@ def _flat_tokens(name: str, arrays: Sequence[np.ndarray], lengths: np.ndarray) -
     return np.concatenate(arrays).astype(np.int64, copy=False)
 
 
-def _slot_index(plan: PaddedPlan | AttentionMaskPlan,
-                width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _slot_index(
+    plan: PaddedPlan | AttentionMaskPlan, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat ``row * width + slot`` index of every token (``width`` defaults to the plan's
     ``seq_len``), plus per-token (seq, pos)."""
     width = plan.seq_len if width is None else int(width)
@@ -243,8 +244,10 @@ def _unpack_repack_inputs(
     else:
         pad_rows, width = (int(v) for v in pad_attention_to)
         if lengths.size and int(lengths.max()) > width:
-            raise ValueError(f"pad_attention_to width {width} is less than the longest sequence "
-                             f"({int(lengths.max())} tokens)")
+            raise ValueError(
+                f"pad_attention_to width {width} is less than the longest sequence "
+                f"({int(lengths.max())} tokens)"
+            )
         row, start, segment = attention_rows(lengths, width)
         need = int(row.max()) + 1 if lengths.size else 1
         if need > pad_rows:
@@ -253,7 +256,8 @@ def _unpack_repack_inputs(
                 f"rows={pad_rows} (static_attention_rows(seq_len={plan.seq_len}, capacity="
                 f"{plan.capacity}, max_valid_num={plan.max_valid_num}) = "
                 f"{static_attention_rows(plan.seq_len, plan.capacity, plan.max_valid_num)}; "
-                f"plan has {plan.n_seqs} sequences, {total} tokens)")
+                f"plan has {plan.n_seqs} sequences, {total} tokens)"
+            )
         widths, rows = [width], [pad_rows]
         group = np.zeros(lengths.size, dtype=np.int64)
     # groups the layout leaves unused get one inert slot (index 0, segment 0)
@@ -271,7 +275,9 @@ def _unpack_repack_inputs(
     flat = {"input_ids": ids, "token_type_ids": types, "position_ids": pos, "repack_index": dest}
     if pad_tokens_to is not None:
         if pad_tokens_to < total:
-            raise ValueError(f"pad_tokens_to={pad_tokens_to} is less than the plan's real_tokens={total}")
+            raise ValueError(
+                f"pad_tokens_to={pad_tokens_to} is less than the plan's real_tokens={total}"
+            )
         extra = int(pad_tokens_to) - total
         flat = {k: np.concatenate((v, np.zeros(extra, dtype=np.int64))) for k, v in flat.items()}
     out = {
@@ -315,10 +321,15 @@ def scatter_outputs(plan: Plan, output: np.ndarray) -> list[np.ndarray]:
     else:
         need_rows = plan.n_rows
         least = plan.used_width if isinstance(plan, AttentionMaskPlan) else plan.seq_len
-        if output.ndim < 2 or output.shape[0] < need_rows or \
-                not least <= output.shape[1] <= plan.seq_len:
-            raise ValueError(f"output shape {output.shape} does not match [>= {need_rows}, "
-                             f"{least} .. {plan.seq_len}, ...]")
+        if (
+            output.ndim < 2
+            or output.shape[0] < need_rows
+            or not least <= output.shape[1] <= plan.seq_len
+        ):
+            raise ValueError(
+                f"output shape {output.shape} does not match [>= {need_rows}, "
+                f"{least} .. {plan.seq_len}, ...]"
+            )
         dest, _, _ = _slot_index(plan, output.shape[1])
         flat = output.reshape((output.shape[0] * output.shape[1],) + output.shape[2:])
         compact = flat[dest]

@@ -69,7 +69,11 @@ def plan_padded(
     batch_size = _positive("batch_size", batch_size)
     ids = _ids(lengths, seq_ids)
     return [
-        PaddedPlan(seq_len=int(seq_len), seq_ids=ids[i : i + batch_size], lengths=lengths[i : i + batch_size])
+        PaddedPlan(
+            seq_len=int(seq_len),
+            seq_ids=ids[i : i + batch_size],
+            lengths=lengths[i : i + batch_size],
+        )
         for i in range(0, lengths.size, batch_size)
     ]
 
@@ -99,7 +103,9 @@ def plan_dynamic_padding(
     plans = []
     for i in range(0, lengths.size, batch_size):
         chunk = lengths[i : i + batch_size]
-        plans.append(PaddedPlan(seq_len=int(chunk.max()), seq_ids=ids[i : i + batch_size], lengths=chunk))
+        plans.append(
+            PaddedPlan(seq_len=int(chunk.max()), seq_ids=ids[i : i + batch_size], lengths=chunk)
+        )
     return plans
 
 
@@ -150,8 +156,9 @@ def plan_offline_attention_mask(
     order equals ``(row, start)`` order. Raises ``ValueError`` for a length
     outside ``[1, seq_len]`` or a bad size argument.
     """
-    cfg = PackingConfig(seq_len=seq_len, batch_size=batch_size, max_valid_num=max_valid_num,
-                        mode="attention_mask")
+    cfg = PackingConfig(
+        seq_len=seq_len, batch_size=batch_size, max_valid_num=max_valid_num, mode="attention_mask"
+    )
     lengths = validate_lengths(lengths, cfg.seq_len)
     ids = _ids(lengths, seq_ids)
     rows = pack_spfhp(lengths, cfg.seq_len, max_per_row=cfg.max_valid_num)
@@ -226,5 +233,11 @@ def plan_offline_unpack_repack(
 def _unpack_plan(cfg: PackingConfig, ids: np.ndarray, lens: np.ndarray) -> UnpackRepackPlan:
     cu = np.zeros(lens.size + 1, dtype=np.int64)
     np.cumsum(lens, out=cu[1:])
-    return UnpackRepackPlan(seq_len=cfg.seq_len, capacity=cfg.capacity_tokens, seq_ids=ids, cu_seqlens=cu,
-                            max_valid_num=cfg.max_valid_num, attention_groups=cfg.attention_groups)
+    return UnpackRepackPlan(
+        seq_len=cfg.seq_len,
+        capacity=cfg.capacity_tokens,
+        seq_ids=ids,
+        cu_seqlens=cu,
+        max_valid_num=cfg.max_valid_num,
+        attention_groups=cfg.attention_groups,
+    )

@@ -46,7 +46,11 @@ class OnlinePacker:
         self.config = config
         self._capacity = config.capacity_tokens
         self._attention = config.mode == "attention_mask"
-        self._alloc = RowAllocator(config.batch_size, config.seq_len, config.algorithm) if self._attention else None
+        self._alloc = (
+            RowAllocator(config.batch_size, config.seq_len, config.algorithm)
+            if self._attention
+            else None
+        )
         self._reset()
 
     def _reset(self) -> None:
@@ -85,8 +89,14 @@ class OnlinePacker:
                 packer is left unchanged.
         """
         seq_len = self.config.seq_len
-        if not isinstance(length, numbers.Integral) or isinstance(length, bool) or not 1 <= length <= seq_len:
-            raise ValueError(f"sequence {seq_id!r} has length {length!r}; must be an integer in [1, seq_len={seq_len}]")
+        if (
+            not isinstance(length, numbers.Integral)
+            or isinstance(length, bool)
+            or not 1 <= length <= seq_len
+        ):
+            raise ValueError(
+                f"sequence {seq_id!r} has length {length!r}; must be an integer in [1, seq_len={seq_len}]"
+            )
         length = int(length)
 
         ready: list[Plan] = []
@@ -94,7 +104,9 @@ class OnlinePacker:
         if slot is None:
             ready.append(self._take())
             slot = self._try_place(length)
-            assert slot is not None  # an empty batch takes any length <= seq_len (capacity >= seq_len)
+            assert (
+                slot is not None
+            )  # an empty batch takes any length <= seq_len (capacity >= seq_len)
         self._ids.append(int(seq_id))
         self._lengths.append(length)
         self._rows.append(slot[0])
@@ -125,9 +137,14 @@ class OnlinePacker:
         if self._alloc is None:
             cu = np.zeros(lengths.size + 1, dtype=np.int64)
             np.cumsum(lengths, out=cu[1:])
-            plan: Plan = UnpackRepackPlan(seq_len=cfg.seq_len, capacity=self._capacity, seq_ids=ids,
-                                          cu_seqlens=cu, max_valid_num=cfg.max_valid_num,
-                                          attention_groups=cfg.attention_groups)
+            plan: Plan = UnpackRepackPlan(
+                seq_len=cfg.seq_len,
+                capacity=self._capacity,
+                seq_ids=ids,
+                cu_seqlens=cu,
+                max_valid_num=cfg.max_valid_num,
+                attention_groups=cfg.attention_groups,
+            )
         else:
             rows = np.array(self._rows, dtype=np.int64)
             starts = np.array(self._starts, dtype=np.int64)

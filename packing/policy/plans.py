@@ -123,7 +123,9 @@ class UnpackRepackPlan(_Counts):
     capacity: int  # token slots of one batch (batch_size * seq_len, or the packer's max_tokens)
     seq_ids: np.ndarray  # [n] int64: caller id of each packed sequence
     cu_seqlens: np.ndarray  # [n + 1] int64: cumulative lengths, cu_seqlens[0] == 0
-    max_valid_num: int | None = None  # packer's most sequences per batch (None: only capacity limits)
+    max_valid_num: int | None = (
+        None  # packer's most sequences per batch (None: only capacity limits)
+    )
     attention_groups: int = ATTENTION_GROUPS  # most attention width groups (1: rows of the longest)
 
     def __post_init__(self) -> None:

@@ -26,8 +26,15 @@ from typing import Any
 from packing.runtime.features import Features
 
 from .requests import BadRequest, Limits, TooLarge
-from .windows import (DOC_STRIDE, MAX_ANSWER_TOKENS, MAX_QUERY_TOKENS, Answer, Window,
-                      answers_for, make_windows_batch)
+from .windows import (
+    DOC_STRIDE,
+    MAX_ANSWER_TOKENS,
+    MAX_QUERY_TOKENS,
+    Answer,
+    Window,
+    answers_for,
+    make_windows_batch,
+)
 
 #: One question's windows, or why it has none.
 Windows = list[Window] | BadRequest
@@ -54,7 +61,7 @@ class QASettings:
                 raise ValueError(f"QASettings.{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "QASettings":
+    def from_mapping(cls, values: Mapping[str, Any]) -> QASettings:
         """The settings named in ``values`` (e.g. a running app's ``/v1/stats`` ``answering``
         block); other keys are ignored, missing ones take their defaults; ``seq_len`` is
         required (TypeError otherwise)."""
@@ -66,8 +73,12 @@ def features_of(per_question: Sequence[Windows]) -> list[Features]:
     """The model inputs of every window of ``per_question``, laid end to end in question
     order; a :class:`BadRequest` question contributes none. :meth:`QAPipeline.answers` takes
     the model's results in this same order."""
-    return [Features(w.input_ids, w.token_type_ids) for wins in per_question
-            if not isinstance(wins, BadRequest) for w in wins]
+    return [
+        Features(w.input_ids, w.token_type_ids)
+        for wins in per_question
+        if not isinstance(wins, BadRequest)
+        for w in wins
+    ]
 
 
 def window_count(per_question: Sequence[Windows]) -> int:
@@ -75,8 +86,9 @@ def window_count(per_question: Sequence[Windows]) -> int:
     return sum(len(w) for w in per_question if not isinstance(w, BadRequest))
 
 
-def first_problem(per_question: Sequence[Windows], limits: Limits
-                  ) -> tuple[int | None, BadRequest] | None:
+def first_problem(
+    per_question: Sequence[Windows], limits: Limits
+) -> tuple[int | None, BadRequest] | None:
     """Why the questions of one body cannot be answered, or None when they all can.
 
     In question order, the first question that is a :class:`BadRequest` or takes more than
@@ -91,13 +103,15 @@ def first_problem(per_question: Sequence[Windows], limits: Limits
         if len(windows) > limits.max_windows_per_request:
             return k, TooLarge(
                 f"the context takes {len(windows)} model windows; at most "
-                f"{limits.max_windows_per_request} allowed per question (max_windows_per_request)")
+                f"{limits.max_windows_per_request} allowed per question (max_windows_per_request)"
+            )
         total += len(windows)
         if total > limits.max_windows_per_body:
             return None, TooLarge(
                 f"the body's questions take {total}{'+' if k < len(per_question) - 1 else ''} "
                 f"model windows; at most {limits.max_windows_per_body} allowed per body "
-                f"(max_windows_per_body)")
+                f"(max_windows_per_body)"
+            )
     return None
 
 
@@ -115,8 +129,9 @@ class QAPipeline:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path,
-                       settings: Mapping[str, Any] | None = None) -> "QAPipeline":
+    def from_model_dir(
+        cls, model_dir: str | Path, settings: Mapping[str, Any] | None = None
+    ) -> QAPipeline:
         """The pipeline of a prepared model folder: its tokenizer, ``seq_len`` from its
         manifest, and the :class:`QASettings` fields found in ``settings`` (``doc_stride``,
         ``max_query_tokens``, ``max_answer_tokens``; other keys are ignored, so a running
@@ -129,8 +144,10 @@ class QAPipeline:
         seq_len = Manifest.read(Path(model_dir)).seq_len
         given = dict(settings or {})
         if given.setdefault("seq_len", seq_len) != seq_len:
-            raise ValueError(f"settings give seq_len {given['seq_len']} but {model_dir} was "
-                             f"prepared with seq_len {seq_len}")
+            raise ValueError(
+                f"settings give seq_len {given['seq_len']} but {model_dir} was "
+                f"prepared with seq_len {seq_len}"
+            )
         return cls(AutoTokenizer.from_pretrained(str(model_dir)), QASettings.from_mapping(given))
 
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[Windows]:
@@ -140,19 +157,22 @@ class QAPipeline:
         :class:`BadRequest` instead, and does not affect the others."""
         s = self.settings
         with self._lock:
-            return make_windows_batch(self.tokenizer, pairs, s.seq_len, s.doc_stride,
-                                      s.max_query_tokens)
+            return make_windows_batch(
+                self.tokenizer, pairs, s.seq_len, s.doc_stride, s.max_query_tokens
+            )
 
-    def answers(self, per_question: Sequence[Windows], outputs: Sequence[Any],
-                contexts: Sequence[str]) -> list[Answer | BadRequest]:
+    def answers(
+        self, per_question: Sequence[Windows], outputs: Sequence[Any], contexts: Sequence[str]
+    ) -> list[Answer | BadRequest]:
         """The best span of every question (:func:`~packing.qa.windows.best_answer`), in
         order: ``outputs`` are the model's results for :func:`features_of` ``(per_question)``,
         ``contexts`` the questions' contexts; a :class:`BadRequest` question is passed through.
         Raises ValueError when ``outputs`` does not match the windows."""
         return answers_for(per_question, outputs, contexts, self.settings.max_answer_tokens)
 
-    def answer(self, pairs: Sequence[tuple[str, str]],
-               model: Callable[[list[Features]], Sequence[Any]]) -> list[Answer | BadRequest]:
+    def answer(
+        self, pairs: Sequence[tuple[str, str]], model: Callable[[list[Features]], Sequence[Any]]
+    ) -> list[Answer | BadRequest]:
         """The whole pipeline: tokenize ``pairs``, run all their windows with one call of
         ``model`` (a list of inputs -> one result per input, in order; not called when no pair
         has a window) and return each pair's answer or :class:`BadRequest`."""

@@ -50,32 +50,54 @@ class QARequest:
 class Limits:
     """Size limits on request bodies; each must be a positive int (checked on construction)."""
 
-    max_question_chars: int = dataclasses.field(default=2_000, metadata={
-        "description": "Most code points in a question (before and after NFC)."})
-    max_context_chars: int = dataclasses.field(default=100_000, metadata={
-        "description": "Most code points in a context (before and after NFC)."})
-    max_batch_items: int = dataclasses.field(default=64, metadata={
-        "description": "Most items in a list body: questions, texts to embed or classify, "
-                       "rerank texts, sentences compared (with the source sentence)."})
-    max_text_chars: int = dataclasses.field(default=100_000, metadata={
-        "description": "Most code points in one text to embed or classify (before and after "
-                       "NFC); its tokens are limited by the model's `seq_len`."})
-    max_body_bytes: int = dataclasses.field(default=1_000_000, metadata={
-        "description": "Largest raw body, in bytes (413 beyond)."})
-    max_windows_per_request: int = dataclasses.field(default=256, metadata={
-        "description": "Most model windows one question's context may take (413 beyond; a "
-                       "100,000-character English context takes about 80 at seq_len 384, "
-                       "punctuation one token per character)."})
-    max_windows_per_body: int = dataclasses.field(default=1024, metadata={
-        "description": "Most model windows all the questions of one body may take (413 "
-                       "beyond); at most the Packer's `max_pending`."})
+    max_question_chars: int = dataclasses.field(
+        default=2_000,
+        metadata={"description": "Most code points in a question (before and after NFC)."},
+    )
+    max_context_chars: int = dataclasses.field(
+        default=100_000,
+        metadata={"description": "Most code points in a context (before and after NFC)."},
+    )
+    max_batch_items: int = dataclasses.field(
+        default=64,
+        metadata={
+            "description": "Most items in a list body: questions, texts to embed or classify, "
+            "rerank texts, sentences compared (with the source sentence)."
+        },
+    )
+    max_text_chars: int = dataclasses.field(
+        default=100_000,
+        metadata={
+            "description": "Most code points in one text to embed or classify (before and after "
+            "NFC); its tokens are limited by the model's `seq_len`."
+        },
+    )
+    max_body_bytes: int = dataclasses.field(
+        default=1_000_000, metadata={"description": "Largest raw body, in bytes (413 beyond)."}
+    )
+    max_windows_per_request: int = dataclasses.field(
+        default=256,
+        metadata={
+            "description": "Most model windows one question's context may take (413 beyond; a "
+            "100,000-character English context takes about 80 at seq_len 384, "
+            "punctuation one token per character)."
+        },
+    )
+    max_windows_per_body: int = dataclasses.field(
+        default=1024,
+        metadata={
+            "description": "Most model windows all the questions of one body may take (413 "
+            "beyond); at most the Packer's `max_pending`."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in (f.name for f in dataclasses.fields(self)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"Limits.{name} must be an int, got {type(value).__name__} "
-                                 f"{value!r}")
+                raise ValueError(
+                    f"Limits.{name} must be an int, got {type(value).__name__} {value!r}"
+                )
             if value < 1:
                 raise ValueError(f"Limits.{name} must be >= 1, got {value}")
 
@@ -102,16 +124,22 @@ def check_text(value: Any, field: str, max_chars: int, where: str = "") -> str:
         raise BadRequest(f"{where}{field} is {len(value)} characters; at most {max_chars} allowed")
     m = _SURROGATE.search(value)
     if m:
-        raise BadRequest(f"{where}{field} contains lone surrogate U+{ord(m.group()):04X} at "
-                         f"position {m.start()} (not valid Unicode)")
+        raise BadRequest(
+            f"{where}{field} contains lone surrogate U+{ord(m.group()):04X} at "
+            f"position {m.start()} (not valid Unicode)"
+        )
     m = _CONTROL.search(value)
     if m:
-        raise BadRequest(f"{where}{field} contains control character U+{ord(m.group()):04X} at "
-                         f"position {m.start()}")
+        raise BadRequest(
+            f"{where}{field} contains control character U+{ord(m.group()):04X} at "
+            f"position {m.start()}"
+        )
     value = unicodedata.normalize("NFC", value)
     if len(value) > max_chars:  # NFC can lengthen a few characters
-        raise BadRequest(f"{where}{field} is {len(value)} characters after NFC normalisation; "
-                         f"at most {max_chars} allowed")
+        raise BadRequest(
+            f"{where}{field} is {len(value)} characters after NFC normalisation; "
+            f"at most {max_chars} allowed"
+        )
     if not value.strip():
         raise BadRequest(f"{where}{field} is empty or whitespace only")
     return value
@@ -120,13 +148,17 @@ def check_text(value: Any, field: str, max_chars: int, where: str = "") -> str:
 def _parse_item(item: Any, limits: Limits, where: str) -> QARequest:
     """Validate one ``{"question", "context"}`` object; ``where`` prefixes messages."""
     if not isinstance(item, dict):
-        raise BadRequest(f"{where}expected an object with 'question' and 'context', "
-                         f"got {type_name(item)}")
+        raise BadRequest(
+            f"{where}expected an object with 'question' and 'context', got {type_name(item)}"
+        )
     problems = []
     missing = [f for f in FIELDS if f not in item]
     if missing:
-        problems.append("missing field" + ("s " if len(missing) > 1 else " ")
-                        + ", ".join(repr(f) for f in missing))
+        problems.append(
+            "missing field"
+            + ("s " if len(missing) > 1 else " ")
+            + ", ".join(repr(f) for f in missing)
+        )
     unknown = [k for k in item if k not in FIELDS]
     if unknown:
         names = ", ".join(short_repr(k) for k in unknown[:5])
@@ -156,8 +188,10 @@ def parse_payload(obj: Any, limits: Limits) -> tuple[list[QARequest], bool]:
     if isinstance(obj, dict):
         return [_parse_item(obj, limits, "")], False
     if not isinstance(obj, list):
-        raise BadRequest("body must be an object {'question', 'context'} or a list of them, "
-                         f"got {type_name(obj)}")
+        raise BadRequest(
+            "body must be an object {'question', 'context'} or a list of them, "
+            f"got {type_name(obj)}"
+        )
     if not obj:
         raise BadRequest("body is an empty list; send at least one item")
     if len(obj) > limits.max_batch_items:
@@ -179,9 +213,12 @@ def _no_constant(name: str) -> Any:
 def _number(convert, numbers: str = ""):
     def parse(text: str) -> Any:
         if len(text) > MAX_NUMBER_CHARS:
-            raise BadRequest(f"body has a JSON number of {len(text)} characters (at most "
-                             f"{MAX_NUMBER_CHARS}{numbers})")
+            raise BadRequest(
+                f"body has a JSON number of {len(text)} characters (at most "
+                f"{MAX_NUMBER_CHARS}{numbers})"
+            )
         return convert(text)
+
     return parse
 
 
@@ -214,13 +251,19 @@ def decode_json(body: bytes, max_body_bytes: int, numbers: str = "") -> Any:
         raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
 
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_int=_number(int, numbers),
-                          parse_float=_number(float, numbers), object_pairs_hook=_unique_keys)
+        return json.loads(
+            text,
+            parse_constant=_no_constant,
+            parse_int=_number(int, numbers),
+            parse_float=_number(float, numbers),
+            object_pairs_hook=_unique_keys,
+        )
     except BadRequest:
         raise
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
-                         f"column {exc.colno}") from None
+        raise BadRequest(
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise BadRequest("body is not valid JSON: nested too deeply") from None
     except ValueError:  # any other refusal of the decoder: never a 500, never its text

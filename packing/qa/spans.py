@@ -41,8 +41,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _window_spans(w: Window, start: np.ndarray, end: np.ndarray, top_k: int,
-                  max_answer_len: int) -> tuple[list[tuple[float, int, int]], float]:
+def _window_spans(
+    w: Window, start: np.ndarray, end: np.ndarray, top_k: int, max_answer_len: int
+) -> tuple[list[tuple[float, int, int]], float]:
     """The ``top_k`` best ``(score, start_token, end_token)`` of one window, and its null score."""
     allowed = w.context_mask.copy()
     allowed[0] = True  # the first token ([CLS]) takes part in the softmax, as in the pipeline
@@ -54,7 +55,7 @@ def _window_spans(w: Window, start: np.ndarray, end: np.ndarray, top_k: int,
     found: list[tuple[float, int, int]] = []
     # context tokens are contiguous in a window: spans of d + 1 tokens pair ctx[:-d] with ctx[d:]
     for d in range(min(max_answer_len, len(ctx))):
-        starts, ends = ctx[:len(ctx) - d], ctx[d:]
+        starts, ends = ctx[: len(ctx) - d], ctx[d:]
         scores = s[starts] * e[ends]
         take = np.argsort(-scores, kind="stable")[:top_k]
         found.extend((float(scores[i]), int(starts[i]), int(ends[i])) for i in take)
@@ -62,9 +63,14 @@ def _window_spans(w: Window, start: np.ndarray, end: np.ndarray, top_k: int,
     return found[:top_k], null
 
 
-def probable_spans(windows: Sequence[Window], outputs: Sequence[Any], context: str,
-                   top_k: int = 1, max_answer_len: int = 15,
-                   handle_impossible_answer: bool = False) -> list[ScoredSpan]:
+def probable_spans(
+    windows: Sequence[Window],
+    outputs: Sequence[Any],
+    context: str,
+    top_k: int = 1,
+    max_answer_len: int = 15,
+    handle_impossible_answer: bool = False,
+) -> list[ScoredSpan]:
     """The ``top_k`` most probable answers of one question, best first, scored as the HF
     question-answering pipeline scores them (module docstring): ``outputs`` are the model's
     results for ``windows`` (anything with ``start_logits`` / ``end_logits``), ``context``
@@ -74,8 +80,7 @@ def probable_spans(windows: Sequence[Window], outputs: Sequence[Any], context: s
     them. Fewer than ``top_k`` come back when the context has fewer spans. Raises ValueError
     for mismatched or non-finite logits, or ``top_k`` / ``max_answer_len`` < 1."""
     if top_k < 1 or max_answer_len < 1:
-        raise ValueError(f"top_k and max_answer_len must be >= 1, got {top_k}, "
-                         f"{max_answer_len}")
+        raise ValueError(f"top_k and max_answer_len must be >= 1, got {top_k}, {max_answer_len}")
     if len(windows) != len(outputs):
         raise ValueError(f"{len(windows)} windows but {len(outputs)} outputs")
     ranked: list[tuple[float, int, int, int]] = []
@@ -84,8 +89,10 @@ def probable_spans(windows: Sequence[Window], outputs: Sequence[Any], context: s
         start = np.asarray(o.start_logits).reshape(-1)
         end = np.asarray(o.end_logits).reshape(-1)
         if start.shape[0] != len(w) or end.shape[0] != len(w):
-            raise ValueError(f"window {w.window_index} has {len(w)} tokens but "
-                             f"{start.shape[0]} start and {end.shape[0]} end logits")
+            raise ValueError(
+                f"window {w.window_index} has {len(w)} tokens but "
+                f"{start.shape[0]} start and {end.shape[0]} end logits"
+            )
         if not (np.isfinite(start).all() and np.isfinite(end).all()):
             raise ValueError(f"window {w.window_index}: non-finite (NaN or inf) logits")
         spans, window_null = _window_spans(w, start, end, top_k, max_answer_len)

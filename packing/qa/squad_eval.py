@@ -51,5 +51,9 @@ def evaluate(answers: Mapping[str, Sequence[str]], predictions: Mapping[str, str
         em += max(exact_match(pred, t) for t in truths)
         f1 += max(f1_score(pred, t) for t in truths)
     n = len(answers)
-    return {"exact_match": 100.0 * em / n if n else 0.0, "f1": 100.0 * f1 / n if n else 0.0,
-            "count": n, "missing": missing}
+    return {
+        "exact_match": 100.0 * em / n if n else 0.0,
+        "f1": 100.0 * f1 / n if n else 0.0,
+        "count": n,
+        "missing": missing,
+    }

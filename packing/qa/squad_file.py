@@ -15,8 +15,14 @@ from pathlib import Path
 
 # every sixth article of squad-v1.1-dev.json (file indices 5, 11, ..., 47)
 HELD_OUT_TITLES = (
-    "Chloroplast", "Economic_inequality", "Geology", "Islamism",
-    "Normans", "Rhine", "Teacher", "Yuan_dynasty",
+    "Chloroplast",
+    "Economic_inequality",
+    "Geology",
+    "Islamism",
+    "Normans",
+    "Rhine",
+    "Teacher",
+    "Yuan_dynasty",
 )
 
 
@@ -53,9 +59,14 @@ def read_questions(path: str | Path, split: str = "all") -> list[Question]:
         for para in article["paragraphs"]:
             for qa in para["qas"]:
                 answers = qa.get("answers") or []
-                out.append(Question(
-                    id=qa["id"], question=qa["question"], context=para["context"],
-                    answers=tuple(a["text"] for a in answers),
-                    answer_start=int(answers[0]["answer_start"]) if answers else -1,
-                    article=article["title"]))
+                out.append(
+                    Question(
+                        id=qa["id"],
+                        question=qa["question"],
+                        context=para["context"],
+                        answers=tuple(a["text"] for a in answers),
+                        answer_start=int(answers[0]["answer_start"]) if answers else -1,
+                        article=article["title"],
+                    )
+                )
     return out

@@ -11,8 +11,9 @@ Character offsets are indices into the context string exactly as passed to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,12 @@ class Window:
     """One model input: [CLS] question [SEP] context-slice [SEP] (for BERT)."""
 
     input_ids: np.ndarray  # [L] int64: token ids, L <= seq_len
-    token_type_ids: np.ndarray  # [L] int64: segment ids from the tokenizer (BERT: 0 question, 1 context)
-    context_mask: np.ndarray  # [L] bool: True for tokens of the context (not question, not specials)
+    token_type_ids: (
+        np.ndarray
+    )  # [L] int64: segment ids from the tokenizer (BERT: 0 question, 1 context)
+    context_mask: (
+        np.ndarray
+    )  # [L] bool: True for tokens of the context (not question, not specials)
     offsets: np.ndarray  # [L, 2] int64: [start, end) character offsets into the context for context tokens, -1 elsewhere
     window_index: int  # position of this window in the list make_windows returned (0-based)
 
@@ -58,9 +63,14 @@ def _specials(tokenizer: Any) -> int:
     return int(tokenizer.num_special_tokens_to_add(pair=True))
 
 
-def make_windows(tokenizer: Any, question: str, context: str, seq_len: int,
-                 doc_stride: int = DOC_STRIDE,
-                 max_query_tokens: int = MAX_QUERY_TOKENS) -> list[Window]:
+def make_windows(
+    tokenizer: Any,
+    question: str,
+    context: str,
+    seq_len: int,
+    doc_stride: int = DOC_STRIDE,
+    max_query_tokens: int = MAX_QUERY_TOKENS,
+) -> list[Window]:
     """Tokenize ``question`` + ``context`` into one or more windows of at most ``seq_len`` tokens.
 
     ``tokenizer`` is a Hugging Face fast tokenizer (``PreTrainedTokenizerFast``, e.g. from
@@ -88,16 +98,21 @@ def make_windows(tokenizer: Any, question: str, context: str, seq_len: int,
     token. Not safe to call concurrently from several threads on one tokenizer (HF fast
     tokenizers set truncation state per call).
     """
-    (out,) = make_windows_batch(tokenizer, [(question, context)], seq_len, doc_stride,
-                                max_query_tokens)
+    (out,) = make_windows_batch(
+        tokenizer, [(question, context)], seq_len, doc_stride, max_query_tokens
+    )
     if isinstance(out, BadRequest):
         raise out
     return out
 
 
-def make_windows_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len: int,
-                       doc_stride: int = DOC_STRIDE, max_query_tokens: int = MAX_QUERY_TOKENS
-                       ) -> list[list[Window] | BadRequest]:
+def make_windows_batch(
+    tokenizer: Any,
+    pairs: Sequence[tuple[str, str]],
+    seq_len: int,
+    doc_stride: int = DOC_STRIDE,
+    max_query_tokens: int = MAX_QUERY_TOKENS,
+) -> list[list[Window] | BadRequest]:
     """:func:`make_windows` for many ``(question, context)`` pairs with the fast tokenizer's
     batch calls: one for all the pairs when every question that fits gets the same stride
     (always with the default limits), else one for the questions and one per distinct stride
@@ -111,7 +126,9 @@ def make_windows_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len
     specials = _specials(tokenizer)
     room = seq_len - specials - MIN_CONTEXT_TOKENS  # most question tokens a window can hold
     if room < 1:
-        raise ValueError(f"seq_len {seq_len} too small: needs >= {specials + MIN_CONTEXT_TOKENS + 1}")
+        raise ValueError(
+            f"seq_len {seq_len} too small: needs >= {specials + MIN_CONTEXT_TOKENS + 1}"
+        )
     if doc_stride < 0:
         raise ValueError(f"doc_stride must be >= 0, got {doc_stride}")
     if max_query_tokens < 1:
@@ -139,8 +156,7 @@ def make_windows_batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len
             capacity = seq_len - specials - len(ids)  # context tokens per window
             by_stride.setdefault(min(doc_stride, capacity - 1), []).append(k)
     for stride, members in by_stride.items():
-        enc = _encode_pairs(tokenizer, [pairs[k] for k in members], seq_len, stride,
-                            refuse=False)
+        enc = _encode_pairs(tokenizer, [pairs[k] for k in members], seq_len, stride, refuse=False)
         _collect(enc, members, results, seq_len)
     return results  # type: ignore[return-value]
 
@@ -154,16 +170,23 @@ def _question_error(n_question: int, fit: int) -> BadRequest | None:
     return None
 
 
-def _encode_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len: int,
-                  stride: int, refuse: bool = True) -> Any:
+def _encode_pairs(
+    tokenizer: Any, pairs: Sequence[tuple[str, str]], seq_len: int, stride: int, refuse: bool = True
+) -> Any:
     """One batch encoding of ``pairs`` into windows (context truncated with overlap
     ``stride``, offsets kept); with ``refuse``, None where the tokenizer raises (it does when
     a question leaves no room for the context), else its error propagates."""
     try:
-        return tokenizer([q for q, _ in pairs], [c for _, c in pairs],
-                         truncation="only_second", max_length=seq_len, stride=stride,
-                         return_overflowing_tokens=True, return_offsets_mapping=True)
-    except Exception:  # noqa: BLE001 - the caller encodes the questions first instead
+        return tokenizer(
+            [q for q, _ in pairs],
+            [c for _, c in pairs],
+            truncation="only_second",
+            max_length=seq_len,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+        )
+    except Exception:
         if not refuse:
             raise
         return None
@@ -178,8 +201,7 @@ def _collect(enc: Any, members: Sequence[int], results: list, seq_len: int) -> N
             continue
         window = _window(enc, i, seq_len, 0 if results[k] is None else len(results[k]))
         if window is None:
-            results[k] = BadRequest("context has no tokens (only characters the tokenizer "
-                                    "ignores)")
+            results[k] = BadRequest("context has no tokens (only characters the tokenizer ignores)")
         else:
             results[k] = (results[k] or []) + [window]
 
@@ -197,12 +219,14 @@ def _window(enc: Any, i: int, seq_len: int, index: int) -> Window | None:
     if not mask.any():
         return None
     assert ids.shape[0] <= seq_len, (ids.shape, seq_len)
-    return Window(input_ids=ids, token_type_ids=types, context_mask=mask, offsets=offsets,
-                  window_index=index)
+    return Window(
+        input_ids=ids, token_type_ids=types, context_mask=mask, offsets=offsets, window_index=index
+    )
 
 
-def _best_in_window(start: np.ndarray, end: np.ndarray, ctx: np.ndarray,
-                    max_answer_tokens: int, top_k: int | None) -> tuple[float, int, int] | None:
+def _best_in_window(
+    start: np.ndarray, end: np.ndarray, ctx: np.ndarray, max_answer_tokens: int, top_k: int | None
+) -> tuple[float, int, int] | None:
     """Best (score, start_token, end_token) over context tokens ``ctx``, or None if no valid pair.
 
     Candidates are the ``top_k`` highest start and end logits among context tokens (all of
@@ -227,10 +251,14 @@ def _best_in_window(start: np.ndarray, end: np.ndarray, ctx: np.ndarray,
     return float(best), int(s_pos[si[order]]), int(e_pos[ei[order]])
 
 
-def best_answer(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
-                end_logits: Sequence[np.ndarray], context: str,
-                max_answer_tokens: int = MAX_ANSWER_TOKENS,
-                top_k: int = 20) -> Answer:
+def best_answer(
+    windows: Sequence[Window],
+    start_logits: Sequence[np.ndarray],
+    end_logits: Sequence[np.ndarray],
+    context: str,
+    max_answer_tokens: int = MAX_ANSWER_TOKENS,
+    top_k: int = 20,
+) -> Answer:
     """Return the highest-scoring context span over all windows.
 
     ``start_logits[i]`` / ``end_logits[i]`` are the QA head's ``[len(windows[i])]`` logits for
@@ -255,15 +283,19 @@ def best_answer(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
     if not windows:
         raise ValueError("no windows")
     if not len(windows) == len(start_logits) == len(end_logits):
-        raise ValueError(f"{len(windows)} windows but {len(start_logits)} start and "
-                         f"{len(end_logits)} end logit arrays")
+        raise ValueError(
+            f"{len(windows)} windows but {len(start_logits)} start and "
+            f"{len(end_logits)} end logit arrays"
+        )
     prepared = []
     for w, s, e in zip(windows, start_logits, end_logits):
         s = np.asarray(s).reshape(-1)
         e = np.asarray(e).reshape(-1)
         if s.shape[0] != len(w) or e.shape[0] != len(w):
-            raise ValueError(f"window {w.window_index} has {len(w)} tokens but "
-                             f"{s.shape[0]} start and {e.shape[0]} end logits")
+            raise ValueError(
+                f"window {w.window_index} has {len(w)} tokens but "
+                f"{s.shape[0]} start and {e.shape[0]} end logits"
+            )
         if not (np.isfinite(s).all() and np.isfinite(e).all()):
             raise ValueError(f"window {w.window_index}: non-finite (NaN or inf) logits")
         prepared.append((w, s, e, np.flatnonzero(w.context_mask)))
@@ -281,14 +313,22 @@ def best_answer(windows: Sequence[Window], start_logits: Sequence[np.ndarray],
         if best is not None:
             score, w, ts, te = best
             start_char, end_char = int(w.offsets[ts, 0]), int(w.offsets[te, 1])
-            return Answer(text=context[start_char:end_char], score=score, start=start_char,
-                          end=end_char, window=w.window_index)
+            return Answer(
+                text=context[start_char:end_char],
+                score=score,
+                start=start_char,
+                end=end_char,
+                window=w.window_index,
+            )
     raise AssertionError("unreachable: a single context token is always a valid span")
 
 
-def answers_for(per_question: Sequence[Sequence[Window] | BadRequest], outputs: Sequence[Any],
-                contexts: Sequence[str],
-                max_answer_tokens: int = MAX_ANSWER_TOKENS) -> list[Answer | BadRequest]:
+def answers_for(
+    per_question: Sequence[Sequence[Window] | BadRequest],
+    outputs: Sequence[Any],
+    contexts: Sequence[str],
+    max_answer_tokens: int = MAX_ANSWER_TOKENS,
+) -> list[Answer | BadRequest]:
     """The :func:`best_answer` of every question, in order, from ``outputs``: the model's
     per-window results (anything with ``start_logits`` / ``end_logits``) for all windows of
     ``per_question`` laid end to end, a question that is a :class:`BadRequest` having none
@@ -304,6 +344,13 @@ def answers_for(per_question: Sequence[Sequence[Window] | BadRequest], outputs: 
             continue
         mine = outputs[i : i + len(wins)]
         i += len(wins)
-        out.append(best_answer(wins, [o.start_logits for o in mine], [o.end_logits for o in mine],
-                               context, max_answer_tokens))
+        out.append(
+            best_answer(
+                wins,
+                [o.start_logits for o in mine],
+                [o.end_logits for o in mine],
+                context,
+                max_answer_tokens,
+            )
+        )
     return out

@@ -30,8 +30,7 @@ from typing import Any
 
 from .outcomes import results_or_error
 
-__all__ = ["AdmissionConfig", "CountAdmission", "DEFAULT_ADMISSION", "NeverAdmitted",
-           "Overloaded"]
+__all__ = ["AdmissionConfig", "CountAdmission", "DEFAULT_ADMISSION", "NeverAdmitted", "Overloaded"]
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,13 @@ class CountAdmission:
     waits for every batch.
     """
 
-    def __init__(self, handler: Handler, max_batch_size: int, batch_wait_timeout_s: float,
-                 max_concurrent_batches: int = 1 << 30) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        max_concurrent_batches: int = 1 << 30,
+    ) -> None:
         AdmissionConfig(max_batch_size, batch_wait_timeout_s, max_concurrent_batches)  # checks
         self._handler = handler
         self.max_batch_size = int(max_batch_size)
@@ -126,7 +130,8 @@ class CountAdmission:
     def set_batch_wait_timeout_s(self, value: float) -> None:
         """Applies from the next batch (as Ray Serve's setter)."""
         self.batch_wait_timeout_s = AdmissionConfig(
-            self.max_batch_size, value, self.max_concurrent_batches).batch_wait_timeout_s
+            self.max_batch_size, value, self.max_concurrent_batches
+        ).batch_wait_timeout_s
 
     async def submit(self, item: Any) -> Any:
         """Queue one item; its result, or the error of its batch. (``admission(item)`` is the
@@ -189,7 +194,8 @@ class CountAdmission:
             if not live:
                 return
             results, error = await results_or_error(
-                self._handler([item for item, _ in live]), len(live), "batch handler", "items")
+                self._handler([item for item, _ in live]), len(live), "batch handler", "items"
+            )
             if error is not None:
                 for _, fut in live:
                     if not fut.done():

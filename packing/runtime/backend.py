@@ -69,14 +69,18 @@ CPU_PROVIDER = "CPUExecutionProvider"
 #: longer meet fp32's 1e-4 packed-vs-solo tolerance by construction. It does not touch fp16
 #: arithmetic.
 CUDA_PROVIDER_OPTIONS = {"use_tf32": "0"}
-INSTALL_HINT = ('install exactly one ONNX Runtime wheel, through the extras: '
-                'pip install "packed-bert-serve[cpu]" for the CPU or "packed-bert-serve[gpu]" '
-                'for CUDA (from a checkout: pip install -e ".[cpu]" or -e ".[gpu]")')
-CUDA_HINT = ('for CUDA: pip uninstall -y onnxruntime onnxruntime-gpu, then pip install -e ".[gpu]" '
-             "(onnxruntime-gpu with its CUDA and cuDNN libraries from PyPI), with an NVIDIA driver "
-             "that runs the CUDA major version onnxruntime-gpu was built for (nvidia-smi's "
-             "'CUDA Version'); ONNX Runtime's own error lines on stderr name the "
-             "library that failed to load")
+INSTALL_HINT = (
+    "install exactly one ONNX Runtime wheel, through the extras: "
+    'pip install "packed-bert-serve[cpu]" for the CPU or "packed-bert-serve[gpu]" '
+    'for CUDA (from a checkout: pip install -e ".[cpu]" or -e ".[gpu]")'
+)
+CUDA_HINT = (
+    'for CUDA: pip uninstall -y onnxruntime onnxruntime-gpu, then pip install -e ".[gpu]" '
+    "(onnxruntime-gpu with its CUDA and cuDNN libraries from PyPI), with an NVIDIA driver "
+    "that runs the CUDA major version onnxruntime-gpu was built for (nvidia-smi's "
+    "'CUDA Version'); ONNX Runtime's own error lines on stderr name the "
+    "library that failed to load"
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,8 @@ def import_onnxruntime():
         raise OnnxRuntimeMissing(
             f"the onnxruntime package at {getattr(ort, '__path__', '?')} is incomplete (two "
             "ONNX Runtime wheels installed over each other, then one removed?): pip uninstall "
-            f"-y onnxruntime onnxruntime-gpu, then {INSTALL_HINT}")
+            f"-y onnxruntime onnxruntime-gpu, then {INSTALL_HINT}"
+        )
     return ort
 
 
@@ -123,8 +128,10 @@ def _both_wheels_note() -> str:
     wheels = installed_onnxruntime_wheels()
     if len(wheels) < 2:
         return ""
-    return (f" Both ONNX Runtime wheels are installed ({', '.join(wheels)}): they share one "
-            "package folder and the last one installed wins.")
+    return (
+        f" Both ONNX Runtime wheels are installed ({', '.join(wheels)}): they share one "
+        "package folder and the last one installed wins."
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,7 +144,7 @@ def _preload_cuda_libraries(ort) -> None:
         return
     try:
         preload()
-    except Exception as exc:  # the session's provider check below is what decides
+    except Exception as exc:  # noqa: BLE001 - the session's provider check below decides
         log.debug("onnxruntime.preload_dlls failed: %s", exc)
 
 
@@ -162,7 +169,9 @@ def _probe_graph() -> bytes:
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "x"], ["y"])], "cuda_probe", [x], [y])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "x"], ["y"])], "cuda_probe", [x], [y]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by every ONNX Runtime >= 1.18
     return model.SerializeToString()
@@ -180,9 +189,11 @@ def cuda_problem() -> str | None:
     ort = import_onnxruntime()
     available = ort.get_available_providers()
     if CUDA_PROVIDER not in available:
-        return (f"onnxruntime {ort.__version__} here has no {CUDA_PROVIDER} (available: "
-                f"{available}; installed: {installed_onnxruntime_wheels() or 'none'}); "
-                f"{CUDA_HINT}.{_both_wheels_note()}")
+        return (
+            f"onnxruntime {ort.__version__} here has no {CUDA_PROVIDER} (available: "
+            f"{available}; installed: {installed_onnxruntime_wheels() or 'none'}); "
+            f"{CUDA_HINT}.{_both_wheels_note()}"
+        )
     _preload_cuda_libraries(ort)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -192,13 +203,14 @@ def cuda_problem() -> str | None:
         if got == CUDA_PROVIDER:
             sess.run(None, {"x": np.eye(2, dtype=np.float32)})
             return None
-    except Exception as exc:
-        return (f"a session with {CUDA_PROVIDER} failed ({type(exc).__name__}: {exc}); "
-                f"{CUDA_HINT}.")
-    return (f"onnxruntime {ort.__version__} ({', '.join(installed_onnxruntime_wheels())}) lists "
-            f"{CUDA_PROVIDER}, but a session asking "
-            f"for it runs on {got} (CUDA or cuDNN libraries not loadable, no driver or no "
-            f"device); {CUDA_HINT}.{_both_wheels_note()}")
+    except Exception as exc:  # noqa: BLE001 - any failure means no CUDA here, said why
+        return f"a session with {CUDA_PROVIDER} failed ({type(exc).__name__}: {exc}); {CUDA_HINT}."
+    return (
+        f"onnxruntime {ort.__version__} ({', '.join(installed_onnxruntime_wheels())}) lists "
+        f"{CUDA_PROVIDER}, but a session asking "
+        f"for it runs on {got} (CUDA or cuDNN libraries not loadable, no driver or no "
+        f"device); {CUDA_HINT}.{_both_wheels_note()}"
+    )
 
 
 def resolve_device(device: str) -> str:
@@ -228,6 +240,9 @@ class OnnxRuntimeBackend(Backend):
 
     ``device``: "cpu", "cuda", or "auto" (CUDA when a session really gets it, else CPU).
     ``intra_op_threads``: threads inside one operator (None = ORT's default, all cores).
+    ``spin``: whether ORT's idle intra-op (and inter-op) threads spin waiting for work
+    (``session.intra_op.allow_spinning``; None = ORT's default, which spins). Spinning
+    threads hold their cores between operators, which pays only when nothing else needs them.
 
     ``device="cuda"`` makes the session with the CUDA provider (TF32 off,
     :data:`CUDA_PROVIDER_OPTIONS`) and checks the provider the session really got: ONNX
@@ -241,9 +256,15 @@ class OnnxRuntimeBackend(Backend):
     checking an fp16 graph's numbers on a host without a GPU (prepare's check, the tests).
     """
 
-    def __init__(self, model_path: str | Path, device: str = "auto",
-                 intra_op_threads: int | None = None, inter_op_threads: int = 1,
-                 allow_cpu_half: bool = False) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        device: str = "auto",
+        intra_op_threads: int | None = None,
+        inter_op_threads: int = 1,
+        allow_cpu_half: bool = False,
+        spin: bool | None = None,
+    ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
         ort = import_onnxruntime()
@@ -253,7 +274,8 @@ class OnnxRuntimeBackend(Backend):
                 f"device='cuda' asked, but onnxruntime {ort.__version__} here has no "
                 f"{CUDA_PROVIDER} (available providers: {available}; installed: "
                 f"{installed_onnxruntime_wheels() or 'none'}); {CUDA_HINT}."
-                f"{_both_wheels_note()}")
+                f"{_both_wheels_note()}"
+            )
         use_cuda = device == "cuda" or (device == "auto" and CUDA_PROVIDER in available)
         if use_cuda:
             _preload_cuda_libraries(ort)
@@ -265,6 +287,9 @@ class OnnxRuntimeBackend(Backend):
                 raise ValueError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
             opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = inter_op_threads
+        if spin is not None:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
         self.model_path = Path(model_path)
         if not self.model_path.exists():
@@ -275,26 +300,37 @@ class OnnxRuntimeBackend(Backend):
         self._threads = intra_op_threads
         self._provider = session_provider(self._session)
         if use_cuda and self._provider != CUDA_PROVIDER:
-            got = (f"ONNX Runtime {ort.__version__} made the session on {self._provider} "
-                   f"(session providers {self._session.get_providers()}; available "
-                   f"{available})")
+            got = (
+                f"ONNX Runtime {ort.__version__} made the session on {self._provider} "
+                f"(session providers {self._session.get_providers()}; available "
+                f"{available})"
+            )
             if device == "cuda":
                 raise RuntimeError(
                     f"device='cuda' asked for {self.model_path.name}, but {got}: the CUDA "
                     f"provider could not be created (CUDA or cuDNN libraries not loadable, no "
-                    f"driver or no device); {CUDA_HINT}.{_both_wheels_note()}")
-            log.warning("device 'auto': %s runs on the CPU, not CUDA: %s; %s.",
-                        self.model_path.name, got, CUDA_HINT)
+                    f"driver or no device); {CUDA_HINT}.{_both_wheels_note()}"
+                )
+            log.warning(
+                "device 'auto': %s runs on the CPU, not CUDA: %s; %s.",
+                self.model_path.name,
+                got,
+                CUDA_HINT,
+            )
         meta = self._session.get_modelmeta().custom_metadata_map
         self.precision = meta.get("precision", "fp32")
-        if (self.precision in HALF_PRECISIONS and self._provider == CPU_PROVIDER
-                and not allow_cpu_half):
+        if (
+            self.precision in HALF_PRECISIONS
+            and self._provider == CPU_PROVIDER
+            and not allow_cpu_half
+        ):
             raise RuntimeError(
                 f"{self.model_path} is a {self.precision} graph and would run on "
                 f"CPUExecutionProvider, which has no {self.precision} kernels (device="
                 f"{device!r}, available providers {available}); run it on CUDA "
                 "(onnxruntime-gpu, device: cuda), or prepare the folder with --precision "
-                "int8 or fp32 for CPUs")
+                "int8 or fp32 for CPUs"
+            )
 
     @property
     def provider(self) -> str:
@@ -316,8 +352,10 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         threads = self._threads or os.cpu_count()
-        return (f"onnxruntime {self._provider} ({threads} intra-op threads) {self.model_path.name}"
-                f"{'' if self.precision == 'fp32' else ' ' + self.precision}")
+        return (
+            f"onnxruntime {self._provider} ({threads} intra-op threads) {self.model_path.name}"
+            f"{'' if self.precision == 'fp32' else ' ' + self.precision}"
+        )
 
 
 BackendFactory = Callable[..., Backend]
@@ -338,8 +376,9 @@ def register_backend(name: str, factory: BackendFactory) -> None:
     _REGISTRY[name] = factory
 
 
-def backend_kwargs(backend: str, options: dict | None = None,
-                   intra_op_threads: int | None = None) -> dict:
+def backend_kwargs(
+    backend: str, options: dict | None = None, intra_op_threads: int | None = None
+) -> dict:
     """``backend=`` plus its options, as the runners take them. ``intra_op_threads`` is an
     ONNX Runtime option and is added for that backend alone (None: its default)."""
     opts = dict(options or {})
@@ -351,7 +390,11 @@ def backend_kwargs(backend: str, options: dict | None = None,
 def load_backend(name: str, model_path: str | Path, **options) -> Backend:
     """Instantiate backend ``name`` on ``model_path``; clear error for unknown names."""
     if name not in _REGISTRY:
-        hint = (" PopRT/IPU needs the Graphcore Poplar SDK and a backend registered with "
-                "packing.runtime.backend.register_backend." if name == "poprt" else "")
+        hint = (
+            " PopRT/IPU needs the Graphcore Poplar SDK and a backend registered with "
+            "packing.runtime.backend.register_backend."
+            if name == "poprt"
+            else ""
+        )
         raise ValueError(f"unknown backend {name!r}; available: {sorted(_REGISTRY)}.{hint}")
     return _REGISTRY[name](model_path, **options)

@@ -16,8 +16,13 @@ from .features import Features, Result, validate_features
 class _Runner:
     """Shared parts: manifest, validation, offline execution of a list of plans."""
 
-    def __init__(self, manifest: Manifest, backend: Backend, seq_len: int,
-                 model_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        backend: Backend,
+        seq_len: int,
+        model_dir: str | Path | None = None,
+    ) -> None:
         self.manifest = manifest
         self.seq_len = seq_len
         self._exec = PlanExecutor(backend, manifest, model_dir)
@@ -56,8 +61,13 @@ class _Runner:
                 raise type(exc)(f"request {i}: {exc}") from None
         return out
 
-    def run_plans(self, plans: Sequence[Plan], dataset: Sequence[Features],
-                  progress: bool = False, desc: str = "batches") -> list[Result]:
+    def run_plans(
+        self,
+        plans: Sequence[Plan],
+        dataset: Sequence[Features],
+        progress: bool = False,
+        desc: str = "batches",
+    ) -> list[Result]:
         """Execute ``plans`` whose ``seq_ids`` index ``dataset``; results in dataset order
         (:class:`SpanLogits` or :class:`Pooled`, as the folder's task says)."""
         results: list[Result | None] = [None] * len(dataset)

@@ -44,7 +44,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,9 +63,20 @@ DEFAULT_THRESHOLD = 0.95
 PROCEDURE_VERSION = 1
 AUTO = "auto"
 
-__all__ = ["Calibration", "NotCalibratable", "budgets_for", "pick_budget", "fingerprint",
-           "calibrate", "load_or_calibrate", "resolve_max_tokens", "measure_budget",
-           "CACHE_FILE", "DEFAULT_THRESHOLD", "AUTO"]
+__all__ = [
+    "Calibration",
+    "NotCalibratable",
+    "budgets_for",
+    "pick_budget",
+    "fingerprint",
+    "calibrate",
+    "load_or_calibrate",
+    "resolve_max_tokens",
+    "measure_budget",
+    "CACHE_FILE",
+    "DEFAULT_THRESHOLD",
+    "AUTO",
+]
 
 
 class NotCalibratable(ValueError):
@@ -107,15 +118,18 @@ class Calibration:
         budgets = tuple(int(b) for b in self.budgets)
         rates = tuple(float(r) for r in self.tokens_per_s)
         if not budgets or len(budgets) != len(rates):
-            raise ValueError(f"calibration needs one throughput per budget, got {len(budgets)} "
-                             f"budgets and {len(rates)} throughputs")
+            raise ValueError(
+                f"calibration needs one throughput per budget, got {len(budgets)} "
+                f"budgets and {len(rates)} throughputs"
+            )
         if list(budgets) != sorted(set(budgets)) or budgets[0] < 1:
             raise ValueError(f"calibration budgets must be ascending positive ints, got {budgets}")
         if not all(math.isfinite(r) and r >= 0 for r in rates):
             raise ValueError(f"calibration throughputs must be finite and >= 0, got {rates}")
         if int(self.max_tokens) not in budgets:
-            raise ValueError(f"chosen max_tokens {self.max_tokens!r} is not a measured budget "
-                             f"{budgets}")
+            raise ValueError(
+                f"chosen max_tokens {self.max_tokens!r} is not a measured budget {budgets}"
+            )
         object.__setattr__(self, "budgets", budgets)
         object.__setattr__(self, "tokens_per_s", rates)
         object.__setattr__(self, "max_tokens", int(self.max_tokens))
@@ -134,11 +148,20 @@ class Calibration:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "Calibration":
+    def from_dict(cls, raw: dict) -> Calibration:
         """Inverse of :meth:`to_dict` (marks the result ``from_cache``); ValueError/TypeError
         /KeyError on a malformed entry."""
-        fields = ("budgets", "tokens_per_s", "max_tokens", "threshold", "rule", "fingerprint",
-                  "measured_at", "backend", "seconds")
+        fields = (
+            "budgets",
+            "tokens_per_s",
+            "max_tokens",
+            "threshold",
+            "rule",
+            "fingerprint",
+            "measured_at",
+            "backend",
+            "seconds",
+        )
         return cls(**{k: raw[k] for k in fields if k in raw}, from_cache=True)
 
     def table(self) -> str:
@@ -166,19 +189,25 @@ def budgets_for(seq_len: int, batch_size: int) -> list[int]:
     return out
 
 
-def pick_budget(budgets: Sequence[int], tokens_per_s: Sequence[float],
-                threshold: float = DEFAULT_THRESHOLD) -> int:
+def pick_budget(
+    budgets: Sequence[int], tokens_per_s: Sequence[float], threshold: float = DEFAULT_THRESHOLD
+) -> int:
     """The smallest budget whose throughput is ``>= threshold x`` the best one.
 
     ``budgets`` ascending, ``tokens_per_s`` in the same order; ``threshold`` in (0, 1]
     (1.0 picks the fastest budget). ValueError on empty or mismatched input or a bad threshold.
     """
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) \
-            or not 0 < threshold <= 1:
+    if (
+        not isinstance(threshold, (int, float))
+        or isinstance(threshold, bool)
+        or not 0 < threshold <= 1
+    ):
         raise ValueError(f"threshold must be a number in (0, 1], got {threshold!r}")
     if not budgets or len(budgets) != len(tokens_per_s):
-        raise ValueError(f"need one throughput per budget, got {len(budgets)} budgets and "
-                         f"{len(tokens_per_s)} throughputs")
+        raise ValueError(
+            f"need one throughput per budget, got {len(budgets)} budgets and "
+            f"{len(tokens_per_s)} throughputs"
+        )
     best = max(tokens_per_s)
     for b, r in zip(budgets, tokens_per_s):
         if r >= threshold * best:
@@ -187,6 +216,7 @@ def pick_budget(budgets: Sequence[int], tokens_per_s: Sequence[float],
 
 
 # --------------------------------------------------------------------- fingerprint
+
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, else what ``platform`` says."""
@@ -205,8 +235,12 @@ def host_description() -> dict:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable,
-            "machine": platform.machine()}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "machine": platform.machine(),
+    }
 
 
 def _plain(value) -> bool:
@@ -233,8 +267,9 @@ def effective_options(backend: str, backend_options: dict | None) -> dict:
     opts = dict(backend_options or {})
     bad = sorted(k for k, v in opts.items() if not _plain(v))
     if bad:
-        raise NotCalibratable(f"backend options {bad} are not plain data and cannot be "
-                              "fingerprinted")
+        raise NotCalibratable(
+            f"backend options {bad} are not plain data and cannot be fingerprinted"
+        )
     if backend == "onnxruntime":
         from .backend import import_onnxruntime, resolve_device
 
@@ -242,10 +277,13 @@ def effective_options(backend: str, backend_options: dict | None) -> dict:
         available = list(ort.get_available_providers())
         device = resolve_device(opts.pop("device", "auto"))  # auto: where a session really runs
         # None is onnxruntime's default, one thread per core: the same device as that many
-        out = {"device": device,
-               "intra_op_threads": opts.pop("intra_op_threads", None) or os.cpu_count(),
-               "inter_op_threads": opts.pop("inter_op_threads", 1),
-               "onnxruntime": ort.__version__, "providers": available}
+        out = {
+            "device": device,
+            "intra_op_threads": opts.pop("intra_op_threads", None) or os.cpu_count(),
+            "inter_op_threads": opts.pop("inter_op_threads", 1),
+            "onnxruntime": ort.__version__,
+            "providers": available,
+        }
         out.update(opts)  # anything else given decides too
         return out
     if backend == "sim":
@@ -253,14 +291,22 @@ def effective_options(backend: str, backend_options: dict | None) -> dict:
 
         for k in IGNORED_OPTIONS:
             opts.pop(k, None)
-        profile = sim_profile(opts.pop("profile", "ipu"), opts.pop("tokens_per_s", None),
-                              opts.pop("overhead_s", None), opts.pop("static_shapes", None))
+        profile = sim_profile(
+            opts.pop("profile", "ipu"),
+            opts.pop("tokens_per_s", None),
+            opts.pop("overhead_s", None),
+            opts.pop("static_shapes", None),
+        )
         return {"profile": asdict(profile), **opts}
     return opts
 
 
-def fingerprint(model_dir: str | Path, backend: str, backend_options: dict | None = None,
-                manifest: Manifest | None = None) -> tuple[str, dict]:
+def fingerprint(
+    model_dir: str | Path,
+    backend: str,
+    backend_options: dict | None = None,
+    manifest: Manifest | None = None,
+) -> tuple[str, dict]:
     """``(key, facts)``: a 16-hex-digit key of what changes a calibration, and those facts.
 
     Facts: backend name and :func:`effective_options`, :func:`host_description`, the
@@ -275,29 +321,48 @@ def fingerprint(model_dir: str | Path, backend: str, backend_options: dict | Non
         raise NotCalibratable(f"{model_dir} has no {GRAPH!r} graph to calibrate on")
     digest = manifest.files.get(graph)
     if not digest:
-        raise NotCalibratable(f"{model_dir}/manifest.json lists no checksum of {graph} "
-                              "(the folder is not fully prepared)")
-    facts = {"backend": backend, "options": effective_options(backend, backend_options),
-             "host": host_description(), "graph_sha256": digest, "precision": manifest.precision,
-             "shapes": {"seq_len": manifest.seq_len, "batch_size": manifest.batch_size,
-                        "max_valid_num": manifest.max_valid_num},
-             "procedure": PROCEDURE_VERSION}
+        raise NotCalibratable(
+            f"{model_dir}/manifest.json lists no checksum of {graph} "
+            "(the folder is not fully prepared)"
+        )
+    facts = {
+        "backend": backend,
+        "options": effective_options(backend, backend_options),
+        "host": host_description(),
+        "graph_sha256": digest,
+        "precision": manifest.precision,
+        "shapes": {
+            "seq_len": manifest.seq_len,
+            "batch_size": manifest.batch_size,
+            "max_valid_num": manifest.max_valid_num,
+        },
+        "procedure": PROCEDURE_VERSION,
+    }
     blob = json.dumps(facts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16], facts
 
 
 # ----------------------------------------------------------------------- measuring
 
-def measure_budget(executor, plans: Sequence[UnpackRepackPlan], features: Sequence,
-                   warmup: int = 0, min_repeats: int = 1, min_time_s: float = 0.0,
-                   max_repeats: int = 10_000, start: int = 0) -> list[float]:
+
+def measure_budget(
+    executor,
+    plans: Sequence[UnpackRepackPlan],
+    features: Sequence,
+    warmup: int = 0,
+    min_repeats: int = 1,
+    min_time_s: float = 0.0,
+    max_repeats: int = 10_000,
+    start: int = 0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
     """Real tokens per second of each timed batch of ``plans`` run on ``executor``.
 
     ``features[i]`` is sequence ``i`` of the plans' ``seq_ids``. Batches cycle through
     ``plans`` from index ``start``: ``warmup`` untimed, then timed one by one until at least
     ``min_repeats`` are done and ``min_time_s`` seconds have passed (at most
-    ``max_repeats``). Each sample is the batch's real tokens over its wall seconds
-    (building the inputs included, as a runner pays it).
+    ``max_repeats``). Each sample is the batch's real tokens over its seconds on ``clock``
+    (wall time by default; building the inputs included, as a runner pays it).
     """
     if not plans:
         raise ValueError("measure_budget needs at least one plan")
@@ -308,35 +373,47 @@ def measure_budget(executor, plans: Sequence[UnpackRepackPlan], features: Sequen
         plan = plans[i % len(plans)]
         i += 1
         feats = [features[s] for s in plan.seq_ids]
-        t0 = time.perf_counter()
+        t0 = clock()
         executor.execute(plan, feats)
-        return plan.real_tokens / max(time.perf_counter() - t0, 1e-9)
+        return plan.real_tokens / max(clock() - t0, 1e-9)
 
     for _ in range(warmup):
         run_one()
     rates: list[float] = []
-    t_start = time.perf_counter()
-    while len(rates) < max(1, min_repeats) or (time.perf_counter() - t_start < min_time_s
-                                                 and len(rates) < max_repeats):
+    t_start = clock()
+    while len(rates) < max(1, min_repeats) or (
+        clock() - t_start < min_time_s and len(rates) < max_repeats
+    ):
         rates.append(run_one())
     return rates
 
 
-def _full_plans(manifest: Manifest, budget: int, lengths: np.ndarray
-                ) -> list[UnpackRepackPlan]:
+def _full_plans(manifest: Manifest, budget: int, lengths: np.ndarray) -> list[UnpackRepackPlan]:
     from packing.policy.offline import plan_offline_unpack_repack
 
-    plans = plan_offline_unpack_repack(lengths, manifest.seq_len, manifest.batch_size,
-                                       manifest.max_valid_num, max_tokens=budget)
+    plans = plan_offline_unpack_repack(
+        lengths, manifest.seq_len, manifest.batch_size, manifest.max_valid_num, max_tokens=budget
+    )
     return plans[:-1] if len(plans) > 1 else plans  # the last batch is a remainder
 
 
-def calibrate(model_dir: str | Path, backend: str = "onnxruntime",
-              backend_options: dict | None = None, *, threshold: float = DEFAULT_THRESHOLD,
-              budgets: Sequence[int] | None = None, warmup: int = 1, min_repeats: int = 3,
-              min_time_s: float = 1.0, rounds: int = 3, batches_per_budget: int = 8,
-              seed: int = 2022, progress: bool | None = None,
-              manifest: Manifest | None = None) -> Calibration:
+def calibrate(
+    model_dir: str | Path,
+    backend: str = "onnxruntime",
+    backend_options: dict | None = None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    budgets: Sequence[int] | None = None,
+    warmup: int = 1,
+    min_repeats: int = 3,
+    min_time_s: float = 1.0,
+    rounds: int = 3,
+    batches_per_budget: int = 8,
+    seed: int = 2022,
+    progress: bool | None = None,
+    manifest: Manifest | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Calibration:
     """Measure the backend's throughput at each token budget and pick one; no cache.
 
     Loads the ``unpack_repack`` graph of ``model_dir`` on ``backend`` with
@@ -351,7 +428,9 @@ def calibrate(model_dir: str | Path, backend: str = "onnxruntime",
     real tokens per second. Returns the curve with ``max_tokens`` chosen by
     :func:`pick_budget` at ``threshold``. ``progress``: a tqdm bar over the budgets
     (None: only when stderr is a terminal). The fingerprint is ``""`` when the options
-    cannot be fingerprinted. Raises ValueError on a bad threshold or budget.
+    cannot be fingerprinted. ``clock``: the seconds every timing reads (wall time; a test
+    gives a virtual clock that an injected sim ``sleep`` advances). Raises ValueError on a
+    bad threshold or budget.
     """
     from tqdm.auto import tqdm
 
@@ -364,8 +443,9 @@ def calibrate(model_dir: str | Path, backend: str = "onnxruntime",
     budgets = sorted({int(b) for b in (budgets or budgets_for(seq_len, manifest.batch_size))})
     bad = [b for b in budgets if not seq_len <= b <= full]
     if bad:
-        raise ValueError(f"budgets must lie in [seq_len={seq_len}, batch_size*seq_len={full}], "
-                         f"got {bad}")
+        raise ValueError(
+            f"budgets must lie in [seq_len={seq_len}, batch_size*seq_len={full}], got {bad}"
+        )
     try:
         key = fingerprint(model_dir, backend, backend_options, manifest)[0]
     except NotCalibratable:
@@ -382,29 +462,46 @@ def calibrate(model_dir: str | Path, backend: str = "onnxruntime",
     rounds = max(1, int(rounds))
     per_round = max(1, -(-int(min_repeats) // rounds))
     started = time.perf_counter()
-    bar = tqdm(total=rounds * len(budgets), desc="calibrating token budget", unit="budget",
-               disable=None if progress is None else not progress, leave=False)
+    bar = tqdm(
+        total=rounds * len(budgets),
+        desc="calibrating token budget",
+        unit="budget",
+        disable=None if progress is None else not progress,
+        leave=False,
+    )
     try:
         for r in range(rounds):  # interleaved, so a burst of other load hits every budget
             for b in budgets:
                 bar.set_postfix_str(f"round {r + 1}/{rounds}, {b} tokens")
-                samples[b] += measure_budget(executor, plans[b], features,
-                                             warmup=warmup if r == 0 else 0,
-                                             min_repeats=per_round,
-                                             min_time_s=min_time_s / rounds,
-                                             start=len(samples[b]) + (warmup if r else 0))
+                samples[b] += measure_budget(
+                    executor,
+                    plans[b],
+                    features,
+                    warmup=warmup if r == 0 else 0,
+                    min_repeats=per_round,
+                    min_time_s=min_time_s / rounds,
+                    start=len(samples[b]) + (warmup if r else 0),
+                    clock=clock,
+                )
                 bar.update(1)
     finally:
         bar.close()
     rates = [float(statistics.median(samples[b])) for b in budgets]
-    return Calibration(budgets=tuple(budgets), tokens_per_s=tuple(rates),
-                       max_tokens=pick_budget(budgets, rates, threshold), threshold=threshold,
-                       rule=_rule(threshold), fingerprint=key,
-                       measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       backend=be.describe(), seconds=round(time.perf_counter() - started, 3))
+    return Calibration(
+        budgets=tuple(budgets),
+        tokens_per_s=tuple(rates),
+        max_tokens=pick_budget(budgets, rates, threshold),
+        threshold=threshold,
+        rule=_rule(threshold),
+        fingerprint=key,
+        measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        backend=be.describe(),
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 # -------------------------------------------------------------------------- cache
+
 
 def cache_path(model_dir: str | Path) -> Path:
     """Where calibrations of ``model_dir`` are cached: ``model_dir/calibration.json``."""
@@ -439,11 +536,17 @@ def _write_cache(path: Path, entries: dict) -> bool:
         return False
 
 
-def load_or_calibrate(model_dir: str | Path, backend: str = "onnxruntime",
-                      backend_options: dict | None = None, *,
-                      threshold: float = DEFAULT_THRESHOLD, force: bool = False,
-                      progress: bool | None = None, manifest: Manifest | None = None,
-                      **measure) -> Calibration:
+def load_or_calibrate(
+    model_dir: str | Path,
+    backend: str = "onnxruntime",
+    backend_options: dict | None = None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    force: bool = False,
+    progress: bool | None = None,
+    manifest: Manifest | None = None,
+    **measure,
+) -> Calibration:
     """The cached calibration of ``model_dir`` on this backend and host, else a new one.
 
     Looks up :func:`fingerprint` in ``model_dir/calibration.json``; a matching, well-formed
@@ -468,22 +571,37 @@ def load_or_calibrate(model_dir: str | Path, backend: str = "onnxruntime",
             log.warning("%s: ignoring a malformed entry %s (%s); measuring again", path, key, exc)
         else:
             if cached.threshold != float(threshold):
-                cached = replace(cached, threshold=float(threshold), rule=_rule(threshold),
-                                 max_tokens=pick_budget(cached.budgets, cached.tokens_per_s,
-                                                        threshold))
+                cached = replace(
+                    cached,
+                    threshold=float(threshold),
+                    rule=_rule(threshold),
+                    max_tokens=pick_budget(cached.budgets, cached.tokens_per_s, threshold),
+                )
             return cached
-    cal = calibrate(model_dir, backend, backend_options, threshold=threshold,
-                    progress=progress, manifest=manifest, **measure)
+    cal = calibrate(
+        model_dir,
+        backend,
+        backend_options,
+        threshold=threshold,
+        progress=progress,
+        manifest=manifest,
+        **measure,
+    )
     entries = _read_cache(path)  # re-read: another process may have added an entry meanwhile
     entries[key] = {**cal.to_dict(), "facts": facts}
     _write_cache(path, entries)
     return cal
 
 
-def resolve_max_tokens(max_tokens: int | str | None, model_dir: str | Path,
-                       backend: str = "onnxruntime", backend_options: dict | None = None, *,
-                       manifest: Manifest | None = None, progress: bool | None = None,
-                       ) -> tuple[int | None, Calibration | None]:
+def resolve_max_tokens(
+    max_tokens: int | str | None,
+    model_dir: str | Path,
+    backend: str = "onnxruntime",
+    backend_options: dict | None = None,
+    *,
+    manifest: Manifest | None = None,
+    progress: bool | None = None,
+) -> tuple[int | None, Calibration | None]:
     """``(budget, calibration)`` for a ``max_tokens`` setting.
 
     * an int: pinned, returned as is (``PackingConfig`` checks it lies in
@@ -502,8 +620,9 @@ def resolve_max_tokens(max_tokens: int | str | None, model_dir: str | Path,
         if max_tokens != AUTO:
             raise ValueError(f"max_tokens must be an int, None or 'auto', got {max_tokens!r}")
         try:
-            cal = load_or_calibrate(model_dir, backend, backend_options, manifest=manifest,
-                                    progress=progress)
+            cal = load_or_calibrate(
+                model_dir, backend, backend_options, manifest=manifest, progress=progress
+            )
         except NotCalibratable as exc:
             log.info("max_tokens='auto': %s; using the full batch", exc)
             return None, None

@@ -39,8 +39,15 @@ from packing.policy.plans import Plan
 from .features import Features, Result
 from .outcomes import results_or_error
 
-__all__ = ["DEFAULT_DISPATCH", "DISPATCH", "Dispatcher", "DispatchStats", "Execute", "Window",
-           "admit_windows"]
+__all__ = [
+    "DEFAULT_DISPATCH",
+    "DISPATCH",
+    "Dispatcher",
+    "DispatchStats",
+    "Execute",
+    "Window",
+    "admit_windows",
+]
 
 DISPATCH: tuple[str, ...] = ("merge", "per_batch")
 """``merge``: pack everything waiting into the next plan; ``per_batch``: each admitted batch
@@ -108,8 +115,11 @@ class DispatchStats:
     def as_dict(self) -> dict:
         """Plain dict of every counter plus the derived ratios."""
         out = dict(self.__dict__)
-        out.update(mean_sequences=self.mean_sequences, mean_admitted=self.mean_admitted,
-                   efficiency=self.efficiency)
+        out.update(
+            mean_sequences=self.mean_sequences,
+            mean_admitted=self.mean_admitted,
+            efficiency=self.efficiency,
+        )
         return out
 
 
@@ -139,11 +149,16 @@ class Dispatcher:
     non-blocking.
     """
 
-    def __init__(self, config: PackingConfig, execute: Execute, slots: int = 1,
-                 dispatch: str = DEFAULT_DISPATCH,
-                 on_plan: Callable[[Plan, float, BaseException | None, list[float]], None]
-                 | None = None, collate: Collate = collate,
-                 on_drop: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: PackingConfig,
+        execute: Execute,
+        slots: int = 1,
+        dispatch: str = DEFAULT_DISPATCH,
+        on_plan: Callable[[Plan, float, BaseException | None, list[float]], None] | None = None,
+        collate: Collate = collate,
+        on_drop: Callable[[int, int], None] | None = None,
+    ) -> None:
         self._execute = execute
         self._on_plan = on_plan
         self._on_drop = on_drop
@@ -229,8 +244,12 @@ class Dispatcher:
                 if not w.future.done():
                     w.future.set_exception(error)
             raise error from None
-        return [(w.future.exception() or w.future.result()) if not w.future.cancelled()
-                else asyncio.CancelledError() for w in windows]
+        return [
+            (w.future.exception() or w.future.result())
+            if not w.future.cancelled()
+            else asyncio.CancelledError()
+            for w in windows
+        ]
 
     def add(self, windows: Sequence[Window]) -> None:
         """Admit one batch of windows (in arrival order) and start what free slots take."""
@@ -251,19 +270,20 @@ class Dispatcher:
         self._pump()
 
     # ---------------------------------------------------------------- dispatch
-    def _pack(self, waiting: Sequence[_Waiting], max_plans: int | None = None
-              ) -> list[tuple[Plan, list[_Waiting], str]]:
+    def _pack(
+        self, waiting: Sequence[_Waiting], max_plans: int | None = None
+    ) -> list[tuple[Plan, list[_Waiting], str]]:
         """Plans for ``waiting`` (arrival order), each with its members and why it closed;
         with ``max_plans``, the first plans only, covering a prefix of ``waiting``.
 
         A failing collate fails those windows (and returns no plans)."""
         try:
-            plans = self._collate([len(x.window.features) for x in waiting], self.config,
-                                  max_plans)
+            plans = self._collate([len(x.window.features) for x in waiting], self.config, max_plans)
             picked = [[waiting[int(k)] for k in p.seq_ids] for p in plans]
             covered = sum(len(m) for m in picked)
             if sorted(int(k) for p in plans for k in p.seq_ids) != list(range(covered)) or (
-                    covered != len(waiting) and (max_plans is None or not plans)):
+                covered != len(waiting) and (max_plans is None or not plans)
+            ):
                 raise RuntimeError("collate did not place every window exactly once, in order")
         except Exception as exc:  # noqa: BLE001 - delivered to the windows it was packing
             for x in waiting:
@@ -273,8 +293,9 @@ class Dispatcher:
         out = []
         for k, (plan, members) in enumerate(zip(plans, picked)):
             last = k == len(plans) - 1 and covered == len(waiting)
-            why = ("full" if plan.n_seqs >= self.config.max_valid_num
-                   else "rest" if last else "budget")
+            why = (
+                "full" if plan.n_seqs >= self.config.max_valid_num else "rest" if last else "budget"
+            )
             out.append((plan, members, why))
         return out
 
@@ -305,8 +326,9 @@ class Dispatcher:
             start = self._pack(live, max_plans=free)  # a failing collate failed ``live``
             # What the free slots cannot take waits, in arrival order, to be packed again
             # (with whatever arrives meanwhile) when the next slot frees.
-            self._waiting.extendleft(reversed(live[sum(len(m) for _, m, _ in start):])
-                                     if start else ())
+            self._waiting.extendleft(
+                reversed(live[sum(len(m) for _, m, _ in start) :]) if start else ()
+            )
             for plan, members, why in start:
                 self._start(plan, members, why)
         if (self._waiting or self._ready) and self._inflight >= self.slots:
@@ -342,8 +364,12 @@ class Dispatcher:
     async def _run(self, plan: Plan, members: list[_Waiting]) -> None:
         t0 = time.monotonic()
         windows = [x.window for x in members]
-        outs, error = await results_or_error(self._execute(plan, [w.features for w in windows]),
-                                             len(windows), "executor", "sequences")
+        outs, error = await results_or_error(
+            self._execute(plan, [w.features for w in windows]),
+            len(windows),
+            "executor",
+            "sequences",
+        )
         self._inflight -= 1
         self._running_windows -= len(windows)
         self._running_tokens -= plan.real_tokens
@@ -365,8 +391,9 @@ class Dispatcher:
             self._dropped(0, gone)
         if self._on_plan is not None:
             try:
-                self._on_plan(plan, time.monotonic() - t0, error,
-                              [t0 - w.submitted_s for w in windows])
+                self._on_plan(
+                    plan, time.monotonic() - t0, error, [t0 - w.submitted_s for w in windows]
+                )
             except Exception:  # noqa: BLE001 - metrics must never fail requests
                 pass
         self._pump()
@@ -382,9 +409,11 @@ class Dispatcher:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-async def admit_windows(admit: Callable[[Window], Awaitable], features: Sequence[Features],
-                        on_windows: Callable[[list[Window]], None] | None = None
-                        ) -> list[Result | None]:
+async def admit_windows(
+    admit: Callable[[Window], Awaitable],
+    features: Sequence[Features],
+    on_windows: Callable[[list[Window]], None] | None = None,
+) -> list[Result | None]:
     """Logits of ``features`` (validated windows), each admitted as one item by
     ``admit(window)`` (``@serve.batch``'s wrapper, or :meth:`CountAdmission.submit`), in order.
 

@@ -18,8 +18,9 @@ import numpy as np
 from .features import Features, Result
 
 
-def run_online(runner, data: Sequence[Features], concurrency: int,
-               progress: bool = False) -> tuple[list[Result], np.ndarray]:
+def run_online(
+    runner, data: Sequence[Features], concurrency: int, progress: bool = False
+) -> tuple[list[Result], np.ndarray]:
     """Drive ``runner.submit`` (a PackRunner, a SortedPaddingServer: anything whose
     ``submit(features)`` returns a Future) with ``concurrency`` closed-loop clients.
 
@@ -46,7 +47,7 @@ def run_online(runner, data: Sequence[Features], concurrency: int,
             t0 = time.perf_counter()
             try:
                 results[i] = runner.submit(data[i]).result()
-            except BaseException as exc:  # surface in the caller
+            except BaseException as exc:  # noqa: BLE001 - surfaced in the caller
                 errors.append(exc)
                 return
             latency[i] = time.perf_counter() - t0
@@ -66,8 +67,14 @@ def run_online(runner, data: Sequence[Features], concurrency: int,
     return results, latency  # type: ignore[return-value]
 
 
-def drive(n: int, concurrency: int, call: Callable[[int], bool], progress: bool = False,
-          rate: float | None = None, seed: int = 0) -> tuple[float, np.ndarray, int]:
+def drive(
+    n: int,
+    concurrency: int,
+    call: Callable[[int], bool],
+    progress: bool = False,
+    rate: float | None = None,
+    seed: int = 0,
+) -> tuple[float, np.ndarray, int]:
     """Run ``call(i)`` for i in range(n) from ``concurrency`` closed-loop threads, or, with
     ``rate`` (calls per second), open loop: call i is due at Poisson arrival time t_i whatever
     the earlier calls do, and runs on a pool of ``concurrency`` threads.
@@ -117,8 +124,9 @@ def drive(n: int, concurrency: int, call: Callable[[int], bool], progress: bool 
     return seconds, latency, errors[0]
 
 
-def _drive_open(n: int, concurrency: int, call: Callable[[int], bool], progress: bool,
-                rate: float, seed: int) -> tuple[float, np.ndarray, int]:
+def _drive_open(
+    n: int, concurrency: int, call: Callable[[int], bool], progress: bool, rate: float, seed: int
+) -> tuple[float, np.ndarray, int]:
     if not rate > 0:
         raise ValueError(f"rate must be > 0 calls/s, got {rate}")
     from concurrent.futures import ThreadPoolExecutor

@@ -65,8 +65,13 @@ class PlanExecutor:
     when a classify folder comes with neither.
     """
 
-    def __init__(self, backend: Backend, manifest: Manifest,
-                 model_dir: str | Path | None = None, head: Head | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        manifest: Manifest,
+        model_dir: str | Path | None = None,
+        head: Head | None = None,
+    ) -> None:
         self.backend = backend
         self.manifest = manifest
         self.head = head if head is not None else load_head(model_dir, manifest.task)
@@ -86,12 +91,15 @@ class PlanExecutor:
             # [static_attention_rows, seq_len] attention rows (build_inputs raises if a
             # plan ever needs more rows than that bound).
             rows = layouts.static_attention_rows(plan.seq_len, plan.capacity, plan.max_valid_num)
-            inputs = layouts.build_inputs(plan, ids, types, pad_tokens_to=plan.capacity,
-                                          pad_attention_to=(rows, plan.seq_len))
+            inputs = layouts.build_inputs(
+                plan, ids, types, pad_tokens_to=plan.capacity, pad_attention_to=(rows, plan.seq_len)
+            )
             return inputs, plan.capacity
         if static:  # row plans (padded or attention mask): exactly [batch_size, seq_len]
-            return (layouts.build_inputs(plan, ids, types, pad_rows_to=m.batch_size),
-                    m.batch_size * plan.seq_len)
+            return (
+                layouts.build_inputs(plan, ids, types, pad_rows_to=m.batch_size),
+                m.batch_size * plan.seq_len,
+            )
         # dynamic shapes: attention-mask rows trimmed to the fullest row's used width
         inputs = layouts.build_inputs(plan, ids, types, trim_rows=True)
         return inputs, int(inputs["input_ids"].size)
@@ -118,8 +126,13 @@ class PlanExecutor:
         return results
 
 
-def open_graph(model_dir: str | Path, kind: str, backend: str | Backend, backend_options: dict,
-               manifest: Manifest | None = None) -> tuple[Manifest, Backend]:
+def open_graph(
+    model_dir: str | Path,
+    kind: str,
+    backend: str | Backend,
+    backend_options: dict,
+    manifest: Manifest | None = None,
+) -> tuple[Manifest, Backend]:
     """Load graph ``kind`` of a prepared folder on backend ``backend``; clear error if absent.
 
     ``backend`` may also be a loaded :class:`Backend` (already on graph ``kind``, e.g. a test's
@@ -129,7 +142,11 @@ def open_graph(model_dir: str | Path, kind: str, backend: str | Backend, backend
         raise ValueError(f"{model_dir} has no {kind!r} graph; graphs: {sorted(manifest.graphs)}")
     if isinstance(backend, Backend):
         if backend_options:
-            raise ValueError(f"backend options {sorted(backend_options)} apply to a backend "
-                             f"name, not to a loaded {type(backend).__name__}")
+            raise ValueError(
+                f"backend options {sorted(backend_options)} apply to a backend "
+                f"name, not to a loaded {type(backend).__name__}"
+            )
         return manifest, backend
-    return manifest, load_backend(backend, Path(model_dir) / manifest.graphs[kind], **backend_options)
+    return manifest, load_backend(
+        backend, Path(model_dir) / manifest.graphs[kind], **backend_options
+    )

@@ -19,7 +19,7 @@ class Features:
     token_type_ids: np.ndarray  # [length] int64: 0 for the question part, 1 for the context
 
     @classmethod
-    def of(cls, input_ids, token_type_ids=None) -> "Features":
+    def of(cls, input_ids, token_type_ids=None) -> Features:
         """Build from any int sequences; token types default to all zeros."""
         ids = np.asarray(input_ids)
         types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
@@ -86,5 +86,6 @@ def validate_features(f: Features, seq_len: int, vocab_size: int, type_vocab_siz
     if tlo < 0 or thi >= type_vocab_size:
         bad = tlo if tlo < 0 else thi
         raise InvalidInput(f"token type {bad} is outside [0, {type_vocab_size})")
-    return Features(np.ascontiguousarray(ids, dtype=np.int64),
-                    np.ascontiguousarray(types, dtype=np.int64))
+    return Features(
+        np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(types, dtype=np.int64)
+    )

@@ -27,9 +27,15 @@ class ModelRunner(_Runner):
     :class:`~packing.runtime.backend.Backend` on the ``original`` graph, used as it is.
     """
 
-    def __init__(self, model_dir: str | Path, batch_size: int | None = None,
-                 padding: str = "max_length", sort: bool = False,
-                 backend: str | Backend = "onnxruntime", **backend_options) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        batch_size: int | None = None,
+        padding: str = "max_length",
+        sort: bool = False,
+        backend: str | Backend = "onnxruntime",
+        **backend_options,
+    ) -> None:
         manifest, be = open_graph(model_dir, "original", backend, backend_options)
         super().__init__(manifest, be, manifest.seq_len, model_dir)
         if padding not in ("max_length", "longest"):

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 
-async def results_or_error(call: Awaitable[Sequence[Any]], n: int, who: str, unit: str
-                           ) -> tuple[Sequence[Any] | None, BaseException | None]:
+async def results_or_error(
+    call: Awaitable[Sequence[Any]], n: int, who: str, unit: str
+) -> tuple[Sequence[Any] | None, BaseException | None]:
     """Await ``call``: ``(results, None)`` when it returns exactly ``n`` results, else
     ``(None, error)``: its exception; a RuntimeError naming the wrong count ("``who``
     returned 3 results for 4 ``unit``"); or, for a ``CancelledError``, a RuntimeError

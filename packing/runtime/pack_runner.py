@@ -59,33 +59,47 @@ class PackRunner(_Runner):
     ``config.max_tokens`` the budget in force.
     """
 
-    def __init__(self, model_dir: str | Path, mode: str = DEFAULT_MODE,
-                 algorithm: str = DEFAULT_ALGORITHM, max_valid_num: int | None = None,
-                 max_batch_size: int | None = DEFAULT_ADMISSION.max_batch_size,
-                 batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
-                 max_concurrent_batches: int | None = DEFAULT_ADMISSION.max_concurrent_batches,
-                 max_tokens: int | str | None = "auto", max_inflight_batches: int = 2,
-                 attention_groups: int = ATTENTION_GROUPS, dispatch: str = DEFAULT_DISPATCH,
-                 backend: str | Backend = "onnxruntime", **backend_options) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        mode: str = DEFAULT_MODE,
+        algorithm: str = DEFAULT_ALGORITHM,
+        max_valid_num: int | None = None,
+        max_batch_size: int | None = DEFAULT_ADMISSION.max_batch_size,
+        batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
+        max_concurrent_batches: int | None = DEFAULT_ADMISSION.max_concurrent_batches,
+        max_tokens: int | str | None = "auto",
+        max_inflight_batches: int = 2,
+        attention_groups: int = ATTENTION_GROUPS,
+        dispatch: str = DEFAULT_DISPATCH,
+        backend: str | Backend = "onnxruntime",
+        **backend_options,
+    ) -> None:
         manifest = Manifest.read(model_dir)
         auto = isinstance(max_tokens, str)
         if auto and max_tokens != AUTO:
             raise ValueError(f"max_tokens must be an int, None or {AUTO!r}, got {max_tokens!r}")
         self.calibration: Calibration | None = None
         self.config = PackingConfig(  # every knob checked before any measuring
-            seq_len=manifest.seq_len, batch_size=manifest.batch_size,
-            max_valid_num=max_valid_num or manifest.max_valid_num, mode=mode, algorithm=algorithm, max_tokens=None if auto else max_tokens,
+            seq_len=manifest.seq_len,
+            batch_size=manifest.batch_size,
+            max_valid_num=max_valid_num or manifest.max_valid_num,
+            mode=mode,
+            algorithm=algorithm,
+            max_tokens=None if auto else max_tokens,
             attention_groups=attention_groups,
         )
-        self.admission = AdmissionConfig(max_batch_size, batch_wait_timeout_s,
-                                         max_concurrent_batches)
+        self.admission = AdmissionConfig(
+            max_batch_size, batch_wait_timeout_s, max_concurrent_batches
+        )
         if dispatch not in DISPATCH:
             raise ValueError(f"dispatch must be one of {DISPATCH}, got {dispatch!r}")
         self.dispatch = dispatch
         if auto and isinstance(backend, str):  # measured (or read from the cache) before
             # this runner loads its own graph; a loaded Backend cannot be: the full batch
-            budget, self.calibration = resolve_max_tokens(AUTO, model_dir, backend,
-                                                          backend_options, manifest=manifest)
+            budget, self.calibration = resolve_max_tokens(
+                AUTO, model_dir, backend, backend_options, manifest=manifest
+            )
             self.config = replace(self.config, max_tokens=budget)
         manifest, be = open_graph(model_dir, mode, backend, backend_options, manifest)
         super().__init__(manifest, be, manifest.seq_len, model_dir)
@@ -106,10 +120,17 @@ class PackRunner(_Runner):
         """The batches offline packing makes for sequences of ``lengths``."""
         c = self.config
         if c.mode == "attention_mask":
-            return offline.plan_offline_attention_mask(lengths, c.seq_len, c.batch_size, c.max_valid_num)
-        return offline.plan_offline_unpack_repack(lengths, c.seq_len, c.batch_size, c.max_valid_num,
-                                                  max_tokens=c.max_tokens,
-                                                  attention_groups=c.attention_groups)
+            return offline.plan_offline_attention_mask(
+                lengths, c.seq_len, c.batch_size, c.max_valid_num
+            )
+        return offline.plan_offline_unpack_repack(
+            lengths,
+            c.seq_len,
+            c.batch_size,
+            c.max_valid_num,
+            max_tokens=c.max_tokens,
+            attention_groups=c.attention_groups,
+        )
 
     def run(self, dataset: Sequence[Features], progress: bool = False) -> list[Result]:
         """Offline: pack all of ``dataset`` ahead of time and run it; results in order."""
@@ -120,7 +141,7 @@ class PackRunner(_Runner):
         return self.run_plans(self.plans(lengths), data, progress, f"packed {self.config.mode}")
 
     # ------------------------------------------------------------------ online
-    def submit(self, features: Features) -> "Future[Result]":
+    def submit(self, features: Features) -> Future[Result]:
         """Online: queue one request; the Future resolves to its result or its batch's error.
 
         Bad input raises :class:`InvalidInput` here, before anything is queued. Cancelling the
@@ -144,7 +165,7 @@ class PackRunner(_Runner):
         finally:
             self._submitting.discard(task)
 
-    def submit_many(self, dataset: Iterable[Features]) -> list["Future[Result]"]:
+    def submit_many(self, dataset: Iterable[Features]) -> list[Future[Result]]:
         """:meth:`submit` each request; Futures in the same order."""
         return [self.submit(f) for f in dataset]
 
@@ -191,7 +212,7 @@ class PackRunner(_Runner):
         await asyncio.gather(*list(self._submitting), return_exceptions=True)
         await self._dispatcher.close()
 
-    def __enter__(self) -> "PackRunner":
+    def __enter__(self) -> PackRunner:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -206,13 +227,16 @@ class PackRunner(_Runner):
         async def execute(plan: Plan, feats: list[Features]) -> list[Result]:
             return await loop.run_in_executor(pool, self._exec.execute, plan, feats)
 
-        self._dispatcher = Dispatcher(self.config, execute, slots=self.max_inflight_batches,
-                                      dispatch=self.dispatch)
+        self._dispatcher = Dispatcher(
+            self.config, execute, slots=self.max_inflight_batches, dispatch=self.dispatch
+        )
         a = self.admission
-        self._admission = CountAdmission(self._dispatcher.run_batch,
-                                         a.batch_size(self.config.max_valid_num),
-                                         a.batch_wait_timeout_s, a.concurrent_batches(1 << 30))
+        self._admission = CountAdmission(
+            self._dispatcher.run_batch,
+            a.batch_size(self.config.max_valid_num),
+            a.batch_wait_timeout_s,
+            a.concurrent_batches(1 << 30),
+        )
         self._pool, self._loop = pool, loop
-        self._thread = threading.Thread(target=loop.run_forever, name="pack-online",
-                                        daemon=True)
+        self._thread = threading.Thread(target=loop.run_forever, name="pack-online", daemon=True)
         self._thread.start()

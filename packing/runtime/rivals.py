@@ -31,8 +31,12 @@ def batch_size_candidates(max_batch_size: int, sizes: Sequence[int] = BATCH_SIZE
     return sorted({min(int(s), int(max_batch_size)) for s in sizes})
 
 
-def probe_batch_size(runner: ModelRunner, data: Sequence[Features], candidates: Sequence[int],
-                     samples: int = PROBE_SAMPLES) -> tuple[int, dict[int, float]]:
+def probe_batch_size(
+    runner: ModelRunner,
+    data: Sequence[Features],
+    candidates: Sequence[int],
+    samples: int = PROBE_SAMPLES,
+) -> tuple[int, dict[int, float]]:
     """The fastest of ``candidates`` for sorted dynamic padding, and samples/s at each.
 
     ``runner`` must pad to the longest sequence of each batch and sort
@@ -72,11 +76,18 @@ class SortedPaddingServer:
     ``backend`` and its options are passed to :class:`ModelRunner`.
     """
 
-    def __init__(self, model_dir: str | Path, batch_size: int, max_valid_num: int | None = None,
-                 timeout_s: float = 0.01, backend: str = "onnxruntime",
-                 **backend_options) -> None:
-        self.runner = ModelRunner(model_dir, batch_size=batch_size, padding="longest",
-                                  backend=backend, **backend_options)
+    def __init__(
+        self,
+        model_dir: str | Path,
+        batch_size: int,
+        max_valid_num: int | None = None,
+        timeout_s: float = 0.01,
+        backend: str = "onnxruntime",
+        **backend_options,
+    ) -> None:
+        self.runner = ModelRunner(
+            model_dir, batch_size=batch_size, padding="longest", backend=backend, **backend_options
+        )
         self.batch_size = self.runner.batch_size
         self.max_valid_num = max_valid_num or self.runner.manifest.max_valid_num
         if self.max_valid_num < 1:
@@ -97,7 +108,7 @@ class SortedPaddingServer:
         """Start counting from zero (e.g. after a warm-up)."""
         self.runner.reset_stats()
 
-    def submit(self, features: Features) -> "Future[SpanLogits]":
+    def submit(self, features: Features) -> Future[SpanLogits]:
         """Queue one request; the Future resolves to its logits or its batch's error.
 
         Bad input raises :class:`InvalidInput` here; a closed server raises RuntimeError.
@@ -118,7 +129,7 @@ class SortedPaddingServer:
             self._cond.notify()
         self._thread.join()
 
-    def __enter__(self) -> "SortedPaddingServer":
+    def __enter__(self) -> SortedPaddingServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -150,10 +161,11 @@ class SortedPaddingServer:
                 continue
             feats = [f for f, _, _ in batch]
             try:
-                plans = plan_dynamic_padding(np.array([len(f) for f in feats]), self.batch_size,
-                                             sort=True)
+                plans = plan_dynamic_padding(
+                    np.array([len(f) for f in feats]), self.batch_size, sort=True
+                )
                 outs = self.runner.run_plans(plans, feats)
-            except BaseException as exc:  # every waiting request learns why
+            except BaseException as exc:  # noqa: BLE001 - every waiting request learns why
                 for _, fut, _ in batch:
                     fut.set_exception(exc)
                 continue

@@ -37,13 +37,22 @@ BENCH_MODES: dict[str, str] = {
 }
 
 #: Packed modes that take requests one at a time as they arrive.
-PACKED_ONLINE: tuple[str, ...] = ("online_unpack_repack", "online_first_fit", "online_next_fit",
-                                  "online_best_fit")
+PACKED_ONLINE: tuple[str, ...] = (
+    "online_unpack_repack",
+    "online_first_fit",
+    "online_next_fit",
+    "online_best_fit",
+)
 
 #: Ways to serve without packing, each at its setting (best SDP: its best batch size).
-RIVALS: tuple[str, ...] = ("dynamic_padding", "sorted_dynamic_padding",
-                           "best_sorted_dynamic_padding", "no_batching",
-                           "online_sorted_dynamic_padding", "hf_pipeline")
+RIVALS: tuple[str, ...] = (
+    "dynamic_padding",
+    "sorted_dynamic_padding",
+    "best_sorted_dynamic_padding",
+    "no_batching",
+    "online_sorted_dynamic_padding",
+    "hf_pipeline",
+)
 
 
 def max_logit_diff(got: Sequence[Result], ref: dict[int, Result]) -> float:
@@ -60,9 +69,11 @@ def max_logit_diff(got: Sequence[Result], ref: dict[int, Result]) -> float:
             pairs = [(g.start_logits, r.start_logits), (g.end_logits, r.end_logits)]
         for a, b in pairs:
             if a is None or b is None or np.shape(a) != np.shape(b):
-                raise ValueError(f"request {i}: results differ in kind or shape "
-                                 f"({type(g).__name__} {np.shape(a)} vs "
-                                 f"{type(r).__name__} {np.shape(b)})")
+                raise ValueError(
+                    f"request {i}: results differ in kind or shape "
+                    f"({type(g).__name__} {np.shape(a)} vs "
+                    f"{type(r).__name__} {np.shape(b)})"
+                )
             worst = max(worst, float(np.abs(a - b).max()))
     return worst
 
@@ -70,8 +81,11 @@ def max_logit_diff(got: Sequence[Result], ref: dict[int, Result]) -> float:
 def settings_backend(settings: dict) -> dict:
     """:func:`~packing.runtime.backend.backend_kwargs` of the bench / eval ``settings``
     (``backend``, ``backend_options``, ``threads``: intra-op threads, onnxruntime only)."""
-    return backend_kwargs(settings.get("backend", "onnxruntime"), settings.get("backend_options"),
-                          settings.get("threads"))
+    return backend_kwargs(
+        settings.get("backend", "onnxruntime"),
+        settings.get("backend_options"),
+        settings.get("threads"),
+    )
 
 
 def runner_for(key: str, model_dir: str, settings: dict):
@@ -86,24 +100,36 @@ def runner_for(key: str, model_dir: str, settings: dict):
     if key == "sorted_dynamic_padding":
         return ModelRunner(model_dir, padding="longest", sort=True, **opts)
     if key == "best_sorted_dynamic_padding":
-        return ModelRunner(model_dir, batch_size=settings["sdp_batch_size"], padding="longest",
-                           sort=True, **opts)
+        return ModelRunner(
+            model_dir, batch_size=settings["sdp_batch_size"], padding="longest", sort=True, **opts
+        )
     if key == "no_batching":  # each request alone at its own length, as the solo references
         return solo_runner(model_dir, settings)
     if key == "online_sorted_dynamic_padding":
-        return SortedPaddingServer(model_dir, settings["sdp_batch_size"],
-                                   timeout_s=settings["batch_wait_timeout_s"], **opts)
+        return SortedPaddingServer(
+            model_dir,
+            settings["sdp_batch_size"],
+            timeout_s=settings["batch_wait_timeout_s"],
+            **opts,
+        )
     mode = "unpack_repack" if "unpack_repack" in key else "attention_mask"
     algorithm = key.removeprefix("online_") if key.endswith("_fit") else DEFAULT_ALGORITHM
-    return PackRunner(model_dir, mode=mode, algorithm=algorithm,
-                      batch_wait_timeout_s=settings["batch_wait_timeout_s"],
-                      max_tokens=settings["max_tokens"],
-                      attention_groups=settings["attention_groups"], **opts)
+    return PackRunner(
+        model_dir,
+        mode=mode,
+        algorithm=algorithm,
+        batch_wait_timeout_s=settings["batch_wait_timeout_s"],
+        max_tokens=settings["max_tokens"],
+        attention_groups=settings["attention_groups"],
+        **opts,
+    )
 
 
 def solo_runner(model_dir: str, settings: dict) -> ModelRunner:
     """Batches of one request, padded to its own length (to seq_len on a static-shape backend)."""
-    runner = ModelRunner(model_dir, batch_size=1, padding="max_length", **settings_backend(settings))
+    runner = ModelRunner(
+        model_dir, batch_size=1, padding="max_length", **settings_backend(settings)
+    )
     if not runner.backend.static_shapes:
         runner.padding = "longest"
     return runner

@@ -31,11 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from packing.policy.attention import ATTENTION_GROUPS
-
 from packing.model.heads import HIDDEN_OUTPUT
 from packing.model.manifest import MANIFEST
 from packing.model.task import TaskSpec
+from packing.policy.attention import ATTENTION_GROUPS
 
 from .backend import Backend
 
@@ -45,13 +44,14 @@ GRAPH_INPUTS: dict[str, tuple[str, ...]] = {
     "original": _ROW_INPUTS,
     "attention_mask": _ROW_INPUTS,
     "unpack_repack": ("input_ids", "token_type_ids", "position_ids", "repack_index")
-    + tuple(f"{name}_{g}" for g in range(ATTENTION_GROUPS)
-            for name in ("unpack_index", "segment_ids")),
+    + tuple(
+        f"{name}_{g}" for g in range(ATTENTION_GROUPS) for name in ("unpack_index", "segment_ids")
+    ),
 }
 
 #: Options a real backend takes that the sim accepts and ignores, so a config or command
 #: line can switch between ``onnxruntime`` and ``sim`` without changing anything else.
-IGNORED_OPTIONS = frozenset({"device", "intra_op_threads", "inter_op_threads"})
+IGNORED_OPTIONS = frozenset({"device", "intra_op_threads", "inter_op_threads", "spin"})
 
 _HASH_RANGE = 65536  # logits take 65536 evenly spaced values in [-4, 4)
 _LOGIT_SCALE = 8.0 / _HASH_RANGE  # a power of two: the float32 logits are exact
@@ -62,22 +62,42 @@ class SimProfile:
     """How fast a simulated device is."""
 
     name: str  # label shown by describe() and in benchmark headers
-    tokens_per_s: float  # token slots computed per second: every input_ids position, padding included
-    overhead_s: float  # fixed time per batch (launch, host-device transfer), on top of the token time
-    static_shapes: bool  # True: like a compiled IPU graph, runners pad every batch to the full shape
+    tokens_per_s: (
+        float  # token slots computed per second: every input_ids position, padding included
+    )
+    overhead_s: (
+        float  # fixed time per batch (launch, host-device transfer), on top of the token time
+    )
+    static_shapes: (
+        bool  # True: like a compiled IPU graph, runners pad every batch to the full shape
+    )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.tokens_per_s, (int, float)) or isinstance(self.tokens_per_s, bool) \
-                or not math.isfinite(self.tokens_per_s) or self.tokens_per_s <= 0:
-            raise ValueError(f"sim profile {self.name!r}: tokens_per_s must be a finite number > 0, "
-                             f"got {self.tokens_per_s!r}")
-        if not isinstance(self.overhead_s, (int, float)) or isinstance(self.overhead_s, bool) \
-                or not math.isfinite(self.overhead_s) or self.overhead_s < 0:
-            raise ValueError(f"sim profile {self.name!r}: overhead_s must be a finite number >= 0, "
-                             f"got {self.overhead_s!r}")
+        if (
+            not isinstance(self.tokens_per_s, (int, float))
+            or isinstance(self.tokens_per_s, bool)
+            or not math.isfinite(self.tokens_per_s)
+            or self.tokens_per_s <= 0
+        ):
+            raise ValueError(
+                f"sim profile {self.name!r}: tokens_per_s must be a finite number > 0, "
+                f"got {self.tokens_per_s!r}"
+            )
+        if (
+            not isinstance(self.overhead_s, (int, float))
+            or isinstance(self.overhead_s, bool)
+            or not math.isfinite(self.overhead_s)
+            or self.overhead_s < 0
+        ):
+            raise ValueError(
+                f"sim profile {self.name!r}: overhead_s must be a finite number >= 0, "
+                f"got {self.overhead_s!r}"
+            )
         if not isinstance(self.static_shapes, bool):
-            raise ValueError(f"sim profile {self.name!r}: static_shapes must be True or False, "
-                             f"got {self.static_shapes!r}")
+            raise ValueError(
+                f"sim profile {self.name!r}: static_shapes must be True or False, "
+                f"got {self.static_shapes!r}"
+            )
 
     def batch_seconds(self, token_slots: int) -> float:
         """Device time of one batch of ``token_slots`` input positions."""
@@ -98,8 +118,12 @@ PROFILES: dict[str, SimProfile] = {
 }
 
 
-def sim_profile(name: str = "ipu", tokens_per_s: float | None = None,
-                overhead_s: float | None = None, static_shapes: bool | None = None) -> SimProfile:
+def sim_profile(
+    name: str = "ipu",
+    tokens_per_s: float | None = None,
+    overhead_s: float | None = None,
+    static_shapes: bool | None = None,
+) -> SimProfile:
     """The named profile of :data:`PROFILES` with any non-None field overridden.
 
     Raises ValueError for an unknown name (listing the known ones) or a bad override.
@@ -107,13 +131,21 @@ def sim_profile(name: str = "ipu", tokens_per_s: float | None = None,
     if name not in PROFILES:
         raise ValueError(f"unknown sim profile {name!r}; available: {sorted(PROFILES)}")
     base = PROFILES[name]
-    overrides = {k: v for k, v in (("tokens_per_s", tokens_per_s), ("overhead_s", overhead_s),
-                                   ("static_shapes", static_shapes)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("tokens_per_s", tokens_per_s),
+            ("overhead_s", overhead_s),
+            ("static_shapes", static_shapes),
+        )
+        if v is not None
+    }
     return replace(base, **overrides) if overrides else base
 
 
-def sim_logits(input_ids: np.ndarray, position_ids: np.ndarray,
-               token_type_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sim_logits(
+    input_ids: np.ndarray, position_ids: np.ndarray, token_type_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic float32 (start, end) logits in [-4, 4), one per token, same shape as the ids.
 
     Each value depends only on that token's id, position id and token type (integer
@@ -123,13 +155,14 @@ def sim_logits(input_ids: np.ndarray, position_ids: np.ndarray,
     pos = np.asarray(position_ids, dtype=np.int64)
     types = np.asarray(token_type_ids, dtype=np.int64)
     start = (ids * 2654435761 + pos * 40503 + types * 97) % _HASH_RANGE
-    end = (ids * 2246822519 + pos * 3266489917 + types * 668265263 + 374761393)
+    end = ids * 2246822519 + pos * 3266489917 + types * 668265263 + 374761393
     end = (end ^ (end >> 17)) % _HASH_RANGE
     return _to_logits(start), _to_logits(end)
 
 
-def sim_hidden(input_ids: np.ndarray, position_ids: np.ndarray, token_type_ids: np.ndarray,
-               hidden_size: int) -> np.ndarray:
+def sim_hidden(
+    input_ids: np.ndarray, position_ids: np.ndarray, token_type_ids: np.ndarray, hidden_size: int
+) -> np.ndarray:
     """Deterministic float32 hidden states in [-4, 4), shape ``input_ids.shape + (hidden_size,)``.
 
     Each token's vector depends only on its id, position id and token type, each component
@@ -174,15 +207,23 @@ class SimBackend(Backend):
     ``run`` expects one call at a time (the runners serialise calls).
     """
 
-    def __init__(self, model_path: str | Path, profile: str = "ipu",
-                 tokens_per_s: float | None = None, overhead_s: float | None = None,
-                 static_shapes: bool | None = None, sleep: Callable[[float], None] = time.sleep,
-                 **ignored_options) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        profile: str = "ipu",
+        tokens_per_s: float | None = None,
+        overhead_s: float | None = None,
+        static_shapes: bool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        **ignored_options,
+    ) -> None:
         unknown = set(ignored_options) - IGNORED_OPTIONS
         if unknown:
-            raise TypeError(f"sim backend: unknown options {sorted(unknown)}; it takes profile, "
-                            f"tokens_per_s, overhead_s, static_shapes, sleep and ignores "
-                            f"{sorted(IGNORED_OPTIONS)}")
+            raise TypeError(
+                f"sim backend: unknown options {sorted(unknown)}; it takes profile, "
+                f"tokens_per_s, overhead_s, static_shapes, sleep and ignores "
+                f"{sorted(IGNORED_OPTIONS)}"
+            )
         self.model_path = Path(model_path)
         self.kind = _graph_kind(self.model_path)
         self.task, self.hidden_size = _folder_task(self.model_path.parent)
@@ -210,10 +251,17 @@ class SimBackend(Backend):
         self.batches += 1
         self.device_seconds_total += seconds
         if self.task.task != "qa":
-            return {HIDDEN_OUTPUT: sim_hidden(inputs["input_ids"], inputs["position_ids"],
-                                              inputs["token_type_ids"], self.hidden_size)}
-        start, end = sim_logits(inputs["input_ids"], inputs["position_ids"],
-                                inputs["token_type_ids"])
+            return {
+                HIDDEN_OUTPUT: sim_hidden(
+                    inputs["input_ids"],
+                    inputs["position_ids"],
+                    inputs["token_type_ids"],
+                    self.hidden_size,
+                )
+            }
+        start, end = sim_logits(
+            inputs["input_ids"], inputs["position_ids"], inputs["token_type_ids"]
+        )
         return {"start_logits": start, "end_logits": end}
 
     def describe(self) -> str:
@@ -231,21 +279,29 @@ class SimBackend(Backend):
         shape = np.shape(inputs["input_ids"])
         rank = 1 if self.kind == "unpack_repack" else 2
         if len(shape) != rank:
-            raise ValueError(f"{self.model_path.name}: input_ids must be {rank}-D, got shape {shape}")
+            raise ValueError(
+                f"{self.model_path.name}: input_ids must be {rank}-D, got shape {shape}"
+            )
         for name in ("token_type_ids", "position_ids"):
             if np.shape(inputs[name]) != shape:
-                raise ValueError(f"{self.model_path.name}: {name} has shape "
-                                 f"{np.shape(inputs[name])}, input_ids has {shape}")
+                raise ValueError(
+                    f"{self.model_path.name}: {name} has shape "
+                    f"{np.shape(inputs[name])}, input_ids has {shape}"
+                )
 
 
 def _graph_kind(model_path: Path) -> str:
     """Graph kind from the file's stem; the folder must exist like a real graph's would."""
     if not model_path.parent.is_dir():
-        raise FileNotFoundError(f"model folder not found: {model_path.parent} "
-                                f"(the sim backend does not read the graph, but its folder must exist)")
+        raise FileNotFoundError(
+            f"model folder not found: {model_path.parent} "
+            f"(the sim backend does not read the graph, but its folder must exist)"
+        )
     if model_path.stem not in GRAPH_INPUTS:
-        raise ValueError(f"sim backend: cannot tell the graph kind of {model_path.name}; "
-                         f"expected one of {[k + '.onnx' for k in GRAPH_INPUTS]}")
+        raise ValueError(
+            f"sim backend: cannot tell the graph kind of {model_path.name}; "
+            f"expected one of {[k + '.onnx' for k in GRAPH_INPUTS]}"
+        )
     return model_path.stem
 
 

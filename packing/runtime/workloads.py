@@ -21,8 +21,9 @@ from packing.runtime.features import Features
 DEFAULT_SEED = 2022
 
 
-def seed_lengths(n: int, seq_len: int = DEFAULT_SHAPES.seq_len,
-                 seed: int = DEFAULT_SEED) -> np.ndarray:
+def seed_lengths(
+    n: int, seq_len: int = DEFAULT_SHAPES.seq_len, seed: int = DEFAULT_SEED
+) -> np.ndarray:
     """``n`` lengths from N(seq_len/2, seq_len/2), rounded and clipped to [1, seq_len]."""
     rng = np.random.default_rng(seed)
     half = seq_len / 2
@@ -32,8 +33,9 @@ def seed_lengths(n: int, seq_len: int = DEFAULT_SHAPES.seq_len,
 SHORT_RANGE = (8, 64)  # tokens of the short-heavy mix, as search queries with a snippet are
 
 
-def short_lengths(n: int, seq_len: int = DEFAULT_SHAPES.seq_len,
-                  seed: int = DEFAULT_SEED) -> np.ndarray:
+def short_lengths(
+    n: int, seq_len: int = DEFAULT_SHAPES.seq_len, seed: int = DEFAULT_SEED
+) -> np.ndarray:
     """``n`` short-heavy lengths: log-normal with median 20 tokens, rounded and clipped to
     [8, 64] (and to ``seq_len``); about two thirds fall under 25 tokens."""
     rng = np.random.default_rng(seed)
@@ -42,8 +44,9 @@ def short_lengths(n: int, seq_len: int = DEFAULT_SHAPES.seq_len,
     return np.clip(raw, lo, min(hi, seq_len)).astype(np.int64)
 
 
-def synthetic_features(lengths, vocab_size: int, type_vocab_size: int = 2,
-                       seed: int = DEFAULT_SEED) -> list[Features]:
+def synthetic_features(
+    lengths, vocab_size: int, type_vocab_size: int = 2, seed: int = DEFAULT_SEED
+) -> list[Features]:
     """Random-word features of the given lengths framed like a QA pair.
 
     With a BERT vocabulary (>= 30522 ids) special tokens are [CLS]=101 and [SEP]=102
@@ -65,7 +68,7 @@ def synthetic_features(lengths, vocab_size: int, type_vocab_size: int = 2,
             ids[q] = sep_id
             ids[-1] = sep_id
             if type_vocab_size > 1:
-                types[q + 1:] = 1
+                types[q + 1 :] = 1
         out.append(Features(ids.astype(np.int64), types))
     return out
 
@@ -95,21 +98,36 @@ def read_lengths(path: str | Path) -> np.ndarray:
     return lengths
 
 
-def squad_features(path: str | Path, model_dir: str | Path, n: int, seq_len: int,
-                   seed: int = DEFAULT_SEED) -> list[Features]:
+def squad_features(
+    path: str | Path, model_dir: str | Path, n: int, seq_len: int, seed: int = DEFAULT_SEED
+) -> list[Features]:
     """``n`` questions sampled (fixed seed) from a SQuAD file, tokenized for ``model_dir``."""
     from transformers import AutoTokenizer
 
     pairs = sample_squad(path, n, seed)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    enc = tok([q for q, _ in pairs], [c for _, c in pairs], truncation="only_second",
-              max_length=seq_len, return_token_type_ids=True)
-    return [Features(np.array(ids, dtype=np.int64), np.array(tt, dtype=np.int64))
-            for ids, tt in zip(enc["input_ids"], enc["token_type_ids"])]
+    enc = tok(
+        [q for q, _ in pairs],
+        [c for _, c in pairs],
+        truncation="only_second",
+        max_length=seq_len,
+        return_token_type_ids=True,
+    )
+    return [
+        Features(np.array(ids, dtype=np.int64), np.array(tt, dtype=np.int64))
+        for ids, tt in zip(enc["input_ids"], enc["token_type_ids"])
+    ]
 
 
-def load_workload(spec: str, n: int, model_dir: str | Path, seq_len: int, vocab_size: int,
-                  type_vocab_size: int = 2, seed: int = DEFAULT_SEED) -> list[Features]:
+def load_workload(
+    spec: str,
+    n: int,
+    model_dir: str | Path,
+    seq_len: int,
+    vocab_size: int,
+    type_vocab_size: int = 2,
+    seed: int = DEFAULT_SEED,
+) -> list[Features]:
     """Features for a workload spec: ``seed``, ``short`` (8-64 tokens, short-heavy),
     ``squad:FILE`` or ``lengths:FILE``."""
     if n < 1:
@@ -117,8 +135,9 @@ def load_workload(spec: str, n: int, model_dir: str | Path, seq_len: int, vocab_
     if spec == "seed":
         return synthetic_features(seed_lengths(n, seq_len, seed), vocab_size, type_vocab_size, seed)
     if spec == "short":
-        return synthetic_features(short_lengths(n, seq_len, seed), vocab_size, type_vocab_size,
-                                  seed)
+        return synthetic_features(
+            short_lengths(n, seq_len, seed), vocab_size, type_vocab_size, seed
+        )
     kind, _, arg = spec.partition(":")
     if kind == "squad" and arg:
         return squad_features(arg, model_dir, n, seq_len, seed)
@@ -126,8 +145,9 @@ def load_workload(spec: str, n: int, model_dir: str | Path, seq_len: int, vocab_
         lengths = read_lengths(arg)
         bad = np.flatnonzero((lengths < 1) | (lengths > seq_len))
         if bad.size:
-            raise ValueError(f"{arg}: length {lengths[bad[0]]} at index {bad[0]} is outside "
-                             f"[1, {seq_len}]")
+            raise ValueError(
+                f"{arg}: length {lengths[bad[0]]} at index {bad[0]} is outside [1, {seq_len}]"
+            )
         lengths = np.resize(lengths, n)  # repeat the list to n samples
         return synthetic_features(lengths, vocab_size, type_vocab_size, seed)
     raise ValueError(f"unknown workload {spec!r}; use seed, short, squad:FILE or lengths:FILE")

@@ -74,7 +74,7 @@ class ClassifyPipeline:
         self.spec = spec
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> "ClassifyPipeline":
+    def from_model_dir(cls, model_dir: str | Path) -> ClassifyPipeline:
         """The pipeline of a prepared classify folder: its tokenizer, and ``seq_len`` and the
         task (labels, problem type) from its manifest. ValueError for another task."""
         from transformers import AutoTokenizer
@@ -82,8 +82,7 @@ class ClassifyPipeline:
         from packing.model.manifest import Manifest
 
         manifest = Manifest.read(Path(model_dir))
-        return cls(AutoTokenizer.from_pretrained(str(model_dir)), manifest.seq_len,
-                   manifest.task)
+        return cls(AutoTokenizer.from_pretrained(str(model_dir)), manifest.seq_len, manifest.task)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -101,8 +100,9 @@ class ClassifyPipeline:
         ``seq_len`` tokens is cut to it when ``truncate`` is true (longest text first) and is
         a :class:`~packing.qa.requests.TooLarge` naming its token count and the limit
         otherwise."""
-        return self.sequences.encode([x if isinstance(x, str) else tuple(x) for x in inputs],
-                                     truncate)
+        return self.sequences.encode(
+            [x if isinstance(x, str) else tuple(x) for x in inputs], truncate
+        )
 
     def logits(self, outputs: Sequence[Any]) -> list[np.ndarray]:
         """The ``[num_labels]`` logits of every sequence from the model's
@@ -112,15 +112,15 @@ class ClassifyPipeline:
         for k, o in enumerate(outputs):
             v = np.asarray(o.values, dtype=np.float64).reshape(-1)
             if v.size != self.spec.num_labels:
-                raise ValueError(f"sequence {k}: {v.size} logits for "
-                                 f"{self.spec.num_labels} labels")
+                raise ValueError(f"sequence {k}: {v.size} logits for {self.spec.num_labels} labels")
             if not np.isfinite(v).all():
                 raise ValueError(f"sequence {k}: non-finite (NaN or inf) logits")
             out.append(v)
         return out
 
-    def predictions(self, outputs: Sequence[Any], function: str | None = None,
-                    top_k: int | None = None) -> list[list[dict]]:
+    def predictions(
+        self, outputs: Sequence[Any], function: str | None = None, top_k: int | None = None
+    ) -> list[list[dict]]:
         """Per sequence, ``[{"label", "score"}]`` sorted by score, highest first (ties in
         label order), the first ``top_k`` of them (None: every label). ``function`` is one of
         :data:`SCORE_FUNCTIONS`; None: :func:`default_function` of the folder."""
@@ -129,22 +129,27 @@ class ClassifyPipeline:
         for v in self.logits(outputs):
             scores = apply_function(v, function)
             order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-            out.append([{"label": self.labels[i], "score": float(scores[i])}
-                        for i in order[:top_k]])
+            out.append(
+                [{"label": self.labels[i], "score": float(scores[i])} for i in order[:top_k]]
+            )
         return out
 
-    def rerank(self, outputs: Sequence[Any], raw_scores: bool = False,
-               texts: Sequence[str] | None = None) -> list[dict]:
+    def rerank(
+        self, outputs: Sequence[Any], raw_scores: bool = False, texts: Sequence[str] | None = None
+    ) -> list[dict]:
         """Ranks of a reranker's (query, text) sequences, TEI's ``/rerank``:
         ``[{"index", "score"}]`` (with ``"text": texts[index]`` when ``texts`` is given),
         sorted by score, highest first (ties: lower index first). The score is the sigmoid of
         the single logit, or the logit itself with ``raw_scores``. Raises ValueError when the
         model has more than one output (:attr:`is_reranker`)."""
         if not self.is_reranker:
-            raise ValueError(f"rerank needs a model with one output, this one has "
-                             f"{self.spec.num_labels}")
+            raise ValueError(
+                f"rerank needs a model with one output, this one has {self.spec.num_labels}"
+            )
         function = tei_function(1, raw_scores)
         scores = [float(apply_function(v, function)[0]) for v in self.logits(outputs)]
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        return [{"index": i, "score": scores[i],
-                 **({"text": texts[i]} if texts is not None else {})} for i in order]
+        return [
+            {"index": i, "score": scores[i], **({"text": texts[i]} if texts is not None else {})}
+            for i in order
+        ]

@@ -37,7 +37,7 @@ class EmbedPipeline:
         self.normalize = bool(normalize)
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> "EmbedPipeline":
+    def from_model_dir(cls, model_dir: str | Path) -> EmbedPipeline:
         """The pipeline of a prepared embed folder: its tokenizer, ``seq_len`` and
         ``task.normalize`` from its manifest. ValueError when the folder's task is not
         ``embed``."""
@@ -48,8 +48,9 @@ class EmbedPipeline:
         manifest = Manifest.read(Path(model_dir))
         if manifest.task.task != "embed":
             raise ValueError(f"{model_dir} serves the {manifest.task.task} task, not embed")
-        return cls(AutoTokenizer.from_pretrained(str(model_dir)), manifest.seq_len,
-                   manifest.task.normalize)
+        return cls(
+            AutoTokenizer.from_pretrained(str(model_dir)), manifest.seq_len, manifest.task.normalize
+        )
 
     def encode(self, texts: Sequence[str | Sequence[int]], truncate: bool) -> list[Encoded]:
         """The model input of every text (or token-id list, used as given), in order, with one
@@ -71,8 +72,9 @@ class EmbedPipeline:
             if not np.isfinite(v).all():
                 raise ValueError(f"sequence {k}: non-finite (NaN or inf) embedding")
             if unit:
-                v = (v / max(float(np.linalg.norm(v.astype(np.float64))), NORM_EPS)
-                     ).astype(np.float32)
+                v = (v / max(float(np.linalg.norm(v.astype(np.float64))), NORM_EPS)).astype(
+                    np.float32
+                )
             out.append(v)
         return out
 

@@ -24,23 +24,32 @@ def expect_object(value: Any, what: str) -> dict:
     return value
 
 
-def check_fields(obj: Mapping[str, Any], required: Collection[str], optional: Collection[str],
-                 where: str = "") -> None:
+def check_fields(
+    obj: Mapping[str, Any], required: Collection[str], optional: Collection[str], where: str = ""
+) -> None:
     """Every name of ``required`` is a key of ``obj`` and every key is in ``required`` or
     ``optional``; else one BadRequest listing the missing fields, then the unknown ones
     (five at most, each shown cut to 40 characters)."""
     problems = []
     missing = [f for f in required if f not in obj]
     if missing:
-        problems.append("missing field" + ("s " if len(missing) > 1 else " ")
-                        + ", ".join(repr(where + f) for f in missing))
+        problems.append(
+            "missing field"
+            + ("s " if len(missing) > 1 else " ")
+            + ", ".join(repr(where + f) for f in missing)
+        )
     unknown = [k for k in obj if k not in required and k not in optional]
     if unknown:
         names = ", ".join(short_repr(where + str(k)) for k in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         known = ", ".join(sorted([*required, *optional]))
-        problems.append("unknown field" + ("s " if len(unknown) > 1 else " ") + names + more
-                        + f" (known: {known})")
+        problems.append(
+            "unknown field"
+            + ("s " if len(unknown) > 1 else " ")
+            + names
+            + more
+            + f" (known: {known})"
+        )
     if problems:
         raise BadRequest("; ".join(problems))
 
@@ -73,8 +82,9 @@ def integer(obj: Mapping[str, Any], key: str, lo: int, hi: int, where: str = "")
     return value
 
 
-def choice(obj: Mapping[str, Any], key: str, choices: Sequence[str], default: str | None,
-           where: str = "") -> str | None:
+def choice(
+    obj: Mapping[str, Any], key: str, choices: Sequence[str], default: str | None, where: str = ""
+) -> str | None:
     """``obj[key]``, one of ``choices`` (exact spelling), ``default`` when not given."""
     value = obj.get(key)
     if value is None:

@@ -23,8 +23,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from packing.qa.requests import (BadRequest, Limits, QARequest, check_text, parse_payload,
-                                 short_repr, type_name)
+from packing.qa.requests import (
+    BadRequest,
+    Limits,
+    QARequest,
+    check_text,
+    parse_payload,
+    short_repr,
+    type_name,
+)
 
 from .classify import SCORE_FUNCTIONS
 from .fields import check_fields, choice, expect_object, flag, given, integer
@@ -118,12 +125,16 @@ def _body(obj: Any) -> dict:
 def _no_prompt_or_left(obj: Mapping[str, Any], where: str = "") -> None:
     """Refuse TEI's options this app does not have: a prompt name, left truncation."""
     if given(obj, "prompt_name"):
-        raise BadRequest(f"{where}prompt_name is not supported: this app applies no prompt; "
-                         "put any prefix into the text")
+        raise BadRequest(
+            f"{where}prompt_name is not supported: this app applies no prompt; "
+            "put any prefix into the text"
+        )
     direction = choice(obj, "truncation_direction", _TRUNCATION_DIRECTIONS, "right", where)
     if direction.lower() == "left":
-        raise BadRequest(f"{where}truncation_direction 'left' is not supported: inputs are "
-                         "truncated on the right")
+        raise BadRequest(
+            f"{where}truncation_direction 'left' is not supported: inputs are "
+            "truncated on the right"
+        )
 
 
 def _is_int(x: Any) -> bool:
@@ -134,12 +145,15 @@ def _token_ids(value: list, field: str, limits: Limits) -> tuple[int, ...]:
     if not value:
         raise BadRequest(f"{field} is an empty list of token ids")
     if len(value) > limits.max_text_chars:
-        raise BadRequest(f"{field} has {len(value)} token ids; at most {limits.max_text_chars} "
-                         "allowed")
+        raise BadRequest(
+            f"{field} has {len(value)} token ids; at most {limits.max_text_chars} allowed"
+        )
     for k, x in enumerate(value):
         if not _is_int(x) or not 0 <= x <= MAX_TOKEN_ID:
-            raise BadRequest(f"{field}[{k}] must be a token id (an integer from 0 to "
-                             f"{MAX_TOKEN_ID}), got {short_repr(x)}")
+            raise BadRequest(
+                f"{field}[{k}] must be a token id (an integer from 0 to "
+                f"{MAX_TOKEN_ID}), got {short_repr(x)}"
+            )
     return tuple(value)
 
 
@@ -152,12 +166,16 @@ def _text(value: Any, field: str, limits: Limits) -> str:
     return check_text(value, field, limits.max_text_chars)
 
 
-def _texts(value: Any, field: str, limits: Limits, ids: bool
-           ) -> tuple[tuple[str | tuple[int, ...], ...], bool]:
+def _texts(
+    value: Any, field: str, limits: Limits, ids: bool
+) -> tuple[tuple[str | tuple[int, ...], ...], bool]:
     """A string, or a list of strings (with ``ids``: also one list of token ids, or a list
     mixing strings and token-id lists): ``(items, is_list)``."""
-    shapes = ("a string, a list of strings, a list of token ids or a list of token-id lists"
-              if ids else "a string or a list of strings")
+    shapes = (
+        "a string, a list of strings, a list of token ids or a list of token-id lists"
+        if ids
+        else "a string or a list of strings"
+    )
     if isinstance(value, str):
         return (_text(value, field, limits),), False
     if not isinstance(value, list):
@@ -184,8 +202,10 @@ def check_dimensions(dimensions: int | None, hidden_size: int) -> None:
     """Refuse (BadRequest) ``dimensions`` other than the model's ``hidden_size``: this app
     returns whole embeddings (no Matryoshka truncation)."""
     if dimensions is not None and dimensions != hidden_size:
-        raise BadRequest(f"dimensions {dimensions} is not available: this model's embeddings "
-                         f"have {hidden_size} dimensions (send {hidden_size} or leave it out)")
+        raise BadRequest(
+            f"dimensions {dimensions} is not available: this model's embeddings "
+            f"have {hidden_size} dimensions (send {hidden_size} or leave it out)"
+        )
 
 
 # --- embeddings ---------------------------------------------------------------------------------
@@ -204,10 +224,13 @@ def openai_embeddings(obj: Any, limits: Limits, auto_truncate: bool) -> EmbedReq
         if given(body, key) and not isinstance(body[key], str):
             raise BadRequest(f"{key} must be a string, got {type_name(body[key])}")
     inputs, is_list = _texts(body["input"], "input", limits, ids=True)
-    return EmbedRequest(inputs, is_list, truncate=auto_truncate,
-                        dimensions=integer(body, "dimensions", 1, 1 << 16),
-                        encoding_format=choice(body, "encoding_format", ENCODING_FORMATS,
-                                               "float"))
+    return EmbedRequest(
+        inputs,
+        is_list,
+        truncate=auto_truncate,
+        dimensions=integer(body, "dimensions", 1, 1 << 16),
+        encoding_format=choice(body, "encoding_format", ENCODING_FORMATS, "float"),
+    )
 
 
 def tei_embed(obj: Any, limits: Limits, auto_truncate: bool) -> EmbedRequest:
@@ -216,13 +239,20 @@ def tei_embed(obj: Any, limits: Limits, auto_truncate: bool) -> EmbedRequest:
     ``auto_truncate``), ``dimensions`` (only the model's own), ``truncation_direction``
     (``right`` only), ``prompt_name`` (refused)."""
     body = _body(obj)
-    check_fields(body, ("inputs",), ("normalize", "truncate", "truncation_direction",
-                                     "prompt_name", "dimensions"))
+    check_fields(
+        body,
+        ("inputs",),
+        ("normalize", "truncate", "truncation_direction", "prompt_name", "dimensions"),
+    )
     _no_prompt_or_left(body)
     inputs, is_list = _texts(body["inputs"], "inputs", limits, ids=True)
-    return EmbedRequest(inputs, is_list, truncate=flag(body, "truncate", auto_truncate),
-                        normalize=flag(body, "normalize", True),
-                        dimensions=integer(body, "dimensions", 1, 1 << 16))
+    return EmbedRequest(
+        inputs,
+        is_list,
+        truncate=flag(body, "truncate", auto_truncate),
+        normalize=flag(body, "normalize", True),
+        dimensions=integer(body, "dimensions", 1, 1 << 16),
+    )
 
 
 def hf_feature_extraction(obj: Any, limits: Limits, auto_truncate: bool) -> EmbedRequest:
@@ -233,16 +263,31 @@ def hf_feature_extraction(obj: Any, limits: Limits, auto_truncate: bool) -> Embe
     only: the client reads numbers), ``truncation_direction`` (``right`` only),
     ``prompt_name`` (refused)."""
     body = _body(obj)
-    check_fields(body, ("inputs",), ("normalize", "truncate", "truncation_direction",
-                                     "prompt_name", "dimensions", "encoding_format"))
+    check_fields(
+        body,
+        ("inputs",),
+        (
+            "normalize",
+            "truncate",
+            "truncation_direction",
+            "prompt_name",
+            "dimensions",
+            "encoding_format",
+        ),
+    )
     _no_prompt_or_left(body)
     if choice(body, "encoding_format", ENCODING_FORMATS, "float") != "float":
-        raise BadRequest("encoding_format 'base64' is served by POST /v1/embeddings; this "
-                         "route returns numbers")
+        raise BadRequest(
+            "encoding_format 'base64' is served by POST /v1/embeddings; this route returns numbers"
+        )
     inputs, is_list = _texts(body["inputs"], "inputs", limits, ids=False)
-    return EmbedRequest(inputs, is_list, truncate=flag(body, "truncate", auto_truncate),
-                        normalize=flag(body, "normalize", None),  # type: ignore[arg-type]
-                        dimensions=integer(body, "dimensions", 1, 1 << 16))
+    return EmbedRequest(
+        inputs,
+        is_list,
+        truncate=flag(body, "truncate", auto_truncate),
+        normalize=flag(body, "normalize", None),  # type: ignore[arg-type]
+        dimensions=integer(body, "dimensions", 1, 1 << 16),
+    )
 
 
 def similarity(obj: Any, limits: Limits, auto_truncate: bool) -> SimilarityRequest:
@@ -255,22 +300,23 @@ def similarity(obj: Any, limits: Limits, auto_truncate: bool) -> SimilarityReque
     check_fields(body, ("inputs",), ("parameters",))
     inputs = expect_object(body["inputs"], "inputs")
     check_fields(inputs, ("source_sentence", "sentences"), (), "inputs.")
-    params = {} if body.get("parameters") is None else expect_object(body["parameters"],
-                                                                      "parameters")
-    check_fields(params, (), ("truncate", "truncation_direction", "prompt_name"),
-                 "parameters.")
+    params = (
+        {} if body.get("parameters") is None else expect_object(body["parameters"], "parameters")
+    )
+    check_fields(params, (), ("truncate", "truncation_direction", "prompt_name"), "parameters.")
     _no_prompt_or_left(params, "parameters.")
     source = _text(inputs["source_sentence"], "inputs.source_sentence", limits)
     sentences = inputs["sentences"]
     if not isinstance(sentences, list):
-        raise BadRequest(f"inputs.sentences must be a list of strings, got "
-                         f"{type_name(sentences)}")
+        raise BadRequest(f"inputs.sentences must be a list of strings, got {type_name(sentences)}")
     if not sentences:
         raise BadRequest("inputs.sentences is an empty list; send at least one sentence")
     _count(len(sentences) + 1, "inputs.sentences (with source_sentence)", limits)
-    return SimilarityRequest(source, tuple(_text(s, f"inputs.sentences[{k}]", limits)
-                                           for k, s in enumerate(sentences)),
-                             truncate=flag(params, "truncate", auto_truncate, "parameters."))
+    return SimilarityRequest(
+        source,
+        tuple(_text(s, f"inputs.sentences[{k}]", limits) for k, s in enumerate(sentences)),
+        truncate=flag(params, "truncate", auto_truncate, "parameters."),
+    )
 
 
 # --- classification -----------------------------------------------------------------------------
@@ -294,8 +340,10 @@ def tei_predict(obj: Any, limits: Limits, auto_truncate: bool) -> PredictRequest
     check_fields(body, ("inputs",), ("truncate", "truncation_direction", "raw_scores"))
     _no_prompt_or_left(body)
     value = body["inputs"]
-    shapes = ("a string, a pair [text, text_pair], or a batch: a list of [text] or "
-              "[text, text_pair] lists")
+    shapes = (
+        "a string, a pair [text, text_pair], or a batch: a list of [text] or "
+        "[text, text_pair] lists"
+    )
     if isinstance(value, str):
         inputs, is_list = (_text(value, "inputs", limits),), False
     elif not isinstance(value, list) or not value:
@@ -303,16 +351,22 @@ def tei_predict(obj: Any, limits: Limits, auto_truncate: bool) -> PredictRequest
         raise BadRequest(f"inputs must be {shapes}, got {got}")
     elif isinstance(value[0], str):
         if len(value) > 2:
-            raise BadRequest(f"inputs is a list of {len(value)} items starting with a string: "
-                             "one input is [text] or [text, text_pair]; a batch is a list of "
-                             "such lists")
+            raise BadRequest(
+                f"inputs is a list of {len(value)} items starting with a string: "
+                "one input is [text] or [text, text_pair]; a batch is a list of "
+                "such lists"
+            )
         inputs, is_list = (_sequence(value, "inputs", limits),), False
     else:
         _count(len(value), "inputs", limits)
         inputs = tuple(_sequence(x, f"inputs[{k}]", limits) for k, x in enumerate(value))
         is_list = True
-    return PredictRequest(inputs, is_list, truncate=flag(body, "truncate", auto_truncate),
-                          raw_scores=flag(body, "raw_scores", False))
+    return PredictRequest(
+        inputs,
+        is_list,
+        truncate=flag(body, "truncate", auto_truncate),
+        raw_scores=flag(body, "raw_scores", False),
+    )
 
 
 def tei_rerank(obj: Any, limits: Limits, auto_truncate: bool) -> RerankRequest:
@@ -321,8 +375,9 @@ def tei_rerank(obj: Any, limits: Limits, auto_truncate: bool) -> RerankRequest:
     false), ``truncate`` (default: the app's ``auto_truncate``), ``truncation_direction``
     (``right`` only)."""
     body = _body(obj)
-    check_fields(body, ("query", "texts"), ("truncate", "truncation_direction", "raw_scores",
-                                            "return_text"))
+    check_fields(
+        body, ("query", "texts"), ("truncate", "truncation_direction", "raw_scores", "return_text")
+    )
     _no_prompt_or_left(body)
     query = _text(body["query"], "query", limits)
     texts = body["texts"]
@@ -331,11 +386,13 @@ def tei_rerank(obj: Any, limits: Limits, auto_truncate: bool) -> RerankRequest:
     if not texts:
         raise BadRequest("texts is an empty list; send at least one text")
     _count(len(texts), "texts", limits)
-    return RerankRequest(query, tuple(_text(t, f"texts[{k}]", limits)
-                                      for k, t in enumerate(texts)),
-                         truncate=flag(body, "truncate", auto_truncate),
-                         raw_scores=flag(body, "raw_scores", False),
-                         return_text=flag(body, "return_text", False))
+    return RerankRequest(
+        query,
+        tuple(_text(t, f"texts[{k}]", limits) for k, t in enumerate(texts)),
+        truncate=flag(body, "truncate", auto_truncate),
+        raw_scores=flag(body, "raw_scores", False),
+        return_text=flag(body, "return_text", False),
+    )
 
 
 def _hf_text_input(value: Any, field: str, limits: Limits) -> str | tuple[str, str]:
@@ -347,12 +404,14 @@ def _hf_text_input(value: Any, field: str, limits: Limits) -> str | tuple[str, s
         if value.get("text_pair") is None:
             return text
         return text, _text(value["text_pair"], f"{field}.text_pair", limits)
-    raise BadRequest(f"{field} must be a string or an object {{text, text_pair}}, got "
-                     f"{type_name(value)}")
+    raise BadRequest(
+        f"{field} must be a string or an object {{text, text_pair}}, got {type_name(value)}"
+    )
 
 
-def hf_text_classification(obj: Any, limits: Limits, auto_truncate: bool
-                           ) -> TextClassificationRequest:
+def hf_text_classification(
+    obj: Any, limits: Limits, auto_truncate: bool
+) -> TextClassificationRequest:
     """The HF Inference API's text-classification body, as
     ``InferenceClient.text_classification`` sends it: ``inputs`` (a string; also an object
     ``{text, text_pair}`` or a list of either), ``parameters.function_to_apply``
@@ -361,8 +420,9 @@ def hf_text_classification(obj: Any, limits: Limits, auto_truncate: bool
     ``seq_len`` tokens are truncated when the app's ``auto_truncate`` is set."""
     body = _body(obj)
     check_fields(body, ("inputs",), ("parameters",))
-    params = {} if body.get("parameters") is None else expect_object(body["parameters"],
-                                                                      "parameters")
+    params = (
+        {} if body.get("parameters") is None else expect_object(body["parameters"], "parameters")
+    )
     check_fields(params, (), ("function_to_apply", "top_k"), "parameters.")
     value = body["inputs"]
     if isinstance(value, list):
@@ -374,16 +434,20 @@ def hf_text_classification(obj: Any, limits: Limits, auto_truncate: bool
     else:
         inputs, is_list = (_hf_text_input(value, "inputs", limits),), False
     return TextClassificationRequest(
-        inputs, is_list, truncate=auto_truncate,
+        inputs,
+        is_list,
+        truncate=auto_truncate,
         function=choice(params, "function_to_apply", SCORE_FUNCTIONS, None, "parameters."),
-        top_k=integer(params, "top_k", 1, MAX_TOP_K, "parameters."))
+        top_k=integer(params, "top_k", 1, MAX_TOP_K, "parameters."),
+    )
 
 
 # --- question answering (HF) --------------------------------------------------------------------
 
 
-def hf_question_answering(obj: Any, limits: Limits, seq_len: int,
-                          windows: Mapping[str, int]) -> QuestionAnsweringRequest:
+def hf_question_answering(
+    obj: Any, limits: Limits, seq_len: int, windows: Mapping[str, int]
+) -> QuestionAnsweringRequest:
     """The HF Inference API's question-answering body, as
     ``InferenceClient.question_answering`` sends it: ``inputs: {question, context}`` (checked
     as ``POST /v1/answer`` checks them) and optional ``parameters``: ``top_k`` (1 to
@@ -394,30 +458,41 @@ def hf_question_answering(obj: Any, limits: Limits, seq_len: int,
     (``windows``: the window settings it started with, by these names)."""
     body = _body(obj)
     check_fields(body, ("inputs",), ("parameters",))
-    params = {} if body.get("parameters") is None else expect_object(body["parameters"],
-                                                                      "parameters")
+    params = (
+        {} if body.get("parameters") is None else expect_object(body["parameters"], "parameters")
+    )
     fixed = ("doc_stride", "max_question_len", "max_seq_len")
-    check_fields(params, (), ("top_k", "max_answer_len", "handle_impossible_answer",
-                              "align_to_words", *fixed), "parameters.")
+    check_fields(
+        params,
+        (),
+        ("top_k", "max_answer_len", "handle_impossible_answer", "align_to_words", *fixed),
+        "parameters.",
+    )
     if not isinstance(body["inputs"], dict):
-        raise BadRequest(f"inputs must be an object {{question, context}}, got "
-                         f"{type_name(body['inputs'])}")
+        raise BadRequest(
+            f"inputs must be an object {{question, context}}, got {type_name(body['inputs'])}"
+        )
     try:
         (request,), _ = parse_payload(body["inputs"], limits)
     except BadRequest as exc:
         raise BadRequest(f"inputs: {exc}") from None
     if flag(params, "align_to_words", False, "parameters."):
-        raise BadRequest("parameters.align_to_words true is not supported: answer spans are "
-                         "aligned to tokens (send false or leave it out)")
+        raise BadRequest(
+            "parameters.align_to_words true is not supported: answer spans are "
+            "aligned to tokens (send false or leave it out)"
+        )
     for name in fixed:
         value = integer(params, name, 0, 1 << 20, "parameters.")
         if value is not None and value != windows[name]:
-            raise BadRequest(f"parameters.{name} {value} is not available: this app's windows "
-                             f"are fixed when it starts ({name} {windows[name]})")
+            raise BadRequest(
+                f"parameters.{name} {value} is not available: this app's windows "
+                f"are fixed when it starts ({name} {windows[name]})"
+            )
     return QuestionAnsweringRequest(
         request,
         top_k=integer(params, "top_k", 1, MAX_TOP_K, "parameters.") or 1,
-        max_answer_len=(integer(params, "max_answer_len", 1, seq_len, "parameters.")
-                        or HF_MAX_ANSWER_LEN),
-        handle_impossible_answer=flag(params, "handle_impossible_answer", False,
-                                      "parameters."))
+        max_answer_len=(
+            integer(params, "max_answer_len", 1, seq_len, "parameters.") or HF_MAX_ANSWER_LEN
+        ),
+        handle_impossible_answer=flag(params, "handle_impossible_answer", False, "parameters."),
+    )

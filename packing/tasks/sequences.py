@@ -54,14 +54,17 @@ class SequenceTokenizer:
         texts = [(k, x) for k, x in enumerate(inputs) if isinstance(x, str) or _is_pair(x)]
         if texts:
             with self._lock:
-                enc = self.tokenizer([x for _, x in texts], truncation=bool(truncate),
-                                     max_length=self.seq_len if truncate else None,
-                                     return_attention_mask=False, verbose=False)
+                enc = self.tokenizer(
+                    [x for _, x in texts],
+                    truncation=bool(truncate),
+                    max_length=self.seq_len if truncate else None,
+                    return_attention_mask=False,
+                    verbose=False,
+                )
             types = enc.get("token_type_ids")
             for i, (k, x) in enumerate(texts):
                 ids = np.asarray(enc["input_ids"][i], dtype=np.int64)
-                tt = (np.zeros_like(ids) if types is None
-                      else np.asarray(types[i], dtype=np.int64))
+                tt = np.zeros_like(ids) if types is None else np.asarray(types[i], dtype=np.int64)
                 out[k] = self._fit(ids, tt, truncate, pair=_is_pair(x))
         for k, x in enumerate(inputs):
             if out[k] is None:
@@ -84,7 +87,7 @@ class SequenceTokenizer:
             if not truncate:
                 what = "input (text and text_pair)" if pair else "input"
                 return TooLarge(f"{what} is {n} tokens; at most {self.seq_len} fit the model")
-            ids, types = ids[:self.seq_len], types[:self.seq_len]  # token ids given as such
+            ids, types = ids[: self.seq_len], types[: self.seq_len]  # token ids given as such
         return Features(ids, types)
 
 
@@ -92,8 +95,9 @@ def _is_pair(x: Any) -> bool:
     return isinstance(x, tuple) and len(x) == 2 and all(isinstance(t, str) for t in x)
 
 
-def first_problem(encoded: Sequence[Encoded], names: Sequence[str] | None = None,
-                  hint: str = "") -> list[Features]:
+def first_problem(
+    encoded: Sequence[Encoded], names: Sequence[str] | None = None, hint: str = ""
+) -> list[Features]:
     """The features of ``encoded``, or the first item's error raised again: prefixed with the
     item's name as the body wrote it (``names[k]``, e.g. ``"texts[2]: "``; None: a body of
     one input, no prefix), followed by ``hint`` for a :class:`TooLarge` (how the route asks
@@ -120,5 +124,7 @@ def token_count(features: Sequence[Features]) -> int:
 def input_chars(inputs: Sequence[Input]) -> int:
     """Characters (or token ids) in ``inputs``: the size that decides whether a body is
     tokenized on the event loop or apart."""
-    return sum(len(x) if isinstance(x, str) else
-               sum(len(t) for t in x) if _is_pair(x) else len(x) for x in inputs)
+    return sum(
+        len(x) if isinstance(x, str) else sum(len(t) for t in x) if _is_pair(x) else len(x)
+        for x in inputs
+    )

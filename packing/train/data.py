@@ -3,8 +3,9 @@ are :mod:`packing.qa.squad_file`; re-exported here for the training code)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +13,14 @@ from ..qa.requests import BadRequest
 from ..qa.squad_file import HELD_OUT_TITLES, Question, read_questions
 from ..qa.windows import DOC_STRIDE, make_windows_batch
 
-__all__ = ["HELD_OUT_TITLES", "Question", "read_questions", "TrainWindow", "label_window",
-           "training_windows"]
+__all__ = [
+    "HELD_OUT_TITLES",
+    "Question",
+    "read_questions",
+    "TrainWindow",
+    "label_window",
+    "training_windows",
+]
 
 
 @dataclass(frozen=True)
@@ -26,8 +33,9 @@ class TrainWindow:
     end: int  # token index of the answer's last token; 0 if the answer is not inside
 
 
-def label_window(offsets: np.ndarray, context_mask: np.ndarray, char_start: int,
-                 char_end: int) -> tuple[int, int]:
+def label_window(
+    offsets: np.ndarray, context_mask: np.ndarray, char_start: int, char_end: int
+) -> tuple[int, int]:
     """``(start, end)`` token indices of the answer ``[char_start, char_end)`` inside one
     window, or ``(0, 0)`` when the window does not hold the whole answer.
 
@@ -46,16 +54,22 @@ def label_window(offsets: np.ndarray, context_mask: np.ndarray, char_start: int,
     return (s, e) if s <= e else (0, 0)
 
 
-def training_windows(tokenizer: Any, questions: Sequence[Question], seq_len: int,
-                     doc_stride: int = DOC_STRIDE, chunk: int = 512) -> list[TrainWindow]:
+def training_windows(
+    tokenizer: Any,
+    questions: Sequence[Question],
+    seq_len: int,
+    doc_stride: int = DOC_STRIDE,
+    chunk: int = 512,
+) -> list[TrainWindow]:
     """Every window of every question (the same windows serving makes, via
     :func:`make_windows_batch`), labelled with the first reference answer. Questions the
     tokenizer rejects (a question too long for a window) are skipped."""
     out: list[TrainWindow] = []
     for i in range(0, len(questions), chunk):
         part = questions[i : i + chunk]
-        results = make_windows_batch(tokenizer, [(q.question, q.context) for q in part],
-                                     seq_len, doc_stride=doc_stride)
+        results = make_windows_batch(
+            tokenizer, [(q.question, q.context) for q in part], seq_len, doc_stride=doc_stride
+        )
         for q, windows in zip(part, results):
             if isinstance(windows, BadRequest):
                 continue

@@ -61,12 +61,15 @@ class TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 or None, got {self.max_steps!r}")
         if not (self.lr > 0 and 0 <= self.warmup_frac < 1 and 0 <= self.dropout < 1):
-            raise ValueError(f"bad lr / warmup_frac / dropout: {self.lr!r} / "
-                             f"{self.warmup_frac!r} / {self.dropout!r}")
+            raise ValueError(
+                f"bad lr / warmup_frac / dropout: {self.lr!r} / "
+                f"{self.warmup_frac!r} / {self.dropout!r}"
+            )
 
 
-def epoch_plans(windows: list[TrainWindow], cfg: TrainConfig, rng: np.random.Generator
-                ) -> list[PaddedPlan | AttentionMaskPlan]:
+def epoch_plans(
+    windows: list[TrainWindow], cfg: TrainConfig, rng: np.random.Generator
+) -> list[PaddedPlan | AttentionMaskPlan]:
     """One epoch's batches: the windows shuffled, cut into steps of ``seqs_per_step``, each
     step laid out by ``cfg.layout``. ``seq_ids`` in the plans index ``windows``."""
     order = rng.permutation(len(windows))
@@ -90,8 +93,9 @@ def batch_tensors(plan: PaddedPlan | AttentionMaskPlan, windows: list[TrainWindo
 
     wins = [windows[int(i)] for i in plan.seq_ids]
     trim = isinstance(plan, AttentionMaskPlan)
-    arrays = build_inputs(plan, [w.input_ids for w in wins], [w.token_type_ids for w in wins],
-                          trim_rows=trim)
+    arrays = build_inputs(
+        plan, [w.input_ids for w in wins], [w.token_type_ids for w in wins], trim_rows=trim
+    )
     width = arrays["input_ids"].shape[1]
     if isinstance(plan, PaddedPlan):
         base = np.arange(plan.n_seqs, dtype=np.int64) * width
@@ -126,8 +130,12 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = True,
-          windows: list[TrainWindow] | None = None) -> dict:
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    windows: list[TrainWindow] | None = None,
+) -> dict:
     """Fine-tune ``builtin`` base + LoRA on the train split; returns statistics.
 
     With ``out_dir`` the delta (``delta.safetensors``) and its ``delta.json`` (hashes, split,
@@ -147,13 +155,19 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = 
         tok = AutoTokenizer.from_pretrained(str(folder))
         questions = read_questions(cfg.squad_path, "train")
         windows = training_windows(tok, questions, cfg.seq_len, cfg.doc_stride)
-    model = PackedBertQA(dims, base, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout,
-                         seed=cfg.seed)
+    model = PackedBertQA(
+        dims, base, rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout, seed=cfg.seed
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim == 2]
     no_decay = [p for p in params if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
     rng = np.random.default_rng(cfg.seed)
     steps_per_epoch = math.ceil(len(windows) / cfg.seqs_per_step)
     total = math.ceil(cfg.epochs * steps_per_epoch)
@@ -185,16 +199,23 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, progress: bool = 
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
     bar.close()
-    stats = {"layout": cfg.layout, "steps": step, "windows": len(windows),
-             "seconds": round(seconds, 1), "real_tokens": real_tokens, "token_slots": slots,
-             "final_loss": round(float(np.mean(losses[-50:])), 4)}
+    stats = {
+        "layout": cfg.layout,
+        "steps": step,
+        "windows": len(windows),
+        "seconds": round(seconds, 1),
+        "real_tokens": real_tokens,
+        "token_slots": slots,
+        "final_loss": round(float(np.mean(losses[-50:])), 4),
+    }
     if out_dir is not None:
         write_delta(model, cfg, stats, windows, Path(out_dir))
     return stats
 
 
-def write_delta(model, cfg: TrainConfig, stats: dict, windows: list[TrainWindow],
-                out_dir: Path) -> dict:
+def write_delta(
+    model, cfg: TrainConfig, stats: dict, windows: list[TrainWindow], out_dir: Path
+) -> dict:
     """Round the adapters to what ships (float16), record probe logits from the torch model,
     and write ``delta.safetensors`` + ``delta.json`` into ``out_dir``; returns the meta."""
     import torch
@@ -205,28 +226,39 @@ def write_delta(model, cfg: TrainConfig, stats: dict, windows: list[TrainWindow]
             module.lora_A.data = module.lora_A.data.half().float()
             module.lora_B.data = module.lora_B.data.half().float()
     model.eval()
-    probe = min(windows[:64], key=lambda w: len(w.input_ids))  # a short real window: cheap to check at assembly
+    probe = min(
+        windows[:64], key=lambda w: len(w.input_ids)
+    )  # a short real window: cheap to check at assembly
     n = len(probe.input_ids)
     with torch.no_grad():
         ids = torch.from_numpy(probe.input_ids[None])
-        s, e = model(ids, torch.from_numpy(probe.token_type_ids[None]),
-                     torch.arange(n)[None], torch.ones(1, n, dtype=torch.int64))
+        s, e = model(
+            ids,
+            torch.from_numpy(probe.token_type_ids[None]),
+            torch.arange(n)[None],
+            torch.ones(1, n, dtype=torch.int64),
+        )
     data = save(model.delta())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / builtin.DELTA_FILE).write_bytes(data)
     meta = {
-        "base": {"package": builtin.BASE_PACKAGE, "version": builtin.BASE_VERSION,
-                 "sha256": builtin.BASE_SHA256},
+        "base": {
+            "package": builtin.BASE_PACKAGE,
+            "version": builtin.BASE_VERSION,
+            "sha256": builtin.BASE_SHA256,
+        },
         "delta_sha256": builtin.sha256_bytes(data),
         "delta_bytes": len(data),
         "lora": {"rank": cfg.rank, "alpha": cfg.alpha},
         "split": {"held_out_titles": list(HELD_OUT_TITLES)},
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("squad_path", "threads")},
         "stats": stats,
-        "probe": {"input_ids": probe.input_ids.tolist(),
-                  "token_type_ids": probe.token_type_ids.tolist(),
-                  "start_logits": [round(float(x), 6) for x in s[0]],
-                  "end_logits": [round(float(x), 6) for x in e[0]]},
+        "probe": {
+            "input_ids": probe.input_ids.tolist(),
+            "token_type_ids": probe.token_type_ids.tolist(),
+            "start_logits": [round(float(x), 6) for x in s[0]],
+            "end_logits": [round(float(x), 6) for x in e[0]],
+        },
     }
     (out_dir / builtin.DELTA_META).write_text(json.dumps(meta, indent=1) + "\n")
     return meta
@@ -239,8 +271,9 @@ def compare_layouts(cfg: TrainConfig, steps: int, progress: bool = True) -> dict
 
     folder = builtin.base_folder()
     tok = AutoTokenizer.from_pretrained(str(folder))
-    windows = training_windows(tok, read_questions(cfg.squad_path, "train"), cfg.seq_len,
-                               cfg.doc_stride)
+    windows = training_windows(
+        tok, read_questions(cfg.squad_path, "train"), cfg.seq_len, cfg.doc_stride
+    )
     out = {}
     for layout in ("padded", "packed"):
         run = TrainConfig(**{**asdict(cfg), "layout": layout, "max_steps": 1})

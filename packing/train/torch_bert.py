@@ -20,38 +20,68 @@ from torch import nn
 
 from ..model.weights import BertDims
 
-ADAPTED = ("attention.self.query", "attention.self.key", "attention.self.value",
-           "attention.output.dense", "intermediate.dense", "output.dense")
+ADAPTED = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
 
 
 class LoRALinear(nn.Module):
     """``y = x W0^T + b + (alpha / r) * dropout(x) A^T B^T`` with ``W0`` frozen."""
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, rank: int, alpha: float,
-                 dropout: float, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        rank: int,
+        alpha: float,
+        dropout: float,
+        generator: torch.Generator,
+    ) -> None:
         super().__init__()
         out_f, in_f = weight.shape
-        self.weight = nn.Parameter(torch.from_numpy(weight.copy()), requires_grad=False)  # [out, in] frozen
+        self.weight = nn.Parameter(
+            torch.from_numpy(weight.copy()), requires_grad=False
+        )  # [out, in] frozen
         self.bias = nn.Parameter(torch.from_numpy(bias.copy()))  # [out] trained
-        self.lora_A = nn.Parameter(torch.randn(rank, in_f, generator=generator) / math.sqrt(in_f))  # [r, in]
-        self.lora_B = nn.Parameter(torch.zeros(out_f, rank))  # [out, r]; zero: training starts at the base
+        self.lora_A = nn.Parameter(
+            torch.randn(rank, in_f, generator=generator) / math.sqrt(in_f)
+        )  # [r, in]
+        self.lora_B = nn.Parameter(
+            torch.zeros(out_f, rank)
+        )  # [out, r]; zero: training starts at the base
         self.scale = alpha / rank
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.bias) + self.scale * F.linear(
-            F.linear(self.dropout(x), self.lora_A), self.lora_B)
+            F.linear(self.dropout(x), self.lora_A), self.lora_B
+        )
 
 
 class PackedBertQA(nn.Module):
     """``BertForQuestionAnswering`` over packed rows, with LoRA on every dense layer."""
 
-    def __init__(self, dims: BertDims, weights: dict[str, np.ndarray], rank: int = 32,
-                 alpha: float = 64.0, dropout: float = 0.1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dims: BertDims,
+        weights: dict[str, np.ndarray],
+        rank: int = 32,
+        alpha: float = 64.0,
+        dropout: float = 0.1,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.dims = dims
-        t = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()}
+        t = {
+            k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+            for k, v in weights.items()
+        }
         e = "bert.embeddings."
         self.word = nn.Parameter(t[e + "word_embeddings.weight"], requires_grad=False)
         self.pos = nn.Parameter(t[e + "position_embeddings.weight"], requires_grad=False)
@@ -60,11 +90,19 @@ class PackedBertQA(nn.Module):
         self.layers = nn.ModuleList()
         for i in range(dims.num_hidden_layers):
             p = f"bert.encoder.layer.{i}."
-            layer = nn.ModuleDict({
-                name.replace(".", "_"): LoRALinear(weights[p + name + ".weight"],
-                                                   weights[p + name + ".bias"], rank, alpha,
-                                                   dropout, g)
-                for name in ADAPTED})
+            layer = nn.ModuleDict(
+                {
+                    name.replace(".", "_"): LoRALinear(
+                        weights[p + name + ".weight"],
+                        weights[p + name + ".bias"],
+                        rank,
+                        alpha,
+                        dropout,
+                        g,
+                    )
+                    for name in ADAPTED
+                }
+            )
             layer["ln1"] = self._ln(t, p + "attention.output.LayerNorm")
             layer["ln2"] = self._ln(t, p + "output.LayerNorm")
             self.layers.append(layer)
@@ -84,9 +122,13 @@ class PackedBertQA(nn.Module):
         ln.bias.data.copy_(t[name + ".bias"])
         return ln
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
-                position_ids: torch.Tensor, attention_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Start and end logits ``[rows, W]`` for the layout described in the module doc."""
         rows, width = input_ids.shape
         heads = self.dims.num_attention_heads
@@ -99,8 +141,10 @@ class PackedBertQA(nn.Module):
         x = self.word[input_ids] + self.pos[position_ids] + self.types[token_type_ids]
         x = self.drop(self.emb_ln(x))
         for layer in self.layers:
+
             def split(h: torch.Tensor) -> torch.Tensor:
                 return h.view(rows, width, heads, hd).transpose(1, 2)
+
             q = split(layer["attention_self_query"](x))
             k = split(layer["attention_self_key"](x))
             v = split(layer["attention_self_value"](x))

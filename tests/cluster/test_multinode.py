@@ -17,9 +17,26 @@ def run_placement(model_dir, tmp_path, *extra, timeout_s=400):
     out = tmp_path / "placement.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    proc = subprocess.run([sys.executable, "-m", "tools", "placement", "--model-dir",
-                           str(model_dir), "--samples", "60", "--no-progress", "--json", str(out),
-                           *extra], capture_output=True, text=True, timeout=timeout_s, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools",
+            "placement",
+            "--model-dir",
+            str(model_dir),
+            "--samples",
+            "60",
+            "--no-progress",
+            "--json",
+            str(out),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+    )
     report = json.loads(out.read_text()) if out.exists() else None
     return proc, report
 
@@ -55,11 +72,29 @@ def test_a_host_lost_under_load_loses_nothing_and_serving_continues(tiny_model_d
     keep coming after the removal on the other node's runners."""
     out = tmp_path / "loss.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
-    proc = subprocess.run([sys.executable, "-m", "tools", "node-loss", "--model-dir",
-                           str(tiny_model_dir), "--samples", "4000", "--remove-after-s", "2",
-                           "--sim-tokens-per-s", "4000",  # 64 ms per full batch of this model
-                           "--no-progress", "--json", str(out)],
-                          capture_output=True, text=True, timeout=400, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools",
+            "node-loss",
+            "--model-dir",
+            str(tiny_model_dir),
+            "--samples",
+            "4000",
+            "--remove-after-s",
+            "2",
+            "--sim-tokens-per-s",
+            "4000",  # 64 ms per full batch of this model
+            "--no-progress",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["lost"] == 0 and r["crossed"] == 0
@@ -73,9 +108,26 @@ def test_runners_autoscale_across_both_nodes_and_back(tiny_model_dir, tmp_path):
     dispatch slots follow (2 per replica), and they go back to 1 when the load stops."""
     out = tmp_path / "autoscale.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
-    proc = subprocess.run([sys.executable, "-m", "tools", "autoscale", "--model-dir",
-                           str(tiny_model_dir), "--samples", "400", "--sim-tokens-per-s", "4000",
-                           "--json", str(out)], capture_output=True, text=True, timeout=400, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools",
+            "autoscale",
+            "--model-dir",
+            str(tiny_model_dir),
+            "--samples",
+            "400",
+            "--sim-tokens-per-s",
+            "4000",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = json.loads(out.read_text())
     assert "runner autoscaling policy: packing" in proc.stdout  # the shipped policy
@@ -107,15 +159,30 @@ def test_batch_job_through_ray_job_submit_on_the_multi_node_cluster(tiny_model_d
     """What a user runs on a cluster: `ray job submit --working-dir . -- packed-bert batch ...`
     against a private multi-node cluster (head without accelerator, two {"IPU": 2} workers);
     the job's predictor actors are pinned to IPU, every question gets a prediction."""
-    from factories import REPO as repo, make_squad_file
+    from factories import REPO as repo
+    from factories import make_squad_file
 
     squad = make_squad_file(tmp_path)
     out, summary = tmp_path / "pred.json", tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
-    proc = subprocess.run([sys.executable, "-c", JOB_DRIVER, str(repo), str(squad),
-                           str(tiny_model_dir), str(out), str(summary)],
-                          capture_output=True, text=True, timeout=500, env=env, cwd=repo)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            JOB_DRIVER,
+            str(repo),
+            str(squad),
+            str(tiny_model_dir),
+            str(out),
+            str(summary),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        env=env,
+        cwd=repo,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
     preds = json.loads(out.read_text())

@@ -6,13 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from factories import REPO
 
 from tools.ceiling import free_port, read_stat  # free_port: 20000-29999
 
+from factories import REPO
 
-def _cluster_pids(marker: str, sid: int | None = None, known: dict[int, str] | None = None
-                  ) -> dict[int, str]:
+
+def _cluster_pids(
+    marker: str, sid: int | None = None, known: dict[int, str] | None = None
+) -> dict[int, str]:
     """The live processes of the test's own Ray cluster, as ``{pid: start time}``.
 
     A process is the cluster's when its environment carries ``marker`` (every process
@@ -42,9 +44,11 @@ def _cluster_pids(marker: str, sid: int | None = None, known: dict[int, str] | N
             continue
         try:
             start = fields[19]
-            if ((sid is not None and int(fields[3]) == sid)
-                    or (known is not None and known.get(pid) == start)
-                    or needle in (entry / "environ").read_bytes()):
+            if (
+                (sid is not None and int(fields[3]) == sid)
+                or (known is not None and known.get(pid) == start)
+                or needle in (entry / "environ").read_bytes()
+            ):
                 found[pid] = start
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
@@ -157,22 +161,34 @@ def serve_app(tmp_path_factory):
     marker = f"packed-bert-test-{uuid.uuid4().hex}"
     # Token auth off on this private loopback cluster, so `serve deploy` (the dashboard's REST
     # API) can update the app in the redeploy test.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "RAY_TMPDIR": str(ray_tmp), "PACKED_BERT_TEST_CLUSTER": marker,
-           # The Serve settings docs/serving.md recommends, so the tests exercise them.
-           "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TMPDIR": str(ray_tmp),
+        "PACKED_BERT_TEST_CLUSTER": marker,
+        # The Serve settings docs/serving.md recommends, so the tests exercise them.
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    }
     previous_auth = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # drivers of this test process must match
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", str(config_path)],
-        cwd=work, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     try:
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"serve run exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(
+                    f"serve run exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
                     if r.status == 200:
@@ -183,10 +199,21 @@ def serve_app(tmp_path_factory):
                 pytest.fail(f"serve run not healthy after 240 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(1)
         ray_address = _gcs_address(ray_tmp, time.monotonic() + 30)
-        yield SimpleNamespace(url=url, model_dir=work / "model", app=app["name"], log=log_path,
-                              config=cfg, work=work, env=env, fault_file=fault_file,
-                              ray_address=ray_address, dashboard_url=_dashboard_url(ray_address),
-                              ray_tmp=ray_tmp, marker=marker, pid=proc.pid)
+        yield SimpleNamespace(
+            url=url,
+            model_dir=work / "model",
+            app=app["name"],
+            log=log_path,
+            config=cfg,
+            work=work,
+            env=env,
+            fault_file=fault_file,
+            ray_address=ray_address,
+            dashboard_url=_dashboard_url(ray_address),
+            ray_tmp=ray_tmp,
+            marker=marker,
+            pid=proc.pid,
+        )
     finally:
         left = _stop_cluster(proc, marker)
         log.close()
@@ -224,4 +251,3 @@ def solo(serve_app):
     with urllib.request.urlopen(serve_app.url + "/v1/stats") as r:
         answering = json.loads(r.read())["answering"]
     return lambda qa: solo_answers(serve_app.model_dir, [qa], answering)[0]
-

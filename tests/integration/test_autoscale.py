@@ -7,14 +7,16 @@ import asyncio
 import time
 
 import pytest
-from factories import REPO
 
 from deployments.config import config_deployment_options
 
+from factories import REPO
+
 pytestmark = pytest.mark.slow
 
-SLOTS = config_deployment_options(REPO / "configs" / "squad.yaml",
-                                  "PlanExecutor")["max_ongoing_requests"]  # per runner
+SLOTS = config_deployment_options(REPO / "configs" / "squad.yaml", "PlanExecutor")[
+    "max_ongoing_requests"
+]  # per runner
 
 
 def test_runners_scale_up_under_load_and_back_down(tmp_path):
@@ -26,13 +28,24 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
     from packing.runtime.workloads import seed_lengths, synthetic_features
 
     model_dir = tmp_path / "model"
-    cfg = AppConfig(model_dir=str(model_dir), model_source="random:tiny", device="sim",
-                    prepare={"seq_len": 384},  # the shape this timeline was tuned at
-                    sim={"profile": "slow"}, packing={"max_pending": 100_000})
+    cfg = AppConfig(
+        model_dir=str(model_dir),
+        model_source="random:tiny",
+        device="sim",
+        prepare={"seq_len": 384},  # the shape this timeline was tuned at
+        sim={"profile": "slow"},
+        packing={"max_pending": 100_000},
+    )
     data = synthetic_features(seed_lengths(3000, 256, 1), 30522, seed=1)
-    autoscaling = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1,
-                   "upscale_delay_s": 2, "downscale_delay_s": 5, "metrics_interval_s": 0.5,
-                   "look_back_period_s": 2}
+    autoscaling = {
+        "min_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 1,
+        "upscale_delay_s": 2,
+        "downscale_delay_s": 5,
+        "metrics_interval_s": 0.5,
+        "look_back_period_s": 2,
+    }
     seen: list[tuple[float, int, int]] = []  # (seconds, runner replicas, dispatch slots)
 
     async def scenario() -> None:
@@ -40,7 +53,7 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
 
         async def client() -> None:
             for i in range(0, len(data), 32):
-                await packer.many.remote(data[i:i + 32])
+                await packer.many.remote(data[i : i + 32])
 
         t0 = time.monotonic()
         clients = [asyncio.ensure_future(client()) for _ in range(24)]
@@ -64,9 +77,14 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
     ray.init(include_dashboard=False, log_to_driver=False, namespace="autoscale-test")
     try:
         serve.start(proxy_location="Disabled")
-        app = build_graph(cfg, runner_options={"max_ongoing_requests": SLOTS,
-                                               "ray_actor_options": {"num_cpus": 0},
-                                               "autoscaling_config": autoscaling})
+        app = build_graph(
+            cfg,
+            runner_options={
+                "max_ongoing_requests": SLOTS,
+                "ray_actor_options": {"num_cpus": 0},
+                "autoscaling_config": autoscaling,
+            },
+        )
         serve.run(app, name="autoscale", route_prefix=None)
         asyncio.run(scenario())
     finally:

@@ -10,8 +10,15 @@ from tools import ceiling as ce
 
 @pytest.mark.slow
 def test_echo_floor_end_to_end_in_two_rounds():
-    s = ce.Settings(apps=("echo",), config=ce.REPO / "configs/test.yaml", concurrency=4,
-                    duration_s=2.0, warmup_s=1.0, progress=False, rounds=2)
+    s = ce.Settings(
+        apps=("echo",),
+        config=ce.REPO / "configs/test.yaml",
+        concurrency=4,
+        duration_s=2.0,
+        warmup_s=1.0,
+        progress=False,
+        rounds=2,
+    )
     lines: list[str] = []
     report = ce.run_ceiling(s, echo=lines.append)
     rows = report["rows"]

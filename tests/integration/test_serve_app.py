@@ -8,10 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from serve_client import get_stats, make_qa, post, same_answer
 
-from packing.runtime.features import Features
 from packing.runtime import ModelRunner
+from packing.runtime.features import Features
+
+from serve_client import get_stats, make_qa, post, same_answer
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ def test_http_answer_and_health(serve_app, solo):
     assert status == 200
     assert body["model"] == "random:tiny"
     assert same_answer(body, solo(qa))
-    assert body["answer"] == qa["context"][body["start"]:body["end"]]
+    assert body["answer"] == qa["context"][body["start"] : body["end"]]
     with urllib.request.urlopen(serve_app.url + "/healthz") as r:
         assert json.loads(r.read()) == {"status": "ok", "model": "random:tiny"}
     with urllib.request.urlopen(serve_app.url + "/openapi.json") as r:
@@ -50,8 +51,11 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(serve_app, solo):
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(lambda qa: post(serve_app.url, qa), items))
     assert [s for s, _, _ in results] == [200] * len(items)
-    wrong = [i for i, ((_, body, _), qa) in enumerate(zip(results, items))
-             if not same_answer(body, solo(qa))]
+    wrong = [
+        i
+        for i, ((_, body, _), qa) in enumerate(zip(results, items))
+        if not same_answer(body, solo(qa))
+    ]
     assert not wrong, f"{len(wrong)} requests got another answer, e.g. {wrong[:5]}"
     stats = get_stats(serve_app.url)["packer"]
     assert stats["batches"] < stats["sequences"]  # requests really shared batches
@@ -63,18 +67,27 @@ def test_python_handles(serve_app, solo):
     import ray
     from ray import serve
 
-    ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
-             log_to_driver=False)
+    ray.init(
+        address=serve_app.ray_address,
+        namespace="serve",
+        ignore_reinit_error=True,
+        log_to_driver=False,
+    )
     try:
         qa = make_qa(25, seed=11)
-        got = serve.get_app_handle(serve_app.app).ask.remote(qa["question"], qa["context"]).result(
-            timeout_s=60)
+        got = (
+            serve.get_app_handle(serve_app.app)
+            .ask.remote(qa["question"], qa["context"])
+            .result(timeout_s=60)
+        )
         assert same_answer(got, solo(qa)) and got["model"] == "random:tiny"
 
         packer = serve.get_deployment_handle("Packer", serve_app.app)
         rng = np.random.default_rng(5)
-        feats = [Features(rng.integers(1000, 30522, size=int(n)), np.zeros(int(n), dtype=np.int64))
-                 for n in rng.integers(1, 65, size=40)]
+        feats = [
+            Features(rng.integers(1000, 30522, size=int(n)), np.zeros(int(n), dtype=np.int64))
+            for n in rng.integers(1, 65, size=40)
+        ]
         responses = [packer.remote(f) for f in feats]  # concurrent: packed together
         runner = ModelRunner(serve_app.model_dir, batch_size=1, padding="longest")
         for f, resp in zip(feats, responses):
@@ -92,14 +105,22 @@ def test_metrics_reach_the_prometheus_endpoint(serve_app):
     import ray
 
     post(serve_app.url, make_qa(10, seed=5))
-    ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
-             log_to_driver=False)
+    ray.init(
+        address=serve_app.ray_address,
+        namespace="serve",
+        ignore_reinit_error=True,
+        log_to_driver=False,
+    )
     try:
         port = ray.nodes()[0]["MetricsExportPort"]
     finally:
         ray.shutdown()
-    wanted = {"ray_packed_bert_batch_packing_efficiency", "ray_packed_bert_batch_sequences",
-              "ray_packed_bert_packer_wait_seconds", "ray_packed_bert_requests"}
+    wanted = {
+        "ray_packed_bert_batch_packing_efficiency",
+        "ray_packed_bert_batch_sequences",
+        "ray_packed_bert_packer_wait_seconds",
+        "ray_packed_bert_requests",
+    }
     deadline, seen = time.monotonic() + 60, set()
     while time.monotonic() < deadline and seen != wanted:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
@@ -120,22 +141,37 @@ BAD = [
     ("not UTF-8", None, b'{"question": "\xff\xfe", "context": "x"}', "application/json"),
     ("NUL character", {"question": "who\u0000?", "context": "text"}, None, "application/json"),
     ("lone surrogate", None, b'{"question": "a\\ud800", "context": "text"}', "application/json"),
-    ("question too long for the sequence", {"question": "why " * 200, "context": "text"}, None,
-     "application/json"),
-    ("body over the limit", None, b'{"question": "q", "context": "' + b"a" * 1_100_000 + b'"}',
-     "application/json"),
+    (
+        "question too long for the sequence",
+        {"question": "why " * 200, "context": "text"},
+        None,
+        "application/json",
+    ),
+    (
+        "body over the limit",
+        None,
+        b'{"question": "q", "context": "' + b"a" * 1_100_000 + b'"}',
+        "application/json",
+    ),
     ("wrong content type", {"question": "q", "context": "c"}, None, "text/plain"),
     ("deeply nested JSON", None, b"[" * 100_000 + b"]" * 100_000, "application/json"),
-    ("list over max_batch_items", [{"question": "q", "context": "c"}] * 65, None,
-     "application/json"),
-    ("question over max chars", {"question": "q" * 2001, "context": "c"}, None,
-     "application/json"),
+    (
+        "list over max_batch_items",
+        [{"question": "q", "context": "c"}] * 65,
+        None,
+        "application/json",
+    ),
+    ("question over max chars", {"question": "q" * 2001, "context": "c"}, None, "application/json"),
     ("NaN literal", None, b'{"question": NaN, "context": "c"}', "application/json"),
     ("top-level number", 42, None, "application/json"),
     ("empty body", None, b"", "application/json"),
     ("null fields", {"question": None, "context": None}, None, "application/json"),
-    ("control character in context", {"question": "q", "context": "a\x07b"}, None,
-     "application/json"),
+    (
+        "control character in context",
+        {"question": "q", "context": "a\x07b"},
+        None,
+        "application/json",
+    ),
 ]
 
 
@@ -154,9 +190,25 @@ def test_loadtest_command(serve_app, tmp_path):
     from tools.cli import main
 
     js = tmp_path / "lt.json"
-    assert main(["loadtest", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),
-                 "--samples", "60", "--concurrency", "16", "--json", str(js),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "loadtest",
+                "--url",
+                serve_app.url,
+                "--model-dir",
+                str(serve_app.model_dir),
+                "--samples",
+                "60",
+                "--concurrency",
+                "16",
+                "--json",
+                str(js),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads(js.read_text())
     assert report["http"]["errors"] == 0 and report["inprocess"]["errors"] == 0
     assert report["http"]["requests"] == 60

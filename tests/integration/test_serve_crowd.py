@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
+
 from factories import REPO
 from serve_apps import deploy_beside
 from serve_client import get_stats, make_qa, post, post_all
@@ -42,12 +43,17 @@ def _slow_config(serve_app):
     args.pop("fault_file", None)
     shape = args["prepare"]
     full = shape["batch_size"] * shape["seq_len"]
-    return AppConfig(**{**args, "model_dir": str(serve_app.model_dir), "device": "sim",
-                        # static shapes: every plan costs the full batch, one second
-                        "sim": {"profile": "slow", "tokens_per_s": float(full)},
-                        "max_inflight_requests": 512,
-                        "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005,
-                                    "max_tokens": full}})
+    return AppConfig(
+        **{
+            **args,
+            "model_dir": str(serve_app.model_dir),
+            "device": "sim",
+            # static shapes: every plan costs the full batch, one second
+            "sim": {"profile": "slow", "tokens_per_s": float(full)},
+            "max_inflight_requests": 512,
+            "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005, "max_tokens": full},
+        }
+    )
 
 
 SLOW_RUNNER = {"num_replicas": 1, "max_ongoing_requests": 1, "ray_actor_options": {"num_cpus": 0}}
@@ -55,31 +61,37 @@ SLOW_RUNNER = {"num_replicas": 1, "max_ongoing_requests": 1, "ray_actor_options"
 
 @pytest.fixture(scope="module")
 def slow_app(serve_app):
-    yield from deploy_beside(serve_app, _slow_config(serve_app), "squad-slow-test", "/slow",
-                             SLOW_RUNNER)
+    yield from deploy_beside(
+        serve_app, _slow_config(serve_app), "squad-slow-test", "/slow", SLOW_RUNNER
+    )
 
 
 @pytest.fixture()
 def fresh_slow_app(serve_app):
     """The slow app, deployed for one test: no request has reached it yet."""
-    yield from deploy_beside(serve_app, _slow_config(serve_app), "squad-fresh-test", "/fresh",
-                             SLOW_RUNNER)
+    yield from deploy_beside(
+        serve_app, _slow_config(serve_app), "squad-fresh-test", "/fresh", SLOW_RUNNER
+    )
 
 
 def _items(n: int, seed: int) -> list[dict]:
-    return [make_qa(int(w), seed=seed + k) for k, w in enumerate([3, 8, 20, 45, 90, 160, 300] *
-                                                                  (n // 7 + 1))][:n]
+    return [
+        make_qa(int(w), seed=seed + k)
+        for k, w in enumerate([3, 8, 20, 45, 90, 160, 300] * (n // 7 + 1))
+    ][:n]
 
 
 def test_default_app_gives_the_same_scores_alone_and_in_a_crowd(default_app):
     items = _items(140, seed=5000)
     alone = [post(default_app, it) for it in items]  # one at a time
     assert all(status == 200 for status, _, _ in alone), [b for s, b, _ in alone if s != 200][:3]
-    bodies = items[:100] + [items[k:k + 8] for k in range(100, 140, 8)]
+    bodies = items[:100] + [items[k : k + 8] for k in range(100, 140, 8)]
     crowd = post_all(default_app, bodies, concurrency=48)
     differ = [k for k, (a, c) in enumerate(zip(alone, crowd)) if a[1] != c]
-    assert not differ, (f"{len(differ)} of {len(items)} answers differ from the same request "
-                        f"alone, e.g. {alone[differ[0]][1]} vs {crowd[differ[0]]}")
+    assert not differ, (
+        f"{len(differ)} of {len(items)} answers differ from the same request "
+        f"alone, e.g. {alone[differ[0]][1]} vs {crowd[differ[0]]}"
+    )
     packer = get_stats(default_app)["packer"]
     assert packer["mean_sequences"] > 1 and packer["batch_invariant"] is True
 
@@ -89,8 +101,12 @@ def _hang_up(url: str, body: dict, after_s: float) -> str:
     parts = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=after_s)
     try:
-        conn.request("POST", parts.path + "/v1/answer", json.dumps(body),
-                     {"content-type": "application/json"})
+        conn.request(
+            "POST",
+            parts.path + "/v1/answer",
+            json.dumps(body),
+            {"content-type": "application/json"},
+        )
         return str(conn.getresponse().status)
     except (TimeoutError, OSError):
         return "gone"

@@ -8,6 +8,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from serve_client import get_stats, make_qa, post, same_answer
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -17,9 +18,24 @@ def test_short_soak_loses_and_crosses_nothing(serve_app, tmp_path):
     from tools.cli import main
 
     js = tmp_path / "soak.json"
-    rc = main(["soak", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),
-               "--requests", "1000", "--concurrency", "32", "--distinct", "200",
-               "--json", str(js), "--no-progress"])
+    rc = main(
+        [
+            "soak",
+            "--url",
+            serve_app.url,
+            "--model-dir",
+            str(serve_app.model_dir),
+            "--requests",
+            "1000",
+            "--concurrency",
+            "32",
+            "--distinct",
+            "200",
+            "--json",
+            str(js),
+            "--no-progress",
+        ]
+    )
     report = json.loads(js.read_text())
     assert rc == 0
     assert (report["lost"], report["crossed"], report["failed"]) == (0, 0, 0)
@@ -85,9 +101,26 @@ def test_killed_replica_recovers_without_crossing(serve_app, solo, tmp_path, dep
     from tools.cli import main
 
     js = tmp_path / "kill.json"
-    rc = main(["soak", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),
-               "--requests", "400", "--concurrency", "16", "--distinct", "100",
-               "--kill-replica", deployment, "--json", str(js), "--no-progress"])
+    rc = main(
+        [
+            "soak",
+            "--url",
+            serve_app.url,
+            "--model-dir",
+            str(serve_app.model_dir),
+            "--requests",
+            "400",
+            "--concurrency",
+            "16",
+            "--distinct",
+            "100",
+            "--kill-replica",
+            deployment,
+            "--json",
+            str(js),
+            "--no-progress",
+        ]
+    )
     report = json.loads(js.read_text())
     assert rc == 0 and report["crossed"] == 0 and report["lost"] == 0
     assert set(report["failed_by_status"]) <= {"500", "503", "504"}
@@ -109,8 +142,10 @@ def test_fuzz_from_openapi_schema_no_5xx(serve_app):
     op = schema["/v1/answer"]["POST"]
     seen = []
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-        @settings(max_examples=60, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+
+        @settings(
+            max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(case=op.as_strategy(generation_mode=mode))
         def check(case):
             response = case.call(base_url=serve_app.url, timeout=60)
@@ -145,23 +180,54 @@ def test_rolling_redeploy_under_load_loses_nothing(serve_app, tmp_path):
 
     js = tmp_path / "soak.json"
     rc = []
-    soak = threading.Thread(target=lambda: rc.append(main(
-        ["soak", "--url", serve_app.url, "--model-dir", str(serve_app.model_dir),
-         "--requests", "1500", "--concurrency", "16", "--distinct", "100", "--json", str(js),
-         "--no-progress"])))
+    soak = threading.Thread(
+        target=lambda: rc.append(
+            main(
+                [
+                    "soak",
+                    "--url",
+                    serve_app.url,
+                    "--model-dir",
+                    str(serve_app.model_dir),
+                    "--requests",
+                    "1500",
+                    "--concurrency",
+                    "16",
+                    "--distinct",
+                    "100",
+                    "--json",
+                    str(js),
+                    "--no-progress",
+                ]
+            )
+        )
+    )
     soak.start()
     time.sleep(2)
     deploy = subprocess.run(
-        [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "deploy",
-         str(new_config), "--address", serve_app.dashboard_url],
-        env=serve_app.env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "from ray.serve.scripts import cli; cli()",
+            "deploy",
+            str(new_config),
+            "--address",
+            serve_app.dashboard_url,
+        ],
+        env=serve_app.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     deadline = time.monotonic() + 90
     while True:  # the new config is live: reconfigured knobs and the new Ingress
         stats = get_stats(serve_app.url)
-        if (stats["packer"]["knobs"]["batch_wait_timeout_s"] == 0.007
-                and stats["packer"]["admission"]["batch_wait_timeout_s"] == 0.007  # in force
-                and stats["answering"]["request_timeout_s"] == 31):
+        if (
+            stats["packer"]["knobs"]["batch_wait_timeout_s"] == 0.007
+            and stats["packer"]["admission"]["batch_wait_timeout_s"] == 0.007  # in force
+            and stats["answering"]["request_timeout_s"] == 31
+        ):
             break
         assert time.monotonic() < deadline, f"redeploy not live after 90 s: {stats}"
         time.sleep(1)

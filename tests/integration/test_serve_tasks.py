@@ -16,6 +16,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+
 from serve_apps import deploy_beside
 
 pytestmark = pytest.mark.integration
@@ -31,9 +32,15 @@ def app_config(serve_app, model_dir, task: str, precision: str = "auto"):
     args = dict(serve_app.config["applications"][0]["args"])
     args.pop("fault_file", None)
     args["prepare"] = {**args["prepare"], "precision": precision}
-    return AppConfig(**{**args, "model_dir": str(model_dir), "model_source": "random:tiny",
-                        "task": task, "packing": {"mode": "unpack_repack",
-                                                  "batch_wait_timeout_s": 0.005}})
+    return AppConfig(
+        **{
+            **args,
+            "model_dir": str(model_dir),
+            "model_source": "random:tiny",
+            "task": task,
+            "packing": {"mode": "unpack_repack", "batch_wait_timeout_s": 0.005},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +50,13 @@ def embed_app(serve_app, tmp_path_factory):
     folder = tmp_path_factory.mktemp("embed") / "model"
     shapes = serve_app.config["applications"][0]["args"]["prepare"]
     prepare("random:tiny", folder, task="embed", quiet=True, **shapes)
-    yield from deploy_beside(serve_app, app_config(serve_app, folder, "embed"), EMBED_APP,
-                             EMBED_PREFIX, {"ray_actor_options": {"num_cpus": 0}})
+    yield from deploy_beside(
+        serve_app,
+        app_config(serve_app, folder, "embed"),
+        EMBED_APP,
+        EMBED_PREFIX,
+        {"ray_actor_options": {"num_cpus": 0}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +66,21 @@ def rerank_app(serve_app, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("rerank") / "model"
     shapes = serve_app.config["applications"][0]["args"]["prepare"]
-    prepare("random:tiny", folder, quiet=True, **shapes,
-            # one output and no problem_type, as a cross-encoder checkpoint
-            task=TaskSpec(task="classify", labels=("relevance",)))
-    yield from deploy_beside(serve_app, app_config(serve_app, folder, "classify"), RERANK_APP,
-                             RERANK_PREFIX, {"ray_actor_options": {"num_cpus": 0}})
+    prepare(
+        "random:tiny",
+        folder,
+        quiet=True,
+        **shapes,
+        # one output and no problem_type, as a cross-encoder checkpoint
+        task=TaskSpec(task="classify", labels=("relevance",)),
+    )
+    yield from deploy_beside(
+        serve_app,
+        app_config(serve_app, folder, "classify"),
+        RERANK_APP,
+        RERANK_PREFIX,
+        {"ray_actor_options": {"num_cpus": 0}},
+    )
 
 
 def http(url: str, body=None):
@@ -74,6 +96,7 @@ def http(url: str, body=None):
 
 def test_openai_client_embeddings_and_models(embed_app):
     import openai
+
     client = openai.OpenAI(base_url=embed_app + "/v1", api_key="unused")
     listed = client.embeddings.create(input=TEXTS, model="random:tiny")
     assert [d.index for d in listed.data] == [0, 1, 2] and listed.usage.prompt_tokens > 0
@@ -92,6 +115,7 @@ def test_openai_client_embeddings_and_models(embed_app):
 
 def test_inference_client_feature_extraction_and_similarity(embed_app):
     import huggingface_hub as hub
+
     client = hub.InferenceClient(base_url=embed_app)
     vectors = client.feature_extraction(TEXTS)
     assert vectors.shape[0] == 3 and vectors.dtype == np.float32
@@ -124,19 +148,22 @@ def test_routes_of_another_task_are_404(embed_app, rerank_app, serve_app):
 
 
 def test_tei_rerank_and_predict(rerank_app):
-    status, ranks = http(rerank_app + "/rerank", {"query": "q", "texts": TEXTS,
-                                                  "return_text": True})
+    status, ranks = http(
+        rerank_app + "/rerank", {"query": "q", "texts": TEXTS, "return_text": True}
+    )
     assert status == 200 and sorted(r["index"] for r in ranks) == [0, 1, 2]
     assert [r["score"] for r in ranks] == sorted((r["score"] for r in ranks), reverse=True)
     assert all(r["text"] == TEXTS[r["index"]] for r in ranks)
     status, pred = http(rerank_app + "/predict", {"inputs": ["q", TEXTS[0]]})
     assert status == 200 and pred[0]["label"] == "relevance"
     assert pred[0]["score"] == pytest.approx(
-        next(r["score"] for r in ranks if r["index"] == 0), abs=1e-6)
+        next(r["score"] for r in ranks if r["index"] == 0), abs=1e-6
+    )
 
 
 def test_inference_client_text_classification(rerank_app):
     import huggingface_hub as hub
+
     client = hub.InferenceClient(base_url=rerank_app)
     (only,) = client.text_classification("a text")
     assert only.label == "relevance" and 0 <= only.score <= 1
@@ -144,10 +171,11 @@ def test_inference_client_text_classification(rerank_app):
 
 def test_inference_client_question_answering(serve_app):
     import huggingface_hub as hub
+
     client = hub.InferenceClient(base_url=serve_app.url)
     context = "Jane Austen wrote Pride and Prejudice in 1813."
     best = client.question_answering(question="Who wrote it?", context=context)
-    assert best.answer == context[best.start:best.end] and 0 <= best.score <= 1
+    assert best.answer == context[best.start : best.end] and 0 <= best.score <= 1
     three = client.question_answering(question="Who wrote it?", context=context, top_k=3)
     assert len(three) == 3 and three[0].answer == best.answer
 
@@ -158,11 +186,14 @@ def embed_int8_app(serve_app, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("embed-int8") / "model"
     shapes = serve_app.config["applications"][0]["args"]["prepare"]
-    prepare("random:tiny", folder, task="embed", quiet=True,
-            **{**shapes, "precision": "int8"})
-    yield from deploy_beside(serve_app, app_config(serve_app, folder, "embed", "int8"),
-                             "embed-int8-test",
-                             "/embed-int8-test", {"ray_actor_options": {"num_cpus": 0}})
+    prepare("random:tiny", folder, task="embed", quiet=True, **{**shapes, "precision": "int8"})
+    yield from deploy_beside(
+        serve_app,
+        app_config(serve_app, folder, "embed", "int8"),
+        "embed-int8-test",
+        "/embed-int8-test",
+        {"ray_actor_options": {"num_cpus": 0}},
+    )
 
 
 def test_int8_embeddings_are_the_same_alone_and_in_a_crowd(embed_int8_app):
@@ -189,8 +220,12 @@ def test_python_handles_embed_and_predict(embed_app, rerank_app, serve_app):
     import ray
     from ray import serve
 
-    ray.init(address=serve_app.ray_address, namespace="serve", ignore_reinit_error=True,
-             log_to_driver=False)
+    ray.init(
+        address=serve_app.ray_address,
+        namespace="serve",
+        ignore_reinit_error=True,
+        log_to_driver=False,
+    )
     embed = serve.get_app_handle(EMBED_APP)
     vectors = embed.embed.remote(TEXTS).result(timeout_s=60)
     assert vectors == http(embed_app + "/embed", {"inputs": TEXTS})[1]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from factories import run_virtual
 
 from packing.runtime.admission import AdmissionConfig, CountAdmission
 
+from factories import run_virtual
 
 run = run_virtual
 
@@ -54,6 +54,7 @@ def test_a_batch_closes_at_max_batch_size():
         assert h.batches[2][0] == pytest.approx(10.0)  # the rest waits for the timer
         assert outs == [("done", k) for k in range(10)]
         await a.close()
+
     run(main())
 
 
@@ -66,6 +67,7 @@ def test_the_timer_starts_when_the_first_window_is_taken():
         assert h.batches[0][0] == pytest.approx(0.005)  # 5 ms after the first
         assert h.batches[1][0] == pytest.approx(0.0101)  # 5 ms after the third
         await a.close()
+
     run(main())
 
 
@@ -73,14 +75,17 @@ def test_forming_never_waits_for_a_busy_handler():
     """As in Ray Serve: with max_concurrent_batches 1 and a slow handler, batches still close
     on their timer (small) and wait for the handler, which is why the packer's dispatch step
     merges what waits (test_dispatch.py)."""
+
     async def main():
         h = Handler(hold_s=1.0)
-        a = CountAdmission(h, max_batch_size=40, batch_wait_timeout_s=0.005,
-                           max_concurrent_batches=1)
+        a = CountAdmission(
+            h, max_batch_size=40, batch_wait_timeout_s=0.005, max_concurrent_batches=1
+        )
         await arrive(a, range(6), [0.0, 0.1, 0.1, 0.1, 0.1, 0.1])
         assert h.sizes() == [1] * 6
         assert a.batches == 6
         await a.close()
+
     run(main())
 
 
@@ -102,6 +107,7 @@ def test_setters_apply_from_the_next_batch():
         with pytest.raises(ValueError, match="batch_wait_timeout_s"):
             a.set_batch_wait_timeout_s(-1)
         await a.close()
+
     run(main())
 
 
@@ -113,6 +119,7 @@ def test_a_failing_batch_fails_its_windows_and_admission_goes_on():
         assert [isinstance(o, RuntimeError) for o in outs] == [True, True, False, False]
         assert "batch 1 failed" in str(outs[0])
         await a.close()
+
     run(main())
 
 
@@ -122,6 +129,7 @@ def test_a_cancelled_error_in_the_handler_fails_its_windows_instead_of_hanging()
         outs = await asyncio.wait_for(arrive(a, range(3), [0, 0, 0]), timeout=5)
         assert all(isinstance(o, RuntimeError) and "cancelled" in str(o) for o in outs)
         await a.close()
+
     run(main())
 
 
@@ -129,10 +137,12 @@ def test_a_wrong_result_count_fails_the_batch():
     async def main():
         async def short(items):
             return items[:-1]
+
         a = CountAdmission(short, max_batch_size=3, batch_wait_timeout_s=0.01)
         outs = await arrive(a, range(3), [0, 0, 0])
         assert all(isinstance(o, RuntimeError) and "2 results for 3" in str(o) for o in outs)
         await a.close()
+
     run(main())
 
 
@@ -146,6 +156,7 @@ def test_a_withdrawn_window_is_not_handed_over():
         await asyncio.gather(tasks[0], tasks[2])
         assert h.batches[0][1] == [0, 2]
         await a.close()
+
     run(main())
 
 
@@ -159,16 +170,21 @@ def test_close_handles_what_is_queued_then_refuses():
         assert all(t.done() for t in tasks) and h.sizes() == [2, 2, 1]
         with pytest.raises(RuntimeError, match="closed"):
             await a(9)
+
     run(main())
 
 
-@pytest.mark.parametrize("kwargs, bad", [
-    ({"max_batch_size": 0}, "max_batch_size"), ({"max_batch_size": 2.5}, "max_batch_size"),
-    ({"batch_wait_timeout_s": -0.1}, "batch_wait_timeout_s"),
-    ({"batch_wait_timeout_s": float("nan")}, "batch_wait_timeout_s"),
-    ({"max_concurrent_batches": 0}, "max_concurrent_batches"),
-    ({"max_concurrent_batches": True}, "max_concurrent_batches"),
-])
+@pytest.mark.parametrize(
+    "kwargs, bad",
+    [
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_batch_size": 2.5}, "max_batch_size"),
+        ({"batch_wait_timeout_s": -0.1}, "batch_wait_timeout_s"),
+        ({"batch_wait_timeout_s": float("nan")}, "batch_wait_timeout_s"),
+        ({"max_concurrent_batches": 0}, "max_concurrent_batches"),
+        ({"max_concurrent_batches": True}, "max_concurrent_batches"),
+    ],
+)
 def test_config_names_the_bad_value(kwargs, bad):
     with pytest.raises(ValueError, match=bad):
         AdmissionConfig(**kwargs)

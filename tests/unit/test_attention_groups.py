@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import make_lengths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from packing.policy.attention import ATTENTION_GROUPS, AttentionLayout, group_cost, plan_attention
 
+from factories import make_lengths
 
-def check_layout(att: AttentionLayout, lengths: np.ndarray, max_groups: int = ATTENTION_GROUPS) -> None:
+
+def check_layout(
+    att: AttentionLayout, lengths: np.ndarray, max_groups: int = ATTENTION_GROUPS
+) -> None:
     """The contract of plan_attention, checked slot by slot."""
     n = lengths.size
     assert 1 <= att.n_groups <= max_groups
@@ -38,8 +41,10 @@ def check_layout(att: AttentionLayout, lengths: np.ndarray, max_groups: int = AT
 
 
 @settings(max_examples=200, deadline=None)
-@given(lengths=st.lists(st.integers(1, 384), min_size=1, max_size=120),
-       max_groups=st.integers(1, ATTENTION_GROUPS))
+@given(
+    lengths=st.lists(st.integers(1, 384), min_size=1, max_size=120),
+    max_groups=st.integers(1, ATTENTION_GROUPS),
+)
 def test_every_sequence_once_and_widths_respected(lengths, max_groups):
     lengths = np.array(lengths, dtype=np.int64)
     check_layout(plan_attention(lengths, max_groups), lengths, max_groups)
@@ -112,5 +117,8 @@ def test_packers_pass_their_attention_groups_to_every_plan():
 def test_attention_groups_validated(bad):
     from packing.policy import PackingConfig
 
-    with pytest.raises(ValueError, match=f"attention_groups must be an int in \\[1, {ATTENTION_GROUPS}\\], got {bad!r}"):
+    with pytest.raises(
+        ValueError,
+        match=f"attention_groups must be an int in \\[1, {ATTENTION_GROUPS}\\], got {bad!r}",
+    ):
         PackingConfig(attention_groups=bad)

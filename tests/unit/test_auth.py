@@ -6,16 +6,26 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from asgi_client import call
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr, ValidationError
 
 from deployments import auth
-from deployments.auth import (ENV_VAR, ApiKeyError, ApiKeys, BearerAuth, ExposureRefused,
-                              check_authorization, is_loopback, parse_keys, resolve_keys,
-                              startup_keys)
+from deployments.auth import (
+    ENV_VAR,
+    ApiKeyError,
+    ApiKeys,
+    BearerAuth,
+    ExposureRefused,
+    check_authorization,
+    is_loopback,
+    parse_keys,
+    resolve_keys,
+    startup_keys,
+)
 from deployments.config import AppConfig
+
+from asgi_client import call
 
 K1, K2, K3 = "a" * 16, "B-._~+/" + "9" * 12 + "==", "0123456789abcdef" * 4
 
@@ -27,32 +37,44 @@ def bearer(token: str) -> list[tuple[bytes, bytes]]:
 # --- keys -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, want", [
-    (None, None), ([], None), ("", None), (" , ", None),
-    ([K1], [K1]), ([K1, K2], [K1, K2]), (f"{K1}, {K2} ,", [K1, K2]),
-    ([SecretStr(K3)], [K3]), ((K1,), [K1]),
-])
+@pytest.mark.parametrize(
+    "value, want",
+    [
+        (None, None),
+        ([], None),
+        ("", None),
+        (" , ", None),
+        ([K1], [K1]),
+        ([K1, K2], [K1, K2]),
+        (f"{K1}, {K2} ,", [K1, K2]),
+        ([SecretStr(K3)], [K3]),
+        ((K1,), [K1]),
+    ],
+)
 def test_parse_keys_accepts_lists_and_comma_separated_text(value, want):
     assert parse_keys(value) == want
 
 
-@pytest.mark.parametrize("value, fragment", [
-    (["short-key"], "9 characters; a key needs at least 16"),
-    ([K1, "x" * 15], "item 1 is 15 characters"),
-    (["has space inside key!"], "may hold only"),
-    (["comma,inside-the-key-1234"], "may hold only"),
-    (["ünïcode-key-long-enough"], "may hold only"),
-    (["=leading-equals-sign-key"], "may hold only"),
-    ([12345678901234567890], "item 0 must be a string, got int"),
-    ({"k": K1}, "must be a list of strings or null, got dict"),
-    (7, "got int"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        (["short-key"], "9 characters; a key needs at least 16"),
+        ([K1, "x" * 15], "item 1 is 15 characters"),
+        (["has space inside key!"], "may hold only"),
+        (["comma,inside-the-key-1234"], "may hold only"),
+        (["ünïcode-key-long-enough"], "may hold only"),
+        (["=leading-equals-sign-key"], "may hold only"),
+        ([12345678901234567890], "item 0 must be a string, got int"),
+        ({"k": K1}, "must be a list of strings or null, got dict"),
+        (7, "got int"),
+    ],
+)
 def test_unusable_keys_are_refused_without_quoting_them(value, fragment):
     with pytest.raises(ApiKeyError) as info:
         parse_keys(value)
     message = str(info.value)
     assert fragment in message
-    for text in (value if isinstance(value, list) else [value]):
+    for text in value if isinstance(value, list) else [value]:
         assert str(text) not in message
 
 
@@ -98,18 +120,21 @@ def test_every_key_is_compared_whichever_matches(monkeypatch):
 # --- the header -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers, fragment, error", [
-    ([], "missing API key", None),
-    ([(b"authorization", b"Basic " + b"dXNlcjpwYXNz")], "malformed", "invalid_request"),
-    ([(b"authorization", b"Bearer")], "malformed", "invalid_request"),
-    ([(b"authorization", b"Bearer ")], "malformed", "invalid_request"),
-    ([(b"authorization", f"Bearer {K1} {K2}".encode())], "malformed", "invalid_request"),
-    ([(b"authorization", K1.encode())], "malformed", "invalid_request"),
-    (bearer(K1) + bearer(K1), "exactly one", "invalid_request"),
-    (bearer("wrong-key-wrong-key"), "invalid API key", "invalid_token"),
-    (bearer(K1.upper()), "invalid API key", "invalid_token"),
-    (bearer(K1[:-1]), "invalid API key", "invalid_token"),
-])
+@pytest.mark.parametrize(
+    "headers, fragment, error",
+    [
+        ([], "missing API key", None),
+        ([(b"authorization", b"Basic " + b"dXNlcjpwYXNz")], "malformed", "invalid_request"),
+        ([(b"authorization", b"Bearer")], "malformed", "invalid_request"),
+        ([(b"authorization", b"Bearer ")], "malformed", "invalid_request"),
+        ([(b"authorization", f"Bearer {K1} {K2}".encode())], "malformed", "invalid_request"),
+        ([(b"authorization", K1.encode())], "malformed", "invalid_request"),
+        (bearer(K1) + bearer(K1), "exactly one", "invalid_request"),
+        (bearer("wrong-key-wrong-key"), "invalid API key", "invalid_token"),
+        (bearer(K1.upper()), "invalid API key", "invalid_token"),
+        (bearer(K1[:-1]), "invalid API key", "invalid_token"),
+    ],
+)
 def test_refused_headers(headers, fragment, error):
     message, challenge = check_authorization(headers, ApiKeys([K1, K2]))
     assert fragment in message and K1 not in message
@@ -117,8 +142,9 @@ def test_refused_headers(headers, fragment, error):
     assert (f'error="{error}"' in challenge) if error else ("error=" not in challenge)
 
 
-@pytest.mark.parametrize("value", [f"Bearer {K2}", f"bearer {K2}", f"BEARER   {K2}  ",
-                                   f"Bearer {K1}"])
+@pytest.mark.parametrize(
+    "value", [f"Bearer {K2}", f"bearer {K2}", f"BEARER   {K2}  ", f"Bearer {K1}"]
+)
 def test_accepted_headers(value):
     assert check_authorization([(b"Authorization", value.encode())], ApiKeys([K1, K2])) is None
 
@@ -143,8 +169,11 @@ def small_app(keys: ApiKeys | None) -> FastAPI:
 
 def test_requests_without_a_valid_key_get_401_in_the_json_shape():
     app = small_app(ApiKeys([K1, K2]))
-    for headers in ([], [("authorization", "Bearer not-the-key-at-all")],
-                    [("authorization", "Token abc")]):
+    for headers in (
+        [],
+        [("authorization", "Bearer not-the-key-at-all")],
+        [("authorization", "Token abc")],
+    ):
         r = call(app, "POST", "/v1/answer", headers=headers)
         assert r.status == 401 and set(r.json()) == {"error"}
         assert r.headers["www-authenticate"].startswith("Bearer ")
@@ -174,12 +203,16 @@ def test_no_keys_means_no_check():
 def test_use_keys_drives_the_ingress_app():
     from deployments import ingress
 
-    assert [m.cls.__name__ for m in ingress.api.user_middleware] == ["InternalErrors",
-                                                                     "BearerAuth"]
+    assert [m.cls.__name__ for m in ingress.api.user_middleware] == ["InternalErrors", "BearerAuth"]
     try:
         auth.use_keys(ApiKeys([K1]))
-        r = call(ingress.api, "POST", "/v1/answer", body=b"{}",
-                 headers=[("content-type", "application/json")])
+        r = call(
+            ingress.api,
+            "POST",
+            "/v1/answer",
+            body=b"{}",
+            headers=[("content-type", "application/json")],
+        )
         assert r.status == 401 and "missing API key" in r.json()["error"]
         assert call(ingress.api, "GET", "/openapi.json").status == 200
         r = call(ingress.api, "GET", "/nope", headers=[("authorization", f"Bearer {K1}")])
@@ -194,11 +227,23 @@ def test_use_keys_drives_the_ingress_app():
 # --- starting on a public host ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host, loopback", [
-    ("127.0.0.1", True), ("127.0.0.2", True), ("localhost", True), ("::1", True),
-    ("[::1]", True), (None, True), ("0.0.0.0", False), ("::", False), ("10.0.0.5", False),
-    ("192.168.1.20", False), ("example.com", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        (None, True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("192.168.1.20", False),
+        ("example.com", False),
+        ("", False),
+    ],
+)
 def test_is_loopback(host, loopback):
     assert is_loopback(host) is loopback
 

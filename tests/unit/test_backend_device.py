@@ -13,14 +13,21 @@ import types
 
 import numpy as np
 import pytest
-from factories import REPO
 
 from packing.cli import main
 from packing.model.manifest import Manifest
 from packing.runtime import backend as be
-from packing.runtime.backend import (CPU_PROVIDER, CUDA_PROVIDER, OnnxRuntimeBackend,
-                                     OnnxRuntimeMissing, cuda_problem, import_onnxruntime,
-                                     resolve_device)
+from packing.runtime.backend import (
+    CPU_PROVIDER,
+    CUDA_PROVIDER,
+    OnnxRuntimeBackend,
+    OnnxRuntimeMissing,
+    cuda_problem,
+    import_onnxruntime,
+    resolve_device,
+)
+
+from factories import REPO
 
 ort = pytest.importorskip("onnxruntime")
 # the CPU-only build warns that the CUDA provider asked for is not there, then uses the CPU
@@ -140,7 +147,7 @@ def test_no_cuda_here_says_why():
 
 def test_onnxruntime_missing_names_the_extras(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
-    with pytest.raises(OnnxRuntimeMissing, match=r'packed-bert-serve\[cpu\].*\[gpu\]') as err:
+    with pytest.raises(OnnxRuntimeMissing, match=r"packed-bert-serve\[cpu\].*\[gpu\]") as err:
         import_onnxruntime()
     assert isinstance(err.value, RuntimeError)  # the CLI prints it as one line, exit 2
     monkeypatch.setitem(sys.modules, "onnxruntime", types.ModuleType("onnxruntime"))
@@ -153,8 +160,12 @@ def test_extras_install_exactly_one_onnxruntime_wheel():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
     def wheels(reqs):
-        return [r for r in reqs if r.split("[")[0].split(">")[0].split("=")[0].strip()
-                in ("onnxruntime", "onnxruntime-gpu")]
+        return [
+            r
+            for r in reqs
+            if r.split("[")[0].split(">")[0].split("=")[0].strip()
+            in ("onnxruntime", "onnxruntime-gpu")
+        ]
 
     assert wheels(project["dependencies"]) == []
     extras = project["optional-dependencies"]
@@ -175,10 +186,26 @@ def test_bench_device_flag(tiny_model_dir, capsys):
     assert backend_choice(args) == ("onnxruntime", {"device": "cuda"})
     assert backend_choice(parser.parse_args(["bench", "--model-dir", "m"])) == ("onnxruntime", {})
     with pytest.raises(ValueError, match="--device"):
-        backend_choice(parser.parse_args(["bench", "--model-dir", "m", "--backend", "sim",
-                                          "--device", "cpu"]))
-    rc = main(["bench", "--model-dir", str(tiny_model_dir), "--device", "cuda", "--samples", "4",
-               "--no-progress", "--no-limit", "--max-tokens", "full", "--modes", "original"])
+        backend_choice(
+            parser.parse_args(["bench", "--model-dir", "m", "--backend", "sim", "--device", "cpu"])
+        )
+    rc = main(
+        [
+            "bench",
+            "--model-dir",
+            str(tiny_model_dir),
+            "--device",
+            "cuda",
+            "--samples",
+            "4",
+            "--no-progress",
+            "--no-limit",
+            "--max-tokens",
+            "full",
+            "--modes",
+            "original",
+        ]
+    )
     assert rc == 2
     assert "CUDAExecutionProvider" in capsys.readouterr().err
 
@@ -187,8 +214,63 @@ def test_bench_device_flag(tiny_model_dir, capsys):
 def test_pytest_m_gpu_fails_without_cuda():
     """``pytest -m gpu`` on a host without CUDA exits non-zero, each test erroring with why."""
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p",
-                          "no:cacheprovider", "tests/unit/test_slow_gpu.py"],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "gpu",
+            "-p",
+            "no:cacheprovider",
+            "tests/unit/test_slow_gpu.py",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1, run.stdout[-2000:]
     assert "3 errors" in run.stdout and "cannot run on CUDA" in run.stdout, run.stdout[-2000:]
+
+
+@pytest.mark.parametrize("spin, entry", [(False, "0"), (True, "1"), (None, None)])
+def test_spin_sets_onnxruntime_thread_spinning(monkeypatch, graph, spin, entry):
+    seen = []
+    real = ort.InferenceSession
+
+    def config_entry(opts, key):
+        try:
+            return opts.get_session_config_entry(key)
+        except Exception:  # noqa: BLE001 - onnxruntime raises when the key was never set
+            return None
+
+    def spy(path, opts=None, providers=None, **kw):
+        got = {
+            k: config_entry(opts, k)
+            for k in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+        }
+        seen.append({k: v for k, v in got.items() if v is not None})
+        return real(path, opts, providers=providers, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    OnnxRuntimeBackend(graph, device="cpu", intra_op_threads=1, spin=spin)
+    want = (
+        {}
+        if entry is None
+        else {"session.intra_op.allow_spinning": entry, "session.inter_op.allow_spinning": entry}
+    )
+    assert seen == [want]
+
+
+def test_served_runners_do_not_spin_by_default():
+    from deployments.config import AppConfig
+
+    backend, options = AppConfig(model_dir="/tmp/m", device="cpu").runner_backend()
+    assert backend == "onnxruntime" and options["spin"] is False
+    _, options = AppConfig(
+        model_dir="/tmp/m", device="cpu", intra_op_spinning=True
+    ).runner_backend()
+    assert options["spin"] is True

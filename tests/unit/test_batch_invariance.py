@@ -37,16 +37,22 @@ def executor(request, tmp_path_factory) -> PlanExecutor:
 def _features(rng: np.random.Generator, length: int, vocab: int) -> Features:
     ids = rng.integers(1000, vocab, length)
     types = np.zeros(length, dtype=np.int64)
-    types[length // 3:] = 1
+    types[length // 3 :] = 1
     return Features(ids.astype(np.int64), types)
 
 
 def _logits_of(ex: PlanExecutor, feats: list[Features], groups: int, k: int) -> np.ndarray:
     """Start and end logits of ``feats[k]`` when ``feats`` arrive in this order."""
     m = ex.manifest
-    config = PackingConfig(seq_len=m.seq_len, batch_size=m.batch_size,
-                           max_valid_num=m.max_valid_num, mode="unpack_repack",
-                           algorithm="first_fit", max_tokens=None, attention_groups=groups)
+    config = PackingConfig(
+        seq_len=m.seq_len,
+        batch_size=m.batch_size,
+        max_valid_num=m.max_valid_num,
+        mode="unpack_repack",
+        algorithm="first_fit",
+        max_tokens=None,
+        attention_groups=groups,
+    )
     for plan in collate([len(f) for f in feats], config):
         ids = [int(i) for i in plan.seq_ids]
         if k in ids:
@@ -55,12 +61,19 @@ def _logits_of(ex: PlanExecutor, feats: list[Features], groups: int, k: int) -> 
     raise AssertionError("target not in any plan")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), target_len=st.integers(1, SEQ_LEN),
-       neighbours=st.lists(st.integers(1, SEQ_LEN), min_size=1, max_size=15),
-       position=st.integers(0, 15), groups=st.integers(1, 4))
-def test_logits_alone_equal_logits_among_any_neighbours(executor, seed, target_len, neighbours,
-                                                        position, groups):
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    target_len=st.integers(1, SEQ_LEN),
+    neighbours=st.lists(st.integers(1, SEQ_LEN), min_size=1, max_size=15),
+    position=st.integers(0, 15),
+    groups=st.integers(1, 4),
+)
+def test_logits_alone_equal_logits_among_any_neighbours(
+    executor, seed, target_len, neighbours, position, groups
+):
     rng = np.random.default_rng(seed)
     vocab = executor.manifest.dims.vocab_size
     target = _features(rng, target_len, vocab)

@@ -21,8 +21,14 @@ from packing.tasks import ClassifyPipeline, EmbedPipeline
 
 SHAPE = {"seq_len": 32, "batch_size": 2, "max_valid_num": 4}
 LONG = "word " * 40  # 42 tokens with the specials: over seq_len 32
-TEXTS = ["The river runs through the city.", "", "Packing puts many requests in one batch.",
-         LONG, "short", "A man is eating food. " * 3]
+TEXTS = [
+    "The river runs through the city.",
+    "",
+    "Packing puts many requests in one batch.",
+    LONG,
+    "short",
+    "A man is eating food. " * 3,
+]
 LABELS = ("neg", "neu", "pos")
 
 
@@ -37,13 +43,20 @@ def test_exact_match_and_f1():
     assert exact_match("Denver Broncos", "Broncos") == 0.0
     assert f1_score("Denver Broncos", "Broncos") == pytest.approx(2 / 3)
     assert f1_score("Carolina", "Broncos") == 0.0
-    got = evaluate({"q1": ["Broncos", "Denver Broncos"], "q2": ["1000"], "q3": ["x"]},
-                   {"q1": "denver broncos.", "q2": "1,000"})
-    assert got == {"exact_match": pytest.approx(200 / 3), "f1": pytest.approx(200 / 3),
-                   "count": 3, "missing": 1}
+    got = evaluate(
+        {"q1": ["Broncos", "Denver Broncos"], "q2": ["1000"], "q3": ["x"]},
+        {"q1": "denver broncos.", "q2": "1,000"},
+    )
+    assert got == {
+        "exact_match": pytest.approx(200 / 3),
+        "f1": pytest.approx(200 / 3),
+        "count": 3,
+        "missing": 1,
+    }
 
 
 # ------------------------------------------------------------------ embed and classify
+
 
 @pytest.fixture(scope="module")
 def embed_dir(tmp_path_factory):
@@ -55,8 +68,7 @@ def embed_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def classify_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("batch-classify") / "model"
-    prepare("random:tiny", out, task=TaskSpec(task="classify", labels=LABELS), quiet=True,
-            **SHAPE)
+    prepare("random:tiny", out, task=TaskSpec(task="classify", labels=LABELS), quiet=True, **SHAPE)
     return out
 
 
@@ -67,8 +79,10 @@ def write_jsonl(path, lines) -> str:
 
 def block(rows: list[dict]) -> dict:
     """A block as Ray Data hands it to the predictor: one numpy array per column."""
-    return {k: np.array([r[k] for r in rows], dtype=object if isinstance(rows[0][k], str)
-                        else None) for k in rows[0]}
+    return {
+        k: np.array([r[k] for r in rows], dtype=object if isinstance(rows[0][k], str) else None)
+        for k in rows[0]
+    }
 
 
 def lines_of(out: dict) -> list[dict]:
@@ -80,8 +94,11 @@ def solo_results(folder, inputs, truncate=True, mode="original"):
     the original graph), or through the packed graph of ``mode``, one sequence per run."""
     task = Manifest.read(folder).task.task
     pipe = (EmbedPipeline if task == "embed" else ClassifyPipeline).from_model_dir(folder)
-    runner = (ModelRunner(folder, batch_size=1, padding="longest") if mode == "original"
-              else PackRunner(folder, mode=mode, max_tokens=None))
+    runner = (
+        ModelRunner(folder, batch_size=1, padding="longest")
+        if mode == "original"
+        else PackRunner(folder, mode=mode, max_tokens=None)
+    )
     return pipe, [runner.run([f])[0] for f in pipe.encode(inputs, truncate)]
 
 
@@ -93,8 +110,10 @@ def test_embed_lines_equal_each_text_run_alone(embed_dir, tmp_path, mode, normal
     another graph), and in unpack_repack bit for bit the vector of its text run alone through
     the same graph; normalised as the folder says unless told otherwise."""
     ids = [f"t{k}" for k in range(len(TEXTS) - 1)] + [7]  # an integer id is written back as one
-    rows = read_jsonl(write_jsonl(tmp_path / "in.jsonl",
-                                  [{"id": i, "text": t} for i, t in zip(ids, TEXTS)]), "embed")
+    rows = read_jsonl(
+        write_jsonl(tmp_path / "in.jsonl", [{"id": i, "text": t} for i, t in zip(ids, TEXTS)]),
+        "embed",
+    )
     out = EmbedPredictor(str(embed_dir), mode=mode, normalize=normalize)(block(rows))
     pipe, solo = solo_results(embed_dir, TEXTS)
     lines = lines_of(out)
@@ -116,16 +135,22 @@ def test_embed_lines_equal_each_text_run_alone(embed_dir, tmp_path, mode, normal
 
 
 def test_embed_overlong_text_is_an_error_line_without_truncation(embed_dir, tmp_path):
-    rows = read_jsonl(write_jsonl(tmp_path / "in.jsonl",
-                                  [{"id": f"t{k}", "text": t} for k, t in enumerate(TEXTS)]),
-                      "embed")
+    rows = read_jsonl(
+        write_jsonl(
+            tmp_path / "in.jsonl", [{"id": f"t{k}", "text": t} for k, t in enumerate(TEXTS)]
+        ),
+        "embed",
+    )
     out = EmbedPredictor(str(embed_dir), truncate=False)(block(rows))
     lines = lines_of(out)
-    assert lines[3] == {"id": "t3", "error": "input is 42 tokens; at most 32 fit the model "
-                                             "(truncation is off)"}
+    assert lines[3] == {
+        "id": "t3",
+        "error": "input is 42 tokens; at most 32 fit the model (truncation is off)",
+    }
     assert list(out["failed"]) == [k == 3 for k in range(len(TEXTS))] and out["tokens"][3] == 0
-    pipe, solo = solo_results(embed_dir, [t for k, t in enumerate(TEXTS) if k != 3],
-                              mode="unpack_repack")
+    pipe, solo = solo_results(
+        embed_dir, [t for k, t in enumerate(TEXTS) if k != 3], mode="unpack_repack"
+    )
     good = [x for k, x in enumerate(lines) if k != 3]
     for line, w in zip(good, pipe.vectors(solo)):  # the default mode, bit for bit
         np.testing.assert_array_equal(np.asarray(line["embedding"], dtype=np.float32), w)
@@ -138,10 +163,17 @@ def test_classify_lines_equal_each_input_run_alone(classify_dir, tmp_path):
     """Texts and (text, text_pair) pairs: every line's scores are those of its input run
     alone, all labels, sorted, softmax (the folder's default); a pair is not its texts run
     apart; an over-long pair without truncation is an error line."""
-    inputs = ["I loved this film.", ("A question?", "A passage that may answer it."),
-              ("A question?", None), (LONG, "and a pair"), "short"]
-    lines_in = [{"id": k, "text": x} if isinstance(x, str) else
-                {"id": k, "text": x[0], "text_pair": x[1]} for k, x in enumerate(inputs)]
+    inputs = [
+        "I loved this film.",
+        ("A question?", "A passage that may answer it."),
+        ("A question?", None),
+        (LONG, "and a pair"),
+        "short",
+    ]
+    lines_in = [
+        {"id": k, "text": x} if isinstance(x, str) else {"id": k, "text": x[0], "text_pair": x[1]}
+        for k, x in enumerate(inputs)
+    ]
     rows = read_jsonl(write_jsonl(tmp_path / "in.jsonl", lines_in), "classify")
     assert [r["pair"] for r in rows] == [False, True, False, True, False]
     as_given = [x if isinstance(x, str) else x[0] if x[1] is None else x for x in inputs]
@@ -149,26 +181,31 @@ def test_classify_lines_equal_each_input_run_alone(classify_dir, tmp_path):
     pipe, solo = solo_results(classify_dir, as_given)
     _, alone = solo_results(classify_dir, as_given, mode="unpack_repack")
     lines = lines_of(out)
-    for k, (line, w, a) in enumerate(zip(lines, pipe.predictions(solo),
-                                         pipe.predictions(alone))):
+    for k, (line, w, a) in enumerate(zip(lines, pipe.predictions(solo), pipe.predictions(alone))):
         assert line == {"id": k, "scores": a}  # bit for bit: the same graph alone
         by_label = {s["label"]: s["score"] for s in w}  # another graph: labels may swap a tie
-        np.testing.assert_allclose([s["score"] for s in line["scores"]],
-                                   [by_label[s["label"]] for s in line["scores"]],
-                                   atol=TOLERANCES["fp32"], rtol=0)
+        np.testing.assert_allclose(
+            [s["score"] for s in line["scores"]],
+            [by_label[s["label"]] for s in line["scores"]],
+            atol=TOLERANCES["fp32"],
+            rtol=0,
+        )
         scores = [s["score"] for s in line["scores"]]
         assert sorted(scores, reverse=True) == scores and sorted(
-            s["label"] for s in line["scores"]) == sorted(LABELS)
+            s["label"] for s in line["scores"]
+        ) == sorted(LABELS)
         assert sum(scores) == pytest.approx(1.0)  # softmax over three labels
     assert lines[1]["scores"] != lines[2]["scores"]  # the pair is one sequence
     cut = ClassifyPredictor(str(classify_dir), truncate=False)(block(rows))
-    assert lines_of(cut)[3] == {"id": 3, "error": "input (text and text_pair) is 46 tokens; "
-                                                  "at most 32 fit the model (truncation is off)"}
+    assert lines_of(cut)[3] == {
+        "id": 3,
+        "error": "input (text and text_pair) is 46 tokens; "
+        "at most 32 fit the model (truncation is off)",
+    }
     assert lines_of(cut)[:3] == lines[:3] and list(cut["failed"]) == [False] * 3 + [True, False]
 
 
-def test_jsonl_input_is_checked_before_any_work(embed_dir, classify_dir, tiny_model_dir,
-                                                tmp_path):
+def test_jsonl_input_is_checked_before_any_work(embed_dir, classify_dir, tiny_model_dir, tmp_path):
     def bad(lines, task="embed"):
         with pytest.raises(ValueError) as err:
             read_jsonl(write_jsonl(tmp_path / "bad.jsonl", lines), task)
@@ -186,11 +223,17 @@ def test_jsonl_input_is_checked_before_any_work(embed_dir, classify_dir, tiny_mo
     assert "text_pair must be a string" in bad([{**ok, "text_pair": ["y"]}], "classify")
     assert 'line 3: id "a" repeats line 1' in bad([ok, {"id": 1, "text": "y"}, ok])
     # blank lines are skipped; --limit counts lines with an input; ids "1" and 1 differ
-    rows = read_jsonl(write_jsonl(tmp_path / "ok.jsonl", [ok, "", {"id": "1", "text": "y"},
-                                                          {"id": 1, "text": "z"}]), "embed",
-                      limit=2)
-    assert rows == [{"row": 0, "id_json": '"a"', "text": "x"},
-                    {"row": 1, "id_json": '"1"', "text": "y"}]
+    rows = read_jsonl(
+        write_jsonl(
+            tmp_path / "ok.jsonl", [ok, "", {"id": "1", "text": "y"}, {"id": 1, "text": "z"}]
+        ),
+        "embed",
+        limit=2,
+    )
+    assert rows == [
+        {"row": 0, "id_json": '"a"', "text": "x"},
+        {"row": 1, "id_json": '"1"', "text": "y"},
+    ]
     # run_batch reads the folder's task and the input before starting Ray
     squad = tmp_path / "squad.json"
     squad.write_text(json.dumps({"version": "1.1", "data": []}))
@@ -212,17 +255,21 @@ def test_the_lines_are_written_in_input_order_and_summed_up(embed_dir, tmp_path)
 
     class Rows:  # the one method of ray.data.Dataset the writer uses
         def __init__(self, blocks):
-            self.rows = [{k: v[i] for k, v in b.items()}
-                         for b in blocks for i in range(len(b["row"]))]
+            self.rows = [
+                {k: v[i] for k, v in b.items()} for b in blocks for i in range(len(b["row"]))
+            ]
 
         def iter_rows(self):
             return iter(self.rows)
 
-    rows = read_jsonl(write_jsonl(tmp_path / "in.jsonl",
-                                  [{"id": f"t{k}", "text": t} for k, t in enumerate(TEXTS)]),
-                      "embed")
+    rows = read_jsonl(
+        write_jsonl(
+            tmp_path / "in.jsonl", [{"id": f"t{k}", "text": t} for k, t in enumerate(TEXTS)]
+        ),
+        "embed",
+    )
     predict = EmbedPredictor(str(embed_dir), truncate=False)
-    blocks = [predict(block(rows[k:k + 2])) for k in range(0, len(rows), 2)]
+    blocks = [predict(block(rows[k : k + 2])) for k in range(0, len(rows), 2)]
     out = tmp_path / "out.jsonl"
     summary = _write_lines(Rows(blocks), len(rows), out, t0=0.0)
     written = [json.loads(x) for x in out.read_text().splitlines()]

@@ -9,13 +9,13 @@ import threading
 import numpy as np
 import pytest
 
-from packing.runtime.run_modes import BENCH_MODES
-from packing.runtime.rivals import SortedPaddingServer, batch_size_candidates, probe_batch_size
-from packing.runtime.workloads import seed_lengths, squad_features, synthetic_features
 from packing.cli import main
 from packing.model.manifest import Manifest
 from packing.runtime import ModelRunner, open_graph
 from packing.runtime.faults import FaultInjectingBackend, InjectedFault
+from packing.runtime.rivals import SortedPaddingServer, batch_size_candidates, probe_batch_size
+from packing.runtime.run_modes import BENCH_MODES
+from packing.runtime.workloads import seed_lengths, squad_features, synthetic_features
 
 NEW_MODES = ["best_sorted_dynamic_padding", "no_batching", "online_sorted_dynamic_padding"]
 
@@ -31,8 +31,9 @@ def solo(tiny_model_dir, requests):
 
 
 def test_online_sorted_padding_answers_each_request_once_as_solo(tiny_model_dir, requests, solo):
-    with SortedPaddingServer(tiny_model_dir, batch_size=2, max_valid_num=8,
-                             timeout_s=0.005) as server:
+    with SortedPaddingServer(
+        tiny_model_dir, batch_size=2, max_valid_num=8, timeout_s=0.005
+    ) as server:
         futures: list = [None] * len(requests)
 
         def client(k):  # three clients submitting interleaved requests
@@ -59,10 +60,12 @@ def test_online_sorted_padding_answers_each_request_once_as_solo(tiny_model_dir,
 def test_online_sorted_padding_fails_every_waiting_request(tiny_model_dir, requests, tmp_path):
     trigger = tmp_path / "fail"
     trigger.touch()
-    fault = FaultInjectingBackend(open_graph(tiny_model_dir, "original", "onnxruntime", {})[1],
-                                  trigger)
-    server = SortedPaddingServer(tiny_model_dir, batch_size=4, max_valid_num=8, timeout_s=0.01,
-                                 backend=fault)
+    fault = FaultInjectingBackend(
+        open_graph(tiny_model_dir, "original", "onnxruntime", {})[1], trigger
+    )
+    server = SortedPaddingServer(
+        tiny_model_dir, batch_size=4, max_valid_num=8, timeout_s=0.01, backend=fault
+    )
     assert server.runner.backend is fault
     futures = [server.submit(r) for r in requests[:12]]
     for f in futures:
@@ -101,12 +104,31 @@ def test_probe_picks_one_of_its_candidates(tiny_model_dir, requests):
 def test_bench_runs_the_rivals_and_names_the_best(tiny_model_dir, tmp_path, capsys):
     js = tmp_path / "b.json"
     modes = ["original", "online_first_fit", "sorted_dynamic_padding", *NEW_MODES]
-    assert main(["bench", "--model-dir", str(tiny_model_dir), "--samples", "24", "--modes",
-                 *modes, "--no-progress", "--threads", "1", "--concurrency", "8",
-                 "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--samples",
+                "24",
+                "--modes",
+                *modes,
+                "--no-progress",
+                "--threads",
+                "1",
+                "--concurrency",
+                "8",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert [line.split("]")[0][1:] for line in out.splitlines() if line.startswith("[")] == \
-        [BENCH_MODES[m] for m in modes]
+    assert [line.split("]")[0][1:] for line in out.splitlines() if line.startswith("[")] == [
+        BENCH_MODES[m] for m in modes
+    ]
     assert "lengths mean " in out and ", median " in out and ", min " in out
     assert "dense MatMul limit (CPUExecutionProvider, 1 threads, H 32, I 64): 128 rows" in out
     assert "Sorted Dynamic Padding batch size probe (24 requests): bs 2 " in out
@@ -128,17 +150,37 @@ def test_bench_runs_the_rivals_and_names_the_best(tiny_model_dir, tmp_path, caps
     assert by["no_batching"]["efficiency"] == 1.0
     s = report["summary"]
     assert s["packed"] == "online_first_fit" and s["rival"] in modes
-    assert s["ratio"] == pytest.approx(by["online_first_fit"]["throughput"]
-                                       / by[s["rival"]]["throughput"])
+    assert s["ratio"] == pytest.approx(
+        by["online_first_fit"]["throughput"] / by[s["rival"]]["throughput"]
+    )
     assert f"best packed online mode vs best rival: {s['ratio']:.2f}x = " in out
     assert "| mode | setting | samples/s |" in out
 
 
 def test_bench_on_a_static_sim_skips_the_rivals_and_the_limit(tiny_model_dir, tmp_path, capsys):
     js = tmp_path / "b.json"
-    assert main(["bench", "--model-dir", str(tiny_model_dir), "--backend", "sim",
-                 "--sim-tokens-per-s", "1e7", "--samples", "8", "--no-progress",
-                 "--modes", "original", *NEW_MODES, "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--backend",
+                "sim",
+                "--sim-tokens-per-s",
+                "1e7",
+                "--samples",
+                "8",
+                "--no-progress",
+                "--modes",
+                "original",
+                *NEW_MODES,
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for m in NEW_MODES:
         assert f"[{BENCH_MODES[m]}] skipped: needs dynamic shapes" in out
@@ -152,8 +194,24 @@ def test_bench_on_a_static_sim_skips_the_rivals_and_the_limit(tiny_model_dir, tm
 
 def test_no_limit_flag(tiny_model_dir, tmp_path, capsys):
     js = tmp_path / "b.json"
-    assert main(["bench", "--model-dir", str(tiny_model_dir), "--samples", "4", "--modes",
-                 "no_batching", "--no-progress", "--no-limit", "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--samples",
+                "4",
+                "--modes",
+                "no_batching",
+                "--no-progress",
+                "--no-limit",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     assert "dense MatMul limit: not measured (--no-limit)" in capsys.readouterr().out
     report = json.loads(js.read_text())
     assert report["limit"] == {"skipped": "not measured (--no-limit)"}
@@ -163,8 +221,25 @@ def test_no_limit_flag(tiny_model_dir, tmp_path, capsys):
 def test_squad_workload_at_seq_384(tmp_path_factory, squad_path):
     """A model prepared with --seq-len 384 takes SQuAD features truncated to 384 tokens."""
     out = tmp_path_factory.mktemp("m384") / "model"
-    assert main(["prepare", "--model", "random:tiny", "--out", str(out), "--seq-len", "384",
-                 "--batch-size", "2", "--max-valid-num", "4", "--no-check"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--model",
+                "random:tiny",
+                "--out",
+                str(out),
+                "--seq-len",
+                "384",
+                "--batch-size",
+                "2",
+                "--max-valid-num",
+                "4",
+                "--no-check",
+            ]
+        )
+        == 0
+    )
     assert Manifest.read(out).seq_len == 384
     data = squad_features(squad_path, out, 200, 384)
     lengths = [len(f) for f in data]

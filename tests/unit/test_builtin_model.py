@@ -25,6 +25,7 @@ def squad_mini_dir(tmp_path_factory):
 
 # --- the split and the labels -------------------------------------------------------------------
 
+
 def test_split_is_by_article_and_fixed(squad_path):
     train = read_questions(squad_path, "train")
     held = read_questions(squad_path, "heldout")
@@ -57,6 +58,7 @@ def test_label_window_finds_the_answer_tokens_or_cls():
 
 # --- the shipped delta --------------------------------------------------------------------------
 
+
 def test_shipped_delta_is_small_and_matches_its_hash():
     folder = builtin.asset_dir("squad-mini")
     size = (folder / builtin.DELTA_FILE).stat().st_size
@@ -87,14 +89,23 @@ def test_unknown_builtin_and_missing_base_say_what_to_do(monkeypatch):
 # --- answers ------------------------------------------------------------------------------------
 
 REAL_QUESTIONS = [  # (question, context, answer); the first is the README's curl example
-    ("Who wrote Pride and Prejudice?",
-     "Pride and Prejudice is an 1813 novel of manners written by Jane Austen.", "Jane Austen"),
-    ("When was the Eiffel Tower completed?",
-     "The Eiffel Tower is a wrought-iron lattice tower in Paris. It was designed by the company "
-     "of Gustave Eiffel and completed in 1889 for the World's Fair.", "1889"),
-    ("What is the capital of Kenya?",
-     "Kenya is a country in East Africa. Its capital and largest city is Nairobi, and its "
-     "second largest city is Mombasa.", "Nairobi"),
+    (
+        "Who wrote Pride and Prejudice?",
+        "Pride and Prejudice is an 1813 novel of manners written by Jane Austen.",
+        "Jane Austen",
+    ),
+    (
+        "When was the Eiffel Tower completed?",
+        "The Eiffel Tower is a wrought-iron lattice tower in Paris. It was designed by the company "
+        "of Gustave Eiffel and completed in 1889 for the World's Fair.",
+        "1889",
+    ),
+    (
+        "What is the capital of Kenya?",
+        "Kenya is a country in East Africa. Its capital and largest city is Nairobi, and its "
+        "second largest city is Mombasa.",
+        "Nairobi",
+    ),
 ]
 
 
@@ -111,8 +122,9 @@ def test_real_questions_are_answered_correctly(squad_mini_dir):
         for question, context, expected in REAL_QUESTIONS:
             wins = make_windows(tok, question, context, 384)
             outs = runner.run([Features(w.input_ids, w.token_type_ids) for w in wins])
-            ans = best_answer(wins, [o.start_logits for o in outs], [o.end_logits for o in outs],
-                              context, 30)
+            ans = best_answer(
+                wins, [o.start_logits for o in outs], [o.end_logits for o in outs], context, 30
+            )
             assert ans.text == expected, (question, ans)
     finally:
         runner.close()
@@ -122,8 +134,9 @@ def test_every_packed_mode_gives_originals_predictions(squad_mini_dir, squad_pat
     from packing.jobs.evaluate import EVAL_MODES, evaluate_modes
 
     questions = read_questions(squad_path, "heldout")[::60]  # 31 questions over all 8 articles
-    scores = evaluate_modes(squad_mini_dir, questions, EVAL_MODES, threads=1, concurrency=8,
-                            progress=False)
+    scores = evaluate_modes(
+        squad_mini_dir, questions, EVAL_MODES, threads=1, concurrency=8, progress=False
+    )
     original = scores[0]
     assert original.key == "original" and original.f1 > 40  # a real model, not random spans
     for s in scores[1:]:
@@ -133,6 +146,7 @@ def test_every_packed_mode_gives_originals_predictions(squad_mini_dir, squad_pat
 
 
 # --- training ------------------------------------------------------------------------------------
+
 
 def test_packed_rows_train_the_same_model_as_padded_rows(squad_path):
     """Same windows, same weights: the packed layout's per-sequence logits and loss equal the
@@ -162,8 +176,10 @@ def test_packed_rows_train_the_same_model_as_padded_rows(squad_path):
             s, e = model(**inputs)
             loss = float(span_loss(s, e, base_idx, starts, ends, lengths))
         flat = s.reshape(-1)
-        per_seq = {int(i): flat[b : b + n].numpy() for i, b, n in
-                   zip(plan.seq_ids, base_idx.tolist(), lengths.tolist())}
+        per_seq = {
+            int(i): flat[b : b + n].numpy()
+            for i, b, n in zip(plan.seq_ids, base_idx.tolist(), lengths.tolist())
+        }
         got[layout] = (loss, per_seq, inputs["input_ids"].numel())
     assert got["packed"][2] < got["padded"][2] / 1.5  # packing really dropped padding
     assert abs(got["packed"][0] - got["padded"][0]) < 1e-4
@@ -182,8 +198,12 @@ def test_a_short_training_run_writes_a_delta_that_assembles(tmp_path, squad_path
 
     tok = AutoTokenizer.from_pretrained(str(builtin.base_folder()))
     windows = training_windows(tok, read_questions(squad_path, "train")[:40], 384)
-    stats = train(TrainConfig(squad_path=str(squad_path), max_steps=2), out_dir=tmp_path,
-                  progress=False, windows=windows)
+    stats = train(
+        TrainConfig(squad_path=str(squad_path), max_steps=2),
+        out_dir=tmp_path,
+        progress=False,
+        windows=windows,
+    )
     assert stats["steps"] == 2 and stats["real_tokens"] <= stats["token_slots"]
     dims, weights, _ = builtin.assemble("squad-mini", tmp_path)
     assert weights["qa_outputs.weight"].shape == (2, dims.hidden_size)

@@ -6,22 +6,29 @@ Each test works on its own copy of the tiny model folder (seq_len 64, batch_size
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
 
-from packing.runtime.workloads import synthetic_features
 from packing.cli import main
 from packing.model.manifest import Manifest
 from packing.runtime import PackRunner
 from packing.runtime import calibrate as cal_mod
-from packing.runtime.calibrate import (CACHE_FILE, Calibration, NotCalibratable, budgets_for,
-                                       calibrate, fingerprint, load_or_calibrate, pick_budget,
-                                       resolve_max_tokens)
+from packing.runtime.calibrate import (
+    CACHE_FILE,
+    Calibration,
+    NotCalibratable,
+    budgets_for,
+    calibrate,
+    fingerprint,
+    load_or_calibrate,
+    pick_budget,
+    resolve_max_tokens,
+)
+from packing.runtime.workloads import synthetic_features
 
 FAST = {"profile": "fast"}  # sim: 1e9 token slots/s, so host time alone: quick to measure
 QUICK = {"min_time_s": 0.02, "min_repeats": 1, "rounds": 1, "warmup": 0}
@@ -40,6 +47,7 @@ def model(tiny_model_dir, tmp_path):
 def fake_curve(monkeypatch):
     """``fake_curve({budget: tokens/s})``: measuring returns that curve without running
     anything; ``.calls`` counts the budgets measured."""
+
     class Fake:
         calls = 0
         curve = KNEE
@@ -60,6 +68,7 @@ def fake_curve(monkeypatch):
 @pytest.fixture()
 def no_measuring(monkeypatch):
     """Any measurement fails the test: proves a result came from the cache."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("measured although the cache should have answered")
 
@@ -67,6 +76,7 @@ def no_measuring(monkeypatch):
 
 
 # ------------------------------------------------------------------------ the rule
+
 
 def test_budgets_double_from_seq_len_up_to_the_full_batch():
     assert budgets_for(64, 4) == [64, 128, 256]
@@ -91,6 +101,7 @@ def test_pick_budget_takes_the_smallest_budget_near_the_best():
 
 # ------------------------------------------------------------------------ measuring
 
+
 def test_calibration_on_onnxruntime_picks_a_measured_budget(model):
     cal = calibrate(model, "onnxruntime", {"intra_op_threads": 1}, progress=False, **QUICK)
     assert cal.budgets == (64, 128, 256)
@@ -102,13 +113,29 @@ def test_calibration_on_onnxruntime_picks_a_measured_budget(model):
     assert "onnxruntime" in cal.backend and cal.seconds > 0 and not cal.from_cache
 
 
+class VirtualClock:
+    """Seconds that pass only when the sim's injected ``sleep`` says a batch took them."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_sim_with_a_fixed_batch_cost_keeps_the_full_batch(model):
-    # 5 ms per batch whatever its size (1e9 tokens/s): throughput grows with the budget.
-    cal = calibrate(model, "sim", {"profile": "fast", "overhead_s": 0.005}, progress=False,
-                    **QUICK)
-    assert cal.max_tokens == 256 == cal.budgets[-1]
+    # 5 ms per batch whatever its size (1e9 tokens/s), on a virtual clock: each batch's rate
+    # is exactly its real tokens / (5 ms + its tokens / 1e9), so it grows with the budget.
+    clock = VirtualClock()
+    options = {"profile": "fast", "overhead_s": 0.005, "sleep": clock.sleep}
+    cal = calibrate(model, "sim", options, progress=False, clock=clock, **QUICK)
+    assert cal.max_tokens == 256 == cal.budgets[-1] and cal.fingerprint == ""
     ratios = np.array(cal.tokens_per_s) / max(cal.tokens_per_s)
     assert ratios[0] < ratios[1] < 0.8  # about 1/4, 1/2, 1 (times each budget's fill)
+    assert clock.now >= 0.02 * 3  # every budget ran its min_time_s of virtual time
 
 
 def test_a_flattening_curve_picks_the_knee(model, fake_curve):
@@ -126,6 +153,7 @@ def test_budgets_outside_the_model_are_refused(model):
 
 
 # ---------------------------------------------------------------------------- cache
+
 
 def test_the_second_call_reads_the_cache(model, fake_curve, monkeypatch):
     first = load_or_calibrate(model, "sim", FAST, progress=False)
@@ -148,23 +176,35 @@ def test_the_second_call_reads_the_cache(model, fake_curve, monkeypatch):
 
 
 def test_a_changed_fingerprint_measures_again(model, fake_curve):
-    keys = {fingerprint(model, backend, opts)[0] for backend, opts in [
-        ("onnxruntime", {}), ("onnxruntime", {"intra_op_threads": 1}),
-        ("onnxruntime", {"intra_op_threads": os.cpu_count() + 1}), ("sim", FAST),
-        ("sim", {"profile": "slow"}),
-        ("sim", {"profile": "fast", "overhead_s": 0.001})]}
+    keys = {
+        fingerprint(model, backend, opts)[0]
+        for backend, opts in [
+            ("onnxruntime", {}),
+            ("onnxruntime", {"intra_op_threads": 1}),
+            ("onnxruntime", {"intra_op_threads": os.cpu_count() + 1}),
+            ("sim", FAST),
+            ("sim", {"profile": "slow"}),
+            ("sim", {"profile": "fast", "overhead_s": 0.001}),
+        ]
+    }
     assert len(keys) == 6
     # Same device spelt differently: same key.
     import onnxruntime as ort
 
     here = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
-    assert fingerprint(model, "onnxruntime", {"device": "auto"})[0] == \
-        fingerprint(model, "onnxruntime", {"device": here})[0] == \
-        fingerprint(model, "onnxruntime")[0]
-    assert fingerprint(model, "onnxruntime", {"intra_op_threads": os.cpu_count()})[0] == \
-        fingerprint(model, "onnxruntime")[0]  # None is one thread per core
-    assert fingerprint(model, "sim", {"profile": "slow"})[0] == \
-        fingerprint(model, "sim", {"profile": "slow", "tokens_per_s": 32768.0})[0]
+    assert (
+        fingerprint(model, "onnxruntime", {"device": "auto"})[0]
+        == fingerprint(model, "onnxruntime", {"device": here})[0]
+        == fingerprint(model, "onnxruntime")[0]
+    )
+    assert (
+        fingerprint(model, "onnxruntime", {"intra_op_threads": os.cpu_count()})[0]
+        == fingerprint(model, "onnxruntime")[0]
+    )  # None is one thread per core
+    assert (
+        fingerprint(model, "sim", {"profile": "slow"})[0]
+        == fingerprint(model, "sim", {"profile": "slow", "tokens_per_s": 32768.0})[0]
+    )
 
     load_or_calibrate(model, "sim", FAST, progress=False)
     assert fake_curve.calls == 9
@@ -213,24 +253,45 @@ def test_an_unwritable_folder_still_answers(model, fake_curve, monkeypatch):
 
 
 def test_calibration_round_trips_through_its_entry():
-    cal = Calibration(budgets=(64, 128), tokens_per_s=(1.0, 2.0), max_tokens=128,
-                      threshold=0.95, rule="r", fingerprint="f", measured_at="t")
+    cal = Calibration(
+        budgets=(64, 128),
+        tokens_per_s=(1.0, 2.0),
+        max_tokens=128,
+        threshold=0.95,
+        rule="r",
+        fingerprint="f",
+        measured_at="t",
+    )
     back = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
     assert back == cal and back.from_cache
     with pytest.raises(ValueError, match="96"):
-        Calibration(budgets=(64, 128), tokens_per_s=(1.0, 2.0), max_tokens=96,
-                    threshold=0.95, rule="r", fingerprint="f", measured_at="t")
+        Calibration(
+            budgets=(64, 128),
+            tokens_per_s=(1.0, 2.0),
+            max_tokens=96,
+            threshold=0.95,
+            rule="r",
+            fingerprint="f",
+            measured_at="t",
+        )
 
 
 # ------------------------------------------------------------------- who uses it
+
 
 def seed_cache(model, backend: str, options: dict, curve: dict = KNEE) -> Calibration:
     """Write a calibration of ``curve`` for this backend into the folder's cache, as a
     measurement would."""
     budgets, rates = tuple(curve), tuple(curve.values())
-    cal = Calibration(budgets=budgets, tokens_per_s=rates, max_tokens=pick_budget(budgets, rates),
-                      threshold=0.95, rule="r", measured_at="t",
-                      fingerprint=fingerprint(model, backend, options)[0])
+    cal = Calibration(
+        budgets=budgets,
+        tokens_per_s=rates,
+        max_tokens=pick_budget(budgets, rates),
+        threshold=0.95,
+        rule="r",
+        measured_at="t",
+        fingerprint=fingerprint(model, backend, options)[0],
+    )
     (model / CACHE_FILE).write_text(json.dumps({cal.fingerprint: cal.to_dict()}))
     return cal
 
@@ -244,8 +305,9 @@ def test_pack_runner_auto_uses_the_cached_budget(model, no_measuring):
     assert {p.capacity for p in runner.plans(lengths)} == {128}
     assert [p.n_seqs for p in runner.plans(lengths)] == [2, 2, 2, 2]
     data = synthetic_features(lengths, Manifest.read(model).dims.vocab_size)
-    solo = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast",
-                      max_tokens=None, max_valid_num=1).run(data)
+    solo = PackRunner(
+        model, mode="unpack_repack", backend="sim", profile="fast", max_tokens=None, max_valid_num=1
+    ).run(data)
     for got, want in zip(runner.run(data), solo):
         assert np.array_equal(got.start_logits, want.start_logits)
     with runner:  # online too
@@ -254,11 +316,9 @@ def test_pack_runner_auto_uses_the_cached_budget(model, no_measuring):
 
 
 def test_a_pinned_budget_wins(model, no_measuring):
-    runner = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast",
-                        max_tokens=192)
+    runner = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast", max_tokens=192)
     assert runner.config.max_tokens == 192 and runner.calibration is None
-    full = PackRunner(model, mode="attention_mask", backend="sim", profile="fast",
-                      max_tokens=None)
+    full = PackRunner(model, mode="attention_mask", backend="sim", profile="fast", max_tokens=None)
     assert full.config.max_tokens is None and full.config.capacity_tokens == 256
     assert not (model / CACHE_FILE).exists()
     with pytest.raises(ValueError, match="300"):  # validated against the model's shape
@@ -271,8 +331,9 @@ def test_a_pinned_budget_wins(model, no_measuring):
 
 def test_auto_falls_back_to_the_full_batch_where_nothing_can_be_measured(model, no_measuring):
     # An injected sleep: wall time means nothing, so nothing is measured or cached.
-    runner = PackRunner(model, mode="attention_mask", backend="sim", profile="slow",
-                        sleep=lambda s: None)
+    runner = PackRunner(
+        model, mode="attention_mask", backend="sim", profile="slow", sleep=lambda s: None
+    )
     assert runner.config.max_tokens is None and runner.calibration is None
     with pytest.raises(NotCalibratable, match="sleep"):
         load_or_calibrate(model, "sim", {"profile": "slow", "sleep": print})
@@ -316,9 +377,20 @@ def test_build_app_reads_the_calibration_of_the_runner_backend(model, no_measuri
 
 # ---------------------------------------------------------------------------- CLI
 
+
 def test_cli_prints_the_curve_and_where_it_is_cached(model, capsys):
-    args = ["calibrate", "--model-dir", str(model), "--backend", "sim", "--sim-profile", "fast",
-            "--no-progress", "--min-time-s", "0.05"]
+    args = [
+        "calibrate",
+        "--model-dir",
+        str(model),
+        "--backend",
+        "sim",
+        "--sim-profile",
+        "fast",
+        "--no-progress",
+        "--min-time-s",
+        "0.05",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "budget" in out and "tokens/s" in out and "of best" in out
@@ -333,6 +405,19 @@ def test_cli_prints_the_curve_and_where_it_is_cached(model, capsys):
 
 
 def test_cli_refuses_threads_on_the_sim(model, capsys):
-    assert main(["calibrate", "--model-dir", str(model), "--backend", "sim", "--threads", "2",
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "calibrate",
+                "--model-dir",
+                str(model),
+                "--backend",
+                "sim",
+                "--threads",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "--threads" in capsys.readouterr().err

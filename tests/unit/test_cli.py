@@ -6,18 +6,35 @@ import json
 
 import numpy as np
 import pytest
-from factories import make_squad_file
 
-from packing.runtime.run_modes import BENCH_MODES
-from packing.runtime.workloads import load_workload, seed_lengths, squad_features
 from packing.cli import main
 from packing.model.manifest import Manifest
+from packing.runtime.run_modes import BENCH_MODES
+from packing.runtime.workloads import load_workload, seed_lengths, squad_features
+
+from factories import make_squad_file
 
 
 def test_prepare_writes_a_checked_folder(tmp_path, capsys):
     out = tmp_path / "m"
-    assert main(["prepare", "--model", "random:tiny", "--out", str(out), "--seq-len", "32",
-                 "--batch-size", "2", "--max-valid-num", "5"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--model",
+                "random:tiny",
+                "--out",
+                str(out),
+                "--seq-len",
+                "32",
+                "--batch-size",
+                "2",
+                "--max-valid-num",
+                "5",
+            ]
+        )
+        == 0
+    )
     m = Manifest.read(out)
     assert (m.seq_len, m.batch_size, m.max_valid_num, m.source) == (32, 2, 5, "random:tiny")
     assert set(m.graphs) == {"original", "attention_mask", "unpack_repack"}
@@ -29,12 +46,15 @@ def test_prepare_writes_a_checked_folder(tmp_path, capsys):
         m.verify_files(out)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--model", "random:huge"], "unknown random model"),
-    (["--model", "random:tiny", "--seq-len", "1"], "--seq-len must be >= 2"),
-    (["--model", "random:tiny", "--seq-len", "4096"], "max_position_embeddings"),
-    (["--model", "/nonexistent/folder/or/hub-id"], "could not fetch"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "random:huge"], "unknown random model"),
+        (["--model", "random:tiny", "--seq-len", "1"], "--seq-len must be >= 2"),
+        (["--model", "random:tiny", "--seq-len", "4096"], "max_position_embeddings"),
+        (["--model", "/nonexistent/folder/or/hub-id"], "could not fetch"),
+    ],
+)
 def test_prepare_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["prepare", "--out", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err
@@ -43,14 +63,33 @@ def test_prepare_errors_are_one_line(tmp_path, capsys, args, message):
 
 def test_bench_prints_every_mode_in_order(tiny_model_dir, tmp_path, capsys):
     js, png = tmp_path / "b.json", tmp_path / "b.png"
-    assert main(["bench", "--model-dir", str(tiny_model_dir), "--samples", "40", "--json", str(js),
-                 "--plot", str(png), "--no-progress", "--concurrency", "12"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--samples",
+                "40",
+                "--json",
+                str(js),
+                "--plot",
+                str(png),
+                "--no-progress",
+                "--concurrency",
+                "12",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     labels = [line.split("]")[0][1:] for line in out.splitlines() if line.startswith("[")]
     assert labels == list(BENCH_MODES.values())
     for line in out.splitlines():
         if line.startswith("[") and "skipped" not in line:
-            assert " Throughput: " in line and " samples/s, Latency: " in line and line.endswith(" ms")
+            assert (
+                " Throughput: " in line and " samples/s, Latency: " in line and line.endswith(" ms")
+            )
     report = json.loads(js.read_text())
     assert [m["key"] for m in report["modes"]] == list(BENCH_MODES)
     for m in report["modes"]:
@@ -70,16 +109,51 @@ def test_bench_budget_and_attention_groups_flags(tiny_model_dir, tmp_path, capsy
     """--max-tokens pins the packed modes' budget (full = batch_size x seq_len) and
     --attention-groups caps the groups; both are printed and reach the runners."""
     js = tmp_path / "b.json"
-    assert main(["bench", "--model-dir", str(tiny_model_dir), "--samples", "24", "--no-progress",
-                 "--no-limit", "--modes", "offline_unpack_repack", "--max-tokens", "128",
-                 "--attention-groups", "1", "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--samples",
+                "24",
+                "--no-progress",
+                "--no-limit",
+                "--modes",
+                "offline_unpack_repack",
+                "--max-tokens",
+                "128",
+                "--attention-groups",
+                "1",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "packed modes: token budget 128 (pinned), attention groups <= 1" in out
     report = json.loads(js.read_text())
     assert report["settings"]["max_tokens"] == 128 and report["settings"]["attention_groups"] == 1
     assert report["modes"][0]["batches"] >= 24 * 20 // 128  # batches of at most 128 tokens
-    assert main(["bench", "--model-dir", str(tiny_model_dir), "--samples", "8", "--no-progress",
-                 "--no-limit", "--modes", "offline_unpack_repack", "--max-tokens", "full"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--samples",
+                "8",
+                "--no-progress",
+                "--no-limit",
+                "--modes",
+                "offline_unpack_repack",
+                "--max-tokens",
+                "full",
+            ]
+        )
+        == 0
+    )
     assert "token budget 256 (full batch)" in capsys.readouterr().out
     for bad in (["--max-tokens", "lots"], ["--attention-groups", "5"]):
         with pytest.raises(SystemExit):
@@ -127,18 +201,6 @@ def test_squad_workload_tokenizes_real_text(tiny_model_dir, squad_path):
     assert all(f.token_type_ids[-1] == 1 for f in data)
 
 
-def test_synthetic_questions_hit_their_token_lengths(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    from tools.loadtest import synthetic_questions
-
-    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    lengths = [5, 6, 17, 64, 200]
-    items = synthetic_questions(lengths, tok)
-    got = [len(tok(it["question"], it["context"])["input_ids"]) for it in items]
-    assert got == lengths
-
-
 def test_efficiency_command(capsys):
     assert main(["efficiency", "--samples", "2000"]) == 0
     line = capsys.readouterr().out.strip()
@@ -146,40 +208,28 @@ def test_efficiency_command(capsys):
     assert float(line.rsplit(" ", 1)[1]) >= 0.99
 
 
-def test_open_loop_driver_keeps_arrivals_and_counts_waiting():
-    """``drive(rate=...)``: calls start no earlier than their Poisson arrival times, and a
-    slow server (one connection, 20 ms per call, arrivals every ~5 ms) shows up as growing
-    latency instead of a lower offered load."""
-    import threading
-    import time
-
-    from packing.runtime.drive import drive
-
-    started: dict[int, float] = {}
-    lock = threading.Lock()
-
-    def call(i):
-        with lock:
-            started[i] = time.perf_counter()
-        time.sleep(0.02)
-        return i % 5 != 0  # every fifth call "fails"
-
-    t0 = time.perf_counter()
-    seconds, latency, errors = drive(40, 1, call, rate=200.0, seed=1)
-    assert sorted(started) == list(range(40)) and errors == 8
-    assert seconds >= 40 * 0.02  # one connection: calls run one after another
-    assert latency[-5:].mean() > 5 * latency[:5].mean()  # the queue grows: latency shows it
-    due = np.cumsum(np.random.default_rng(1).exponential(1 / 200.0, 40))
-    assert all(started[i] - t0 >= due[i] - 1e-3 for i in range(40))
-    with pytest.raises(ValueError, match="rate"):
-        drive(1, 1, call, rate=0.0)
-
-
 def test_eval_scores_every_mode_on_the_same_windows(tiny_model_dir, tmp_path, capsys):
     squad, js = make_squad_file(tmp_path), tmp_path / "eval.json"  # a long context among them
     modes = ["original", "offline_unpack_repack", "online_first_fit"]
-    assert main(["eval", "--model-dir", str(tiny_model_dir), "--squad", str(squad),
-                 "--split", "all", "--modes", *modes, "--json", str(js), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--squad",
+                str(squad),
+                "--split",
+                "all",
+                "--modes",
+                *modes,
+                "--json",
+                str(js),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("4 questions (all split of ") and f"wrote {js}" in out
     report = json.loads(js.read_text())
@@ -206,6 +256,9 @@ def test_default_flags_are_the_code_defaults():
     for command in (["prepare", "--model", "random:tiny", "--out", "x"], ["efficiency"]):
         got = vars(parser.parse_args(command))
         assert (got["seq_len"], got["batch_size"], got["max_valid_num"]) == (
-            DEFAULT_SHAPES.seq_len, DEFAULT_SHAPES.batch_size, DEFAULT_SHAPES.max_valid_num)
+            DEFAULT_SHAPES.seq_len,
+            DEFAULT_SHAPES.batch_size,
+            DEFAULT_SHAPES.max_valid_num,
+        )
     batch = parser.parse_args(["batch", "--input", "a", "--output", "b", "--model-dir", "m"])
     assert batch.mode == DEFAULT_MODE

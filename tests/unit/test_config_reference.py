@@ -13,10 +13,11 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 def test_committed_page_matches_the_config_models():
     page = PAGE.read_text(encoding="utf-8")
     assert page.count(ref.BEGIN) == 1 and page.count(ref.END) == 1
-    block = page[page.index(ref.BEGIN):page.index(ref.END) + len(ref.END)] + "\n"
+    block = page[page.index(ref.BEGIN) : page.index(ref.END) + len(ref.END)] + "\n"
     assert block == ref.render_reference(), (
         "docs/configuration.md is stale: run "
-        "python -m deployments.config_reference --write docs/configuration.md")
+        "python -m deployments.config_reference --write docs/configuration.md"
+    )
     assert ref.main(["--check", str(PAGE)]) == 0
 
 
@@ -27,7 +28,7 @@ def test_every_field_has_a_description():
 def test_every_field_and_default_is_on_the_page():
     block = ref.render_reference()
     for model in (AppConfig, PackingKnobs):
-        for name, info in model.model_fields.items():
+        for name in model.model_fields:
             assert f"| `{name}` |" in block
     assert "| `mode` | `attention_mask` \\| `unpack_repack` | `unpack_repack` |" in block
     assert "| `max_pending` | int (>= 1) | `4096` |" in block

@@ -8,7 +8,6 @@ import asyncio
 
 import numpy as np
 import pytest
-from factories import run_virtual
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +18,7 @@ from packing.runtime.admission import CountAdmission
 from packing.runtime.dispatch import Dispatcher, Window, admit_windows
 from packing.runtime.features import Features, SpanLogits
 
+from factories import run_virtual
 
 run = run_virtual
 
@@ -44,8 +44,9 @@ class Recorder:
     ``hold``: plans wait for this event; ``fail_on``: a tag whose plan raises;
     ``cost``: virtual seconds a plan takes, ``cost(plan)``."""
 
-    def __init__(self, hold: asyncio.Event | None = None, fail_on: int | None = None,
-                 cost=None) -> None:
+    def __init__(
+        self, hold: asyncio.Event | None = None, fail_on: int | None = None, cost=None
+    ) -> None:
         self.plans: list[tuple[Plan, list[int]]] = []  # (plan, tag of each member)
         self.hold, self.fail_on, self.cost = hold, fail_on, cost
         self.running = self.max_running = 0
@@ -61,8 +62,10 @@ class Recorder:
             await asyncio.sleep(self.cost(plan) if self.cost else 0)
             if self.fail_on is not None and self.fail_on in members:
                 raise RuntimeError("model call failed")
-            return [SpanLogits(f.input_ids.astype(np.float32), -f.input_ids.astype(np.float32))
-                    for f in feats]
+            return [
+                SpanLogits(f.input_ids.astype(np.float32), -f.input_ids.astype(np.float32))
+                for f in feats
+            ]
         finally:
             self.running -= 1
 
@@ -90,6 +93,7 @@ def test_plans_close_at_exactly_max_valid_num():
         s = d.stats
         assert (s.full_plans, s.budget_plans, s.rest_plans, s.merged_plans) == (2, 0, 1, 0)
         assert [tag(o) for o in outs] == list(range(1, 13))
+
     run(main())
 
 
@@ -101,18 +105,19 @@ def test_a_plan_closes_when_the_next_window_does_not_fit_the_token_budget():
         assert rec.sizes() == [2, 2]  # 40 + 40; the 30 would make 110 > 100
         assert rec.plans[0][0].real_tokens == 80
         assert d.stats.budget_plans == 1 and d.stats.rest_plans == 1
+
     run(main())
 
 
 def test_attention_mask_plan_closes_when_no_row_has_room():
     async def main():
         rec = Recorder()
-        d = Dispatcher(config(mode="attention_mask", batch_size=2, max_valid_num=10), rec,
-                       slots=4)
+        d = Dispatcher(config(mode="attention_mask", batch_size=2, max_valid_num=10), rec, slots=4)
         await d.run_batch(make_windows([40, 40, 40]))
         plan = rec.plans[0][0]
         assert isinstance(plan, AttentionMaskPlan) and plan.n_seqs == 2 and plan.n_rows == 2
         assert rec.sizes() == [2, 1]
+
     run(main())
 
 
@@ -124,14 +129,14 @@ def test_batches_admitted_while_every_slot_is_busy_leave_as_one_plan():
         first = asyncio.ensure_future(d.run_batch(make_windows([5])))
         await settle()
         assert rec.sizes() == [1]  # running, held
-        later = [asyncio.ensure_future(d.run_batch(make_windows([5], tag0=k)))
-                 for k in (1, 2, 3)]
+        later = [asyncio.ensure_future(d.run_batch(make_windows([5], tag0=k))) for k in (1, 2, 3)]
         await settle()
         assert rec.sizes() == [1] and d.waiting == 3
         hold.set()
         await asyncio.gather(first, *later)
         assert rec.sizes() == [1, 3] and rec.plans[1][1] == [2, 3, 4]
         assert d.stats.merged_plans == 1 and d.stats.admitted_batches == 4
+
     run(main())
 
 
@@ -149,6 +154,7 @@ def test_slots_full_counts_only_dispatch_steps_that_leave_windows_waiting():
         hold.set()
         await asyncio.gather(*first, later)
         assert d.stats.slots_full == 1  # the freed slot took it: nothing else waited
+
     run(main())
 
 
@@ -159,14 +165,14 @@ def test_per_batch_dispatch_packs_each_admitted_batch_alone():
         d = Dispatcher(config(), rec, slots=1, dispatch="per_batch")
         first = asyncio.ensure_future(d.run_batch(make_windows([5])))
         await settle()
-        later = [asyncio.ensure_future(d.run_batch(make_windows([5], tag0=k)))
-                 for k in (1, 2, 3)]
+        later = [asyncio.ensure_future(d.run_batch(make_windows([5], tag0=k))) for k in (1, 2, 3)]
         await settle()
         assert d.waiting == 3
         hold.set()
         await asyncio.gather(first, *later)
         assert rec.sizes() == [1, 1, 1, 1] and [m for _, m in rec.plans] == [[1], [2], [3], [4]]
         assert d.stats.merged_plans == 0
+
     run(main())
 
 
@@ -183,6 +189,7 @@ def test_plans_in_flight_never_exceed_the_slots(slots, dispatch):
         hold.set()
         await task
         assert rec.max_running == slots and d.stats.max_inflight_seen == slots
+
     run(main())
 
 
@@ -201,6 +208,7 @@ def test_raising_the_slots_starts_waiting_plans_at_once():
         await task
         with pytest.raises(ValueError, match="got 0"):
             d.set_slots(0)
+
     run(main())
 
 
@@ -212,6 +220,7 @@ def test_a_failed_plan_fails_exactly_its_windows():
         assert [isinstance(o, RuntimeError) for o in outs] == [True, True, False, False]
         assert "model call failed" in str(outs[0]) and [tag(o) for o in outs[2:]] == [3, 4]
         assert d.stats.failed_plans == 1 and d.stats.sequences == 2
+
     run(main())
 
 
@@ -219,9 +228,11 @@ def test_a_wrong_result_count_fails_the_plan():
     async def main():
         async def short(plan, feats):
             return []
+
         d = Dispatcher(config(max_valid_num=1), short)
         outs = await d.run_batch(make_windows([3]))
         assert isinstance(outs[0], RuntimeError) and "returned 0 results for 1" in str(outs[0])
+
     run(main())
 
 
@@ -244,15 +255,18 @@ def test_a_withdrawn_window_is_dropped_and_the_rest_repacked(dispatch):
         assert [tag(outs[0]), tag(outs[2])] == [1, 3]
         assert isinstance(outs[1], asyncio.CancelledError)
         assert d.stats.dropped == 1 and d.waiting == 0
+
     run(main())
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 64), min_size=1, max_size=80),
-       max_plans=st.integers(1, 4), mode=st.sampled_from(["unpack_repack", "attention_mask"]),
-       budget=st.sampled_from([None, 64, 100, 256]))
-def test_the_first_plans_depend_only_on_the_windows_they_can_hold(lengths, max_plans, mode,
-                                                                  budget):
+@given(
+    lengths=st.lists(st.integers(1, 64), min_size=1, max_size=80),
+    max_plans=st.integers(1, 4),
+    mode=st.sampled_from(["unpack_repack", "attention_mask"]),
+    budget=st.sampled_from([None, 64, 100, 256]),
+)
+def test_the_first_plans_depend_only_on_the_windows_they_can_hold(lengths, max_plans, mode, budget):
     """What lets the dispatch step pack only a prefix of a long queue: collate's first
     ``max_plans`` plans are the same from ``max_plans x max_valid_num + 1`` windows as from
     all of them (same members, same order)."""
@@ -276,16 +290,19 @@ def test_a_long_queue_is_packed_a_plan_at_a_time_not_all_at_once():
         d = Dispatcher(config(), rec, slots=1, collate=recording)
         first = asyncio.ensure_future(d.run_batch(make_windows([5])))
         await settle()
-        later = [asyncio.ensure_future(d.run_batch(make_windows([5, 6, 7, 8], tag0=10 * k)))
-                 for k in range(1, 26)]  # 100 windows wait behind the busy slot
+        later = [
+            asyncio.ensure_future(d.run_batch(make_windows([5, 6, 7, 8], tag0=10 * k)))
+            for k in range(1, 26)
+        ]  # 100 windows wait behind the busy slot
         await settle()
         assert d.waiting == 100 and seen == [1]
         hold.set()
         outs = [await first] + [await t for t in later]
         # every pump packed at most one plan's worth (+1) of the queue, never all of it
         assert max(seen[1:]) <= config().max_valid_num + 1 and len(seen) > 10
-        assert [tag(o) for batch in outs for o in batch] == \
-            [1] + [10 * k + j for k in range(1, 26) for j in range(1, 5)]
+        assert [tag(o) for batch in outs for o in batch] == [1] + [
+            10 * k + j for k in range(1, 26) for j in range(1, 5)
+        ]
         # the plans are those of collating the whole queue one plan at a time
         lengths = [5, 6, 7, 8] * 25
         want, i = [], 0
@@ -294,6 +311,7 @@ def test_a_long_queue_is_packed_a_plan_at_a_time_not_all_at_once():
             want.append(p.n_seqs)
             i += p.n_seqs
         assert rec.sizes() == [1] + want
+
     run(main())
 
 
@@ -313,6 +331,7 @@ def test_a_failing_collate_fails_the_windows_it_packed_and_dispatch_goes_on():
         assert all(isinstance(o, ValueError) for o in outs) and rec.plans == []
         outs = await d.run_batch(make_windows([5]))
         assert tag(outs[0]) == 1 and rec.sizes() == [1]
+
     run(main())
 
 
@@ -325,6 +344,7 @@ def test_a_collate_that_loses_a_window_fails_rather_than_hangs():
             d = Dispatcher(config(), Recorder(), slots=2, dispatch=dispatch, collate=lossy)
             outs = await d.run_batch(make_windows([3, 4]))
             assert isinstance(outs[1], RuntimeError) and "exactly once" in str(outs[1])
+
     run(main())
 
 
@@ -338,6 +358,7 @@ def test_a_cancelled_batch_function_fails_its_windows_with_a_runtime_error():
         with pytest.raises(RuntimeError, match="cancelled"):
             await task  # not a CancelledError: @serve.batch would leave its callers waiting
         assert all(isinstance(w.future.exception(), RuntimeError) for w in windows)
+
     run(main())
 
 
@@ -354,6 +375,7 @@ def test_new_knobs_apply_to_the_next_plan_and_a_closed_dispatcher_refuses():
         await d.close()
         outs = await d.run_batch(make_windows([3]))
         assert isinstance(outs[0], RuntimeError) and "closed" in str(outs[0])
+
     run(main())
 
 
@@ -380,6 +402,7 @@ def test_each_window_gets_its_result_when_its_own_plan_ends():
         assert loop.time() == pytest.approx(1.0) and not windows[0].future.done()
         await asyncio.gather(*tasks)
         await a.close()
+
     run(main())
 
 
@@ -394,6 +417,7 @@ def test_admit_windows_answers_in_order_and_raises_the_first_error():
             await admit_windows(a, make_features([3, 4, 5], tag0=10))
         assert [m for _, m in rec.plans[2:]] == [[11, 12], [13]]  # [11, 12] ran, [13] failed
         await a.close()
+
     run(main())
 
 
@@ -401,10 +425,12 @@ def test_an_admission_error_reaches_every_window_instead_of_hanging():
     async def main():
         async def broken(items):
             raise RuntimeError("batch function crashed")
+
         a = CountAdmission(broken, max_batch_size=4, batch_wait_timeout_s=0.001)
         with pytest.raises(RuntimeError, match="crashed"):
             await admit_windows(a, make_features([3, 4]))
         await a.close()
+
     run(main())
 
 
@@ -424,20 +450,24 @@ def test_a_caller_going_away_withdraws_its_waiting_windows():
         await first
         assert rec.sizes() == [1] and d.stats.dropped == 2 and d.waiting == 0
         await a.close()
+
     run(main())
 
 
 @settings(max_examples=40, deadline=None)
-@given(lengths=st.lists(st.integers(1, 64), min_size=1, max_size=60),
-       gaps=st.lists(st.sampled_from([0.0, 0.0, 0.0005, 0.003, 0.02]), min_size=60, max_size=60),
-       mode=st.sampled_from(["unpack_repack", "attention_mask"]),
-       dispatch=st.sampled_from(["merge", "per_batch"]),
-       max_valid_num=st.integers(1, 8), slots=st.integers(1, 4),
-       max_batch_size=st.integers(1, 10),
-       cancel=st.sets(st.integers(0, 59), max_size=5))
-def test_every_window_gets_its_own_result_within_limits(lengths, gaps, mode, dispatch,
-                                                        max_valid_num, slots, max_batch_size,
-                                                        cancel):
+@given(
+    lengths=st.lists(st.integers(1, 64), min_size=1, max_size=60),
+    gaps=st.lists(st.sampled_from([0.0, 0.0, 0.0005, 0.003, 0.02]), min_size=60, max_size=60),
+    mode=st.sampled_from(["unpack_repack", "attention_mask"]),
+    dispatch=st.sampled_from(["merge", "per_batch"]),
+    max_valid_num=st.integers(1, 8),
+    slots=st.integers(1, 4),
+    max_batch_size=st.integers(1, 10),
+    cancel=st.sets(st.integers(0, 59), max_size=5),
+)
+def test_every_window_gets_its_own_result_within_limits(
+    lengths, gaps, mode, dispatch, max_valid_num, slots, max_batch_size, cancel
+):
     async def main():
         rec = Recorder(cost=lambda plan: 0.001 + plan.real_tokens * 1e-5)
         cfg = config(mode=mode, max_valid_num=max_valid_num)
@@ -465,6 +495,7 @@ def test_every_window_gets_its_own_result_within_limits(lengths, gaps, mode, dis
             assert plan.n_seqs == len(members) <= max_valid_num
             assert plan.real_tokens <= cfg.capacity_tokens
         assert rec.max_running <= slots and d.inflight == d.waiting == 0
+
     run(main())
 
 
@@ -472,14 +503,16 @@ def overload(dispatch: str, rate_per_s: float = 30.0, seconds: float = 20.0) -> 
     """Open-loop Poisson arrivals of short single windows into one runner slot whose plans
     cost 50 ms + 1/2048 s per token (a slow accelerator: ~20 windows/s one at a time);
     admission with a 5 ms timer. Virtual time: the outcome depends on nothing measured."""
+
     async def main():
         rng = np.random.default_rng(0)
         n = int(rate_per_s * seconds)
         arrivals = np.cumsum(rng.exponential(1 / rate_per_s, n))
         lengths = rng.integers(20, 40, n)
         rec = Recorder(cost=lambda plan: 0.05 + plan.real_tokens / 2048)
-        d = Dispatcher(config(seq_len=256, batch_size=4, max_valid_num=16), rec, slots=1,
-                       dispatch=dispatch)
+        d = Dispatcher(
+            config(seq_len=256, batch_size=4, max_valid_num=16), rec, slots=1, dispatch=dispatch
+        )
         a = CountAdmission(d.run_batch, max_batch_size=16, batch_wait_timeout_s=0.005)
         loop = asyncio.get_running_loop()
         done_at = [None] * n
@@ -500,9 +533,13 @@ def overload(dispatch: str, rate_per_s: float = 30.0, seconds: float = 20.0) -> 
         await asyncio.gather(*tasks, return_exceptions=True)
         await a.close()
         await d.close()
-        return {"answered_in_time": answered, "offered": n,
-                "mean_sequences": d.stats.mean_sequences,
-                "mean_admitted": d.stats.mean_admitted}
+        return {
+            "answered_in_time": answered,
+            "offered": n,
+            "mean_sequences": d.stats.mean_sequences,
+            "mean_admitted": d.stats.mean_admitted,
+        }
+
     return run(main())
 
 

@@ -15,8 +15,9 @@ from packing.model.weights import RANDOM_DIMS, BertDims, normalise_names, random
 
 def test_external_data_points_into_safetensors(tiny_model_dir):
     table = safetensors_offsets(tiny_model_dir / "model.safetensors")
-    model = build_graph("original", Manifest.read(tiny_model_dir).dims,
-                        tiny_model_dir / "model.safetensors")
+    model = build_graph(
+        "original", Manifest.read(tiny_model_dir).dims, tiny_model_dir / "model.safetensors"
+    )
     ext = [t for t in model.graph.initializer if t.external_data]
     assert ext, "weights must stay in model.safetensors"
     for t in ext:
@@ -55,8 +56,13 @@ def test_original_graph_matches_transformers(tmp_path):
     from packing.runtime.backend import OnnxRuntimeBackend
 
     torch.manual_seed(0)
-    config = BertConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=96, vocab_size=30522)
+    config = BertConfig(
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        vocab_size=30522,
+    )
     hf = BertForQuestionAnswering(config).eval()
     with torch.no_grad():  # make every bias and norm non-trivial
         for p in hf.parameters():
@@ -78,10 +84,14 @@ def test_original_graph_matches_transformers(tmp_path):
     types = (np.arange(32) >= 10).astype(np.int64)[None].repeat(3, 0)
     pos = np.arange(32)[None].repeat(3, 0)
     got = OnnxRuntimeBackend(out / "original.onnx").run(
-        {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "position_ids": pos})
+        {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "position_ids": pos}
+    )
     with torch.no_grad():
-        ref = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                 token_type_ids=torch.tensor(types))
+        ref = hf(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            token_type_ids=torch.tensor(types),
+        )
     real = mask > 0
     assert np.abs(got["start_logits"] - ref.start_logits.numpy())[real].max() < 1e-4
     assert np.abs(got["end_logits"] - ref.end_logits.numpy())[real].max() < 1e-4

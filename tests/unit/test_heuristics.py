@@ -153,6 +153,6 @@ def test_matches_reference_and_invariants(algorithm, n_rows, row_len, data):
     for row, items in spans.items():
         items.sort()
         assert items[0][0] == 0
-        for (s0, e0), (s1, _e1) in zip(items, items[1:]):
+        for (_s0, e0), (s1, _e1) in zip(items, items[1:]):
             assert s1 == e0, "sequences are laid back to back"
         assert a.free[row] == row_len - items[-1][1]

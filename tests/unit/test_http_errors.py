@@ -10,13 +10,14 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from asgi_client import call
 from fastapi import FastAPI, HTTPException
 from starlette.requests import Request
 
 from deployments import errors
 from deployments.body import BodyError, read_body
 from packing.qa.requests import Limits
+
+from asgi_client import call
 
 SECRET = "/srv/internal/path secret-detail 0xdeadbeef"
 
@@ -147,8 +148,14 @@ def test_a_body_that_does_not_arrive_in_time_is_408(timeout_s):
 # --- the Ingress request path, without Ray ----------------------------------------------------
 
 
-def ingress_checked(body: bytes | None = None, *, stall: bool = False, answer=None,
-                    timeout_s: float = 5.0, limits: Limits = Limits()):
+def ingress_checked(
+    body: bytes | None = None,
+    *,
+    stall: bool = False,
+    answer=None,
+    timeout_s: float = 5.0,
+    limits: Limits = Limits(),
+):
     """Status and JSON of ``Ingress._checked`` on one POST (a stand-in for the replica: its
     limits, deadlines and an ``_answer_all`` that answers or raises)."""
     from deployments.ingress import Ingress
@@ -158,8 +165,9 @@ def ingress_checked(body: bytes | None = None, *, stall: bool = False, answer=No
             raise answer
         return [{"answer": r.question} for r in reqs]
 
-    fake = SimpleNamespace(limits=limits, deadline_s=5.0, body_read_timeout_s=timeout_s,
-                           _answer_all=answer_all)
+    fake = SimpleNamespace(
+        limits=limits, deadline_s=5.0, body_read_timeout_s=timeout_s, _answer_all=answer_all
+    )
     sent = [] if body is None else [body]
 
     async def receive():
@@ -168,8 +176,12 @@ def ingress_checked(body: bytes | None = None, *, stall: bool = False, answer=No
         await asyncio.Event().wait()
 
     async def run():
-        scope = {"type": "http", "method": "POST", "path": "/v1/answer",
-                 "headers": [(b"content-type", b"application/json")]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/answer",
+            "headers": [(b"content-type", b"application/json")],
+        }
         response = await Ingress.func_or_class._checked(fake, Request(scope, receive))
         return response.status_code, json.loads(response.body)
 
@@ -186,8 +198,9 @@ def test_ingress_slow_upload_is_408():
 
 
 def test_ingress_500_does_not_echo_the_cause(server_log):
-    status, body = ingress_checked(b'{"question": "q", "context": "c"}',
-                                   answer=RuntimeError(SECRET))
+    status, body = ingress_checked(
+        b'{"question": "q", "context": "c"}', answer=RuntimeError(SECRET)
+    )
     assert status == 500 and SECRET not in body["error"] and "RuntimeError" not in body["error"]
     assert "incident" in body["error"] and any(SECRET in r.getMessage() for r in server_log)
 
@@ -195,41 +208,94 @@ def test_ingress_500_does_not_echo_the_cause(server_log):
 LONG = 1_000_000
 
 
-@pytest.mark.parametrize("name, body, status, fragment", [
-    ("huge integer", b'{"question": ' + b"9" * 5000 + b', "context": "c"}', 400,
-     "JSON number of 5000 characters"),
-    ("integer just over Python's 4300 digits, in a list",
-     b'[{"question": "q", "context": "c"}, ' + b"1" * 4301 + b"]", 400, "JSON number"),
-    ("long float", b'{"question": 1.' + b"5" * 900_000 + b', "context": "c"}', 400,
-     "JSON number"),
-    ("long negative exponent", b'{"question": 1e-' + b"9" * 200 + b', "context": "c"}', 400,
-     "JSON number"),
-    ("1 MB of punctuation in a context",
-     b'{"question": "q", "context": "' + b"!" * (LONG - 40) + b'"}', 400,
-     "at most 100000 allowed"),
-    ("1 MB of punctuation, not JSON", b"!" * LONG, 400, "not valid JSON"),
-    ("a body over the limit", b'{"question": "q", "context": "' + b"?" * LONG + b'"}', 413,
-     "over 1000000 bytes"),
-    ("duplicate key", b'{"question": "q", "context": "c", "question": "r"}', 400,
-     "'question' twice"),
-    ("duplicate key in a list item",
-     b'[{"question": "q", "context": "c"}, {"context": "a", "context": "b"}]', 400,
-     "'context' twice"),
-    ("nesting at the limit of the valid shape", b"[[" + b'{"question": "q"}' + b"]]", 400,
-     "item 0: expected an object"),
-    ("deep nesting past the parser's limit", b"[" * 200_000 + b"]" * 200_000, 400,
-     "nested too deeply"),
-    ("deep objects", b'{"a":' * 100_000 + b"1" + b"}" * 100_000, 400, "not valid JSON"),
-    ("number inside a list", b'[{"question": "q", "context": "c"}, 7]', 400,
-     "item 1: expected an object"),
-    ("list inside a field", b'[{"question": ["q"], "context": "c"}]', 400,
-     "item 0: question must be a string, got list"),
-    ("object inside a field", b'[{"question": "q", "context": {"text": "c"}}]', 400,
-     "item 0: context must be a string, got dict"),
-    ("null item", b'[null]', 400, "got null"),
-    ("bool field", b'{"question": true, "context": "c"}', 400, "got bool"),
-    ("65 items of wrong types", b"[" + b",".join([b"1"] * 65) + b"]", 400, "65 items"),
-])
+@pytest.mark.parametrize(
+    "name, body, status, fragment",
+    [
+        (
+            "huge integer",
+            b'{"question": ' + b"9" * 5000 + b', "context": "c"}',
+            400,
+            "JSON number of 5000 characters",
+        ),
+        (
+            "integer just over Python's 4300 digits, in a list",
+            b'[{"question": "q", "context": "c"}, ' + b"1" * 4301 + b"]",
+            400,
+            "JSON number",
+        ),
+        (
+            "long float",
+            b'{"question": 1.' + b"5" * 900_000 + b', "context": "c"}',
+            400,
+            "JSON number",
+        ),
+        (
+            "long negative exponent",
+            b'{"question": 1e-' + b"9" * 200 + b', "context": "c"}',
+            400,
+            "JSON number",
+        ),
+        (
+            "1 MB of punctuation in a context",
+            b'{"question": "q", "context": "' + b"!" * (LONG - 40) + b'"}',
+            400,
+            "at most 100000 allowed",
+        ),
+        ("1 MB of punctuation, not JSON", b"!" * LONG, 400, "not valid JSON"),
+        (
+            "a body over the limit",
+            b'{"question": "q", "context": "' + b"?" * LONG + b'"}',
+            413,
+            "over 1000000 bytes",
+        ),
+        (
+            "duplicate key",
+            b'{"question": "q", "context": "c", "question": "r"}',
+            400,
+            "'question' twice",
+        ),
+        (
+            "duplicate key in a list item",
+            b'[{"question": "q", "context": "c"}, {"context": "a", "context": "b"}]',
+            400,
+            "'context' twice",
+        ),
+        (
+            "nesting at the limit of the valid shape",
+            b"[[" + b'{"question": "q"}' + b"]]",
+            400,
+            "item 0: expected an object",
+        ),
+        (
+            "deep nesting past the parser's limit",
+            b"[" * 200_000 + b"]" * 200_000,
+            400,
+            "nested too deeply",
+        ),
+        ("deep objects", b'{"a":' * 100_000 + b"1" + b"}" * 100_000, 400, "not valid JSON"),
+        (
+            "number inside a list",
+            b'[{"question": "q", "context": "c"}, 7]',
+            400,
+            "item 1: expected an object",
+        ),
+        (
+            "list inside a field",
+            b'[{"question": ["q"], "context": "c"}]',
+            400,
+            "item 0: question must be a string, got list",
+        ),
+        (
+            "object inside a field",
+            b'[{"question": "q", "context": {"text": "c"}}]',
+            400,
+            "item 0: context must be a string, got dict",
+        ),
+        ("null item", b"[null]", 400, "got null"),
+        ("bool field", b'{"question": true, "context": "c"}', 400, "got bool"),
+        ("65 items of wrong types", b"[" + b",".join([b"1"] * 65) + b"]", 400, "65 items"),
+    ],
+)
 def test_long_and_malformed_bodies_are_4xx_with_one_line(name, body, status, fragment):
     got, payload = ingress_checked(body)
     assert got == status, (name, got, payload)
@@ -244,8 +310,13 @@ def test_nesting_at_and_past_the_parsers_limit_is_400(depth):
     from packing.qa.requests import BadRequest, parse_body
 
     limit = sys.getrecursionlimit()
-    n = {"valid+1": 2, "limit-200": limit - 200, "limit": limit, "limit+1": limit + 1,
-         "10*limit": 10 * limit}[depth]
+    n = {
+        "valid+1": 2,
+        "limit-200": limit - 200,
+        "limit": limit,
+        "limit+1": limit + 1,
+        "10*limit": 10 * limit,
+    }[depth]
     for raw in (b"[" * n + b"]" * n, b'{"a":' * n + b"1" + b"}" * n):
         with pytest.raises(BadRequest) as info:
             parse_body(raw, Limits())
@@ -253,5 +324,8 @@ def test_nesting_at_and_past_the_parsers_limit_is_400(depth):
         if n > limit:
             assert "nested too deeply" in message
         else:  # parsed, or refused by the parser a little earlier: a 400 either way
-            assert "nested too deeply" in message or "expected an object" in message or (
-                "unknown field" in message)
+            assert (
+                "nested too deeply" in message
+                or "expected an object" in message
+                or ("unknown field" in message)
+            )

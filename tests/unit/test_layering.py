@@ -8,13 +8,13 @@ does not ship it.
 from __future__ import annotations
 
 import ast
-import tomllib
-from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 from factories import REPO
+
 PRODUCT = ("packing", "deployments")
 SOURCES = sorted(p for pkg in PRODUCT for p in (REPO / pkg).rglob("*.py"))
 
@@ -36,10 +36,15 @@ def is_tools(module: str) -> bool:
 
 def test_the_scan_sees_the_product_and_finds_tools_imports():
     assert len(SOURCES) > 40 and REPO / "packing" / "cli" / "__init__.py" in SOURCES
-    found = [m for m in imported_modules("import tools\nfrom tools.soak import soak\n"
-                                         "from packing.runtime import drive\nimport toolsx\n"
-                                         "def f():\n    from tools import cli\n")
-             if is_tools(m)]
+    found = [
+        m
+        for m in imported_modules(
+            "import tools\nfrom tools.soak import soak\n"
+            "from packing.runtime import drive\nimport toolsx\n"
+            "def f():\n    from tools import cli\n"
+        )
+        if is_tools(m)
+    ]
     assert found == ["tools", "tools.soak", "tools"]
 
 

@@ -5,14 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packing.bench.limit import (ROWS, chain_flops, matmul_graph, measure_matmul, row_counts,
-                                 useful_flops)
+from packing.bench.limit import (
+    ROWS,
+    chain_flops,
+    matmul_graph,
+    measure_matmul,
+    row_counts,
+    useful_flops,
+)
 from packing.model.weights import BertDims
 
 
 def test_useful_flops_on_known_dims():
-    dims = BertDims(vocab_size=10, hidden_size=4, num_hidden_layers=2, num_attention_heads=1,
-                    intermediate_size=8)
+    dims = BertDims(
+        vocab_size=10,
+        hidden_size=4,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=8,
+    )
     # per layer, L = 3: dense 2*3*(3*16 + 16 + 2*32) = 768, attention 4*9*4 = 144
     assert useful_flops([3], dims) == 2 * (768 + 144)
     assert useful_flops([3, 5], dims) == useful_flops([3], dims) + useful_flops([5], dims)
@@ -38,8 +49,12 @@ def test_matmul_graph_computes_the_layer_matmuls():
 
     model = matmul_graph(8, 16)
     w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    assert {k: v.shape for k, v in w.items()} == {"w_qkv": (8, 24), "w_o": (8, 8),
-                                                  "w_1": (8, 16), "w_2": (16, 8)}
+    assert {k: v.shape for k, v in w.items()} == {
+        "w_qkv": (8, 24),
+        "w_o": (8, 8),
+        "w_1": (8, 16),
+        "w_2": (16, 8),
+    }
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal((1, 5, 8)).astype(np.float32)
     qkv, out = sess.run(["qkv", "out"], {"x": x})

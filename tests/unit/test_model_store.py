@@ -18,13 +18,23 @@ from packing.model.manifest import FORMAT_VERSION, MANIFEST, PREPARING, Manifest
 TINY = {"seq_len": 64, "batch_size": 4, "max_valid_num": 8}  # tiny_model_dir's shapes
 
 
-def ask(source: str = "random:tiny", precision: str = "fp32", device: str = "cpu",
-        default_source: bool = False, **shapes) -> ModelAsk:
+def ask(
+    source: str = "random:tiny",
+    precision: str = "fp32",
+    device: str = "cpu",
+    default_source: bool = False,
+    **shapes,
+) -> ModelAsk:
     """What a config asks; ``prepare_precision`` is ``auto`` resolved for a CPU (int8)."""
     resolved = {"auto": {"cpu": "int8", "cuda": "fp16", "sim": "fp32"}[device]}
-    return ModelAsk(source=source, precision=precision,
-                    prepare_precision=resolved.get(precision, precision), device=device,
-                    default_source=default_source, **{**TINY, **shapes})
+    return ModelAsk(
+        source=source,
+        precision=precision,
+        prepare_precision=resolved.get(precision, precision),
+        device=device,
+        default_source=default_source,
+        **{**TINY, **shapes},
+    )
 
 
 def made(src: Path, dst: Path, **fields) -> Path:
@@ -56,6 +66,7 @@ def refused(folder: Path, want: ModelAsk) -> str:
 
 
 # ------------------------------------------------------------------ provenance in the manifest
+
 
 def test_prepare_records_who_prepared_the_folder(tiny_model_dir, monkeypatch, tmp_path):
     held = Manifest.provenance(tiny_model_dir)
@@ -92,11 +103,15 @@ def test_a_legacy_manifest_reads_as_made_by_a_user_in_fp32(tiny_model_dir, tmp_p
 
 # ------------------------------------------------------------------ missing: prepared by the app
 
+
 def test_a_missing_folder_is_prepared_by_the_app(tmp_path):
     folder = tmp_path / "models" / "fresh"
     manifest = ensure_model(str(folder), ask(precision="auto"))
-    assert (manifest.prepared_by, manifest.source, manifest.precision) == \
-        ("app", "random:tiny", "int8")  # auto resolved for the device: the folder is new
+    assert (manifest.prepared_by, manifest.source, manifest.precision) == (
+        "app",
+        "random:tiny",
+        "int8",
+    )  # auto resolved for the device: the folder is new
     assert not (folder / PREPARING).exists()
     assert (tmp_path / "models" / ".fresh.lock").exists()  # replicas serialise on it
     again = snapshot(folder)
@@ -131,6 +146,7 @@ def test_files_without_a_manifest_are_never_prepared_over(tmp_path):
 
 # ------------------------------------------------------------------ made by the app
 
+
 def test_app_made_stale_format_same_source_is_prepared_again_as_it_was(tiny_model_dir, tmp_path):
     import logging
 
@@ -144,8 +160,9 @@ def test_app_made_stale_format_same_source_is_prepared_again_as_it_was(tiny_mode
         manifest = ensure_model(str(folder), ask(precision="auto", seq_len=32))
     finally:
         logging.getLogger("ray.serve").removeHandler(handler)
-    assert any("has format_version 1, this code reads 2" in m and "random:tiny in fp32" in m
-               for m in seen), seen
+    assert any(
+        "has format_version 1, this code reads 2" in m and "random:tiny in fp32" in m for m in seen
+    ), seen
     assert manifest.format_version == FORMAT_VERSION and manifest.prepared_by == "app"
     assert (manifest.source, manifest.precision, manifest.seq_len) == ("random:tiny", "fp32", 64)
 
@@ -174,35 +191,49 @@ def test_the_message_names_folder_holding_ask_and_both_ways_out(tiny_model_dir, 
     assert f"model_dir {folder} does not hold what the config asks" in msg
     assert "The folder holds 'random:tiny' in fp32, prepared by the app, format_version 2" in msg
     assert "the config asks for model_source 'random:base' in precision int8 on device cpu" in msg
-    assert ("(1) point model_dir at a new folder, which the app prepares from 'random:base' "
-            "in int8") in msg
-    assert ("(2) keep this folder: set model_source: random:tiny and set prepare.precision: "
-            "fp32 (or auto). To rebuild it from the config instead, delete it yourself") in msg
+    assert (
+        "(1) point model_dir at a new folder, which the app prepares from 'random:base' in int8"
+    ) in msg
+    assert (
+        "(2) keep this folder: set model_source: random:tiny and set prepare.precision: "
+        "fp32 (or auto). To rebuild it from the config instead, delete it yourself"
+    ) in msg
     assert msg.count("\n") == 0  # one message
 
 
 # ------------------------------------------------------------------ made by a user
 
+
 @pytest.mark.parametrize("who", ["cli", "user", None])  # None: a manifest before prepared_by
 def test_a_users_folder_with_precision_auto_and_the_default_source_is_served_untouched(
-        tiny_model_dir, tmp_path, who):
+    tiny_model_dir, tmp_path, who
+):
     # the issue's case: a hand-made fp32 folder from random:tiny, served with configs/squad.yaml's
     # model_source (the default) and precision: auto on a CPU
     folder = made(tiny_model_dir, tmp_path / "mine", prepared_by=who)
-    cfg = AppConfig(model_dir=str(folder), model_source="builtin:squad-mini",
-                    prepare={"precision": "auto", "seq_len": 384}, device="cpu")
+    cfg = AppConfig(
+        model_dir=str(folder),
+        model_source="builtin:squad-mini",
+        prepare={"precision": "auto", "seq_len": 384},
+        device="cpu",
+    )
     before = snapshot(folder)
     manifest = ensure_model(cfg.model_dir, model_ask(cfg))
     assert (manifest.source, manifest.precision, manifest.seq_len) == ("random:tiny", "fp32", 64)
     assert snapshot(folder) == before
 
 
-@pytest.mark.parametrize("want, says", [
-    (dict(source="random:base"), "the config's model_source is 'random:base'"),
-    (dict(precision="int8"), "it holds fp32, the config's prepare.precision is int8"),
-    (dict(precision="int8", source="builtin:squad-mini", default_source=True),
-     "prepare.precision is int8"),
-])
+@pytest.mark.parametrize(
+    "want, says",
+    [
+        (dict(source="random:base"), "the config's model_source is 'random:base'"),
+        (dict(precision="int8"), "it holds fp32, the config's prepare.precision is int8"),
+        (
+            dict(precision="int8", source="builtin:squad-mini", default_source=True),
+            "prepare.precision is int8",
+        ),
+    ],
+)
 @pytest.mark.parametrize("who", ["cli", "user", None])
 def test_a_users_folder_that_differs_stops(tiny_model_dir, tmp_path, who, want, says):
     folder = made(tiny_model_dir, tmp_path / "mine", prepared_by=who)
@@ -216,13 +247,16 @@ def test_a_users_folder_of_an_old_format_is_never_prepared_again(tiny_model_dir,
     folder = made(tiny_model_dir, tmp_path / "mine", prepared_by="cli", format_version=1)
     msg = refused(folder, ask(precision="auto"))
     assert "format_version 1 is not the 2 this code reads" in msg
-    assert (f"`packed-bert prepare --model random:tiny --precision fp32 --seq-len 64 "
-            f"--batch-size 4 --max-valid-num 8 --out {folder}`") in msg
+    assert (
+        f"`packed-bert prepare --model random:tiny --precision fp32 --seq-len 64 "
+        f"--batch-size 4 --max-valid-num 8 --out {folder}`"
+    ) in msg
     legacy = made(tiny_model_dir, tmp_path / "legacy", prepared_by=None, format_version=1)
     assert "prepared by a user (no `prepared_by` recorded)" in refused(legacy, ask())
 
 
 # ------------------------------------------------------------------ the device must run it
+
 
 def test_auto_takes_the_folders_precision_only_where_the_device_runs_it(tiny_model_dir, tmp_path):
     folder = made(tiny_model_dir, tmp_path / "half", prepared_by="cli", precision="fp16")
@@ -234,13 +268,16 @@ def test_auto_takes_the_folders_precision_only_where_the_device_runs_it(tiny_mod
 
 
 def test_a_missing_folder_is_not_prepared_in_a_precision_the_device_cannot_run(tmp_path):
-    with pytest.raises(ModelFolderMismatch, match="prepared in fp16, which the runners' device "
-                                                  "cpu has no kernels for"):
+    with pytest.raises(
+        ModelFolderMismatch,
+        match="prepared in fp16, which the runners' device cpu has no kernels for",
+    ):
         ensure_model(str(tmp_path / "new"), ask(precision="fp16"))
     assert not (tmp_path / "new").exists()
 
 
 # ------------------------------------------------------------------ what a config asks
+
 
 def test_model_ask_keeps_auto_and_knows_the_default_source():
     plain = model_ask(AppConfig(device="cpu", prepare={"precision": "auto"}))
@@ -260,6 +297,7 @@ def test_an_unreadable_manifest_stops_with_the_ways_out(tmp_path):
 
 # ------------------------------------------------------------------ through build_app
 
+
 def squad_args(folder: Path, **changes) -> dict:
     """configs/squad.yaml's ``args`` with ``model_dir`` at ``folder``, runners on the CPU."""
     import yaml
@@ -271,7 +309,8 @@ def squad_args(folder: Path, **changes) -> dict:
 
 
 def test_build_app_serves_a_users_folder_with_the_default_config_untouched(
-        tiny_model_dir, tmp_path, monkeypatch):
+    tiny_model_dir, tmp_path, monkeypatch
+):
     import deployments.app as app
 
     folder = made(tiny_model_dir, tmp_path / "mine", prepared_by="cli")

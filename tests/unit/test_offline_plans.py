@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import all_ids, check_attention_plan, check_padded_plan, check_unpack_plan, make_lengths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +15,14 @@ from packing.policy import (
     plan_offline_attention_mask,
     plan_offline_unpack_repack,
     plan_padded,
+)
+
+from factories import (
+    all_ids,
+    check_attention_plan,
+    check_padded_plan,
+    check_unpack_plan,
+    make_lengths,
 )
 
 
@@ -150,7 +157,9 @@ def test_all_planners_cover_everything(seq_len, batch_size, max_valid_num, data)
         lambda L: plan_offline_unpack_repack(L, 8, 2, 40),
     ],
 )
-@pytest.mark.parametrize("bad, where", [([3, 0, 2], r"lengths\[1\] = 0"), ([1, 2, 9], r"lengths\[2\] = 9")])
+@pytest.mark.parametrize(
+    "bad, where", [([3, 0, 2], r"lengths\[1\] = 0"), ([1, 2, 9], r"lengths\[2\] = 9")]
+)
 def test_bad_lengths_name_index_and_value(call, bad, where):
     with pytest.raises(ValueError, match=where):
         call(np.array(bad))

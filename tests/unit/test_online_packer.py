@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import all_ids, check_attention_plan, check_unpack_plan, make_lengths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from packing.policy import ALGORITHMS, AttentionMaskPlan, OnlinePacker, PackingConfig, UnpackRepackPlan
+from packing.policy import (
+    ALGORITHMS,
+    AttentionMaskPlan,
+    OnlinePacker,
+    PackingConfig,
+    UnpackRepackPlan,
+)
+
+from factories import all_ids, check_attention_plan, check_unpack_plan, make_lengths
 
 
 def packer(**kw) -> OnlinePacker:
@@ -43,7 +50,10 @@ def test_sent_when_next_does_not_fit(mode, algorithm):
 
 def test_next_fit_never_reopens_a_row():
     lengths = [6, 6, 2]  # rows of 8: [6][6] then 2 -> first_fit row 0, next_fit row 1
-    for algo, expected in [("first_fit", [(0, 0), (1, 0), (0, 6)]), ("next_fit", [(0, 0), (1, 0), (1, 6)])]:
+    for algo, expected in [
+        ("first_fit", [(0, 0), (1, 0), (0, 6)]),
+        ("next_fit", [(0, 0), (1, 0), (1, 6)]),
+    ]:
         p = packer(seq_len=8, batch_size=2, mode="attention_mask", algorithm=algo)
         for i, n in enumerate(lengths):
             assert p.add(i, n) == []

@@ -41,4 +41,7 @@ def test_use_limits_changes_the_served_document():
     finally:
         ingress.use_limits(Limits())
     body = ingress.api.openapi()["paths"]["/v1/answer"]["post"]["requestBody"]
-    assert body["content"]["application/json"]["schema"]["oneOf"][1]["maxItems"] == Limits().max_batch_items
+    assert (
+        body["content"]["application/json"]["schema"]["oneOf"][1]["maxItems"]
+        == Limits().max_batch_items
+    )

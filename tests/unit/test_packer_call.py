@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from factories import run_virtual
 
 from deployments.packer_call import CallGatherer, PackerCall, PackerCallCancelled
+
+from factories import run_virtual
 
 
 class _Response:
@@ -48,6 +49,7 @@ class FakePacker:
             async def run():
                 await asyncio.sleep(self.outer.delay_s)
                 return [2 * f for f in features]
+
             response = _Response(run())
             self.outer.responses.append(response)
             return response
@@ -61,6 +63,7 @@ class FakePacker:
 
             async def done():
                 return stop - start
+
             return done()
 
 
@@ -78,6 +81,7 @@ def test_each_body_gets_its_slice():
 def test_each_body_that_leaves_withdraws_its_windows_and_the_call_is_never_cancelled():
     """Leaving is the packer's bookkeeping (withdraw), never a cancellation of the Ray call,
     which would cancel the plan calls the packer made for other callers' windows too."""
+
     async def scenario():
         packer = FakePacker(delay_s=10.0)
         call = PackerCall(packer, [1, 2, 3, 4, 5], bodies=2)
@@ -110,6 +114,7 @@ def test_a_call_cancelled_under_a_waiting_body_is_an_error_not_a_cancellation():
     """Were the shared call cancelled (say by Ray, with a request it was a child of), the
     bodies still waiting get an error the Ingress answers as a JSON 500, never a bare
     ``CancelledError`` that would leave the route unanswered."""
+
     async def scenario():
         packer = FakePacker(delay_s=10.0)
         call = PackerCall(packer, [1, 2, 3], bodies=1)
@@ -142,12 +147,16 @@ def test_the_call_is_made_without_the_parent_request_of_the_body_that_starts_it(
                     seen["task_id"] = raylet.async_task_id.get()
                     seen["request"] = serve_context._serve_request_context.get()
                     return many.remote(features, call_id)
+
             self.many = _Many()
 
     async def scenario():
         raylet.async_task_id.set("the-first-client's-task")
-        serve_context._serve_request_context.set(serve_context._RequestContext(
-            route="/v1/answer", request_id="r1", _internal_request_id="i1", app_name="app"))
+        serve_context._serve_request_context.set(
+            serve_context._RequestContext(
+                route="/v1/answer", request_id="r1", _internal_request_id="i1", app_name="app"
+            )
+        )
         call = PackerCall(Recording(), [1], bodies=1)
         out = await call.result(0, 1)
         # the caller's own context is untouched
@@ -163,6 +172,7 @@ def test_the_call_is_made_without_the_parent_request_of_the_body_that_starts_it(
 def test_bodies_of_one_loop_turn_share_one_call_split_at_the_limit():
     """Bodies that reach the gatherer in the same event-loop turn share a call (each gets its
     own slice); a call never passes ``max_per_call`` sequences; a later turn gets its own."""
+
     async def scenario():
         packer = FakePacker(delay_s=1.0)
         gather = CallGatherer(packer, max_per_call=5)

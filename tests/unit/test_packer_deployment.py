@@ -12,16 +12,17 @@ import asyncio
 
 import numpy as np
 import pytest
-from factories import make_lengths
 
 from deployments.config import PackingKnobs
 from deployments.packer import Overloaded, Packer
-from packing.runtime.workloads import synthetic_features
 from packing.model.manifest import Manifest
+from packing.runtime import ModelRunner, PlanExecutor
 from packing.runtime.admission import CountAdmission
 from packing.runtime.backend import load_backend
 from packing.runtime.features import InvalidInput
-from packing.runtime import ModelRunner, PlanExecutor
+from packing.runtime.workloads import synthetic_features
+
+from factories import make_lengths
 
 
 @pytest.fixture()
@@ -47,8 +48,10 @@ class FakeRunnerHandle:
 
     def __init__(self, model_dir, fail_calls=(), delay_s: float = 0.0):
         m = Manifest.read(model_dir)
-        self.executors = {kind: PlanExecutor(load_backend("onnxruntime", model_dir / f), m)
-                          for kind, f in m.graphs.items()}
+        self.executors = {
+            kind: PlanExecutor(load_backend("onnxruntime", model_dir / f), m)
+            for kind, f in m.graphs.items()
+        }
         self.calls, self.fail_calls, self.delay_s = [], set(fail_calls), delay_s
         self.demands: list[int] = []
         self.parents: list = []  # Ray core's parent task id in force at each call
@@ -78,10 +81,8 @@ class LocalPacker(Packer.func_or_class):
     is CountAdmission, which forms the same batches (test_admission.py); the Serve tests run
     the real decorator."""
 
-    def make_admission(self, collate, max_batch_size, batch_wait_timeout_s,
-                       max_concurrent_batches):
-        return CountAdmission(collate, max_batch_size, batch_wait_timeout_s,
-                              max_concurrent_batches)
+    def make_admission(self, collate, max_batch_size, batch_wait_timeout_s, max_concurrent_batches):
+        return CountAdmission(collate, max_batch_size, batch_wait_timeout_s, max_concurrent_batches)
 
 
 def make_packer(model_dir, runner, slots: int = 2, **knobs):
@@ -113,16 +114,24 @@ async def _clients(packer, requests, n_clients):
                 results[i] = await packer(requests[i])
             except Exception as exc:  # noqa: BLE001 - recorded for the test
                 results[i] = exc
+
     await asyncio.gather(*(client() for _ in range(n_clients)))
     return results
 
 
-@pytest.mark.parametrize("mode,algorithm", [("attention_mask", "first_fit"),
-                                            ("attention_mask", "best_fit"),
-                                            ("unpack_repack", "first_fit")])
+@pytest.mark.parametrize(
+    "mode,algorithm",
+    [
+        ("attention_mask", "first_fit"),
+        ("attention_mask", "best_fit"),
+        ("unpack_repack", "first_fit"),
+    ],
+)
 def test_every_caller_gets_its_own_logits(run, tiny_model_dir, requests, solo, mode, algorithm):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.01)
-    packer = make_packer(tiny_model_dir, runner, mode=mode, algorithm=algorithm, batch_wait_timeout_s=0.005)
+    packer = make_packer(
+        tiny_model_dir, runner, mode=mode, algorithm=algorithm, batch_wait_timeout_s=0.005
+    )
     results = run(_clients(packer, requests, n_clients=24))
     for got, want in zip(results, solo):
         assert np.abs(got.start_logits - want.start_logits).max() <= 1e-4
@@ -175,8 +184,15 @@ def test_failed_plan_fails_only_its_callers(run, tiny_model_dir, requests, solo)
 
 def test_reconfigure_changes_knobs_and_budget(tiny_model_dir):
     packer = make_packer(tiny_model_dir, FakeRunnerHandle(tiny_model_dir))
-    packer.reconfigure({"mode": "attention_mask", "algorithm": "next_fit", "max_valid_num": 3,
-                        "batch_wait_timeout_s": 0.2, "max_tokens": 100})
+    packer.reconfigure(
+        {
+            "mode": "attention_mask",
+            "algorithm": "next_fit",
+            "max_valid_num": 3,
+            "batch_wait_timeout_s": 0.2,
+            "max_tokens": 100,
+        }
+    )
     cfg = packer.dispatcher.config
     assert (cfg.mode, cfg.algorithm) == ("attention_mask", "next_fit")
     assert cfg.max_valid_num == 3 and cfg.capacity_tokens == 100
@@ -208,7 +224,9 @@ def test_bad_input_and_overload(run, tiny_model_dir, requests):
 
 def test_caller_that_went_away_is_not_computed(run, tiny_model_dir, requests, solo):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=1.0)
-    packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack", batch_wait_timeout_s=0.05)
+    packer = make_packer(
+        tiny_model_dir, runner, slots=1, mode="unpack_repack", batch_wait_timeout_s=0.05
+    )
 
     async def scenario():
         first = asyncio.ensure_future(packer(requests[0]))
@@ -254,8 +272,9 @@ def test_reconfigure_changes_admission_live(run, tiny_model_dir, requests):
     the next batch); a new ``max_concurrent_batches`` starts a new admission queue; stats
     show what is in force."""
     runner = FakeRunnerHandle(tiny_model_dir)
-    packer = make_packer(tiny_model_dir, runner, slots=8, batch_wait_timeout_s=0.05,
-                         max_batch_size=2)
+    packer = make_packer(
+        tiny_model_dir, runner, slots=8, batch_wait_timeout_s=0.05, max_batch_size=2
+    )
 
     async def scenario():
         await asyncio.gather(*(packer(r) for r in requests[:6]))
@@ -263,16 +282,20 @@ def test_reconfigure_changes_admission_live(run, tiny_model_dir, requests):
         packer.reconfigure({"batch_wait_timeout_s": 0.05, "max_batch_size": 3})
         await asyncio.gather(*(packer(r) for r in requests[6:12]))
         mid = await packer.stats()
-        packer.reconfigure({"batch_wait_timeout_s": 0.05, "max_batch_size": 3,
-                            "max_concurrent_batches": 1})
+        packer.reconfigure(
+            {"batch_wait_timeout_s": 0.05, "max_batch_size": 3, "max_concurrent_batches": 1}
+        )
         await asyncio.gather(*(packer(r) for r in requests[12:18]))
         return before, mid, await packer.stats()
 
     before, mid, after = run(scenario())
     assert before == 3  # 6 windows, 2 per admitted batch
     assert mid["admitted_batches"] - before == 2  # then 3 per batch
-    assert mid["admission"] == {"max_batch_size": 3, "batch_wait_timeout_s": 0.05,
-                                "max_concurrent_batches": 4096}
+    assert mid["admission"] == {
+        "max_batch_size": 3,
+        "batch_wait_timeout_s": 0.05,
+        "max_concurrent_batches": 4096,
+    }
     assert after["admission"]["max_concurrent_batches"] == 1
     assert after["admitted_batches"] - mid["admitted_batches"] == 2
     assert after["sequences"] == 18 and after["pending"] == 0
@@ -316,8 +339,9 @@ class SlotsOf(FakeRunnerHandle):
 def test_runner_replicas_are_read_rarely_while_the_slots_are_not_the_limit(run, tiny_model_dir):
     """Reading Serve's status is costly: with the slots never full it happens every
     runner_idle_poll_s, and a change of the replica count is still followed."""
-    packer = CountedRunners(SlotsOf(tiny_model_dir, 2), str(tiny_model_dir),
-                            lambda t: 2 if t < 30 else 3)
+    packer = CountedRunners(
+        SlotsOf(tiny_model_dir, 2), str(tiny_model_dir), lambda t: 2 if t < 30 else 3
+    )
 
     async def scenario():
         await packer.stats()  # starts following the runners
@@ -336,8 +360,9 @@ def test_runner_replicas_are_read_rarely_while_the_slots_are_not_the_limit(run, 
     assert first_after <= 30 + packer.runner_idle_poll_s
 
 
-def test_runner_replicas_are_read_every_poll_while_the_slots_are_full(run, tiny_model_dir,
-                                                                     requests):
+def test_runner_replicas_are_read_every_poll_while_the_slots_are_full(
+    run, tiny_model_dir, requests
+):
     """Windows waiting with every slot busy: more runner replicas would take work at once,
     so the packer reads the count every runner_poll_s and uses new replicas within it."""
     runner = SlotsOf(tiny_model_dir, 1, delay_s=1.0)
@@ -357,14 +382,14 @@ def test_runner_replicas_are_read_every_poll_while_the_slots_are_full(run, tiny_
     assert stats["slots_full"] > 0
 
 
-def test_withdrawn_windows_of_a_shared_call_are_not_computed(run, tiny_model_dir, requests,
-                                                             solo):
+def test_withdrawn_windows_of_a_shared_call_are_not_computed(run, tiny_model_dir, requests, solo):
     """``withdraw(call_id, start, stop)``: windows of one body in a shared ``many`` call that
     have not started are dropped, never computed; the rest of the call is answered, the
     withdrawn windows' results are None."""
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=1.0)
-    packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack",
-                         batch_wait_timeout_s=0.05)
+    packer = make_packer(
+        tiny_model_dir, runner, slots=1, mode="unpack_repack", batch_wait_timeout_s=0.05
+    )
 
     async def scenario():
         first = asyncio.ensure_future(packer(requests[0]))
@@ -388,7 +413,8 @@ def test_withdrawn_windows_of_a_shared_call_are_not_computed(run, tiny_model_dir
 
 
 def test_a_withdrawal_that_comes_before_its_call_is_applied_when_it_comes(
-        run, tiny_model_dir, requests, solo):
+    run, tiny_model_dir, requests, solo
+):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=0.1)
     packer = make_packer(tiny_model_dir, runner, mode="unpack_repack", batch_wait_timeout_s=0.005)
 
@@ -402,11 +428,11 @@ def test_a_withdrawal_that_comes_before_its_call_is_applied_when_it_comes(
     assert sum(p.n_seqs for p in runner.calls) == 2 and packer.dispatcher.stats.dropped == 2
 
 
-def test_results_of_a_running_plan_whose_caller_left_are_discarded(run, tiny_model_dir,
-                                                                   requests):
+def test_results_of_a_running_plan_whose_caller_left_are_discarded(run, tiny_model_dir, requests):
     runner = FakeRunnerHandle(tiny_model_dir, delay_s=1.0)
-    packer = make_packer(tiny_model_dir, runner, slots=1, mode="unpack_repack",
-                         batch_wait_timeout_s=0.001)
+    packer = make_packer(
+        tiny_model_dir, runner, slots=1, mode="unpack_repack", batch_wait_timeout_s=0.001
+    )
 
     async def scenario():
         task = asyncio.ensure_future(packer.many(requests[:3]))
@@ -440,6 +466,7 @@ class _SlotsHandle:
             self.asked += 1
             await asyncio.sleep(self.delay_s)
             return 2
+
         return answer()
 
 

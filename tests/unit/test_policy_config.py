@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -25,7 +24,10 @@ def test_defaults_match_poprt_example():
 def test_defaults_are_the_constants():
     cfg = PackingConfig()
     assert (cfg.seq_len, cfg.batch_size, cfg.max_valid_num) == (
-        DEFAULT_SHAPES.seq_len, DEFAULT_SHAPES.batch_size, DEFAULT_SHAPES.max_valid_num)
+        DEFAULT_SHAPES.seq_len,
+        DEFAULT_SHAPES.batch_size,
+        DEFAULT_SHAPES.max_valid_num,
+    )
     assert (cfg.mode, cfg.algorithm) == (DEFAULT_MODE, DEFAULT_ALGORITHM)
     assert DEFAULT_MODE in MODES and DEFAULT_ALGORITHM in ALGORITHMS
 

@@ -17,8 +17,18 @@ from packing.model.graphs import KINDS, _Builder, graph_weight_names, safetensor
 from packing.model.manifest import Manifest
 from packing.model.prepare import argmax_mismatches, check_graphs, prepare
 from packing.model.quantize import (
-    MIN_SCALE, PRECISIONS, TOLERANCES, ZERO_POINT, check_precision, int8_linear_reference,
-    WEIGHT_QMAX, int8_weights, quantize_rows, quantize_weight, quantized_linears, row_scales,
+    MIN_SCALE,
+    PRECISIONS,
+    TOLERANCES,
+    WEIGHT_QMAX,
+    ZERO_POINT,
+    check_precision,
+    int8_linear_reference,
+    int8_weights,
+    quantize_rows,
+    quantize_weight,
+    quantized_linears,
+    row_scales,
 )
 from packing.model.weights import RANDOM_DIMS, random_weights, vocab_asset_path
 from packing.runtime import ModelRunner, PackRunner
@@ -29,6 +39,7 @@ TINY = {"seq_len": 64, "batch_size": 4, "max_valid_num": 8}
 
 
 # ---------------------------------------------------------------- quantizer arithmetic
+
 
 def test_quantize_weight_per_output_channel():
     rng = np.random.default_rng(0)
@@ -64,10 +75,15 @@ def test_int8_weights_layout():
     q = int8_weights(w, dims.num_hidden_layers)
     assert sorted(q) == sorted(graph_weight_names(dims, "int8"))
     p = "bert.encoder.layer.1."
-    fused = np.concatenate([w[p + f"attention.self.{n}.weight"] for n in ("query", "key", "value")]).T
+    fused = np.concatenate(
+        [w[p + f"attention.self.{n}.weight"] for n in ("query", "key", "value")]
+    ).T
     assert q[p + "attention.self.qkv.qweight"].shape == fused.shape == (32, 96)
-    assert np.allclose(q[p + "attention.self.qkv.qweight"] * q[p + "attention.self.qkv.wscale"],
-                       fused, atol=float(q[p + "attention.self.qkv.wscale"].max()) / 2 + 1e-7)
+    assert np.allclose(
+        q[p + "attention.self.qkv.qweight"] * q[p + "attention.self.qkv.wscale"],
+        fused,
+        atol=float(q[p + "attention.self.qkv.wscale"].max()) / 2 + 1e-7,
+    )
     assert q[p + "intermediate.dense.qweight"].dtype == np.int8
     assert q["qa_outputs.weight"].dtype == np.float32  # the QA head stays float32
     assert len(quantized_linears(dims.num_hidden_layers)) == 4 * dims.num_hidden_layers
@@ -81,6 +97,7 @@ def test_check_precision_names_the_bad_value():
 
 # ------------------------------------------------- the int8 Linear graph against numpy
 
+
 def _linear_model(k: int, n: int, token_major: bool, seed: int = 0):
     """A graph of one :meth:`_Builder.int8_linear` with random weights, and those weights."""
     rng = np.random.default_rng(seed)
@@ -91,11 +108,17 @@ def _linear_model(k: int, n: int, token_major: bool, seed: int = 0):
     out = b.int8_linear("x", "lin")
     b.nodes.append(helper.make_node("Identity", [out], ["y"]))
     shape = [1, "t", k] if token_major else ["b", "s", k]
-    inits = [onnx.numpy_helper.from_array(a, name) for a, name in
-             ((qw, "lin.qweight"), (ws, "lin.wscale"), (bias, "lin.bias"))]
-    graph = helper.make_graph(b.nodes, "lin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape[:-1] + [n])],
-                              initializer=inits + b.consts)
+    inits = [
+        onnx.numpy_helper.from_array(a, name)
+        for a, name in ((qw, "lin.qweight"), (ws, "lin.wscale"), (bias, "lin.bias"))
+    ]
+    graph = helper.make_graph(
+        b.nodes,
+        "lin",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape[:-1] + [n])],
+        initializer=inits + b.consts,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -143,11 +166,21 @@ def test_int8_product_is_exact_at_the_saturating_worst_case():
     b = _Builder("int8", token_major=True)
     out = b.int8_linear("x", "lin")
     b.nodes.append(helper.make_node("Identity", [out], ["y"]))
-    inits = [onnx.numpy_helper.from_array(a, name) for a, name in
-             ((qw, "lin.qweight"), (ws, "lin.wscale"), (np.zeros(n, np.float32), "lin.bias"))]
-    graph = helper.make_graph(b.nodes, "lin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "t", n])],
-                              initializer=inits + b.consts)
+    inits = [
+        onnx.numpy_helper.from_array(a, name)
+        for a, name in (
+            (qw, "lin.qweight"),
+            (ws, "lin.wscale"),
+            (np.zeros(n, np.float32), "lin.bias"),
+        )
+    ]
+    graph = helper.make_graph(
+        b.nodes,
+        "lin",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "t", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "t", n])],
+        initializer=inits + b.consts,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     x = np.ones((1, 3, k), np.float32)  # u8 255 everywhere
@@ -197,6 +230,7 @@ def test_one_fused_row_by_column_scale_is_not_written():
 
 # ---------------------------------------------------------------- prepared folders
 
+
 @pytest.fixture(scope="module")
 def int8_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "model"
@@ -229,8 +263,10 @@ def test_int8_folder(int8_dir, tiny_model_dir):
 
 def _seqs(n, seq_len=64, seed=0):
     rng = np.random.default_rng(seed)
-    return [Features(rng.integers(1000, 30000, size=int(k)), rng.integers(0, 2, size=int(k)))
-            for k in rng.integers(2, seq_len + 1, size=n)]
+    return [
+        Features(rng.integers(1000, 30000, size=int(k)), rng.integers(0, 2, size=int(k)))
+        for k in rng.integers(2, seq_len + 1, size=n)
+    ]
 
 
 def test_int8_packed_equals_solo(int8_dir, tiny_model_dir):
@@ -238,7 +274,9 @@ def test_int8_packed_equals_solo(int8_dir, tiny_model_dir):
     solo = ModelRunner(int8_dir, batch_size=1, padding="longest").run(data)
     for mode in ("attention_mask", "unpack_repack"):
         packed = PackRunner(int8_dir, mode=mode, max_tokens=None).run(data)
-        diff = max(float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(solo, packed))
+        diff = max(
+            float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(solo, packed)
+        )
         assert diff <= TOLERANCES["int8"], (mode, diff)
     # int8 is not fp32 under another name: the logits move, a little
     fp32 = ModelRunner(tiny_model_dir, batch_size=1, padding="longest").run(data)
@@ -279,10 +317,16 @@ def test_loud_neighbour_leaves_a_request_unchanged(tmp_path):
     # the neighbour really is >= 30x louder where layer 0's Q/K/V quantizes its input
     def embedded(f):
         e = "bert.embeddings."
-        x = (w[e + "word_embeddings.weight"][f.input_ids] + w[e + "position_embeddings.weight"][:len(f)]
-             + w[e + "token_type_embeddings.weight"][f.token_type_ids])
-        x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + dims.layer_norm_eps)
+        x = (
+            w[e + "word_embeddings.weight"][f.input_ids]
+            + w[e + "position_embeddings.weight"][: len(f)]
+            + w[e + "token_type_embeddings.weight"][f.token_type_ids]
+        )
+        x = (x - x.mean(-1, keepdims=True)) / np.sqrt(
+            x.var(-1, keepdims=True) + dims.layer_norm_eps
+        )
         return x * w[e + "LayerNorm.weight"] + w[e + "LayerNorm.bias"]
+
     ratio = row_scales(embedded(neighbour)).min() / row_scales(embedded(request)).max()
     assert ratio >= 30.0, ratio
 
@@ -297,8 +341,9 @@ def test_loud_neighbour_leaves_a_request_unchanged(tmp_path):
     x_req, x_nb = embedded(request), embedded(neighbour)
     shared = max(np.abs(x_req).max(), np.abs(x_nb).max()) / 127
     err_shared = np.abs(np.rint(x_req / shared) * shared - x_req).max()
-    err_token = np.abs((quantize_rows(x_req)[0].astype(np.float32) - ZERO_POINT)
-                       * row_scales(x_req) - x_req).max()
+    err_token = np.abs(
+        (quantize_rows(x_req)[0].astype(np.float32) - ZERO_POINT) * row_scales(x_req) - x_req
+    ).max()
     assert err_shared > 10 * err_token
 
 
@@ -312,6 +357,7 @@ def test_argmax_mismatches_counts_starts_and_ends():
 
 # ---------------------------------------------------------------- fp16
 
+
 def test_fp16_graph_structure(fp16_dir):
     m = Manifest.read(fp16_dir)
     assert m.precision == "fp16"
@@ -319,8 +365,11 @@ def test_fp16_graph_structure(fp16_dir):
     assert {v[0] for v in table.values()} == {"F16"}
     for kind in KINDS:
         model = onnx.load(str(fp16_dir / m.graphs[kind]), load_external_data=False)
-        floats = {t.data_type for t in model.graph.initializer
-                  if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+        floats = {
+            t.data_type
+            for t in model.graph.initializer
+            if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
+        }
         assert floats == {TensorProto.FLOAT16}, kind  # no float32 weight or constant left
         assert all(i.type.tensor_type.elem_type == TensorProto.INT64 for i in model.graph.input)
         assert all(o.type.tensor_type.elem_type == TensorProto.FLOAT for o in model.graph.output)
@@ -351,13 +400,18 @@ def test_fp16_on_cuda_packed_equals_solo_and_near_fp32(fp16_dir, tiny_model_dir)
     assert "CUDA" in ModelRunner(fp16_dir, device="cuda").backend.describe()
     for mode in ("attention_mask", "unpack_repack"):
         packed = PackRunner(fp16_dir, mode=mode, max_tokens=None, device="cuda").run(data)
-        diff = max(float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(solo, packed))
+        diff = max(
+            float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(solo, packed)
+        )
         assert diff <= TOLERANCES["fp16"], (mode, diff)
     fp32 = ModelRunner(tiny_model_dir, batch_size=1, padding="longest", device="cpu").run(data)
-    assert max(float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(solo, fp32)) < 0.05
+    assert (
+        max(float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(solo, fp32)) < 0.05
+    )
 
 
 # ---------------------------------------------------------------- bert-base (slow)
+
 
 @pytest.mark.slow
 def test_bert_base_int8_packed_equals_solo(tmp_path):
@@ -372,6 +426,7 @@ def test_bert_base_int8_packed_equals_solo(tmp_path):
 
 
 # ---------------------------------------------------------------- serving config, calibration
+
 
 def test_calibration_is_keyed_by_precision(int8_dir, tiny_model_dir):
     from packing.runtime.calibrate import fingerprint
@@ -402,6 +457,7 @@ def test_squad_config_picks_precision_per_device():
     import yaml
 
     from deployments.config import AppConfig
+
     from factories import REPO
 
     args = yaml.safe_load((REPO / "configs" / "squad.yaml").read_text())["applications"][0]["args"]
@@ -411,14 +467,43 @@ def test_squad_config_picks_precision_per_device():
 
 # ---------------------------------------------------------------- bench in two precisions
 
+
 def test_bench_runs_fp32_and_int8_in_one_run(tiny_model_dir, int8_dir, tmp_path, capsys):
     from packing.cli import main
 
     js = tmp_path / "b.json"
-    modes = ["original", "offline_unpack_repack", "online_unpack_repack", "no_batching", "hf_pipeline"]
-    assert main(["bench", "--model-dir", str(tiny_model_dir), str(int8_dir), "--precision", "fp32",
-                 "int8", "--samples", "16", "--no-progress", "--concurrency", "8",
-                 "--max-tokens", "full", "--modes", *modes, "--json", str(js)]) == 0
+    modes = [
+        "original",
+        "offline_unpack_repack",
+        "online_unpack_repack",
+        "no_batching",
+        "hf_pipeline",
+    ]
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                str(int8_dir),
+                "--precision",
+                "fp32",
+                "int8",
+                "--samples",
+                "16",
+                "--no-progress",
+                "--concurrency",
+                "8",
+                "--max-tokens",
+                "full",
+                "--modes",
+                *modes,
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "dense MatMulInteger u8 x s8 limit" in out and "dense MatMul limit" in out
     assert "best packed int8 / best packed fp32: " in out
@@ -441,6 +526,8 @@ def test_bench_runs_fp32_and_int8_in_one_run(tiny_model_dir, int8_dir, tmp_path,
 def test_bench_precision_flag_is_checked(tiny_model_dir, int8_dir, capsys):
     from packing.cli import main
 
-    assert main(["bench", "--model-dir", str(int8_dir), "--precision", "fp32", "--samples", "4"]) == 2
+    assert (
+        main(["bench", "--model-dir", str(int8_dir), "--precision", "fp32", "--samples", "4"]) == 2
+    )
     err = capsys.readouterr().err
     assert "is prepared in int8, not fp32" in err and "--precision fp32" in err

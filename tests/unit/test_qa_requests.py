@@ -34,8 +34,9 @@ def test_tab_newline_cr_allowed():
     assert reqs[0].context == "x\r\ny\n"
 
 
-@pytest.mark.parametrize("obj, name", [("text", "str"), (3, "int"), (None, "null"),
-                                       (True, "bool"), (1.5, "float")])
+@pytest.mark.parametrize(
+    "obj, name", [("text", "str"), (3, "int"), (None, "null"), (True, "bool"), (1.5, "float")]
+)
 def test_top_level_type(obj, name):
     msg = reject(obj)
     assert "body must be an object" in msg and msg.endswith(f"got {name}")
@@ -52,8 +53,9 @@ def test_too_many_items():
 
 
 def test_item_not_dict():
-    assert reject([OK, "x"]) == ("item 1: expected an object with 'question' and 'context', "
-                                 "got str")
+    assert reject([OK, "x"]) == (
+        "item 1: expected an object with 'question' and 'context', got str"
+    )
 
 
 @pytest.mark.parametrize("field", ["question", "context"])
@@ -77,8 +79,10 @@ def test_unknown_fields():
 
 
 @pytest.mark.parametrize("field", ["question", "context"])
-@pytest.mark.parametrize("value, name", [(1, "int"), (None, "null"), (["a"], "list"),
-                                         ({"a": 1}, "dict"), (False, "bool")])
+@pytest.mark.parametrize(
+    "value, name",
+    [(1, "int"), (None, "null"), (["a"], "list"), ({"a": 1}, "dict"), (False, "bool")],
+)
 def test_non_string(field, value, name):
     item = {**OK, field: value}
     assert reject(item) == f"{field} must be a string, got {name}"
@@ -94,10 +98,11 @@ def test_blank(field, blank):
 def test_too_long():
     limits = Limits(max_question_chars=5, max_context_chars=10)
     assert reject({"question": "abcdef", "context": "c"}, limits) == (
-        "question is 6 characters; at most 5 allowed")
-    assert reject([{"question": "q", "context": "c"}, {"question": "q", "context": "x" * 11}],
-                  limits) == (
-        "item 1: context is 11 characters; at most 10 allowed")
+        "question is 6 characters; at most 5 allowed"
+    )
+    assert reject(
+        [{"question": "q", "context": "c"}, {"question": "q", "context": "x" * 11}], limits
+    ) == ("item 1: context is 11 characters; at most 10 allowed")
     assert parse_payload({"question": "abcde", "context": "x" * 10}, limits)
 
 
@@ -108,25 +113,30 @@ def test_too_long_after_nfc():
     assert msg == "question is 3 characters after NFC normalisation; at most 2 allowed"
 
 
-@pytest.mark.parametrize("char", ["\x00", "\x01", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f",
-                                  "\x80", "\x85", "\x9f"])
+@pytest.mark.parametrize(
+    "char", ["\x00", "\x01", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f"]
+)
 def test_control_characters(char):
     assert reject({"question": "abcde" + char, "context": "c"}) == (
-        f"question contains control character U+{ord(char):04X} at position 5")
+        f"question contains control character U+{ord(char):04X} at position 5"
+    )
     assert reject([{"question": "q", "context": char}]) == (
-        f"item 0: context contains control character U+{ord(char):04X} at position 0")
+        f"item 0: context contains control character U+{ord(char):04X} at position 0"
+    )
 
 
 def test_nul_message():
     assert reject({"question": "Who\x00?", "context": "c"}) == (
-        "question contains control character U+0000 at position 3")
+        "question contains control character U+0000 at position 3"
+    )
 
 
 @pytest.mark.parametrize("char", ["\ud800", "\udbff", "\udc00", "\udfff"])
 def test_lone_surrogate(char):
     msg = reject({"question": "q", "context": "ab" + char})
-    assert msg == (f"context contains lone surrogate U+{ord(char):04X} at position 2 "
-                   "(not valid Unicode)")
+    assert msg == (
+        f"context contains lone surrogate U+{ord(char):04X} at position 2 (not valid Unicode)"
+    )
 
 
 def test_lone_surrogate_from_json_escape():
@@ -147,12 +157,15 @@ def test_astral_characters_allowed():
     assert reqs[0].question == "😀?"
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({"max_question_chars": 0}, "Limits.max_question_chars must be >= 1, got 0"),
-    ({"max_context_chars": -5}, "Limits.max_context_chars must be >= 1, got -5"),
-    ({"max_batch_items": 2.5}, "Limits.max_batch_items must be an int, got float 2.5"),
-    ({"max_body_bytes": True}, "Limits.max_body_bytes must be an int, got bool True"),
-])
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"max_question_chars": 0}, "Limits.max_question_chars must be >= 1, got 0"),
+        ({"max_context_chars": -5}, "Limits.max_context_chars must be >= 1, got -5"),
+        ({"max_batch_items": 2.5}, "Limits.max_batch_items must be an int, got float 2.5"),
+        ({"max_body_bytes": True}, "Limits.max_body_bytes must be an int, got bool True"),
+    ],
+)
 def test_limits_validated(kwargs, msg):
     with pytest.raises(ValueError) as info:
         Limits(**kwargs)
@@ -176,15 +189,18 @@ def test_parse_body():
 
 
 json_like = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
-    | st.text(max_size=8),
-    lambda kids: st.lists(kids, max_size=4)
-    | st.dictionaries(st.sampled_from(["question", "context", "id"]) | st.text(max_size=3),
-                      kids, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["question", "context", "id"]) | st.text(max_size=3), kids, max_size=4
+        )
+    ),
     max_leaves=12,
 )
 item_like = st.fixed_dictionaries(
-    {"question": st.text(max_size=10) | json_like, "context": st.text(max_size=10) | json_like})
+    {"question": st.text(max_size=10) | json_like, "context": st.text(max_size=10) | json_like}
+)
 
 
 @settings(max_examples=300, deadline=None)

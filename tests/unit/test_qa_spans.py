@@ -33,8 +33,9 @@ def hf_reference(windows, outputs, cls_id, top_k, max_answer_len, handle_impossi
         if handle_impossible:
             null = min(null, (start[0, 0] * end[0, 0]).item())
         start[0, 0] = end[0, 0] = 0.0
-        candidates = np.tril(np.triu(np.matmul(start[..., None], end[:, None, :])),
-                             max_answer_len - 1)
+        candidates = np.tril(
+            np.triu(np.matmul(start[..., None], end[:, None, :])), max_answer_len - 1
+        )
         flat = candidates.flatten()
         if top_k == 1:
             order = [np.argmax(flat)]
@@ -46,8 +47,7 @@ def hf_reference(windows, outputs, cls_id, top_k, max_answer_len, handle_impossi
         starts, ends = np.unravel_index(order, candidates.shape)[1:]
         keep = np.isin(starts, undesired.nonzero()) & np.isin(ends, undesired.nonzero())
         for s, e in zip(starts[keep], ends[keep]):
-            answers.append((float(candidates[0, s, e]), int(w.offsets[s, 0]),
-                            int(w.offsets[e, 1])))
+            answers.append((float(candidates[0, s, e]), int(w.offsets[s, 0]), int(w.offsets[e, 1])))
     if handle_impossible:
         answers.append((null, 0, 0))
     return sorted(answers, key=lambda a: a[0], reverse=True)[:top_k]
@@ -57,13 +57,19 @@ def hf_reference(windows, outputs, cls_id, top_k, max_answer_len, handle_impossi
 def case(tok):
     windows = make_windows(tok, "which one?", CONTEXT, 48, doc_stride=8)
     rng = np.random.default_rng(0)
-    outputs = [SimpleNamespace(start_logits=rng.normal(size=len(w)) * 3,
-                               end_logits=rng.normal(size=len(w)) * 3) for w in windows]
+    outputs = [
+        SimpleNamespace(
+            start_logits=rng.normal(size=len(w)) * 3, end_logits=rng.normal(size=len(w)) * 3
+        )
+        for w in windows
+    ]
     return windows, outputs
 
 
-@pytest.mark.parametrize("top_k, max_answer_len, impossible", [
-    (1, 15, False), (5, 15, False), (3, 4, True), (10, 2, True), (2, 1, False)])
+@pytest.mark.parametrize(
+    "top_k, max_answer_len, impossible",
+    [(1, 15, False), (5, 15, False), (3, 4, True), (10, 2, True), (2, 1, False)],
+)
 def test_spans_are_the_hf_pipelines(tok, case, top_k, max_answer_len, impossible):
     windows, outputs = case
     assert len(windows) > 1
@@ -72,9 +78,8 @@ def test_spans_are_the_hf_pipelines(tok, case, top_k, max_answer_len, impossible
     assert [(s.start, s.end) for s in got] == [(a, b) for _, a, b in want]
     assert np.allclose([s.score for s in got], [score for score, _, _ in want])
     for s in got:
-        assert s.answer == CONTEXT[s.start:s.end] and 0 <= s.score <= 1
-        assert s.to_json() == {"answer": s.answer, "score": s.score, "start": s.start,
-                               "end": s.end}
+        assert s.answer == CONTEXT[s.start : s.end] and 0 <= s.score <= 1
+        assert s.to_json() == {"answer": s.answer, "score": s.score, "start": s.start, "end": s.end}
 
 
 def test_a_sure_answer_has_a_probability_near_one(tok):
@@ -83,13 +88,15 @@ def test_a_sure_answer_has_a_probability_near_one(tok):
     end = np.full(len(w), -10.0)
     ctx = np.flatnonzero(w.context_mask)
     start[ctx[0]], end[ctx[1]] = 10.0, 10.0  # "jane austen"
-    (best,) = probable_spans([w], [SimpleNamespace(start_logits=start, end_logits=end)],
-                             "Jane Austen wrote it.")
+    (best,) = probable_spans(
+        [w], [SimpleNamespace(start_logits=start, end_logits=end)], "Jane Austen wrote it."
+    )
     assert best.answer == "Jane Austen" and best.score == pytest.approx(1.0, abs=1e-6)
     start[0] = end[0] = 30.0  # the model says: no answer ([CLS])
     outs = [SimpleNamespace(start_logits=start, end_logits=end)]
-    first, second = probable_spans([w], outs, "Jane Austen wrote it.", top_k=2,
-                                   handle_impossible_answer=True)
+    first, second = probable_spans(
+        [w], outs, "Jane Austen wrote it.", top_k=2, handle_impossible_answer=True
+    )
     assert first == ScoredSpan("", pytest.approx(1.0), 0, 0) and second.answer == "Jane Austen"
 
 
@@ -99,7 +106,9 @@ def test_bad_arguments_are_value_errors(case):
         probable_spans(windows, outputs, CONTEXT, top_k=0)
     with pytest.raises(ValueError, match="windows but"):
         probable_spans(windows, outputs[:-1], CONTEXT)
-    bad = [SimpleNamespace(start_logits=o.start_logits * np.nan, end_logits=o.end_logits)
-           for o in outputs]
+    bad = [
+        SimpleNamespace(start_logits=o.start_logits * np.nan, end_logits=o.end_logits)
+        for o in outputs
+    ]
     with pytest.raises(ValueError, match="non-finite"):
         probable_spans(windows, bad, CONTEXT)

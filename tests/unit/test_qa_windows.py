@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -55,8 +54,19 @@ def test_single_window_layout(tok):
     context = "Alice went home."
     (w,) = make_windows(tok, QUESTION, context, SEQ)
     toks = tok.convert_ids_to_tokens(w.input_ids.tolist())
-    assert toks == ["[CLS]", "what", "is", "it", "?", "[SEP]", "alice", "went", "home", ".",
-                    "[SEP]"]
+    assert toks == [
+        "[CLS]",
+        "what",
+        "is",
+        "it",
+        "?",
+        "[SEP]",
+        "alice",
+        "went",
+        "home",
+        ".",
+        "[SEP]",
+    ]
     assert w.input_ids.dtype == np.int64 and w.token_type_ids.dtype == np.int64
     assert w.context_mask.dtype == bool and w.offsets.dtype == np.int64
     assert w.offsets.shape == (len(w), 2) and w.window_index == 0
@@ -87,7 +97,7 @@ def test_long_context_windows_overlap_and_cover(tok):
     for w in windows:
         offs = [tuple(o) for o in w.offsets[w.context_mask].tolist()]
         i = token_offsets.index(offs[0])
-        assert token_offsets[i:i + len(offs)] == offs
+        assert token_offsets[i : i + len(offs)] == offs
         first.append((i, len(offs)))
     for (i0, n0), (i1, _) in zip(first, first[1:]):
         assert n0 == CAPACITY
@@ -122,8 +132,9 @@ def test_question_too_long_for_seq_len(tok):
     room = SEQ - 3 - MIN_CONTEXT_TOKENS
     with pytest.raises(BadRequest, match=rf"^question is {room + 1} tokens; at most {room} fit$"):
         make_windows(tok, " ".join(["why"] * (room + 1)), "context", SEQ, max_query_tokens=100)
-    windows = make_windows(tok, " ".join(["why"] * room), long_context(20), SEQ,
-                           max_query_tokens=100)
+    windows = make_windows(
+        tok, " ".join(["why"] * room), long_context(20), SEQ, max_query_tokens=100
+    )
     assert all(w.context_mask.sum() <= MIN_CONTEXT_TOKENS for w in windows)
     assert windows[0].context_mask.sum() == MIN_CONTEXT_TOKENS
 
@@ -147,15 +158,15 @@ def test_best_answer_in_second_window(tok):
     windows = make_windows(tok, QUESTION, context, SEQ, doc_stride=8)
     start_char = context.index("zebra")
     # The word sits in window 1 and not in window 0.
-    holder = [w.window_index for w in windows
-              if (w.offsets[w.context_mask][:, 0] == start_char).any()]
+    holder = [
+        w.window_index for w in windows if (w.offsets[w.context_mask][:, 0] == start_char).any()
+    ]
     assert holder[0] >= 1
     wi = holder[0]
     span = token_span(windows[wi], start_char, start_char + 5)
     starts, ends = peaked_logits(windows, {wi: span})
     ans = best_answer(windows, starts, ends, context)
-    assert ans == Answer(text="zebra", score=20.0, start=start_char, end=start_char + 5,
-                         window=wi)
+    assert ans == Answer(text="zebra", score=20.0, start=start_char, end=start_char + 5, window=wi)
 
 
 def test_tie_goes_to_lowest_window(tok):
@@ -193,7 +204,7 @@ def test_max_answer_tokens(tok):
     assert ans.score == 5.0
     span_tokens = [i for i in pos if w.offsets[i, 0] >= ans.start and w.offsets[i, 1] <= ans.end]
     assert 1 <= len(span_tokens) <= 5
-    assert ans.text == context[ans.start:ans.end]
+    assert ans.text == context[ans.start : ans.end]
 
 
 def test_non_context_tokens_ignored(tok):
@@ -250,9 +261,15 @@ def test_batch_windows_equal_one_pair_at_a_time(tok):
 
     long_q = " ".join(["why"] * 40)  # too many tokens for SEQ
     mid_q = " ".join(["who"] * 20)  # room for 48-3-20 = 25 context tokens: stride clamps to 24
-    pairs = [(QUESTION, long_context(60)), (long_q, "short"), (QUESTION, "tiny context"),
-             ("\u200b", "zero-width question"), (mid_q, long_context(40)),
-             (QUESTION, "\u200b"), ("where?", long_context(90))]
+    pairs = [
+        (QUESTION, long_context(60)),
+        (long_q, "short"),
+        (QUESTION, "tiny context"),
+        ("\u200b", "zero-width question"),
+        (mid_q, long_context(40)),
+        (QUESTION, "\u200b"),
+        ("where?", long_context(90)),
+    ]
     got = make_windows_batch(tok, pairs, SEQ, doc_stride=30, max_query_tokens=30)
     assert len(got) == len(pairs)
     for (q, c), out in zip(pairs, got):
@@ -288,15 +305,17 @@ def test_answers_for_splits_flat_outputs_per_question(tok):
     outputs = [out(w1[0], 1)] + [out(w, 0) for w in w2]
     got = answers_for([w1, bad, w2], outputs, [c1, "unused", c2])
     assert got[0].text == "blue" and got[1] is bad
-    want = best_answer(w2, [o.start_logits for o in outputs[1:]],
-                       [o.end_logits for o in outputs[1:]], c2)
+    want = best_answer(
+        w2, [o.start_logits for o in outputs[1:]], [o.end_logits for o in outputs[1:]], c2
+    )
     assert got[2] == want
     with pytest.raises(ValueError, match="outputs for"):
         answers_for([w1, w2], outputs[:-1], [c1, c2])
 
 
-def reference_windows(tok, question: str, context: str, seq_len: int, doc_stride: int,
-                      max_query_tokens: int):
+def reference_windows(
+    tok, question: str, context: str, seq_len: int, doc_stride: int, max_query_tokens: int
+):
     """Windows of one pair straight from the tokenizer, the stride from the question's own
     token count (the two-call rule), or the BadRequest text: an independent reference."""
     n = len(tok(question, add_special_tokens=False)["input_ids"])
@@ -305,9 +324,15 @@ def reference_windows(tok, question: str, context: str, seq_len: int, doc_stride
         return f"question is {n} tokens; at most {fit} fit"
     if n == 0:
         return "question has no tokens (only characters the tokenizer ignores)"
-    enc = tok(question, context, truncation="only_second", max_length=seq_len,
-              stride=min(doc_stride, seq_len - 3 - n - 1), return_overflowing_tokens=True,
-              return_offsets_mapping=True)
+    enc = tok(
+        question,
+        context,
+        truncation="only_second",
+        max_length=seq_len,
+        stride=min(doc_stride, seq_len - 3 - n - 1),
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
     out = []
     for i in range(len(enc["input_ids"])):
         mask = np.array([s == 1 for s in enc.sequence_ids(i)])
@@ -324,10 +349,16 @@ def test_batch_windows_equal_the_tokenizer_pair_by_pair(tok, doc_stride, max_que
     question so long that the tokenizer refuses the whole one-call batch."""
     from packing.qa.windows import make_windows_batch
 
-    pairs = [(QUESTION, long_context(60)), (" ".join(["why"] * 11), long_context(30)),
-             (" ".join(["why"] * 60), "short"), (QUESTION, "tiny context"),
-             ("\u200b", "zero-width question"), (QUESTION, "\u200b"),
-             (" ".join(["who"] * 9), long_context(45)), ("where?", long_context(90))]
+    pairs = [
+        (QUESTION, long_context(60)),
+        (" ".join(["why"] * 11), long_context(30)),
+        (" ".join(["why"] * 60), "short"),
+        (QUESTION, "tiny context"),
+        ("\u200b", "zero-width question"),
+        (QUESTION, "\u200b"),
+        (" ".join(["who"] * 9), long_context(45)),
+        ("where?", long_context(90)),
+    ]
     for batch in (pairs, [p for k, p in enumerate(pairs) if k != 2]):  # with and without
         got = make_windows_batch(tok, batch, SEQ, doc_stride, max_query_tokens)
         for (q, c), out in zip(batch, got):

@@ -7,12 +7,13 @@ import time
 
 import numpy as np
 import pytest
-from factories import make_lengths
 
-from packing.runtime.workloads import synthetic_features
+from packing.runtime import ModelRunner, PackRunner, open_graph
 from packing.runtime.backend import Backend, load_backend
 from packing.runtime.features import Features, InvalidInput
-from packing.runtime import ModelRunner, PackRunner, open_graph
+from packing.runtime.workloads import synthetic_features
+
+from factories import make_lengths
 
 TOL = 1e-4
 SEQ_LEN = 64  # conftest.TINY_SHAPE
@@ -54,8 +55,9 @@ def assert_close(got, ref):
         assert np.abs(g.end_logits - r.end_logits).max() <= TOL, k
 
 
-@pytest.mark.parametrize("padding,sort", [("max_length", False), ("longest", False),
-                                          ("longest", True)])
+@pytest.mark.parametrize(
+    "padding,sort", [("max_length", False), ("longest", False), ("longest", True)]
+)
 def test_padded_modes_match_solo(tiny_model_dir, requests, solo, padding, sort):
     runner = ModelRunner(tiny_model_dir, padding=padding, sort=sort)
     assert_close(runner.run(requests), solo)
@@ -72,21 +74,28 @@ def test_offline_packing_matches_solo(tiny_model_dir, requests, solo, mode):
     assert stats.efficiency > 0.8
 
 
-@pytest.mark.parametrize("mode,algorithm", [("attention_mask", "first_fit"),
-                                            ("attention_mask", "next_fit"),
-                                            ("attention_mask", "best_fit"),
-                                            ("unpack_repack", "first_fit")])
+@pytest.mark.parametrize(
+    "mode,algorithm",
+    [
+        ("attention_mask", "first_fit"),
+        ("attention_mask", "next_fit"),
+        ("attention_mask", "best_fit"),
+        ("unpack_repack", "first_fit"),
+    ],
+)
 def test_online_packing_matches_solo(tiny_model_dir, requests, solo, mode, algorithm):
-    with PackRunner(tiny_model_dir, mode=mode, algorithm=algorithm, batch_wait_timeout_s=0.05,
-                    max_tokens=FULL) as runner:
+    with PackRunner(
+        tiny_model_dir, mode=mode, algorithm=algorithm, batch_wait_timeout_s=0.05, max_tokens=FULL
+    ) as runner:
         futures = [None] * len(requests)
 
         def client(idx):
             for i in idx:
                 futures[i] = runner.submit(requests[i])
 
-        threads = [threading.Thread(target=client, args=(range(k, len(requests), 4),))
-                   for k in range(4)]
+        threads = [
+            threading.Thread(target=client, args=(range(k, len(requests), 4),)) for k in range(4)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -97,15 +106,17 @@ def test_online_packing_matches_solo(tiny_model_dir, requests, solo, mode, algor
 
 
 def test_online_timeout_sends_partial_batch(tiny_model_dir, requests, solo):
-    with PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.02,
-                    max_tokens=FULL) as runner:
+    with PackRunner(
+        tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.02, max_tokens=FULL
+    ) as runner:
         result = runner.submit(requests[5]).result(timeout=10)  # alone: only the timeout sends it
     assert_close([result], [solo[5]])
 
 
 def test_close_runs_pending_requests(tiny_model_dir, requests, solo):
-    runner = PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=60.0,
-                        max_tokens=FULL)
+    runner = PackRunner(
+        tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=60.0, max_tokens=FULL
+    )
     futs = runner.submit_many(requests[:3])
     t0 = time.monotonic()
     runner.close()
@@ -128,9 +139,12 @@ BAD = [
 
 
 @pytest.mark.parametrize("bad,message", BAD)
-def test_bad_input_is_refused_and_runner_keeps_working(tiny_model_dir, requests, solo, bad, message):
-    with PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.01,
-                    max_tokens=FULL) as runner:
+def test_bad_input_is_refused_and_runner_keeps_working(
+    tiny_model_dir, requests, solo, bad, message
+):
+    with PackRunner(
+        tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.01, max_tokens=FULL
+    ) as runner:
         with pytest.raises(InvalidInput, match=message):
             runner.submit(bad)
         assert_close([runner.submit(requests[7]).result(timeout=10)], [solo[7]])
@@ -161,8 +175,15 @@ def test_failed_batch_fails_its_requests_only(tiny_model_dir, requests, solo):
     # The budget pinned to the full batch (4 rows of 64): any 3 of these requests fit in one,
     # so the 6 make two batches of max_valid_num=3, whatever the host's load; one slot: they
     # run in order, so the first is the backend's call 1 (with two, either could be).
-    runner = PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=60.0,
-                        max_valid_num=3, max_tokens=FULL, max_inflight_batches=1, backend=flaky)
+    runner = PackRunner(
+        tiny_model_dir,
+        mode="attention_mask",
+        batch_wait_timeout_s=60.0,
+        max_valid_num=3,
+        max_tokens=FULL,
+        max_inflight_batches=1,
+        backend=flaky,
+    )
     assert runner.backend is flaky
     futs = runner.submit_many(requests[:6])  # two full batches of 3
     for f in futs[:3]:
@@ -200,24 +221,43 @@ def test_static_shape_backend_gets_full_batches(tiny_model_dir, requests, solo):
 
     rows = static_attention_rows(SEQ_LEN, 4 * SEQ_LEN, 8)  # conftest.TINY_SHAPE: 7
     expect = {
-        "attention_mask": {n: (4, SEQ_LEN) for n in
-                           ("input_ids", "attention_mask", "token_type_ids", "position_ids")},
-        "unpack_repack": {"input_ids": (4 * SEQ_LEN,), "token_type_ids": (4 * SEQ_LEN,),
-                          "position_ids": (4 * SEQ_LEN,), "repack_index": (4 * SEQ_LEN,),
-                          "unpack_index_0": (rows, SEQ_LEN), "segment_ids_0": (rows, SEQ_LEN),
-                          **{f"{n}_{g}": (1, 1) for g in range(1, ATTENTION_GROUPS)
-                             for n in ("unpack_index", "segment_ids")}},
+        "attention_mask": {
+            n: (4, SEQ_LEN)
+            for n in ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+        },
+        "unpack_repack": {
+            "input_ids": (4 * SEQ_LEN,),
+            "token_type_ids": (4 * SEQ_LEN,),
+            "position_ids": (4 * SEQ_LEN,),
+            "repack_index": (4 * SEQ_LEN,),
+            "unpack_index_0": (rows, SEQ_LEN),
+            "segment_ids_0": (rows, SEQ_LEN),
+            **{
+                f"{n}_{g}": (1, 1)
+                for g in range(1, ATTENTION_GROUPS)
+                for n in ("unpack_index", "segment_ids")
+            },
+        },
     }
     for mode, want in expect.items():
         static = StaticShapes(loaded(tiny_model_dir, mode))
-        runner = PackRunner(tiny_model_dir, mode=mode, max_tokens=None,  # the full batch
-                            backend=static)
+        runner = PackRunner(
+            tiny_model_dir,
+            mode=mode,
+            max_tokens=None,  # the full batch
+            backend=static,
+        )
         assert_close(runner.run(requests), solo)
         assert len(static.shapes) > 1 and all(s == want for s in static.shapes), static.shapes
     # online too: partial batches (timeout) and full ones alike
     static = StaticShapes(loaded(tiny_model_dir, "unpack_repack"))
-    with PackRunner(tiny_model_dir, mode="unpack_repack", batch_wait_timeout_s=0.02, max_tokens=None,
-                    backend=static) as runner:
+    with PackRunner(
+        tiny_model_dir,
+        mode="unpack_repack",
+        batch_wait_timeout_s=0.02,
+        max_tokens=None,
+        backend=static,
+    ) as runner:
         got = [runner.submit(requests[0]).result(timeout=10)]  # alone in its batch
         got += [f.result(timeout=30) for f in runner.submit_many(requests[1:])]
     assert_close(got, solo)
@@ -233,8 +273,12 @@ def test_a_loaded_backend_is_injected_as_it_is(tiny_model_dir, requests, solo):
     assert runner.calibration is None and runner.config.capacity_tokens == FULL
     assert_close(runner.run(requests[:5]), solo[:5])
     with pytest.raises(ValueError, match="intra_op_threads"):
-        PackRunner(tiny_model_dir, mode="attention_mask",
-                   backend=loaded(tiny_model_dir, "attention_mask"), intra_op_threads=1)
+        PackRunner(
+            tiny_model_dir,
+            mode="attention_mask",
+            backend=loaded(tiny_model_dir, "attention_mask"),
+            intra_op_threads=1,
+        )
     original = loaded(tiny_model_dir, "original")
     assert ModelRunner(tiny_model_dir, batch_size=1, backend=original).backend is original
 
@@ -250,27 +294,33 @@ def test_unknown_backend_and_missing_folder(tmp_path, tiny_model_dir):
 
 def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
     """A caller that goes away before its request is packed costs no compute."""
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
 
     class Blocking(Backend):
         def __init__(self, inner):
             self.inner = inner
 
         def run(self, inputs):
+            entered.set()
             release.wait(10)
             return self.inner.run(inputs)
 
         def describe(self):
             return "blocking"
 
-    runner = PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.0,
-                        max_valid_num=1, max_inflight_batches=1,
-                        max_tokens=FULL, backend=Blocking(loaded(tiny_model_dir, "attention_mask")))
+    runner = PackRunner(
+        tiny_model_dir,
+        mode="attention_mask",
+        batch_wait_timeout_s=0.0,
+        max_valid_num=1,
+        max_inflight_batches=1,
+        max_tokens=FULL,
+        backend=Blocking(loaded(tiny_model_dir, "attention_mask")),
+    )
     first = runner.submit(requests[0])  # sent at once, then blocks in the backend
-    deadline = time.monotonic() + 10
-    while runner.inflight < 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    assert entered.wait(10)
     gone = runner.submit(requests[1])  # admitted, waiting for the busy slot
+    deadline = time.monotonic() + 10  # a poll of the runner's counter, no fixed wait
     while runner.waiting < 1 and time.monotonic() < deadline:
         time.sleep(0.001)
     assert gone.cancel()
@@ -288,8 +338,14 @@ def test_fault_file_fails_calls_while_it_exists(tiny_model_dir, requests, solo, 
 
     trigger = tmp_path / "fail-model-calls"
     fault = FaultInjectingBackend(loaded(tiny_model_dir, "attention_mask"), trigger)
-    runner = PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=60.0,
-                        max_valid_num=3, max_tokens=FULL, backend=fault)
+    runner = PackRunner(
+        tiny_model_dir,
+        mode="attention_mask",
+        batch_wait_timeout_s=60.0,
+        max_valid_num=3,
+        max_tokens=FULL,
+        backend=fault,
+    )
     assert_close(runner.run(requests[:3]), solo[:3])
     trigger.touch()
     with pytest.raises(InjectedFault, match="fail-model-calls exists"):

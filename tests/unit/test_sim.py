@@ -6,22 +6,28 @@ import json
 import math
 
 import numpy as np
-
-from packing.policy.attention import ATTENTION_GROUPS
 import onnx
 import pytest
-from factories import make_lengths
 
-from packing.runtime.run_modes import settings_backend
-from packing.runtime.run_modes import BENCH_MODES
-from packing.runtime.workloads import synthetic_features
 from packing.cli import main
 from packing.model.graphs import KINDS
 from packing.model.manifest import Manifest
+from packing.policy.attention import ATTENTION_GROUPS
 from packing.runtime import ModelRunner, PackRunner, PlanExecutor
 from packing.runtime.backend import load_backend
 from packing.runtime.features import Features
-from packing.runtime.sim import GRAPH_INPUTS, PROFILES, SimBackend, SimProfile, sim_logits, sim_profile
+from packing.runtime.run_modes import BENCH_MODES, settings_backend
+from packing.runtime.sim import (
+    GRAPH_INPUTS,
+    PROFILES,
+    SimBackend,
+    SimProfile,
+    sim_logits,
+    sim_profile,
+)
+from packing.runtime.workloads import synthetic_features
+
+from factories import make_lengths
 
 SEQ_LEN = 64  # conftest.TINY_SHAPE
 
@@ -40,8 +46,14 @@ def requests() -> list[Features]:
 @pytest.fixture(scope="module")
 def solo(tiny_model_dir, requests):
     """Each request alone, on a dynamic-shape sim."""
-    runner = ModelRunner(tiny_model_dir, batch_size=1, padding="longest", backend="sim",
-                         profile="fast", sleep=no_sleep)
+    runner = ModelRunner(
+        tiny_model_dir,
+        batch_size=1,
+        padding="longest",
+        backend="sim",
+        profile="fast",
+        sleep=no_sleep,
+    )
     return [runner.run([f])[0] for f in requests]
 
 
@@ -55,11 +67,15 @@ def assert_identical(got, ref):
 
 def inputs_of(shape, kind: str = "original") -> dict[str, np.ndarray]:
     """Zero inputs of the graph ``kind`` whose token arrays have ``shape``."""
-    tokens = {n: np.zeros(shape, dtype=np.int64) for n in ("input_ids", "token_type_ids",
-                                                             "position_ids")}
+    tokens = {
+        n: np.zeros(shape, dtype=np.int64) for n in ("input_ids", "token_type_ids", "position_ids")
+    }
     if kind == "unpack_repack":
-        rest = {f"{n}_{g}": np.zeros((1, 1), dtype=np.int64)
-                for n in ("unpack_index", "segment_ids") for g in range(ATTENTION_GROUPS)}
+        rest = {
+            f"{n}_{g}": np.zeros((1, 1), dtype=np.int64)
+            for n in ("unpack_index", "segment_ids")
+            for g in range(ATTENTION_GROUPS)
+        }
         return {**tokens, **rest, "repack_index": np.zeros(shape, dtype=np.int64)}
     return {**tokens, "attention_mask": np.zeros(shape, dtype=np.int64)}
 
@@ -78,16 +94,19 @@ def test_profiles():
     assert custom == SimProfile("slow", 1000.0, 0.5, False)
 
 
-@pytest.mark.parametrize("kwargs,bad", [
-    ({"name": "gpu"}, "'gpu'"),
-    ({"tokens_per_s": 0.0}, "got 0.0"),
-    ({"tokens_per_s": -5.0}, "got -5.0"),
-    ({"tokens_per_s": math.inf}, "got inf"),
-    ({"tokens_per_s": math.nan}, "got nan"),
-    ({"overhead_s": -0.25}, "got -0.25"),
-    ({"overhead_s": math.nan}, "got nan"),
-    ({"static_shapes": "yes"}, "got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,bad",
+    [
+        ({"name": "gpu"}, "'gpu'"),
+        ({"tokens_per_s": 0.0}, "got 0.0"),
+        ({"tokens_per_s": -5.0}, "got -5.0"),
+        ({"tokens_per_s": math.inf}, "got inf"),
+        ({"tokens_per_s": math.nan}, "got nan"),
+        ({"overhead_s": -0.25}, "got -0.25"),
+        ({"overhead_s": math.nan}, "got nan"),
+        ({"static_shapes": "yes"}, "got 'yes'"),
+    ],
+)
 def test_bad_profiles_name_the_bad_value(kwargs, bad):
     with pytest.raises(ValueError, match=bad):
         sim_profile(**kwargs)
@@ -110,13 +129,21 @@ def test_graph_kinds_and_inputs_match_the_real_graphs(tiny_model_dir):
 
 
 def test_registered_and_ignores_real_backend_options(tiny_model_dir):
-    be = load_backend("sim", tiny_model_dir / "unpack_repack.onnx", device="cpu",
-                      intra_op_threads=2, inter_op_threads=1)
+    be = load_backend(
+        "sim",
+        tiny_model_dir / "unpack_repack.onnx",
+        device="cpu",
+        intra_op_threads=2,
+        inter_op_threads=1,
+    )
     assert isinstance(be, SimBackend) and be.static_shapes and be.kind == "unpack_repack"
     assert be.describe() == "sim ipu (static shapes, 476416 token slots/s) unpack_repack"
     fast = load_backend("sim", tiny_model_dir / "original.onnx", profile="fast", overhead_s=0.002)
     assert not fast.static_shapes
-    assert fast.describe() == "sim fast (dynamic shapes, 1000000000 token slots/s, 2 ms per batch) original"
+    assert (
+        fast.describe()
+        == "sim fast (dynamic shapes, 1000000000 token slots/s, 2 ms per batch) original"
+    )
 
 
 def test_construction_errors(tiny_model_dir, tmp_path):
@@ -159,13 +186,19 @@ def test_device_time_of_a_padded_ipu_batch(tmp_path):
 
 def test_device_time_is_proportional_to_input_size(tmp_path):
     slept = []
-    be = SimBackend(tmp_path / "unpack_repack.onnx", profile="fast", tokens_per_s=1000.0,
-                    sleep=slept.append)
+    be = SimBackend(
+        tmp_path / "unpack_repack.onnx", profile="fast", tokens_per_s=1000.0, sleep=slept.append
+    )
     for n in (10, 20, 400):
         be.run(inputs_of((n,), "unpack_repack"))
     assert slept == pytest.approx([0.01, 0.02, 0.4], rel=1e-12)
-    with_overhead = SimBackend(tmp_path / "original.onnx", profile="fast", tokens_per_s=1000.0,
-                               overhead_s=0.005, sleep=no_sleep)
+    with_overhead = SimBackend(
+        tmp_path / "original.onnx",
+        profile="fast",
+        tokens_per_s=1000.0,
+        overhead_s=0.005,
+        sleep=no_sleep,
+    )
     assert with_overhead.device_seconds(inputs_of((2, 50))) == pytest.approx(0.105, rel=1e-12)
 
 
@@ -186,8 +219,14 @@ def test_sim_logits_are_a_function_of_id_position_and_type():
 # ------------------------------------------------------------------ through the runners
 
 
-LAYOUTS = [("original", "fast"), ("original", "ipu"), ("attention_mask", "fast"),
-           ("attention_mask", "ipu"), ("unpack_repack", "fast"), ("unpack_repack", "slow")]
+LAYOUTS = [
+    ("original", "fast"),
+    ("original", "ipu"),
+    ("attention_mask", "fast"),
+    ("attention_mask", "ipu"),
+    ("unpack_repack", "fast"),
+    ("unpack_repack", "slow"),
+]
 
 
 def runner_for(model_dir, layout: str, profile: str, **options):
@@ -195,8 +234,9 @@ def runner_for(model_dir, layout: str, profile: str, **options):
     (pinned: not a budget calibrated on this host)."""
     if layout == "original":
         return ModelRunner(model_dir, backend="sim", profile=profile, **options)
-    return PackRunner(model_dir, mode=layout, backend="sim", profile=profile, max_tokens=None,
-                      **options)
+    return PackRunner(
+        model_dir, mode=layout, backend="sim", profile=profile, max_tokens=None, **options
+    )
 
 
 @pytest.mark.parametrize("layout,profile", LAYOUTS)
@@ -215,8 +255,14 @@ def test_packed_logits_are_bit_identical_to_solo(tiny_model_dir, requests, solo,
 
 
 def test_online_packing_is_bit_identical_to_solo(tiny_model_dir, requests, solo):
-    with PackRunner(tiny_model_dir, mode="attention_mask", batch_wait_timeout_s=0.01, backend="sim",
-                    profile="ipu", max_tokens=None) as runner:  # pinned: the full batch
+    with PackRunner(
+        tiny_model_dir,
+        mode="attention_mask",
+        batch_wait_timeout_s=0.01,
+        backend="sim",
+        profile="ipu",
+        max_tokens=None,
+    ) as runner:  # pinned: the full batch
         got = [f.result(timeout=30) for f in runner.submit_many(requests)]
     assert_identical(got, solo)
 
@@ -229,8 +275,10 @@ def test_solo_logits_follow_the_formula_and_differ_between_requests(requests, so
     for i in range(len(solo)):
         for j in range(i + 1, len(solo)):
             a, b = requests[i], requests[j]
-            if len(a) == len(b) and not (np.array_equal(a.input_ids, b.input_ids)
-                                         and np.array_equal(a.token_type_ids, b.token_type_ids)):
+            if len(a) == len(b) and not (
+                np.array_equal(a.input_ids, b.input_ids)
+                and np.array_equal(a.token_type_ids, b.token_type_ids)
+            ):
                 compared += 1
                 assert not np.array_equal(solo[i].start_logits, solo[j].start_logits), (i, j)
                 assert not np.array_equal(solo[i].end_logits, solo[j].end_logits), (i, j)
@@ -258,8 +306,9 @@ def test_output_shapes_match_the_onnx_graphs(tiny_model_dir, requests, layout, p
 def test_executor_pads_packed_batches_for_a_static_profile(tiny_model_dir, requests):
     m = Manifest.read(tiny_model_dir)
     be = SimBackend(tiny_model_dir / "unpack_repack.onnx", profile="slow", sleep=no_sleep)
-    runner = PackRunner(tiny_model_dir, mode="unpack_repack", backend="sim", profile="fast",
-                        max_tokens=None)  # the full batch, not a calibrated budget
+    runner = PackRunner(
+        tiny_model_dir, mode="unpack_repack", backend="sim", profile="fast", max_tokens=None
+    )  # the full batch, not a calibrated budget
     plan = runner.plans(np.array([len(f) for f in requests[:3]]))[0]
     inputs, slots = PlanExecutor(be, m).inputs(plan, requests[:3])
     assert inputs["input_ids"].shape == (m.batch_size * m.seq_len,) and slots == 4 * SEQ_LEN
@@ -269,19 +318,41 @@ def test_executor_pads_packed_batches_for_a_static_profile(tiny_model_dir, reque
 
 
 def test_backend_kwargs_pass_threads_to_onnxruntime_only():
-    assert settings_backend({"threads": 2, "backend": "onnxruntime", "backend_options": {}}) == \
-        {"backend": "onnxruntime", "intra_op_threads": 2}
-    assert settings_backend({"threads": 2, "backend": "sim",
-                             "backend_options": {"profile": "fast"}}) == {"backend": "sim",
-                                                                          "profile": "fast"}
+    assert settings_backend({"threads": 2, "backend": "onnxruntime", "backend_options": {}}) == {
+        "backend": "onnxruntime",
+        "intra_op_threads": 2,
+    }
+    assert settings_backend(
+        {"threads": 2, "backend": "sim", "backend_options": {"profile": "fast"}}
+    ) == {"backend": "sim", "profile": "fast"}
 
 
 def test_bench_on_the_fast_sim(tiny_model_dir, tmp_path, capsys):
     js = tmp_path / "b.json"
     modes = ["original", "online_first_fit", "offline_unpack_repack"]
-    assert main(["bench", "--model-dir", str(tiny_model_dir), "--backend", "sim",
-                 "--sim-profile", "fast", "--samples", "32", "--modes", *modes,
-                 "--no-progress", "--threads", "1", "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--backend",
+                "sim",
+                "--sim-profile",
+                "fast",
+                "--samples",
+                "32",
+                "--modes",
+                *modes,
+                "--no-progress",
+                "--threads",
+                "1",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "backend sim fast (dynamic shapes" in out
     lines = [line for line in out.splitlines() if line.startswith("[")]
@@ -297,10 +368,30 @@ def test_bench_on_the_fast_sim(tiny_model_dir, tmp_path, capsys):
 
 def test_bench_on_a_static_sim_skips_what_cannot_run(tiny_model_dir, tmp_path, capsys):
     js = tmp_path / "b.json"
-    assert main(["bench", "--model-dir", str(tiny_model_dir), "--backend", "sim",
-                 "--sim-tokens-per-s", "1e7", "--samples", "16", "--no-progress",
-                 "--modes", "original", "offline_attention_mask", "dynamic_padding",
-                 "hf_pipeline", "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model-dir",
+                str(tiny_model_dir),
+                "--backend",
+                "sim",
+                "--sim-tokens-per-s",
+                "1e7",
+                "--samples",
+                "16",
+                "--no-progress",
+                "--modes",
+                "original",
+                "offline_attention_mask",
+                "dynamic_padding",
+                "hf_pipeline",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "backend sim ipu (static shapes, 10000000 token slots/s) original" in out
     assert "[Dynamic Padding] skipped: needs dynamic shapes" in out
@@ -310,34 +401,14 @@ def test_bench_on_a_static_sim_skips_what_cannot_run(tiny_model_dir, tmp_path, c
     assert by["offline_attention_mask"]["skipped"] is None
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--sim-profile", "fast"], "--sim-profile needs --backend sim"),
-    (["--backend", "sim", "--sim-profile", "gpu"], "unknown sim profile 'gpu'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--sim-profile", "fast"], "--sim-profile needs --backend sim"),
+        (["--backend", "sim", "--sim-profile", "gpu"], "unknown sim profile 'gpu'"),
+    ],
+)
 def test_bench_backend_flag_errors_are_one_line(tiny_model_dir, capsys, args, message):
     assert main(["bench", "--model-dir", str(tiny_model_dir), "--samples", "4", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
-
-
-def test_loadtest_accepts_the_backend_flags():
-    from tools.cli import build_parser
-
-    args = build_parser().parse_args(["loadtest", "--model-dir", "m", "--backend", "sim",
-                                      "--sim-profile", "slow", "--sim-tokens-per-s", "5000"])
-    assert (args.backend, args.sim_profile, args.sim_tokens_per_s) == ("sim", "slow", 5000.0)
-
-
-def test_loadtest_inprocess_side_runs_on_the_sim(tiny_model_dir):
-    from transformers import AutoTokenizer
-
-    from tools.loadtest import format_result, inprocess_load, synthetic_questions
-
-    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    items = synthetic_questions([12, 40, 64, 100], tok)
-    knobs = {"mode": "unpack_repack", "algorithm": "first_fit", "batch_wait_timeout_s": 0.01}
-    res = inprocess_load(str(tiny_model_dir), items, 2, knobs, threads=1, backend="sim",
-                         backend_options={"profile": "fast"})
-    assert res.errors == 0 and res.requests == 4
-    assert res.backend == "sim fast (dynamic shapes, 1000000000 token slots/s) unpack_repack"
-    assert format_result(res).endswith(f", backend {res.backend}")

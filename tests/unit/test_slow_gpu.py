@@ -22,8 +22,13 @@ MODES = ("attention_mask", "unpack_repack")
 
 def _diff(a, b) -> float:
     """Largest |start or end logit difference| between two lists of SpanLogits."""
-    return max(max(float(np.abs(x.start_logits - y.start_logits).max()),
-                   float(np.abs(x.end_logits - y.end_logits).max())) for x, y in zip(a, b))
+    return max(
+        max(
+            float(np.abs(x.start_logits - y.start_logits).max()),
+            float(np.abs(x.end_logits - y.end_logits).max()),
+        )
+        for x, y in zip(a, b)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +44,16 @@ def test_bert_base_online_modes_match_solo(base_model_dir):
     solo = ModelRunner(base_model_dir, batch_size=1, padding="longest")
     ref = [solo.run([f])[0] for f in data]
     for mode in ("attention_mask", "unpack_repack"):
-        with PackRunner(base_model_dir, mode=mode, batch_wait_timeout_s=0.05,
-                        max_tokens=None) as runner:  # pinned: the full batch
+        with PackRunner(
+            base_model_dir, mode=mode, batch_wait_timeout_s=0.05, max_tokens=None
+        ) as runner:  # pinned: the full batch
             got = [f.result() for f in runner.submit_many(data)]
         worst = max(float(np.abs(g.start_logits - r.start_logits).max()) for g, r in zip(got, ref))
         assert worst <= 1e-4, (mode, worst)
 
 
 # ---------------------------------------------------------------- CUDA (-m gpu)
+
 
 @pytest.mark.gpu
 def test_sessions_really_run_on_cuda_with_tf32_off(tiny_model_dir):
@@ -93,8 +100,9 @@ def test_fp16_on_cuda_packed_equals_solo_and_near_fp32_cpu(tmp_path, tiny_model_
     """An fp16 folder on CUDA: packed == solo within the fp16 tolerance, and within it of
     the fp32 folder's logits on the CPU (random:tiny, the seed mix)."""
     fp16 = tmp_path / "fp16"
-    prepare("random:tiny", fp16, quiet=True, precision="fp16", seq_len=64, batch_size=4,
-            max_valid_num=8)
+    prepare(
+        "random:tiny", fp16, quiet=True, precision="fp16", seq_len=64, batch_size=4, max_valid_num=8
+    )
     data = synthetic_features(seed_lengths(32, 64), 30522)
     fp32_cpu = ModelRunner(tiny_model_dir, batch_size=1, padding="longest", device="cpu").run(data)
     cuda_solo, packed_by_mode = _solo_and_packed_on_cuda(fp16, data)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from factories import REPO
 from pydantic import ValidationError
 
 from deployments.config import AppConfig
 from packing.qa.requests import Limits
+
+from factories import REPO
 
 
 def apps(name: str) -> list[dict]:
@@ -47,7 +48,10 @@ def test_task_and_auto_truncate_settings():
 
 
 def test_a_full_body_of_texts_must_fit_the_packer():
-    with pytest.raises(ValidationError, match=r"limits.max_batch_items \(5000\) must be <= "
-                                              r"packing.max_pending \(4096\)"):
+    with pytest.raises(
+        ValidationError,
+        match=r"limits.max_batch_items \(5000\) must be <= "
+        r"packing.max_pending \(4096\)",
+    ):
         AppConfig(limits={"max_batch_items": 5000})
     AppConfig(limits={"max_batch_items": 4096})

@@ -22,8 +22,12 @@ from packing.tasks import ClassifyPipeline, EmbedPipeline
 
 SHAPE = {"seq_len": 32, "batch_size": 2, "max_valid_num": 8}
 RERANKER = TaskSpec(task="classify", labels=("relevance",), problem_type="regression")
-TEXTS = ["hello world", "a longer sentence about nothing much at all", "x",
-         "the same again and again and again"]
+TEXTS = [
+    "hello world",
+    "a longer sentence about nothing much at all",
+    "x",
+    "the same again and again and again",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +57,7 @@ class RunnerPacker:
                 async def run():
                     outer.calls += 1
                     return outer.runner.run(list(features))
+
                 return run()
 
         self.many = Many()
@@ -61,8 +66,9 @@ class RunnerPacker:
 def front_for(model_dir, pipeline_cls, runner) -> TaskFront:
     info = ModelInfo.read(model_dir, "random:tiny")
     pipes = (pipeline_cls.from_model_dir(model_dir), pipeline_cls.from_model_dir(model_dir))
-    return TaskFront(RunnerPacker(runner), info, Limits(), {}, ThreadPoolExecutor(1),
-                     pipelines=pipes)
+    return TaskFront(
+        RunnerPacker(runner), info, Limits(), {}, ThreadPoolExecutor(1), pipelines=pipes
+    )
 
 
 def test_model_info_reads_the_folder(embed_dir, reranker_dir):
@@ -83,8 +89,10 @@ def test_an_embedding_is_the_same_alone_and_in_a_body(embed_dir):
     with PackRunner(embed_dir, mode="unpack_repack") as runner:
         front = front_for(embed_dir, EmbedPipeline, runner)
         body = asyncio.run(routes_openai.embeddings(front, {"input": TEXTS}))
-        alone = [asyncio.run(routes_openai.embeddings(front, {"input": t}))["data"][0]["embedding"]
-                 for t in TEXTS]
+        alone = [
+            asyncio.run(routes_openai.embeddings(front, {"input": t}))["data"][0]["embedding"]
+            for t in TEXTS
+        ]
     got = [d["embedding"] for d in body["data"]]
     assert len(got[0]) == 32 and got == alone  # bit-identical (unpack_repack)
     assert np.linalg.norm(got, axis=1) == pytest.approx([1.0] * len(TEXTS), abs=1e-6)
@@ -94,10 +102,14 @@ def test_an_embedding_is_the_same_alone_and_in_a_body(embed_dir):
 def test_rerank_ranks_are_the_same_alone_and_together(reranker_dir):
     with PackRunner(reranker_dir, mode="unpack_repack") as runner:
         front = front_for(reranker_dir, ClassifyPipeline, runner)
-        ranks = asyncio.run(routes_tei.rerank(front, {"query": "q", "texts": TEXTS,
-                                                      "raw_scores": True}))
-        alone = [asyncio.run(routes_tei.predict(front, {"inputs": ["q", t],
-                                                        "raw_scores": True}))[0]["score"]
-                 for t in TEXTS]
+        ranks = asyncio.run(
+            routes_tei.rerank(front, {"query": "q", "texts": TEXTS, "raw_scores": True})
+        )
+        alone = [
+            asyncio.run(routes_tei.predict(front, {"inputs": ["q", t], "raw_scores": True}))[0][
+                "score"
+            ]
+            for t in TEXTS
+        ]
     assert [r["score"] for r in ranks] == sorted(alone, reverse=True)
     assert [r["index"] for r in ranks] == sorted(range(len(TEXTS)), key=lambda i: -alone[i])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from factories import hf_bert_folder, make_lengths
 
 from packing.model.heads import HIDDEN_OUTPUT, normalize, pool
 from packing.model.manifest import Manifest
@@ -21,6 +20,8 @@ from packing.policy import layouts
 from packing.runtime import ModelRunner, PackRunner
 from packing.runtime.features import Features, Pooled
 from packing.runtime.workloads import synthetic_features
+
+from factories import hf_bert_folder, make_lengths
 
 torch = pytest.importorskip("torch")
 
@@ -50,8 +51,9 @@ def folders(hf, tmp_path_factory):
     for task in ("embed", "classify"):
         for precision in PRECISIONS:
             out[task, precision] = root / f"{task}-{precision}"
-            prepare(str(src), out[task, precision], task=task, precision=precision, quiet=True,
-                    **SHAPE)
+            prepare(
+                str(src), out[task, precision], task=task, precision=precision, quiet=True, **SHAPE
+            )
     return out
 
 
@@ -71,8 +73,9 @@ def reference(hf, data):
         for f in data:
             ids = torch.tensor(f.input_ids)[None]
             types = torch.tensor(f.token_type_ids)[None]
-            hidden.append(model.bert(input_ids=ids, token_type_ids=types)
-                          .last_hidden_state[0].numpy())
+            hidden.append(
+                model.bert(input_ids=ids, token_type_ids=types).last_hidden_state[0].numpy()
+            )
             logits.append(model(input_ids=ids, token_type_ids=types).logits[0].numpy())
     return hidden, logits
 
@@ -104,8 +107,7 @@ LAYOUTS = ("original", "attention_mask", "unpack_repack")
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("task", ["embed", "classify"])
-def test_graph_hidden_states_match_transformers(folders, data, reference, task, layout,
-                                                precision):
+def test_graph_hidden_states_match_transformers(folders, data, reference, task, layout, precision):
     got = graph_hidden(runner(folders[task, precision], layout, precision), data)
     for k, (g, r) in enumerate(zip(got, reference[0])):
         assert g.shape == r.shape, k
@@ -114,8 +116,7 @@ def test_graph_hidden_states_match_transformers(folders, data, reference, task, 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_embeddings_are_the_mean_of_the_hidden_states(folders, data, reference, layout,
-                                                      precision):
+def test_embeddings_are_the_mean_of_the_hidden_states(folders, data, reference, layout, precision):
     """Pooled: the mean over a sequence's own tokens (no padding: sentence-transformers'
     masked mean) of transformers' hidden states, not normalised."""
     got = runner(folders["embed", precision], layout, precision).run(data)
@@ -139,8 +140,7 @@ def test_pool_against_numpy():
     rng = np.random.default_rng(0)
     h = rng.standard_normal((7, 5)).astype(np.float32)
     np.testing.assert_array_equal(pool(h, "cls"), h[0])
-    np.testing.assert_allclose(pool(h, "mean"), h.astype(np.float64).mean(0), rtol=0,
-                               atol=1e-7)
+    np.testing.assert_allclose(pool(h, "mean"), h.astype(np.float64).mean(0), rtol=0, atol=1e-7)
     n = normalize(pool(h, "mean"))
     assert abs(float(np.linalg.norm(n.astype(np.float64))) - 1.0) < 1e-6
 
@@ -178,8 +178,10 @@ def test_int8_unpack_repack_is_bit_identical_alone_and_among_neighbours(folders,
     alone = r.run([target])[0].values
     for trial in range(6):
         n = int(rng.integers(1, SHAPE["max_valid_num"]))
-        crowd = [Features(rng.integers(1, 30522, size=int(k)), rng.integers(0, 2, size=int(k)))
-                 for k in rng.integers(1, SHAPE["seq_len"] + 1, size=n)]
+        crowd = [
+            Features(rng.integers(1, 30522, size=int(k)), rng.integers(0, 2, size=int(k)))
+            for k in rng.integers(1, SHAPE["seq_len"] + 1, size=n)
+        ]
         at = int(rng.integers(0, n + 1))
         got = r.run(crowd[:at] + [target] + crowd[at:])[at].values
         assert np.array_equal(got, alone), (trial, got, alone)
@@ -200,19 +202,20 @@ def test_the_prepared_folders_record_their_task(folders, hf):
     assert cls.task.labels == tuple(f"label_{i}" for i in range(LABELS))
     head = load_file(str(folders["classify", "fp16"] / "head.safetensors"))
     assert {v.dtype for v in head.values()} == {np.dtype(np.float32)}  # whatever the precision
-    np.testing.assert_array_equal(head["classifier.weight"],
-                                  model.classifier.weight.detach().numpy())
+    np.testing.assert_array_equal(
+        head["classifier.weight"], model.classifier.weight.detach().numpy()
+    )
 
 
 def test_an_embed_folder_is_a_sentence_transformers_folder(folders, data):
     """The fp32 embed folder loads in sentence-transformers (from the files prepare wrote) and
     gives the normalised mean of what the runner pools."""
     import sentence_transformers as st
+
     model = st.SentenceTransformer(str(folders["embed", "fp32"]), device="cpu")
     texts = ["the quick brown fox", "packing sequences end to end"]
     tok = model.tokenizer(texts)
-    feats = [Features.of(ids, types) for ids, types in zip(tok["input_ids"],
-                                                           tok["token_type_ids"])]
+    feats = [Features.of(ids, types) for ids, types in zip(tok["input_ids"], tok["token_type_ids"])]
     got = PackRunner(folders["embed", "fp32"], mode="unpack_repack", max_tokens=FULL).run(feats)
     want = model.encode(texts, convert_to_numpy=True)
     for g, w in zip(got, want):
@@ -231,22 +234,29 @@ def test_builtin_minilm_embed_matches_sentence_transformers(minilm_dir):
     """builtin:minilm-embed prepared in fp32 gives sentence-transformers' embeddings of
     all-MiniLM-L6-v2 (the package's folder as it is)."""
     import sentence_transformers as st
+
     from packing.model.builtin import base_folder
 
     m = Manifest.read(minilm_dir)
     assert (m.task.task, m.task.pooling, m.task.normalize) == ("embed", "mean", True)
     assert (minilm_dir / "1_Pooling" / "config.json").exists()
     model = st.SentenceTransformer(str(base_folder()), device="cpu")
-    texts = ["A man is eating food.", "Packing puts many requests in one batch.",
-             "Who wrote Pride and Prejudice?", "hello"]
+    texts = [
+        "A man is eating food.",
+        "Packing puts many requests in one batch.",
+        "Who wrote Pride and Prejudice?",
+        "hello",
+    ]
     tok = model.tokenizer(texts, truncation=True, max_length=SHAPE["seq_len"])
-    feats = [Features.of(ids, types) for ids, types in zip(tok["input_ids"],
-                                                           tok["token_type_ids"])]
+    feats = [Features.of(ids, types) for ids, types in zip(tok["input_ids"], tok["token_type_ids"])]
     got = PackRunner(minilm_dir, mode="unpack_repack", max_tokens=FULL).run(feats)
     want = model.encode(texts, convert_to_numpy=True)
     for text, g, w in zip(texts, got, want):
-        cosine = float(normalize(g.values).astype(np.float64) @ w.astype(np.float64)
-                       / np.linalg.norm(w.astype(np.float64)))
+        cosine = float(
+            normalize(g.values).astype(np.float64)
+            @ w.astype(np.float64)
+            / np.linalg.norm(w.astype(np.float64))
+        )
         assert cosine >= 0.99999, (text, cosine)
 
 
@@ -258,7 +268,9 @@ def test_fp16_on_cuda_packed_equals_solo_and_near_transformers(folders, data, re
     assert "CUDA" in r.backend.describe()
     solo = [r.run([f])[0] for f in data]
     packed = r.run(data)
-    assert max(float(np.abs(a.values - b.values).max())
-               for a, b in zip(solo, packed)) <= TOLERANCES["fp16"]
+    assert (
+        max(float(np.abs(a.values - b.values).max()) for a, b in zip(solo, packed))
+        <= TOLERANCES["fp16"]
+    )
     for k, (g, want) in enumerate(zip(graph_hidden(r, data), reference[0])):
         assert np.abs(g - want).max() <= HIDDEN_TOL["fp16"], k

@@ -11,24 +11,33 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
-from factories import make_lengths
 from safetensors.numpy import load_file, save_file
 
 from deployments.model_match import ModelAsk, ModelFolderMismatch, decide
 from deployments.model_store import ensure_model
 from packing.model.graphs import KINDS, graph_outputs, graph_weight_names
-from packing.model.heads import (HEAD_FILE, ClassifyHead, Head, load_head, normalize, pool)
+from packing.model.heads import HEAD_FILE, ClassifyHead, Head, load_head, normalize, pool
 from packing.model.manifest import MANIFEST, Manifest
 from packing.model.prepare import argmax_mismatches, prepare
 from packing.model.task import TaskSpec
-from packing.model.weights import (RANDOM_DIMS, BertDims, check_weights, encoder_names,
-                                   load_source, normalise_names, random_weights, weight_names,
-                                   weight_shapes)
+from packing.model.weights import (
+    RANDOM_DIMS,
+    BertDims,
+    check_weights,
+    encoder_names,
+    load_source,
+    normalise_names,
+    random_weights,
+    weight_names,
+    weight_shapes,
+)
 from packing.runtime import ModelRunner, PackRunner
 from packing.runtime.features import Features, Pooled, SpanLogits
 from packing.runtime.run_modes import max_logit_diff
 from packing.runtime.sim import SimBackend, sim_hidden
 from packing.runtime.workloads import synthetic_features
+
+from factories import make_lengths
 
 TINY = {"seq_len": 64, "batch_size": 4, "max_valid_num": 8}  # conftest.TINY_SHAPE
 FULL = 4 * 64
@@ -60,13 +69,17 @@ def requests() -> list[Features]:
 
 # ------------------------------------------------------------------ weights per task
 
+
 def test_weight_names_per_task():
     enc = encoder_names(DIMS)
     assert weight_names(DIMS) == enc + ["qa_outputs.weight", "qa_outputs.bias"]
     assert weight_names(DIMS, EMBED) == enc
-    assert weight_names(DIMS, CLASSIFY3) == enc + ["bert.pooler.dense.weight",
-                                                   "bert.pooler.dense.bias",
-                                                   "classifier.weight", "classifier.bias"]
+    assert weight_names(DIMS, CLASSIFY3) == enc + [
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    ]
     shapes = weight_shapes(DIMS, CLASSIFY3)
     assert shapes["classifier.weight"] == (3, DIMS.hidden_size)
     assert shapes["classifier.bias"] == (3,)
@@ -103,8 +116,12 @@ def test_bert_model_names_are_read_and_a_pooler_is_ignored():
 def test_hf_config_per_task_reads_back_the_same_task(tmp_path):
     from packing.model.task import infer_task
 
-    for task in (TaskSpec(), EMBED, CLASSIFY3,
-                 TaskSpec(task="classify", labels=("score",), problem_type="regression")):
+    for task in (
+        TaskSpec(),
+        EMBED,
+        CLASSIFY3,
+        TaskSpec(task="classify", labels=("score",), problem_type="regression"),
+    ):
         config = DIMS.hf_config(task)
         assert BertDims.from_hf_config(config) == DIMS
         back = infer_task(config)
@@ -148,6 +165,7 @@ def test_builtins_refuse_another_task():
 
 # ------------------------------------------------------------------ heads
 
+
 def test_pool_contract():
     h = np.arange(12, dtype=np.float32).reshape(4, 3)
     np.testing.assert_array_equal(pool(h, "mean"), [4.5, 5.5, 6.5])
@@ -182,9 +200,13 @@ def test_classify_head_contract(tmp_path):
     assert (head.hidden_size, head.num_labels) == (DIMS.hidden_size, 3)
     h = np.random.default_rng(1).standard_normal((5, DIMS.hidden_size)).astype(np.float32)
     x = h[0].astype(np.float64)
-    want = (w["classifier.weight"].astype(np.float64)
-            @ np.tanh(w["bert.pooler.dense.weight"].astype(np.float64) @ x
-                      + w["bert.pooler.dense.bias"]) + w["classifier.bias"])
+    want = (
+        w["classifier.weight"].astype(np.float64)
+        @ np.tanh(
+            w["bert.pooler.dense.weight"].astype(np.float64) @ x + w["bert.pooler.dense.bias"]
+        )
+        + w["classifier.bias"]
+    )
     np.testing.assert_allclose(head.logits(h), want, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="2 labels"):
         ClassifyHead.from_tensors(w, num_labels=2)
@@ -203,6 +225,7 @@ def test_classify_head_contract(tmp_path):
 
 # ------------------------------------------------------------------ graphs and folders
 
+
 def test_folders_hold_the_task_files(embed_dir, classify_dir):
     e, c = Manifest.read(embed_dir), Manifest.read(classify_dir)
     assert e.task == TaskSpec(task="embed", pooling="mean", normalize=True)
@@ -216,8 +239,14 @@ def test_folders_hold_the_task_files(embed_dir, classify_dir):
     assert "1_Pooling/config.json" in e.files and HEAD_FILE not in e.files
     assert HEAD_FILE in c.files and "modules.json" not in c.files
     head = load_file(str(classify_dir / HEAD_FILE))
-    assert sorted(head) == sorted(["bert.pooler.dense.weight", "bert.pooler.dense.bias",
-                                   "classifier.weight", "classifier.bias"])
+    assert sorted(head) == sorted(
+        [
+            "bert.pooler.dense.weight",
+            "bert.pooler.dense.bias",
+            "classifier.weight",
+            "classifier.bias",
+        ]
+    )
     for folder, m in ((embed_dir, e), (classify_dir, c)):
         for kind in KINDS:
             g = onnx.load(str(folder / m.graphs[kind]), load_external_data=False)
@@ -227,8 +256,7 @@ def test_folders_hold_the_task_files(embed_dir, classify_dir):
             assert dims == (["tokens", 32] if kind == "unpack_repack" else ["batch", "seq", 32])
             # the graphs stop at the encoder: no QA head, no pooler or classifier
             names = {t.name for t in g.graph.initializer}
-            assert not any(n.startswith(("qa_outputs", "classifier", "bert.pooler"))
-                           for n in names)
+            assert not any(n.startswith(("qa_outputs", "classifier", "bert.pooler")) for n in names)
     assert graph_outputs(TaskSpec()) == ("start_logits", "end_logits")
     assert graph_weight_names(DIMS, "int8", EMBED) == graph_weight_names(DIMS, "int8", CLASSIFY3)
 
@@ -274,14 +302,36 @@ def test_cli_prepare_takes_a_task(tmp_path):
     from packing.cli import main
 
     out = tmp_path / "m"
-    assert main(["prepare", "--model", "random:tiny", "--out", str(out), "--task", "classify",
-                 "--seq-len", "16", "--batch-size", "2", "--max-valid-num", "4"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "--model",
+                "random:tiny",
+                "--out",
+                str(out),
+                "--task",
+                "classify",
+                "--seq-len",
+                "16",
+                "--batch-size",
+                "2",
+                "--max-valid-num",
+                "4",
+            ]
+        )
+        == 0
+    )
     m = Manifest.read(out)
-    assert (m.task.task, m.task.labels, m.prepared_by) == ("classify", ("LABEL_0", "LABEL_1"),
-                                                           "cli")
+    assert (m.task.task, m.task.labels, m.prepared_by) == (
+        "classify",
+        ("LABEL_0", "LABEL_1"),
+        "cli",
+    )
 
 
 # ------------------------------------------------------------------ the sim device
+
 
 def test_sim_hidden_states_are_per_token():
     ids, pos, types = np.array([5, 6, 7]), np.array([0, 1, 2]), np.array([0, 0, 1])
@@ -297,8 +347,7 @@ def test_sim_hidden_states_are_per_token():
 def test_sim_gives_a_task_folder_its_pooled_vectors(embed_dir, classify_dir, requests, static):
     """On the sim device an embed or classify folder returns last_hidden_state; each request's
     vector is bit-identical packed and alone, in every layout, static shapes included."""
-    opts = {"backend": "sim", "profile": "fast", "static_shapes": static,
-            "sleep": lambda s: None}
+    opts = {"backend": "sim", "profile": "fast", "static_shapes": static, "sleep": lambda s: None}
     for folder in (embed_dir, classify_dir):
         assert SimBackend(folder / "original.onnx").task == Manifest.read(folder).task
         solo = [ModelRunner(folder, batch_size=1, **opts).run([f])[0] for f in requests]
@@ -310,9 +359,11 @@ def test_sim_gives_a_task_folder_its_pooled_vectors(embed_dir, classify_dir, req
 
 # ------------------------------------------------------------------ the app's model folder
 
+
 def ask(task: str | None, source: str = "random:tiny") -> ModelAsk:
-    return ModelAsk(source=source, precision="fp32", prepare_precision="fp32", device="cpu",
-                    task=task, **TINY)
+    return ModelAsk(
+        source=source, precision="fp32", prepare_precision="fp32", device="cpu", task=task, **TINY
+    )
 
 
 def test_a_folder_of_another_task_is_never_served(embed_dir, tiny_model_dir, tmp_path):
@@ -359,8 +410,16 @@ def test_eval_refuses_other_tasks_and_batch_reads_the_folders_task(tmp_path):
     from packing.model.prepare import prepare
 
     folder = tmp_path / "embed"
-    prepare("random:tiny", folder, task="embed", seq_len=32, batch_size=2, max_valid_num=4,
-            check=False, quiet=True)
+    prepare(
+        "random:tiny",
+        folder,
+        task="embed",
+        seq_len=32,
+        batch_size=2,
+        max_valid_num=4,
+        check=False,
+        quiet=True,
+    )
     with pytest.raises(ValueError, match="works on qa folders; this folder's task is embed"):
         run_eval(folder, tmp_path / "absent.json")
     squad = tmp_path / "squad.json"

@@ -13,9 +13,17 @@ import pytest
 from packing.model.task import TaskSpec
 from packing.qa.requests import BadRequest, TooLarge
 from packing.runtime.features import Features, Pooled
-from packing.tasks import (ClassifyPipeline, EmbedPipeline, SequenceTokenizer, cosine,
-                           default_function, first_problem, item_names, tei_function,
-                           token_count)
+from packing.tasks import (
+    ClassifyPipeline,
+    EmbedPipeline,
+    SequenceTokenizer,
+    cosine,
+    default_function,
+    first_problem,
+    item_names,
+    tei_function,
+    token_count,
+)
 from packing.tasks.classify import apply_function
 from packing.tasks.sequences import input_chars
 
@@ -84,14 +92,16 @@ def test_pairs_get_token_types_and_longest_first_truncation(tok):
 
 def test_token_ids_are_taken_as_given_within_the_vocabulary(tok):
     pipe = EmbedPipeline(tok, SEQ)
-    ids, bad, empty, long_ = pipe.encode([[5, 6, 7], [1, 40000], [], list(range(1, 30))],
-                                         truncate=False)
+    ids, bad, empty, long_ = pipe.encode(
+        [[5, 6, 7], [1, 40000], [], list(range(1, 30))], truncate=False
+    )
     assert ids.input_ids.tolist() == [5, 6, 7] and ids.token_type_ids.tolist() == [0, 0, 0]
     assert str(bad) == "token id 40000 is outside the vocabulary [0, 30522)"
     assert isinstance(empty, BadRequest) and "empty list of token ids" in str(empty)
     assert isinstance(long_, TooLarge)
-    assert pipe.encode([list(range(1, 30))], truncate=True)[0].input_ids.tolist() == \
-        list(range(1, SEQ + 1))
+    assert pipe.encode([list(range(1, 30))], truncate=True)[0].input_ids.tolist() == list(
+        range(1, SEQ + 1)
+    )
 
 
 def test_first_problem_names_the_item_and_the_route_hint(tok):
@@ -101,8 +111,9 @@ def test_first_problem_names_the_item_and_the_route_hint(tok):
     assert names == ["texts[0]", "texts[1]", "texts[2]"] and item_names("x", 1, False) is None
     with pytest.raises(TooLarge) as info:
         first_problem(encoded, names, hint="; send truncate")
-    assert str(info.value) == (f"texts[1]: input is 42 tokens; at most {SEQ} fit the model; "
-                               "send truncate")
+    assert str(info.value) == (
+        f"texts[1]: input is 42 tokens; at most {SEQ} fit the model; send truncate"
+    )
     with pytest.raises(TooLarge, match=r"^input is 42 tokens.*fit the model$"):
         first_problem(encoded[1:2])
     with pytest.raises(BadRequest, match=r"^texts\[1\]: token id 99999") as info:
@@ -128,18 +139,25 @@ def test_vectors_are_normalised_as_asked_or_as_the_folder_says(tok):
 
 
 def test_cosine_is_sentence_similarity():
-    assert cosine(np.array([1.0, 0]), [np.array([2.0, 0]), np.array([0, 3.0]),
-                                       np.array([-1.0, 0]), np.zeros(2)]) == [1.0, 0.0, -1.0, 0.0]
+    assert cosine(
+        np.array([1.0, 0]),
+        [np.array([2.0, 0]), np.array([0, 3.0]), np.array([-1.0, 0]), np.zeros(2)],
+    ) == [1.0, 0.0, -1.0, 0.0]
     assert cosine(np.array([3.0, 4]), [np.array([4.0, 3])]) == pytest.approx([24 / 25])
 
 
-@pytest.mark.parametrize("spec, function", [
-    (THREE, "softmax"),
-    (TaskSpec(task="classify", labels=("a", "b"), problem_type="multi_label_classification"),
-     "sigmoid"),
-    (RERANKER, "none"),  # problem_type regression: raw, as the HF pipeline
-    (TaskSpec(task="classify", labels=("only",)), "sigmoid"),  # one output, not regression
-])
+@pytest.mark.parametrize(
+    "spec, function",
+    [
+        (THREE, "softmax"),
+        (
+            TaskSpec(task="classify", labels=("a", "b"), problem_type="multi_label_classification"),
+            "sigmoid",
+        ),
+        (RERANKER, "none"),  # problem_type regression: raw, as the HF pipeline
+        (TaskSpec(task="classify", labels=("only",)), "sigmoid"),  # one output, not regression
+    ],
+)
 def test_default_score_function_is_the_hf_pipelines(spec, function):
     assert default_function(spec) == function
 

@@ -14,18 +14,19 @@ from types import MethodType, SimpleNamespace
 
 import numpy as np
 import pytest
-from asgi_client import call
 from fastapi import FastAPI
 from starlette.requests import Request
 
 from deployments import errors, routes_hf, routes_openai, routes_tei
 from deployments.ingress import Ingress, api
-from deployments.task_front import (BIG_BODY_CHARS, ModelInfo, TaskFront, task_routes)
+from deployments.task_front import BIG_BODY_CHARS, ModelInfo, TaskFront, task_routes
 from packing.model.task import TaskSpec
 from packing.qa.pipeline import QAPipeline, QASettings, features_of
 from packing.qa.requests import BadRequest, Limits, TooLarge
 from packing.runtime.features import Pooled
 from packing.tasks import ClassifyPipeline, EmbedPipeline
+
+from asgi_client import call
 
 SEQ = 32
 HIDDEN = 8
@@ -46,6 +47,7 @@ def classify_model(n_labels):
         ids = np.asarray(f.input_ids, dtype=np.float64)
         logits = [float(ids.sum() % 7) - 3, len(ids) / 4.0, float(f.token_type_ids.sum())]
         return Pooled(np.asarray(logits[:n_labels], dtype=np.float32))
+
     return run
 
 
@@ -62,6 +64,7 @@ class Remote:
     def remote(self, *args):
         async def run():
             return self.fn(*args)
+
         return run()
 
 
@@ -91,12 +94,19 @@ def front_of(tok, spec: TaskSpec, limits: Limits = Limits(), **settings) -> Task
     executor = ThreadPoolExecutor(1)
     if spec.task == "embed":
         pipes = (EmbedPipeline(tok, SEQ, spec.normalize), EmbedPipeline(tok, SEQ, spec.normalize))
-        return TaskFront(FakePacker(embed_model), info_of(spec), limits, settings, executor,
-                         pipelines=pipes)
+        return TaskFront(
+            FakePacker(embed_model), info_of(spec), limits, settings, executor, pipelines=pipes
+        )
     if spec.task == "classify":
         pipes = (ClassifyPipeline(tok, SEQ, spec), ClassifyPipeline(tok, SEQ, spec))
-        return TaskFront(FakePacker(classify_model(spec.num_labels)), info_of(spec), limits,
-                         settings, executor, pipelines=pipes)
+        return TaskFront(
+            FakePacker(classify_model(spec.num_labels)),
+            info_of(spec),
+            limits,
+            settings,
+            executor,
+            pipelines=pipes,
+        )
     qa = QAPipeline(tok, QASettings(seq_len=48, doc_stride=8))
     packer = FakePacker(qa_model)
 
@@ -118,9 +128,13 @@ def run(coro):
 
 def test_openai_embeddings_match_the_openai_types(tok):
     import openai
+
     front = front_of(tok, EMBED)
-    got = run(routes_openai.embeddings(front, {"input": ["Hello world", "a b c"],
-                                               "model": "text-embedding-3-small"}))
+    got = run(
+        routes_openai.embeddings(
+            front, {"input": ["Hello world", "a b c"], "model": "text-embedding-3-small"}
+        )
+    )
     parsed = openai.types.CreateEmbeddingResponse.model_validate(got)
     assert parsed.object == "list" and parsed.model == "builtin:test-model"
     assert [d.index for d in parsed.data] == [0, 1] and parsed.data[0].object == "embedding"
@@ -136,15 +150,18 @@ def test_openai_embeddings_match_the_openai_types(tok):
 def test_openai_base64_is_little_endian_float32_and_round_trips(tok):
     front = front_of(tok, TaskSpec(task="embed", normalize=False))
     floats = run(routes_openai.embeddings(front, {"input": "Hello world"}))
-    b64 = run(routes_openai.embeddings(front, {"input": "Hello world",
-                                               "encoding_format": "base64"}))
+    b64 = run(
+        routes_openai.embeddings(front, {"input": "Hello world", "encoding_format": "base64"})
+    )
     text = b64["data"][0]["embedding"]
     assert isinstance(text, str)
     decoded = np.frombuffer(base64.b64decode(text), dtype="<f4")
     assert decoded.tolist() == floats["data"][0]["embedding"]  # exactly the same float32s
     assert decoded.tolist() == embed_model(front.packer.calls[0][0]).values.tolist()  # raw
-    assert routes_openai.encode_vector(np.array([1.0, -2.5], np.float32), "base64") == \
-        base64.b64encode(b"\x00\x00\x80\x3f\x00\x00\x20\xc0").decode()
+    assert (
+        routes_openai.encode_vector(np.array([1.0, -2.5], np.float32), "base64")
+        == base64.b64encode(b"\x00\x00\x80\x3f\x00\x00\x20\xc0").decode()
+    )
 
 
 def test_openai_token_ids_and_single_string(tok):
@@ -157,9 +174,11 @@ def test_openai_token_ids_and_single_string(tok):
 def test_openai_long_input_is_413_unless_the_app_truncates(tok):
     with pytest.raises(TooLarge) as info:
         run(routes_openai.embeddings(front_of(tok, EMBED), {"input": ["ok", LONG]}))
-    assert str(info.value) == (f"input[1]: input is 42 tokens; at most {SEQ} fit the model; "
-                               "this route truncates only when the app is started with "
-                               "auto_truncate: true")
+    assert str(info.value) == (
+        f"input[1]: input is 42 tokens; at most {SEQ} fit the model; "
+        "this route truncates only when the app is started with "
+        "auto_truncate: true"
+    )
     front = front_of(tok, EMBED, auto_truncate=True)
     got = run(routes_openai.embeddings(front, {"input": LONG}))
     assert got["usage"]["prompt_tokens"] == SEQ
@@ -170,6 +189,7 @@ def test_openai_long_input_is_413_unless_the_app_truncates(tok):
 
 def test_openai_models(tok):
     import openai
+
     got = routes_openai.models(front_of(tok, EMBED))
     assert got["object"] == "list" and len(got["data"]) == 1
     model = openai.types.Model.model_validate(got["data"][0])
@@ -187,8 +207,11 @@ def test_tei_embed_normalizes_by_default_and_truncates_when_asked(tok):
     assert np.linalg.norm(got[0]) == pytest.approx(1.0, abs=1e-6)
     raw = run(routes_tei.embed(front, {"inputs": ["Hello world"], "normalize": False}))
     assert raw[0] == embed_model(front.packer.calls[-1][0]).values.tolist()
-    with pytest.raises(TooLarge, match=r'at most 32 fit the model; send "truncate": true to '
-                                       r'truncate it$'):
+    with pytest.raises(
+        TooLarge,
+        match=r'at most 32 fit the model; send "truncate": true to '
+        r"truncate it$",
+    ):
         run(routes_tei.embed(front, {"inputs": LONG}))
     assert len(run(routes_tei.embed(front, {"inputs": LONG, "truncate": True}))) == 1
     assert len(front.packer.calls[-1][0]) == SEQ
@@ -237,7 +260,8 @@ def test_tei_rerank_is_sorted_with_text_on_request(tok):
     assert all(r["text"] == texts[r["index"]] for r in got)
     (features,) = front.packer.calls
     assert [f.token_type_ids.tolist() for f in features] == [
-        tok("q", t)["token_type_ids"] for t in texts]  # (query, text) pairs
+        tok("q", t)["token_type_ids"] for t in texts
+    ]  # (query, text) pairs
     logits = [float(classify_model(1)(f).values[0]) for f in features]
     assert got[0]["index"] == int(np.argmax(logits))
     raw = run(routes_tei.rerank(front, {"query": "q", "texts": texts, "raw_scores": True}))
@@ -248,11 +272,16 @@ def test_tei_rerank_is_sorted_with_text_on_request(tok):
 def test_a_long_input_is_named_as_the_body_names_it(tok):
     with pytest.raises(TooLarge) as info:
         run(routes_tei.rerank(front_of(tok, RERANKER), {"query": "q", "texts": ["a", LONG]}))
-    assert str(info.value) == ('texts[1]: input (text and text_pair) is 44 tokens; at most 32 '
-                               'fit the model; send "truncate": true to truncate it')
+    assert str(info.value) == (
+        "texts[1]: input (text and text_pair) is 44 tokens; at most 32 "
+        'fit the model; send "truncate": true to truncate it'
+    )
     with pytest.raises(TooLarge) as info:
-        run(routes_tei.similarity(front_of(tok, EMBED), {
-            "inputs": {"source_sentence": LONG, "sentences": ["a"]}}))
+        run(
+            routes_tei.similarity(
+                front_of(tok, EMBED), {"inputs": {"source_sentence": LONG, "sentences": ["a"]}}
+            )
+        )
     assert str(info.value).startswith("inputs.source_sentence: input is 42 tokens")
     assert str(info.value).endswith('send "parameters": {"truncate": true} to truncate it')
     with pytest.raises(TooLarge, match=r"^inputs\[1\]: input is 42 tokens"):
@@ -271,8 +300,12 @@ def test_tei_info(tok):
     assert got["max_concurrent_requests"] == 8 and got["auto_truncate"] is False
     assert got["model_dtype"] == "int8" and isinstance(got["version"], str)
     three = run(routes_tei.info(front_of(tok, THREE)))["model_type"]
-    assert three == {"classifier": {"id2label": {"0": "neg", "1": "neu", "2": "pos"},
-                                    "label2id": {"neg": 0, "neu": 1, "pos": 2}}}
+    assert three == {
+        "classifier": {
+            "id2label": {"0": "neg", "1": "neu", "2": "pos"},
+            "label2id": {"neg": 0, "neu": 1, "pos": 2},
+        }
+    }
     assert list(run(routes_tei.info(front_of(tok, RERANKER)))["model_type"]) == ["reranker"]
 
 
@@ -286,13 +319,17 @@ def test_hf_feature_extraction_and_sentence_similarity(tok):
     assert got[0] == embed_model(front.packer.calls[-1][0]).values.tolist()  # the folder's
     unit = run(routes_hf.root(front, {"inputs": ["a", "b"], "normalize": True}))
     assert np.linalg.norm(unit, axis=1) == pytest.approx([1.0, 1.0])
-    sim = run(routes_hf.root(front, {"inputs": {"source_sentence": "a", "sentences": ["a", "b"]},
-                                     "parameters": {}}))
+    sim = run(
+        routes_hf.root(
+            front, {"inputs": {"source_sentence": "a", "sentences": ["a", "b"]}, "parameters": {}}
+        )
+    )
     assert len(sim) == 2 and sim[0] == pytest.approx(1.0)
 
 
 def test_hf_text_classification_is_what_the_client_reads(tok):
     import huggingface_hub as hub
+
     element = hub.TextClassificationOutputElement
     front = front_of(tok, THREE)
     got = run(routes_hf.root(front, {"inputs": "I like it"}))
@@ -300,22 +337,32 @@ def test_hf_text_classification_is_what_the_client_reads(tok):
     parsed = element.parse_obj_as_list(got)[0]  # InferenceClient.text_classification
     assert [e.label for e in parsed] == [p["label"] for p in got[0]]
     assert sum(e.score for e in parsed) == pytest.approx(1.0)  # the folder's: softmax
-    top = run(routes_hf.root(front, {"inputs": "I like it",
-                                     "parameters": {"top_k": 1, "function_to_apply": "none"}}))
+    top = run(
+        routes_hf.root(
+            front, {"inputs": "I like it", "parameters": {"top_k": 1, "function_to_apply": "none"}}
+        )
+    )
     logits = classify_model(3)(front.packer.calls[-1][0]).values
-    assert top == [[{"label": THREE.labels[int(np.argmax(logits))],
-                     "score": pytest.approx(float(logits.max()))}]]
+    assert top == [
+        [
+            {
+                "label": THREE.labels[int(np.argmax(logits))],
+                "score": pytest.approx(float(logits.max())),
+            }
+        ]
+    ]
 
 
 def test_hf_question_answering_is_what_the_client_reads(tok):
     import huggingface_hub as hub
+
     element = hub.QuestionAnsweringOutputElement
     front = front_of(tok, TaskSpec(task="qa"))
     context = "Jane Austen wrote Pride and Prejudice in 1813."
     body = {"inputs": {"question": "Who wrote it?", "context": context}, "parameters": {}}
     one = run(routes_hf.root(front, body))
     parsed = element.parse_obj(one)
-    assert isinstance(parsed, element) and parsed.answer == context[parsed.start:parsed.end]
+    assert isinstance(parsed, element) and parsed.answer == context[parsed.start : parsed.end]
     assert 0 < parsed.score <= 1
     three = run(routes_hf.root(front, {**body, "parameters": {"top_k": 3}}))
     assert len(three) == 3 and three[0] == one
@@ -333,17 +380,19 @@ def test_a_route_of_another_task_is_refused_naming_the_apps_task(tok):
     assert qa.refusal("POST /v1/embeddings") == (
         "POST /v1/embeddings serves the embed task; this app serves qa (builtin:test-model): "
         "its routes are POST /v1/answer, POST /, GET /v1/models, GET /info, GET /health, "
-        "GET /healthz, GET /v1/stats, GET /docs")
+        "GET /healthz, GET /v1/stats, GET /docs"
+    )
     assert embed.refusal("POST /v1/answer").startswith(
         "POST /v1/answer serves the qa task; this app serves embed (builtin:test-model): its "
-        "routes are POST /v1/embeddings, POST /embed, POST /similarity, POST /,")
+        "routes are POST /v1/embeddings, POST /embed, POST /similarity, POST /,"
+    )
     assert "this app serves classify" in three.refusal("POST /embed")
     assert three.refusal("POST /rerank") == (
         "POST /rerank needs a reranker (a classify model with one output); this app's model "
-        "(builtin:test-model) has 3 labels (neg, neu, pos): use POST /predict")
+        "(builtin:test-model) has 3 labels (neg, neu, pos): use POST /predict"
+    )
     assert front_of(tok, RERANKER).refusal("POST /rerank") is None
-    for front, route in ((qa, "POST /v1/answer"), (embed, "POST /embed"),
-                         (three, "POST /predict")):
+    for front, route in ((qa, "POST /v1/answer"), (embed, "POST /embed"), (three, "POST /predict")):
         assert front.refusal(route) is None and front.refusal("POST /") is None
     assert task_routes("classify")[:3] == ("POST /predict", "POST /rerank", "POST /")
 
@@ -368,10 +417,18 @@ def bare_ingress(front: TaskFront, deadline_s: float = 5.0):
     deadlines, in-flight cap and metrics), with the Ingress's own request-path methods."""
     counted: list = []
     self = SimpleNamespace(
-        front=front, limits=front.limits, deadline_s=deadline_s, body_read_timeout_s=5.0,
-        inflight=0, max_inflight=8, counted=counted,
-        metrics=SimpleNamespace(requests=SimpleNamespace(inc=lambda tags: counted.append(tags)),
-                                latency=SimpleNamespace(observe=lambda s: None)))
+        front=front,
+        limits=front.limits,
+        deadline_s=deadline_s,
+        body_read_timeout_s=5.0,
+        inflight=0,
+        max_inflight=8,
+        counted=counted,
+        metrics=SimpleNamespace(
+            requests=SimpleNamespace(inc=lambda tags: counted.append(tags)),
+            latency=SimpleNamespace(observe=lambda s: None),
+        ),
+    )
     for name in ("_observed", "_handle", "_run_task", "_serve_task", "_checked"):
         setattr(self, name, MethodType(getattr(INGRESS, name), self))
     return self
@@ -387,8 +444,12 @@ def post(route_method, self, body: bytes, ctype: str = "application/json"):
         await asyncio.Event().wait()
 
     async def go():
-        scope = {"type": "http", "method": "POST", "path": "/", "headers": [
-            (b"content-type", ctype.encode())]}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/",
+            "headers": [(b"content-type", ctype.encode())],
+        }
         response = await route_method(self, Request(scope, receive))
         return response.status_code, json.loads(response.body)
 
@@ -409,22 +470,30 @@ def test_ingress_other_tasks_route_is_404_before_the_body_is_read(tok):
     self = bare_ingress(front_of(tok, TaskSpec(task="qa")))
     status, body = post(INGRESS.openai_embeddings, self, b"not even json", ctype="text/plain")
     assert status == 404 and body["error"]["message"].startswith(  # OpenAI's error shape
-        "POST /v1/embeddings serves the embed task")
+        "POST /v1/embeddings serves the embed task"
+    )
     status, body = post(INGRESS.answer, bare_ingress(front_of(tok, EMBED)), b"{}")
     assert status == 404 and "this app serves embed" in body["error"]
     status, body = post(INGRESS.tei_rerank, bare_ingress(front_of(tok, THREE)), b"{}")
     assert status == 404 and "needs a reranker" in body["error"]
 
 
-@pytest.mark.parametrize("route, raw, status, fragment", [
-    ("tei_embed", b'{"inputs": "a"', 400, "body is not valid JSON"),
-    ("tei_embed", b'{"inputs": []}', 400, "inputs is an empty list"),
-    ("tei_embed", b'{"inputs": "' + b"word " * 40 + b'"}', 413, "42 tokens; at most 32"),
-    ("openai_embeddings", b'{"input": "a", "dimensions": 3}', 400, "dimensions 3"),
-    ("hf_inference", b'[1, 2]', 400, "body must be a JSON object, got list"),
-    ("tei_similarity", b'{"inputs": {"source_sentence": "a", "sentences": [1]}}', 400,
-     "inputs.sentences[0] must be a string, got int"),
-])
+@pytest.mark.parametrize(
+    "route, raw, status, fragment",
+    [
+        ("tei_embed", b'{"inputs": "a"', 400, "body is not valid JSON"),
+        ("tei_embed", b'{"inputs": []}', 400, "inputs is an empty list"),
+        ("tei_embed", b'{"inputs": "' + b"word " * 40 + b'"}', 413, "42 tokens; at most 32"),
+        ("openai_embeddings", b'{"input": "a", "dimensions": 3}', 400, "dimensions 3"),
+        ("hf_inference", b"[1, 2]", 400, "body must be a JSON object, got list"),
+        (
+            "tei_similarity",
+            b'{"inputs": {"source_sentence": "a", "sentences": [1]}}',
+            400,
+            "inputs.sentences[0] must be a string, got int",
+        ),
+    ],
+)
 def test_ingress_bad_bodies_are_4xx_in_the_one_shape(tok, route, raw, status, fragment):
     self = bare_ingress(front_of(tok, EMBED))
     got, body = post(getattr(INGRESS, route), self, raw)
@@ -440,9 +509,9 @@ def test_ingress_415_deadline_and_500(tok):
 
     async def never(*args):
         await asyncio.Event().wait()
+
     front.packer.many = SimpleNamespace(remote=lambda *a: never())
-    status, body = post(INGRESS.tei_embed, bare_ingress(front, deadline_s=0.05),
-                        b'{"inputs": "a"}')
+    status, body = post(INGRESS.tei_embed, bare_ingress(front, deadline_s=0.05), b'{"inputs": "a"}')
     assert status == 504 and "0.05 s deadline" in body["error"]
     assert front.packer.withdrawn  # the body's sequences were withdrawn when it gave up
     broken = front_of(tok, EMBED)
@@ -464,7 +533,8 @@ def test_a_big_body_is_tokenized_apart_with_the_same_result(tok):
     assert sum(map(len, texts)) > BIG_BODY_CHARS
     calls = []
     front._pipeline_apart.encode = (lambda inner: lambda *a: calls.append(1) or inner(*a))(
-        front._pipeline_apart.encode)
+        front._pipeline_apart.encode
+    )
     big = run(routes_tei.embed(front, {"inputs": texts}))
     assert calls == [1]
     small = [run(routes_tei.embed(front, {"inputs": t}))[0] for t in texts]
@@ -478,8 +548,12 @@ def test_the_openapi_document_has_every_task_route():
         assert "requestBody" in post_ and {"400", "404", "413", "500"} <= set(post_["responses"])
     for path in ("/v1/models", "/info", "/health"):
         assert "get" in paths[path]
-    assert paths["/v1/answer"]["post"]["requestBody"]["content"]["application/json"]["schema"][
-        "oneOf"][1]["maxItems"] == Limits().max_batch_items  # /v1/answer's stays as it was
+    assert (
+        paths["/v1/answer"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+            "oneOf"
+        ][1]["maxItems"]
+        == Limits().max_batch_items
+    )  # /v1/answer's stays as it was
 
 
 def test_openai_errors_take_openais_shape():
@@ -489,11 +563,13 @@ def test_openai_errors_take_openais_shape():
 
     from fastapi.responses import JSONResponse
 
-    busy = routes_openai.openai_error(JSONResponse({"error": "server busy"}, status_code=503,
-                                                   headers={"Retry-After": "1"}))
+    busy = routes_openai.openai_error(
+        JSONResponse({"error": "server busy"}, status_code=503, headers={"Retry-After": "1"})
+    )
     assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-    assert json.loads(busy.body) == {"error": {"message": "server busy", "type": "server_error",
-                                               "param": None, "code": None}}
+    assert json.loads(busy.body) == {
+        "error": {"message": "server busy", "type": "server_error", "param": None, "code": None}
+    }
     bad = routes_openai.openai_error(JSONResponse({"error": "input: empty"}, status_code=400))
     assert json.loads(bad.body)["error"]["type"] == "invalid_request_error"
     ok = JSONResponse({"object": "list"})

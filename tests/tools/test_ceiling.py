@@ -46,11 +46,14 @@ def test_process_tree_counts_a_burning_child():
 
 
 def test_grandchildren_and_session_members_are_found():
-    code = ("import subprocess, sys, time\n"
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
-            "print(p.pid, flush=True)\ntime.sleep(30)\n")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                             start_new_session=True)
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "print(p.pid, flush=True)\ntime.sleep(30)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         grandchild = int(child.stdout.readline())
         assert {child.pid, grandchild} <= ce.process_tree(child.pid)
@@ -96,11 +99,18 @@ def test_cpu_delta_ignores_reused_pids():
 
 # ---------------------------------------------------------------- configs
 
-TEST_CFG = {"proxy_location": "EveryNode", "http_options": {"host": "127.0.0.1", "port": 8000},
-            "applications": [{"name": "squad-test", "route_prefix": "/",
-                              "import_path": "deployments.app:build_app",
-                              "args": {"model_dir": "models/random-tiny-test",
-                                       "model_source": "random:tiny"}}]}
+TEST_CFG = {
+    "proxy_location": "EveryNode",
+    "http_options": {"host": "127.0.0.1", "port": 8000},
+    "applications": [
+        {
+            "name": "squad-test",
+            "route_prefix": "/",
+            "import_path": "deployments.app:build_app",
+            "args": {"model_dir": "models/random-tiny-test", "model_source": "random:tiny"},
+        }
+    ],
+}
 
 
 def test_rewrite_app_config_sets_port_and_absolute_model_dir(tmp_path):
@@ -148,8 +158,10 @@ def test_floor_app_builders_validate_args():
 
 
 def test_serve_env_and_parse_env():
-    env = ce.serve_env({"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
-                       base={"RAY_ADDRESS": "x:1", "PATH": "/bin", "RAY_AUTH_MODE": "token"})
+    env = ce.serve_env(
+        {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+        base={"RAY_ADDRESS": "x:1", "PATH": "/bin", "RAY_AUTH_MODE": "token"},
+    )
     assert "RAY_ADDRESS" not in env and env["PATH"] == "/bin"
     assert env["RAY_AUTH_MODE"] == "disabled" and env["RAY_USAGE_STATS_ENABLED"] == "0"
     assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
@@ -169,6 +181,7 @@ def test_free_port_is_bindable():
 
 
 # ---------------------------------------------------------------- bodies
+
 
 def test_question_pool_is_deterministic_and_in_range():
     tok = ce.load_tokenizer(None, "random:tiny")
@@ -193,11 +206,24 @@ def test_question_pool_without_tokenizer_and_bodies():
 
 # ---------------------------------------------------------------- report
 
-def _m(ok: int, seconds: float = 10.0, other: dict | None = None, server: float = 2.0,
-       client: float = 0.5, lat: list | None = None) -> ce.Measurement:
+
+def _m(
+    ok: int,
+    seconds: float = 10.0,
+    other: dict | None = None,
+    server: float = 2.0,
+    client: float = 0.5,
+    lat: list | None = None,
+) -> ce.Measurement:
     statuses = Counter({200: ok, **(other or {})})
-    return ce.Measurement(seconds, lat if lat is not None else [0.01 * (i + 1) for i in range(100)],
-                          statuses, server, client, 2.0)
+    return ce.Measurement(
+        seconds,
+        lat if lat is not None else [0.01 * (i + 1) for i in range(100)],
+        statuses,
+        server,
+        client,
+        2.0,
+    )
 
 
 def test_make_row_counts_200_only_and_divides_cpu_by_questions():
@@ -217,8 +243,12 @@ def test_make_row_with_nothing_answered():
 
 
 def test_ratios_are_against_the_chain():
-    rows = [ce.make_row("echo", "single", 1, _m(3000)), ce.make_row("chain", "single", 1, _m(1000)),
-            ce.make_row("app", "single", 1, _m(500)), ce.make_row("app", "list32", 32, _m(50))]
+    rows = [
+        ce.make_row("echo", "single", 1, _m(3000)),
+        ce.make_row("chain", "single", 1, _m(1000)),
+        ce.make_row("app", "single", 1, _m(500)),
+        ce.make_row("app", "list32", 32, _m(50)),
+    ]
     ce.add_ratios(rows)
     assert [r.ratio_to_chain for r in rows] == pytest.approx([3.0, 1.0, 0.5, 0.05])
     no_chain = rows[:1] + rows[2:]
@@ -230,15 +260,18 @@ def test_ratios_are_against_the_chain():
 
 
 def test_format_table():
-    rows = [ce.make_row("chain", "single", 1, _m(1000)),
-            ce.make_row("app", "list32", 32, _m(50, other={503: 2, 0: 1}))]
+    rows = [
+        ce.make_row("chain", "single", 1, _m(1000)),
+        ce.make_row("app", "list32", 32, _m(50, other={503: 2, 0: 1})),
+    ]
     ce.add_ratios(rows)
     lines = ce.format_table(rows).splitlines()
     assert lines[0].startswith("| app | body | requests/s | questions/s | vs chain")
     assert len(lines) == 4
     assert lines[2] == "| chain | single | 100.0 | 100.0 | 1.00x | 505 | 990 | 2.00 | 0.50 | 0 |"
-    assert lines[3] == ("| app | list32 | 5.0 | 160.0 | 0.05x | 505 | 990 | 1.25 | 0.31 "
-                        "| 3 (conn: 1, 503: 2) |")
+    assert lines[3] == (
+        "| app | list32 | 5.0 | 160.0 | 0.05x | 505 | 990 | 1.25 | 0.31 | 3 (conn: 1, 503: 2) |"
+    )
     none = ce.make_row("app", "single", 1, _m(0, lat=[]))
     assert "| - | - | - | - |" in ce.format_table([none])
 
@@ -250,8 +283,11 @@ def test_cohosted_config_serves_every_app_under_its_own_prefix(tmp_path):
     assert names == ["squad-test", "floor-echo", "floor-chain"]
     assert cfg["applications"][0]["args"]["model_dir"] == str(tmp_path / "models/random-tiny-test")
     assert cfg["applications"][2]["args"] == {"max_ongoing_requests": 1024}
-    assert ce.app_routes(cfg, ("echo", "chain", "app")) == {"echo": "/echo", "chain": "/chain",
-                                                             "app": ""}
+    assert ce.app_routes(cfg, ("echo", "chain", "app")) == {
+        "echo": "/echo",
+        "chain": "/chain",
+        "app": "",
+    }
     floors = ce.cohosted_config(None, ("chain",), 23001)
     assert [a["route_prefix"] for a in floors["applications"]] == ["/chain"]
     with pytest.raises(ValueError, match="needs its config"):
@@ -265,18 +301,36 @@ def _round(r, rows):
 
 
 def test_ratios_and_summary_within_each_round():
-    rows = (_round(1, [ce.make_row("chain", "single", 1, _m(1000)),
-                       ce.make_row("app", "single", 1, _m(1200)),
-                       ce.make_row("app", "list32", 32, _m(120))])
-            + _round(2, [ce.make_row("chain", "single", 1, _m(500)),
-                         ce.make_row("app", "single", 1, _m(450)),
-                         ce.make_row("app", "list32", 32, _m(50))])
-            + _round(3, [ce.make_row("chain", "single", 1, _m(800)),
-                         ce.make_row("app", "single", 1, _m(1000)),
-                         ce.make_row("app", "list32", 32, _m(100))]))
+    rows = (
+        _round(
+            1,
+            [
+                ce.make_row("chain", "single", 1, _m(1000)),
+                ce.make_row("app", "single", 1, _m(1200)),
+                ce.make_row("app", "list32", 32, _m(120)),
+            ],
+        )
+        + _round(
+            2,
+            [
+                ce.make_row("chain", "single", 1, _m(500)),
+                ce.make_row("app", "single", 1, _m(450)),
+                ce.make_row("app", "list32", 32, _m(50)),
+            ],
+        )
+        + _round(
+            3,
+            [
+                ce.make_row("chain", "single", 1, _m(800)),
+                ce.make_row("app", "single", 1, _m(1000)),
+                ce.make_row("app", "list32", 32, _m(100)),
+            ],
+        )
+    )
     ce.add_ratios(rows)  # against the chain of the same round, not the first chain row
     assert [r.ratio_to_chain for r in rows if r.body == "single"] == pytest.approx(
-        [1.0, 1.2, 1.0, 0.9, 1.0, 1.25])
+        [1.0, 1.2, 1.0, 0.9, 1.0, 1.25]
+    )
     by = {(x["app"], x["body"]): x for x in ce.round_summary(rows)}
     app = by[("app", "single")]
     assert app["rounds"] == 3 and app["median_ratio_to_chain"] == pytest.approx(1.2)
@@ -294,7 +348,10 @@ def test_ratios_and_summary_within_each_round():
 def test_rounds_alternate_the_order():
     order = ("echo", "chain", "app")
     assert [ce.round_order(order, r) for r in (1, 2, 3)] == [
-        list(order), ["app", "chain", "echo"], list(order)]
+        list(order),
+        ["app", "chain", "echo"],
+        list(order),
+    ]
 
 
 @pytest.mark.parametrize("rounds", [0, -1, 1.5, True])
@@ -307,15 +364,23 @@ def test_rows_carry_rounds_only_when_asked():
     assert not ce.Settings().by_round
     assert ce.Settings(rounds=3).by_round and ce.Settings(cohosted=True).by_round
     assert "one serve run per app, 3 interleaved rounds" in ce.format_header(
-        ce.Settings(rounds=3), "W")
+        ce.Settings(rounds=3), "W"
+    )
     assert "co-hosted in one serve run, 1 interleaved round)" in ce.format_header(
-        ce.Settings(cohosted=True), "W")
+        ce.Settings(cohosted=True), "W"
+    )
     assert "rounds" not in ce.format_header(ce.Settings(), "W")
 
 
 def test_format_header_names_the_settings():
-    s = ce.Settings(apps=("echo", "app"), config=ce.REPO / "configs/test.yaml", concurrency=8,
-                    duration_s=None, requests=500, env={"A": "1"})
+    s = ce.Settings(
+        apps=("echo", "app"),
+        config=ce.REPO / "configs/test.yaml",
+        concurrency=8,
+        duration_s=None,
+        requests=500,
+        env={"A": "1"},
+    )
     h = ce.format_header(s, "W")
     assert "\n" not in h
     for part in ("echo,app", "configs/test.yaml", "concurrency 8", "500 requests", "A=1", "; W;"):
@@ -323,6 +388,7 @@ def test_format_header_names_the_settings():
 
 
 # ---------------------------------------------------------------- CLI
+
 
 def test_cli_defaults():
     a = build_parser().parse_args(["ceiling"])
@@ -335,18 +401,50 @@ def test_cli_defaults():
 
 def test_cli_options():
     a = build_parser().parse_args(
-        ["ceiling", "--apps", "echo", "app", "--config", "configs/test.yaml", "--duration-s", "5",
-         "--concurrency", "8", "--list-size", "4", "--env", "A=1", "--env", "B=2",
-         "--requests", "100", "--json", "out.json", "--no-progress", "--floor-max-ongoing", "64",
-         "--rounds", "3", "--cohosted"])
+        [
+            "ceiling",
+            "--apps",
+            "echo",
+            "app",
+            "--config",
+            "configs/test.yaml",
+            "--duration-s",
+            "5",
+            "--concurrency",
+            "8",
+            "--list-size",
+            "4",
+            "--env",
+            "A=1",
+            "--env",
+            "B=2",
+            "--requests",
+            "100",
+            "--json",
+            "out.json",
+            "--no-progress",
+            "--floor-max-ongoing",
+            "64",
+            "--rounds",
+            "3",
+            "--cohosted",
+        ]
+    )
     assert a.apps == ["echo", "app"] and a.duration_s == 5 and a.concurrency == 8
     assert a.env == ["A=1", "B=2"] and a.requests == 100 and a.no_progress
     assert a.floor_max_ongoing == 64 and a.rounds == 3 and a.cohosted
 
 
-@pytest.mark.parametrize("argv", [["--apps", "nope"], ["--concurrency", "0"],
-                                  ["--duration-s", "0"], ["--list-size", "-1"],
-                                  ["--rounds", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--apps", "nope"],
+        ["--concurrency", "0"],
+        ["--duration-s", "0"],
+        ["--list-size", "-1"],
+        ["--rounds", "0"],
+    ],
+)
 def test_cli_rejects_bad_values(argv, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["ceiling", *argv])

@@ -29,6 +29,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
 from factories import REPO
 
 MANIFEST = REPO / "k8s" / "rayservice.yaml"
@@ -42,24 +43,16 @@ RUNNER, PACKER, INGRESS = "PlanExecutor", "Packer", "Ingress"
 # dotted; list items with a `name` are addressed as [name]. A path covers everything under it.
 # The test fails on any other difference, and on an entry here that no longer differs.
 ALLOWED_DIFFERENCES = {
-    "http_options.host":
-        "the RayService's serve Service reaches the Serve proxies on the pod IPs, so they must "
-        "listen on 0.0.0.0 (squad.yaml keeps a local run on loopback)",
-    "applications[squad].args.model_dir":
-        "absolute: the folder is prepared in the container image at the same path on every pod "
-        "(the runners on worker pods read it; build_app would prepare it on one pod only)",
-    "applications[squad].args.device":
-        "sim: runs on any Kubernetes cluster; on real IPU hosts a PopRT backend would replace it",
-    "applications[squad].args.sim":
-        "the simulated device's profile: the spec's IPU timing",
-    "applications[squad].deployments[Packer].ray_actor_options":
-        "num_cpus 1: a CPU ask keeps it on the head, since the IPU hosts declare no CPUs",
-    "applications[squad].deployments[Ingress].ray_actor_options":
-        "num_cpus 1: as the Packer, kept on the head",
-    "applications[squad].deployments[PlanExecutor].ray_actor_options":
-        "resources {IPU: 1} and num_cpus 0: runs only on pods that declare an IPU",
-    "applications[squad].deployments[PlanExecutor].autoscaling_config.max_replicas":
-        "one runner per IPU the worker group can hold (maxReplicas x IPUs per pod)",
+    "http_options.host": "the RayService's serve Service reaches the Serve proxies on the pod IPs, so they must "
+    "listen on 0.0.0.0 (squad.yaml keeps a local run on loopback)",
+    "applications[squad].args.model_dir": "absolute: the folder is prepared in the container image at the same path on every pod "
+    "(the runners on worker pods read it; build_app would prepare it on one pod only)",
+    "applications[squad].args.device": "sim: runs on any Kubernetes cluster; on real IPU hosts a PopRT backend would replace it",
+    "applications[squad].args.sim": "the simulated device's profile: the spec's IPU timing",
+    "applications[squad].deployments[Packer].ray_actor_options": "num_cpus 1: a CPU ask keeps it on the head, since the IPU hosts declare no CPUs",
+    "applications[squad].deployments[Ingress].ray_actor_options": "num_cpus 1: as the Packer, kept on the head",
+    "applications[squad].deployments[PlanExecutor].ray_actor_options": "resources {IPU: 1} and num_cpus 0: runs only on pods that declare an IPU",
+    "applications[squad].deployments[PlanExecutor].autoscaling_config.max_replicas": "one runner per IPU the worker group can hold (maxReplicas x IPUs per pod)",
 }
 
 # --- 1. The RayService CRD, focused -----------------------------------------------------------
@@ -75,12 +68,16 @@ ALLOWED_DIFFERENCES = {
 # before the manifest may use it. Pod templates are left open here and checked by layer 2.
 
 # Kubernetes resource.Quantity, as the CRD writes it (int-or-string with this pattern).
-QUANTITY = {"anyOf": [
-    {"type": "integer"},
-    {"type": "string",
-     "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
-                r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"},
-]}
+QUANTITY = {
+    "anyOf": [
+        {"type": "integer"},
+        {
+            "type": "string",
+            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+            r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+        },
+    ]
+}
 INT32 = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
 STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 
@@ -94,18 +91,24 @@ POD_TEMPLATE = {
             "required": ["containers"],
             "properties": {
                 "containers": {
-                    "type": "array", "minItems": 1,
+                    "type": "array",
+                    "minItems": 1,
                     "items": {
                         "type": "object",
                         "required": ["name", "image"],
                         "properties": {
                             "name": {"type": "string"},
                             "image": {"type": "string", "minLength": 1},
-                            "resources": {"type": "object", "properties": {
-                                "limits": {"type": "object", "additionalProperties": QUANTITY},
-                                "requests": {"type": "object",
-                                             "additionalProperties": QUANTITY},
-                            }},
+                            "resources": {
+                                "type": "object",
+                                "properties": {
+                                    "limits": {"type": "object", "additionalProperties": QUANTITY},
+                                    "requests": {
+                                        "type": "object",
+                                        "additionalProperties": QUANTITY,
+                                    },
+                                },
+                            },
                         },
                     },
                 },
@@ -142,8 +145,11 @@ WORKER_GROUP_SPEC = {
         "idleTimeoutSeconds": INT32,
         "rayStartParams": STRING_MAP,
         "template": POD_TEMPLATE,
-        "scaleStrategy": {"type": "object", "additionalProperties": False, "properties": {
-            "workersToDelete": {"type": "array", "items": {"type": "string"}}}},
+        "scaleStrategy": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"workersToDelete": {"type": "array", "items": {"type": "string"}}},
+        },
         "numOfHosts": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
     },
 }
@@ -174,9 +180,17 @@ RAYSERVICE_SCHEMA = {
         "kind": {"const": "RayService"},
         # KubeRay names Services after it (<name>-serve-svc, <name>-head-svc): keep it a
         # DNS-1035 label with room for the suffixes.
-        "metadata": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
-                     "maxLength": 40}}},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+                    "maxLength": 40,
+                }
+            },
+        },
         "spec": {
             "type": "object",
             "additionalProperties": False,
@@ -186,8 +200,10 @@ RAYSERVICE_SCHEMA = {
                 "serveConfigV2": {"type": "string", "minLength": 1},
                 "rayClusterConfig": RAY_CLUSTER_SPEC,
                 "serveService": {"type": "object"},
-                "upgradeStrategy": {"type": "object", "properties": {
-                    "type": {"enum": ["NewCluster", "None"]}}},
+                "upgradeStrategy": {
+                    "type": "object",
+                    "properties": {"type": {"enum": ["NewCluster", "None"]}},
+                },
                 "excludeHeadPodFromServeSvc": {"type": "boolean"},
                 "serviceUnhealthySecondThreshold": INT32,  # deprecated, still accepted
                 "deploymentUnhealthySecondThreshold": INT32,
@@ -200,8 +216,10 @@ VALIDATOR = jsonschema.Draft202012Validator(RAYSERVICE_SCHEMA)
 
 
 def schema_errors(obj: dict) -> list[str]:
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-            for e in VALIDATOR.iter_errors(obj)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in VALIDATOR.iter_errors(obj)
+    ]
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -244,10 +262,12 @@ def declared_resources(params: dict) -> dict[str, float]:
     if raw is None:
         return {}
     assert raw.startswith('"') and raw.endswith('"'), (
-        f"rayStartParams.resources must be a quoted JSON string, got {raw!r}")
+        f"rayStartParams.resources must be a quoted JSON string, got {raw!r}"
+    )
     decoded = json.loads(json.loads(raw))
     assert isinstance(decoded, dict) and all(
-        isinstance(v, (int, float)) and v >= 0 for v in decoded.values()), decoded
+        isinstance(v, (int, float)) and v >= 0 for v in decoded.values()
+    ), decoded
     forbidden = {"CPU", "GPU", "memory"} & decoded.keys()
     assert not forbidden, f"use num-cpus / num-gpus / memory, not resources, for {forbidden}"
     return decoded
@@ -257,14 +277,20 @@ def node_capacity(group: dict) -> dict[str, float]:
     """What a pod of ``group`` offers Ray's scheduler (CPU, GPU and custom resources)."""
     params = group["rayStartParams"]
     assert "num-cpus" in params, "state num-cpus explicitly: placement below relies on it"
-    return {"CPU": float(params["num-cpus"]), "GPU": float(params.get("num-gpus", "0")),
-            **declared_resources(params)}
+    return {
+        "CPU": float(params["num-cpus"]),
+        "GPU": float(params.get("num-gpus", "0")),
+        **declared_resources(params),
+    }
 
 
 def actor_ask(deployment: dict) -> dict[str, float]:
     opts = deployment.get("ray_actor_options", {})
-    return {"CPU": float(opts.get("num_cpus", 0)), "GPU": float(opts.get("num_gpus", 0)),
-            **{k: float(v) for k, v in opts.get("resources", {}).items()}}
+    return {
+        "CPU": float(opts.get("num_cpus", 0)),
+        "GPU": float(opts.get("num_gpus", 0)),
+        **{k: float(v) for k, v in opts.get("resources", {}).items()},
+    }
 
 
 def fits(ask: dict[str, float], capacity: dict[str, float]) -> bool:
@@ -285,12 +311,12 @@ def flatten(node, prefix: str = "") -> dict[str, object]:
         for key, value in node.items():
             out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return out or {prefix: {}}
-    if isinstance(node, list) and node and all(isinstance(i, dict) and "name" in i
-                                               for i in node):
+    if isinstance(node, list) and node and all(isinstance(i, dict) and "name" in i for i in node):
         out = {}
         for item in node:
-            out.update(flatten({k: v for k, v in item.items() if k != "name"},
-                               f"{prefix}[{item['name']}]"))
+            out.update(
+                flatten({k: v for k, v in item.items() if k != "name"}, f"{prefix}[{item['name']}]")
+            )
         return out
     return {prefix: node}
 
@@ -318,15 +344,24 @@ def test_overlay_notes_are_the_allowed_differences():
 def test_merge_keys_mappings_and_named_lists():
     from tools.k8s_manifest import merge
 
-    base = {"a": {"x": 1, "y": [1, 2]}, "apps": [{"name": "p", "k": 1, "o": {"n": 1}},
-                                               {"name": "q", "k": 2}]}
-    patch = {"a": {"y": [3], "z": 0}, "apps": [{"name": "q", "k": 5}, {"name": "r", "k": 6}],
-             "b": None}
+    base = {
+        "a": {"x": 1, "y": [1, 2]},
+        "apps": [{"name": "p", "k": 1, "o": {"n": 1}}, {"name": "q", "k": 2}],
+    }
+    patch = {
+        "a": {"y": [3], "z": 0},
+        "apps": [{"name": "q", "k": 5}, {"name": "r", "k": 6}],
+        "b": None,
+    }
     assert merge(base, patch) == {
         "a": {"x": 1, "y": [3], "z": 0},
-        "apps": [{"name": "p", "k": 1, "o": {"n": 1}}, {"name": "q", "k": 5},
-                 {"name": "r", "k": 6}],
-        "b": None}
+        "apps": [
+            {"name": "p", "k": 1, "o": {"n": 1}},
+            {"name": "q", "k": 5},
+            {"name": "r", "k": 6},
+        ],
+        "b": None,
+    }
     assert base["apps"][1]["k"] == 2, "the base is not changed"
 
 
@@ -337,11 +372,17 @@ def test_every_overlay_serve_change_needs_a_note_and_every_note_a_change():
     with pytest.raises(ValueError, match="without a serve_notes entry"):
         serve_config(squad, {"serve": {"http_options": {"host": "0.0.0.0"}}})
     with pytest.raises(ValueError, match="does not change"):
-        serve_config(squad, {"serve": {"http_options": {"host": "0.0.0.0"}},
-                             "serve_notes": {"http_options.host": "pods", "proxy_location": "x"}})
-    assert serve_config(squad, {"serve": {"http_options": {"host": "0.0.0.0"}},
-                                "serve_notes": {"http_options": "pods"}}) == {
-        "http_options": {"host": "0.0.0.0", "port": 8000}}
+        serve_config(
+            squad,
+            {
+                "serve": {"http_options": {"host": "0.0.0.0"}},
+                "serve_notes": {"http_options.host": "pods", "proxy_location": "x"},
+            },
+        )
+    assert serve_config(
+        squad,
+        {"serve": {"http_options": {"host": "0.0.0.0"}}, "serve_notes": {"http_options": "pods"}},
+    ) == {"http_options": {"host": "0.0.0.0", "port": 8000}}
 
 
 # --- 1. shape ---------------------------------------------------------------------------------
@@ -351,19 +392,34 @@ def test_manifest_matches_the_rayservice_crd_fields(manifest):
     assert schema_errors(manifest) == []
 
 
-@pytest.mark.parametrize("breakage, why", [
-    (lambda m: m["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["rayStartParams"].update(
-        {"num-cpus": 0}), "a rayStartParams value that is not a string"),
-    (lambda m: m["spec"]["rayClusterConfig"].update(
-        {"workerGroupSpec": m["spec"]["rayClusterConfig"].pop("workerGroupSpecs")}),
-     "a misspelt field"),
-    (lambda m: m["spec"]["rayClusterConfig"]["workerGroupSpecs"][0].pop("groupName"),
-     "a worker group without a name"),
-    (lambda m: m["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
-        "containers"][0]["resources"]["limits"].update({"memory": "8 GB"}),
-     "a malformed quantity"),
-    (lambda m: m.update({"apiVersion": "ray.io/v1alpha1"}), "the removed v1alpha1 API"),
-])
+@pytest.mark.parametrize(
+    "breakage, why",
+    [
+        (
+            lambda m: m["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["rayStartParams"].update(
+                {"num-cpus": 0}
+            ),
+            "a rayStartParams value that is not a string",
+        ),
+        (
+            lambda m: m["spec"]["rayClusterConfig"].update(
+                {"workerGroupSpec": m["spec"]["rayClusterConfig"].pop("workerGroupSpecs")}
+            ),
+            "a misspelt field",
+        ),
+        (
+            lambda m: m["spec"]["rayClusterConfig"]["workerGroupSpecs"][0].pop("groupName"),
+            "a worker group without a name",
+        ),
+        (
+            lambda m: m["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+                "containers"
+            ][0]["resources"]["limits"].update({"memory": "8 GB"}),
+            "a malformed quantity",
+        ),
+        (lambda m: m.update({"apiVersion": "ray.io/v1alpha1"}), "the removed v1alpha1 API"),
+    ],
+)
 def test_schema_rejects_broken_manifests(manifest, breakage, why):
     broken = copy.deepcopy(manifest)
     breakage(broken)
@@ -373,8 +429,12 @@ def test_schema_rejects_broken_manifests(manifest, breakage, why):
 def test_pod_templates_match_kubernetes_podtemplatespec(manifest):
     kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     for name, group in groups(manifest).items():
-        pod_template = {"apiVersion": "v1", "kind": "PodTemplate",
-                        "metadata": {"name": f"{name}-template"}, "template": group["template"]}
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"{name}-template"},
+            "template": group["template"],
+        }
         try:
             kv.validate(pod_template, "1.30", strict=True)
         except kv.ValidationError as err:  # pragma: no cover - the message is the point
@@ -387,19 +447,23 @@ def test_groups_are_well_formed(manifest):
     assert len(names) == len(set(names)), names
     for g in cluster["workerGroupSpecs"]:
         assert g["minReplicas"] <= g.get("replicas", g["minReplicas"]) <= g["maxReplicas"], g
-    images = {c["image"] for g in groups(manifest).values()
-              for c in g["template"]["spec"]["containers"]}
+    images = {
+        c["image"] for g in groups(manifest).values() for c in g["template"]["spec"]["containers"]
+    }
     assert len(images) == 1, f"head and workers must run one image: {images}"
 
 
 def test_ray_version_agrees_with_the_project_and_the_image_recipe(manifest):
     version = manifest["spec"]["rayClusterConfig"]["rayVersion"]
-    pin = re.search(r'"ray\[[a-z,]*serve[a-z,]*\]>=([0-9.]+)"', (REPO / "pyproject.toml").read_text())
+    pin = re.search(
+        r'"ray\[[a-z,]*serve[a-z,]*\]>=([0-9.]+)"', (REPO / "pyproject.toml").read_text()
+    )
     assert pin, "pyproject.toml pins ray[serve]>=X"
     as_tuple = lambda v: tuple(int(p) for p in v.split("."))  # noqa: E731
     assert as_tuple(version) >= as_tuple(pin.group(1)), (version, pin.group(1))
     assert f"rayproject/ray:{version}-" in MANIFEST.read_text(), (
-        "the image recipe in the header must build on the same Ray version as rayVersion")
+        "the image recipe in the header must build on the same Ray version as rayVersion"
+    )
 
 
 def test_every_ray_node_gets_the_serve_environment(manifest):
@@ -440,7 +504,8 @@ def unknown_serve_keys(data, model, path: str = "") -> list[str]:
                 if isinstance(item, dict):
                     label = item.get("name", i) if isinstance(value, list) else None
                     out += unknown_serve_keys(
-                        item, sub, where if label is None else f"{where}[{label}]")
+                        item, sub, where if label is None else f"{where}[{label}]"
+                    )
     return out
 
 
@@ -474,14 +539,15 @@ def test_app_args_validate_as_appconfig(serve_config):
     cfg = AppConfig(**app["args"])
     assert cfg.device == "sim"
     assert Path(app["args"]["model_dir"]).is_absolute(), (
-        "pods do not start in the repository: model_dir must be the image's absolute path")
+        "pods do not start in the repository: model_dir must be the image's absolute path"
+    )
     PackingKnobs(**deployments_of(serve_config)[PACKER]["user_config"])
 
 
 def test_deployment_names_exist_in_the_app(serve_config):
+    from deployments.executor import PlanExecutorDeployment
     from deployments.ingress import Ingress
     from deployments.packer import Packer
-    from deployments.executor import PlanExecutorDeployment
 
     app_names = {Ingress.name, Packer.name, PlanExecutorDeployment.name}
     assert app_names == {INGRESS, PACKER, RUNNER}
@@ -490,7 +556,8 @@ def test_deployment_names_exist_in_the_app(serve_config):
 
 def test_serve_port_is_the_head_containers_serve_port(manifest, serve_config):
     (head,) = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
-        "containers"]
+        "containers"
+    ]
     ports = {p["name"]: p["containerPort"] for p in head.get("ports", [])}
     assert ports.get("serve") == serve_config["http_options"]["port"], ports
 
@@ -512,13 +579,15 @@ def test_runner_asks_for_what_the_worker_group_declares(manifest, serve_config):
     group = groups(manifest)[WORKER_GROUP]
     per_pod = declared_resources(group["rayStartParams"])[ACCELERATOR]
     assert ask[ACCELERATOR] <= per_pod, "one runner must fit on one pod"
-    most = runner.get("autoscaling_config", {}).get("max_replicas",
-                                                    runner.get("num_replicas", 1))
+    most = runner.get("autoscaling_config", {}).get("max_replicas", runner.get("num_replicas", 1))
     assert most * ask[ACCELERATOR] <= group["maxReplicas"] * per_pod, (
-        "more runners than the worker group's IPUs: the extra replicas would never start")
-    others = {n for n, d in deployments_of(serve_config).items()
-              if n != RUNNER and ACCELERATOR in d.get("ray_actor_options", {}).get(
-                  "resources", {})}
+        "more runners than the worker group's IPUs: the extra replicas would never start"
+    )
+    others = {
+        n
+        for n, d in deployments_of(serve_config).items()
+        if n != RUNNER and ACCELERATOR in d.get("ray_actor_options", {}).get("resources", {})
+    }
     assert not others, f"only the runners use the accelerator: {others}"
 
 
@@ -535,15 +604,22 @@ def test_each_deployment_can_be_placed_only_where_intended(manifest, serve_confi
 
 def test_serve_config_differs_from_squad_yaml_only_where_allowed(serve_config, squad_config):
     ours, theirs = flatten(serve_config), flatten(squad_config)
-    differing = {p for p in ours.keys() | theirs.keys() if ours.get(p, "<absent>") !=
-                 theirs.get(p, "<absent>")}
-    unexplained = sorted(p for p in differing
-                         if not any(covered(p, a) for a in ALLOWED_DIFFERENCES))
+    differing = {
+        p
+        for p in ours.keys() | theirs.keys()
+        if ours.get(p, "<absent>") != theirs.get(p, "<absent>")
+    }
+    unexplained = sorted(
+        p for p in differing if not any(covered(p, a) for a in ALLOWED_DIFFERENCES)
+    )
     assert not unexplained, (
         "k8s/rayservice.yaml and configs/squad.yaml differ at "
-        + ", ".join(f"{p}: {ours.get(p, '<absent>')!r} vs {theirs.get(p, '<absent>')!r}"
-                    for p in unexplained)
-        + " - change both, or add the path to ALLOWED_DIFFERENCES with the reason")
+        + ", ".join(
+            f"{p}: {ours.get(p, '<absent>')!r} vs {theirs.get(p, '<absent>')!r}"
+            for p in unexplained
+        )
+        + " - change both, or add the path to ALLOWED_DIFFERENCES with the reason"
+    )
     stale = sorted(a for a in ALLOWED_DIFFERENCES if not any(covered(p, a) for p in differing))
     assert not stale, f"ALLOWED_DIFFERENCES entries that no longer differ: {stale}"
 
@@ -565,7 +641,8 @@ def test_every_ray_node_gets_the_api_keys_from_a_secret(manifest):
             assert ref["name"] and ref["key"] and not ref.get("optional", False), ref
             header = [line for line in MANIFEST.read_text().splitlines() if line.startswith("#")]
             assert any(f"create secret generic {ref['name']}" in line for line in header), (
-                "the header must say how to create the Secret")
+                "the header must say how to create the Secret"
+            )
 
 
 def test_public_serve_config_starts_only_with_a_key(serve_config):
@@ -575,13 +652,19 @@ def test_public_serve_config_starts_only_with_a_key(serve_config):
     host = serve_config["http_options"]["host"]
     cfg = AppConfig(**the_app(serve_config)["args"])
     assert cfg.api_keys is None and not cfg.allow_unauthenticated_public, (
-        "keys come from the Secret, and the public app must not opt out of them")
-    keys = startup_keys(cfg.api_keys, cfg.allow_unauthenticated_public,
-                        environ={ENV_VAR: "k" * 32}, host_of=lambda: host)
+        "keys come from the Secret, and the public app must not opt out of them"
+    )
+    keys = startup_keys(
+        cfg.api_keys,
+        cfg.allow_unauthenticated_public,
+        environ={ENV_VAR: "k" * 32},
+        host_of=lambda: host,
+    )
     assert keys is not None and keys.matches("k" * 32)
     with pytest.raises(ExposureRefused, match="0.0.0.0"):
-        startup_keys(cfg.api_keys, cfg.allow_unauthenticated_public, environ={},
-                     host_of=lambda: host)
+        startup_keys(
+            cfg.api_keys, cfg.allow_unauthenticated_public, environ={}, host_of=lambda: host
+        )
 
 
 def test_dashboard_stays_inside_the_cluster(manifest):
@@ -591,8 +674,10 @@ def test_dashboard_stays_inside_the_cluster(manifest):
     head = cluster["headGroupSpec"]
     assert head.get("serviceType") == "ClusterIP", head.get("serviceType")
     assert not head.get("enableIngress", False)
-    assert "headService" not in head or head["headService"].get("spec", {}).get(
-        "type", "ClusterIP") == "ClusterIP"
+    assert (
+        "headService" not in head
+        or head["headService"].get("spec", {}).get("type", "ClusterIP") == "ClusterIP"
+    )
     serve_svc = manifest["spec"].get("serveService", {})
     ports = serve_svc.get("spec", {}).get("ports", [])
     assert all(p.get("port") != 8265 and p.get("name") != "dashboard" for p in ports), ports

