@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from packing.model.shapes import DEFAULT_SHAPES
 from packing.model.task import TASKS
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES
+from packing.policy.shapes import DEFAULT_SHAPES
 from packing.qa.requests import Limits
 from packing.qa.windows import DOC_STRIDE, MAX_ANSWER_TOKENS, MAX_QUERY_TOKENS
 from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig

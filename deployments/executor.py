@@ -40,7 +40,7 @@ def graph_for(plan: Plan) -> str:
 class PlanExecutorDeployment:
     """Holds both packed graphs of one prepared folder; ``execute`` runs one plan (through a
     :class:`packing.runtime.executor.PlanExecutor` per graph). Not the in-process
-    :class:`packing.runtime.pack_runner.PackRunner`, which also admits and packs.
+    :class:`packing.runners.pack_runner.PackRunner`, which also admits and packs.
 
     Both graphs are loaded at start, so the packer's ``mode`` (its ``user_config``) can change
     at run time without a replica restart or a slow first batch.

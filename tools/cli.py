@@ -23,8 +23,8 @@ from packing.cli.common import (
 )
 from packing.cli.report import emit
 from packing.policy.config import DEFAULT_MODE, MODES
+from packing.runners.workloads import DEFAULT_SEED
 from packing.runtime.dispatch import DISPATCH
-from packing.runtime.workloads import DEFAULT_SEED
 from tools.embed_http import APIS as EH_APIS
 from tools.embed_http import DEFAULT_MAX_TOKENS as EH_MAX_TOKENS
 from tools.embed_quality import DEFAULT_SQUAD as EQ_SQUAD
@@ -688,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument(
         "--workload",
         default="seed",
-        help="seed | short | squad:FILE | lengths:FILE (packing.runtime.workloads)",
+        help="seed | short | squad:FILE | lengths:FILE (packing.runners.workloads)",
     )
     th.add_argument(
         "--samples", type=positive_int, default=1500, help="sequences each process packs"

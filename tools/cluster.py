@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 
 from packing.jobs.local_cluster import private_cluster
+from packing.model.manifest import Manifest
 from packing.runtime.features import Features
 
 from .ceiling import resolve_config
@@ -118,7 +119,7 @@ def placement(
     defaults to every unit declared. Returns ``{"nodes", "replicas", "runner_nodes",
     "answered", "crossed", "checks"}``; ``checks`` holds the booleans the caller asserts.
     """
-    from packing.runtime import PackRunner
+    from packing.runners import PackRunner
 
     reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
     replicas = runner_replicas or workers * per_worker
@@ -184,6 +185,7 @@ def _deploy(
     sim = {"profile": profile, **({"tokens_per_s": tokens_per_s} if tokens_per_s else {})}
     cfg = AppConfig(
         model_dir=model_dir,
+        model_source=Manifest.read(model_dir).source,  # the folder as it is
         device="sim",
         sim=sim,
         packing={"mode": "unpack_repack", "batch_wait_timeout_s": 0.005},
@@ -253,7 +255,7 @@ def node_loss(
     may be lost (no result and no error). Returns counts, the errors, the longest gap between
     two answers (``gap_s``) and the runner replicas running at the end.
     """
-    from packing.runtime import PackRunner
+    from packing.runners import PackRunner
 
     reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
     replicas = workers * per_worker

@@ -62,8 +62,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from packing.runtime.drive import drive
-from tools.embed_quality import CPU_FLAGS, DEFAULT_SQUAD, cosine_rows, cpu_flags, squad_pairs
+from packing.runners.drive import drive
+from packing.runtime.host import features_line
+from tools.embed_quality import DEFAULT_SQUAD, cosine_rows, squad_pairs
 
 __all__ = [
     "APIS",
@@ -638,7 +639,7 @@ def run_phase(
             if progress is not None:
                 progress(b - a)
 
-    try:  # the project's closed loop (packing.runtime.drive), one thread per client
+    try:  # the project's closed loop (packing.runners.drive), one thread per client
         wall, latency, _ = drive(len(spans), max(1, min(concurrency, len(spans))), call)
     finally:
         for client in clients:
@@ -715,19 +716,16 @@ def settle(
 
 
 def host_facts() -> dict:
-    """Date, CPU model and flags, cores, Python and numpy."""
-    from packing.runtime.calibrate import cpu_model
+    """Date, CPU model and features (``flags``), cores, Python and numpy."""
+    from packing.runtime.host import host_description
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
+    host = host_description()
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "flags": cpu_flags(CPU_FLAGS),
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
+        "cpu": host["cpu"],
+        "flags": host["cpu_features"],
+        "cores": host["cores"],
+        "usable_cores": host["usable_cores"],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "numpy": np.__version__,
@@ -915,9 +913,7 @@ def _f(value, fmt: str, none: str = "-") -> str:
 def format_report(report: dict) -> str:
     """The table, the ratios to the first server, the errors and the host, as text."""
     s, h, rows = report["settings"], report["host"], report["rows"]
-    flags = " ".join(
-        f"{k}={'yes' if v else 'no' if v is not None else '?'}" for k, v in h["flags"].items()
-    )
+    flags = features_line(h["flags"])
     lines = [
         f"host: {h['date']}  {h['cpu']}  {h['cores']} cores  {flags}",
         f"texts: {s['texts']} ({s['questions']} questions, {s['paragraphs']} paragraphs; "

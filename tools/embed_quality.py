@@ -47,13 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.runtime.host import cpu_features, features_line
+
 __all__ = [
     "DEFAULT_SQUAD",
     "MODES",
     "Texts",
     "cosine_rows",
     "cosine_summary",
-    "cpu_flags",
     "embed_quality",
     "format_report",
     "retrieval_scores",
@@ -74,7 +75,6 @@ COSINE_THRESHOLDS = (0.99999, 0.995)
 ST_BATCH_SIZES = (8, 16, 32, 64, 128)
 PROBE_TEXTS = 128  # texts the sentence-transformers batch size probe times at each size
 WARMUP_TEXTS = 16  # texts every runner (and sentence-transformers) embeds before its timing
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni")
 MRR_K = 10
 
 
@@ -197,23 +197,6 @@ def retrieval_scores(sim: np.ndarray, gold: Sequence[int], k: int = MRR_K) -> di
     }
 
 
-def cpu_flags(names: Sequence[str] = CPU_FLAGS, cpuinfo: str | None = None) -> dict:
-    """``{flag: bool}`` for each of ``names`` from the first ``flags`` line of
-    ``/proc/cpuinfo`` (``cpuinfo``: its text, for tests); every value None when there is no
-    such line (not Linux x86)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            have = set(value.split())
-            return {n: n in have for n in names}
-    return {n: None for n in names}
-
-
 def speed_ratios(speed: Sequence[dict], st_texts_per_s: float) -> list[dict]:
     """Ratios of the speed rows (``model_dir``, ``precision``, ``mode``, ``texts_per_s``):
     per folder, ``unpack_repack`` and the best other mode over sentence-transformers' best,
@@ -264,7 +247,7 @@ def host_facts(threads: int) -> dict:
     """Date, CPU model and flags, cores, threads and the versions the figures depend on."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from packing.runtime.calibrate import cpu_model
+    from packing.runtime.host import cpu_model
 
     versions = {}
     for dist in (
@@ -286,7 +269,7 @@ def host_facts(threads: int) -> dict:
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
-        "flags": cpu_flags(),
+        "flags": cpu_features(),
         "cores": os.cpu_count(),
         "threads": threads,
         "tokenizer_threads": os.environ.get("RAYON_NUM_THREADS"),
@@ -317,7 +300,7 @@ def _runner(mode: str, model_dir: str, threads: int, progress: bool = False):
     knobs, ``threads`` intra-op threads. A packed mode's calibrated token budget is resolved
     first, with ``progress`` (measured on first use on this host, then read from the folder's
     cache); ``calibration`` is what that step found (None for ``original``)."""
-    from packing.runtime import ModelRunner, PackRunner
+    from packing.runners import ModelRunner, PackRunner
     from packing.runtime.backend import backend_kwargs
     from packing.runtime.calibrate import AUTO, resolve_max_tokens
 
@@ -473,9 +456,7 @@ def embed_quality(
             "paragraphs": int((counts[nq:] > seq_len).sum()),
         },
     }
-    flags = ", ".join(
-        f"{k} {'yes' if v else 'no' if v is not None else '?'}" for k, v in host["flags"].items()
-    )
+    flags = features_line(host["flags"])
     echo(
         f"host: {host['cpu']} ({flags}), {host['cores']} cores, {threads} threads; "
         + ", ".join(f"{k} {v}" for k, v in host["versions"].items() if v)
@@ -631,9 +612,7 @@ def format_report(report: dict) -> str:
     """The report as text: host and texts, then markdown tables of quality, retrieval and
     speed, then the ratios."""
     h, t, st = report["host"], report["texts"], report["sentence_transformers"]
-    flags = ", ".join(
-        f"{k} {'yes' if v else 'no' if v is not None else '?'}" for k, v in h["flags"].items()
-    )
+    flags = features_line(h["flags"])
     lines = [
         f"date {h['date']}; CPU {h['cpu']} ({flags}); {h['cores']} cores, "
         f"{h['threads']} threads (torch, ONNX Runtime intra-op, tokenizers Rayon "

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from packing.runtime.drive import drive
-from packing.runtime.workloads import (
+from packing.runners.drive import drive
+from packing.runners.workloads import (
     DEFAULT_SEED,
     read_lengths,
     sample_squad,
@@ -165,7 +165,7 @@ def inprocess_load(
     """
     from packing.qa.pipeline import QAPipeline
     from packing.qa.requests import BadRequest
-    from packing.runtime import PackRunner
+    from packing.runners import PackRunner
     from packing.runtime.backend import backend_kwargs
     from packing.runtime.dispatch import DEFAULT_DISPATCH
 

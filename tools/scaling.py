@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from packing.model.manifest import Manifest
 from packing.policy.config import DEFAULT_MODE
 from packing.runtime.features import Features, SpanLogits
 
@@ -180,7 +181,7 @@ def scaling(
     from ray import serve
 
     from deployments.config import AppConfig, config_deployment_options
-    from packing.runtime import PackRunner
+    from packing.runners import PackRunner
 
     slots = config_deployment_options(resolve_config(SIM_CONFIG), "PlanExecutor")[
         "max_ongoing_requests"
@@ -188,6 +189,7 @@ def scaling(
     reference = PackRunner(model_dir, mode=mode, backend="sim", profile="fast").run(data)
     cfg = AppConfig(
         model_dir=model_dir,
+        model_source=Manifest.read(model_dir).source,  # the folder as it is
         device="sim",
         sim={"profile": profile},
         packing={

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packing.runtime.drive import drive
+from packing.runners.drive import drive
 
 from .loadtest import _get_json, load_questions
 
@@ -44,7 +44,7 @@ def solo_answers(
     app's: ``sim`` for an app on the simulated device)."""
     from packing.qa.pipeline import QAPipeline, features_of
     from packing.qa.requests import BadRequest
-    from packing.runtime import ModelRunner
+    from packing.runners import ModelRunner
 
     qa = QAPipeline.from_model_dir(model_dir, answering)
     runner = ModelRunner(

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from packing.runtime.host import features_line
+
 __all__ = ["Layout", "format_threads", "parse_layout", "threads"]
 
 _LAYOUT = re.compile(r"^(\d+)x(\d+)(?::(spin|nospin))?$")
@@ -71,8 +73,8 @@ def _child(
     out,
 ) -> None:
     from packing.model.manifest import Manifest
-    from packing.runtime.pack_runner import PackRunner
-    from packing.runtime.workloads import load_workload
+    from packing.runners.pack_runner import PackRunner
+    from packing.runners.workloads import load_workload
 
     m = Manifest.read(model_dir)
     feats = load_workload(
@@ -164,7 +166,6 @@ def threads(
     from packing.model.manifest import Manifest
     from packing.runtime.calibrate import resolve_max_tokens
     from tools.embed_http import host_facts
-    from tools.embed_quality import cpu_flags
 
     parsed = [x if isinstance(x, Layout) else parse_layout(x) for x in layouts]
     if not parsed:
@@ -200,7 +201,6 @@ def threads(
         r["ratio"] = r["sequences_per_s"] / base if base else None
     return {
         "host": host_facts(),
-        "flags": cpu_flags(),
         "settings": {
             "model_dir": model_dir,
             "precision": manifest.precision,
@@ -219,9 +219,7 @@ def threads(
 def format_threads(report: dict) -> str:
     """The table, with the host and settings above it."""
     h, s = report["host"], report["settings"]
-    flags = " ".join(
-        f"{k}={'yes' if v else 'no' if v is not None else '?'}" for k, v in h["flags"].items()
-    )
+    flags = features_line(h["flags"])
     lines = [
         f"host: {h['date']}  {h['cpu']}  {h['cores']} cores  {flags}",
         f"{s['model_dir']} ({s['task']}, {s['precision']}), {s['mode']}, workload "

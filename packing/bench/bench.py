@@ -12,7 +12,7 @@ enough to keep batches full, and also report per-request p50 / p99 latency.
 a known device time. Under a static-shape backend the dynamic-padding modes cannot run and
 are skipped; the HF Pipeline baseline runs torch, not the backend, and is skipped under sim.
 
-Packing is compared with every rival at its best setting (:mod:`packing.runtime.rivals`):
+Packing is compared with every rival at its best setting (:mod:`packing.runners.rivals`):
 Sorted Dynamic Padding at the batch size a short probe finds fastest, no batching at all,
 and an online sorted-dynamic-padding server. The run ends with one line: the best packed
 online mode against the best rival. The compute limit (:mod:`packing.bench.limit`), the
@@ -36,18 +36,15 @@ import numpy as np
 from packing.model.manifest import Manifest
 from packing.model.quantize import TOLERANCES
 from packing.policy.attention import ATTENTION_GROUPS
-from packing.runtime import ModelRunner, PackRunner
-from packing.runtime.admission import DEFAULT_ADMISSION
-from packing.runtime.calibrate import cpu_model, resolve_max_tokens
-from packing.runtime.drive import run_online
-from packing.runtime.features import Features, SpanLogits
-from packing.runtime.rivals import (
+from packing.runners import ModelRunner, PackRunner
+from packing.runners.drive import run_online
+from packing.runners.rivals import (
     PROBE_SAMPLES,
     SortedPaddingServer,
     batch_size_candidates,
     probe_batch_size,
 )
-from packing.runtime.run_modes import (
+from packing.runners.run_modes import (
     BENCH_MODES,
     PACKED_ONLINE,
     RIVALS,
@@ -56,6 +53,10 @@ from packing.runtime.run_modes import (
     settings_backend,
     solo_runner,
 )
+from packing.runtime.admission import DEFAULT_ADMISSION
+from packing.runtime.calibrate import resolve_max_tokens
+from packing.runtime.features import Features, SpanLogits
+from packing.runtime.host import cpu_features, cpu_model, features_line
 
 from .limit import measure_matmul, row_counts, useful_flops
 
@@ -117,6 +118,7 @@ def machine_info(threads: int | None, backend: str = "onnxruntime") -> dict:
 
     return {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "threads": threads or os.cpu_count(),
         "python": platform.python_version(),
@@ -323,7 +325,7 @@ def format_table(report: BenchReport) -> str:
 
 def best_vs_rival(modes: Sequence[ModeResult]) -> dict | None:
     """``{"packed", "rival", "ratio"}``: the fastest packed online mode that ran, the fastest
-    rival that ran (:data:`~packing.runtime.run_modes.RIVALS`), and the first's throughput over the
+    rival that ran (:data:`~packing.runners.run_modes.RIVALS`), and the first's throughput over the
     second's; None when either is missing."""
     done = [r for r in modes if not r.skipped]
     packed = [r for r in done if r.key in PACKED_ONLINE]
@@ -420,7 +422,7 @@ def measure_limit(manifest: Manifest, settings: dict, enabled: bool = True) -> d
 
 
 def _probe(model_dir: str, data: Sequence[Features], settings: dict) -> dict:
-    """Run :func:`~packing.runtime.rivals.probe_batch_size` for Sorted Dynamic Padding; the
+    """Run :func:`~packing.runners.rivals.probe_batch_size` for Sorted Dynamic Padding; the
     report dict ``{"samples", "candidates", "throughput": {bs: samples/s}, "best"}``."""
     runner = ModelRunner(model_dir, padding="longest", sort=True, **settings_backend(settings))
     candidates = batch_size_candidates(settings["batch_size"])
@@ -509,8 +511,9 @@ def bench(
         f"max {st['max']} of {manifest.seq_len}, ideal speed-up {report.ideal_speedup:.2f}x"
     )
     echo(
-        f"machine: {report.machine['cpu']}, {report.machine['threads']} threads, "
-        f"onnxruntime {report.machine['onnxruntime']}; backend {report.machine['backend']}"
+        f"machine: {report.machine['cpu']} ({features_line(report.machine['cpu_features'])}), "
+        f"{report.machine['threads']} threads, onnxruntime {report.machine['onnxruntime']}; "
+        f"backend {report.machine['backend']}"
     )
     budget = settings["max_tokens"] or manifest.batch_size * manifest.seq_len
     how = (

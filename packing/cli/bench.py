@@ -8,10 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from packing.model.quantize import PRECISIONS
-from packing.model.shapes import DEFAULT_SHAPES
 from packing.policy.attention import ATTENTION_GROUPS
+from packing.policy.shapes import DEFAULT_SHAPES
+from packing.runners.run_modes import BENCH_MODES
 from packing.runtime.admission import DEFAULT_ADMISSION
-from packing.runtime.run_modes import BENCH_MODES
 
 from .common import backend_choice, backend_flags, budget, workload_of
 from .report import write_json
@@ -76,7 +76,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _efficiency(args: argparse.Namespace) -> int:
     from packing.policy.offline import plan_offline_attention_mask
-    from packing.runtime.workloads import seed_lengths
+    from packing.runners.workloads import seed_lengths
 
     for n in args.samples:
         lengths = seed_lengths(n, args.seq_len, args.seed)

@@ -125,7 +125,7 @@ def backend_choice(args: argparse.Namespace) -> tuple[str, dict]:
 def workload_of(args: argparse.Namespace) -> list:
     """The features of ``--workload`` / ``--samples`` / ``--seed`` for ``--model-dir``."""
     from packing.model.manifest import Manifest
-    from packing.runtime.workloads import load_workload
+    from packing.runners.workloads import load_workload
 
     manifest = Manifest.read(args.model_dir)
     return load_workload(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from packing.model.quantize import PRECISIONS
-from packing.model.shapes import DEFAULT_SHAPES
 from packing.model.task import TASKS
+from packing.policy.shapes import DEFAULT_SHAPES
 
 
 def _prepare(args: argparse.Namespace) -> int:

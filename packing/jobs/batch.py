@@ -99,7 +99,7 @@ def read_jsonl(path: str | Path, task: str, limit: int | None = None) -> list[di
 
 def _runner(model_dir: str, mode: str, backend: str, backend_options: dict | None):
     """The packed runner of ``mode`` on ``model_dir``, or padded batches for ``original``."""
-    from packing.runtime import ModelRunner, PackRunner
+    from packing.runners import ModelRunner, PackRunner
 
     if mode == "original":  # the padded baseline: batch_size x seq_len, one sequence per row
         return ModelRunner(model_dir, backend=backend, **(backend_options or {}))

@@ -24,9 +24,9 @@ from ..qa.pipeline import QAPipeline, Windows, features_of
 from ..qa.requests import BadRequest, Limits
 from ..qa.squad_eval import evaluate
 from ..qa.squad_file import Question, read_questions
+from ..runners.drive import drive, run_online
+from ..runners.run_modes import BENCH_MODES, max_logit_diff, runner_for
 from ..runtime.admission import DEFAULT_ADMISSION
-from ..runtime.drive import drive, run_online
-from ..runtime.run_modes import BENCH_MODES, max_logit_diff, runner_for
 
 #: Original and every packed mode, in the spec's order.
 EVAL_MODES: tuple[str, ...] = (

@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from packing.policy.shapes import DEFAULT_SHAPES
+
 from .graphs import KINDS, WEIGHTS_FILES, build_graph
 from .heads import HEAD_FILE, HEAD_TENSORS
 from .manifest import CALIBRATION, MANIFEST, PREPARED_BY, PREPARING, Manifest, sha256_file
 from .quantize import LAYOUT_TOLERANCES, TOLERANCES, check_precision, fp16_weights, int8_weights
-from .shapes import DEFAULT_SHAPES
 from .task import TaskSpec
 from .weights import (
     SENTENCE_TRANSFORMERS_FILES,
@@ -253,9 +254,9 @@ def check_graphs(
     (docs/precision.md), so ``original`` is the layout comparison, not the gate.
     ``backend_options`` go to the onnxruntime backend of every run.
     """
-    from packing.runtime import ModelRunner, PackRunner
+    from packing.runners import ModelRunner, PackRunner
+    from packing.runners.run_modes import max_logit_diff
     from packing.runtime.features import Features
-    from packing.runtime.run_modes import max_logit_diff
 
     manifest = Manifest.read(model_dir)
     rng = np.random.default_rng(seed + 1)

@@ -5,7 +5,7 @@ runners. It describes the model's static shape (``batch_size`` rows of
 ``seq_len`` slots), how many sequences one batch may carry (``max_valid_num``,
 PopRT's name), which packing layout is used (``mode``) and which online row-placement heuristic
 (``algorithm``) places sequences into rows in attention-mask mode. Defaults: the shapes of
-:data:`packing.model.shapes.DEFAULT_SHAPES`, :data:`DEFAULT_MODE` and :data:`DEFAULT_ALGORITHM`,
+:data:`packing.policy.shapes.DEFAULT_SHAPES`, :data:`DEFAULT_MODE` and :data:`DEFAULT_ALGORITHM`,
 the one place each is written.
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
-from ..model.shapes import DEFAULT_SHAPES
 from .attention import ATTENTION_GROUPS
+from .shapes import DEFAULT_SHAPES
 
 MODES: tuple[str, ...] = ("attention_mask", "unpack_repack")
 """Packing layouts: rows with a segment-id attention mask, or flat tokens."""

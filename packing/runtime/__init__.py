@@ -1,10 +1,10 @@
-"""Model runtime: backends, the plan executor, and the runners built on it."""
+"""The serving core: backends, the plan executor, features and results, admission and the
+dispatch step, the simulated device, token budget calibration. The in-process runners built
+on it are :mod:`packing.runners`."""
 
 from .backend import Backend, OnnxRuntimeBackend, load_backend, register_backend
 from .executor import PlanExecutor, RunStats, open_graph
 from .features import Features, InvalidInput, Pooled, Result, SpanLogits, validate_features
-from .model_runner import ModelRunner
-from .pack_runner import PackRunner
 from .sim import SimBackend, SimProfile, sim_profile
 
 __all__ = [
@@ -18,8 +18,6 @@ __all__ = [
     "Pooled",
     "Result",
     "validate_features",
-    "ModelRunner",
-    "PackRunner",
     "RunStats",
     "PlanExecutor",
     "open_graph",

@@ -2,7 +2,7 @@
 
 The served ``Packer`` admits windows with ``@serve.batch`` itself (count path only: no
 ``batch_size_fn``). Ray Serve's decorator runs only inside a replica, so the in-process
-online :class:`~packing.runtime.pack_runner.PackRunner` admits with :class:`CountAdmission`,
+online :class:`~packing.runners.pack_runner.PackRunner` admits with :class:`CountAdmission`,
 which follows the same rule, so both paths form the same batches:
 
 * a batch opens when a window is taken off the queue, and its timer starts then;

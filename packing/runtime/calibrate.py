@@ -40,7 +40,6 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -53,6 +52,8 @@ import numpy as np
 
 from packing.model.manifest import CALIBRATION, Manifest
 from packing.policy.plans import UnpackRepackPlan
+
+from .host import host_description
 
 log = logging.getLogger(__name__)
 
@@ -216,31 +217,6 @@ def pick_budget(
 
 
 # --------------------------------------------------------------------- fingerprint
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, else what ``platform`` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def host_description() -> dict:
-    """The host facts that change a measurement: CPU model and core counts."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "machine": platform.machine(),
-    }
 
 
 def _plain(value) -> bool:
@@ -435,7 +411,7 @@ def calibrate(
     from tqdm.auto import tqdm
 
     from .executor import PlanExecutor, open_graph
-    from .workloads import seed_lengths, synthetic_features
+    from .synthetic import seed_lengths, synthetic_features
 
     manifest = manifest or Manifest.read(model_dir)
     pick_budget([1], [1.0], threshold)  # validates threshold before any work

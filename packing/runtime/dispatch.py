@@ -55,7 +55,7 @@ alone (a plain ``@serve.batch`` batch function; for comparison only)."""
 
 DEFAULT_DISPATCH = "merge"
 """The dispatch used where none is named (the served Packer's and
-:class:`~packing.runtime.pack_runner.PackRunner`'s)."""
+:class:`~packing.runners.pack_runner.PackRunner`'s)."""
 
 Execute = Callable[[Plan, list[Features]], Awaitable[Sequence[Result]]]
 """``execute(plan, features) -> results``: run one plan; ``features[k]`` is the plan's k-th

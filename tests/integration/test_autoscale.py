@@ -25,7 +25,7 @@ def test_runners_scale_up_under_load_and_back_down(tmp_path):
 
     from deployments.app import build_graph
     from deployments.config import AppConfig
-    from packing.runtime.workloads import seed_lengths, synthetic_features
+    from packing.runners.workloads import seed_lengths, synthetic_features
 
     model_dir = tmp_path / "model"
     cfg = AppConfig(

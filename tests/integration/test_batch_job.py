@@ -24,7 +24,7 @@ def test_batch_job_predicts_every_question_like_the_app(tiny_model_dir, tmp_path
 
     from packing.jobs.batch import read_squad
     from packing.qa.windows import best_answer, make_windows
-    from packing.runtime import ModelRunner
+    from packing.runners import ModelRunner
     from packing.runtime.features import Features
 
     squad, out = make_squad_file(tmp_path), tmp_path / "pred.json"
@@ -86,7 +86,7 @@ def test_batch_job_embeds_every_line_like_the_text_alone(tmp_path):
 
     from packing.model.prepare import prepare
     from packing.model.quantize import TOLERANCES
-    from packing.runtime import ModelRunner, PackRunner
+    from packing.runners import ModelRunner, PackRunner
     from packing.tasks import EmbedPipeline
 
     folder = tmp_path / "embed"

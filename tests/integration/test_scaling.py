@@ -9,7 +9,7 @@ import pytest
 
 @pytest.mark.slow
 def test_scaling_end_to_end(tiny_model_dir):
-    from packing.runtime.workloads import synthetic_features
+    from packing.runners.workloads import synthetic_features
     from tools.scaling import scaling
 
     data = synthetic_features(np.random.default_rng(0).integers(1, 65, 300), 30522, seed=1)

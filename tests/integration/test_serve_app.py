@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from packing.runtime import ModelRunner
+from packing.runners import ModelRunner
 from packing.runtime.features import Features
 
 from serve_client import get_stats, make_qa, post, same_answer

@@ -1,4 +1,4 @@
-"""The load driver of the benchmark harness (``packing.runtime.drive``): the open loop keeps
+"""The load driver of the benchmark harness (``packing.runners.drive``): the open loop keeps
 its Poisson arrivals. Real threads and a server that sleeps, so it lives in this tier, not the
 unit tier."""
 
@@ -13,7 +13,7 @@ def test_open_loop_driver_keeps_arrivals_and_counts_waiting():
     import threading
     import time
 
-    from packing.runtime.drive import drive
+    from packing.runners.drive import drive
 
     started: dict[int, float] = {}
     lock = threading.Lock()

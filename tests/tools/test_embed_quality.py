@@ -12,7 +12,6 @@ import pytest
 from tools.embed_quality import (
     cosine_rows,
     cosine_summary,
-    cpu_flags,
     format_report,
     retrieval_scores,
     sample_texts,
@@ -108,13 +107,6 @@ def test_cosine_rows_and_summary():
         cosine_summary([])
     with pytest.raises(ValueError):
         cosine_rows(a, b[:3])
-
-
-def test_cpu_flags_from_cpuinfo_text():
-    text = "processor : 0\nmodel name : X\nflags : fpu avx2 avx512f sse\n\nflags : avx512_vnni\n"
-    assert cpu_flags(cpuinfo=text) == {"avx2": True, "avx512f": True, "avx512_vnni": False}
-    assert cpu_flags(("asimd",), cpuinfo="Features : fp asimd\n") == {"asimd": True}
-    assert cpu_flags(cpuinfo="") == {"avx2": None, "avx512f": None, "avx512_vnni": None}
 
 
 def _speed(model_dir, precision, mode, rate):
@@ -229,7 +221,7 @@ def test_format_report_renders_a_small_report():
     }
     text = format_report(report)
     for part in (
-        "avx2 yes, avx512f no, avx512_vnni ?",
+        "avx2=yes avx512f=no avx512_vnni=?",
         "measured now, 7 s",
         "| fp32 | unpack_repack | 0.9999000 | 0.9980000 | 2.0e-03 | question (9 tokens)",
         "| fp32 unpack_repack | 0.5000 | 0.7500 |",

@@ -34,7 +34,7 @@ def test_format_threads():
             "date": "2026-12-06",
             "cpu": "AMD EPYC",
             "cores": 2,
-            "flags": {"avx2": True, "avx512f": True, "avx512_vnni": True},
+            "flags": {"avx2": True, "avx512f": True, "avx512_vnni": True, "amx_int8": False},
         },
         "settings": {
             "model_dir": "/m",

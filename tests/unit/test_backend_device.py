@@ -98,8 +98,8 @@ def test_auto_falls_back_to_the_cpu_with_a_warning(cuda_listed, graph, caplog, t
     assert auto.provider == CPU_PROVIDER
     assert any("runs on the CPU, not CUDA" in r.getMessage() for r in caplog.records)
     cpu = OnnxRuntimeBackend(graph, device="cpu")
-    from packing.runtime import PackRunner
-    from packing.runtime.workloads import seed_lengths, synthetic_features
+    from packing.runners import PackRunner
+    from packing.runners.workloads import seed_lengths, synthetic_features
 
     data = synthetic_features(seed_lengths(6, 64), 30522)
     a = PackRunner(tiny_model_dir, mode="unpack_repack", backend=auto, max_tokens=None).run(data)

@@ -16,7 +16,7 @@ from packing.model.prepare import prepare
 from packing.model.quantize import TOLERANCES
 from packing.model.task import TaskSpec
 from packing.qa.squad_eval import evaluate, exact_match, f1_score, normalize_answer
-from packing.runtime import ModelRunner, PackRunner
+from packing.runners import ModelRunner, PackRunner
 from packing.tasks import ClassifyPipeline, EmbedPipeline
 
 SHAPE = {"seq_len": 32, "batch_size": 2, "max_valid_num": 4}

@@ -11,11 +11,12 @@ import pytest
 
 from packing.cli import main
 from packing.model.manifest import Manifest
-from packing.runtime import ModelRunner, open_graph
+from packing.runners import ModelRunner
+from packing.runners.rivals import SortedPaddingServer, batch_size_candidates, probe_batch_size
+from packing.runners.run_modes import BENCH_MODES
+from packing.runners.workloads import seed_lengths, squad_features, synthetic_features
+from packing.runtime import open_graph
 from packing.runtime.faults import FaultInjectingBackend, InjectedFault
-from packing.runtime.rivals import SortedPaddingServer, batch_size_candidates, probe_batch_size
-from packing.runtime.run_modes import BENCH_MODES
-from packing.runtime.workloads import seed_lengths, squad_features, synthetic_features
 
 NEW_MODES = ["best_sorted_dynamic_padding", "no_batching", "online_sorted_dynamic_padding"]
 

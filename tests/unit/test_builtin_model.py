@@ -113,7 +113,7 @@ def test_real_questions_are_answered_correctly(squad_mini_dir):
     from transformers import AutoTokenizer
 
     from packing.qa.windows import best_answer, make_windows
-    from packing.runtime import PackRunner
+    from packing.runners import PackRunner
     from packing.runtime.features import Features
 
     tok = AutoTokenizer.from_pretrained(str(squad_mini_dir))

@@ -15,7 +15,8 @@ import pytest
 
 from packing.cli import main
 from packing.model.manifest import Manifest
-from packing.runtime import PackRunner
+from packing.runners import PackRunner
+from packing.runners.workloads import synthetic_features
 from packing.runtime import calibrate as cal_mod
 from packing.runtime.calibrate import (
     CACHE_FILE,
@@ -28,7 +29,6 @@ from packing.runtime.calibrate import (
     pick_budget,
     resolve_max_tokens,
 )
-from packing.runtime.workloads import synthetic_features
 
 FAST = {"profile": "fast"}  # sim: 1e9 token slots/s, so host time alone: quick to measure
 QUICK = {"min_time_s": 0.02, "min_repeats": 1, "rounds": 1, "warmup": 0}

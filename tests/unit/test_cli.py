@@ -9,8 +9,8 @@ import pytest
 
 from packing.cli import main
 from packing.model.manifest import Manifest
-from packing.runtime.run_modes import BENCH_MODES
-from packing.runtime.workloads import load_workload, seed_lengths, squad_features
+from packing.runners.run_modes import BENCH_MODES
+from packing.runners.workloads import load_workload, seed_lengths, squad_features
 
 from factories import make_squad_file
 
@@ -173,7 +173,7 @@ def test_seed_workload_is_the_spec_distribution():
 
 
 def test_short_workload_is_short_heavy(tiny_model_dir):
-    from packing.runtime.workloads import short_lengths
+    from packing.runners.workloads import short_lengths
 
     lengths = short_lengths(20000, 256)
     assert lengths.min() == 8 and lengths.max() == 64
@@ -244,8 +244,8 @@ def test_eval_scores_every_mode_on_the_same_windows(tiny_model_dir, tmp_path, ca
 def test_default_flags_are_the_code_defaults():
     """Each default is written once: the flags take theirs from the code they configure."""
     from packing.cli import build_parser
-    from packing.model.shapes import DEFAULT_SHAPES
     from packing.policy.config import DEFAULT_MODE
+    from packing.policy.shapes import DEFAULT_SHAPES
     from packing.train.loop import TrainConfig
 
     parser = build_parser()

@@ -16,11 +16,12 @@ import pytest
 from deployments.config import PackingKnobs
 from deployments.packer import Overloaded, Packer
 from packing.model.manifest import Manifest
-from packing.runtime import ModelRunner, PlanExecutor
+from packing.runners import ModelRunner
+from packing.runners.workloads import synthetic_features
+from packing.runtime import PlanExecutor
 from packing.runtime.admission import CountAdmission
 from packing.runtime.backend import load_backend
 from packing.runtime.features import InvalidInput
-from packing.runtime.workloads import synthetic_features
 
 from factories import make_lengths
 

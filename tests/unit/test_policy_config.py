@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from packing.model.shapes import DEFAULT_SHAPES
 from packing.policy import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES, PackingConfig
+from packing.policy.shapes import DEFAULT_SHAPES
 
 
 def test_defaults_match_poprt_example():

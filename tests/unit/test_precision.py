@@ -31,7 +31,7 @@ from packing.model.quantize import (
     row_scales,
 )
 from packing.model.weights import RANDOM_DIMS, random_weights, vocab_asset_path
-from packing.runtime import ModelRunner, PackRunner
+from packing.runners import ModelRunner, PackRunner
 from packing.runtime.backend import OnnxRuntimeBackend
 from packing.runtime.features import Features
 

@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from packing.runtime import ModelRunner, PackRunner, open_graph
+from packing.runners import ModelRunner, PackRunner
+from packing.runners.workloads import synthetic_features
+from packing.runtime import open_graph
 from packing.runtime.backend import Backend, load_backend
 from packing.runtime.features import Features, InvalidInput
-from packing.runtime.workloads import synthetic_features
 
 from factories import make_lengths
 

@@ -13,10 +13,12 @@ from packing.cli import main
 from packing.model.graphs import KINDS
 from packing.model.manifest import Manifest
 from packing.policy.attention import ATTENTION_GROUPS
-from packing.runtime import ModelRunner, PackRunner, PlanExecutor
+from packing.runners import ModelRunner, PackRunner
+from packing.runners.run_modes import BENCH_MODES, settings_backend
+from packing.runners.workloads import synthetic_features
+from packing.runtime import PlanExecutor
 from packing.runtime.backend import load_backend
 from packing.runtime.features import Features
-from packing.runtime.run_modes import BENCH_MODES, settings_backend
 from packing.runtime.sim import (
     GRAPH_INPUTS,
     PROFILES,
@@ -25,7 +27,6 @@ from packing.runtime.sim import (
     sim_logits,
     sim_profile,
 )
-from packing.runtime.workloads import synthetic_features
 
 from factories import make_lengths
 

@@ -13,9 +13,9 @@ import pytest
 from packing.model.manifest import Manifest
 from packing.model.prepare import prepare
 from packing.model.quantize import TOLERANCES
-from packing.runtime import ModelRunner, PackRunner
+from packing.runners import ModelRunner, PackRunner
+from packing.runners.workloads import seed_lengths, synthetic_features
 from packing.runtime.backend import CUDA_PROVIDER, OnnxRuntimeBackend, resolve_device
-from packing.runtime.workloads import seed_lengths, synthetic_features
 
 MODES = ("attention_mask", "unpack_repack")
 

@@ -17,7 +17,7 @@ from deployments.task_front import ModelInfo, TaskFront
 from packing.model.prepare import prepare
 from packing.model.task import TaskSpec
 from packing.qa.requests import Limits
-from packing.runtime import PackRunner
+from packing.runners import PackRunner
 from packing.tasks import ClassifyPipeline, EmbedPipeline
 
 SHAPE = {"seq_len": 32, "batch_size": 2, "max_valid_num": 8}

@@ -17,9 +17,9 @@ from packing.model.manifest import Manifest
 from packing.model.prepare import prepare
 from packing.model.quantize import TOLERANCES
 from packing.policy import layouts
-from packing.runtime import ModelRunner, PackRunner
+from packing.runners import ModelRunner, PackRunner
+from packing.runners.workloads import synthetic_features
 from packing.runtime.features import Features, Pooled
-from packing.runtime.workloads import synthetic_features
 
 from factories import hf_bert_folder, make_lengths
 

@@ -31,11 +31,11 @@ from packing.model.weights import (
     weight_names,
     weight_shapes,
 )
-from packing.runtime import ModelRunner, PackRunner
+from packing.runners import ModelRunner, PackRunner
+from packing.runners.run_modes import max_logit_diff
+from packing.runners.workloads import synthetic_features
 from packing.runtime.features import Features, Pooled, SpanLogits
-from packing.runtime.run_modes import max_logit_diff
 from packing.runtime.sim import SimBackend, sim_hidden
-from packing.runtime.workloads import synthetic_features
 
 from factories import make_lengths
 

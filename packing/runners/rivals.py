@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from packing.policy.offline import plan_dynamic_padding
-from packing.runtime import ModelRunner
+from packing.runners.model_runner import ModelRunner
 from packing.runtime.executor import RunStats
 from packing.runtime.features import Features, SpanLogits
 

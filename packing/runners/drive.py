@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .features import Features, Result
+from packing.runtime.features import Features, Result
 
 
 def run_online(

@@ -10,11 +10,11 @@ import numpy as np
 
 from packing.policy import offline
 from packing.policy.plans import PaddedPlan
+from packing.runtime.backend import Backend
+from packing.runtime.executor import open_graph
+from packing.runtime.features import Features, Result
 
-from .backend import Backend
 from .base import _Runner
-from .executor import open_graph
-from .features import Features, Result
 
 
 class ModelRunner(_Runner):

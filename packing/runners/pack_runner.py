@@ -17,14 +17,20 @@ from packing.policy import offline
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.config import DEFAULT_ALGORITHM, DEFAULT_MODE, PackingConfig
 from packing.policy.plans import Plan
+from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig, CountAdmission
+from packing.runtime.backend import Backend
+from packing.runtime.calibrate import AUTO, Calibration, resolve_max_tokens
+from packing.runtime.dispatch import (
+    DEFAULT_DISPATCH,
+    DISPATCH,
+    Dispatcher,
+    DispatchStats,
+    admit_windows,
+)
+from packing.runtime.executor import open_graph
+from packing.runtime.features import Features, Result
 
-from .admission import DEFAULT_ADMISSION, AdmissionConfig, CountAdmission
-from .backend import Backend
 from .base import _Runner
-from .calibrate import AUTO, Calibration, resolve_max_tokens
-from .dispatch import DEFAULT_DISPATCH, DISPATCH, Dispatcher, DispatchStats, admit_windows
-from .executor import open_graph
-from .features import Features, Result
 
 
 class PackRunner(_Runner):

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from packing.policy.config import DEFAULT_ALGORITHM
+from packing.runtime.backend import backend_kwargs
+from packing.runtime.features import Pooled, Result
 
-from .backend import backend_kwargs
-from .features import Pooled, Result
 from .model_runner import ModelRunner
 from .pack_runner import PackRunner
 from .rivals import SortedPaddingServer

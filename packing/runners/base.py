@@ -7,10 +7,9 @@ from pathlib import Path
 
 from packing.model.manifest import Manifest
 from packing.policy.plans import Plan
-
-from .backend import Backend
-from .executor import PlanExecutor, RunStats
-from .features import Features, Result, validate_features
+from packing.runtime.backend import Backend
+from packing.runtime.executor import PlanExecutor, RunStats
+from packing.runtime.features import Features, Result, validate_features
 
 
 class _Runner:
