@@ -69,8 +69,8 @@ from . import routes_hf, routes_openai, routes_tei
 from .auth import install as install_auth
 from .auth import use_keys
 from .body import BodyError, read_body
+from .errors import error_response, internal_error, use_routes
 from .errors import install as install_errors
-from .errors import internal_error, use_routes
 from .metrics import IngressMetrics
 from .packer_call import PackerCall
 from .task_front import BIG_BODY_CHARS, ModelInfo, TaskFront, task_routes
@@ -163,10 +163,6 @@ install_auth(api)  # optional bearer keys (deployments/auth.py)
 install_errors(api)  # every error as {"error": ...}; outermost (deployments/errors.py)
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 def _root_cause(exc: BaseException) -> BaseException:
     """The user-level exception inside Ray's wrappers (RayTaskError keeps it as ``cause``)."""
     seen = 0
@@ -186,15 +182,17 @@ async def _json_body(request: Request, limits: Limits, timeout_s: float) -> byte
     ``limits.max_body_bytes``, 408 when it has not all arrived within ``timeout_s``."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
-        return _error(415, f"content-type must be application/json, got {ctype or 'none'!r}")
+        return error_response(
+            415, f"content-type must be application/json, got {ctype or 'none'!r}"
+        )
     limit = limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        return _error(413, f"body is {declared} bytes; at most {limit} allowed")
+        return error_response(413, f"body is {declared} bytes; at most {limit} allowed")
     try:
         return bytes(await read_body(request.stream(), limit, timeout_s))
     except BodyError as exc:
-        return _error(exc.status, str(exc))
+        return error_response(exc.status, str(exc))
 
 
 def _failure(exc: BaseException) -> JSONResponse:
@@ -203,11 +201,11 @@ def _failure(exc: BaseException) -> JSONResponse:
     an incident (the cause logged, never echoed)."""
     cause = _root_cause(exc)
     if isinstance(cause, (TooLarge, NeverAdmitted)):  # a retry cannot succeed
-        return _error(413, _one_line(cause))
+        return error_response(413, _one_line(cause))
     if isinstance(cause, (BadRequest, InvalidInput)):
-        return _error(400, _one_line(cause))
+        return error_response(400, _one_line(cause))
     if isinstance(cause, Overloaded):
-        return _error(503, _one_line(cause), {"Retry-After": "1"})
+        return error_response(503, _one_line(cause), {"Retry-After": "1"})
     return internal_error(cause, "the model call")
 
 
@@ -437,7 +435,7 @@ class Ingress:
         ``checked(request)`` within the in-flight cap, counted by outcome and timed."""
         why = self.front.refusal(route)
         if why:
-            return _error(404, why)
+            return error_response(404, why)
         t0 = time.monotonic()
         outcome, response = "error", None
         try:
@@ -453,7 +451,7 @@ class Ingress:
         self, request: Request, checked: Callable[[Request], Awaitable[JSONResponse]]
     ) -> JSONResponse:
         if self.inflight >= self.max_inflight:
-            return _error(
+            return error_response(
                 503,
                 f"server busy: {self.inflight} requests in flight; retry later",
                 {"Retry-After": "1"},
@@ -474,7 +472,7 @@ class Ingress:
                 self._answer_all(reqs, is_list), timeout=self.deadline_s
             )
         except asyncio.TimeoutError:
-            return _error(504, f"no answer within the {self.deadline_s:g} s deadline")
+            return error_response(504, f"no answer within the {self.deadline_s:g} s deadline")
         except Exception as exc:  # noqa: BLE001 - mapped to a status by _failure
             return _failure(exc)
         return JSONResponse(answers if is_list else answers[0])
@@ -492,7 +490,7 @@ class Ingress:
             obj = decode_json(body, self.limits.max_body_bytes)
             result = await asyncio.wait_for(handler(self.front, obj), timeout=self.deadline_s)
         except asyncio.TimeoutError:
-            return _error(504, f"no answer within the {self.deadline_s:g} s deadline")
+            return error_response(504, f"no answer within the {self.deadline_s:g} s deadline")
         except Exception as exc:  # noqa: BLE001 - mapped to a status by _failure
             return _failure(exc)
         return JSONResponse(result)
@@ -561,7 +559,7 @@ class Ingress:
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             why = f"packer did not answer: {type(_root_cause(exc)).__name__}"
         if why:
-            return _error(503, f"not ready: {why}")
+            return error_response(503, f"not ready: {why}")
         return JSONResponse({"status": "ok", "model": self.model_name})
 
     @api.get("/v1/stats")
