@@ -7,6 +7,7 @@ Imported by the test modules of every tier as ``from factories import ...`` (pyp
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -223,3 +224,21 @@ def run_virtual(coro):
         return loop.run_until_complete(coro)
     finally:
         loop.close()
+
+
+def python_lines(fn, *args, **kwargs) -> tuple[int, object]:
+    """``(Python lines executed while fn(*args, **kwargs) runs, its result)``: a trace counter
+    for speed promises that are counted, not timed (no clock)."""
+    count = [0]
+
+    def tracer(frame, event, arg):
+        if event == "line":
+            count[0] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        sys.settrace(None)
+    return count[0], result

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -26,7 +24,7 @@ from packing.policy import (
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.layouts import attention_rows, static_attention_rows
 
-from factories import make_lengths, make_sequences, tagged_sequences
+from factories import make_lengths, make_sequences, python_lines, tagged_sequences
 
 INPUT_NAMES = {"input_ids", "attention_mask", "token_type_ids", "position_ids"}
 UNPACK_NAMES = {"input_ids", "token_type_ids", "position_ids", "repack_index"} | {
@@ -477,23 +475,6 @@ def test_empty_plan():
     assert scatter_outputs(plan, np.zeros(8)) == []
 
 
-def _python_lines(fn, *args, **kwargs) -> int:
-    """Python lines executed while ``fn(*args, **kwargs)`` runs (a trace counter: no clock)."""
-    count = [0]
-
-    def tracer(frame, event, arg):
-        if event == "line":
-            count[0] += 1
-        return tracer
-
-    sys.settrace(tracer)
-    try:
-        fn(*args, **kwargs)
-    finally:
-        sys.settrace(None)
-    return count[0]
-
-
 def test_hot_path_has_no_python_loop_per_token():
     """16 x 256 batch, up to 40 sequences: build and scatter run fewer Python lines than the
     batch has tokens, so neither loops over tokens in Python (the work per token is numpy's);
@@ -511,8 +492,8 @@ def test_hot_path_has_no_python_loop_per_token():
         output = np.zeros((plan.capacity, 2) if is_unpack else (16, 256, 2), dtype=np.float32)
         tokens = int(sum(plan.lengths))
         assert tokens > 1000, tokens  # a batch big enough for the count to mean something
-        built = _python_lines(build_inputs, plan, ids, types, **kw)
-        scattered = _python_lines(scatter_outputs, plan, output)
+        built, _ = python_lines(build_inputs, plan, ids, types, **kw)
+        scattered, _ = python_lines(scatter_outputs, plan, output)
         assert built < tokens and scattered < tokens, (
             type(plan).__name__,
             tokens,

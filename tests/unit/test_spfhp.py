@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,7 +9,7 @@ from hypothesis import strategies as st
 
 from packing.policy import pack_spfhp, packing_efficiency
 
-from factories import l2_lower_bound, make_lengths
+from factories import l2_lower_bound, make_lengths, python_lines
 
 
 def check_rows(rows, lengths, row_len, max_per_row=None):
@@ -114,30 +112,13 @@ def test_bad_arguments():
         pack_spfhp(np.ones((2, 2), dtype=np.int64), 8)
 
 
-def _python_lines(fn, *args):
-    """``(Python lines executed while fn(*args) runs, its result)``: a trace counter, no clock."""
-    count = [0]
-
-    def tracer(frame, event, arg):
-        if event == "line":
-            count[0] += 1
-        return tracer
-
-    sys.settrace(tracer)
-    try:
-        result = fn(*args)
-    finally:
-        sys.settrace(None)
-    return count[0], result
-
-
 @pytest.mark.parametrize("dist", ["seed", "uniform", "short"])
 def test_work_in_python_does_not_grow_with_the_dataset(dist):
     """SPFHP works on the length histogram: 100,000 lengths run about as many Python lines as
     10,000 (and far fewer than one per sequence); the per-sequence work is numpy's. Counted,
     not timed."""
-    small, _ = _python_lines(pack_spfhp, make_lengths(10_000, 256, seed=1, dist=dist), 256, 40)
+    small, _ = python_lines(pack_spfhp, make_lengths(10_000, 256, seed=1, dist=dist), 256, 40)
     lengths = make_lengths(100_000, 256, seed=1, dist=dist)
-    big, rows = _python_lines(pack_spfhp, lengths, 256, 40)
+    big, rows = python_lines(pack_spfhp, lengths, 256, 40)
     assert big < 1.5 * small and big < 0.5 * lengths.size, (small, big)
     assert sum(r.size for r in rows) == lengths.size
