@@ -7,9 +7,17 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
-__all__ = ["CPU_FEATURES", "cpu_features", "cpu_model", "features_line", "host_description"]
+__all__ = [
+    "CPU_FEATURES",
+    "cpu_features",
+    "cpu_model",
+    "features_line",
+    "host_description",
+    "host_facts",
+]
 
 #: The CPU flags reported with every figure: AVX2, AVX-512F, AVX-512 VNNI (int8 dot products
 #: in hardware; int8 runs several times faster with it) and AMX int8.
@@ -63,4 +71,22 @@ def host_description() -> dict:
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "machine": platform.machine(),
+    }
+
+
+def host_facts(**extra: object) -> dict:
+    """The host lines of a tool's benchmark report: ``date`` (now, UTC, ISO 8601 to the
+    second), ``cpu`` (:func:`cpu_model`), ``flags`` (:func:`cpu_features`), ``cores`` (the
+    host's) and ``usable_cores`` (this process's), ``python`` and ``platform``, then the items
+    of ``extra`` (a tool's own facts: thread counts, library versions) in the order given."""
+    host = host_description()
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": host["cpu"],
+        "flags": host["cpu_features"],
+        "cores": host["cores"],
+        "usable_cores": host["usable_cores"],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **extra,
     }

@@ -1,6 +1,13 @@
 """Host facts (packing/runtime/host.py): CPU model and features from /proc/cpuinfo's text."""
 
-from packing.runtime.host import CPU_FEATURES, cpu_features, cpu_model, features_line
+from packing.runtime.host import (
+    CPU_FEATURES,
+    cpu_features,
+    cpu_model,
+    features_line,
+    host_description,
+    host_facts,
+)
 
 
 def test_cpu_features_from_cpuinfo_text():
@@ -17,3 +24,24 @@ def test_cpu_features_from_cpuinfo_text():
 def test_cpu_model_from_cpuinfo_text():
     assert cpu_model("processor : 0\nmodel name : AMD EPYC\n") == "AMD EPYC"
     assert cpu_model("") != ""  # platform's answer when /proc/cpuinfo says nothing
+
+
+def test_host_facts_one_set_for_every_tool():
+    facts = host_facts(threads=2, numpy="2.0")
+    host = host_description()
+    assert list(facts)[:7] == [
+        "date",
+        "cpu",
+        "flags",
+        "cores",
+        "usable_cores",
+        "python",
+        "platform",
+    ]
+    assert (facts["cpu"], facts["flags"], facts["cores"]) == (
+        host["cpu"],
+        host["cpu_features"],
+        host["cores"],
+    )
+    assert facts["date"].endswith("+00:00")
+    assert list(facts)[7:] == ["threads", "numpy"] and facts["threads"] == 2
