@@ -163,9 +163,11 @@ def threads(
     echo=print,
 ) -> dict:
     """Every layout in turn (see the module docstring); the JSON-able report."""
+    import numpy as np
+
     from packing.model.manifest import Manifest
     from packing.runtime.calibrate import resolve_max_tokens
-    from tools.embed_http import host_facts
+    from packing.runtime.host import host_facts
 
     parsed = [x if isinstance(x, Layout) else parse_layout(x) for x in layouts]
     if not parsed:
@@ -200,7 +202,7 @@ def threads(
     for r in rows:
         r["ratio"] = r["sequences_per_s"] / base if base else None
     return {
-        "host": host_facts(),
+        "host": host_facts(numpy=np.__version__),
         "settings": {
             "model_dir": model_dir,
             "precision": manifest.precision,
