@@ -94,6 +94,7 @@ class Client:
             self.headers["Authorization"] = f"Bearer {key}"
 
     def close(self) -> None:
+        """Close the connection if one is open; the next request opens a new one."""
         if self.conn is not None:
             self.conn.close()
             self.conn = None
