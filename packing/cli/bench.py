@@ -4,6 +4,7 @@ efficiency`` (offline AttentionMask packing efficiency, no model)."""
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,8 +19,6 @@ from .report import write_json
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import json
-
     from packing.bench.bench import (
         bench,
         check_precisions,
@@ -33,6 +32,8 @@ def _bench(args: argparse.Namespace) -> int:
     data = workload_of(argparse.Namespace(**{**vars(args), "model_dir": folders[0]}))
     modes = args.modes or list(BENCH_MODES)
     backend, options = backend_choice(args)
+    if args.profile:
+        return _profile(args, folders, data, backend, options)
     reports = []
     for folder in folders:  # same workload, same modes, one precision after the other
         reports.append(
@@ -71,6 +72,33 @@ def _bench(args: argparse.Namespace) -> int:
             )
             plot(rep, path)
             print(f"wrote {path}")
+    return 0
+
+
+def _profile(args, folders, data, backend: str, options: dict) -> int:
+    from packing.bench.profile import format_profile, profile_folders
+    from packing.runtime.host import cpu_features, cpu_model, features_line
+
+    if backend != "onnxruntime":
+        raise ValueError(f"--profile runs ONNX Runtime's profiler; not the {backend} backend")
+    if args.modes:
+        raise ValueError("--profile runs each graph of the folders, not --modes")
+    profiles = profile_folders(
+        folders,
+        data,
+        batches=args.profile_batches,
+        threads=args.threads,
+        max_tokens=args.max_tokens,
+        attention_groups=args.attention_groups,
+        backend_options=options,
+    )
+    print(
+        f"\nhost: {cpu_model()}, {features_line(cpu_features())}; {args.threads or 'all'} intra-op threads; "
+        f"workload {args.workload}, {len(data)} samples"
+    )
+    print(format_profile(profiles))
+    if args.json:
+        write_json(args.json, json.dumps([asdict(p) for p in profiles], indent=2))
     return 0
 
 
@@ -160,6 +188,19 @@ def register(sub) -> None:
         metavar="G",
         help=f"most unpack/repack attention width groups (1 = rows as wide "
         f"as the batch's longest sequence; default {ATTENTION_GROUPS})",
+    )
+    b.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the modes: profile each graph of each folder on its fullest "
+        "batches of the workload and print the time per kind of operator",
+    )
+    b.add_argument(
+        "--profile-batches",
+        type=int,
+        default=4,
+        metavar="N",
+        help="--profile: batches counted per graph, after one to warm up (default 4)",
     )
     b.add_argument(
         "--no-limit",

@@ -23,8 +23,22 @@ def _prepare(args: argparse.Namespace) -> int:
         precision=args.precision,
         prepared_by="cli",
         task=args.task,
+        kernels=_kernels(args.kernels),
     )
     return 0
+
+
+def _kernels(value: str):
+    """``--kernels``: ``auto`` -> None (the precision's default), ``none`` -> no contrib
+    kernel, else a comma-separated subset of :data:`~packing.model.graphs.KERNELS` (ValueError
+    naming an unknown one)."""
+    from packing.model.graphs import check_kernels
+
+    if value == "auto":
+        return None
+    if value == "none":
+        return frozenset()
+    return check_kernels(k.strip() for k in value.split(",") if k.strip())
 
 
 def register(sub) -> None:
@@ -69,5 +83,14 @@ def register(sub) -> None:
         help="fp32 (any device), int8 (CPU: per-token int8 Linear layers, "
         "batch-invariant) or fp16 (CUDA); recorded in the manifest "
         "(docs/precision.md)",
+    )
+    pr.add_argument(
+        "--kernels",
+        default="auto",
+        metavar="auto|none|K[,K]",
+        help="ONNX Runtime contrib kernels the graphs use: auto (the precision's default: "
+        "MultiHeadAttention for fp32 and int8, MatMulIntegerToFloat for int8), none (plain "
+        "ONNX operators only, for other runtimes), or a list of int8_to_float, mha; "
+        "recorded in the manifest",
     )
     pr.set_defaults(func=_prepare)

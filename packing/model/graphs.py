@@ -14,6 +14,14 @@ as per-token ``QuantizeLinear`` -> ``MatMulInteger`` (uint8 x int8) -> ``Cast`` 
 reading int8 weights from ``model.int8.safetensors``; ``fp16`` writes every float tensor in
 float16 (weights from a float16 ``model.safetensors``) and casts the logits back to float32.
 
+Where ONNX Runtime has a contrib kernel (domain ``com.microsoft``) for a run of those
+operators, the builder writes it instead (:data:`KERNELS`, per precision
+:data:`DEFAULT_KERNELS`; ``packed-bert prepare --kernels none`` keeps plain ONNX for other
+runtimes): ``MultiHeadAttention`` for the attention of every layout, ``MatMulIntegerToFloat``
+for the int8 product and its weight scale. Each gives the plain graph's numbers
+(``tests/unit/test_kernels.py``). Every node's name starts with its role (:data:`ROLES`), which
+the profile of ``packed-bert bench --profile`` reads.
+
 The encoder is the same for every task (:mod:`packing.model.task`); only the outputs differ.
 ``qa`` graphs end with the QA head and write ``start_logits`` / ``end_logits`` (below).
 ``embed`` and ``classify`` graphs write the encoder's ``last_hidden_state`` instead, float32
@@ -50,6 +58,8 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +75,8 @@ from .weights import BertDims, encoder_names, weight_names
 
 KINDS = ("original", "attention_mask", "unpack_repack")
 OPSET = 17
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators
+MS_OPSET = 1
 MASK_VALUE = -10000.0  # additive bias for disallowed keys (finite: fully masked rows stay NaN-free)
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_FILES = {"fp32": WEIGHTS_FILE, "fp16": WEIGHTS_FILE, "int8": "model.int8.safetensors"}
@@ -154,10 +166,71 @@ def external_initializers(
     return out
 
 
+ROLES = (
+    "embed",
+    "quant",
+    "dense",
+    "dequant",
+    "bias",
+    "attn_layout",
+    "attn_scores",
+    "attn_softmax",
+    "attn_context",
+    "attn_fused",
+    "mask",
+    "repack",
+    "norm",
+    "gelu",
+    "head",
+)
+"""What each node of a graph does, the first part of its name (``attn_scores/MatMul_12``):
+the embeddings; int8 Linear layers' activation quantization, integer product and rescaling
+(``quant``, ``dense``, ``dequant``); every Linear's weight product (``dense``) and bias add;
+attention's reshapes to heads, scores, mask-and-softmax and context; the segment mask; the
+unpack/repack gathers; residual + LayerNorm; GELU; the task head. ONNX Runtime keeps the
+prefix on the nodes it fuses from a named node, which lets a profile
+(:mod:`packing.bench.profile`) put each kernel's time under what it does."""
+
+
+KERNELS: tuple[str, ...] = ("int8_to_float", "mha")
+"""ONNX Runtime contrib kernels (domain ``com.microsoft``, CPU and CUDA) the builder can write
+in place of plain ONNX operators:
+
+``int8_to_float``
+    an int8 Linear's ``MatMulInteger`` -> ``Cast`` -> ``Mul`` (weight scale) as one
+    ``MatMulIntegerToFloat`` (activation scale 1, weight scale per column); the per-token
+    scale and the bias stay the nodes after it.
+``mha``
+    attention (scores, mask, softmax, context and the reshapes to heads) as one
+    ``MultiHeadAttention`` with the additive mask as its ``attention_bias``.
+"""
+
+
+DEFAULT_KERNELS: dict[str, frozenset[str]] = {
+    "fp32": frozenset({"mha"}),
+    "int8": frozenset({"int8_to_float", "mha"}),
+    "fp16": frozenset(),
+}
+"""The kernels ``packed-bert prepare`` writes per precision unless told otherwise (measured
+faster, same numbers: docs/precision.md "Where the time goes"). fp16 graphs keep the plain
+operators: they run on CUDA, where these were not measured (no GPU here)."""
+
+
+def check_kernels(kernels) -> frozenset[str]:
+    """``kernels`` as a frozenset if each is one of :data:`KERNELS`, else ValueError naming it."""
+    out = frozenset(kernels)
+    bad = sorted(out - set(KERNELS))
+    if bad:
+        raise ValueError(f"unknown kernels {bad}; expected a subset of {KERNELS}")
+    return out
+
+
 class _Builder:
     """Small helper that names nodes and collects them."""
 
-    def __init__(self, precision: str = "fp32", token_major: bool = False) -> None:
+    def __init__(
+        self, precision: str = "fp32", token_major: bool = False, kernels=frozenset()
+    ) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.consts: list[TensorProto] = []
         self._n = 0
@@ -165,13 +238,28 @@ class _Builder:
         self.float = np.float16 if precision == "fp16" else np.float32  # activations' dtype
         self.token_major = token_major  # hidden states are [1, T, H] (unpack_repack)
         self._quantized = set()  # Linear prefixes written as int8 (set by build_graph)
+        self._role = "embed"  # first part of each node's name (ROLES)
+        self.kernels = check_kernels(kernels)
 
-    def op(self, op_type: str, inputs: list[str], n_out: int = 1, **attrs) -> str | list[str]:
+    @contextmanager
+    def role(self, role: str) -> Iterator[None]:
+        """Name the nodes written inside the block ``role/...`` (one of :data:`ROLES`)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown node role {role!r}; expected one of {ROLES}")
+        outer, self._role = self._role, role
+        try:
+            yield
+        finally:
+            self._role = outer
+
+    def op(
+        self, op_type: str, inputs: list[str], n_out: int = 1, domain: str = "", **attrs
+    ) -> str | list[str]:
         self._n += 1
         outs = [f"{op_type.lower()}_{self._n}_{k}" for k in range(n_out)]
-        self.nodes.append(
-            helper.make_node(op_type, inputs, outs, name=f"{op_type}_{self._n}", **attrs)
-        )
+        name = f"{self._role}/{op_type}_{self._n}"
+        node = helper.make_node(op_type, inputs, outs, name=name, domain=domain or None, **attrs)
+        self.nodes.append(node)
         return outs[0] if n_out == 1 else outs
 
     def const(self, value, dtype=np.int64) -> str:
@@ -189,8 +277,10 @@ class _Builder:
         :meth:`int8_linear` when ``prefix`` is one of the quantized Linear layers."""
         if prefix in self._quantized:
             return self.int8_linear(x, prefix)
-        wt = self.op("Transpose", [prefix + ".weight"], perm=[1, 0])
-        return self.op("Add", [self.op("MatMul", [x, wt]), prefix + ".bias"])
+        with self.role("dense"):
+            y = self.op("MatMul", [x, self.op("Transpose", [prefix + ".weight"], perm=[1, 0])])
+        with self.role("bias"):
+            return self.op("Add", [y, prefix + ".bias"])
 
     def int8_linear(self, x: str, prefix: str) -> str:
         """Batch-invariant int8 Linear on float32 ``x`` ``[..., K]`` (weights ``prefix.qweight``
@@ -205,44 +295,70 @@ class _Builder:
         returns wrong results. :func:`packing.model.quantize.int8_linear_reference` is the
         same arithmetic in numpy.
         """
-        absmax = self.op("ReduceMax", [self.op("Abs", [x])], axes=[-1], keepdims=1)  # [..., 1]
-        scale = self.op(
-            "Max",
-            [
-                self.op("Div", [absmax, self.const(float(QMAX), np.float32)]),
-                self.const(MIN_SCALE, np.float32),
-            ],
-        )
-        flat_x = x if self.token_major else self.op("Reshape", [x, self.const([1, -1, 0])])
-        scale_t = self.op("Reshape", [scale, self.const([-1])])  # [T]
-        zp_t = self.op("Expand", [self.const(ZERO_POINT, np.uint8), self.op("Shape", [scale_t])])
-        q = self.op("QuantizeLinear", [flat_x, scale_t, zp_t], axis=1)  # uint8 [1, T, K]
-        acc = self.op("MatMulInteger", [q, prefix + ".qweight", self.const(ZERO_POINT, np.uint8)])
-        y = self.op("Mul", [self.op("Cast", [acc], to=TensorProto.FLOAT), prefix + ".wscale"])
-        if not self.token_major:  # back to x's leading dims: [..., N]
-            lead = self.op("Shape", [x], end=-1)
-            y = self.op("Reshape", [y, self.op("Concat", [lead, self.const([-1])], axis=0)])
-        y = self.op("Mul", [y, scale])  # per-row scale, a node of its own (see above)
-        return self.op("Add", [y, prefix + ".bias"])
+        with self.role("quant"):
+            absmax = self.op("ReduceMax", [self.op("Abs", [x])], axes=[-1], keepdims=1)  # [..., 1]
+            scale = self.op(
+                "Max",
+                [
+                    self.op("Div", [absmax, self.const(float(QMAX), np.float32)]),
+                    self.const(MIN_SCALE, np.float32),
+                ],
+            )
+            flat_x = x if self.token_major else self.op("Reshape", [x, self.const([1, -1, 0])])
+            scale_t = self.op("Reshape", [scale, self.const([-1])])  # [T]
+            zp_t = self.op(
+                "Expand", [self.const(ZERO_POINT, np.uint8), self.op("Shape", [scale_t])]
+            )
+            q = self.op("QuantizeLinear", [flat_x, scale_t, zp_t], axis=1)  # uint8 [1, T, K]
+        zp = self.const(ZERO_POINT, np.uint8)
+        if "int8_to_float" in self.kernels:  # acc * (1 * wscale), one kernel
+            with self.role("dense"):
+                one = self.const(1.0, np.float32)
+                y = self.op(
+                    "MatMulIntegerToFloat",
+                    [q, prefix + ".qweight", one, prefix + ".wscale", zp],
+                    domain=MS_DOMAIN,
+                )
+        else:
+            with self.role("dense"):
+                acc = self.op("MatMulInteger", [q, prefix + ".qweight", zp])
+            with self.role("dequant"):
+                acc = self.op("Cast", [acc], to=TensorProto.FLOAT)
+                y = self.op("Mul", [acc, prefix + ".wscale"])
+        with self.role("dequant"):
+            if not self.token_major:  # back to x's leading dims: [..., N]
+                lead = self.op("Shape", [x], end=-1)
+                y = self.op("Reshape", [y, self.op("Concat", [lead, self.const([-1])], axis=0)])
+            y = self.op("Mul", [y, scale])  # per-row scale, a node of its own (see above)
+        with self.role("bias"):
+            return self.op("Add", [y, prefix + ".bias"])
 
     def layer_norm(self, x: str, prefix: str, eps: float) -> str:
-        return self.op(
-            "LayerNormalization", [x, prefix + ".weight", prefix + ".bias"], axis=-1, epsilon=eps
-        )
+        with self.role("norm"):
+            return self.op(
+                "LayerNormalization",
+                [x, prefix + ".weight", prefix + ".bias"],
+                axis=-1,
+                epsilon=eps,
+            )
 
     def gelu(self, x: str) -> str:
         """Exact (erf) GELU, as BERT's ``hidden_act='gelu'``; ORT fuses it to one kernel."""
-        scaled = self.op("Div", [x, self.fconst(np.sqrt(2.0))])
-        one_plus = self.op("Add", [self.op("Erf", [scaled]), self.fconst(1.0)])
-        return self.op("Mul", [self.op("Mul", [x, one_plus]), self.fconst(0.5)])
+        with self.role("gelu"):
+            scaled = self.op("Div", [x, self.fconst(np.sqrt(2.0))])
+            one_plus = self.op("Add", [self.op("Erf", [scaled]), self.fconst(1.0)])
+            return self.op("Mul", [self.op("Mul", [x, one_plus]), self.fconst(0.5)])
 
 
 def _qkv(b: _Builder, h: str, p: str) -> str:
     """Fused Q/K/V projection of ``h``: [..., 3H] (int8: one quantized Linear)."""
     if p + "attention.self.qkv" in b._quantized:
         return b.int8_linear(h, p + "attention.self.qkv")
-    w, bias = _qkv_weights(b, p)
-    return b.op("Add", [b.op("MatMul", [h, w]), bias])
+    with b.role("dense"):
+        w, bias = _qkv_weights(b, p)
+        y = b.op("MatMul", [h, w])
+    with b.role("bias"):
+        return b.op("Add", [y, bias])
 
 
 def _qkv_weights(b: _Builder, p: str) -> tuple[str, str]:
@@ -261,53 +377,80 @@ def _qkv_weights(b: _Builder, p: str) -> tuple[str, str]:
 def _attention(b: _Builder, qkv: str, bias: str, dims: BertDims) -> str:
     """Multi-head attention on a padded view.
 
-    qkv: [N, L, 3H] fused projections; bias: additive mask broadcastable to [N, heads, L, L].
-    Returns the context [N, L, H].
+    qkv: [N, L, 3H] fused projections; bias: additive mask [N, 1, L, L] (or [N, 1, 1, L],
+    broadcast over the queries). Returns the context [N, L, H]. Written as one
+    ``MultiHeadAttention`` when the builder has the ``mha`` kernel (:data:`KERNELS`).
     """
+    if "mha" in b.kernels:
+        return _fused_attention(b, qkv, bias, dims)
     heads = dims.num_attention_heads
     d = dims.hidden_size // heads
-    x = b.op("Reshape", [qkv, b.const([0, 0, 3, heads, d])])
-    x = b.op("Transpose", [x], perm=[2, 0, 3, 1, 4])  # [3, N, heads, L, d]
-    q, k, v = (b.op("Gather", [x, b.const(i)], axis=0) for i in range(3))
-    q = b.op("Mul", [q, b.fconst(1.0 / np.sqrt(d))])
-    kt = b.op("Transpose", [k], perm=[0, 1, 3, 2])
-    scores = b.op("Add", [b.op("MatMul", [q, kt]), bias])
-    probs = b.op("Softmax", [scores], axis=-1)
-    ctx = b.op("Transpose", [b.op("MatMul", [probs, v])], perm=[0, 2, 1, 3])  # [N, L, heads, d]
-    return b.op("Reshape", [ctx, b.const([0, 0, dims.hidden_size])])
+    with b.role("attn_layout"):
+        x = b.op("Reshape", [qkv, b.const([0, 0, 3, heads, d])])
+        x = b.op("Transpose", [x], perm=[2, 0, 3, 1, 4])  # [3, N, heads, L, d]
+        q, k, v = (b.op("Gather", [x, b.const(i)], axis=0) for i in range(3))
+        kt = b.op("Transpose", [k], perm=[0, 1, 3, 2])
+    with b.role("attn_scores"):
+        q = b.op("Mul", [q, b.fconst(1.0 / np.sqrt(d))])
+        scores = b.op("MatMul", [q, kt])
+    with b.role("attn_softmax"):
+        probs = b.op("Softmax", [b.op("Add", [scores, bias])], axis=-1)
+    with b.role("attn_context"):
+        ctx = b.op("MatMul", [probs, v])
+    with b.role("attn_layout"):
+        ctx = b.op("Transpose", [ctx], perm=[0, 2, 1, 3])  # [N, L, heads, d]
+        return b.op("Reshape", [ctx, b.const([0, 0, dims.hidden_size])])
+
+
+def _fused_attention(b: _Builder, qkv: str, bias: str, dims: BertDims) -> str:
+    """:func:`_attention` as ONNX Runtime's ``MultiHeadAttention`` (``com.microsoft``): Q, K
+    and V split from ``qkv`` ([N, L, H] each), the mask [N, 1, L, L] as its
+    ``attention_bias``, scale 1/sqrt(head size)."""
+    h = dims.hidden_size
+    with b.role("attn_layout"):
+        q, k, v = b.op("Split", [qkv, b.const([h, h, h])], n_out=3, axis=-1)
+    with b.role("attn_fused"):
+        return b.op(
+            "MultiHeadAttention",
+            [q, k, v, "", "", bias],
+            domain=MS_DOMAIN,
+            num_heads=dims.num_attention_heads,
+        )
 
 
 def _key_bias(b: _Builder, allowed: str) -> str:
     """0 where ``allowed`` (bool), MASK_VALUE elsewhere, as float32."""
-    return b.op("Where", [allowed, b.fconst(0.0), b.fconst(MASK_VALUE)])
+    with b.role("mask"):
+        return b.op("Where", [allowed, b.fconst(0.0), b.fconst(MASK_VALUE)])
 
 
 def _embeddings(b: _Builder, ids: str, types: str, positions: str, eps: float) -> str:
     e = "bert.embeddings."
-    word = b.op("Gather", [e + "word_embeddings.weight", ids], axis=0)
-    pos = b.op("Gather", [e + "position_embeddings.weight", positions], axis=0)
-    typ = b.op("Gather", [e + "token_type_embeddings.weight", types], axis=0)
-    summed = b.op("Add", [b.op("Add", [word, pos]), typ])
-    return b.layer_norm(summed, e + "LayerNorm", eps)
+    with b.role("embed"):
+        word = b.op("Gather", [e + "word_embeddings.weight", ids], axis=0)
+        pos = b.op("Gather", [e + "position_embeddings.weight", positions], axis=0)
+        typ = b.op("Gather", [e + "token_type_embeddings.weight", types], axis=0)
+        summed = b.op("Add", [b.op("Add", [word, pos]), typ])
+        return b.layer_norm(summed, e + "LayerNorm", eps)
 
 
 def _ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
     """Attention output projection, residual + LayerNorm, feed-forward, residual + LayerNorm."""
-    h1 = b.layer_norm(
-        b.op("Add", [b.linear(ctx, p + "attention.output.dense"), h]),
-        p + "attention.output.LayerNorm",
-        eps,
-    )
+    out = b.linear(ctx, p + "attention.output.dense")
+    with b.role("norm"):
+        h1 = b.layer_norm(b.op("Add", [out, h]), p + "attention.output.LayerNorm", eps)
     ff = b.linear(b.gelu(b.linear(h1, p + "intermediate.dense")), p + "output.dense")
-    return b.layer_norm(b.op("Add", [ff, h1]), p + "output.LayerNorm", eps)
+    with b.role("norm"):
+        return b.layer_norm(b.op("Add", [ff, h1]), p + "output.LayerNorm", eps)
 
 
 def _qa_head(b: _Builder, h: str) -> tuple[str, str]:
     logits = b.linear(h, "qa_outputs")  # [..., 2]
-    if b.float != np.float32:  # keep_io_types: float32 logits whatever the precision
-        logits = b.op("Cast", [logits], to=TensorProto.FLOAT)
-    start = b.op("Gather", [logits, b.const(0)], axis=-1)
-    end = b.op("Gather", [logits, b.const(1)], axis=-1)
+    with b.role("head"):
+        if b.float != np.float32:  # keep_io_types: float32 logits whatever the precision
+            logits = b.op("Cast", [logits], to=TensorProto.FLOAT)
+        start = b.op("Gather", [logits, b.const(0)], axis=-1)
+        end = b.op("Gather", [logits, b.const(1)], axis=-1)
     b.nodes.append(helper.make_node("Identity", [start], ["start_logits"]))
     b.nodes.append(helper.make_node("Identity", [end], ["end_logits"]))
     return "start_logits", "end_logits"
@@ -317,7 +460,8 @@ def _hidden_output(b: _Builder, h: str) -> str:
     """The encoder's last hidden state as the graph output :data:`HIDDEN_OUTPUT`, float32
     whatever the precision (keep_io_types)."""
     if b.float != np.float32:
-        h = b.op("Cast", [h], to=TensorProto.FLOAT)
+        with b.role("head"):
+            h = b.op("Cast", [h], to=TensorProto.FLOAT)
     b.nodes.append(helper.make_node("Identity", [h], [HIDDEN_OUTPUT]))
     return HIDDEN_OUTPUT
 
@@ -337,8 +481,12 @@ def _row_graph(b: _Builder, dims: BertDims, segmented: bool, task: TaskSpec) -> 
     if segmented:
         bias = _segment_bias(b, "attention_mask")  # [B, 1, S, S]
     else:
-        real = b.op("Greater", ["attention_mask", b.const(0)])
-        bias = b.op("Unsqueeze", [_key_bias(b, real), b.const([1, 2])])  # [B, 1, 1, S]
+        with b.role("mask"):
+            real = b.op("Greater", ["attention_mask", b.const(0)])
+            bias = b.op("Unsqueeze", [_key_bias(b, real), b.const([1, 2])])  # [B, 1, 1, S]
+            if "mha" in b.kernels:  # MultiHeadAttention's bias is per query: [B, 1, S, S]
+                s = b.op("Shape", ["attention_mask"], start=1, end=2)
+                bias = b.op("Expand", [bias, b.op("Concat", [b.const([1, 1]), s, s], axis=0)])
     for i in range(dims.num_hidden_layers):
         p = f"bert.encoder.layer.{i}."
         qkv = _qkv(b, h, p)
@@ -348,11 +496,12 @@ def _row_graph(b: _Builder, dims: BertDims, segmented: bool, task: TaskSpec) -> 
 
 def _segment_bias(b: _Builder, segments: str) -> str:
     """[N, 1, L, L] additive bias: a token sees only real tokens of its own segment."""
-    seg_q = b.op("Unsqueeze", [segments, b.const([2])])  # [N, L, 1]
-    seg_k = b.op("Unsqueeze", [segments, b.const([1])])  # [N, 1, L]
-    same = b.op("Equal", [seg_q, seg_k])
-    real = b.op("Greater", [seg_k, b.const(0)])
-    return b.op("Unsqueeze", [_key_bias(b, b.op("And", [same, real])), b.const([1])])
+    with b.role("mask"):
+        seg_q = b.op("Unsqueeze", [segments, b.const([2])])  # [N, L, 1]
+        seg_k = b.op("Unsqueeze", [segments, b.const([1])])  # [N, 1, L]
+        same = b.op("Equal", [seg_q, seg_k])
+        real = b.op("Greater", [seg_k, b.const(0)])
+        return b.op("Unsqueeze", [_key_bias(b, b.op("And", [same, real])), b.const([1])])
 
 
 def _unpack_graph(b: _Builder, dims: BertDims, task: TaskSpec) -> None:
@@ -366,7 +515,8 @@ def _unpack_graph(b: _Builder, dims: BertDims, task: TaskSpec) -> None:
     """
     eps = dims.layer_norm_eps
     h = _embeddings(b, "input_ids", "token_type_ids", "position_ids", eps)  # [T, H]
-    h = b.op("Unsqueeze", [h, b.const([0])])  # [1, T, H]
+    with b.role("repack"):
+        h = b.op("Unsqueeze", [h, b.const([0])])  # [1, T, H]
     groups = range(ATTENTION_GROUPS)
     biases = [_segment_bias(b, f"segment_ids_{g}") for g in groups]  # [R_g, 1, W_g, W_g]
     flat_shape = b.const([1, -1, dims.hidden_size])
@@ -375,14 +525,19 @@ def _unpack_graph(b: _Builder, dims: BertDims, task: TaskSpec) -> None:
         qkv = _qkv(b, h, p)  # [1, T, 3H]
         flats = []
         for g in groups:
-            rows = b.op("Gather", [qkv, f"unpack_index_{g}"], axis=1)  # [1, R_g, W_g, 3H]
-            rows = b.op("Squeeze", [rows, b.const([0])])  # [R_g, W_g, 3H]
+            with b.role("repack"):
+                rows = b.op("Gather", [qkv, f"unpack_index_{g}"], axis=1)  # [1, R_g, W_g, 3H]
+                rows = b.op("Squeeze", [rows, b.const([0])])  # [R_g, W_g, 3H]
             ctx = _attention(b, rows, biases[g], dims)  # [R_g, W_g, H]
-            flats.append(b.op("Reshape", [ctx, flat_shape]))  # [1, R_g*W_g, H]
-        flat = b.op("Concat", flats, axis=1)  # [1, sum R_g*W_g, H]
-        ctx_tokens = b.op("Gather", [flat, "repack_index"], axis=1)  # [1, T, H]
+            with b.role("repack"):
+                flats.append(b.op("Reshape", [ctx, flat_shape]))  # [1, R_g*W_g, H]
+        with b.role("repack"):
+            flat = b.op("Concat", flats, axis=1)  # [1, sum R_g*W_g, H]
+            ctx_tokens = b.op("Gather", [flat, "repack_index"], axis=1)  # [1, T, H]
         h = _ffn_block(b, ctx_tokens, h, p, eps)
-    _outputs(b, b.op("Squeeze", [h, b.const([0])]), task)
+    with b.role("repack"):
+        h = b.op("Squeeze", [h, b.const([0])])
+    _outputs(b, h, task)
 
 
 _FILE_DTYPES = {"fp32": ("F32",), "fp16": ("F16",), "int8": ("F32", "I8")}
@@ -398,6 +553,7 @@ def build_graph(
     weights_path: Path,
     precision: str = "fp32",
     task: TaskSpec = TaskSpec(),
+    kernels=None,
 ) -> onnx.ModelProto:
     """The ONNX model of ``kind`` (one of KINDS) in ``precision`` (one of
     :data:`~packing.model.quantize.PRECISIONS`) for ``task`` (default qa) reading its
@@ -408,13 +564,17 @@ def build_graph(
     (fp16), or :func:`packing.model.quantize.int8_weights` (int8); the model must be saved
     next to it. qa graphs write ``start_logits`` / ``end_logits``; embed and classify graphs
     write :data:`HIDDEN_OUTPUT` (module docstring). The model's metadata ``precision`` and
-    ``task`` record them (the runtime refuses fp16 on a CPU).
+    ``task`` record them (the runtime refuses fp16 on a CPU). ``kernels`` (a subset of
+    :data:`KERNELS`; None: :data:`DEFAULT_KERNELS` of the precision) are the ONNX Runtime
+    contrib kernels written in place of plain operators; the metadata ``kernels`` records them.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown graph kind {kind!r}; expected one of {KINDS}")
     if not isinstance(task, TaskSpec):
         raise TypeError(f"task must be a TaskSpec, got {type(task).__name__} {task!r}")
-    b = _Builder(precision, token_major=(kind == "unpack_repack"))
+    if kernels is None:
+        kernels = DEFAULT_KERNELS[check_precision(precision)]
+    b = _Builder(precision, token_major=(kind == "unpack_repack"), kernels=kernels)
     if precision == "int8":
         b._quantized = set(quantized_linears(dims.num_hidden_layers))
     if kind == "unpack_repack":
@@ -452,9 +612,11 @@ def build_graph(
         + b.consts,
     )
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="packed-bert-serve"
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, MS_OPSET)],
+        producer_name="packed-bert-serve",
     )
-    props = {"precision": precision}
+    props = {"precision": precision, "kernels": ",".join(sorted(b.kernels))}
     if task.task != "qa":
         props["task"] = task.task
     helper.set_model_props(model, props)

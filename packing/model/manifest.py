@@ -12,7 +12,7 @@ from .weights import BertDims
 
 MANIFEST = "manifest.json"
 CALIBRATION = "calibration.json"  # token budget cache (packing.runtime.calibrate), not a model file
-FORMAT_VERSION = 2  # 2: unpack_repack takes ATTENTION_GROUPS attention groups
+FORMAT_VERSION = 3  # 2: unpack_repack takes ATTENTION_GROUPS attention groups; 3: contrib kernels
 PREPARED_BY = ("app", "cli", "user")
 """Who prepared a folder: ``app`` (the Serve app, :func:`deployments.model_store.ensure_model`),
 ``cli`` (``packed-bert prepare``) or ``user`` (:func:`packing.model.prepare.prepare` called
@@ -51,6 +51,7 @@ class Manifest:
     precision: str = "fp32"  # fp32 | int8 | fp16 (packing.model.quantize.PRECISIONS)
     prepared_by: str = "user"  # PREPARED_BY, or UNKNOWN_PREPARER for older manifests
     task: TaskSpec = field(default_factory=TaskSpec)  # what the folder serves (qa before tasks)
+    kernels: tuple[str, ...] = ()  # ONNX Runtime contrib kernels in the graphs (graphs.KERNELS)
 
     def to_json(self) -> str:
         """Serialise (dims and task nested as dicts)."""
@@ -79,6 +80,7 @@ class Manifest:
             )
         raw["dims"] = BertDims(**raw["dims"])
         raw["task"] = TaskSpec.from_dict(raw.get("task"))
+        raw["kernels"] = tuple(sorted(raw.get("kernels", ())))
         from .quantize import check_precision
 
         check_precision(raw["precision"])

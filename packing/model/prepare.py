@@ -25,7 +25,7 @@ import onnx
 
 from packing.policy.shapes import DEFAULT_SHAPES
 
-from .graphs import KINDS, WEIGHTS_FILES, build_graph
+from .graphs import DEFAULT_KERNELS, KINDS, WEIGHTS_FILES, build_graph, check_kernels
 from .heads import HEAD_FILE, HEAD_TENSORS
 from .manifest import CALIBRATION, MANIFEST, PREPARED_BY, PREPARING, Manifest, sha256_file
 from .quantize import LAYOUT_TOLERANCES, TOLERANCES, check_precision, fp16_weights, int8_weights
@@ -57,6 +57,7 @@ def prepare(
     precision: str = "fp32",
     prepared_by: str = "user",
     task: str | TaskSpec | None = None,
+    kernels=None,
 ) -> Manifest:
     """Build and check a model folder at ``out`` from ``source`` in ``precision`` (fp32, int8
     or fp16) for ``task``; returns its manifest, which records the task and ``prepared_by``
@@ -67,7 +68,10 @@ def prepare(
     ``task``: None infers it from the source (:func:`~packing.model.weights.load_source`:
     the checkpoint's architecture or sentence-transformers files; ``random:*`` is qa), a task
     name (``--task qa|embed|classify``) overrides the architecture, a :class:`TaskSpec` is
-    taken as it is. ValueError when the source lacks the task's tensors.
+    taken as it is. ValueError when the source lacks the task's tensors. ``kernels``: the ONNX
+    Runtime contrib kernels the graphs use (a subset of :data:`~packing.model.graphs.KERNELS`;
+    None: :data:`~packing.model.graphs.DEFAULT_KERNELS` of the precision; empty: plain ONNX
+    operators only, for runtimes other than ONNX Runtime); the manifest records them.
 
     Raises ValueError for bad shapes or an unknown precision, and RuntimeError when, on
     random packed batches (:func:`check_graphs`), a packed graph's packed run differs from the
@@ -90,6 +94,7 @@ def prepare(
     if max_valid_num < 1:
         raise ValueError(f"--max-valid-num must be >= 1, got {max_valid_num}")
     check_precision(precision)
+    kernels = DEFAULT_KERNELS[precision] if kernels is None else check_kernels(kernels)
     if prepared_by not in PREPARED_BY:
         raise ValueError(f"prepared_by must be one of {PREPARED_BY}, got {prepared_by!r}")
     out = Path(out)
@@ -128,7 +133,7 @@ def prepare(
     graphs = {}
     for kind in KINDS:
         _log(f"writing {kind}.onnx ({spec.task}, {precision})", quiet)
-        model = build_graph(kind, dims, out / weights_file, precision, spec)
+        model = build_graph(kind, dims, out / weights_file, precision, spec, kernels)
         onnx.save(model, str(out / f"{kind}.onnx"))
         graphs[kind] = f"{kind}.onnx"
     manifest = Manifest(
@@ -141,6 +146,7 @@ def prepare(
         precision=precision,
         prepared_by=prepared_by,
         task=spec,
+        kernels=tuple(sorted(kernels)),
     )
     manifest.write(out)  # provisional: the check below opens the folder through it
     diffs: dict[str, float] = {}
@@ -197,6 +203,7 @@ def prepare(
         precision=precision,
         prepared_by=prepared_by,
         task=spec,
+        kernels=tuple(sorted(kernels)),
     )
     manifest.write(out)
     (out / PREPARING).unlink(missing_ok=True)

@@ -69,6 +69,12 @@ CPU_PROVIDER = "CPUExecutionProvider"
 #: longer meet fp32's 1e-4 packed-vs-solo tolerance by construction. It does not touch fp16
 #: arithmetic.
 CUDA_PROVIDER_OPTIONS = {"use_tf32": "0"}
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+"""ONNX Runtime graph rewrites turned off for sessions on the CPU provider. ORT 1.32 fuses
+residual ``Add`` + ``LayerNormalization`` into ``SkipLayerNormalization``, whose CPU kernel
+ran 4-7x slower than the two operators it replaces at BERT-base shapes ([1, 256, 768]: 507
+against 75 us; docs/precision.md "Where the time goes"). The rewrite stays on for CUDA; the
+backend option ``disabled_optimizers`` overrides this list."""
 INSTALL_HINT = (
     "install exactly one ONNX Runtime wheel, through the extras: "
     'pip install "packed-bert-serve[cpu]" for the CPU or "packed-bert-serve[gpu]" '
@@ -243,6 +249,10 @@ class OnnxRuntimeBackend(Backend):
     ``spin``: whether ORT's idle intra-op (and inter-op) threads spin waiting for work
     (``session.intra_op.allow_spinning``; None = ORT's default, which spins). Spinning
     threads hold their cores between operators, which pays only when nothing else needs them.
+    ``disabled_optimizers``: ONNX Runtime graph rewrites to leave out (None:
+    :data:`CPU_DISABLED_OPTIMIZERS` on the CPU provider, none on CUDA).
+    ``profile``: a file prefix; when set, ONNX Runtime's profiler records every operator of
+    every run and :meth:`end_profiling` writes the trace (``packed-bert bench --profile``).
 
     ``device="cuda"`` makes the session with the CUDA provider (TF32 off,
     :data:`CUDA_PROVIDER_OPTIONS`) and checks the provider the session really got: ONNX
@@ -264,6 +274,8 @@ class OnnxRuntimeBackend(Backend):
         inter_op_threads: int = 1,
         allow_cpu_half: bool = False,
         spin: bool | None = None,
+        profile: str | None = None,
+        disabled_optimizers: tuple[str, ...] | None = None,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
@@ -290,11 +302,25 @@ class OnnxRuntimeBackend(Backend):
         if spin is not None:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
             opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
+        if profile is not None:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(profile)
         opts.log_severity_level = 3
         self.model_path = Path(model_path)
         if not self.model_path.exists():
             raise FileNotFoundError(f"model graph not found: {self.model_path}")
-        self._session = ort.InferenceSession(str(self.model_path), opts, providers=providers)
+        self._session = ort.InferenceSession(
+            str(self.model_path),
+            opts,
+            providers=providers,
+            disabled_optimizers=list(
+                disabled_optimizers
+                if disabled_optimizers is not None
+                else ()
+                if use_cuda
+                else CPU_DISABLED_OPTIMIZERS
+            ),
+        )
         self._outputs = [o.name for o in self._session.get_outputs()]
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._threads = intra_op_threads
@@ -342,6 +368,12 @@ class OnnxRuntimeBackend(Backend):
         """The session's provider options as ONNX Runtime reports them (e.g. the CUDA
         provider's ``use_tf32``)."""
         return self._session.get_provider_options()
+
+    def end_profiling(self) -> Path:
+        """Stop the profiler (the backend was made with ``profile=``) and return the path of
+        its trace (Chrome trace JSON: one event per operator run, see
+        :mod:`packing.bench.profile`)."""
+        return Path(self._session.end_profiling())
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = self._inputs - inputs.keys()

@@ -161,7 +161,7 @@ def test_app_made_stale_format_same_source_is_prepared_again_as_it_was(tiny_mode
     finally:
         logging.getLogger("ray.serve").removeHandler(handler)
     assert any(
-        "has format_version 1, this code reads 2" in m and "random:tiny in fp32" in m for m in seen
+        "has format_version 1, this code reads 3" in m and "random:tiny in fp32" in m for m in seen
     ), seen
     assert manifest.format_version == FORMAT_VERSION and manifest.prepared_by == "app"
     assert (manifest.source, manifest.precision, manifest.seq_len) == ("random:tiny", "fp32", 64)
@@ -189,7 +189,7 @@ def test_the_message_names_folder_holding_ask_and_both_ways_out(tiny_model_dir, 
     folder = made(tiny_model_dir, tmp_path / "app", prepared_by="app")
     msg = refused(folder, ask("random:base", precision="int8"))
     assert f"model_dir {folder} does not hold what the config asks" in msg
-    assert "The folder holds 'random:tiny' in fp32, prepared by the app, format_version 2" in msg
+    assert "The folder holds 'random:tiny' in fp32, prepared by the app, format_version 3" in msg
     assert "the config asks for model_source 'random:base' in precision int8 on device cpu" in msg
     assert (
         "(1) point model_dir at a new folder, which the app prepares from 'random:base' in int8"
@@ -246,7 +246,7 @@ def test_a_users_folder_that_differs_stops(tiny_model_dir, tmp_path, who, want, 
 def test_a_users_folder_of_an_old_format_is_never_prepared_again(tiny_model_dir, tmp_path):
     folder = made(tiny_model_dir, tmp_path / "mine", prepared_by="cli", format_version=1)
     msg = refused(folder, ask(precision="auto"))
-    assert "format_version 1 is not the 2 this code reads" in msg
+    assert "format_version 1 is not the 3 this code reads" in msg
     assert (
         f"`packed-bert prepare --model random:tiny --precision fp32 --seq-len 64 "
         f"--batch-size 4 --max-valid-num 8 --out {folder}`"

@@ -98,13 +98,14 @@ def test_check_precision_names_the_bad_value():
 # ------------------------------------------------- the int8 Linear graph against numpy
 
 
-def _linear_model(k: int, n: int, token_major: bool, seed: int = 0):
-    """A graph of one :meth:`_Builder.int8_linear` with random weights, and those weights."""
+def _linear_model(k: int, n: int, token_major: bool, seed: int = 0, kernels=frozenset()):
+    """A graph of one :meth:`_Builder.int8_linear` with random weights, and those weights
+    (``kernels``: the builder's contrib kernels; ``int8_to_float`` writes MatMulIntegerToFloat)."""
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
     qw, ws = quantize_weight(w)
     bias = rng.standard_normal(n).astype(np.float32)
-    b = _Builder("int8", token_major=token_major)
+    b = _Builder("int8", token_major=token_major, kernels=kernels)
     out = b.int8_linear("x", "lin")
     b.nodes.append(helper.make_node("Identity", [out], ["y"]))
     shape = [1, "t", k] if token_major else ["b", "s", k]
@@ -119,10 +120,17 @@ def _linear_model(k: int, n: int, token_major: bool, seed: int = 0):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape[:-1] + [n])],
         initializer=inits + b.consts,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model, (qw, ws, bias)
+
+
+KERNEL_SETS = [frozenset(), frozenset({"int8_to_float"})]
+"""The int8 Linear as plain ONNX (MatMulInteger, Cast, Mul) and as MatMulIntegerToFloat."""
 
 
 def _session(model, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
@@ -132,15 +140,17 @@ def _session(model, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def test_int8_linear_graph_matches_numpy():
+@pytest.mark.parametrize("kernels", KERNEL_SETS, ids=lambda k: "+".join(sorted(k)) or "plain")
+def test_int8_linear_graph_matches_numpy(kernels):
     """Under ORT's full optimisation (fusions included) the graph computes exactly the
-    per-token arithmetic of int8_linear_reference, token-major [1, T, K] or row [B, S, K]."""
+    per-token arithmetic of int8_linear_reference, token-major [1, T, K] or row [B, S, K],
+    with the plain operators and with MatMulIntegerToFloat."""
     for token_major in (True, False):
-        _check_linear_against_numpy(token_major)
+        _check_linear_against_numpy(token_major, kernels)
 
 
-def _check_linear_against_numpy(token_major: bool) -> None:
-    model, (qw, ws, bias) = _linear_model(64, 40, token_major)
+def _check_linear_against_numpy(token_major: bool, kernels) -> None:
+    model, (qw, ws, bias) = _linear_model(64, 40, token_major, kernels=kernels)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, 37, 64) if token_major else (3, 11, 64)).astype(np.float32)
     x[0, 5] *= 30.0
@@ -192,9 +202,10 @@ def test_int8_product_is_exact_at_the_saturating_worst_case():
     assert np.abs(want).max() > 1.0  # not a trivial zero product
 
 
-def test_int8_linear_is_per_token_under_a_loud_neighbour():
+@pytest.mark.parametrize("kernels", KERNEL_SETS, ids=lambda k: "+".join(sorted(k)) or "plain")
+def test_int8_linear_is_per_token_under_a_loud_neighbour(kernels):
     """A row's output is bit-identical whatever rows sit beside it: 30x louder, or none."""
-    model, _ = _linear_model(64, 40, True)
+    model, _ = _linear_model(64, 40, True, kernels=kernels)
     sess = _session(model)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 9, 64)).astype(np.float32)
@@ -226,6 +237,28 @@ def test_one_fused_row_by_column_scale_is_not_written():
     basic = _session(model, ort.GraphOptimizationLevel.ORT_DISABLE_ALL).run(None, {"x": x})[0]
     full = _session(model).run(None, {"x": x})[0]
     np.testing.assert_allclose(full, basic, rtol=1e-6, atol=1e-6)
+
+
+def test_matmul_integer_to_float_takes_scalar_and_column_scales_only():
+    """The int8_to_float kernel writes MatMulIntegerToFloat with the two scales it supports:
+    activation scale the scalar 1, weight scale per column; the per-row scale and the bias
+    stay the nodes after it, and the whole matches the plain graph bit for bit."""
+    model, _ = _linear_model(64, 40, True, kernels=frozenset({"int8_to_float"}))
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    (fused,) = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]
+    assert fused.domain == "com.microsoft"
+    a_scale, b_scale = fused.input[2], fused.input[3]
+    assert consts[a_scale].shape == () and float(consts[a_scale]) == 1.0
+    assert b_scale == "lin.wscale"
+    assert not [n for n in model.graph.node if n.op_type in ("MatMulInteger", "Cast")]
+    mul_row = next(n for n in model.graph.node if fused.output[0] in n.input)
+    assert mul_row.op_type == "Mul"
+    plain, _ = _linear_model(64, 40, True)
+    x = np.random.default_rng(5).standard_normal((1, 33, 64)).astype(np.float32)
+    x[0, 3] *= 40.0
+    got = _session(model).run(None, {"x": x})[0]
+    want = _session(plain).run(None, {"x": x})[0]
+    assert np.array_equal(got, want)
 
 
 # ---------------------------------------------------------------- prepared folders

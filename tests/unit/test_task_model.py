@@ -267,7 +267,7 @@ def test_a_qa_folder_is_unchanged(tiny_model_dir):
     g = onnx.load(str(tiny_model_dir / "unpack_repack.onnx"), load_external_data=False)
     assert [o.name for o in g.graph.output] == ["start_logits", "end_logits"]
     assert g.graph.name == "bert_qa_unpack_repack"
-    assert {p.key for p in g.metadata_props} == {"precision"}
+    assert {p.key for p in g.metadata_props} == {"precision", "kernels"}
 
 
 def test_runners_return_pooled_vectors(embed_dir, classify_dir, requests):

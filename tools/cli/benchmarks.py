@@ -1,4 +1,4 @@
-"""``threads``, ``embed-quality`` and ``embed-http``: the benchmarks (run them on a quiet host);
+"""``threads``, ``kernels``, ``embed-quality`` and ``embed-http``: the benchmarks (run them on a quiet host);
 their handlers and flags."""
 
 from __future__ import annotations
@@ -58,6 +58,23 @@ def _threads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernels(args: argparse.Namespace) -> int:
+    from tools.kernels import format_kernels, kernels
+
+    report = kernels(
+        args.model_dir,
+        args.variants,
+        layout=args.layout,
+        workload=args.workload,
+        samples=args.samples,
+        batches=args.batches,
+        rounds=args.rounds,
+        threads=args.threads,
+    )
+    emit(report, args.json, table=format_kernels(report))
+    return 0
+
+
 def _embed_http(args: argparse.Namespace) -> int:
     from tools.embed_http import embed_http, format_report
 
@@ -85,7 +102,8 @@ def _embed_http(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """The parsers of ``threads``, ``embed-quality`` and ``embed-http`` under ``sub``, in that order."""
+    """The parsers of ``threads``, ``kernels``, ``embed-quality`` and ``embed-http`` under
+    ``sub``, in that order."""
     th = command(
         sub,
         _threads,
@@ -121,6 +139,41 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "for the first layout's threads)",
     )
     th.add_argument("--json", default=None, help="write the report here")
+
+    kn = command(
+        sub,
+        _kernels,
+        "kernels",
+        help="the graph builder's ONNX Runtime contrib kernels, each alone against the plain "
+        "graph: time per round of the same batches and max abs output difference, in one run "
+        "(a benchmark: run it on a quiet host)",
+    )
+    model_dir_flag(kn)
+    kn.add_argument(
+        "--variants",
+        nargs="+",
+        default=["plain+ort_skipln", "plain", "mha", "int8_to_float", "int8_to_float+mha"],
+        metavar="plain|K[+K]",
+        help="kernel sets to build and time (int8_to_float needs an int8 folder; "
+        "+ort_skipln: ONNX Runtime's SkipLayerNormalization rewrite left on); the first is "
+        "the base of the ratios (default: plain+ort_skipln plain mha int8_to_float "
+        "int8_to_float+mha)",
+    )
+    kn.add_argument(
+        "--layout",
+        choices=["original", "attention_mask", "unpack_repack"],
+        default="unpack_repack",
+    )
+    kn.add_argument(
+        "--workload",
+        default="seed",
+        help="seed | short | squad:FILE | lengths:FILE (packing.runners.workloads)",
+    )
+    kn.add_argument("--samples", type=positive_int, default=128, help="workload sequences")
+    kn.add_argument("--batches", type=positive_int, default=3, help="fullest batches timed")
+    kn.add_argument("--rounds", type=positive_int, default=5, help="timed rounds per variant")
+    kn.add_argument("--threads", type=positive_int, default=None, help="intra-op threads")
+    kn.add_argument("--json", default=None, help="write the report here")
 
     eq = command(
         sub,

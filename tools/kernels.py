@@ -1,0 +1,164 @@
+"""``python -m tools kernels``: each ONNX Runtime contrib kernel of the graph builder, alone,
+against the plain graph, in one run.
+
+For a prepared folder and one layout, the builder writes the layout's graph once per
+**variant** (a set of :data:`packing.model.graphs.KERNELS`; ``plain`` is none of them) into a
+temporary copy of the folder, each reading the same weights. Every variant runs the same
+fullest batches of the workload (:func:`packing.bench.profile.fullest_plans`, at the folder's
+calibrated token budget for unpack/repack), after a warm-up, in interleaved rounds (variant
+1, 2, ... then again), so a busy moment of the host hits all of them. Reported per variant:
+the median time of a round, the speed over the first variant, and the largest absolute
+difference of its outputs from the first variant's on those batches (each kernel is kept only
+if it is faster **and** gives the same numbers). A variant may also name ``ort_skipln``: the
+same graph with ONNX Runtime's SkipLayerNormalization rewrite left on, which the backend turns
+off on the CPU (:data:`~packing.runtime.backend.CPU_DISABLED_OPTIMIZERS`). Prints the host's CPU model and features. A
+benchmark: run it on a quiet host.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["format_kernels", "kernels", "parse_variant"]
+
+
+ORT_SKIPLN = "ort_skipln"
+"""A variant token that is no kernel: ONNX Runtime's ``SkipLayerNormFusion`` left on (the
+backend turns it off on the CPU, :data:`~packing.runtime.backend.CPU_DISABLED_OPTIMIZERS`)."""
+
+
+def parse_variant(text: str) -> frozenset[str]:
+    """``plain`` -> no kernel; ``mha+int8_to_float`` -> those two; ``plain+ort_skipln`` or
+    ``mha+ort_skipln``: also ONNX Runtime's SkipLayerNormalization fusion left on (ValueError
+    for an unknown token, naming it)."""
+    from packing.model.graphs import check_kernels
+
+    tokens = set(text.split("+")) - {"plain"}
+    check_kernels(tokens - {ORT_SKIPLN})
+    return frozenset(tokens)
+
+
+def _name(variant: frozenset[str]) -> str:
+    kernels = "+".join(sorted(variant - {ORT_SKIPLN})) or "plain"
+    return kernels + ("+" + ORT_SKIPLN if ORT_SKIPLN in variant else "")
+
+
+def kernels(
+    model_dir: str | Path,
+    variants: Sequence[str],
+    layout: str = "unpack_repack",
+    workload: str = "seed",
+    samples: int = 128,
+    batches: int = 3,
+    rounds: int = 5,
+    threads: int | None = None,
+) -> dict:
+    """Time ``variants`` (``plain``, ``mha``, ``int8_to_float``, ``a+b``) of ``layout`` of the
+    folder on its ``batches`` fullest batches of the workload, ``rounds`` interleaved rounds
+    after one warm-up round; the report dict (``rows``: variant, median_ms, speed,
+    max_abs_diff; ``host``; the settings). The first variant is the base. ValueError for an
+    unknown variant or layout, or fewer than two variants."""
+    import onnx
+
+    from packing.bench.profile import fullest_plans
+    from packing.model.graphs import WEIGHTS_FILES, build_graph
+    from packing.model.manifest import Manifest
+    from packing.runners.workloads import load_workload
+    from packing.runtime.backend import OnnxRuntimeBackend
+    from packing.runtime.calibrate import resolve_max_tokens
+    from packing.runtime.executor import PlanExecutor
+    from packing.runtime.host import host_facts
+
+    parsed = [parse_variant(v) for v in variants]
+    if len(parsed) < 2:
+        raise ValueError(f"give at least two variants to compare, got {list(variants)}")
+    m = Manifest.read(model_dir)
+    if layout not in m.graphs:
+        raise ValueError(f"{model_dir} has no {layout!r} graph; graphs: {sorted(m.graphs)}")
+    options = {"device": "cpu", **({"intra_op_threads": threads} if threads else {})}
+    data = load_workload(workload, samples, model_dir, m.seq_len, m.dims.vocab_size)
+    budget = None
+    if layout == "unpack_repack":
+        budget, _ = resolve_max_tokens("auto", model_dir, "onnxruntime", options, manifest=m)
+    lengths = np.array([len(f) for f in data])
+    plans = fullest_plans(layout, m, lengths, batches, budget)
+    weights = WEIGHTS_FILES[m.precision]
+    with tempfile.TemporaryDirectory(prefix="pbs-kernels-") as tmp:
+        folder = Path(tmp)
+        shutil.copy(Path(model_dir) / weights, folder / weights)
+        runs = []
+        for v in parsed:
+            graph = build_graph(
+                layout, m.dims, folder / weights, m.precision, m.task, v - {ORT_SKIPLN}
+            )
+            onnx.save(graph, str(folder / f"{_name(v)}.onnx"))
+            rewrites = {"disabled_optimizers": ()} if ORT_SKIPLN in v else {}
+            backend = OnnxRuntimeBackend(folder / f"{_name(v)}.onnx", **options, **rewrites)
+            executor = PlanExecutor(backend, m, model_dir)
+            feeds = [executor.inputs(p, [data[k] for k in p.seq_ids])[0] for p in plans]
+            runs.append((backend, feeds))
+        outputs = [[b.run(f) for f in feeds] for b, feeds in runs]  # also the warm-up round
+        times: list[list[float]] = [[] for _ in runs]
+        for _ in range(rounds):
+            for i, (backend, feeds) in enumerate(runs):
+                start = time.perf_counter()
+                for f in feeds:
+                    backend.run(f)
+                times[i].append(time.perf_counter() - start)
+    medians = [statistics.median(t) for t in times]
+    rows = []
+    for v, med, outs in zip(parsed, medians, outputs):
+        diff = max(float(np.abs(a[k] - b[k]).max()) for a, b in zip(outputs[0], outs) for k in a)
+        rows.append(
+            {
+                "variant": _name(v),
+                "median_ms": 1000 * med,
+                "speed": medians[0] / med,
+                "max_abs_diff": diff,
+            }
+        )
+    return {
+        "model_dir": str(model_dir),
+        "precision": m.precision,
+        "layout": layout,
+        "workload": workload,
+        "batches": len(plans),
+        "tokens": int(sum(int(p.lengths.sum()) for p in plans)),
+        "token_budget": budget,
+        "rounds": rounds,
+        "threads": threads,
+        "host": host_facts(),
+        "rows": rows,
+    }
+
+
+def format_kernels(report: dict) -> str:
+    """The report as a header line (folder, layout, batches, host) and a markdown table."""
+    from packing.runtime.host import features_line
+
+    h = report["host"]
+    head = (
+        f"{report['model_dir']} {report['precision']} {report['layout']}: "
+        f"{report['batches']} batches, {report['tokens']} real tokens, median of "
+        f"{report['rounds']} rounds; {h['cpu']}, {features_line(h['flags'])}, "
+        f"{report['threads'] or 'all'} intra-op threads"
+    )
+    rows = [
+        head,
+        "",
+        "| variant | ms per round | speed | max abs diff vs first |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        rows.append(
+            f"| {r['variant']} | {r['median_ms']:.1f} | {r['speed']:.3f}x | "
+            f"{r['max_abs_diff']:.1e} |"
+        )
+    return "\n".join(rows)
