@@ -17,7 +17,6 @@ from packing.cli import main
 from packing.model.manifest import Manifest
 from packing.runners import PackRunner
 from packing.runners.workloads import synthetic_features
-from packing.runtime import calibrate as cal_mod
 from packing.runtime.calibrate import (
     CACHE_FILE,
     Calibration,
@@ -29,6 +28,9 @@ from packing.runtime.calibrate import (
     pick_budget,
     resolve_max_tokens,
 )
+from packing.runtime.calibrate import cache as cache_mod
+from packing.runtime.calibrate import key as key_mod
+from packing.runtime.calibrate import measure as measure_mod
 
 FAST = {"profile": "fast"}  # sim: 1e9 token slots/s, so host time alone: quick to measure
 QUICK = {"min_time_s": 0.02, "min_repeats": 1, "rounds": 1, "warmup": 0}
@@ -61,7 +63,7 @@ def fake_curve(monkeypatch):
             return [self.curve[plans[0].capacity]]
 
     fake = Fake()
-    monkeypatch.setattr(cal_mod, "measure_budget", fake.measure)
+    monkeypatch.setattr(measure_mod, "measure_budget", fake.measure)
     return fake
 
 
@@ -72,7 +74,7 @@ def no_measuring(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("measured although the cache should have answered")
 
-    monkeypatch.setattr(cal_mod, "measure_budget", refuse)
+    monkeypatch.setattr(measure_mod, "measure_budget", refuse)
 
 
 # ------------------------------------------------------------------------ the rule
@@ -166,7 +168,7 @@ def test_the_second_call_reads_the_cache(model, fake_curve, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("measured although the cache should have answered")
 
-    monkeypatch.setattr(cal_mod, "measure_budget", refuse)
+    monkeypatch.setattr(measure_mod, "measure_budget", refuse)
     again = load_or_calibrate(model, "sim", {"profile": "fast", "intra_op_threads": 3})
     assert again.from_cache and again == first  # the sim ignores intra_op_threads
     # Another threshold re-picks from the stored curve, still without measuring.
@@ -218,7 +220,7 @@ def test_a_changed_fingerprint_measures_again(model, fake_curve):
 
 def test_the_fingerprint_follows_the_graph_and_the_host(model, monkeypatch):
     base = fingerprint(model, "sim", FAST)[0]
-    monkeypatch.setattr(cal_mod, "host_description", lambda: {"cpu": "other", "cores": 64})
+    monkeypatch.setattr(key_mod, "host_description", lambda: {"cpu": "other", "cores": 64})
     assert fingerprint(model, "sim", FAST)[0] != base
     monkeypatch.undo()
     m = Manifest.read(model)
@@ -247,7 +249,7 @@ def test_an_unwritable_folder_still_answers(model, fake_curve, monkeypatch):
     def fail(*args, **kwargs):
         raise PermissionError("read-only")
 
-    monkeypatch.setattr(cal_mod.tempfile, "mkstemp", fail)
+    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", fail)
     assert load_or_calibrate(model, "sim", FAST, progress=False).max_tokens == 128
     assert not (model / CACHE_FILE).exists()
 
