@@ -19,11 +19,11 @@ from packing.runtime.calibrate import AUTO, resolve_max_tokens
 
 from .auth import startup_keys
 from .config import AppConfig
-from .executor import PlanExecutorDeployment
 from .ingress import Ingress
 from .model_match import model_ask
 from .model_store import ensure_model
 from .packer import Packer
+from .runner import PlanExecutorDeployment
 
 
 def calibrated_budget(model_dir: str, backend: str, options: dict) -> int | None:

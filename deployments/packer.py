@@ -36,7 +36,7 @@ from packing.model.manifest import Manifest
 from packing.policy.config import PackingConfig
 from packing.policy.plans import Plan
 from packing.runtime.admission import NeverAdmitted, Overloaded
-from packing.runtime.dispatch import Dispatcher, Window, admit_windows
+from packing.runtime.dispatch import Dispatcher, Pending, admit_windows
 from packing.runtime.features import Features, SpanLogits, validate_features
 
 from .config import PackingKnobs
@@ -113,7 +113,7 @@ class Packer:
             on_plan=self._observe,
             on_drop=self._observe_drop,
         )
-        self._calls: dict[str, list[Window]] = {}  # windows of the calls that gave a call_id
+        self._calls: dict[str, list[Pending]] = {}  # windows of the calls that gave a call_id
         # withdrawals that came before their call (handle calls are not ordered): applied
         # when it registers; the oldest forgotten past WITHDRAWN_EARLY entries
         self._early: OrderedDict[str, list[tuple[int, int]]] = OrderedDict()
@@ -159,7 +159,7 @@ class Packer:
         wait = knobs.batch_wait_timeout_s
         concurrent = knobs.admission().concurrent_batches(knobs.max_pending)
         if self._admit is None or concurrent != self.admission["max_concurrent_batches"]:
-            self._admit = self.make_admission(self._collate, size, wait, concurrent)
+            self._admit = self.make_admission(self._dispatch, size, wait, concurrent)
         else:
             self._admit.set_max_batch_size(size)
             self._admit.set_batch_wait_timeout_s(wait)
@@ -174,13 +174,13 @@ class Packer:
 
     def make_admission(
         self,
-        collate: Callable,
+        handler: Callable,
         max_batch_size: int,
         batch_wait_timeout_s: float,
         max_concurrent_batches: int,
     ) -> Callable:
-        """The admission wrapper around ``collate``: ``await admit(window)`` returns
-        ``collate(batch)[k]`` for the batch the window was admitted in; it has Serve's
+        """The admission wrapper around ``handler`` (the batch function): ``await admit(window)``
+        returns ``handler(batch)[k]`` for the batch the window was admitted in; it has Serve's
         ``set_max_batch_size`` / ``set_batch_wait_timeout_s`` setters.
 
         Here: Ray Serve's ``@serve.batch`` (count path). It works only inside a replica; a
@@ -190,9 +190,9 @@ class Packer:
             max_batch_size=max_batch_size,
             batch_wait_timeout_s=batch_wait_timeout_s,
             max_concurrent_batches=max_concurrent_batches,
-        )(collate)
+        )(handler)
 
-    async def _collate(self, windows: list[Window]) -> list:
+    async def _dispatch(self, windows: list[Pending]) -> list:
         """The ``@serve.batch`` batch function: the admitted windows go to the dispatch step,
         which packs them (with whatever else waits) by the packing-aware collate as soon as a
         runner slot is free. Returns once every window is answered; never raises a
@@ -262,10 +262,10 @@ class Packer:
         return self._cancel(windows, start, stop)
 
     @staticmethod
-    def _cancel(windows: list[Window], start: int, stop: int) -> int:
+    def _cancel(windows: list[Pending], start: int, stop: int) -> int:
         return sum(1 for w in windows[max(0, int(start)) : max(0, int(stop))] if w.future.cancel())
 
-    def _register(self, call_id: str, windows: list[Window]) -> None:
+    def _register(self, call_id: str, windows: list[Pending]) -> None:
         """Note the windows of call ``call_id``, applying any withdrawal that came first."""
         self._calls[call_id] = windows
         for start, stop in self._early.pop(call_id, ()):

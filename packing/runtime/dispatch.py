@@ -45,7 +45,7 @@ __all__ = [
     "Dispatcher",
     "DispatchStats",
     "Execute",
-    "Window",
+    "Pending",
     "admit_windows",
 ]
 
@@ -68,8 +68,11 @@ Collate = Callable[[Sequence[int], PackingConfig], list[Plan]]
 
 
 @dataclass(eq=False)
-class Window:
-    """One sequence on its way through admission and dispatch."""
+class Pending:
+    """One submitted window not yet answered, on its way through admission and dispatch (the
+    served Packer's or the in-process PackRunner's). Any sequence the packer takes: not
+    :class:`packing.qa.windows.Window`, the SQuAD context window of a question, whose tokens
+    it may carry."""
 
     features: Features  # validated token ids of the window (1 <= length <= seq_len)
     future: asyncio.Future  # its Result or its plan's error; the caller cancels it to withdraw
@@ -125,7 +128,9 @@ class DispatchStats:
 
 @dataclass(eq=False)
 class _Waiting:
-    window: Window
+    """An admitted window in the dispatcher, with the admitted batch it came in."""
+
+    window: Pending
     batch: int  # number of the admitted batch it came in
 
 
@@ -226,7 +231,7 @@ class Dispatcher:
         return max(math.ceil(windows / c.max_valid_num), math.ceil(tokens / c.capacity_tokens))
 
     # ---------------------------------------------------------------- batches
-    async def run_batch(self, windows: Sequence[Window]) -> list[Result | BaseException]:
+    async def run_batch(self, windows: Sequence[Pending]) -> list[Result | BaseException]:
         """The batch function behind admission: hand one admitted batch over, wait for it.
 
         Returns, per window, its result or the exception it got (never raises, and in
@@ -251,7 +256,7 @@ class Dispatcher:
             for w in windows
         ]
 
-    def add(self, windows: Sequence[Window]) -> None:
+    def add(self, windows: Sequence[Pending]) -> None:
         """Admit one batch of windows (in arrival order) and start what free slots take."""
         if self._closed:
             error = RuntimeError("dispatcher is closed")
@@ -410,9 +415,9 @@ class Dispatcher:
 
 
 async def admit_windows(
-    admit: Callable[[Window], Awaitable],
+    admit: Callable[[Pending], Awaitable],
     features: Sequence[Features],
-    on_windows: Callable[[list[Window]], None] | None = None,
+    on_windows: Callable[[list[Pending]], None] | None = None,
 ) -> list[Result | None]:
     """Logits of ``features`` (validated windows), each admitted as one item by
     ``admit(window)`` (``@serve.batch``'s wrapper, or :meth:`CountAdmission.submit`), in order.
@@ -428,7 +433,7 @@ async def admit_windows(
     client of part of a shared call went away). A withdrawn window is never computed if its
     plan had not started; its result is ``None`` either way."""
     loop, now = asyncio.get_running_loop(), time.monotonic()
-    windows = [Window(f, loop.create_future(), now) for f in features]
+    windows = [Pending(f, loop.create_future(), now) for f in features]
     if on_windows is not None:
         on_windows(windows)
     # One task per item, created in order: each queues its item in its first step, and tasks

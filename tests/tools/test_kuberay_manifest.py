@@ -545,9 +545,9 @@ def test_app_args_validate_as_appconfig(serve_config):
 
 
 def test_deployment_names_exist_in_the_app(serve_config):
-    from deployments.executor import PlanExecutorDeployment
     from deployments.ingress import Ingress
     from deployments.packer import Packer
+    from deployments.runner import PlanExecutorDeployment
 
     app_names = {Ingress.name, Packer.name, PlanExecutorDeployment.name}
     assert app_names == {INGRESS, PACKER, RUNNER}

@@ -73,7 +73,7 @@ def test_absent_deployment_or_application_names_the_file(tmp_path):
 def test_runner_slots_of_the_decorator_are_the_config_files():
     """The PlanExecutor decorator keeps ``max_ongoing_requests`` for apps deployed without a
     config file's value (configs/test.yaml sets none): it must be the shipped configs' value."""
-    from deployments.executor import PlanExecutorDeployment
+    from deployments.runner import PlanExecutorDeployment
 
     squad = config_deployment_options(CONFIGS / "squad.yaml", "PlanExecutor")
     sim = config_deployment_options(CONFIGS / "sim.yaml", "PlanExecutor")

@@ -15,7 +15,7 @@ from packing.policy.collate import collate
 from packing.policy.config import PackingConfig
 from packing.policy.plans import AttentionMaskPlan, Plan
 from packing.runtime.admission import CountAdmission
-from packing.runtime.dispatch import Dispatcher, Window, admit_windows
+from packing.runtime.dispatch import Dispatcher, Pending, admit_windows
 from packing.runtime.features import Features, SpanLogits
 
 from factories import run_virtual
@@ -29,9 +29,9 @@ def make_features(lengths, tag0: int = 0) -> list[Features]:
     return [Features.of(np.full(n, tag0 + k + 1, dtype=np.int64)) for k, n in enumerate(lengths)]
 
 
-def make_windows(lengths, tag0: int = 0) -> list[Window]:
+def make_windows(lengths, tag0: int = 0) -> list[Pending]:
     loop = asyncio.get_running_loop()
-    return [Window(f, loop.create_future(), 0.0) for f in make_features(lengths, tag0)]
+    return [Pending(f, loop.create_future(), 0.0) for f in make_features(lengths, tag0)]
 
 
 def tag(out: SpanLogits) -> int:
@@ -396,7 +396,7 @@ def test_each_window_gets_its_result_when_its_own_plan_ends():
         a = CountAdmission(d.run_batch, max_batch_size=2, batch_wait_timeout_s=0.0)
         loop = asyncio.get_running_loop()
         feats = make_features([3, 3])
-        windows = [Window(f, loop.create_future(), 0.0) for f in feats]
+        windows = [Pending(f, loop.create_future(), 0.0) for f in feats]
         tasks = [asyncio.ensure_future(a(w)) for w in windows]
         await windows[1].future  # plan of seq_id 1 takes 1 s
         assert loop.time() == pytest.approx(1.0) and not windows[0].future.done()

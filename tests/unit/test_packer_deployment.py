@@ -61,7 +61,7 @@ class FakeRunnerHandle:
     def remote(self, plan, feats, demand_plans=None):
         import ray._raylet as raylet
 
-        from deployments.executor import graph_for
+        from deployments.runner import graph_for
 
         self.parents.append(raylet.async_task_id.get())
 
@@ -82,8 +82,8 @@ class LocalPacker(Packer.func_or_class):
     is CountAdmission, which forms the same batches (test_admission.py); the Serve tests run
     the real decorator."""
 
-    def make_admission(self, collate, max_batch_size, batch_wait_timeout_s, max_concurrent_batches):
-        return CountAdmission(collate, max_batch_size, batch_wait_timeout_s, max_concurrent_batches)
+    def make_admission(self, handler, max_batch_size, batch_wait_timeout_s, max_concurrent_batches):
+        return CountAdmission(handler, max_batch_size, batch_wait_timeout_s, max_concurrent_batches)
 
 
 def make_packer(model_dir, runner, slots: int = 2, **knobs):

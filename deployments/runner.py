@@ -1,5 +1,6 @@
-"""PlanExecutor replicas, the served executor: execute packed batch plans on the accelerator
-they are pinned to.
+"""The runner replicas: the ``PlanExecutor`` Serve deployment, whose replicas execute packed
+batch plans on the accelerator they are pinned to (one
+:class:`packing.runtime.executor.PlanExecutor` per packed graph).
 
 Pinning comes from ``ray_actor_options`` in the config: ``num_cpus`` by default,
 ``num_gpus: 1`` with ``device: cuda``, or a custom resource such as ``{"resources": {"IPU": 1}}``
