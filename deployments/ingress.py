@@ -72,7 +72,7 @@ from .body import BodyError, read_body
 from .errors import error_response, internal_error, use_routes
 from .errors import install as install_errors
 from .metrics import IngressMetrics
-from .packer_call import PackerCall
+from .packer_call import PackerCall, share_calls
 from .task_front import BIG_BODY_CHARS, ModelInfo, TaskFront, task_routes
 
 __all__ = ["BIG_BODY_CHARS", "Ingress", "api", "request_schema", "use_limits"]
@@ -307,34 +307,23 @@ class Ingress:
         Each item is ``(body, sent)``; the batch fills in ``sent`` (:class:`_Sent`): a body with
         a bad or too large request gets its ``problem`` and no call, and does not affect the
         others; the others share a :class:`~deployments.packer_call.PackerCall`, their windows
-        from ``offset``. Runs on the event loop without awaiting, so tokenizer calls never
-        overlap, and returns before the packer answers."""
+        from ``offset`` (grouped by :func:`~deployments.packer_call.share_calls`, as the task
+        routes' :class:`~deployments.packer_call.CallGatherer` groups its bodies). Runs on the
+        event loop without awaiting, so tokenizer calls never overlap, and returns before the
+        packer answers."""
         flat = self.qa.tokenize([(r.question, r.context) for body, _ in items for r in body])
-        group: list[_Sent] = []  # bodies of the call being formed
-        features: list = []
+        sendable: list[list | None] = []  # per body: its windows' features, None if not sent
         k = 0
         for body, sent in items:
             sent.windows = flat[k : k + len(body)]
             k += len(body)
             sent.problem = first_problem(sent.windows, self.limits)
-            if sent.problem is not None:
-                continue
-            mine = features_of(sent.windows)
-            if group and len(features) + len(mine) > self.limits.max_windows_per_body:
-                self._send(group, features)
-                group, features = [], []
-            sent.offset = len(features)
-            group.append(sent)
-            features.extend(mine)
-        if group:
-            self._send(group, features)
+            sendable.append(None if sent.problem is not None else features_of(sent.windows))
+        placed = share_calls(self.packer, sendable, self.limits.max_windows_per_body)
+        for (_, sent), where in zip(items, placed):
+            if where is not None:
+                sent.call, sent.offset = where
         return [None] * len(items)
-
-    def _send(self, group: list[_Sent], features: list) -> None:
-        """One packer call for the windows of the bodies ``group``."""
-        call = PackerCall(self.packer, features, len(group))
-        for sent in group:
-            sent.call = call
 
     async def _tokenize_apart(self, reqs: list[QARequest], sent: _Sent) -> None:
         """Fill in ``sent`` for a big body: its questions' windows, one question at a time in

@@ -29,7 +29,7 @@ from typing import Any
 from .detach import detached
 from .retry import retry_replica_lost
 
-__all__ = ["CallGatherer", "PackerCall", "PackerCallCancelled"]
+__all__ = ["CallGatherer", "PackerCall", "PackerCallCancelled", "share_calls"]
 
 
 class PackerCallCancelled(RuntimeError):
@@ -98,11 +98,49 @@ class PackerCall:
         return await self.packer.withdraw.remote(self.call_id, offset, offset + count)
 
 
+def share_calls(
+    packer: Any, bodies: Sequence[Sequence[Any] | None], max_per_call: int
+) -> list[tuple[PackerCall, int] | None]:
+    """Start the packer calls (:class:`PackerCall`) for the sequences of ``bodies`` (one list
+    per body, ``None`` for a body not to send), as few as ``max_per_call`` sequences per call
+    allow: bodies share a call in order, and a new one starts where the next body would take
+    it past ``max_per_call`` (a body over the limit alone gets a call of its own).
+
+    Returns, per body, its call and the offset of its first sequence there (what it passes to
+    :meth:`PackerCall.result` or :meth:`PackerCall.leave`), ``None`` for a body not sent. The
+    one grouping of the QA route's tokenizer batches (``Ingress._submit``) and of
+    :class:`CallGatherer`. Call from the event loop that awaits the calls."""
+    if max_per_call < 1:
+        raise ValueError(f"max_per_call must be >= 1, got {max_per_call}")
+    placed: list[tuple[PackerCall, int] | None] = [None] * len(bodies)
+    group: list[int] = []  # bodies of the call being formed
+    offsets: list[int] = []
+    features: list = []
+
+    def send() -> None:
+        call = PackerCall(packer, features, len(group))
+        for k, offset in zip(group, offsets):
+            placed[k] = (call, offset)
+
+    for k, mine in enumerate(bodies):
+        if mine is None:
+            continue
+        if group and len(features) + len(mine) > max_per_call:
+            send()
+            group, offsets, features = [], [], []
+        group.append(k)
+        offsets.append(len(features))
+        features.extend(mine)
+    if group:
+        send()
+    return placed
+
+
 class CallGatherer:
     """Bodies that reach :meth:`run` in the same event-loop turn share one :class:`PackerCall`
     (one handle call instead of one per body), split where a call would pass
-    ``max_per_call`` sequences. What the QA route gets from its tokenizer batch, for routes
-    that tokenize each body on its own. Use from one event loop."""
+    ``max_per_call`` sequences (:func:`share_calls`, as the QA route's tokenizer batches).
+    For routes that tokenize each body on its own. Use from one event loop."""
 
     def __init__(self, packer: Any, max_per_call: int) -> None:
         if max_per_call < 1:
@@ -125,24 +163,11 @@ class CallGatherer:
         return await call.result(offset, len(features))
 
     def _flush(self) -> None:
-        """Send every body queued in this turn (those still waiting) in as few calls as
-        ``max_per_call`` allows."""
+        """Send every body queued in this turn (those still waiting: a body whose caller went
+        away is never sent) with :func:`share_calls`."""
         queued, self._queue = self._queue, []
-        group: list[tuple[int, asyncio.Future]] = []
-        features: list = []
-        for mine, joined in queued:
-            if joined.done():  # its caller went away before the call was made
-                continue
-            if group and len(features) + len(mine) > self.max_per_call:
-                self._send(group, features)
-                group, features = [], []
-            group.append((len(features), joined))
-            features.extend(mine)
-        if group:
-            self._send(group, features)
-
-    def _send(self, group: list[tuple[int, asyncio.Future]], features: list) -> None:
-        call = PackerCall(self.packer, features, len(group))
-        self.calls += 1
-        for offset, joined in group:
-            joined.set_result((call, offset))
+        live = [(mine, joined) for mine, joined in queued if not joined.done()]
+        placed = share_calls(self.packer, [mine for mine, _ in live], self.max_per_call)
+        self.calls += len({where[0] for where in placed if where is not None})
+        for (_, joined), where in zip(live, placed):
+            joined.set_result(where)

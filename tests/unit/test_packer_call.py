@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from deployments.packer_call import CallGatherer, PackerCall, PackerCallCancelled
+from deployments.packer_call import CallGatherer, PackerCall, PackerCallCancelled, share_calls
 
 from factories import run_virtual
 
@@ -29,11 +29,13 @@ class _Response:
 
 
 class FakePacker:
-    """``many.remote(features, call_id)`` answers ``features`` doubled after ``delay_s``;
-    ``withdraw.remote(call_id, start, stop)`` is recorded."""
+    """``many.remote(features, call_id)`` answers ``answer(f)`` (``f`` doubled unless told)
+    for each of ``features`` after ``delay_s``; ``withdraw.remote(call_id, start, stop)`` is
+    recorded."""
 
-    def __init__(self, delay_s: float = 1.0):
+    def __init__(self, delay_s: float = 1.0, answer=lambda f: 2 * f):
         self.delay_s = delay_s
+        self.answer = answer
         self.responses: list[_Response] = []
         self.sent: list[list] = []  # the features of each many call
         self.withdrawn: list[tuple] = []
@@ -48,7 +50,7 @@ class FakePacker:
 
             async def run():
                 await asyncio.sleep(self.outer.delay_s)
-                return [2 * f for f in features]
+                return [self.outer.answer(f) for f in features]
 
             response = _Response(run())
             self.outer.responses.append(response)
@@ -197,3 +199,82 @@ def test_a_body_gone_before_its_turn_ends_is_never_sent():
 
     kept, gone, packer = run_virtual(scenario())
     assert kept == [6] and gone.cancelled() and packer.sent == [[3]]
+
+
+def test_share_calls_groups_bodies_in_order_split_at_the_limit():
+    """The one grouping (CallGatherer and the QA route's tokenizer batch): bodies share calls
+    in order, a call never passes ``max_per_call`` unless one body alone does, a ``None``
+    body is not sent; each body gets its call and its offset there."""
+
+    async def scenario():
+        packer = FakePacker(delay_s=1.0)
+        bodies = [[1, 2], None, [3], [4, 5, 6], [7, 8, 9, 10, 11, 12], [13]]
+        placed = share_calls(packer, bodies, max_per_call=5)
+        outs = [
+            None if where is None else await where[0].result(where[1], len(mine))
+            for mine, where in zip(bodies, placed)
+        ]
+        return placed, outs, packer
+
+    placed, outs, packer = run_virtual(scenario())
+    assert packer.sent == [[1, 2, 3], [4, 5, 6], [7, 8, 9, 10, 11, 12], [13]]
+    assert placed[1] is None and [where[1] for where in placed if where] == [0, 2, 0, 0, 0]
+    assert placed[0][0] is placed[2][0] and placed[0][0].waiting == 2
+    assert outs == [[2, 4], None, [6], [8, 10, 12], [14, 16, 18, 20, 22, 24], [26]]
+    with pytest.raises(ValueError, match="max_per_call"):
+        share_calls(packer, [[1]], max_per_call=0)
+
+
+def test_the_qa_tokenizer_batch_shares_calls_as_the_gatherer_does():
+    """``Ingress._submit`` (the QA route's tokenizer batch, without Ray): a body with a
+    problem gets it and no call; the others share calls split at ``max_windows_per_body``,
+    each reading its own windows' results from its offset."""
+    from types import SimpleNamespace
+
+    from deployments.ingress import Ingress, _Sent
+    from packing.qa.pipeline import window_count
+    from packing.qa.requests import BadRequest, Limits, QARequest
+
+    class Tokenizer:
+        """A question ``"n"`` has ``n`` windows (input ids 10 n + k); ``"bad"`` is bad."""
+
+        def tokenize(self, pairs):
+            return [
+                BadRequest("a bad question")
+                if q == "bad"
+                else [
+                    SimpleNamespace(input_ids=10 * int(q) + k, token_type_ids=0)
+                    for k in range(int(q))
+                ]
+                for q, _ in pairs
+            ]
+
+    def body(*questions):
+        return [QARequest(q, "context") for q in questions]
+
+    async def scenario():
+        packer = FakePacker(delay_s=1.0, answer=lambda f: f.input_ids)
+        fake = SimpleNamespace(qa=Tokenizer(), packer=packer, limits=Limits(max_windows_per_body=5))
+        items = [
+            (body("2"), _Sent()),
+            (body("1", "bad"), _Sent()),
+            (body("1"), _Sent()),
+            (body("3"), _Sent()),
+            (body("1"), _Sent()),
+        ]
+        assert await Ingress.func_or_class._submit.__wrapped__(fake, items) == [None] * 5
+        sents = [sent for _, sent in items]
+        outs = [
+            None
+            if sent.call is None
+            else await sent.call.result(sent.offset, window_count(sent.windows))
+            for sent in sents
+        ]
+        return sents, outs, packer
+
+    sents, outs, packer = run_virtual(scenario())
+    assert [[f.input_ids for f in call] for call in packer.sent] == [[20, 21, 10], [30, 31, 32, 10]]
+    assert sents[1].call is None and sents[1].problem[0] == 1
+    assert sents[0].call is sents[2].call and sents[3].call is sents[4].call
+    assert [s.offset for s in sents if s.call] == [0, 2, 0, 3]
+    assert outs == [[20, 21], None, [10], [30, 31, 32], [10]]

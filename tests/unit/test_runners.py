@@ -294,7 +294,13 @@ def test_unknown_backend_and_missing_folder(tmp_path, tiny_model_dir):
 
 
 def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
-    """A caller that goes away before its request is packed costs no compute."""
+    """A caller that goes away before its request is packed costs no compute.
+
+    No polling: both requests are admitted in one batch (``max_batch_size=2``), which the
+    dispatch step splits in one step into the plan of the first (one window per plan) and
+    the second waiting for the one slot. So once the backend is entered (the ``entered``
+    event of the wrapper injected as ``backend=``), the second is known to be waiting; the
+    backend then blocks until the test sets ``release``."""
     release, entered = threading.Event(), threading.Event()
 
     class Blocking(Backend):
@@ -312,18 +318,16 @@ def test_cancelled_request_is_not_computed(tiny_model_dir, requests, solo):
     runner = PackRunner(
         tiny_model_dir,
         mode="attention_mask",
-        batch_wait_timeout_s=0.0,
+        max_batch_size=2,  # both requests in one admitted batch: closed when the second comes
+        batch_wait_timeout_s=60.0,  # (never reached)
         max_valid_num=1,
         max_inflight_batches=1,
         max_tokens=FULL,
         backend=Blocking(loaded(tiny_model_dir, "attention_mask")),
     )
-    first = runner.submit(requests[0])  # sent at once, then blocks in the backend
-    assert entered.wait(10)
-    gone = runner.submit(requests[1])  # admitted, waiting for the busy slot
-    deadline = time.monotonic() + 10  # a poll of the runner's counter, no fixed wait
-    while runner.waiting < 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    first, gone = runner.submit_many(requests[:2])
+    assert entered.wait(10)  # the first's plan is in the backend, blocked there
+    assert runner.inflight == 1 and runner.waiting == 1  # the second waits for the busy slot
     assert gone.cancel()
     release.set()
     runner.close()
