@@ -119,3 +119,13 @@ def test_int8_unpack_repack_is_bit_for_bit_batch_invariant(folders):
     orig = ModelRunner(folder, batch_size=1, padding="longest").run(data[:4])
     diff = max(float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(orig, packed))
     assert diff <= LAYOUT_TOLERANCES["int8"]
+
+
+def test_prepare_kernels_flag():
+    from packing.cli.prepare import _kernels
+
+    assert _kernels("auto") is None
+    assert _kernels("none") == frozenset()
+    assert _kernels("int8_to_float, mha") == frozenset(KERNELS)
+    with pytest.raises(ValueError, match="unknown kernels \\['fast'\\]"):
+        _kernels("mha,fast")
