@@ -15,14 +15,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from packing.model.manifest import Manifest
 from packing.model.task import TASKS
 from packing.policy.attention import ATTENTION_GROUPS
-from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES
+from packing.policy.config import ALGORITHMS, DEFAULT_ALGORITHM, DEFAULT_MODE, MODES, PackingConfig
 from packing.policy.shapes import DEFAULT_SHAPES
 from packing.qa.requests import Limits
 from packing.qa.windows import DOC_STRIDE, MAX_ANSWER_TOKENS, MAX_QUERY_TOKENS
 from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig
+from packing.runtime.calibrate.cache import AUTO
 from packing.runtime.dispatch import DEFAULT_DISPATCH, DISPATCH
+from packing.runtime.knobs import DEFAULT_MAX_TOKENS, DEFAULT_MAX_VALID_NUM, packing_config
 
 
 class PackingKnobs(BaseModel):
@@ -30,7 +33,9 @@ class PackingKnobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # The choices and defaults are packing.policy.config's (Literal of a tuple: its items).
+    # Each default is written once, where the runtime reads it too (packing.runtime.knobs lists
+    # them); choices are packing.policy.config's and dispatch's (Literal of a tuple: its
+    # items). The upper caps (le=...) are the served app's own.
     mode: Literal[MODES] = Field(DEFAULT_MODE, description="Graph layout the plans are packed for.")
     algorithm: Literal[ALGORITHMS] = Field(
         DEFAULT_ALGORITHM, description="Row heuristic of the `attention_mask` layout."
@@ -62,14 +67,14 @@ class PackingKnobs(BaseModel):
         "`@serve.batch` batch function (comparison only).",
     )
     max_valid_num: int | None = Field(
-        None,
+        DEFAULT_MAX_VALID_NUM,
         ge=1,
         le=4096,
         description="Sequences per batch; null: the model folder's manifest "
         f"({DEFAULT_SHAPES.max_valid_num} for the default shapes).",
     )
-    max_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
-        "auto",
+    max_tokens: Annotated[int, Field(ge=1)] | Literal[AUTO] | None = Field(
+        DEFAULT_MAX_TOKENS,
         description="Real tokens per batch. `auto`: the budget calibrated for the runners' "
         "device (measured once by `build_app` before any replica starts, cached in "
         "`model_dir/calibration.json`); an int pins it (`seq_len` .. "
@@ -92,6 +97,25 @@ class PackingKnobs(BaseModel):
         """The admission knobs as the runtime's :class:`AdmissionConfig`."""
         return AdmissionConfig(
             self.max_batch_size, self.batch_wait_timeout_s, self.max_concurrent_batches
+        )
+
+    def packing_config(self, manifest: Manifest, calibrated: int | None) -> PackingConfig:
+        """The packing knobs as the policy's :class:`PackingConfig` for a model folder's
+        ``manifest``, built as the in-process runner builds it
+        (:func:`packing.runtime.knobs.packing_config`): ``max_tokens: auto`` is
+        ``calibrated``, the budget calibrated for the runners' device (None: the full batch).
+
+        Raises:
+            ValueError: a knob that does not fit the model, naming it and its value.
+        """
+        return packing_config(
+            manifest,
+            mode=self.mode,
+            algorithm=self.algorithm,
+            max_valid_num=self.max_valid_num,
+            max_tokens=self.max_tokens,
+            attention_groups=self.attention_groups,
+            calibrated=calibrated,
         )
 
 

@@ -126,24 +126,7 @@ class Packer:
     def _config(self, knobs: PackingKnobs) -> PackingConfig:
         """The packing policy's config for ``knobs``: ``max_tokens: auto`` is the calibrated
         budget, an int is pinned; PackingConfig's ValueError names a value that does not fit."""
-        m = self.manifest
-        max_tokens = self.calibrated_max_tokens if knobs.max_tokens == "auto" else knobs.max_tokens
-        try:
-            return PackingConfig(
-                seq_len=m.seq_len,
-                batch_size=m.batch_size,
-                max_valid_num=knobs.max_valid_num or m.max_valid_num,
-                mode=knobs.mode,
-                algorithm=knobs.algorithm,
-                max_tokens=max_tokens,
-                attention_groups=knobs.attention_groups,
-            )
-        except ValueError as exc:
-            if knobs.max_tokens == "auto" and "max_tokens" in str(exc):
-                raise ValueError(
-                    f"max_tokens 'auto' (calibrated budget {max_tokens!r}): {exc}"
-                ) from None
-            raise
+        return knobs.packing_config(self.manifest, self.calibrated_max_tokens)
 
     def reconfigure(self, user_config: dict | None) -> None:
         """Apply new knobs (Serve calls this on ``user_config`` changes, without a restart).

@@ -4,6 +4,7 @@ No model, no threads, no I/O: everything here is numpy and dataclasses, so it is
 cheap to test exhaustively and safe to call from any runner.
 
 * :mod:`.config` -- :class:`PackingConfig` (sizes, mode, heuristic, token budget).
+* :mod:`.checks` -- declared range checks (:func:`~.checks.positive_int`, ...) for any layer.
 * :mod:`.plans` -- the plan dataclasses a runner executes.
 * :mod:`.heuristics` -- :class:`RowAllocator` (first/best/next fit rows).
 * :mod:`.spfhp` -- :func:`pack_spfhp`, offline histogram packing.

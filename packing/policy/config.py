@@ -11,10 +11,10 @@ the one place each is written.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 from .attention import ATTENTION_GROUPS
+from .checks import at_least, in_range, one_of, positive_int
 from .shapes import DEFAULT_SHAPES
 
 MODES: tuple[str, ...] = ("attention_mask", "unpack_repack")
@@ -29,9 +29,8 @@ ALGORITHMS: tuple[str, ...] = ("first_fit", "next_fit", "best_fit")
 DEFAULT_ALGORITHM = "first_fit"
 """The row heuristic used where none is named."""
 
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+MIN_SEQ_LEN = 2
+"""The shortest row a packing config accepts (``seq_len >= MIN_SEQ_LEN``)."""
 
 
 @dataclass(frozen=True)
@@ -65,33 +64,31 @@ class PackingConfig:
     attention_groups: int = ATTENTION_GROUPS
 
     def __post_init__(self) -> None:
-        if not _is_int(self.seq_len) or self.seq_len < 2:
-            raise ValueError(f"seq_len must be an int >= 2, got {self.seq_len!r}")
-        if not _is_int(self.batch_size) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        if not _is_int(self.max_valid_num) or self.max_valid_num < 1:
-            raise ValueError(f"max_valid_num must be an int >= 1, got {self.max_valid_num!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if self.max_tokens is not None:
-            full = self.batch_size * self.seq_len
-            if not _is_int(self.max_tokens) or not (self.seq_len <= self.max_tokens <= full):
-                raise ValueError(
-                    f"max_tokens must be None or an int in [seq_len={self.seq_len}, "
-                    f"batch_size*seq_len={full}], got {self.max_tokens!r}"
-                )
-        if not _is_int(self.attention_groups) or not 1 <= self.attention_groups <= ATTENTION_GROUPS:
-            raise ValueError(
-                f"attention_groups must be an int in [1, {ATTENTION_GROUPS}], "
-                f"got {self.attention_groups!r}"
-            )
-        # Normalise numpy scalars to plain Python numbers (hashable, JSON-friendly).
-        for name in ("seq_len", "batch_size", "max_valid_num", "attention_groups"):
-            object.__setattr__(self, name, int(getattr(self, name)))
-        if self.max_tokens is not None:
-            object.__setattr__(self, "max_tokens", int(self.max_tokens))
+        # Declared checks (packing.policy.checks); each stores the value normalised (numpy
+        # scalars to plain Python numbers: hashable, JSON-friendly).
+        seq_len = at_least("seq_len", self.seq_len, MIN_SEQ_LEN)
+        batch_size = positive_int("batch_size", self.batch_size)
+        checked = {
+            "seq_len": seq_len,
+            "batch_size": batch_size,
+            "max_valid_num": positive_int("max_valid_num", self.max_valid_num),
+            "mode": one_of("mode", self.mode, MODES),
+            "algorithm": one_of("algorithm", self.algorithm, ALGORITHMS),
+            "max_tokens": in_range(
+                "max_tokens",
+                self.max_tokens,
+                seq_len,
+                batch_size * seq_len,
+                optional=True,
+                lo_name="seq_len",
+                hi_name="batch_size*seq_len",
+            ),
+            "attention_groups": in_range(
+                "attention_groups", self.attention_groups, 1, ATTENTION_GROUPS
+            ),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     @property
     def capacity_tokens(self) -> int:

@@ -7,7 +7,6 @@ import asyncio
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,8 @@ import numpy as np
 from packing.model.manifest import Manifest
 from packing.policy import offline
 from packing.policy.attention import ATTENTION_GROUPS
-from packing.policy.config import DEFAULT_ALGORITHM, DEFAULT_MODE, PackingConfig
+from packing.policy.checks import one_of, positive_int
+from packing.policy.config import DEFAULT_ALGORITHM, DEFAULT_MODE
 from packing.policy.plans import Plan
 from packing.runtime.admission import DEFAULT_ADMISSION, AdmissionConfig, CountAdmission
 from packing.runtime.backend import Backend
@@ -29,6 +29,7 @@ from packing.runtime.dispatch import (
 )
 from packing.runtime.executor import open_graph
 from packing.runtime.features import Features, Result
+from packing.runtime.knobs import DEFAULT_MAX_TOKENS, DEFAULT_MAX_VALID_NUM, packing_config
 
 from .base import _Runner
 
@@ -70,11 +71,11 @@ class PackRunner(_Runner):
         model_dir: str | Path,
         mode: str = DEFAULT_MODE,
         algorithm: str = DEFAULT_ALGORITHM,
-        max_valid_num: int | None = None,
+        max_valid_num: int | None = DEFAULT_MAX_VALID_NUM,
         max_batch_size: int | None = DEFAULT_ADMISSION.max_batch_size,
         batch_wait_timeout_s: float = DEFAULT_ADMISSION.batch_wait_timeout_s,
         max_concurrent_batches: int | None = DEFAULT_ADMISSION.max_concurrent_batches,
-        max_tokens: int | str | None = "auto",
+        max_tokens: int | str | None = DEFAULT_MAX_TOKENS,
         max_inflight_batches: int = 2,
         attention_groups: int = ATTENTION_GROUPS,
         dispatch: str = DEFAULT_DISPATCH,
@@ -82,36 +83,29 @@ class PackRunner(_Runner):
         **backend_options,
     ) -> None:
         manifest = Manifest.read(model_dir)
-        auto = isinstance(max_tokens, str)
-        if auto and max_tokens != AUTO:
-            raise ValueError(f"max_tokens must be an int, None or {AUTO!r}, got {max_tokens!r}")
         self.calibration: Calibration | None = None
-        self.config = PackingConfig(  # every knob checked before any measuring
-            seq_len=manifest.seq_len,
-            batch_size=manifest.batch_size,
-            max_valid_num=max_valid_num or manifest.max_valid_num,
+        knobs = dict(
             mode=mode,
             algorithm=algorithm,
-            max_tokens=None if auto else max_tokens,
+            max_valid_num=max_valid_num,
+            max_tokens=max_tokens,
             attention_groups=attention_groups,
         )
+        # every knob checked before any measuring ("auto" with the full batch until calibrated)
+        self.config = packing_config(manifest, **knobs)
         self.admission = AdmissionConfig(
             max_batch_size, batch_wait_timeout_s, max_concurrent_batches
         )
-        if dispatch not in DISPATCH:
-            raise ValueError(f"dispatch must be one of {DISPATCH}, got {dispatch!r}")
-        self.dispatch = dispatch
-        if auto and isinstance(backend, str):  # measured (or read from the cache) before
-            # this runner loads its own graph; a loaded Backend cannot be: the full batch
+        self.dispatch = one_of("dispatch", dispatch, DISPATCH)
+        self.max_inflight_batches = positive_int("max_inflight_batches", max_inflight_batches)
+        if isinstance(max_tokens, str) and isinstance(backend, str):  # measured (or read from
+            # the cache) before this runner loads its graph; a loaded Backend cannot be: full batch
             budget, self.calibration = resolve_max_tokens(
                 AUTO, model_dir, backend, backend_options, manifest=manifest
             )
-            self.config = replace(self.config, max_tokens=budget)
+            self.config = packing_config(manifest, **knobs, calibrated=budget)
         manifest, be = open_graph(model_dir, mode, backend, backend_options, manifest)
         super().__init__(manifest, be, manifest.seq_len, model_dir)
-        if max_inflight_batches < 1:
-            raise ValueError(f"max_inflight_batches must be >= 1, got {max_inflight_batches}")
-        self.max_inflight_batches = max_inflight_batches
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._dispatcher: Dispatcher | None = None

@@ -22,11 +22,11 @@ with a ``RuntimeError``. The packer's handler never raises one (see
 from __future__ import annotations
 
 import asyncio
-import math
-import numbers
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from packing.policy.checks import finite_at_least, positive_int
 
 from .outcomes import results_or_error
 
@@ -54,13 +54,9 @@ class AdmissionConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_concurrent_batches"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
-                raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
-        t = self.batch_wait_timeout_s
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ValueError(f"batch_wait_timeout_s must be a finite number >= 0, got {t!r}")
-        object.__setattr__(self, "batch_wait_timeout_s", float(t))
+            object.__setattr__(self, name, positive_int(name, getattr(self, name), optional=True))
+        t = finite_at_least("batch_wait_timeout_s", self.batch_wait_timeout_s, 0)
+        object.__setattr__(self, "batch_wait_timeout_s", t)
 
     def batch_size(self, max_valid_num: int) -> int:
         """``max_batch_size``, or ``max_valid_num`` where it is None."""
@@ -83,10 +79,6 @@ class Overloaded(RuntimeError):
 class NeverAdmitted(ValueError):
     """A call with more windows than ``max_pending``: no wait can make room for it, so it is
     refused for good (HTTP 413), never as :class:`Overloaded`."""
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 Handler = Callable[[list[Any]], Awaitable[Sequence[Any]]]

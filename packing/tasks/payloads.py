@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from packing.policy.checks import is_int
 from packing.qa.requests import (
     BadRequest,
     Limits,
@@ -137,10 +138,6 @@ def _no_prompt_or_left(obj: Mapping[str, Any], where: str = "") -> None:
         )
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _token_ids(value: list, field: str, limits: Limits) -> tuple[int, ...]:
     if not value:
         raise BadRequest(f"{field} is an empty list of token ids")
@@ -149,7 +146,7 @@ def _token_ids(value: list, field: str, limits: Limits) -> tuple[int, ...]:
             f"{field} has {len(value)} token ids; at most {limits.max_text_chars} allowed"
         )
     for k, x in enumerate(value):
-        if not _is_int(x) or not 0 <= x <= MAX_TOKEN_ID:
+        if not is_int(x) or not 0 <= x <= MAX_TOKEN_ID:
             raise BadRequest(
                 f"{field}[{k}] must be a token id (an integer from 0 to "
                 f"{MAX_TOKEN_ID}), got {short_repr(x)}"
@@ -182,7 +179,7 @@ def _texts(
         raise BadRequest(f"{field} must be {shapes}, got {type_name(value)}")
     if not value:
         raise BadRequest(f"{field} is an empty list; send at least one text")
-    if ids and all(_is_int(x) for x in value):
+    if ids and all(is_int(x) for x in value):
         return (_token_ids(value, field, limits),), False
     _count(len(value), field, limits)
     items: list[str | tuple[int, ...]] = []
