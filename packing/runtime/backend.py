@@ -309,18 +309,20 @@ class OnnxRuntimeBackend(Backend):
         self.model_path = Path(model_path)
         if not self.model_path.exists():
             raise FileNotFoundError(f"model graph not found: {self.model_path}")
-        self._session = ort.InferenceSession(
-            str(self.model_path),
-            opts,
-            providers=providers,
-            disabled_optimizers=list(
+
+        def session(providers: list, on_cuda: bool):
+            rewrites = (
                 disabled_optimizers
                 if disabled_optimizers is not None
                 else ()
-                if use_cuda
+                if on_cuda
                 else CPU_DISABLED_OPTIMIZERS
-            ),
-        )
+            )
+            return ort.InferenceSession(
+                str(self.model_path), opts, providers=providers, disabled_optimizers=list(rewrites)
+            )
+
+        self._session = session(providers, use_cuda)
         self._outputs = [o.name for o in self._session.get_outputs()]
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._threads = intra_op_threads
@@ -343,6 +345,8 @@ class OnnxRuntimeBackend(Backend):
                 got,
                 CUDA_HINT,
             )
+            # the CPU session a plain device='cpu' makes (its graph rewrites, the same numbers)
+            self._session = session([CPU_PROVIDER], False)
         meta = self._session.get_modelmeta().custom_metadata_map
         self.precision = meta.get("precision", "fp32")
         if (
