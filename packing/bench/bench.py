@@ -41,6 +41,7 @@ from packing.runtime.admission import DEFAULT_ADMISSION
 from packing.runtime.calibrate import resolve_max_tokens
 from packing.runtime.features import Features
 from packing.runtime.host import features_line
+from packing.runtime.knobs import DEFAULT_MAX_TOKENS
 
 from .formatting import (
     best_vs_rival,
@@ -90,7 +91,7 @@ def bench(
     backend: str = "onnxruntime",
     backend_options: dict | None = None,
     limit: bool = True,
-    max_tokens: int | str | None = "auto",
+    max_tokens: int | str | None = DEFAULT_MAX_TOKENS,
     attention_groups: int = ATTENTION_GROUPS,
 ) -> BenchReport:
     """Run ``modes`` on ``data`` and return the report; prints each result as it lands.

@@ -34,6 +34,7 @@ from packing.runtime.backend import OnnxRuntimeBackend, backend_kwargs
 from packing.runtime.calibrate import resolve_max_tokens
 from packing.runtime.executor import PlanExecutor
 from packing.runtime.features import Features
+from packing.runtime.knobs import DEFAULT_MAX_TOKENS
 
 CATEGORIES: tuple[str, ...] = (
     "dense MatMul",
@@ -253,7 +254,7 @@ def profile_layout(
     data: Sequence[Features],
     batches: int = 4,
     threads: int | None = None,
-    max_tokens: int | str | None = "auto",
+    max_tokens: int | str | None = DEFAULT_MAX_TOKENS,
     attention_groups: int = ATTENTION_GROUPS,
     backend_options: dict | None = None,
 ) -> LayoutProfile:
@@ -298,7 +299,7 @@ def profile_folders(
     data: Sequence[Features],
     batches: int = 4,
     threads: int | None = None,
-    max_tokens: int | str | None = "auto",
+    max_tokens: int | str | None = DEFAULT_MAX_TOKENS,
     attention_groups: int = ATTENTION_GROUPS,
     backend_options: dict | None = None,
     echo=print,

@@ -13,6 +13,7 @@ from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.shapes import DEFAULT_SHAPES
 from packing.runners.run_modes import BENCH_MODES
 from packing.runtime.admission import DEFAULT_ADMISSION
+from packing.runtime.knobs import DEFAULT_MAX_TOKENS
 
 from .common import backend_choice, backend_flags, budget, workload_of
 from .report import write_json
@@ -175,7 +176,7 @@ def register(sub) -> None:
     b.add_argument(
         "--max-tokens",
         type=budget,
-        default="auto",
+        default=DEFAULT_MAX_TOKENS,
         metavar="N|auto|full",
         help="packed modes' token budget: auto (calibrated for the backend, cached; "
         "the default), an int, or full (batch_size x seq_len)",

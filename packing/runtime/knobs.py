@@ -32,7 +32,7 @@ from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.config import DEFAULT_ALGORITHM, DEFAULT_MODE, PackingConfig
 from packing.policy.shapes import Shapes
 
-from .calibrate.cache import AUTO
+from .calibrate.cache import AUTO, check_budget_word
 
 __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_MAX_VALID_NUM", "packing_config"]
 
@@ -68,8 +68,8 @@ def packing_config(
             that does not fit says so.
     """
     auto = isinstance(max_tokens, str)
-    if auto and max_tokens != AUTO:
-        raise ValueError(f"max_tokens must be an int, None or {AUTO!r}, got {max_tokens!r}")
+    if auto:
+        check_budget_word(max_tokens)
     budget = calibrated if auto else max_tokens
     try:
         return PackingConfig(

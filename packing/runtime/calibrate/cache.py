@@ -28,6 +28,14 @@ CACHE_FILE = CALIBRATION  # "calibration.json"
 AUTO = "auto"
 
 
+def check_budget_word(max_tokens: str) -> str:
+    """``max_tokens`` if it is the one word a budget may be (:data:`AUTO`), else ValueError
+    naming the value (an int or None are the other budgets)."""
+    if max_tokens != AUTO:
+        raise ValueError(f"max_tokens must be an int, None or {AUTO!r}, got {max_tokens!r}")
+    return max_tokens
+
+
 def cache_path(model_dir: str | Path) -> Path:
     """Where calibrations of ``model_dir`` are cached: ``model_dir/calibration.json``."""
     return Path(model_dir) / CACHE_FILE
@@ -142,8 +150,7 @@ def resolve_max_tokens(
     if max_tokens is None:
         return None, None
     if isinstance(max_tokens, str):
-        if max_tokens != AUTO:
-            raise ValueError(f"max_tokens must be an int, None or 'auto', got {max_tokens!r}")
+        check_budget_word(max_tokens)
         try:
             cal = load_or_calibrate(
                 model_dir, backend, backend_options, manifest=manifest, progress=progress
