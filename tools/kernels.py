@@ -67,12 +67,11 @@ def kernels(
     unknown variant or layout, or fewer than two variants."""
     import onnx
 
-    from packing.bench.profile import fullest_plans
+    from packing.bench.profile import budget_plans
     from packing.model.graphs import WEIGHTS_FILES, build_graph
     from packing.model.manifest import Manifest
     from packing.runners.workloads import load_workload
     from packing.runtime.backend import OnnxRuntimeBackend
-    from packing.runtime.calibrate import resolve_max_tokens
     from packing.runtime.executor import PlanExecutor
     from packing.runtime.host import host_facts
 
@@ -80,34 +79,27 @@ def kernels(
     if len(parsed) < 2:
         raise ValueError(f"give at least two variants to compare, got {list(variants)}")
     m = Manifest.read(model_dir)
-    if layout not in m.graphs:
-        raise ValueError(f"{model_dir} has no {layout!r} graph; graphs: {sorted(m.graphs)}")
     options = {"device": "cpu", **({"intra_op_threads": threads} if threads else {})}
     data = load_workload(workload, samples, model_dir, m.seq_len, m.dims.vocab_size)
-    budget = None
-    if layout == "unpack_repack":
-        budget, _ = resolve_max_tokens("auto", model_dir, "onnxruntime", options, manifest=m)
-    lengths = np.array([len(f) for f in data])
-    plans = fullest_plans(layout, m, lengths, batches, budget)
+    plans, budget = budget_plans(model_dir, m, layout, data, batches, options)
     weights = WEIGHTS_FILES[m.precision]
     with tempfile.TemporaryDirectory(prefix="pbs-kernels-") as tmp:
         folder = Path(tmp)
         shutil.copy(Path(model_dir) / weights, folder / weights)
-        runs = []
+        backends = []
         for v in parsed:
             graph = build_graph(
                 layout, m.dims, folder / weights, m.precision, m.task, v - {ORT_SKIPLN}
             )
             onnx.save(graph, str(folder / f"{_name(v)}.onnx"))
             rewrites = {"disabled_optimizers": ()} if ORT_SKIPLN in v else {}
-            backend = OnnxRuntimeBackend(folder / f"{_name(v)}.onnx", **options, **rewrites)
-            executor = PlanExecutor(backend, m, model_dir)
-            feeds = [executor.inputs(p, [data[k] for k in p.seq_ids])[0] for p in plans]
-            runs.append((backend, feeds))
-        outputs = [[b.run(f) for f in feeds] for b, feeds in runs]  # also the warm-up round
-        times: list[list[float]] = [[] for _ in runs]
+            backends.append(OnnxRuntimeBackend(folder / f"{_name(v)}.onnx", **options, **rewrites))
+        executor = PlanExecutor(backends[0], m, model_dir)  # every variant takes the same feeds
+        feeds = [executor.inputs(p, [data[k] for k in p.seq_ids])[0] for p in plans]
+        outputs = [[b.run(f) for f in feeds] for b in backends]  # also the warm-up round
+        times: list[list[float]] = [[] for _ in backends]
         for _ in range(rounds):
-            for i, (backend, feeds) in enumerate(runs):
+            for i, backend in enumerate(backends):
                 start = time.perf_counter()
                 for f in feeds:
                     backend.run(f)

@@ -248,6 +248,31 @@ def fullest_plans(
     return [plans[i] for i in sorted(order[:batches])]
 
 
+def budget_plans(
+    model_dir: str | Path,
+    manifest: Manifest,
+    kind: str,
+    data: Sequence[Features],
+    batches: int,
+    options: dict,
+    max_tokens: int | str | None = DEFAULT_MAX_TOKENS,
+    attention_groups: int = ATTENTION_GROUPS,
+) -> tuple[list[Plan], int | None]:
+    """``(plans, budget)``: the ``batches`` fullest batches of layout ``kind`` on ``data``
+    (:func:`fullest_plans`), unpack/repack's at the token budget ``max_tokens`` resolves to for
+    ONNX Runtime with ``options`` (``"auto"``: calibrated, as the bench's modes; the budget is
+    None for the row layouts). Raises ValueError when the folder has no such graph."""
+    if kind not in manifest.graphs:
+        raise ValueError(f"{model_dir} has no {kind!r} graph; graphs: {sorted(manifest.graphs)}")
+    budget = None
+    if kind == "unpack_repack":
+        budget, _ = resolve_max_tokens(
+            max_tokens, model_dir, "onnxruntime", options, manifest=manifest
+        )
+    lengths = np.array([len(f) for f in data])
+    return fullest_plans(kind, manifest, lengths, batches, budget, attention_groups), budget
+
+
 def profile_layout(
     model_dir: str | Path,
     kind: str,
@@ -266,17 +291,11 @@ def profile_layout(
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
     manifest = Manifest.read(model_dir)
-    if kind not in manifest.graphs:
-        raise ValueError(f"{model_dir} has no {kind!r} graph; graphs: {sorted(manifest.graphs)}")
     options = backend_kwargs("onnxruntime", backend_options, threads)
     options.pop("backend")
-    budget = None
-    if kind == "unpack_repack":
-        budget, _ = resolve_max_tokens(
-            max_tokens, model_dir, "onnxruntime", options, manifest=manifest
-        )
-    lengths = np.array([len(f) for f in data])
-    plans = fullest_plans(kind, manifest, lengths, batches + 1, budget, attention_groups)
+    plans, _ = budget_plans(
+        model_dir, manifest, kind, data, batches + 1, options, max_tokens, attention_groups
+    )
     with tempfile.TemporaryDirectory(prefix="pbs-profile-") as tmp:
         backend = OnnxRuntimeBackend(
             Path(model_dir) / manifest.graphs[kind], profile=str(Path(tmp) / kind), **options

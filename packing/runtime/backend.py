@@ -75,6 +75,16 @@ residual ``Add`` + ``LayerNormalization`` into ``SkipLayerNormalization``, whose
 ran 4-7x slower than the two operators it replaces at BERT-base shapes ([1, 256, 768]: 507
 against 75 us; docs/precision.md "Where the time goes"). The rewrite stays on for CUDA; the
 backend option ``disabled_optimizers`` overrides this list."""
+
+
+def disabled_optimizers_for(on_cuda: bool, given: tuple[str, ...] | None = None) -> tuple:
+    """The ONNX Runtime graph rewrites a session leaves out: ``given`` when the backend option
+    names them, else :data:`CPU_DISABLED_OPTIMIZERS` on the CPU provider and none on CUDA."""
+    if given is not None:
+        return tuple(given)
+    return () if on_cuda else CPU_DISABLED_OPTIMIZERS
+
+
 INSTALL_HINT = (
     "install exactly one ONNX Runtime wheel, through the extras: "
     'pip install "packed-bert-serve[cpu]" for the CPU or "packed-bert-serve[gpu]" '
@@ -311,13 +321,7 @@ class OnnxRuntimeBackend(Backend):
             raise FileNotFoundError(f"model graph not found: {self.model_path}")
 
         def session(providers: list, on_cuda: bool):
-            rewrites = (
-                disabled_optimizers
-                if disabled_optimizers is not None
-                else ()
-                if on_cuda
-                else CPU_DISABLED_OPTIMIZERS
-            )
+            rewrites = disabled_optimizers_for(on_cuda, disabled_optimizers)
             return ort.InferenceSession(
                 str(self.model_path), opts, providers=providers, disabled_optimizers=list(rewrites)
             )

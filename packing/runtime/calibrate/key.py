@@ -57,14 +57,12 @@ def effective_options(backend: str, backend_options: dict | None) -> dict:
             f"backend options {bad} are not plain data and cannot be fingerprinted"
         )
     if backend == "onnxruntime":
-        from ..backend import CPU_DISABLED_OPTIMIZERS, import_onnxruntime, resolve_device
+        from ..backend import disabled_optimizers_for, import_onnxruntime, resolve_device
 
         ort = import_onnxruntime()
         available = list(ort.get_available_providers())
         device = resolve_device(opts.pop("device", "auto"))  # auto: where a session really runs
-        disabled = opts.pop("disabled_optimizers", None)
-        if disabled is None:  # the backend's default for the device
-            disabled = CPU_DISABLED_OPTIMIZERS if device == "cpu" else ()
+        disabled = disabled_optimizers_for(device == "cuda", opts.pop("disabled_optimizers", None))
         # None is onnxruntime's default, one thread per core: the same device as that many
         out = {
             "device": device,
