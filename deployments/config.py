@@ -239,8 +239,8 @@ class AppConfig(BaseModel):
         description="Whether a runner replica's idle ONNX Runtime threads spin waiting "
         "for the next operator (`session.intra_op.allow_spinning`). Off: "
         "a served runner shares its cores with the proxy, the Ingress, the "
-        "Packer and other runner replicas, which spinning threads starve "
-        '(docs/serving.md "Threads").',
+        "Packer and other runner replicas, whose CPU spinning threads take for "
+        'no measured gain (docs/serving.md "Threads").',
     )
     request_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="Per-request deadline; 504 after it."
