@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ray.serve import Application
 
+from packing.model.prepared import ModelLike
 from packing.runtime.calibrate import AUTO, resolve_max_tokens
 
 from .auth import startup_keys
@@ -26,9 +27,10 @@ from .packer import Packer
 from .runner import PlanExecutorDeployment
 
 
-def calibrated_budget(model_dir: str, backend: str, options: dict) -> int | None:
+def calibrated_budget(model_dir: ModelLike, backend: str, options: dict) -> int | None:
     """The token budget the Packer's ``max_tokens: auto`` stands for: the calibration of the
-    runners' backend and options on this host, read from ``model_dir/calibration.json`` or
+    runners' backend and options on this host (``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`), read from ``model_dir/calibration.json`` or
     measured and cached there now, once, before any replica starts (so replicas never measure
     concurrently); None (the full batch) where that backend cannot be calibrated.
 
@@ -51,14 +53,15 @@ def build_graph(
     Refuses (``ExposureRefused``) an app that Serve binds to a non-loopback host with no API
     key, unless ``cfg.allow_unauthenticated_public`` (deployments/auth.py)."""
     api_keys = startup_keys(cfg.api_keys, cfg.allow_unauthenticated_public)
-    manifest = ensure_model(cfg.model_dir, model_ask(cfg))
+    model = ensure_model(cfg.model_dir, model_ask(cfg))
     backend, options = cfg.runner_backend()
-    calibrated = calibrated_budget(cfg.model_dir, backend, options)
+    calibrated = calibrated_budget(model, backend, options)
     runner_cls = (
         PlanExecutorDeployment.options(**runner_options)
         if runner_options
         else PlanExecutorDeployment
     )
+    # replicas get the folder's path and open it themselves, once each, on their own node
     runner = runner_cls.bind(cfg.model_dir, backend, options, cfg.fault_file)
     front = dict(front_options or {})
     packer = Packer.options(user_config=cfg.packing.model_dump(), **front).bind(
@@ -77,5 +80,5 @@ def build_graph(
     }
     ingress = Ingress.options(**front) if front else Ingress
     return ingress.bind(
-        packer, cfg.model_dir, manifest.source, cfg.limits, answering, api_keys=api_keys
+        packer, cfg.model_dir, model.manifest.source, cfg.limits, answering, api_keys=api_keys
     )

@@ -44,6 +44,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.qa.pipeline import (
     QAPipeline,
     QASettings,
@@ -241,7 +242,7 @@ class Ingress:
     def __init__(
         self,
         packer: DeploymentHandle,
-        model_dir: str,
+        model_dir: ModelLike,
         model_name: str,
         limits: Limits,
         answering: dict,
@@ -254,15 +255,16 @@ class Ingress:
         # set in the replica's environment wins.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.packer = packer
-        info = ModelInfo.read(model_dir, model_name)  # the folder's task, shapes, id
+        model = PreparedModel.open(model_dir)  # its manifest read once, for all below
+        info = ModelInfo.read(model, model_name)  # the folder's task, shapes, id
         # seq_len: the manifest is the one source of the window size; echoed by /v1/stats
         self.answering = {**answering, "seq_len": info.seq_len}
         # Big bodies: their own tokenizer (a tokenizer call is not reentrant) in one thread.
         self._apart = ThreadPoolExecutor(1, thread_name_prefix="tokenize-big")
         if info.task == "qa":
             settings = QASettings.from_mapping(self.answering)
-            self.qa = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
-            self.qa_apart = QAPipeline(AutoTokenizer.from_pretrained(model_dir), settings)
+            self.qa = QAPipeline(AutoTokenizer.from_pretrained(str(model)), settings)
+            self.qa_apart = QAPipeline(AutoTokenizer.from_pretrained(str(model)), settings)
             self.front = TaskFront(
                 packer,
                 info,
@@ -281,7 +283,7 @@ class Ingress:
                 limits,
                 self.answering,
                 self._apart,
-                pipelines=(pipeline.from_model_dir(model_dir), pipeline.from_model_dir(model_dir)),
+                pipelines=(pipeline.from_model_dir(model), pipeline.from_model_dir(model)),
             )
         self.model_name = model_name
         self.limits = limits

@@ -8,14 +8,16 @@ import logging
 from pathlib import Path
 
 from packing.model.manifest import Manifest
+from packing.model.prepared import PreparedModel
 
 from .model_match import ModelAsk, decide
 
 log = logging.getLogger("ray.serve")
 
 
-def ensure_model(model_dir: str, ask: ModelAsk) -> Manifest:
-    """Return the manifest of ``model_dir`` once it holds what ``ask`` asks for.
+def ensure_model(model_dir: str, ask: ModelAsk) -> PreparedModel:
+    """Return ``model_dir`` opened (:class:`~packing.model.prepared.PreparedModel`, its
+    manifest read once) once it holds what ``ask`` asks for.
 
     The folder is prepared from ``ask`` (recorded as ``prepared_by: app``; for ``ask.task``
     when the app names one, else for the task its source infers) only when it is missing,
@@ -59,4 +61,5 @@ def ensure_model(model_dir: str, ask: ModelAsk) -> Manifest:
                 prepared_by="app",
                 task=plan.task,
             )
-        return Manifest.read(folder)
+        # read here, under the lock: what the folder holds now, prepared above or as it was
+        return PreparedModel.open(folder)

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy.config import PackingConfig
 from packing.policy.plans import Plan
 from packing.runtime.admission import NeverAdmitted, Overloaded
@@ -75,7 +75,7 @@ class Packer:
     def __init__(
         self,
         runner: DeploymentHandle,
-        model_dir: str,
+        model_dir: ModelLike,
         runner_poll_s: float = 1.0,
         calibrated_max_tokens: int | None = None,
         runner_idle_poll_s: float = 5.0,
@@ -89,7 +89,7 @@ class Packer:
         last read, else every ``runner_idle_poll_s`` seconds (each read of ``serve.status()``
         costs this replica, the controller and the GCS tens of milliseconds of CPU)."""
         self.runner = runner
-        self.manifest = Manifest.read(model_dir)  # the one source of every shape
+        self.manifest = PreparedModel.open(model_dir).manifest  # the one source of every shape
         self.calibrated_max_tokens = calibrated_max_tokens
         self.metrics = PackerMetrics()
         self.runner_poll_s = runner_poll_s

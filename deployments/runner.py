@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from ray import serve
 
 from deployments.autoscaling import DEMAND, STALE_S
 from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy.plans import AttentionMaskPlan, Plan, UnpackRepackPlan
 from packing.runtime.backend import load_backend
 from packing.runtime.executor import PlanExecutor
@@ -49,21 +49,19 @@ class PlanExecutorDeployment:
 
     def __init__(
         self,
-        model_dir: str,
+        model_dir: ModelLike,
         backend: str = "onnxruntime",
         backend_options: dict | None = None,
         fault_file: str | None = None,
     ) -> None:
-        self.manifest: Manifest = Manifest.read(model_dir)
-        folder = Path(model_dir)
+        model = PreparedModel.open(model_dir)
+        self.manifest: Manifest = model.manifest
         self._executors: dict[str, PlanExecutor] = {}
         for kind in PACKED_GRAPHS:
-            be = load_backend(
-                backend, folder / self.manifest.graphs[kind], **(backend_options or {})
-            )
+            be = load_backend(backend, model.graph_path(kind), **(backend_options or {}))
             if fault_file:  # model calls fail while this file exists (drills)
                 be = FaultInjectingBackend(be, fault_file)
-            self._executors[kind] = PlanExecutor(be, self.manifest, folder)
+            self._executors[kind] = PlanExecutor(be, self.manifest, model)
         self._demand = (0, 0.0)  # (packer's demand in plans, when it came): autoscaling signal
 
     async def execute(

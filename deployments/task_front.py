@@ -18,10 +18,10 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from packing.model.manifest import MANIFEST, Manifest
+from packing.model.manifest import MANIFEST
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.model.task import TaskSpec
 from packing.qa.requests import Limits
 from packing.runtime.features import Features
@@ -79,9 +79,12 @@ class ModelInfo:
     created: int  # Unix seconds the folder was prepared (its manifest's modification time)
 
     @classmethod
-    def read(cls, model_dir: str | Path, model_id: str) -> ModelInfo:
-        """The info of prepared folder ``model_dir``, served as ``model_id``."""
-        manifest = Manifest.read(Path(model_dir))
+    def read(cls, model_dir: ModelLike, model_id: str) -> ModelInfo:
+        """The info of prepared folder ``model_dir`` (a path, or a
+        :class:`~packing.model.prepared.PreparedModel`, whose manifest is not read again),
+        served as ``model_id``."""
+        model = PreparedModel.open(model_dir)
+        manifest = model.manifest
         return cls(
             model_id,
             manifest.task,
@@ -89,7 +92,7 @@ class ModelInfo:
             manifest.dims.hidden_size,
             manifest.precision,
             manifest.max_valid_num,
-            int((Path(model_dir) / MANIFEST).stat().st_mtime),
+            int((model.folder / MANIFEST).stat().st_mtime),
         )
 
     @property

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from packing.jobs.local_cluster import private_cluster
-from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.runtime.features import Features
 
 from .ceiling import resolve_config
@@ -100,7 +100,7 @@ def wait_for_app(app: str, timeout_s: float, poll_s: float = 1.0) -> None:
 
 
 def placement(
-    model_dir: str,
+    model_dir: ModelLike,
     data: Sequence[Features],
     workers: int = 2,
     resource: str = "IPU",
@@ -121,10 +121,11 @@ def placement(
     """
     from packing.runners import PackRunner
 
-    reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
+    model = PreparedModel.open(model_dir)  # read once, for the reference and the app's config
+    reference = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast").run(data)
     replicas = runner_replicas or workers * per_worker
     with private_cluster(workers, declared or resource, per_worker):
-        _deploy(model_dir, replicas, resource, "fast")
+        _deploy(model, replicas, resource, "fast")
         try:
             wait_for_app(APP, timeout_s)
         except PlacementTimeout as exc:
@@ -163,7 +164,7 @@ def placement(
 
 
 def _deploy(
-    model_dir: str,
+    model_dir: ModelLike,
     replicas: int,
     resource: str,
     profile: str,
@@ -181,11 +182,12 @@ def _deploy(
     from deployments.app import build_graph
     from deployments.config import AppConfig, config_deployment_options
 
+    model = PreparedModel.open(model_dir)
     serve.start(proxy_location="Disabled")
     sim = {"profile": profile, **({"tokens_per_s": tokens_per_s} if tokens_per_s else {})}
     cfg = AppConfig(
-        model_dir=model_dir,
-        model_source=Manifest.read(model_dir).source,  # the folder as it is
+        model_dir=str(model),
+        model_source=model.manifest.source,  # the folder as it is
         device="sim",
         sim=sim,
         packing={"mode": "unpack_repack", "batch_wait_timeout_s": 0.005},
@@ -232,7 +234,7 @@ async def _answers(data: Sequence[Features], replicas: int, progress: bool) -> l
 
 
 def node_loss(
-    model_dir: str,
+    model_dir: ModelLike,
     data: Sequence[Features],
     workers: int = 2,
     per_worker: int = 2,
@@ -257,10 +259,11 @@ def node_loss(
     """
     from packing.runners import PackRunner
 
-    reference = PackRunner(model_dir, mode="unpack_repack", backend="sim", profile="fast").run(data)
+    model = PreparedModel.open(model_dir)  # read once, for the reference and the app's config
+    reference = PackRunner(model, mode="unpack_repack", backend="sim", profile="fast").run(data)
     replicas = workers * per_worker
     with private_cluster(workers, resource, per_worker) as cluster:
-        _deploy(model_dir, replicas, resource, profile, tokens_per_s)
+        _deploy(model, replicas, resource, profile, tokens_per_s)
         wait_for_app(APP, timeout_s)
         victim_id = next(
             r["node_id"] for r in replica_placement(APP) if r["deployment"] == "PlanExecutor"
@@ -362,7 +365,7 @@ POLICIES = {
 
 
 def autoscale_step(
-    model_dir: str,
+    model_dir: ModelLike,
     data: Sequence[Features],
     workers: int = 2,
     per_worker: int = 2,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.model.prepared import ModelLike, PreparedModel
+
 __all__ = ["format_kernels", "kernels", "parse_variant"]
 
 
@@ -51,7 +53,7 @@ def _name(variant: frozenset[str]) -> str:
 
 
 def kernels(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     variants: Sequence[str],
     layout: str = "unpack_repack",
     workload: str = "seed",
@@ -64,12 +66,12 @@ def kernels(
     folder on its ``batches`` fullest batches of the workload, ``rounds`` interleaved rounds
     after one warm-up round; the report dict (``rows``: variant, median_ms, speed,
     max_abs_diff; ``host``; the settings). The first variant is the base. ValueError for an
-    unknown variant or layout, or fewer than two variants."""
+    unknown variant or layout, or fewer than two variants. ``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`, opened once."""
     import onnx
 
     from packing.bench.profile import budget_plans
     from packing.model.graphs import WEIGHTS_FILES, build_graph
-    from packing.model.manifest import Manifest
     from packing.runners.workloads import load_workload
     from packing.runtime.backend import OnnxRuntimeBackend
     from packing.runtime.executor import PlanExecutor
@@ -78,14 +80,15 @@ def kernels(
     parsed = [parse_variant(v) for v in variants]
     if len(parsed) < 2:
         raise ValueError(f"give at least two variants to compare, got {list(variants)}")
-    m = Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    m = model.manifest
     options = {"device": "cpu", **({"intra_op_threads": threads} if threads else {})}
-    data = load_workload(workload, samples, model_dir, m.seq_len, m.dims.vocab_size)
-    plans, budget = budget_plans(model_dir, m, layout, data, batches, options)
+    data = load_workload(workload, samples, model, m.seq_len, m.dims.vocab_size)
+    plans, budget = budget_plans(model, layout, data, batches, options)
     weights = WEIGHTS_FILES[m.precision]
     with tempfile.TemporaryDirectory(prefix="pbs-kernels-") as tmp:
         folder = Path(tmp)
-        shutil.copy(Path(model_dir) / weights, folder / weights)
+        shutil.copy(model.folder / weights, folder / weights)
         backends = []
         for v in parsed:
             graph = build_graph(
@@ -94,7 +97,7 @@ def kernels(
             onnx.save(graph, str(folder / f"{_name(v)}.onnx"))
             rewrites = {"disabled_optimizers": ()} if ORT_SKIPLN in v else {}
             backends.append(OnnxRuntimeBackend(folder / f"{_name(v)}.onnx", **options, **rewrites))
-        executor = PlanExecutor(backends[0], m, model_dir)  # every variant takes the same feeds
+        executor = PlanExecutor(backends[0], m, model)  # every variant takes the same feeds
         feeds = [executor.inputs(p, [data[k] for k in p.seq_ids])[0] for p in plans]
         outputs = [[b.run(f) for f in feeds] for b in backends]  # also the warm-up round
         times: list[list[float]] = [[] for _ in backends]
@@ -117,7 +120,7 @@ def kernels(
             }
         )
     return {
-        "model_dir": str(model_dir),
+        "model_dir": str(model),
         "precision": m.precision,
         "layout": layout,
         "workload": workload,

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.runners.drive import drive
 from packing.runners.workloads import (
     DEFAULT_SEED,
@@ -146,7 +147,7 @@ def http_load(
 
 
 def inprocess_load(
-    model_dir: str,
+    model_dir: ModelLike,
     items: Sequence[dict],
     concurrency: int,
     knobs: dict,
@@ -161,7 +162,8 @@ def inprocess_load(
     defaults).
 
     The runner uses ``backend`` with ``backend_options``; ``threads`` sets onnxruntime's
-    intra-op threads and is not passed to other backends.
+    intra-op threads and is not passed to other backends. ``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`, opened once for the pipeline and the runner.
     """
     from packing.qa.pipeline import QAPipeline
     from packing.qa.requests import BadRequest
@@ -169,9 +171,10 @@ def inprocess_load(
     from packing.runtime.backend import backend_kwargs
     from packing.runtime.dispatch import DEFAULT_DISPATCH
 
-    qa = QAPipeline.from_model_dir(model_dir, answering)
+    model = PreparedModel.open(model_dir)
+    qa = QAPipeline.from_model_dir(model, answering)
     runner = PackRunner(
-        model_dir,
+        model,
         mode=knobs["mode"],
         algorithm=knobs["algorithm"],
         max_batch_size=knobs.get("max_batch_size"),
@@ -212,7 +215,7 @@ def format_result(r: LoadResult) -> str:
 
 def loadtest(
     url: str,
-    model_dir: str | None,
+    model_dir: ModelLike | None,
     workload: str,
     samples: int,
     concurrency: int,
@@ -226,23 +229,21 @@ def loadtest(
     """Run the HTTP side, then (optionally) the in-process side; returns a JSON-able report.
 
     ``backend`` / ``backend_options`` are the in-process side's runtime (the app runs on
-    whatever its own config says); the report records them.
+    whatever its own config says); the report records them. ``model_dir``: the app's folder,
+    a path or a :class:`~packing.model.prepared.PreparedModel`, opened once for both sides.
     """
     from transformers import AutoTokenizer
-
-    from packing.model.manifest import Manifest
 
     url = url.rstrip("/")
     stats = _get_json(url + "/v1/stats")
     knobs = stats["packer"]["knobs"]
     if model_dir is None:
         raise ValueError("--model-dir is needed (the app's prepared folder) to build the workload")
-    manifest = Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    manifest = model.manifest
     if manifest.source != stats["model"]:
-        raise ValueError(
-            f"the app serves {stats['model']!r} but {model_dir} holds {manifest.source!r}"
-        )
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+        raise ValueError(f"the app serves {stats['model']!r} but {model} holds {manifest.source!r}")
+    tok = AutoTokenizer.from_pretrained(str(model))
     items = load_questions(workload, samples, tok, manifest.seq_len)
     echo(
         f"app {url} serving {stats['model']}; workload {workload}: {samples} questions, "
@@ -264,7 +265,7 @@ def loadtest(
     report["http"] = asdict(h)
     if inprocess:
         p = inprocess_load(
-            str(model_dir),
+            model,
             items,
             concurrency,
             knobs,

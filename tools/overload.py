@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from packing.model.manifest import Manifest
+from packing.model.prepared import PreparedModel
 from packing.runtime.dispatch import DISPATCH
 
 from .ceiling import ServeRun, free_port, resolve_config, rewrite_app_config, serve_env
@@ -114,11 +114,12 @@ def overload(
             waited = run.wait_healthy(url, health_timeout_s)
             echo(f"[{dispatch}] healthy on :{port} after {waited:.0f} s (log {run.log_path})")
             stats = _get_json(url + "/v1/stats")
-            model_dir = cfg["applications"][0]["args"]["model_dir"]
+            # the folder the app prepared (or found) at start, read once for the run below
+            model = PreparedModel.open(cfg["applications"][0]["args"]["model_dir"])
             before = stats["packer"]
             report = soak(
                 url,
-                model_dir,
+                model,
                 workload,
                 n,
                 concurrency,
@@ -134,7 +135,7 @@ def overload(
         finally:
             run.stop()
         d = _delta(after, before)
-        m = Manifest.read(model_dir)
+        m = model.manifest
         full_s = m.batch_size * m.seq_len / tokens_per_s  # static shapes: every plan's cost
         capacity = after["knobs"]["max_valid_num"] or m.max_valid_num
         rows.append(

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy.config import DEFAULT_MODE
 from packing.runtime.features import Features, SpanLogits
 
@@ -159,7 +159,7 @@ def _bar(total: int, desc: str):
 
 
 def scaling(
-    model_dir: str,
+    model_dir: ModelLike,
     data: Sequence[Features],
     replicas: Sequence[int] = (1, 2, 4),
     profile: str = "slow",
@@ -175,7 +175,8 @@ def scaling(
     Starts (and at the end shuts down) its own local Ray cluster. Returns a report dict with
     ``rows`` (:class:`ScalingRow` as dicts), ``speedup`` (sequences/s over the first replica
     count) and ``fill_ratio`` / ``mean_sequences_ratio`` (served with one replica over
-    in-process).
+    in-process). ``model_dir``: a path or a :class:`~packing.model.prepared.PreparedModel`,
+    opened once here (the app's replicas open the folder themselves).
     """
     import ray
     from ray import serve
@@ -186,10 +187,11 @@ def scaling(
     slots = config_deployment_options(resolve_config(SIM_CONFIG), "PlanExecutor")[
         "max_ongoing_requests"
     ]
-    reference = PackRunner(model_dir, mode=mode, backend="sim", profile="fast").run(data)
+    model = PreparedModel.open(model_dir)
+    reference = PackRunner(model, mode=mode, backend="sim", profile="fast").run(data)
     cfg = AppConfig(
-        model_dir=model_dir,
-        model_source=Manifest.read(model_dir).source,  # the folder as it is
+        model_dir=str(model),
+        model_source=model.manifest.source,  # the folder as it is
         device="sim",
         sim={"profile": profile},
         packing={
@@ -210,7 +212,7 @@ def scaling(
     finally:
         ray.shutdown()
     with PackRunner(
-        model_dir,
+        model,
         mode=mode,
         batch_wait_timeout_s=batch_wait_timeout_s,
         backend="sim",
@@ -242,7 +244,7 @@ def scaling(
             "outstanding": outstanding,
             "windows_per_call": per_call,
             "sequences": len(data),
-            "model_dir": str(model_dir),
+            "model_dir": str(model),
         },
         "rows": [asdict(r) for r in rows],
         "speedup": {str(r.replicas): r.sequences_per_s / base for r in rows if r.replicas},

@@ -22,17 +22,17 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.runners.drive import drive
 
 from .loadtest import _get_json, load_questions
 
 
 def solo_answers(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     items: list[dict],
     answering: dict,
     backend: str = "onnxruntime",
@@ -41,14 +41,16 @@ def solo_answers(
     """Expected ``{answer, score, start, end, windows}`` of each item (the app's response
     fields, and how many windows the item took) from the app's QA pipeline settings
     ``answering`` (its ``/v1/stats`` block), every window run alone (on ``backend``, the
-    app's: ``sim`` for an app on the simulated device)."""
+    app's: ``sim`` for an app on the simulated device). ``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`, opened once."""
     from packing.qa.pipeline import QAPipeline, features_of
     from packing.qa.requests import BadRequest
     from packing.runners import ModelRunner
 
-    qa = QAPipeline.from_model_dir(model_dir, answering)
+    model = PreparedModel.open(model_dir)
+    qa = QAPipeline.from_model_dir(model, answering)
     runner = ModelRunner(
-        model_dir, batch_size=1, padding="longest", backend=backend, **(backend_options or {})
+        model, batch_size=1, padding="longest", backend=backend, **(backend_options or {})
     )
     per_q = qa.tokenize([(it["question"], it["context"]) for it in items])
     logits = [runner.run([f])[0] for f in features_of(per_q)]  # each window alone
@@ -85,7 +87,7 @@ def kill_one_replica(deployment: str) -> str:
 
 def soak(
     url: str,
-    model_dir: str | Path,
+    model_dir: ModelLike,
     workload: str,
     n: int,
     concurrency: int,
@@ -113,24 +115,22 @@ def soak(
     requests are answered; ``recovery_s`` is then the time from the kill to the last request
     that was not answered correctly (0 when none failed). If the kill itself fails (no live
     replica, Ray's state API unreachable), the run finishes and then raises RuntimeError naming
-    the cause.
+    the cause. ``model_dir``: the app's folder, a path or a
+    :class:`~packing.model.prepared.PreparedModel`, opened once.
     """
     from transformers import AutoTokenizer
-
-    from packing.model.manifest import Manifest
 
     url = url.rstrip("/")
     stats = _get_json(url + "/v1/stats")
     answering = stats["answering"]
-    manifest = Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    manifest = model.manifest
     if manifest.source != stats["model"]:
-        raise ValueError(
-            f"the app serves {stats['model']!r} but {model_dir} holds {manifest.source!r}"
-        )
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
+        raise ValueError(f"the app serves {stats['model']!r} but {model} holds {manifest.source!r}")
+    tok = AutoTokenizer.from_pretrained(str(model))
     uniq = load_questions(workload, min(distinct, n), tok, answering["seq_len"])
     expected = solo_answers(
-        model_dir, uniq, answering, backend=backend, backend_options=backend_options
+        model, uniq, answering, backend=backend, backend_options=backend_options
     )
     bodies = [json.dumps(it).encode() for it in uniq]
     load = (

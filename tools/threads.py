@@ -25,8 +25,8 @@ import queue
 import re
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.runtime.host import features_line
 
 __all__ = ["Layout", "format_threads", "parse_layout", "threads"]
@@ -62,7 +62,7 @@ def parse_layout(text: str) -> Layout:
 
 
 def _child(
-    model_dir: str,
+    model: PreparedModel,
     mode: str,
     workload: str,
     samples: int,
@@ -72,18 +72,17 @@ def _child(
     barrier,
     out,
 ) -> None:
-    from packing.model.manifest import Manifest
     from packing.runners.pack_runner import PackRunner
     from packing.runners.workloads import load_workload
 
-    m = Manifest.read(model_dir)
+    m = model.manifest
     feats = load_workload(
-        workload, samples, model_dir, m.seq_len, m.dims.vocab_size, m.dims.type_vocab_size
+        workload, samples, model, m.seq_len, m.dims.vocab_size, m.dims.type_vocab_size
     )
     opts: dict = {"intra_op_threads": layout.threads}
     if layout.spin is not None:
         opts["spin"] = layout.spin
-    with PackRunner(model_dir, mode=mode, max_tokens=max_tokens, **opts) as runner:
+    with PackRunner(model, mode=mode, max_tokens=max_tokens, **opts) as runner:
         runner.run(feats[:warmup])
         barrier.wait()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -92,7 +91,7 @@ def _child(
 
 
 def run_layout(
-    model_dir: str,
+    model_dir: ModelLike,
     layout: Layout,
     *,
     mode: str,
@@ -103,13 +102,15 @@ def run_layout(
     timeout_s: float = 1800.0,
 ) -> dict:
     """One layout's processes, started together; ``{"layout", "sequences_per_s",
-    "cpu_ms_per_sequence", "walls_s"}``."""
+    "cpu_ms_per_sequence", "walls_s"}``. ``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`, opened here and sent to every process."""
+    model = PreparedModel.open(model_dir)
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(layout.processes), ctx.Queue()
     procs = [
         ctx.Process(
             target=_child,
-            args=(model_dir, mode, workload, samples, warmup, max_tokens, layout, barrier, out),
+            args=(model, mode, workload, samples, warmup, max_tokens, layout, barrier, out),
         )
         for _ in range(layout.processes)
     ]
@@ -152,7 +153,7 @@ def run_layout(
 
 
 def threads(
-    model_dir: str,
+    model_dir: ModelLike,
     layouts: list[str | Layout],
     *,
     mode: str = "unpack_repack",
@@ -162,25 +163,21 @@ def threads(
     max_tokens: str | int | None = "auto",
     echo=print,
 ) -> dict:
-    """Every layout in turn (see the module docstring); the JSON-able report."""
+    """Every layout in turn (see the module docstring); the JSON-able report. ``model_dir``: a
+    path or a :class:`~packing.model.prepared.PreparedModel`, opened once for every layout."""
     import numpy as np
 
-    from packing.model.manifest import Manifest
     from packing.runtime.calibrate import resolve_max_tokens
     from packing.runtime.host import host_facts
 
     parsed = [x if isinstance(x, Layout) else parse_layout(x) for x in layouts]
     if not parsed:
         raise ValueError("give at least one layout")
-    model_dir = str(Path(model_dir).resolve())
-    manifest = Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    manifest = model.manifest
     if max_tokens == "auto":
         budget, _ = resolve_max_tokens(
-            "auto",
-            model_dir,
-            "onnxruntime",
-            {"intra_op_threads": parsed[0].threads},
-            manifest=manifest,
+            "auto", model, "onnxruntime", {"intra_op_threads": parsed[0].threads}
         )
     else:
         budget = None if max_tokens is None else int(max_tokens)
@@ -189,7 +186,7 @@ def threads(
         echo(f"[threads] {layout.name} ...")
         rows.append(
             run_layout(
-                model_dir,
+                model,
                 layout,
                 mode=mode,
                 workload=workload,
@@ -204,7 +201,7 @@ def threads(
     return {
         "host": host_facts(numpy=np.__version__),
         "settings": {
-            "model_dir": model_dir,
+            "model_dir": str(model.folder.resolve()),
             "precision": manifest.precision,
             "task": getattr(getattr(manifest, "task", None), "task", "qa"),
             "mode": mode,

@@ -30,11 +30,10 @@ this module runs them in order (:func:`bench`) and re-exports their public names
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.runners.run_modes import BENCH_MODES, settings_backend, solo_runner
 from packing.runtime.admission import DEFAULT_ADMISSION
@@ -78,7 +77,7 @@ __all__ = [
 
 
 def bench(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     data: Sequence[Features],
     workload: str,
     modes: Sequence[str] = tuple(BENCH_MODES),
@@ -107,12 +106,14 @@ def bench(
     rate (:func:`measure_limit`; skipped under sim). When a best-batch-size rival is among
     ``modes``, Sorted Dynamic Padding's batch size is probed once first and used by both.
     Ends with the best packed online mode against the best rival (:func:`format_summary`).
+    ``model_dir``: a path or a :class:`~packing.model.prepared.PreparedModel`, opened once
+    for every mode.
     """
     unknown = [m for m in modes if m not in BENCH_MODES]
     if unknown:
         raise ValueError(f"unknown modes {unknown}; choose from {list(BENCH_MODES)}")
-    model_dir = str(model_dir)
-    manifest = Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    manifest = model.manifest
     lengths = np.array([len(f) for f in data])
     settings = {
         "threads": threads,
@@ -129,12 +130,12 @@ def bench(
     # the packed modes' token budget, resolved once ("auto": calibrated for this backend)
     options = {k: v for k, v in settings_backend(settings).items() if k != "backend"}
     settings["max_tokens"], cal = resolve_max_tokens(
-        max_tokens, model_dir, backend, options, manifest=manifest, progress=progress
+        max_tokens, model, backend, options, progress=progress
     )
-    solo = solo_runner(model_dir, settings)
+    solo = solo_runner(model, settings)
     settings["static_shapes"] = solo.backend.static_shapes
     report = BenchReport(
-        model_dir,
+        str(model),
         manifest.source,
         workload,
         len(data),
@@ -147,7 +148,7 @@ def bench(
     )
     st = report.lengths
     echo(
-        f"model {manifest.source} ({model_dir}, {manifest.precision}), workload {workload}: "
+        f"model {manifest.source} ({model}, {manifest.precision}), workload {workload}: "
         f"{len(data)} samples, "
         f"lengths mean {st['mean']:.1f}, median {st['median']:g}, min {st['min']}, "
         f"max {st['max']} of {manifest.seq_len}, ideal speed-up {report.ideal_speedup:.2f}x"
@@ -191,7 +192,7 @@ def bench(
     reference = {int(i): solo.run([data[i]])[0] for i in check}
     del solo
     if any(m in _PROBED_MODES and not _skip_reason(m, settings) for m in modes):
-        report.sdp_probe = _probe(model_dir, data, settings)
+        report.sdp_probe = _probe(model, data, settings)
         settings["sdp_batch_size"] = report.sdp_probe["best"]
         rates = ", ".join(f"bs {bs} {v:.1f}" for bs, v in report.sdp_probe["throughput"].items())
         echo(
@@ -201,7 +202,7 @@ def bench(
     best_rate = report.limit.get("best_gflops")
     base = None
     for key in modes:
-        r = run_mode(key, model_dir, data, settings, reference, progress)
+        r = run_mode(key, model, data, settings, reference, progress)
         if key == "original" and not r.skipped:
             base = r.throughput
         if not r.skipped:

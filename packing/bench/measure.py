@@ -12,6 +12,7 @@ from dataclasses import asdict
 import numpy as np
 
 from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike
 from packing.model.quantize import TOLERANCES
 from packing.runners import ModelRunner, PackRunner
 from packing.runners.drive import run_online
@@ -113,13 +114,15 @@ def _skip_reason(key: str, settings: dict) -> str | None:
 
 def run_mode(
     key: str,
-    model_dir: str,
+    model_dir: ModelLike,
     data: Sequence[Features],
     settings: dict,
     reference: dict[int, SpanLogits],
     progress: bool = False,
 ) -> ModeResult:
-    """Run one mode (warm-up first, then the timed run) and measure it."""
+    """Run one mode (warm-up first, then the timed run) and measure it. ``model_dir``: a path
+    or a :class:`~packing.model.prepared.PreparedModel`, which the mode's runner takes as it
+    is."""
     res = ModeResult(key, BENCH_MODES[key], samples=len(data))
     warm = data[: min(len(data), 8)]
     latency = mode_reference = None
@@ -129,7 +132,7 @@ def run_mode(
     res.setting = _setting(key, settings)
     if key == "hf_pipeline":
         try:
-            run = _hf_runner(model_dir, settings["batch_size"], settings["threads"])
+            run = _hf_runner(str(model_dir), settings["batch_size"], settings["threads"])
         except ImportError as exc:
             res.skipped = f"needs torch ({exc}); pip install 'packed-bert-serve[torch]'"
             return res
@@ -206,7 +209,7 @@ def measure_limit(manifest: Manifest, settings: dict, enabled: bool = True) -> d
     }
 
 
-def _probe(model_dir: str, data: Sequence[Features], settings: dict) -> dict:
+def _probe(model_dir: ModelLike, data: Sequence[Features], settings: dict) -> dict:
     """Run :func:`~packing.runners.rivals.probe_batch_size` for Sorted Dynamic Padding; the
     report dict ``{"samples", "candidates", "throughput": {bs: samples/s}, "best"}``."""
     runner = ModelRunner(model_dir, padding="longest", sort=True, **settings_backend(settings))

@@ -5,21 +5,22 @@ of the runs with its lines."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.runners.run_modes import BENCH_MODES, RIVALS
 
 from .report import BenchReport, ModeResult
 
 
 def check_precisions(
-    model_dirs: Sequence[str | Path], precisions: Sequence[str] | None
+    model_dirs: Sequence[ModelLike], precisions: Sequence[str] | None
 ) -> list[str]:
-    """Each folder's precision (its manifest's). ``precisions``, when given, must name them in
-    order (one per folder): ValueError naming the folder and both precisions otherwise. The
-    folders must share the model's shapes (ValueError otherwise), so their runs compare."""
-    manifests = [Manifest.read(d) for d in model_dirs]
+    """Each folder's precision (its manifest's; a path is opened here, a
+    :class:`~packing.model.prepared.PreparedModel` is not read again). ``precisions``, when
+    given, must name them in order (one per folder): ValueError naming the folder and both
+    precisions otherwise. The folders must share the model's shapes (ValueError otherwise), so
+    their runs compare."""
+    manifests = [PreparedModel.open(d).manifest for d in model_dirs]
     found = [m.precision for m in manifests]
     if precisions is not None:
         if len(precisions) != len(model_dirs):

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.offline import (
     plan_offline_attention_mask,
@@ -249,8 +250,7 @@ def fullest_plans(
 
 
 def budget_plans(
-    model_dir: str | Path,
-    manifest: Manifest,
+    model_dir: ModelLike,
     kind: str,
     data: Sequence[Features],
     batches: int,
@@ -261,20 +261,20 @@ def budget_plans(
     """``(plans, budget)``: the ``batches`` fullest batches of layout ``kind`` on ``data``
     (:func:`fullest_plans`), unpack/repack's at the token budget ``max_tokens`` resolves to for
     ONNX Runtime with ``options`` (``"auto"``: calibrated, as the bench's modes; the budget is
-    None for the row layouts). Raises ValueError when the folder has no such graph."""
-    if kind not in manifest.graphs:
-        raise ValueError(f"{model_dir} has no {kind!r} graph; graphs: {sorted(manifest.graphs)}")
+    None for the row layouts). ``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`. Raises ValueError when the folder has no
+    such graph."""
+    model = PreparedModel.open(model_dir)
+    model.graph_path(kind)  # ValueError naming the folder's graphs when it has no such graph
     budget = None
     if kind == "unpack_repack":
-        budget, _ = resolve_max_tokens(
-            max_tokens, model_dir, "onnxruntime", options, manifest=manifest
-        )
+        budget, _ = resolve_max_tokens(max_tokens, model, "onnxruntime", options)
     lengths = np.array([len(f) for f in data])
-    return fullest_plans(kind, manifest, lengths, batches, budget, attention_groups), budget
+    return fullest_plans(kind, model.manifest, lengths, batches, budget, attention_groups), budget
 
 
 def profile_layout(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     kind: str,
     data: Sequence[Features],
     batches: int = 4,
@@ -287,20 +287,20 @@ def profile_layout(
     (one more batch, run first, warms up and is not counted), on ONNX Runtime with
     ``backend_options`` (e.g. ``device``) and ``threads`` intra-op threads. ``max_tokens`` is
     the unpack/repack token budget (``"auto"``: calibrated for these options, as the bench's
-    modes). Raises ValueError when the folder has no such graph or ``batches`` < 1."""
+    modes). ``model_dir``: a path or a :class:`~packing.model.prepared.PreparedModel`. Raises
+    ValueError when the folder has no such graph or ``batches`` < 1."""
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
-    manifest = Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    manifest = model.manifest
     options = backend_kwargs("onnxruntime", backend_options, threads)
     options.pop("backend")
-    plans, _ = budget_plans(
-        model_dir, manifest, kind, data, batches + 1, options, max_tokens, attention_groups
-    )
+    plans, _ = budget_plans(model, kind, data, batches + 1, options, max_tokens, attention_groups)
     with tempfile.TemporaryDirectory(prefix="pbs-profile-") as tmp:
         backend = OnnxRuntimeBackend(
-            Path(model_dir) / manifest.graphs[kind], profile=str(Path(tmp) / kind), **options
+            model.graph_path(kind), profile=str(Path(tmp) / kind), **options
         )
-        executor = PlanExecutor(backend, manifest, model_dir)
+        executor = PlanExecutor(backend, manifest, model)
         tokens, slots = [], []
         for i, plan in enumerate(plans):
             feats = [data[k] for k in plan.seq_ids]
@@ -314,7 +314,7 @@ def profile_layout(
 
 
 def profile_folders(
-    model_dirs: Sequence[str | Path],
+    model_dirs: Sequence[ModelLike],
     data: Sequence[Features],
     batches: int = 4,
     threads: int | None = None,
@@ -324,15 +324,16 @@ def profile_folders(
     echo=print,
 ) -> list[LayoutProfile]:
     """:func:`profile_layout` of every graph of every folder (in the folders' order, layouts
-    as :data:`~packing.model.graphs.KINDS`), echoing one line per layout as it lands."""
+    as :data:`~packing.model.graphs.KINDS`), echoing one line per layout as it lands. Each
+    folder given as a path is opened once, for all its layouts."""
     from packing.model.graphs import KINDS
 
     out = []
     for model_dir in model_dirs:
-        graphs = Manifest.read(model_dir).graphs
-        for kind in (k for k in KINDS if k in graphs):
+        model = PreparedModel.open(model_dir)
+        for kind in (k for k in KINDS if k in model.manifest.graphs):
             p = profile_layout(
-                model_dir,
+                model,
                 kind,
                 data,
                 batches=batches,
@@ -342,7 +343,7 @@ def profile_folders(
                 backend_options=backend_options,
             )
             echo(
-                f"[profile] {model_dir} {kind} {p.precision}: {p.run_ms:.1f} ms per batch of "
+                f"[profile] {model} {kind} {p.precision}: {p.run_ms:.1f} ms per batch of "
                 f"{p.tokens:.0f} real tokens ({p.batches} batches)"
             )
             out.append(p)

@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from packing.model.prepared import PreparedModel
 from packing.model.quantize import PRECISIONS
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.shapes import DEFAULT_SHAPES
@@ -28,7 +29,7 @@ def _bench(args: argparse.Namespace) -> int:
         plot,
     )
 
-    folders = args.model_dir
+    folders = [PreparedModel.open(d) for d in args.model_dir]  # each manifest read once
     check_precisions(folders, args.precision)
     data = workload_of(argparse.Namespace(**{**vars(args), "model_dir": folders[0]}))
     modes = args.modes or list(BENCH_MODES)

@@ -123,15 +123,17 @@ def backend_choice(args: argparse.Namespace) -> tuple[str, dict]:
 
 
 def workload_of(args: argparse.Namespace) -> list:
-    """The features of ``--workload`` / ``--samples`` / ``--seed`` for ``--model-dir``."""
-    from packing.model.manifest import Manifest
+    """The features of ``--workload`` / ``--samples`` / ``--seed`` for ``--model-dir`` (a path,
+    or a :class:`~packing.model.prepared.PreparedModel` a command opened already)."""
+    from packing.model.prepared import PreparedModel
     from packing.runners.workloads import load_workload
 
-    manifest = Manifest.read(args.model_dir)
+    model = PreparedModel.open(args.model_dir)
+    manifest = model.manifest
     return load_workload(
         args.workload,
         args.samples,
-        args.model_dir,
+        model,
         manifest.seq_len,
         manifest.dims.vocab_size,
         manifest.dims.type_vocab_size,

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy.config import DEFAULT_MODE
 
 #: The fields of an input line, per task: required, then optional.
@@ -97,13 +98,13 @@ def read_jsonl(path: str | Path, task: str, limit: int | None = None) -> list[di
     return rows
 
 
-def _runner(model_dir: str, mode: str, backend: str, backend_options: dict | None):
-    """The packed runner of ``mode`` on ``model_dir``, or padded batches for ``original``."""
+def _runner(model: PreparedModel, mode: str, backend: str, backend_options: dict | None):
+    """The packed runner of ``mode`` on ``model``, or padded batches for ``original``."""
     from packing.runners import ModelRunner, PackRunner
 
     if mode == "original":  # the padded baseline: batch_size x seq_len, one sequence per row
-        return ModelRunner(model_dir, backend=backend, **(backend_options or {}))
-    return PackRunner(model_dir, mode=mode, backend=backend, **(backend_options or {}))
+        return ModelRunner(model, backend=backend, **(backend_options or {}))
+    return PackRunner(model, mode=mode, backend=backend, **(backend_options or {}))
 
 
 class QAPredictor:
@@ -115,12 +116,13 @@ class QAPredictor:
     ``mode``: ``unpack_repack`` or ``attention_mask`` (packed, offline per block) or
     ``original`` (padded batches, the baseline). ``answering``: ``doc_stride``,
     ``max_query_tokens``, ``max_answer_tokens`` of the QA pipeline (:class:`QASettings`
-    defaults otherwise; ``seq_len`` is the folder's).
+    defaults otherwise; ``seq_len`` is the folder's). ``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`, opened once for the pipeline and the runner.
     """
 
     def __init__(
         self,
-        model_dir: str,
+        model_dir: ModelLike,
         mode: str = DEFAULT_MODE,
         backend: str = "onnxruntime",
         backend_options: dict | None = None,
@@ -128,8 +130,9 @@ class QAPredictor:
     ) -> None:
         from packing.qa.pipeline import QAPipeline
 
-        self.qa = QAPipeline.from_model_dir(model_dir, answering)  # doc_stride, ...
-        self.runner = _runner(model_dir, mode, backend, backend_options)
+        model = PreparedModel.open(model_dir)
+        self.qa = QAPipeline.from_model_dir(model, answering)  # doc_stride, ...
+        self.runner = _runner(model, mode, backend, backend_options)
 
     def __call__(self, batch: dict) -> dict:
         started = time.time()
@@ -167,22 +170,25 @@ class _SequencePredictor:
     ``failed`` (whether it is an error line), ``tokens`` (tokens the model ran for it, 0 when
     failed), ``block_start`` / ``block_end`` (as :class:`QAPredictor`'s). ``mode`` as
     :class:`QAPredictor`'s; ``truncate``: cut an input over the folder's ``seq_len`` to it
-    (else the line is an error)."""
+    (else the line is an error). ``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`, opened once for the pipeline and the
+    runner."""
 
     def __init__(
         self,
-        model_dir: str,
+        model_dir: ModelLike,
         mode: str = DEFAULT_MODE,
         backend: str = "onnxruntime",
         backend_options: dict | None = None,
         truncate: bool = True,
     ) -> None:
-        self.pipeline = self.load(model_dir)
-        self.runner = _runner(model_dir, mode, backend, backend_options)
+        model = PreparedModel.open(model_dir)
+        self.pipeline = self.load(model)
+        self.runner = _runner(model, mode, backend, backend_options)
         self.truncate = truncate
 
-    def load(self, model_dir: str) -> Any:
-        """The task's pipeline of the folder."""
+    def load(self, model: PreparedModel) -> Any:
+        """The task's pipeline of the model."""
         raise NotImplementedError
 
     def inputs(self, batch: dict) -> list:
@@ -231,7 +237,7 @@ class EmbedPredictor(_SequencePredictor):
 
     def __init__(
         self,
-        model_dir: str,
+        model_dir: ModelLike,
         mode: str = DEFAULT_MODE,
         backend: str = "onnxruntime",
         backend_options: dict | None = None,
@@ -241,10 +247,10 @@ class EmbedPredictor(_SequencePredictor):
         super().__init__(model_dir, mode, backend, backend_options, truncate)
         self.normalize = normalize
 
-    def load(self, model_dir: str) -> Any:
+    def load(self, model: PreparedModel) -> Any:
         from packing.tasks.embed import EmbedPipeline
 
-        return EmbedPipeline.from_model_dir(model_dir)
+        return EmbedPipeline.from_model_dir(model)
 
     def results(self, outputs: list) -> list[dict]:
         return [{"embedding": v.tolist()} for v in self.pipeline.vectors(outputs, self.normalize)]
@@ -255,10 +261,10 @@ class ClassifyPredictor(_SequencePredictor):
     "score"}]}`` lines, every label, highest score first, by the folder's default score
     function (:func:`packing.tasks.classify.default_function`)."""
 
-    def load(self, model_dir: str) -> Any:
+    def load(self, model: PreparedModel) -> Any:
         from packing.tasks.classify import ClassifyPipeline
 
-        return ClassifyPipeline.from_model_dir(model_dir)
+        return ClassifyPipeline.from_model_dir(model)
 
     def inputs(self, batch: dict) -> list:
         return [
@@ -294,7 +300,7 @@ def _options(task: str, truncate: bool | None, normalize: bool | None) -> dict:
 def run_batch(
     input_path: str | Path,
     output_path: str | Path,
-    model_dir: str | Path,
+    model_dir: ModelLike,
     mode: str = DEFAULT_MODE,
     workers: int = 1,
     inputs_per_block: int = 64,
@@ -308,7 +314,8 @@ def run_batch(
     normalize: bool | None = None,
 ) -> dict:
     """Run the folder's task on every input of ``input_path`` and write the results to
-    ``output_path`` (see the module's doc for each task's formats).
+    ``output_path`` (see the module's doc for each task's formats). ``model_dir``: a path or
+    a :class:`~packing.model.prepared.PreparedModel`.
 
     ``workers`` predictor actors each take ``num_cpus`` CPUs and ``resources`` (e.g.
     ``{"IPU": 1}``); blocks hold ``inputs_per_block`` questions or lines. ``address``: the
@@ -325,9 +332,8 @@ def run_batch(
     folder's). ``seconds`` is the whole job including actor start-up; ``busy_seconds`` runs
     from the first block's start to the last block's end on the predictors (start-up
     excluded)."""
-    from packing.model.manifest import Manifest
-
-    task = Manifest.read(Path(model_dir)).task.task
+    model = PreparedModel.open(model_dir)
+    task = model.manifest.task.task
     options = _options(task, truncate, normalize)
     if task == "qa":
         rows, answers = read_squad(input_path, limit)
@@ -352,8 +358,8 @@ def run_batch(
             concurrency=workers,
             num_cpus=num_cpus,
             resources=resources or None,
-            fn_constructor_kwargs={
-                "model_dir": str(Path(model_dir).resolve()),
+            fn_constructor_kwargs={  # each actor opens the folder on its node once
+                "model_dir": str(model.folder.resolve()),
                 "mode": mode,
                 "backend": backend,
                 "backend_options": backend_options or {},

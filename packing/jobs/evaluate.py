@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model.manifest import Manifest
+from ..model.prepared import ModelLike, PreparedModel
 from ..policy.attention import ATTENTION_GROUPS
 from ..qa.pipeline import QAPipeline, Windows, features_of
 from ..qa.requests import BadRequest, Limits
@@ -65,7 +65,7 @@ def predictions_from(
 
 
 def evaluate_modes(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     questions: Sequence[Question],
     modes: Sequence[str] = EVAL_MODES,
     threads: int | None = None,
@@ -75,10 +75,10 @@ def evaluate_modes(
 ) -> list[ModeScore]:
     """Score every mode in ``modes`` (Original first if present) on ``questions``, each
     running the same windows; ``answering``: the QA pipeline's ``doc_stride``,
-    ``max_query_tokens``, ``max_answer_tokens`` (serving's defaults otherwise)."""
-    model_dir = str(model_dir)
-    manifest = Manifest.read(Path(model_dir))
-    qa = QAPipeline.from_model_dir(model_dir, answering)  # serving's tokenization and spans
+    ``max_query_tokens``, ``max_answer_tokens`` (serving's defaults otherwise). ``model_dir``:
+    a path or a :class:`~packing.model.prepared.PreparedModel`, opened once for every mode."""
+    model = PreparedModel.open(model_dir)
+    qa = QAPipeline.from_model_dir(model, answering)  # serving's tokenization and spans
     per_q = qa.tokenize([(q.question, q.context) for q in questions])
     flat = features_of(per_q)
     answers = {q.id: list(q.answers) for q in questions if q.answers}
@@ -87,14 +87,14 @@ def evaluate_modes(
         "batch_wait_timeout_s": DEFAULT_ADMISSION.batch_wait_timeout_s,
         "max_tokens": None,
         "attention_groups": ATTENTION_GROUPS,
-        "batch_size": manifest.batch_size,
+        "batch_size": model.manifest.batch_size,
     }
     scores: list[ModeScore] = []
     reference = None
     for key in modes:
         if key not in BENCH_MODES or key == "hf_pipeline":
             raise ValueError(f"unknown mode {key!r}; choose from {', '.join(EVAL_MODES)}")
-        runner = runner_for(key, model_dir, settings)
+        runner = runner_for(key, model, settings)
         try:
             t0 = time.perf_counter()
             if key.startswith("online_"):
@@ -175,7 +175,7 @@ def format_table(scores: Sequence[ModeScore], n_questions: int) -> str:
 
 
 def run_eval(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     squad_path: str | Path,
     split: str = "heldout",
     limit: int | None = None,
@@ -185,11 +185,13 @@ def run_eval(
     progress: bool = True,
 ) -> tuple[list[Question], list[ModeScore]]:
     """The ``packed-bert eval`` command's work: the questions of ``split`` (the first
-    ``limit``) and their scores under ``modes`` (and, with ``url``, the running app's)."""
+    ``limit``) and their scores under ``modes`` (and, with ``url``, the running app's).
+    ``model_dir``: a path or a :class:`~packing.model.prepared.PreparedModel`, opened once."""
     from packing.model.task import require_task
 
+    model = PreparedModel.open(model_dir)
     require_task(
-        Manifest.read(Path(model_dir)).task,
+        model.manifest.task,
         "qa",
         "packed-bert eval (SQuAD EM/F1)",
         "; for embed folders, quality against sentence-transformers is `python -m "
@@ -201,9 +203,7 @@ def run_eval(
     if not questions:
         raise ValueError(f"no questions in split {split!r} of {squad_path}")
     scores = (
-        evaluate_modes(model_dir, questions, modes, threads=threads, progress=progress)
-        if modes
-        else []
+        evaluate_modes(model, questions, modes, threads=threads, progress=progress) if modes else []
     )
     if url is not None:
         http = evaluate_http(url, questions)

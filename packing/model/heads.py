@@ -20,11 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .task import POOLINGS, TaskSpec
 from .weights import HEAD_NAMES
+
+if TYPE_CHECKING:
+    from .prepared import ModelLike
 
 HIDDEN_OUTPUT = "last_hidden_state"
 """The graph output embed and classify folders' graphs write, and the heads read: float32
@@ -173,11 +177,13 @@ class Head:
         return pool(hidden, self.task.pooling)
 
 
-def load_head(model_dir: str | Path | None, task: TaskSpec) -> Head | None:
+def load_head(model_dir: ModelLike | None, task: TaskSpec) -> Head | None:
     """The head of a folder serving ``task``: None for qa (its graphs write the span logits),
     the pooling head for embed, and for classify the :class:`ClassifyHead` in
-    ``model_dir/head.safetensors`` (checked against the task's label count). ValueError when a
-    classify task comes without ``model_dir``; FileNotFoundError when the file is absent."""
+    ``model_dir/head.safetensors`` (checked against the task's label count; ``model_dir``: a
+    path or a :class:`~packing.model.prepared.PreparedModel`, whose manifest is not read here).
+    ValueError when a classify task comes without ``model_dir``; FileNotFoundError when the
+    file is absent."""
     if task.task == "qa":
         return None
     if task.task == "embed":

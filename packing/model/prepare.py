@@ -28,6 +28,7 @@ from packing.policy.shapes import DEFAULT_SHAPES
 from .graphs import DEFAULT_KERNELS, KINDS, WEIGHTS_FILES, build_graph, check_kernels
 from .heads import HEAD_FILE, HEAD_TENSORS
 from .manifest import CALIBRATION, MANIFEST, PREPARED_BY, PREPARING, Manifest, sha256_file
+from .prepared import ModelLike, PreparedModel
 from .quantize import LAYOUT_TOLERANCES, TOLERANCES, check_precision, fp16_weights, int8_weights
 from .task import TaskSpec
 from .weights import (
@@ -158,6 +159,7 @@ def prepare(
                 "fp16 without CUDA: checking on the CPU provider (casts, not GPU arithmetic)", quiet
             )
             options = {"device": "cpu", "allow_cpu_half": True}
+        # by path: the check reads back the manifest just written, as any user of the folder will
         diffs, layout = check_graphs(out, seed=seed, with_spans=True, **options)
         what, argmaxes = _CHECKED[spec.task]
         for kind, diff in diffs.items():
@@ -244,7 +246,11 @@ def argmax_mismatches(a, b) -> int:
 
 
 def check_graphs(
-    model_dir: Path, seed: int = 0, n: int = 12, with_spans: bool = False, **backend_options
+    model_dir: ModelLike,
+    seed: int = 0,
+    n: int = 12,
+    with_spans: bool = False,
+    **backend_options,
 ) -> dict[str, float] | tuple[dict[str, float], dict[str, int]]:
     """Max abs logit difference of each packed graph's packed run against the same requests
     run alone (same folder, so same precision); with ``with_spans`` also, against ``original``
@@ -259,13 +265,15 @@ def check_graphs(
     fp32 the graphs agree to rounding; in int8 each is batch-invariant (solo == packed) but two
     graphs' float32 attention rounds differently and per-token quantization amplifies it
     (docs/precision.md), so ``original`` is the layout comparison, not the gate.
-    ``backend_options`` go to the onnxruntime backend of every run.
+    ``backend_options`` go to the onnxruntime backend of every run. ``model_dir``: a path or a
+    :class:`~packing.model.prepared.PreparedModel`, opened once for every run.
     """
     from packing.runners import ModelRunner, PackRunner
     from packing.runners.run_modes import max_logit_diff
     from packing.runtime.features import Features
 
-    manifest = Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    manifest = model.manifest
     rng = np.random.default_rng(seed + 1)
     lengths = rng.integers(1, manifest.seq_len + 1, size=n)
     lengths[:3] = [1, manifest.seq_len, max(1, manifest.seq_len // 2)]
@@ -274,10 +282,10 @@ def check_graphs(
         Features(rng.integers(0, vocab, size=int(n_)), rng.integers(0, types, size=int(n_)))
         for n_ in lengths
     ]
-    solo = ModelRunner(model_dir, batch_size=1, padding="longest", **backend_options).run(data)
+    solo = ModelRunner(model, batch_size=1, padding="longest", **backend_options).run(data)
     diffs, layout = {}, {}
     for mode in ("attention_mask", "unpack_repack"):
-        runner = PackRunner(model_dir, mode=mode, **backend_options)
+        runner = PackRunner(model, mode=mode, **backend_options)
         packed = runner.run(data)
         alone = [runner.run([f])[0] for f in data]
         diffs[mode] = max_logit_diff(packed, dict(enumerate(alone)))

@@ -20,9 +20,9 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.runtime.features import Features
 
 from .requests import BadRequest, Limits, TooLarge
@@ -130,25 +130,26 @@ class QAPipeline:
 
     @classmethod
     def from_model_dir(
-        cls, model_dir: str | Path, settings: Mapping[str, Any] | None = None
+        cls, model_dir: ModelLike, settings: Mapping[str, Any] | None = None
     ) -> QAPipeline:
-        """The pipeline of a prepared model folder: its tokenizer, ``seq_len`` from its
-        manifest, and the :class:`QASettings` fields found in ``settings`` (``doc_stride``,
-        ``max_query_tokens``, ``max_answer_tokens``; other keys are ignored, so a running
-        app's ``/v1/stats`` ``answering`` block can be passed whole) over the defaults.
-        Raises ValueError when ``settings`` names another ``seq_len`` than the folder's."""
+        """The pipeline of a prepared model folder (a path, or a
+        :class:`~packing.model.prepared.PreparedModel`, whose manifest is not read again): its
+        tokenizer, ``seq_len`` from its manifest, and the :class:`QASettings` fields found in
+        ``settings`` (``doc_stride``, ``max_query_tokens``, ``max_answer_tokens``; other keys
+        are ignored, so a running app's ``/v1/stats`` ``answering`` block can be passed whole)
+        over the defaults. Raises ValueError when ``settings`` names another ``seq_len`` than
+        the folder's."""
         from transformers import AutoTokenizer
 
-        from packing.model.manifest import Manifest
-
-        seq_len = Manifest.read(Path(model_dir)).seq_len
+        model = PreparedModel.open(model_dir)
+        seq_len = model.manifest.seq_len
         given = dict(settings or {})
         if given.setdefault("seq_len", seq_len) != seq_len:
             raise ValueError(
-                f"settings give seq_len {given['seq_len']} but {model_dir} was "
+                f"settings give seq_len {given['seq_len']} but {model} was "
                 f"prepared with seq_len {seq_len}"
             )
-        return cls(AutoTokenizer.from_pretrained(str(model_dir)), QASettings.from_mapping(given))
+        return cls(AutoTokenizer.from_pretrained(str(model)), QASettings.from_mapping(given))
 
     def tokenize(self, pairs: Sequence[tuple[str, str]]) -> list[Windows]:
         """The windows of every ``(question, context)`` pair, in order, with one batch call of

@@ -1,11 +1,10 @@
-"""What the offline runners share: the manifest, input validation, running a list of plans."""
+"""What the offline runners share: the model, input validation, running a list of plans."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
-from packing.model.manifest import Manifest
+from packing.model.prepared import PreparedModel
 from packing.policy.plans import Plan
 from packing.runtime.backend import Backend
 from packing.runtime.executor import PlanExecutor, RunStats
@@ -13,18 +12,14 @@ from packing.runtime.features import Features, Result, validate_features
 
 
 class _Runner:
-    """Shared parts: manifest, validation, offline execution of a list of plans."""
+    """Shared parts: the model (``model``, its ``manifest``), validation, offline execution of
+    a list of plans."""
 
-    def __init__(
-        self,
-        manifest: Manifest,
-        backend: Backend,
-        seq_len: int,
-        model_dir: str | Path | None = None,
-    ) -> None:
-        self.manifest = manifest
+    def __init__(self, model: PreparedModel, backend: Backend, seq_len: int) -> None:
+        self.model = model
+        self.manifest = model.manifest
         self.seq_len = seq_len
-        self._exec = PlanExecutor(backend, manifest, model_dir)
+        self._exec = PlanExecutor(backend, model.manifest, model)
 
     @property
     def stats(self) -> RunStats:

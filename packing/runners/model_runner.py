@@ -4,10 +4,10 @@ padding to the longest sequence of each batch, in arrival order or sorted)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy import offline
 from packing.policy.plans import PaddedPlan
 from packing.runtime.backend import Backend
@@ -25,19 +25,22 @@ class ModelRunner(_Runner):
     padding); with ``sort=True`` the dataset is sorted by length first (offline only).
     ``backend``: a registered backend name (options in ``backend_options``) or a loaded
     :class:`~packing.runtime.backend.Backend` on the ``original`` graph, used as it is.
+    ``model_dir``: a prepared folder's path, or a
+    :class:`~packing.model.prepared.PreparedModel` (its manifest is then not read again).
     """
 
     def __init__(
         self,
-        model_dir: str | Path,
+        model_dir: ModelLike,
         batch_size: int | None = None,
         padding: str = "max_length",
         sort: bool = False,
         backend: str | Backend = "onnxruntime",
         **backend_options,
     ) -> None:
-        manifest, be = open_graph(model_dir, "original", backend, backend_options)
-        super().__init__(manifest, be, manifest.seq_len, model_dir)
+        model = PreparedModel.open(model_dir)
+        manifest, be = open_graph(model, "original", backend, backend_options)
+        super().__init__(model, be, manifest.seq_len)
         if padding not in ("max_length", "longest"):
             raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
         if padding == "longest" and be.static_shapes:

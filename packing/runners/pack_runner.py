@@ -7,11 +7,10 @@ import asyncio
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy import offline
 from packing.policy.attention import ATTENTION_GROUPS
 from packing.policy.checks import one_of, positive_int
@@ -63,12 +62,14 @@ class PackRunner(_Runner):
     ``attention_groups`` (unpack_repack): most attention width groups per batch
     (:func:`~packing.policy.attention.plan_attention`; 1 = rows as wide as the batch's
     longest sequence). :attr:`calibration` holds the calibration used (None unless ``"auto"`` found one);
-    ``config.max_tokens`` the budget in force.
+    ``config.max_tokens`` the budget in force. ``model_dir``: a prepared folder's path, or a
+    :class:`~packing.model.prepared.PreparedModel`; either way the manifest is read at most
+    once, here, and the calibration and graph loading use that reading.
     """
 
     def __init__(
         self,
-        model_dir: str | Path,
+        model_dir: ModelLike,
         mode: str = DEFAULT_MODE,
         algorithm: str = DEFAULT_ALGORITHM,
         max_valid_num: int | None = DEFAULT_MAX_VALID_NUM,
@@ -82,7 +83,8 @@ class PackRunner(_Runner):
         backend: str | Backend = "onnxruntime",
         **backend_options,
     ) -> None:
-        manifest = Manifest.read(model_dir)
+        model = PreparedModel.open(model_dir)
+        manifest = model.manifest
         self.calibration: Calibration | None = None
         knobs = dict(
             mode=mode,
@@ -100,12 +102,10 @@ class PackRunner(_Runner):
         self.max_inflight_batches = positive_int("max_inflight_batches", max_inflight_batches)
         if isinstance(max_tokens, str) and isinstance(backend, str):  # measured (or read from
             # the cache) before this runner loads its graph; a loaded Backend cannot be: full batch
-            budget, self.calibration = resolve_max_tokens(
-                AUTO, model_dir, backend, backend_options, manifest=manifest
-            )
+            budget, self.calibration = resolve_max_tokens(AUTO, model, backend, backend_options)
             self.config = packing_config(manifest, **knobs, calibrated=budget)
-        manifest, be = open_graph(model_dir, mode, backend, backend_options, manifest)
-        super().__init__(manifest, be, manifest.seq_len, model_dir)
+        _, be = open_graph(model, mode, backend, backend_options)
+        super().__init__(model, be, manifest.seq_len)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._dispatcher: Dispatcher | None = None

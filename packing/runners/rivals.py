@@ -13,10 +13,10 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from pathlib import Path
 
 import numpy as np
 
+from packing.model.prepared import ModelLike
 from packing.policy.offline import plan_dynamic_padding
 from packing.runners.model_runner import ModelRunner
 from packing.runtime.executor import RunStats
@@ -78,7 +78,7 @@ class SortedPaddingServer:
 
     def __init__(
         self,
-        model_dir: str | Path,
+        model_dir: ModelLike,
         batch_size: int,
         max_valid_num: int | None = None,
         timeout_s: float = 0.01,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from packing.model.prepared import ModelLike
 from packing.policy.config import DEFAULT_ALGORITHM
 from packing.runtime.backend import backend_kwargs
 from packing.runtime.features import Pooled, Result
@@ -88,9 +89,10 @@ def settings_backend(settings: dict) -> dict:
     )
 
 
-def runner_for(key: str, model_dir: str, settings: dict):
+def runner_for(key: str, model_dir: ModelLike, settings: dict):
     """The runner of mode ``key`` (a :data:`BENCH_MODES` key other than ``hf_pipeline``) on
-    ``model_dir``. ``settings``: ``threads``, ``batch_wait_timeout_s``, ``max_tokens``,
+    ``model_dir`` (a path, or a :class:`~packing.model.prepared.PreparedModel` the runner
+    takes as it is). ``settings``: ``threads``, ``batch_wait_timeout_s``, ``max_tokens``,
     ``attention_groups``, backend keys, and ``sdp_batch_size`` for the probed rivals."""
     opts = settings_backend(settings)
     if key == "original":
@@ -125,7 +127,7 @@ def runner_for(key: str, model_dir: str, settings: dict):
     )
 
 
-def solo_runner(model_dir: str, settings: dict) -> ModelRunner:
+def solo_runner(model_dir: ModelLike, settings: dict) -> ModelRunner:
     """Batches of one request, padded to its own length (to seq_len on a static-shape backend)."""
     runner = ModelRunner(
         model_dir, batch_size=1, padding="max_length", **settings_backend(settings)

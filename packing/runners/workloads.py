@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.model.prepared import ModelLike
 from packing.runtime.features import Features
 from packing.runtime.synthetic import (
     DEFAULT_SEED,
@@ -64,9 +65,10 @@ def read_lengths(path: str | Path) -> np.ndarray:
 
 
 def squad_features(
-    path: str | Path, model_dir: str | Path, n: int, seq_len: int, seed: int = DEFAULT_SEED
+    path: str | Path, model_dir: ModelLike, n: int, seq_len: int, seed: int = DEFAULT_SEED
 ) -> list[Features]:
-    """``n`` questions sampled (fixed seed) from a SQuAD file, tokenized for ``model_dir``."""
+    """``n`` questions sampled (fixed seed) from a SQuAD file, tokenized for ``model_dir`` (its
+    tokenizer files; the manifest is not read)."""
     from transformers import AutoTokenizer
 
     pairs = sample_squad(path, n, seed)
@@ -87,7 +89,7 @@ def squad_features(
 def load_workload(
     spec: str,
     n: int,
-    model_dir: str | Path,
+    model_dir: ModelLike,
     seq_len: int,
     vocab_size: int,
     type_vocab_size: int = 2,

@@ -13,12 +13,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from packing.model.heads import HIDDEN_OUTPUT, Head, load_head
 from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy import layouts
 from packing.policy.plans import Plan, UnpackRepackPlan
 
@@ -60,16 +60,17 @@ class PlanExecutor:
     Ray Serve runner replicas, which receive plans from the packer deployment.
 
     The folder's task (``manifest.task``) says what :meth:`execute` returns. ``model_dir`` is
-    the prepared folder, where a classify folder's head is read (``head.safetensors``);
-    ``head`` gives a loaded :class:`~packing.model.heads.Head` instead. Raises ValueError
-    when a classify folder comes with neither.
+    the prepared folder (a path or a :class:`~packing.model.prepared.PreparedModel`; its
+    manifest is not read here), where a classify folder's head is read
+    (``head.safetensors``); ``head`` gives a loaded :class:`~packing.model.heads.Head`
+    instead. Raises ValueError when a classify folder comes with neither.
     """
 
     def __init__(
         self,
         backend: Backend,
         manifest: Manifest,
-        model_dir: str | Path | None = None,
+        model_dir: ModelLike | None = None,
         head: Head | None = None,
     ) -> None:
         self.backend = backend
@@ -127,26 +128,24 @@ class PlanExecutor:
 
 
 def open_graph(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     kind: str,
     backend: str | Backend,
     backend_options: dict,
-    manifest: Manifest | None = None,
 ) -> tuple[Manifest, Backend]:
-    """Load graph ``kind`` of a prepared folder on backend ``backend``; clear error if absent.
+    """``(manifest, backend)``: graph ``kind`` of a prepared model (a
+    :class:`~packing.model.prepared.PreparedModel`, or a folder opened here) loaded on backend
+    ``backend``; ValueError naming the folder's graphs when it has no such graph.
 
     ``backend`` may also be a loaded :class:`Backend` (already on graph ``kind``, e.g. a test's
     wrapper around ``open_graph(...)[1]``): it is used as it is, and takes no options."""
-    manifest = manifest or Manifest.read(model_dir)
-    if kind not in manifest.graphs:
-        raise ValueError(f"{model_dir} has no {kind!r} graph; graphs: {sorted(manifest.graphs)}")
+    model = PreparedModel.open(model_dir)
+    path = model.graph_path(kind)
     if isinstance(backend, Backend):
         if backend_options:
             raise ValueError(
                 f"backend options {sorted(backend_options)} apply to a backend "
                 f"name, not to a loaded {type(backend).__name__}"
             )
-        return manifest, backend
-    return manifest, load_backend(
-        backend, Path(model_dir) / manifest.graphs[kind], **backend_options
-    )
+        return model.manifest, backend
+    return model.manifest, load_backend(backend, path, **backend_options)

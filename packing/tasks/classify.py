@@ -11,11 +11,11 @@ out. The model step returns, per sequence, the classifier's raw logits
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.model.task import TaskSpec
 
 from .sequences import Encoded, SequenceTokenizer
@@ -74,15 +74,16 @@ class ClassifyPipeline:
         self.spec = spec
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> ClassifyPipeline:
-        """The pipeline of a prepared classify folder: its tokenizer, and ``seq_len`` and the
-        task (labels, problem type) from its manifest. ValueError for another task."""
+    def from_model_dir(cls, model_dir: ModelLike) -> ClassifyPipeline:
+        """The pipeline of a prepared classify folder (a path, or a
+        :class:`~packing.model.prepared.PreparedModel`, whose manifest is not read again): its
+        tokenizer, and ``seq_len`` and the task (labels, problem type) from its manifest.
+        ValueError for another task."""
         from transformers import AutoTokenizer
 
-        from packing.model.manifest import Manifest
-
-        manifest = Manifest.read(Path(model_dir))
-        return cls(AutoTokenizer.from_pretrained(str(model_dir)), manifest.seq_len, manifest.task)
+        model = PreparedModel.open(model_dir)
+        manifest = model.manifest
+        return cls(AutoTokenizer.from_pretrained(str(model)), manifest.seq_len, manifest.task)
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -11,10 +11,11 @@ per request.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from packing.model.prepared import ModelLike, PreparedModel
 
 from .sequences import Encoded, Input, SequenceTokenizer
 
@@ -37,19 +38,19 @@ class EmbedPipeline:
         self.normalize = bool(normalize)
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> EmbedPipeline:
-        """The pipeline of a prepared embed folder: its tokenizer, ``seq_len`` and
-        ``task.normalize`` from its manifest. ValueError when the folder's task is not
-        ``embed``."""
+    def from_model_dir(cls, model_dir: ModelLike) -> EmbedPipeline:
+        """The pipeline of a prepared embed folder (a path, or a
+        :class:`~packing.model.prepared.PreparedModel`, whose manifest is not read again): its
+        tokenizer, ``seq_len`` and ``task.normalize`` from its manifest. ValueError when the
+        folder's task is not ``embed``."""
         from transformers import AutoTokenizer
 
-        from packing.model.manifest import Manifest
-
-        manifest = Manifest.read(Path(model_dir))
+        model = PreparedModel.open(model_dir)
+        manifest = model.manifest
         if manifest.task.task != "embed":
-            raise ValueError(f"{model_dir} serves the {manifest.task.task} task, not embed")
+            raise ValueError(f"{model} serves the {manifest.task.task} task, not embed")
         return cls(
-            AutoTokenizer.from_pretrained(str(model_dir)), manifest.seq_len, manifest.task.normalize
+            AutoTokenizer.from_pretrained(str(model)), manifest.seq_len, manifest.task.normalize
         )
 
     def encode(self, texts: Sequence[str | Sequence[int]], truncate: bool) -> list[Encoded]:

@@ -15,6 +15,7 @@ import pytest
 
 from packing.cli import main
 from packing.model.manifest import Manifest
+from packing.model.prepared import PreparedModel
 from packing.runners import PackRunner
 from packing.runners.workloads import synthetic_features
 from packing.runtime.calibrate import (
@@ -226,7 +227,7 @@ def test_the_fingerprint_follows_the_graph_and_the_host(model, monkeypatch):
     m = Manifest.read(model)
     files = {**m.files, m.graphs["unpack_repack"]: "0" * 64}
     other = Manifest(**{**m.__dict__, "files": files})
-    assert fingerprint(model, "sim", FAST, manifest=other)[0] != base
+    assert fingerprint(PreparedModel(model, other), "sim", FAST)[0] != base
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"x": 1'])

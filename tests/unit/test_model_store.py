@@ -106,7 +106,7 @@ def test_a_legacy_manifest_reads_as_made_by_a_user_in_fp32(tiny_model_dir, tmp_p
 
 def test_a_missing_folder_is_prepared_by_the_app(tmp_path):
     folder = tmp_path / "models" / "fresh"
-    manifest = ensure_model(str(folder), ask(precision="auto"))
+    manifest = ensure_model(str(folder), ask(precision="auto")).manifest
     assert (manifest.prepared_by, manifest.source, manifest.precision) == (
         "app",
         "random:tiny",
@@ -115,7 +115,7 @@ def test_a_missing_folder_is_prepared_by_the_app(tmp_path):
     assert not (folder / PREPARING).exists()
     assert (tmp_path / "models" / ".fresh.lock").exists()  # replicas serialise on it
     again = snapshot(folder)
-    assert ensure_model(str(folder), ask(precision="auto")) == manifest  # served as it is
+    assert ensure_model(str(folder), ask(precision="auto")).manifest == manifest  # as it is
     assert snapshot(folder) == again
 
 
@@ -157,7 +157,7 @@ def test_app_made_stale_format_same_source_is_prepared_again_as_it_was(tiny_mode
     handler.emit = lambda record: seen.append(record.getMessage())
     logging.getLogger("ray.serve").addHandler(handler)
     try:  # other shapes in the config: a re-preparation keeps what the folder records
-        manifest = ensure_model(str(folder), ask(precision="auto", seq_len=32))
+        manifest = ensure_model(str(folder), ask(precision="auto", seq_len=32)).manifest
     finally:
         logging.getLogger("ray.serve").removeHandler(handler)
     assert any(
@@ -182,7 +182,8 @@ def test_app_made_other_precision_stops(tiny_model_dir, tmp_path):
     msg = refused(folder, ask(precision="int8"))
     assert "it holds fp32, the config's prepare.precision is int8" in msg
     assert "set prepare.precision: fp32 (or auto)" in msg
-    assert ensure_model(str(folder), ask(precision="auto")).precision == "fp32"  # auto: as held
+    held = ensure_model(str(folder), ask(precision="auto")).manifest
+    assert held.precision == "fp32"  # auto: as held
 
 
 def test_the_message_names_folder_holding_ask_and_both_ways_out(tiny_model_dir, tmp_path):
@@ -218,7 +219,7 @@ def test_a_users_folder_with_precision_auto_and_the_default_source_is_served_unt
         device="cpu",
     )
     before = snapshot(folder)
-    manifest = ensure_model(cfg.model_dir, model_ask(cfg))
+    manifest = ensure_model(cfg.model_dir, model_ask(cfg)).manifest
     assert (manifest.source, manifest.precision, manifest.seq_len) == ("random:tiny", "fp32", 64)
     assert snapshot(folder) == before
 

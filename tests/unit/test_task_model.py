@@ -389,7 +389,7 @@ def test_a_folder_of_another_task_is_never_served(embed_dir, tiny_model_dir, tmp
 
 
 def test_the_app_prepares_a_missing_folder_for_its_task(tmp_path):
-    manifest = ensure_model(str(tmp_path / "fresh"), ask("embed"))
+    manifest = ensure_model(str(tmp_path / "fresh"), ask("embed")).manifest
     assert (manifest.task.task, manifest.prepared_by) == ("embed", "app")
     assert "for task embed" in Manifest.provenance(tmp_path / "fresh").describe()
     # stale format, app-made: prepared again for the task it holds

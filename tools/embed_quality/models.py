@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.model.prepared import ModelLike, PreparedModel
 
-def _folder_facts(model_dir: str) -> dict:
-    from packing.model.manifest import Manifest
 
-    m = Manifest.read(model_dir)
+def _folder_facts(model_dir: ModelLike) -> dict:
+    model = PreparedModel.open(model_dir)
+    m = model.manifest
     if m.task.task != "embed":
-        raise ValueError(f"{model_dir} serves the {m.task.task} task, not embed")
+        raise ValueError(f"{model} serves the {m.task.task} task, not embed")
     return {
-        "model_dir": model_dir,
+        "model_dir": str(model),
         "source": m.source,
         "precision": m.precision,
         "seq_len": m.seq_len,
@@ -28,26 +29,28 @@ def _folder_facts(model_dir: str) -> dict:
     }
 
 
-def _runner(mode: str, model_dir: str, threads: int, progress: bool = False):
+def _runner(mode: str, model_dir: ModelLike, threads: int, progress: bool = False):
     """``(runner, calibration)``: the runner of ``mode`` on ``model_dir`` at its default
     knobs, ``threads`` intra-op threads. A packed mode's calibrated token budget is resolved
     first, with ``progress`` (measured on first use on this host, then read from the folder's
-    cache); ``calibration`` is what that step found (None for ``original``)."""
+    cache); ``calibration`` is what that step found (None for ``original``). ``model_dir``: a
+    path or a :class:`~packing.model.prepared.PreparedModel`, opened once."""
     from packing.runners import ModelRunner, PackRunner
     from packing.runtime.backend import backend_kwargs
     from packing.runtime.calibrate import AUTO, resolve_max_tokens
 
+    model = PreparedModel.open(model_dir)
     opts = backend_kwargs("onnxruntime", None, threads)
     if mode == "original":
-        return ModelRunner(model_dir, padding="max_length", **opts), None
+        return ModelRunner(model, padding="max_length", **opts), None
     _, cal = resolve_max_tokens(
         AUTO,
-        model_dir,
+        model,
         opts["backend"],
         {k: v for k, v in opts.items() if k != "backend"},
         progress=progress,
     )
-    return PackRunner(model_dir, mode=mode, **opts), cal
+    return PackRunner(model, mode=mode, **opts), cal
 
 
 def _ours(

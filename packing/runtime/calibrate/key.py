@@ -13,9 +13,8 @@ import hashlib
 import json
 import os
 from dataclasses import asdict
-from pathlib import Path
 
-from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 
 from ..host import host_description
 
@@ -90,28 +89,28 @@ def effective_options(backend: str, backend_options: dict | None) -> dict:
 
 
 def fingerprint(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     backend: str,
     backend_options: dict | None = None,
-    manifest: Manifest | None = None,
 ) -> tuple[str, dict]:
     """``(key, facts)``: a 16-hex-digit key of what changes a calibration, and those facts.
 
+    ``model_dir``: a :class:`~packing.model.prepared.PreparedModel`, or a folder opened here.
     Facts: backend name and :func:`effective_options`, :func:`host_description`, the
     manifest's ``precision``, ``seq_len``, ``batch_size``, ``max_valid_num`` and the ``unpack_repack``
     graph file's SHA-256 (from ``Manifest.files``), and the procedure version. Raises
     :class:`NotCalibratable` when the options are not plain data or the manifest lists no
     checksum for that graph (a folder still being prepared).
     """
-    manifest = manifest or Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    manifest = model.manifest
     graph = manifest.graphs.get(GRAPH)
     if graph is None:
-        raise NotCalibratable(f"{model_dir} has no {GRAPH!r} graph to calibrate on")
+        raise NotCalibratable(f"{model} has no {GRAPH!r} graph to calibrate on")
     digest = manifest.files.get(graph)
     if not digest:
         raise NotCalibratable(
-            f"{model_dir}/manifest.json lists no checksum of {graph} "
-            "(the folder is not fully prepared)"
+            f"{model}/manifest.json lists no checksum of {graph} (the folder is not fully prepared)"
         )
     facts = {
         "backend": backend,

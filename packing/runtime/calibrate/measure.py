@@ -14,11 +14,11 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
 from packing.model.manifest import Manifest
+from packing.model.prepared import ModelLike, PreparedModel
 from packing.policy.plans import UnpackRepackPlan
 
 from .curve import DEFAULT_THRESHOLD, Calibration, _rule, budgets_for, pick_budget
@@ -78,7 +78,7 @@ def _full_plans(manifest: Manifest, budget: int, lengths: np.ndarray) -> list[Un
 
 
 def calibrate(
-    model_dir: str | Path,
+    model_dir: ModelLike,
     backend: str = "onnxruntime",
     backend_options: dict | None = None,
     *,
@@ -91,12 +91,12 @@ def calibrate(
     batches_per_budget: int = 8,
     seed: int = 2022,
     progress: bool | None = None,
-    manifest: Manifest | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Calibration:
     """Measure the backend's throughput at each token budget and pick one; no cache.
 
-    Loads the ``unpack_repack`` graph of ``model_dir`` on ``backend`` with
+    Loads the ``unpack_repack`` graph of ``model_dir`` (a
+    :class:`~packing.model.prepared.PreparedModel`, or a folder opened here) on ``backend`` with
     ``backend_options`` (a fresh instance, released afterwards) and, for each of
     ``budgets`` (default :func:`budgets_for` the manifest's shapes; each must lie in
     ``[seq_len, batch_size x seq_len]``), times full batches of synthetic ``seed``-mix
@@ -117,7 +117,8 @@ def calibrate(
     from ..executor import PlanExecutor, open_graph
     from ..synthetic import seed_lengths, synthetic_features
 
-    manifest = manifest or Manifest.read(model_dir)
+    model = PreparedModel.open(model_dir)
+    manifest = model.manifest
     pick_budget([1], [1.0], threshold)  # validates threshold before any work
     seq_len, full = manifest.seq_len, manifest.seq_len * manifest.batch_size
     budgets = sorted({int(b) for b in (budgets or budgets_for(seq_len, manifest.batch_size))})
@@ -127,7 +128,7 @@ def calibrate(
             f"budgets must lie in [seq_len={seq_len}, batch_size*seq_len={full}], got {bad}"
         )
     try:
-        key = fingerprint(model_dir, backend, backend_options, manifest)[0]
+        key = fingerprint(model, backend, backend_options)[0]
     except NotCalibratable:
         key = ""
     mean = seq_len / 2  # the seed mix's mean length, before clipping
@@ -135,8 +136,8 @@ def calibrate(
     lengths = seed_lengths(n, seq_len, seed)
     dims = manifest.dims
     features = synthetic_features(lengths, dims.vocab_size, dims.type_vocab_size, seed)
-    _, be = open_graph(model_dir, GRAPH, backend, dict(backend_options or {}), manifest)
-    executor = PlanExecutor(be, manifest, model_dir)  # embed/classify: their heads are timed too
+    _, be = open_graph(model, GRAPH, backend, dict(backend_options or {}))
+    executor = PlanExecutor(be, manifest, model)  # embed/classify: their heads are timed too
     plans = {b: _full_plans(manifest, b, lengths) for b in budgets}
     samples: dict[int, list[float]] = {b: [] for b in budgets}
     rounds = max(1, int(rounds))
