@@ -27,16 +27,21 @@ from .packer import Packer
 from .runner import PlanExecutorDeployment
 
 
-def calibrated_budget(model_dir: ModelLike, backend: str, options: dict) -> int | None:
+def calibrated_budget(
+    model_dir: ModelLike, backend: str, options: dict, plan_overhead_s: float = 0.0
+) -> int | None:
     """The token budget the Packer's ``max_tokens: auto`` stands for: the calibration of the
-    runners' backend and options on this host (``model_dir``: a path or a
+    runners' backend and options on this host, picked with ``plan_overhead_s`` seconds added
+    to every batch (the app's ``plan_overhead_s``) (``model_dir``: a path or a
     :class:`~packing.model.prepared.PreparedModel`), read from ``model_dir/calibration.json`` or
     measured and cached there now, once, before any replica starts (so replicas never measure
     concurrently); None (the full batch) where that backend cannot be calibrated.
 
     It is measured whatever the config's ``max_tokens`` says, since a pinned budget in the
     Packer's ``user_config`` may later be changed to ``auto`` without a rebuild."""
-    return resolve_max_tokens(AUTO, model_dir, backend, options, progress=False)[0]
+    return resolve_max_tokens(
+        AUTO, model_dir, backend, options, progress=False, plan_overhead_s=plan_overhead_s
+    )[0]
 
 
 def build_app(args: dict | None = None) -> Application:
@@ -55,7 +60,7 @@ def build_graph(
     api_keys = startup_keys(cfg.api_keys, cfg.allow_unauthenticated_public)
     model = ensure_model(cfg.model_dir, model_ask(cfg))
     backend, options = cfg.runner_backend()
-    calibrated = calibrated_budget(model, backend, options)
+    calibrated = calibrated_budget(model, backend, options, cfg.plan_overhead_s)
     runner_cls = (
         PlanExecutorDeployment.options(**runner_options)
         if runner_options

@@ -242,6 +242,16 @@ class AppConfig(BaseModel):
         "Packer and other runner replicas, whose CPU spinning threads take for "
         'no measured gain (docs/serving.md "Threads").',
     )
+    plan_overhead_s: float = Field(
+        0.01,
+        ge=0,
+        le=10,
+        description="Seconds a served plan costs beyond its model run (the Packer -> "
+        "PlanExecutor -> Packer hops), added to each calibrated batch time when "
+        "`max_tokens: auto` picks the token budget: a small budget pays it more often per "
+        "token. 0 picks as an in-process runner does "
+        '(docs/serving.md "The token budget when served").',
+    )
     request_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="Per-request deadline; 504 after it."
     )

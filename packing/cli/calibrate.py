@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import backend_choice, backend_flags, positive_float, positive_int, unit_fraction
+from .common import (
+    backend_choice,
+    backend_flags,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    unit_fraction,
+)
 from .report import emit
 
 
@@ -22,6 +29,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         backend,
         options,
         threshold=args.threshold,
+        plan_overhead_s=args.plan_overhead_s,
         force=args.force,
         progress=not args.no_progress,
         min_time_s=args.min_time_s,
@@ -63,6 +71,14 @@ def register(sub) -> None:
         default=0.95,
         help="pick the smallest budget with at least this fraction of the best "
         "throughput (default 0.95)",
+    )
+    ca.add_argument(
+        "--plan-overhead-s",
+        type=non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="pick as served: add S seconds to every batch's time (the served app's "
+        "plan_overhead_s; default 0, as an in-process runner)",
     )
     ca.add_argument(
         "--min-time-s",

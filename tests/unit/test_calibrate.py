@@ -12,6 +12,8 @@ import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from packing.cli import main
 from packing.model.manifest import Manifest
@@ -32,6 +34,7 @@ from packing.runtime.calibrate import (
 from packing.runtime.calibrate import cache as cache_mod
 from packing.runtime.calibrate import key as key_mod
 from packing.runtime.calibrate import measure as measure_mod
+from packing.runtime.calibrate.curve import served_rates
 
 FAST = {"profile": "fast"}  # sim: 1e9 token slots/s, so host time alone: quick to measure
 QUICK = {"min_time_s": 0.02, "min_repeats": 1, "rounds": 1, "warmup": 0}
@@ -424,3 +427,99 @@ def test_cli_refuses_threads_on_the_sim(model, capsys):
         == 2
     )
     assert "--threads" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ served: plan overhead
+
+SERVED_CURVE = [13399.0, 14407.0, 14338.0, 13737.0, 12342.0]  # minilm-embed int8, 2 threads
+SERVED_BUDGETS = [256, 512, 1024, 2048, 4096]
+
+
+def test_served_rates_add_the_overhead_to_every_batch():
+    assert served_rates([256, 512], [1000.0, 2000.0]) == [1000.0, 2000.0]
+    rates = served_rates([256, 512], [1000.0, 2000.0, 0.0][:2], plan_overhead_s=0.1)
+    assert rates == pytest.approx([256 / (0.256 + 0.1), 512 / (0.256 + 0.1)])
+    assert served_rates([256], [0.0], 0.1) == [0.0]
+    for bad in (-0.001, float("nan"), float("inf"), "0.1", True):
+        with pytest.raises(ValueError, match="plan_overhead_s"):
+            served_rates([256], [1.0], bad)
+
+
+def test_a_plan_overhead_moves_the_pick_to_bigger_budgets():
+    # In-process the curve is flat from 512; served, each plan also pays ~10 ms of hops,
+    # which a 512-token plan (36 ms) feels and a 1024-token one (71 ms) much less.
+    assert pick_budget(SERVED_BUDGETS, SERVED_CURVE) == 512
+    assert pick_budget(SERVED_BUDGETS, SERVED_CURVE, plan_overhead_s=0.01) == 1024
+    assert pick_budget(SERVED_BUDGETS, SERVED_CURVE, plan_overhead_s=10.0) == 4096
+    with pytest.raises(ValueError, match="plan_overhead_s"):
+        pick_budget(SERVED_BUDGETS, SERVED_CURVE, plan_overhead_s=-1)
+
+
+@given(
+    times=st.lists(st.floats(0.001, 1.0), min_size=1, max_size=6),
+    small=st.floats(0.0, 0.5),
+    extra=st.floats(0.0, 0.5),
+    threshold=st.floats(0.5, 1.0),
+)
+def test_more_overhead_never_picks_a_smaller_budget(times, small, extra, threshold):
+    # any curve whose batch time grows with the budget (every device measured here)
+    budgets = [64 * 2**k for k in range(len(times))]
+    seconds = np.cumsum(times)
+    rates = [b / s for b, s in zip(budgets, seconds)]
+    low = pick_budget(budgets, rates, threshold, small)
+    assert pick_budget(budgets, rates, threshold, small + extra) >= low
+
+
+def test_the_overhead_is_stored_and_re_picked_from_the_cache(model, fake_curve, monkeypatch):
+    fake_curve({64: 100.0, 128: 190.0, 256: 195.0})
+    first = load_or_calibrate(model, "sim", FAST, progress=False)
+    assert first.max_tokens == 128 and first.plan_overhead_s == 0.0
+    monkeypatch.setattr(measure_mod, "measure_budget", None)  # a measurement would fail
+    served = load_or_calibrate(model, "sim", FAST, plan_overhead_s=1.0)
+    assert served.from_cache and served.max_tokens == 256 and served.plan_overhead_s == 1.0
+    assert "1000 ms per plan" in served.rule and "served" in served.table()
+    assert served.repicked(0.95, 0.0).max_tokens == 128
+    assert served.repicked(0.95, 1.0) is served
+    _, cal = resolve_max_tokens("auto", model, "sim", FAST, plan_overhead_s=1.0)
+    assert cal.max_tokens == 256
+
+
+def test_entries_without_an_overhead_read_as_in_process():
+    raw = {
+        "budgets": [64, 128],
+        "tokens_per_s": [1.0, 2.0],
+        "max_tokens": 128,
+        "threshold": 0.95,
+        "rule": "r",
+        "fingerprint": "f",
+        "measured_at": "t",
+    }
+    assert Calibration.from_dict(raw).plan_overhead_s == 0.0
+    back = Calibration.from_dict({**raw, "plan_overhead_s": 0.01})
+    assert back.to_dict()["plan_overhead_s"] == 0.01
+    with pytest.raises(ValueError, match="plan_overhead_s"):
+        Calibration.from_dict({**raw, "plan_overhead_s": -1})
+
+
+def test_build_app_picks_with_the_configured_overhead(model, no_measuring):
+    from deployments.app import calibrated_budget
+    from deployments.config import AppConfig
+
+    seed_cache(model, "sim", FAST, {64: 100.0, 128: 190.0, 256: 195.0})
+    assert calibrated_budget(str(model), "sim", FAST) == 128
+    assert calibrated_budget(str(model), "sim", FAST, plan_overhead_s=1.0) == 256
+    assert AppConfig().plan_overhead_s > 0  # served picks count the hops by default
+    with pytest.raises(ValueError, match="plan_overhead_s"):
+        AppConfig(plan_overhead_s=-0.5)
+
+
+def test_cli_picks_as_served_with_a_plan_overhead(model, fake_curve, capsys):
+    fake_curve({64: 100.0, 128: 190.0, 256: 195.0})
+    args = ["calibrate", "--model-dir", str(model), "--backend", "sim", "--no-progress"]
+    assert main([*args, "--sim-profile", "fast"]) == 0
+    assert "max_tokens = 128" in capsys.readouterr().out
+    assert main([*args, "--sim-profile", "fast", "--plan-overhead-s", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "max_tokens = 256" in out and "served" in out and "1000 ms per plan" in out
+    with pytest.raises(SystemExit):
+        main([*args, "--plan-overhead-s", "-1"])

@@ -13,13 +13,12 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from packing.model.manifest import CALIBRATION
 from packing.model.prepared import ModelLike, PreparedModel
 
-from .curve import DEFAULT_THRESHOLD, Calibration, _rule, pick_budget
+from .curve import DEFAULT_THRESHOLD, Calibration
 from .key import NotCalibratable, fingerprint
 from .measure import calibrate
 
@@ -77,6 +76,7 @@ def load_or_calibrate(
     backend_options: dict | None = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
+    plan_overhead_s: float = 0.0,
     force: bool = False,
     progress: bool | None = None,
     **measure,
@@ -85,8 +85,8 @@ def load_or_calibrate(
     or a folder opened here) on this backend and host, else a new one.
 
     Looks up :func:`fingerprint` in ``model_dir/calibration.json``; a matching, well-formed
-    entry is returned (``from_cache=True``) without measuring, its budget re-picked with
-    ``threshold`` from the stored curve if that differs. Otherwise (or with ``force``) it
+    entry is returned (``from_cache=True``) without measuring, its budget re-picked from the
+    stored curve with ``threshold`` and ``plan_overhead_s`` if either differs. Otherwise (or with ``force``) it
     runs :func:`calibrate` (``**measure``: its measuring keywords) and stores the entry under
     the fingerprint, keeping other entries; a corrupt or unreadable cache file is replaced.
     The write is atomic; a folder that cannot be written only loses the caching. Raises
@@ -105,16 +105,15 @@ def load_or_calibrate(
         except (TypeError, ValueError, KeyError) as exc:
             log.warning("%s: ignoring a malformed entry %s (%s); measuring again", path, key, exc)
         else:
-            if cached.threshold != float(threshold):
-                cached = replace(
-                    cached,
-                    threshold=float(threshold),
-                    rule=_rule(threshold),
-                    max_tokens=pick_budget(cached.budgets, cached.tokens_per_s, threshold),
-                )
-            return cached
+            return cached.repicked(threshold, plan_overhead_s)
     cal = calibrate(
-        model, backend, backend_options, threshold=threshold, progress=progress, **measure
+        model,
+        backend,
+        backend_options,
+        threshold=threshold,
+        plan_overhead_s=plan_overhead_s,
+        progress=progress,
+        **measure,
     )
     entries = _read_cache(path)  # re-read: another process may have added an entry meanwhile
     entries[key] = {**cal.to_dict(), "facts": facts}
@@ -129,6 +128,7 @@ def resolve_max_tokens(
     backend_options: dict | None = None,
     *,
     progress: bool | None = None,
+    plan_overhead_s: float = 0.0,
 ) -> tuple[int | None, Calibration | None]:
     """``(budget, calibration)`` for a ``max_tokens`` setting of the model ``model_dir`` (a
     :class:`~packing.model.prepared.PreparedModel`, or a folder, opened only for ``"auto"``).
@@ -136,7 +136,8 @@ def resolve_max_tokens(
     * an int: pinned, returned as is (``PackingConfig`` checks it lies in
       ``[seq_len, batch_size x seq_len]``); no calibration;
     * ``None``: the full batch, ``batch_size x seq_len`` (returned as None); no calibration;
-    * ``"auto"``: :func:`load_or_calibrate` on this backend; its chosen budget. When the
+    * ``"auto"``: :func:`load_or_calibrate` on this backend; its chosen budget
+      (``plan_overhead_s``: seconds a batch costs beyond its model run, as served). When the
       backend cannot be calibrated (:class:`NotCalibratable`: options that are not plain data,
       such as an injected ``sleep`` whose wall time means nothing, or a folder still being
       prepared), the full batch (None, None).
@@ -148,7 +149,13 @@ def resolve_max_tokens(
     if isinstance(max_tokens, str):
         check_budget_word(max_tokens)
         try:
-            cal = load_or_calibrate(model_dir, backend, backend_options, progress=progress)
+            cal = load_or_calibrate(
+                model_dir,
+                backend,
+                backend_options,
+                progress=progress,
+                plan_overhead_s=plan_overhead_s,
+            )
         except NotCalibratable as exc:
             log.info("max_tokens='auto': %s; using the full batch", exc)
             return None, None

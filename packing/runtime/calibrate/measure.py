@@ -83,6 +83,7 @@ def calibrate(
     backend_options: dict | None = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
+    plan_overhead_s: float = 0.0,
     budgets: Sequence[int] | None = None,
     warmup: int = 1,
     min_repeats: int = 3,
@@ -106,7 +107,7 @@ def calibrate(
     ``min_repeats / rounds`` batches), so each budget gets at least ``min_time_s`` seconds
     and ``min_repeats`` batches in all. A budget's throughput is the median of its batches'
     real tokens per second. Returns the curve with ``max_tokens`` chosen by
-    :func:`pick_budget` at ``threshold``. ``progress``: a tqdm bar over the budgets
+    :func:`pick_budget` at ``threshold`` and ``plan_overhead_s``. ``progress``: a tqdm bar over the budgets
     (None: only when stderr is a terminal). The fingerprint is ``""`` when the options
     cannot be fingerprinted. ``clock``: the seconds every timing reads (wall time; a test
     gives a virtual clock that an injected sim ``sleep`` advances). Raises ValueError on a
@@ -119,7 +120,7 @@ def calibrate(
 
     model = PreparedModel.open(model_dir)
     manifest = model.manifest
-    pick_budget([1], [1.0], threshold)  # validates threshold before any work
+    pick_budget([1], [1.0], threshold, plan_overhead_s)  # validates both before any work
     seq_len, full = manifest.seq_len, manifest.seq_len * manifest.batch_size
     budgets = sorted({int(b) for b in (budgets or budgets_for(seq_len, manifest.batch_size))})
     bad = [b for b in budgets if not seq_len <= b <= full]
@@ -171,11 +172,12 @@ def calibrate(
     return Calibration(
         budgets=tuple(budgets),
         tokens_per_s=tuple(rates),
-        max_tokens=pick_budget(budgets, rates, threshold),
+        max_tokens=pick_budget(budgets, rates, threshold, plan_overhead_s),
         threshold=threshold,
-        rule=_rule(threshold),
+        rule=_rule(threshold, plan_overhead_s),
         fingerprint=key,
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         backend=be.describe(),
         seconds=round(time.perf_counter() - started, 3),
+        plan_overhead_s=plan_overhead_s,
     )
