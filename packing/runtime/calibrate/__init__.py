@@ -19,7 +19,10 @@ largest batch it can get. :func:`calibrate` measures it:
 * the rule (:func:`pick_budget`): the **smallest budget whose throughput is at least
   ``threshold`` (default 0.95) times the best measured** -- where throughput stops rising,
   the smallest batch that gets (nearly) all of it, so latency stays low. When throughput
-  keeps rising up to the full batch, as on an accelerator, that is the full batch.
+  keeps rising up to the full batch, as on an accelerator, that is the full batch. Served,
+  each batch's time counts ``plan_overhead_s`` more (:func:`~.curve.served_rates`: the hops
+  a served plan pays beyond its model run), which moves the pick to bigger budgets where
+  the in-process curve is flat.
 
 :func:`load_or_calibrate` caches the result in ``calibration.json`` next to the model: a
 dict of fingerprint -> entry. The :func:`fingerprint` covers what changes the answer: the
