@@ -74,6 +74,7 @@ from .errors import error_response, internal_error, use_routes
 from .errors import install as install_errors
 from .metrics import IngressMetrics
 from .packer_call import PackerCall, share_calls
+from .responses import VectorJSONResponse
 from .task_front import BIG_BODY_CHARS, ModelInfo, TaskFront, task_routes
 
 __all__ = ["BIG_BODY_CHARS", "Ingress", "api", "request_schema", "use_limits"]
@@ -393,14 +394,16 @@ class Ingress:
         self, inputs: str | list[str], normalize: bool = True, truncate: bool = False
     ) -> list[list[float]]:
         """Python handle entry point (embed apps): one vector per input, as TEI's ``POST
-        /embed`` returns them. Raises ``BadRequest`` / ``TooLarge`` as that route answers 4xx,
-        or ``BadRequest`` when the app's model is not an embed model."""
+        /embed`` returns them (lists of the same float32 numbers). Raises ``BadRequest`` /
+        ``TooLarge`` as that route answers 4xx, or ``BadRequest`` when the app's model is not
+        an embed model."""
         why = self.front.refusal("POST /embed")
         if why:
             raise BadRequest(why)
-        return await routes_tei.embed(
+        vectors = await routes_tei.embed(
             self.front, {"inputs": inputs, "normalize": normalize, "truncate": truncate}
         )
+        return [v.tolist() for v in vectors]
 
     async def predict(self, inputs: Any, raw_scores: bool = False, truncate: bool = False) -> list:
         """Python handle entry point (classify apps): labels and scores per input, as TEI's
@@ -472,8 +475,9 @@ class Ingress:
         self, request: Request, handler: Callable[[TaskFront, Any], Awaitable[Any]]
     ) -> JSONResponse:
         """A task route's body read and decoded (any JSON value), then ``handler(front,
-        body)`` within the deadline; its result is the JSON response, its exception mapped
-        as ``POST /v1/answer`` maps them (:func:`_failure`)."""
+        body)`` within the deadline; its result is the JSON response (float32 vectors as
+        float32 numbers: :class:`~deployments.responses.VectorJSONResponse`), its exception
+        mapped as ``POST /v1/answer`` maps them (:func:`_failure`)."""
         body = await _json_body(request, self.limits, self.body_read_timeout_s)
         if isinstance(body, JSONResponse):
             return body
@@ -484,7 +488,7 @@ class Ingress:
             return error_response(504, f"no answer within the {self.deadline_s:g} s deadline")
         except Exception as exc:  # noqa: BLE001 - mapped to a status by _failure
             return _failure(exc)
-        return JSONResponse(result)
+        return VectorJSONResponse(result)
 
     def _serve_task(
         self, request: Request, route: str, handler: Callable[[TaskFront, Any], Awaitable[Any]]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from packing.qa.spans import probable_spans
 from packing.tasks import payloads
 from packing.tasks.sequences import item_names
@@ -52,14 +54,14 @@ async def root(front: TaskFront, obj: Any) -> Any:
     return await feature_extraction(front, obj)
 
 
-async def feature_extraction(front: TaskFront, obj: Any) -> list[list[float]]:
-    """Feature-extraction: :func:`payloads.hf_feature_extraction`, one packer call, a vector
-    per input (normalised as the body says, else as the folder says)."""
+async def feature_extraction(front: TaskFront, obj: Any) -> list[np.ndarray]:
+    """Feature-extraction: :func:`payloads.hf_feature_extraction`, one packer call, a float32
+    vector per input (normalised as the body says, else as the folder says)."""
     req = payloads.hf_feature_extraction(obj, front.limits, front.auto_truncate)
     payloads.check_dimensions(req.dimensions, front.info.hidden_size)
     names = item_names("inputs", len(req.inputs), req.is_list)
     _, outputs = await front.run(req.inputs, req.truncate, names, TRUNCATE_HINT)
-    return [v.tolist() for v in front.pipeline.vectors(outputs, req.normalize)]
+    return front.pipeline.vectors(outputs, req.normalize)
 
 
 async def text_classification(front: TaskFront, obj: Any) -> list[list[dict]]:

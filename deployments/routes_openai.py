@@ -137,14 +137,15 @@ MODELS_OPENAPI = route_docs.answer(
 )
 
 
-def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str:
-    """One embedding as OpenAI writes it: a list of numbers (``float``) or the base64 text of
-    its little-endian float32 bytes (``base64``, what ``np.frombuffer(base64.b64decode(s),
+def encode_vector(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
+    """One embedding as OpenAI writes it: its numbers (``float``: the float32 array, written
+    as a JSON list by :class:`~deployments.responses.VectorJSONResponse`) or the base64 text
+    of its little-endian float32 bytes (``base64``, what ``np.frombuffer(base64.b64decode(s),
     dtype="<f4")`` reads back)."""
     v = np.asarray(vector, dtype="<f4").reshape(-1)
     if encoding_format == "base64":
         return base64.b64encode(v.tobytes()).decode("ascii")
-    return v.tolist()
+    return v
 
 
 async def embeddings(front: TaskFront, obj: Any) -> dict:

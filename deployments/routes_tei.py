@@ -21,6 +21,8 @@ import asyncio
 from importlib import metadata
 from typing import Any
 
+import numpy as np
+
 from packing.tasks import payloads
 from packing.tasks.classify import tei_function
 from packing.tasks.embed import cosine
@@ -135,13 +137,14 @@ def version() -> str:
         return "unknown"
 
 
-async def embed(front: TaskFront, obj: Any) -> list[list[float]]:
-    """``POST /embed``: :func:`payloads.tei_embed`, one packer call, a vector per input."""
+async def embed(front: TaskFront, obj: Any) -> list[np.ndarray]:
+    """``POST /embed``: :func:`payloads.tei_embed`, one packer call, a float32 vector per
+    input (written by :class:`~deployments.responses.VectorJSONResponse`)."""
     req = payloads.tei_embed(obj, front.limits, front.auto_truncate)
     payloads.check_dimensions(req.dimensions, front.info.hidden_size)
     names = item_names("inputs", len(req.inputs), req.is_list)
     _, outputs = await front.run(req.inputs, req.truncate, names, TRUNCATE_HINT)
-    return [v.tolist() for v in front.pipeline.vectors(outputs, req.normalize)]
+    return front.pipeline.vectors(outputs, req.normalize)
 
 
 async def similarity(front: TaskFront, obj: Any) -> list[float]:

@@ -286,7 +286,8 @@ class _Builder:
         """Batch-invariant int8 Linear on float32 ``x`` ``[..., K]`` (weights ``prefix.qweight``
         int8 ``[K, N]``, ``prefix.wscale`` float32 ``[N]``, ``prefix.bias``).
 
-        Per token: ``scale = max(ReduceMax(Abs(x)) / 127, MIN_SCALE)``; ``QuantizeLinear``
+        Per token: ``scale = max(absmax / 127, MIN_SCALE)``, ``absmax`` the row's largest
+        ``|x|`` (written ``Max(ReduceMax(x), -ReduceMin(x))``, the same number); ``QuantizeLinear``
         (axis 1 of ``[1, T, K]``, the scales as a ``[T]`` vector, uint8 zero point 128) ->
         ``MatMulInteger`` (u8 x s8, a_zero_point 128) -> ``Cast`` float -> ``Mul`` by the
         per-column weight scale -> ``Mul`` by the per-row scale -> ``Add`` bias. The two scales
@@ -296,7 +297,10 @@ class _Builder:
         same arithmetic in numpy.
         """
         with self.role("quant"):
-            absmax = self.op("ReduceMax", [self.op("Abs", [x])], axes=[-1], keepdims=1)  # [..., 1]
+            # max |x| per row as max(max x, -min x): two reads of x, no |x| tensor written
+            hi = self.op("ReduceMax", [x], axes=[-1], keepdims=1)  # [..., 1]
+            lo = self.op("ReduceMin", [x], axes=[-1], keepdims=1)
+            absmax = self.op("Max", [hi, self.op("Neg", [lo])])
             scale = self.op(
                 "Max",
                 [

@@ -80,7 +80,7 @@ def quantize_weight(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def row_scales(x: np.ndarray) -> np.ndarray:
     """Per-token scale ``max(absmax(row) / 127, MIN_SCALE)`` of ``x`` ``[..., K]``, float32
-    ``[..., 1]`` (what the graph computes with ``ReduceMax(Abs(x)) / 127``)."""
+    ``[..., 1]`` (what the graph computes as ``Max(ReduceMax(x), -ReduceMin(x)) / 127``)."""
     x = np.asarray(x, dtype=np.float32)
     s = np.abs(x).max(axis=-1, keepdims=True) / np.float32(QMAX)
     return np.maximum(s, np.float32(MIN_SCALE)).astype(np.float32)

@@ -103,7 +103,8 @@ def test_openai_client_embeddings_and_models(embed_app):
     alone = [client.embeddings.create(input=t, model="x").data[0].embedding for t in TEXTS]
     assert [d.embedding for d in listed.data] == alone  # the same alone and in a list
     b64 = client.embeddings.create(input=TEXTS[0], model="x", encoding_format="base64")
-    assert np.frombuffer(base64.b64decode(b64.data[0].embedding), "<f4").tolist() == alone[0]
+    decoded = np.frombuffer(base64.b64decode(b64.data[0].embedding), "<f4")
+    assert np.array_equal(decoded, np.asarray(alone[0], np.float32))  # the same float32s
     (model,) = client.models.list().data
     assert model.id == "random:tiny" and model.object == "model"
     with pytest.raises(openai.BadRequestError, match="dimensions 7 is not available"):
@@ -228,7 +229,8 @@ def test_python_handles_embed_and_predict(embed_app, rerank_app, serve_app):
     )
     embed = serve.get_app_handle(EMBED_APP)
     vectors = embed.embed.remote(TEXTS).result(timeout_s=60)
-    assert vectors == http(embed_app + "/embed", {"inputs": TEXTS})[1]
+    over_http = http(embed_app + "/embed", {"inputs": TEXTS})[1]
+    assert np.array_equal(np.asarray(vectors, np.float32), np.asarray(over_http, np.float32))
     scores = serve.get_app_handle(RERANK_APP).predict.remote(["q", TEXTS[0]]).result(timeout_s=60)
     assert scores == http(rerank_app + "/predict", {"inputs": ["q", TEXTS[0]]})[1]
     with pytest.raises(Exception) as info:  # Ray wraps the replica's BadRequest

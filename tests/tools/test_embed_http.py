@@ -6,18 +6,23 @@ command line. No server runs and no socket is opened."""
 from __future__ import annotations
 
 import ast
+import base64
+import json
 import threading
 
 import numpy as np
 import pytest
 
 from tools.embed_http import (
+    Client,
+    EmbedError,
     Server,
     WordPieceCounter,
     best_rows,
     check_servers,
     cpu_busy_share,
     endpoint_paths,
+    float32_of_base64,
     format_report,
     latency_summary,
     parse_server,
@@ -90,6 +95,52 @@ VOCAB = [
     "a",
     "##b",
 ]
+
+
+def _answering(client: Client, embeddings: list) -> list[dict]:
+    """Make ``client`` answer every request with ``embeddings`` (OpenAI's body) without a
+    socket; returns the list the bodies it sends are appended to."""
+    sent: list[dict] = []
+
+    def post(body):
+        sent.append(body)
+        data = [
+            {"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)
+        ]
+        return 200, json.dumps({"object": "list", "data": data}).encode()
+
+    client.post = post
+    return sent
+
+
+def test_the_client_asks_for_base64_only_when_told_and_decodes_float32():
+    vector = np.array([0.1, -2.5, 3e-8], "<f4")
+    b64 = base64.b64encode(vector.tobytes()).decode()
+    client = Client("http://h:8000/v1/embeddings", "m", 5.0, encoding_format="base64")
+    sent = _answering(client, [b64, b64])
+    got = client.embed_many(["a", "b"])
+    assert sent == [{"input": ["a", "b"], "model": "m", "encoding_format": "base64"}]
+    assert all(np.array_equal(np.asarray(v, np.float32), vector) for v in got)
+    floats = Client("http://h:8000/v1/embeddings", None, 5.0)
+    sent = _answering(floats, [vector.tolist()])
+    assert np.array_equal(np.asarray(floats.embed("a"), np.float32), vector)
+    assert sent == [{"input": "a"}]  # float: OpenAI's default, not sent
+    _answering(client, ["not base64!"])
+    with pytest.raises(EmbedError, match="not base64"):
+        client.embed("a")
+    _answering(client, [[0.5]])
+    with pytest.raises(EmbedError, match="not a base64 string"):
+        client.embed("a")
+    with pytest.raises(ValueError, match="encoding-format"):
+        Client("http://h", None, 5.0, encoding_format="int8")
+
+
+def test_float32_of_base64():
+    vector = np.random.default_rng(0).standard_normal(384).astype("<f4")
+    out = float32_of_base64(base64.b64encode(vector.tobytes()).decode())
+    assert np.array_equal(np.asarray(out, np.float32), vector)
+    with pytest.raises(ValueError, match="not whole float32s"):
+        float32_of_base64(base64.b64encode(b"abcde").decode())
 
 
 def test_wordpiece_counts_pieces_and_specials():
@@ -410,6 +461,7 @@ def _report():
         "left_out_over_max_tokens": {"questions": 0, "paragraphs": 168},
         "concurrency": 4,
         "warmup": 8,
+        "encoding_format": "base64",
     }
     host = {
         "date": "2026-12-06T00:00:00+00:00",
@@ -432,6 +484,7 @@ def test_format_report():
         "9/10",
         "1 errors (1 in the warm-up); first: 413: too long",
         "model not sent",
+        "vectors as base64",
     ):
         assert part in text, part
 
@@ -446,6 +499,10 @@ def test_the_tool_uses_only_the_standard_library_and_numpy():
     ]  # the package's own modules (relative imports) aside
     third = {m.split(".")[0] for m in names} - {
         "__future__",
+        "array",
+        "base64",
+        "binascii",
+        "sys",
         "http",
         "json",
         "os",
@@ -488,6 +545,11 @@ def test_the_command_line_parses():
     assert args.texts == 20 and args.concurrency == 4 and args.api == "auto"
     assert args.max_tokens == 256 and args.warmup == 64 and args.model is None
     assert args.squad.endswith("squad-v1.1-dev.json") and args.func.__name__ == "_embed_http"
+    assert args.encoding_format == "float"
+    args = build_parser().parse_args(
+        ["embed-http", "--server", "a=http://h", "--encoding-format", "base64"]
+    )
+    assert args.encoding_format == "base64"
 
 
 def test_settle_reads_until_the_host_is_quiet_or_the_wait_is_over():

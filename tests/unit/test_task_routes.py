@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from deployments import errors, routes_hf, routes_openai, routes_tei
 from deployments.ingress import Ingress, api
+from deployments.responses import dumps
 from deployments.task_front import BIG_BODY_CHARS, ModelInfo, TaskFront, task_routes
 from packing.model.task import TaskSpec
 from packing.qa.pipeline import QAPipeline, QASettings, features_of
@@ -34,6 +35,16 @@ LONG = "word " * 40
 EMBED = TaskSpec(task="embed", pooling="mean", normalize=True)
 THREE = TaskSpec(task="classify", labels=("neg", "neu", "pos"))
 RERANKER = TaskSpec(task="classify", labels=("LABEL_0",), problem_type="regression")
+
+
+def wire(value):
+    """A route's result as its client reads it: written as the response body, parsed back."""
+    return json.loads(dumps(value))
+
+
+def same_f32(numbers, vector) -> bool:
+    """``numbers`` (parsed JSON) are ``vector``'s float32 values, bit for bit."""
+    return np.array_equal(np.asarray(numbers, np.float32), np.asarray(vector, np.float32))
 
 
 def embed_model(f) -> Pooled:
@@ -149,14 +160,14 @@ def test_openai_embeddings_match_the_openai_types(tok):
 
 def test_openai_base64_is_little_endian_float32_and_round_trips(tok):
     front = front_of(tok, TaskSpec(task="embed", normalize=False))
-    floats = run(routes_openai.embeddings(front, {"input": "Hello world"}))
+    floats = wire(run(routes_openai.embeddings(front, {"input": "Hello world"})))
     b64 = run(
         routes_openai.embeddings(front, {"input": "Hello world", "encoding_format": "base64"})
     )
     text = b64["data"][0]["embedding"]
     assert isinstance(text, str)
     decoded = np.frombuffer(base64.b64decode(text), dtype="<f4")
-    assert decoded.tolist() == floats["data"][0]["embedding"]  # exactly the same float32s
+    assert same_f32(floats["data"][0]["embedding"], decoded)  # exactly the same float32s
     assert decoded.tolist() == embed_model(front.packer.calls[0][0]).values.tolist()  # raw
     assert (
         routes_openai.encode_vector(np.array([1.0, -2.5], np.float32), "base64")
@@ -205,8 +216,8 @@ def test_tei_embed_normalizes_by_default_and_truncates_when_asked(tok):
     got = run(routes_tei.embed(front, {"inputs": "Hello world"}))
     assert len(got) == 1 and len(got[0]) == HIDDEN  # [[...]] for a string, as TEI
     assert np.linalg.norm(got[0]) == pytest.approx(1.0, abs=1e-6)
-    raw = run(routes_tei.embed(front, {"inputs": ["Hello world"], "normalize": False}))
-    assert raw[0] == embed_model(front.packer.calls[-1][0]).values.tolist()
+    raw = wire(run(routes_tei.embed(front, {"inputs": ["Hello world"], "normalize": False})))
+    assert same_f32(raw[0], embed_model(front.packer.calls[-1][0]).values)
     with pytest.raises(
         TooLarge,
         match=r'at most 32 fit the model; send "truncate": true to '
@@ -314,9 +325,9 @@ def test_tei_info(tok):
 
 def test_hf_feature_extraction_and_sentence_similarity(tok):
     front = front_of(tok, TaskSpec(task="embed", normalize=False))
-    got = run(routes_hf.root(front, {"inputs": "Hello world"}))
+    got = wire(run(routes_hf.root(front, {"inputs": "Hello world"})))
     assert np.asarray(got, dtype="float32").shape == (1, HIDDEN)  # what the client reads
-    assert got[0] == embed_model(front.packer.calls[-1][0]).values.tolist()  # the folder's
+    assert same_f32(got[0], embed_model(front.packer.calls[-1][0]).values)  # the folder's
     unit = run(routes_hf.root(front, {"inputs": ["a", "b"], "normalize": True}))
     assert np.linalg.norm(unit, axis=1) == pytest.approx([1.0, 1.0])
     sim = run(
@@ -535,9 +546,9 @@ def test_a_big_body_is_tokenized_apart_with_the_same_result(tok):
     front._pipeline_apart.encode = (lambda inner: lambda *a: calls.append(1) or inner(*a))(
         front._pipeline_apart.encode
     )
-    big = run(routes_tei.embed(front, {"inputs": texts}))
+    big = wire(run(routes_tei.embed(front, {"inputs": texts})))
     assert calls == [1]
-    small = [run(routes_tei.embed(front, {"inputs": t}))[0] for t in texts]
+    small = [wire(run(routes_tei.embed(front, {"inputs": t})))[0] for t in texts]
     assert big == small
 
 

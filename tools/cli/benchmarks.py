@@ -13,6 +13,7 @@ from packing.cli.common import (
 from packing.cli.report import emit
 from tools.embed_http import APIS as EH_APIS
 from tools.embed_http import DEFAULT_MAX_TOKENS as EH_MAX_TOKENS
+from tools.embed_http import ENCODINGS as EH_ENCODINGS
 from tools.embed_quality import DEFAULT_SQUAD as EQ_SQUAD
 from tools.embed_quality import MODES as EQ_MODES
 
@@ -96,6 +97,7 @@ def _embed_http(args: argparse.Namespace) -> int:
         texts_per_request=args.texts_per_request,
         quiet_below=args.quiet_below,
         quiet_wait_s=args.quiet_wait_s,
+        encoding_format=args.encoding_format,
     )
     emit(report, args.json, table=format_report(report))
     return 1 if any(r["errors"] for r in report["rows"]) else 0
@@ -250,6 +252,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="v1: POST {URL}/v1/embeddings; plain: POST {URL}/embeddings; auto: "
         "v1, then plain when v1 answers 404/405",
+    )
+    eh.add_argument(
+        "--encoding-format",
+        choices=list(EH_ENCODINGS),
+        default="float",
+        help="float: vectors as JSON numbers (OpenAI's default); base64: the base64 of their "
+        "float32 bytes, what the openai Python client asks for",
     )
     eh.add_argument(
         "--model",

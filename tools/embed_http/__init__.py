@@ -33,6 +33,11 @@ error or ``--timeout-s``) with the first messages, and the cosine of every vecto
 first server's vector of the same text (mean, worst and which text). Then the ratios to the
 first server: texts/s, p50 and p99.
 
+**Vectors** are asked for as JSON numbers (``--encoding-format float``, OpenAI's default) or as
+the base64 of their little-endian float32 bytes (``base64``, what the ``openai`` Python client
+sends unless told otherwise): the client's share of the work differs (parsing 384 numbers per
+vector, or decoding 1,536 bytes), and so does the server's.
+
 **Host**: date, CPU model, avx2 / avx512f / avx512_vnni, cores. The client (this process)
 runs on the same host and takes its share of the CPU for every server alike.
 
@@ -55,6 +60,7 @@ from __future__ import annotations
 
 from .client import (
     APIS,
+    ENCODINGS,
     PROBE_TEXT,
     Client,
     EmbedError,
@@ -62,6 +68,7 @@ from .client import (
     check_servers,
     endpoint_paths,
     find_endpoint,
+    float32_of_base64,
     parse_server,
     served_model,
 )
@@ -93,6 +100,7 @@ from .texts import (
 
 __all__ = [
     "APIS",
+    "ENCODINGS",
     "Client",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_PARAGRAPH_SHARE",
@@ -109,6 +117,7 @@ __all__ = [
     "embed_http",
     "endpoint_paths",
     "find_endpoint",
+    "float32_of_base64",
     "format_report",
     "host_busy",
     "latency_summary",

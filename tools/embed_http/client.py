@@ -4,10 +4,14 @@ route. Standard library only."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import http.client
 import json
 import os
 import socket
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -21,6 +25,11 @@ APIS: dict[str, tuple[str, ...]] = {
 
 
 PROBE_TEXT = "A short probe sentence."
+
+ENCODINGS = ("float", "base64")
+"""``--encoding-format`` choices: ``float`` sends no ``encoding_format`` (OpenAI's default: a
+JSON list of numbers per vector); ``base64`` asks for the base64 of the little-endian float32
+bytes, what the ``openai`` Python client asks for unless told otherwise."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,14 @@ class EmbedError(RuntimeError):
 class Client:
     """One keep-alive connection to an embeddings URL; :meth:`embed` sends one text."""
 
-    def __init__(self, url: str, model: str | None, timeout_s: float):
+    def __init__(
+        self, url: str, model: str | None, timeout_s: float, encoding_format: str = "float"
+    ):
+        if encoding_format not in ENCODINGS:
+            raise ValueError(
+                f"--encoding-format must be one of {ENCODINGS}, got {encoding_format!r}"
+            )
+        self.encoding_format = encoding_format
         parts = urlsplit(url)
         self.url = url
         self.path = parts.path or "/"
@@ -119,21 +135,23 @@ class Client:
             self.close()
         return resp.status, data
 
-    def embed(self, text: str) -> list[float]:
+    def embed(self, text: str) -> Sequence[float]:
         """The one vector of ``text`` (sent as ``"input": "<text>"``); :class:`EmbedError`
         otherwise."""
         return self._vectors(text, 1)[0]
 
-    def embed_many(self, texts: Sequence[str]) -> list[list[float]]:
+    def embed_many(self, texts: Sequence[str]) -> list[Sequence[float]]:
         """The vectors of ``texts`` in order, from one request (``"input": [...]``; a single
         text is sent as a string); :class:`EmbedError` otherwise."""
         texts = list(texts)
         return self._vectors(texts[0] if len(texts) == 1 else texts, len(texts))
 
-    def _vectors(self, inputs: str | list[str], n: int) -> list[list[float]]:
+    def _vectors(self, inputs: str | list[str], n: int) -> list[Sequence[float]]:
         body: dict = {"input": inputs}
         if self.model:
             body["model"] = self.model
+        if self.encoding_format != "float":
+            body["encoding_format"] = self.encoding_format
         try:
             status, data = self.post(body)
         except (OSError, http.client.HTTPException) as exc:
@@ -146,11 +164,31 @@ class Client:
                 raise ValueError(f"{len(items)} vectors for {n} text(s)")
             by_index = sorted(items, key=lambda item: item.get("index", 0))
             vecs = [item["embedding"] for item in by_index]
-            if any(not isinstance(v, list) or not v for v in vecs):
+            if self.encoding_format == "base64":
+                vecs = [float32_of_base64(v) for v in vecs]
+            if any(not isinstance(v, list | array) or not v for v in vecs):
                 raise ValueError("embedding is not a list of numbers")
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             raise EmbedError(status, f"unexpected body: {exc}") from None
         return vecs
+
+
+def float32_of_base64(text: str) -> array:
+    """The float32 numbers of ``text``, the base64 of their little-endian bytes (OpenAI's
+    ``encoding_format: base64``); ValueError when it is not base64 of whole float32s."""
+    if not isinstance(text, str):
+        raise ValueError("embedding is not a base64 string")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"embedding is not base64: {exc}") from None
+    if len(raw) % 4:
+        raise ValueError(f"embedding is {len(raw)} bytes, not whole float32s")
+    out = array("f")
+    out.frombytes(raw)
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out
 
 
 def _get_json(url: str, timeout_s: float) -> tuple[int | None, object]:
@@ -188,13 +226,16 @@ def served_model(url: str, timeout_s: float) -> str | None:
     return None
 
 
-def find_endpoint(server: Server, api: str, model: str | None, timeout_s: float) -> tuple[str, int]:
-    """The embeddings URL of ``server`` that answers a probe text with one vector, and the
-    vector's dimensions. RuntimeError naming every URL tried when none does (an answer other
-    than 404 / 405 stops the search: that route exists and refused the probe)."""
+def find_endpoint(
+    server: Server, api: str, model: str | None, timeout_s: float, encoding_format: str = "float"
+) -> tuple[str, int]:
+    """The embeddings URL of ``server`` that answers a probe text with one vector (in
+    ``encoding_format``), and the vector's dimensions. RuntimeError naming every URL tried
+    when none does (an answer other than 404 / 405 stops the search: that route exists and
+    refused the probe)."""
     tried = []
     for url in endpoint_paths(server.url, api):
-        client = Client(url, model, timeout_s)
+        client = Client(url, model, timeout_s, encoding_format)
         try:
             vec = client.embed(PROBE_TEXT)
             return url, len(vec)

@@ -126,6 +126,7 @@ def format_report(report: dict) -> str:
             else ", no token limit"
         ),
         f"texts per request: {', '.join(str(k) for k in s.get('texts_per_request', [1]))}"
+        f"; vectors as {s.get('encoding_format', 'float')}"
         f"; {s['concurrency']} concurrent clients, {s['warmup']} warm-up texts; servers "
         f"measured one at a time, in this order; latency is per request",
         "",

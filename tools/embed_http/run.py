@@ -11,7 +11,15 @@ import numpy as np
 from packing.runtime.host import host_facts
 from tools.embed_quality import DEFAULT_SQUAD, squad_pairs
 
-from .client import Client, Server, check_servers, find_endpoint, parse_server, served_model
+from .client import (
+    ENCODINGS,
+    Client,
+    Server,
+    check_servers,
+    find_endpoint,
+    parse_server,
+    served_model,
+)
 from .load import run_phase, settle
 from .report import best_rows, latency_summary, ratios, vector_agreement
 from .texts import (
@@ -54,10 +62,13 @@ def embed_http(
     texts_per_request: Sequence[int] = (1,),
     quiet_below: float | None = None,
     quiet_wait_s: float = 120.0,
+    encoding_format: str = "float",
 ) -> dict:
     """Measure every server in turn on the same texts, once per ``texts_per_request`` size
     (texts in one request); the report :func:`format_report` prints (see the module
-    docstring)."""
+    docstring). ``encoding_format``: how the vectors are asked for (:data:`ENCODINGS`)."""
+    if encoding_format not in ENCODINGS:
+        raise ValueError(f"--encoding-format must be one of {ENCODINGS}, got {encoding_format!r}")
     servers = check_servers([s if isinstance(s, Server) else parse_server(s) for s in servers])
     if concurrency < 1:
         raise ValueError(f"--concurrency must be >= 1, got {concurrency}")
@@ -84,6 +95,7 @@ def embed_http(
         "max_tokens": max_tokens,
         "vocab": (vocab or default_vocab()) if counter else None,
         "api": api,
+        "encoding_format": encoding_format,
         "model": model,
         "timeout_s": timeout_s,
         "idle_s": idle_s,
@@ -106,7 +118,7 @@ def embed_http(
     base_vectors = None
     for server in servers:
         served = model or served_model(server.url, timeout_s)
-        url, dims = find_endpoint(server, api, served, timeout_s)
+        url, dims = find_endpoint(server, api, served, timeout_s, encoding_format)
         for k in sizes:
             row, vecs = _measure(
                 server,
@@ -119,6 +131,7 @@ def embed_http(
                 timeout_s,
                 (idle_s, quiet_below, quiet_wait_s),
                 progress,
+                encoding_format,
             )
             if base_vectors is None:
                 base_vectors = vecs
@@ -150,6 +163,7 @@ def _measure(
     timeout_s: float,
     quiet: tuple[float, float | None, float],
     progress: bool,
+    encoding_format: str = "float",
 ) -> tuple[dict, np.ndarray | None]:
     """One server at ``k`` texts per request: the wait for a quiet host (:func:`settle` with
     ``quiet``), warm-up, measured run."""
@@ -159,7 +173,7 @@ def _measure(
     warm = run_phase(
         sample.warmup,
         concurrency,
-        lambda: Client(url, served, timeout_s),
+        lambda: Client(url, served, timeout_s, encoding_format),
         bar.update if bar else None,
         per_request=k,
     )
@@ -169,7 +183,7 @@ def _measure(
     phase = run_phase(
         sample.texts,
         concurrency,
-        lambda: Client(url, served, timeout_s),
+        lambda: Client(url, served, timeout_s, encoding_format),
         bar.update if bar else None,
         per_request=k,
     )
