@@ -199,7 +199,8 @@ def model_type(front: TaskFront) -> dict:
 async def info(front: TaskFront) -> dict:
     """``GET /info``: TEI's fields (``max_batch_tokens``: the Packer's token budget, asked of
     it; null when it does not answer within 5 s), plus ``task`` (the folder's task
-    settings)."""
+    settings) and ``architecture`` (the source's encoder family: ``bert``, ``roberta`` or
+    ``xlm-roberta``)."""
     try:
         stats = await asyncio.wait_for(front.packer.stats.remote(), timeout=5)
         budget = stats.get("token_budget")
@@ -213,6 +214,7 @@ async def info(front: TaskFront) -> dict:
         "served_model_name": front.info.model_id,
         "model_type": model_type(front),
         "task": spec.to_dict(),
+        "architecture": front.info.architecture,
         "max_concurrent_requests": front.settings.get("max_inflight_requests"),
         "max_input_length": front.info.seq_len,
         "max_batch_tokens": budget,

@@ -77,6 +77,7 @@ class ModelInfo:
     precision: str  # fp32 | int8 | fp16
     max_valid_num: int  # most sequences in one model batch
     created: int  # Unix seconds the folder was prepared (its manifest's modification time)
+    architecture: str = "bert"  # the source's encoder family (the manifest's architecture)
 
     @classmethod
     def read(cls, model_dir: ModelLike, model_id: str) -> ModelInfo:
@@ -93,6 +94,7 @@ class ModelInfo:
             manifest.precision,
             manifest.max_valid_num,
             int((model.folder / MANIFEST).stat().st_mtime),
+            manifest.architecture,
         )
 
     @property

@@ -175,6 +175,43 @@ def make_squad_file(tmp_path, n_articles=3):
     return path
 
 
+HIDDEN_TOL = {"fp32": 1e-4, "int8": 0.1, "fp16": 0.05}
+"""Max abs difference of a prepared folder's outputs (last hidden states, logits) from
+transformers' forward of the checkpoint it came from: fp32 rounding; int8 (7-bit weights,
+per-token 8-bit activations: measured 0.018 on the hidden states); fp16 (measured 0.0045)."""
+
+LAYOUTS = ("original", "attention_mask", "unpack_repack")
+"""The graphs of a prepared folder, as the runners name their layouts."""
+
+
+def layout_runner(folder, layout: str, max_tokens: int, **options):
+    """The runner of ``layout``: padded ``original`` batches (``ModelRunner``), or offline
+    packing (``PackRunner`` in that mode with a pinned token budget, so no calibration);
+    ``options`` go to the backend (``device``, ``allow_cpu_half``)."""
+    from packing.runners import ModelRunner, PackRunner
+
+    if layout == "original":
+        return ModelRunner(folder, **options)
+    return PackRunner(folder, mode=layout, max_tokens=max_tokens, **options)
+
+
+def graph_hidden(r, data) -> list[np.ndarray]:
+    """Each sequence's ``last_hidden_state`` rows as runner ``r``'s graph computes them in its
+    batches (the executor's inputs, the backend's output, cut per sequence): float32
+    ``[T, H]`` per item of ``data``. The folder must be an embed or classify one."""
+    from packing.model.heads import HIDDEN_OUTPUT
+    from packing.policy import layouts
+
+    out: list = [None] * len(data)
+    for plan in r.plans(np.array([len(f) for f in data])):
+        inputs, _ = r.executor.inputs(plan, [data[i] for i in plan.seq_ids])
+        got = r.backend.run(inputs)[HIDDEN_OUTPUT]
+        assert got.dtype == np.float32
+        for i, h in zip(plan.seq_ids, layouts.scatter_outputs(plan, got)):
+            out[i] = h
+    return out
+
+
 def hf_bert_folder(
     folder: Path,
     architecture: str = "BertForSequenceClassification",
@@ -205,13 +242,114 @@ def hf_bert_folder(
         id2label={i: f"label_{i}" for i in range(num_labels)},
         label2id={f"label_{i}": i for i in range(num_labels)},
     )
-    model = getattr(transformers, architecture)(config).eval()
-    with torch.no_grad():  # make every bias and norm non-trivial
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = _nontrivial(getattr(transformers, architecture)(config))
     model.save_pretrained(folder)
     save_tokenizer(Path(folder), None)
     return model
+
+
+def _nontrivial(model):
+    """``model`` in eval mode with noise added to every parameter (biases, norms, a padding
+    row of an embedding table included), so no tensor is at its initial value."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+TOKENIZER_TEXTS = (
+    "Who wrote Pride and Prejudice?",
+    "Pride and Prejudice is an 1813 novel of manners written by Jane Austen.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Packing puts the tokens of many requests end to end in one batch.",
+    "Wer hat Stolz und Vorurteil geschrieben? Straße, café, naïve, 東京.",
+)
+"""What the tokenizers of :func:`roberta_tokenizer` are trained on (and tests may tokenize)."""
+
+
+def roberta_tokenizer(model_type: str = "roberta"):
+    """A small transformers fast tokenizer of ``model_type``'s kind, trained offline on
+    :data:`TOKENIZER_TEXTS`: ``roberta``, a byte-level BPE in ``RobertaTokenizer``;
+    ``xlm-roberta``, a SentencePiece-style Unigram in ``XLMRobertaTokenizer``. Special tokens
+    as the real ones: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` last; pairs
+    are ``<s> A </s></s> B </s>``. Its size (``len``) is the model's ``vocab_size``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import RobertaTokenizer, XLMRobertaTokenizer
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    texts = list(TOKENIZER_TEXTS) * 4
+    if model_type == "roberta":
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        trainer = trainers.BpeTrainer(
+            vocab_size=600, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
+        )
+        bpe.train_from_iterator(texts, trainer)
+        model = json.loads(bpe.to_str())["model"]
+        merges = [tuple(m) if isinstance(m, list) else tuple(m.split()) for m in model["merges"]]
+        return RobertaTokenizer(vocab=model["vocab"], merges=merges)
+    if model_type == "xlm-roberta":
+        uni = Tokenizer(models.Unigram())
+        uni.pre_tokenizer = pre_tokenizers.Metaspace()
+        trainer = trainers.UnigramTrainer(
+            vocab_size=200, special_tokens=specials, unk_token="<unk>", show_progress=False
+        )
+        uni.train_from_iterator(texts, trainer)
+        vocab = json.loads(uni.to_str())["model"]["vocab"]
+        return XLMRobertaTokenizer(vocab=[(piece, score) for piece, score in vocab])
+    raise ValueError(f"model_type must be roberta or xlm-roberta, got {model_type!r}")
+
+
+def hf_roberta_folder(
+    folder: Path,
+    architecture: str = "RobertaForSequenceClassification",
+    num_labels: int = 3,
+    seed: int = 0,
+    seq_len: int = 48,
+    sentence_transformers: bool = False,
+):
+    """A transformers RoBERTa or XLM-RoBERTa checkpoint of ``architecture`` (``RobertaModel``,
+    ``RobertaForSequenceClassification``, ``RobertaForQuestionAnswering``, or the same with
+    ``XLMRoberta``) saved in ``folder`` with :func:`roberta_tokenizer`'s tokenizer, configured
+    as the real checkpoints are (``pad_token_id`` 1, ``type_vocab_size`` 1,
+    ``layer_norm_eps`` 1e-5, ``max_position_embeddings`` ``seq_len + 2``: the last position is
+    the last one a ``seq_len`` folder uses), every weight non-trivial. With
+    ``sentence_transformers`` the folder is a sentence-transformers one too (mean pooling,
+    normalised). Returns ``(torch model in eval mode, tokenizer)``. Needs torch."""
+    import torch
+    import transformers
+
+    xlm = architecture.startswith("XLMRoberta")
+    tok = roberta_tokenizer("xlm-roberta" if xlm else "roberta")
+    torch.manual_seed(seed)
+    config = (transformers.XLMRobertaConfig if xlm else transformers.RobertaConfig)(
+        vocab_size=len(tok),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=seq_len + 2,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=tok.pad_token_id,
+        num_labels=num_labels,
+        id2label={i: f"label_{i}" for i in range(num_labels)},
+        label2id={f"label_{i}": i for i in range(num_labels)},
+    )
+    model = _nontrivial(getattr(transformers, architecture)(config))
+    model.save_pretrained(folder)
+    tok.save_pretrained(str(folder))
+    if sentence_transformers:
+        from packing.model.task import TaskSpec
+        from packing.model.weights import BertDims, save_sentence_transformers
+
+        dims = BertDims(hidden_size=config.hidden_size)  # only hidden_size is written
+        save_sentence_transformers(Path(folder), TaskSpec(task="embed"), dims, seq_len)
+    return model, tok
 
 
 def run_virtual(coro):

@@ -14,6 +14,9 @@ crowd (``unpack_repack``, int8 included), so are the pooled vectors and the logi
   normalised (:func:`normalize` is the response's choice, ``TaskSpec.normalize``).
 * classify: :class:`ClassifyHead` (``BertForSequenceClassification``'s pooler then classifier)
   from ``head.safetensors``, the float32 head tensors ``prepare`` writes into the folder.
+  RoBERTa's ``RobertaClassificationHead`` (``out_proj(tanh(dense(h[<s>])))``) is the same
+  computation; :mod:`packing.model.roberta` gives its ``dense`` and ``out_proj`` the pooler's
+  and the classifier's names.
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ class Manifest:
     prepared_by: str = "user"  # PREPARED_BY, or UNKNOWN_PREPARER for older manifests
     task: TaskSpec = field(default_factory=TaskSpec)  # what the folder serves (qa before tasks)
     kernels: tuple[str, ...] = ()  # ONNX Runtime contrib kernels in the graphs (graphs.KERNELS)
+    # the source's encoder family (roberta.ARCHITECTURES: bert | roberta | xlm-roberta); the
+    # folder's own config.json and graphs are BERT's either way (packing.model.roberta)
+    architecture: str = "bert"
 
     def to_json(self) -> str:
         """Serialise (dims and task nested as dicts)."""

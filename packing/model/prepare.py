@@ -5,8 +5,11 @@ transformers folder of the task's architecture; float16 tensors for ``--precisio
 for int8 ``model.int8.safetensors`` (quantized Linear weights, the rest float32) +
 ``config.json`` --, the fast-tokenizer files, ``original.onnx``, ``attention_mask.onnx`` and
 ``unpack_repack.onnx`` (weights shared through external data), and ``manifest.json``
-(recording what the folder was prepared from: source, task, precision, shapes, format version
-and who prepared it), written last: a folder without a manifest is an unfinished preparation.
+(recording what the folder was prepared from: source, its encoder family, task, precision,
+shapes, format version and who prepared it), written last: a folder without a manifest is an
+unfinished preparation. A RoBERTa / XLM-RoBERTa source is written as the BERT folder that
+computes the same outputs (:mod:`packing.model.roberta`); the manifest's ``architecture``
+names the family it came from.
 
 Per task (:mod:`packing.model.task`): a ``classify`` folder also holds ``head.safetensors``
 (pooler and classifier, float32 whatever the precision; :mod:`packing.model.heads`); an
@@ -36,6 +39,7 @@ from .weights import (
     load_source,
     save_sentence_transformers,
     save_tokenizer,
+    source_architecture,
 )
 
 TOLERANCE = TOLERANCES["fp32"]
@@ -101,6 +105,9 @@ def prepare(
     out = Path(out)
     _log(f"loading {source}", quiet)
     dims, weights, tok_folder, spec = load_source(source, seed=seed, task=task)
+    architecture = source_architecture(tok_folder)
+    if architecture != "bert":
+        _log(f"{architecture} checkpoint: read as BERT (packing.model.roberta)", quiet)
     if seq_len > dims.max_position_embeddings:
         raise ValueError(
             f"--seq-len {seq_len} exceeds the model's max_position_embeddings "
@@ -148,6 +155,7 @@ def prepare(
         prepared_by=prepared_by,
         task=spec,
         kernels=tuple(sorted(kernels)),
+        architecture=architecture,
     )
     manifest.write(out)  # provisional: the check below opens the folder through it
     diffs: dict[str, float] = {}
@@ -206,6 +214,7 @@ def prepare(
         prepared_by=prepared_by,
         task=spec,
         kernels=tuple(sorted(kernels)),
+        architecture=architecture,
     )
     manifest.write(out)
     (out / PREPARING).unlink(missing_ok=True)

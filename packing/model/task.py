@@ -27,9 +27,10 @@ TASKS = ("qa", "embed", "classify")
 POOLINGS = ("mean", "cls")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
-_QA_ARCHS = ("BertForQuestionAnswering",)
-_CLASSIFY_ARCHS = ("BertForSequenceClassification",)
-_EMBED_ARCHS = ("BertModel",)
+_FAMILIES = ("Bert", "Roberta", "XLMRoberta")  # packing.model.roberta maps the other two
+_QA_ARCHS = tuple(f"{f}ForQuestionAnswering" for f in _FAMILIES)
+_CLASSIFY_ARCHS = tuple(f"{f}ForSequenceClassification" for f in _FAMILIES)
+_EMBED_ARCHS = tuple(f"{f}Model" for f in _FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def infer_task(
     ``task`` (``prepare --task``) overrides what the architecture says; without it the task
     is ``qa`` for ``BertForQuestionAnswering``, ``classify`` for
     ``BertForSequenceClassification``, ``embed`` for ``BertModel`` or a sentence-transformers
-    folder, and ``qa`` when the config names no architecture. Raises ValueError for a task or
+    folder (the same for ``Roberta*`` and ``XLMRoberta*``: :mod:`packing.model.roberta`), and
+    ``qa`` when the config names no architecture. Raises ValueError for a task or
     architecture this code cannot serve."""
     archs = config.get("architectures") or []
     st = _sentence_transformers(folder)

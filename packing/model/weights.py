@@ -20,7 +20,9 @@ Weights are kept as a flat ``dict`` of float32 numpy arrays under the Hugging Fa
 the task's architecture (``bert.embeddings.word_embeddings.weight``, ..., then
 ``qa_outputs.*`` for ``qa``, nothing more for ``embed``, ``bert.pooler.dense.*`` and
 ``classifier.*`` for ``classify``), so a prepared model folder is also a valid transformers
-folder. Checkpoints saved as ``BertModel`` (names without ``bert.``) are read too.
+folder. Checkpoints saved as ``BertModel`` (names without ``bert.``) are read too, and
+RoBERTa / XLM-RoBERTa checkpoints as the BERT checkpoints that compute the same outputs
+(:mod:`packing.model.roberta`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .roberta import architecture_of, as_bert
 from .task import TaskSpec
 
 VOCAB_ASSET = "bert-base-uncased-vocab.txt"
@@ -388,10 +391,20 @@ def load_source(
     if not config_path.exists():
         raise FileNotFoundError(f"no config.json in {folder}")
     config = json.loads(config_path.read_text())
+    config, state = as_bert(config, normalise_names(_read_checkpoint(folder)))
     dims = BertDims.from_hf_config(config)
     spec = task if isinstance(task, TaskSpec) else infer_task(config, folder, task)
-    weights = check_weights(normalise_names(_read_checkpoint(folder)), dims, spec)
+    weights = check_weights(state, dims, spec)
     return dims, weights, folder, spec
+
+
+def source_architecture(folder: Path | None) -> str:
+    """The encoder family of a source's files (:func:`packing.model.roberta.architecture_of`
+    of ``folder/config.json``): ``roberta`` or ``xlm-roberta`` for those checkpoints, ``bert``
+    for any other, and for ``random:*`` (``folder`` None)."""
+    if folder is None or not (Path(folder) / "config.json").exists():
+        return "bert"
+    return architecture_of(json.loads((Path(folder) / "config.json").read_text()))
 
 
 def save_tokenizer(out: Path, tokenizer_folder: Path | None) -> None:

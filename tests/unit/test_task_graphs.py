@@ -12,25 +12,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from packing.model.heads import HIDDEN_OUTPUT, normalize, pool
+from packing.model.heads import normalize, pool
 from packing.model.manifest import Manifest
 from packing.model.prepare import prepare
 from packing.model.quantize import TOLERANCES
-from packing.policy import layouts
-from packing.runners import ModelRunner, PackRunner
+from packing.runners import PackRunner
 from packing.runners.workloads import synthetic_features
 from packing.runtime.features import Features, Pooled
 
-from factories import hf_bert_folder, make_lengths
+from factories import HIDDEN_TOL, LAYOUTS, graph_hidden, hf_bert_folder, layout_runner, make_lengths
 
 torch = pytest.importorskip("torch")
 
 SHAPE = {"seq_len": 32, "batch_size": 2, "max_valid_num": 4}
 FULL = SHAPE["seq_len"] * SHAPE["batch_size"]  # pinned token budget: no calibration
 LABELS = 3
-# max abs difference from the torch model: fp32 rounding; int8 (7-bit weights, per-token
-# 8-bit activations: measured 0.018 on the hidden states); fp16 (measured 0.0045)
-HIDDEN_TOL = {"fp32": 1e-4, "int8": 0.1, "fp16": 0.05}
 PRECISIONS = ("fp32", "int8", "fp16")
 CPU_HALF = {"fp32": {}, "int8": {}, "fp16": {"device": "cpu", "allow_cpu_half": True}}
 
@@ -81,27 +77,8 @@ def reference(hf, data):
 
 
 def runner(folder, layout: str, precision: str):
-    """The runner of ``layout``: padded ``original`` batches, or offline packing."""
-    opts = CPU_HALF[precision]
-    if layout == "original":
-        return ModelRunner(folder, **opts)
-    return PackRunner(folder, mode=layout, max_tokens=FULL, **opts)
-
-
-def graph_hidden(r, data) -> list[np.ndarray]:
-    """Each sequence's ``last_hidden_state`` rows as the runner's graph computes them in its
-    batches (the executor's inputs, the backend's output, cut per sequence)."""
-    out: list = [None] * len(data)
-    for plan in r.plans(np.array([len(f) for f in data])):
-        inputs, _ = r.executor.inputs(plan, [data[i] for i in plan.seq_ids])
-        got = r.backend.run(inputs)[HIDDEN_OUTPUT]
-        assert got.dtype == np.float32
-        for i, h in zip(plan.seq_ids, layouts.scatter_outputs(plan, got)):
-            out[i] = h
-    return out
-
-
-LAYOUTS = ("original", "attention_mask", "unpack_repack")
+    """The runner of ``layout`` (:func:`factories.layout_runner`) for ``precision``."""
+    return layout_runner(folder, layout, FULL, **CPU_HALF[precision])
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

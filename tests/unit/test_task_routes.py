@@ -305,7 +305,7 @@ def test_tei_info(tok):
     got = run(routes_tei.info(front_of(tok, EMBED)))
     assert got["model_id"] == got["served_model_name"] == "builtin:test-model"
     assert got["model_type"] == {"embedding": {"pooling": "mean"}}
-    assert got["task"]["task"] == "embed"
+    assert got["task"]["task"] == "embed" and got["architecture"] == "bert"
     assert got["max_input_length"] == SEQ and got["max_batch_tokens"] == 512
     assert got["max_client_batch_size"] == Limits().max_batch_items
     assert got["max_concurrent_requests"] == 8 and got["auto_truncate"] is False
