@@ -17,7 +17,7 @@ from .report import emit
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from packing.runtime.calibrate import cache_path, load_or_calibrate
+    from packing.runtime.calibrate import MAX_OTHERS_LOAD, cache_path, load_or_calibrate
 
     backend, options = backend_choice(args)
     if args.threads is not None:
@@ -41,12 +41,22 @@ def _calibrate(args: argparse.Namespace) -> int:
     )
     print(cal.table())
     print(f"max_tokens = {cal.max_tokens} ({cal.rule})")
+    if cal.others_load is not None:
+        print(f"other processes took {cal.others_load:.0%} of the host's CPU while measuring")
     path = cache_path(args.model_dir)
-    try:
-        cached = cal.fingerprint in json.loads(path.read_text())
-    except (OSError, ValueError, TypeError):
+    try:  # this calibration (not an older one) is the file's entry for its fingerprint
+        entry = json.loads(path.read_text())[cal.fingerprint]
+        cached = entry["measured_at"] == cal.measured_at
+    except (OSError, ValueError, TypeError, KeyError):
         cached = False
-    print(f"cached in {path}" if cached else f"not cached: {path} could not be written")
+    if cached:
+        print(f"cached in {path}")
+    elif cal.others_load is not None and cal.others_load > MAX_OTHERS_LOAD:
+        print(
+            f"not cached: the host was busy (over {MAX_OTHERS_LOAD:.0%}); run it again when quiet"
+        )
+    else:
+        print(f"not cached: {path} could not be written")
     emit(cal.to_dict(), args.json)
     return 0
 

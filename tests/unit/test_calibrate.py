@@ -35,6 +35,7 @@ from packing.runtime.calibrate import cache as cache_mod
 from packing.runtime.calibrate import key as key_mod
 from packing.runtime.calibrate import measure as measure_mod
 from packing.runtime.calibrate.curve import served_rates
+from packing.runtime.calibrate.load import MAX_OTHERS_LOAD, OthersLoad, host_busy_seconds
 
 FAST = {"profile": "fast"}  # sim: 1e9 token slots/s, so host time alone: quick to measure
 QUICK = {"min_time_s": 0.02, "min_repeats": 1, "rounds": 1, "warmup": 0}
@@ -69,6 +70,25 @@ def fake_curve(monkeypatch):
     fake = Fake()
     monkeypatch.setattr(measure_mod, "measure_budget", fake.measure)
     return fake
+
+
+@pytest.fixture(autouse=True)
+def host_load(monkeypatch):
+    """The host's other load while calibrating: none unless a test sets ``.share_of_others``
+    (the real host's load would make caching depend on what else runs beside the suite)."""
+
+    class Load(OthersLoad):
+        share_of_others = 0.0
+
+        def __init__(self):
+            t = iter([0.0, 10.0])
+            busy = iter([0.0, 2 * 10.0 * Load.share_of_others])
+            super().__init__(
+                busy=lambda: next(busy), own=lambda: 0.0, clock=lambda: next(t), cores=2
+            )
+
+    monkeypatch.setattr(measure_mod, "OthersLoad", Load)
+    return Load
 
 
 @pytest.fixture()
@@ -523,3 +543,54 @@ def test_cli_picks_as_served_with_a_plan_overhead(model, fake_curve, capsys):
     assert "max_tokens = 256" in out and "served" in out and "1000 ms per plan" in out
     with pytest.raises(SystemExit):
         main([*args, "--plan-overhead-s", "-1"])
+
+
+# ------------------------------------------------------------------ the host's other load
+
+
+def test_others_load_is_the_hosts_busy_time_less_our_own_over_the_cores():
+    busy, own, clock = iter([100.0, 103.0]), iter([5.0, 6.0]), iter([0.0, 2.0])
+    load = OthersLoad(lambda: next(busy), lambda: next(own), lambda: next(clock), cores=2)
+    assert load.share() == pytest.approx((3.0 - 1.0) / (2 * 2.0))
+    unknown = OthersLoad(lambda: None, lambda: 0.0, iter([0.0, 1.0]).__next__, cores=2)
+    assert unknown.share() is None
+    more, t = iter([0.0, 50.0]), iter([0.0, 1.0])
+    clamped = OthersLoad(lambda: next(more), lambda: 0.0, lambda: next(t), cores=2)
+    assert clamped.share() == 1.0
+
+
+def test_host_busy_seconds_reads_proc_stat(tmp_path):
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text(
+        f"cpu  {tick} {tick} {tick} {50 * tick} {7 * tick} {tick} {tick} {tick} 0 0\ncpu0 1 2 3\n"
+    )
+    assert host_busy_seconds(str(stat)) == pytest.approx(6.0)  # idle and iowait left out
+    stat.write_text("intr 1 2 3\n")
+    assert host_busy_seconds(str(stat)) is None
+    assert host_busy_seconds(str(tmp_path / "missing")) is None
+
+
+def test_a_calibration_on_a_busy_host_is_used_but_not_cached(model, fake_curve, host_load, caplog):
+    host_load.share_of_others = MAX_OTHERS_LOAD + 0.2
+    busy = load_or_calibrate(model, "sim", FAST, progress=False)
+    assert busy.max_tokens == 128 and busy.others_load == pytest.approx(MAX_OTHERS_LOAD + 0.2)
+    assert not (model / CACHE_FILE).exists()
+    assert "not cached" in caplog.text and "measured again at the next start" in caplog.text
+    calls = fake_curve.calls
+    host_load.share_of_others = MAX_OTHERS_LOAD - 0.1
+    quiet = load_or_calibrate(model, "sim", FAST, progress=False)
+    assert fake_curve.calls > calls and not quiet.from_cache  # measured again
+    stored = json.loads((model / CACHE_FILE).read_text())[quiet.fingerprint]
+    assert stored["others_load"] == pytest.approx(MAX_OTHERS_LOAD - 0.1)
+    assert load_or_calibrate(model, "sim", FAST).from_cache
+
+
+def test_cli_says_when_a_busy_host_kept_the_calibration_out_of_the_cache(model, capsys, host_load):
+    host_load.share_of_others = 0.9
+    args = ["calibrate", "--model-dir", str(model), "--backend", "sim", "--sim-profile", "fast"]
+    assert main([*args, "--no-progress", "--min-time-s", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "other processes took 90% of the host's CPU while measuring" in out
+    assert "not cached: the host was busy" in out and not (model / CACHE_FILE).exists()

@@ -25,7 +25,9 @@ largest batch it can get. :func:`calibrate` measures it:
   the in-process curve is flat.
 
 :func:`load_or_calibrate` caches the result in ``calibration.json`` next to the model: a
-dict of fingerprint -> entry. The :func:`fingerprint` covers what changes the answer: the
+dict of fingerprint -> entry. A calibration measured while other processes took more than
+:data:`~.load.MAX_OTHERS_LOAD` of the host's CPU (:class:`~.load.OthersLoad`) is used for
+the run only, not cached, so a busy start does not fix a budget for every later one. The :func:`fingerprint` covers what changes the answer: the
 backend name and its effective options (for onnxruntime: the resolved device, threads,
 version and available providers; for sim: the resolved profile), the host's CPU model and
 core count, the model's shapes and precision (one entry per precision: an int8 graph's best
@@ -37,7 +39,8 @@ matching entry is returned without measuring.
 
 The modules, by job: :mod:`.curve` (:class:`Calibration`, :func:`budgets_for`,
 :func:`pick_budget`: the curve and the rule), :mod:`.key` (:func:`effective_options`,
-:func:`fingerprint`, :class:`NotCalibratable`: the cache key), :mod:`.measure`
+:func:`fingerprint`, :class:`NotCalibratable`: the cache key), :mod:`.load`
+(:class:`OthersLoad`: the host's other load while measuring), :mod:`.measure`
 (:func:`calibrate`, :func:`measure_budget`: the measuring), :mod:`.cache`
 (``calibration.json``, :func:`load_or_calibrate`, :func:`resolve_max_tokens`). Every public
 name is importable from ``packing.runtime.calibrate`` itself.
@@ -48,6 +51,7 @@ from __future__ import annotations
 from .cache import AUTO, CACHE_FILE, cache_path, load_or_calibrate, resolve_max_tokens
 from .curve import DEFAULT_THRESHOLD, Calibration, budgets_for, pick_budget
 from .key import GRAPH, PROCEDURE_VERSION, NotCalibratable, effective_options, fingerprint
+from .load import MAX_OTHERS_LOAD, OthersLoad, host_busy_seconds
 from .measure import calibrate, measure_budget
 
 __all__ = [
@@ -61,6 +65,9 @@ __all__ = [
     "load_or_calibrate",
     "resolve_max_tokens",
     "measure_budget",
+    "OthersLoad",
+    "host_busy_seconds",
+    "MAX_OTHERS_LOAD",
     "cache_path",
     "CACHE_FILE",
     "DEFAULT_THRESHOLD",

@@ -20,6 +20,7 @@ from packing.model.prepared import ModelLike, PreparedModel
 
 from .curve import DEFAULT_THRESHOLD, Calibration
 from .key import NotCalibratable, fingerprint
+from .load import MAX_OTHERS_LOAD
 from .measure import calibrate
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ def load_or_calibrate(
     stored curve with ``threshold`` and ``plan_overhead_s`` if either differs. Otherwise (or with ``force``) it
     runs :func:`calibrate` (``**measure``: its measuring keywords) and stores the entry under
     the fingerprint, keeping other entries; a corrupt or unreadable cache file is replaced.
-    The write is atomic; a folder that cannot be written only loses the caching. Raises
+    A calibration measured while other processes took more than :data:`MAX_OTHERS_LOAD` of
+    the host's CPU is returned but not stored (a warning says so): the next call measures
+    again. The write is atomic; a folder that cannot be written only loses the caching. Raises
     :class:`NotCalibratable` when the options cannot be fingerprinted or the folder is not
     fully prepared.
     """
@@ -115,6 +118,17 @@ def load_or_calibrate(
         progress=progress,
         **measure,
     )
+    if cal.others_load is not None and cal.others_load > MAX_OTHERS_LOAD:
+        log.warning(
+            "%s: other processes took %.0f%% of the host's CPU while the token budget was "
+            "calibrated (more than %.0f%%): budget %d is used for this run only, not cached; "
+            "it is measured again at the next start",
+            path,
+            100 * cal.others_load,
+            100 * MAX_OTHERS_LOAD,
+            cal.max_tokens,
+        )
+        return cal
     entries = _read_cache(path)  # re-read: another process may have added an entry meanwhile
     entries[key] = {**cal.to_dict(), "facts": facts}
     _write_cache(path, entries)

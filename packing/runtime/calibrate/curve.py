@@ -37,6 +37,8 @@ class Calibration:
         measured_at: when it was measured (UTC, ISO 8601).
         backend: the measured backend's ``describe()`` line.
         seconds: wall time the measurement took.
+        others_load: share of the host's CPU other processes used while it measured
+            (:class:`~packing.runtime.calibrate.load.OthersLoad`); None when unknown.
         from_cache: True when returned from ``calibration.json`` without measuring (not stored).
     """
 
@@ -50,6 +52,7 @@ class Calibration:
     backend: str = ""
     seconds: float = 0.0
     plan_overhead_s: float = 0.0
+    others_load: float | None = None
     from_cache: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +104,7 @@ class Calibration:
             "backend",
             "seconds",
             "plan_overhead_s",
+            "others_load",
         )
         return cls(**{k: raw[k] for k in fields if k in raw}, from_cache=True)
 

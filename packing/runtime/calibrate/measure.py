@@ -23,6 +23,7 @@ from packing.policy.plans import UnpackRepackPlan
 
 from .curve import DEFAULT_THRESHOLD, Calibration, _rule, budgets_for, pick_budget
 from .key import GRAPH, NotCalibratable, fingerprint
+from .load import OthersLoad
 
 
 def measure_budget(
@@ -93,6 +94,7 @@ def calibrate(
     seed: int = 2022,
     progress: bool | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    others_load: Callable[[], OthersLoad] | None = None,
 ) -> Calibration:
     """Measure the backend's throughput at each token budget and pick one; no cache.
 
@@ -110,8 +112,11 @@ def calibrate(
     :func:`pick_budget` at ``threshold`` and ``plan_overhead_s``. ``progress``: a tqdm bar over the budgets
     (None: only when stderr is a terminal). The fingerprint is ``""`` when the options
     cannot be fingerprinted. ``clock``: the seconds every timing reads (wall time; a test
-    gives a virtual clock that an injected sim ``sleep`` advances). Raises ValueError on a
-    bad threshold or budget.
+    gives a virtual clock that an injected sim ``sleep`` advances). ``others_load`` (default
+    :class:`~.load.OthersLoad`): made before the first batch and read after the last, it
+    gives the calibration's ``others_load``, the share of the host's CPU other processes
+    took meanwhile. Raises
+    ValueError on a bad threshold or budget.
     """
     from tqdm.auto import tqdm
 
@@ -144,6 +149,7 @@ def calibrate(
     rounds = max(1, int(rounds))
     per_round = max(1, -(-int(min_repeats) // rounds))
     started = time.perf_counter()
+    load = (others_load or OthersLoad)()
     bar = tqdm(
         total=rounds * len(budgets),
         desc="calibrating token budget",
@@ -168,6 +174,7 @@ def calibrate(
                 bar.update(1)
     finally:
         bar.close()
+    others = load.share()
     rates = [float(statistics.median(samples[b])) for b in budgets]
     return Calibration(
         budgets=tuple(budgets),
@@ -180,4 +187,5 @@ def calibrate(
         backend=be.describe(),
         seconds=round(time.perf_counter() - started, 3),
         plan_overhead_s=plan_overhead_s,
+        others_load=None if others is None else round(others, 3),
     )
