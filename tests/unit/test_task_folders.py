@@ -93,8 +93,8 @@ def test_an_embedding_is_the_same_alone_and_in_a_body(embed_dir):
             asyncio.run(routes_openai.embeddings(front, {"input": t}))["data"][0]["embedding"]
             for t in TEXTS
         ]
-    got = [d["embedding"] for d in body["data"]]
-    assert len(got[0]) == 32 and got == alone  # bit-identical (unpack_repack)
+    got = np.stack([d["embedding"] for d in body["data"]])  # float32 arrays, as the route returns
+    assert got.shape[1] == 32 and np.array_equal(got, np.stack(alone))  # bit-identical
     assert np.linalg.norm(got, axis=1) == pytest.approx([1.0] * len(TEXTS), abs=1e-6)
     assert front.packer.calls == 1 + len(TEXTS)
 
