@@ -14,6 +14,8 @@ __all__ = [
     "CPU_FEATURES",
     "cpu_features",
     "cpu_model",
+    "cpu_ticks",
+    "read_proc_stat",
     "features_line",
     "host_description",
     "host_facts",
@@ -29,6 +31,27 @@ def _cpuinfo() -> str:
         return Path("/proc/cpuinfo").read_text()
     except OSError:
         return ""
+
+
+def read_proc_stat() -> str:
+    """The text of Linux ``/proc/stat`` ("" where it cannot be read)."""
+    try:
+        return Path("/proc/stat").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_ticks(stat: str) -> tuple[int, int] | None:
+    """``(all, idle)`` clock ticks of every core since boot, from the aggregate ``cpu`` line of
+    ``/proc/stat``'s text ``stat``: all is the first eight states (user, nice, system, idle,
+    iowait, irq, softirq, steal; guest time is already counted in user), idle is idle +
+    iowait. None when the text has no such line."""
+    for line in stat.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "cpu":
+            values = [int(v) for v in parts[1:]]
+            return sum(values[:8]), values[3] + (values[4] if len(values) > 4 else 0)
+    return None
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:

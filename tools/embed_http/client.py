@@ -32,6 +32,13 @@ JSON list of numbers per vector); ``base64`` asks for the base64 of the little-e
 bytes, what the ``openai`` Python client asks for unless told otherwise."""
 
 
+def check_encoding(encoding_format: str) -> str:
+    """``encoding_format`` if it is one of :data:`ENCODINGS`, else ValueError naming it."""
+    if encoding_format not in ENCODINGS:
+        raise ValueError(f"--encoding-format must be one of {ENCODINGS}, got {encoding_format!r}")
+    return encoding_format
+
+
 @dataclass(frozen=True)
 class Server:
     """A server to measure: its name in the table and its base URL (no trailing slash)."""
@@ -91,11 +98,7 @@ class Client:
     def __init__(
         self, url: str, model: str | None, timeout_s: float, encoding_format: str = "float"
     ):
-        if encoding_format not in ENCODINGS:
-            raise ValueError(
-                f"--encoding-format must be one of {ENCODINGS}, got {encoding_format!r}"
-            )
-        self.encoding_format = encoding_format
+        self.encoding_format = check_encoding(encoding_format)
         parts = urlsplit(url)
         self.url = url
         self.path = parts.path or "/"

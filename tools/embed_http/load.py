@@ -7,11 +7,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from packing.runners.drive import drive
+from packing.runtime.host import cpu_ticks, read_proc_stat
 
 MAX_ERROR_SAMPLES = 5
 
@@ -96,37 +96,21 @@ def run_phase(
 
 def cpu_busy_share(before: str, after: str) -> float | None:
     """The share of CPU time not idle (idle + iowait) between two readings of
-    ``/proc/stat``'s text; None when a reading has no ``cpu`` line or no time passed."""
-
-    def totals(text: str) -> tuple[int, int] | None:
-        for line in text.splitlines():
-            parts = line.split()
-            if parts and parts[0] == "cpu":
-                values = [int(v) for v in parts[1:]]
-                idle = values[3] + (values[4] if len(values) > 4 else 0)
-                return sum(values[:8]), idle  # guest time is already counted in user
-        return None
-
-    a, b = totals(before), totals(after)
+    ``/proc/stat``'s text (:func:`~packing.runtime.host.cpu_ticks`); None when a reading has
+    no ``cpu`` line or no time passed."""
+    a, b = cpu_ticks(before), cpu_ticks(after)
     if a is None or b is None or b[0] <= a[0]:
         return None
     return 1.0 - (b[1] - a[1]) / (b[0] - a[0])
-
-
-def _read_stat() -> str:
-    try:
-        return Path("/proc/stat").read_text()
-    except OSError:
-        return ""
 
 
 def host_busy(seconds: float) -> float | None:
     """The host's CPU busy share over the next ``seconds`` (None off Linux, or for 0 s)."""
     if seconds <= 0:
         return None
-    before = _read_stat()
+    before = read_proc_stat()
     time.sleep(seconds)
-    return cpu_busy_share(before, _read_stat())
+    return cpu_busy_share(before, read_proc_stat())
 
 
 def settle(

@@ -12,9 +12,9 @@ from packing.runtime.host import host_facts
 from tools.embed_quality import DEFAULT_SQUAD, squad_pairs
 
 from .client import (
-    ENCODINGS,
     Client,
     Server,
+    check_encoding,
     check_servers,
     find_endpoint,
     parse_server,
@@ -66,9 +66,8 @@ def embed_http(
 ) -> dict:
     """Measure every server in turn on the same texts, once per ``texts_per_request`` size
     (texts in one request); the report :func:`format_report` prints (see the module
-    docstring). ``encoding_format``: how the vectors are asked for (:data:`ENCODINGS`)."""
-    if encoding_format not in ENCODINGS:
-        raise ValueError(f"--encoding-format must be one of {ENCODINGS}, got {encoding_format!r}")
+    docstring). ``encoding_format``: how the vectors are asked for (:data:`~.client.ENCODINGS`)."""
+    check_encoding(encoding_format)
     servers = check_servers([s if isinstance(s, Server) else parse_server(s) for s in servers])
     if concurrency < 1:
         raise ValueError(f"--concurrency must be >= 1, got {concurrency}")

@@ -27,11 +27,11 @@ largest batch it can get. :func:`calibrate` measures it:
 :func:`load_or_calibrate` caches the result in ``calibration.json`` next to the model: a
 dict of fingerprint -> entry. A calibration measured while other processes took more than
 :data:`~.load.MAX_OTHERS_LOAD` of the host's CPU (:class:`~.load.OthersLoad`) is used for
-the run only, not cached, so a busy start does not fix a budget for every later one. The :func:`fingerprint` covers what changes the answer: the
-backend name and its effective options (for onnxruntime: the resolved device, threads,
-version and available providers; for sim: the resolved profile), the host's CPU model and
-core count, the model's shapes and precision (one entry per precision: an int8 graph's best
-budget is not fp32's) and the SHA-256 of the ``unpack_repack`` graph from the manifest. A
+the run only, not cached, so a busy start does not fix a budget for every later one. The
+:func:`fingerprint` covers what changes the answer: the backend name and its effective
+options (for onnxruntime: the resolved device, threads, version and available providers; for
+sim: the resolved profile), the host's CPU model and core count, the model's shapes and
+precision (one entry per precision: an int8 graph's best budget is not fp32's) and the SHA-256 of the ``unpack_repack`` graph from the manifest. A
 matching entry is returned without measuring.
 
 :func:`resolve_max_tokens` turns a runner's or packer's ``max_tokens`` setting (an int,

@@ -14,6 +14,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from ..host import cpu_ticks
 
 MAX_OTHERS_LOAD = 0.25
 """Share of the host's CPU that other processes may take while a calibration measures for it
@@ -26,13 +29,8 @@ def host_busy_seconds(path: str = "/proc/stat") -> float | None:
     softirq and steal; not idle or iowait), from Linux ``/proc/stat``; None where it cannot
     be read."""
     try:
-        with open(path) as fh:
-            fields = fh.readline().split()
-        if not fields or fields[0] != "cpu":
-            return None
-        ticks = [int(v) for v in fields[1:]]
-        busy = sum(ticks[:8]) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)
-        return busy / os.sysconf("SC_CLK_TCK")
+        ticks = cpu_ticks(Path(path).read_text())
+        return None if ticks is None else (ticks[0] - ticks[1]) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, AttributeError):
         return None
 

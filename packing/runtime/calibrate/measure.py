@@ -115,8 +115,7 @@ def calibrate(
     gives a virtual clock that an injected sim ``sleep`` advances). ``others_load`` (default
     :class:`~.load.OthersLoad`): made before the first batch and read after the last, it
     gives the calibration's ``others_load``, the share of the host's CPU other processes
-    took meanwhile. Raises
-    ValueError on a bad threshold or budget.
+    took meanwhile. Raises ValueError on a bad threshold or budget.
     """
     from tqdm.auto import tqdm
 
