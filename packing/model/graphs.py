@@ -77,6 +77,8 @@ KINDS = ("original", "attention_mask", "unpack_repack")
 OPSET = 17
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib operators
 MS_OPSET = 1
+PB_DOMAIN = "packed_bert"  # this package's CPU kernels (packing/runtime/cpu_kernels)
+PB_OPSET = 1
 MASK_VALUE = -10000.0  # additive bias for disallowed keys (finite: fully masked rows stay NaN-free)
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_FILES = {"fp32": WEIGHTS_FILE, "fp16": WEIGHTS_FILE, "int8": "model.int8.safetensors"}
@@ -192,9 +194,10 @@ prefix on the nodes it fuses from a named node, which lets a profile
 (:mod:`packing.bench.profile`) put each kernel's time under what it does."""
 
 
-KERNELS: tuple[str, ...] = ("int8_to_float", "mha")
-"""ONNX Runtime contrib kernels (domain ``com.microsoft``, CPU and CUDA) the builder can write
-in place of plain ONNX operators:
+KERNELS: tuple[str, ...] = ("int8_to_float", "mha", "fused_int8")
+"""Kernels the builder can write in place of plain ONNX operators: ONNX Runtime contrib
+kernels (domain ``com.microsoft``, CPU and CUDA) and this package's own CPU kernels (domain
+``packed_bert``, :mod:`packing.runtime.cpu_kernels`):
 
 ``int8_to_float``
     an int8 Linear's ``MatMulInteger`` -> ``Cast`` -> ``Mul`` (weight scale) as one
@@ -203,25 +206,37 @@ in place of plain ONNX operators:
 ``mha``
     attention (scores, mask, softmax, context and the reshapes to heads) as one
     ``MultiHeadAttention`` with the additive mask as its ``attention_bias``.
+``fused_int8`` (int8 graphs; ONNX Runtime's CPU provider, built on the host at first use)
+    the float32 work around each int8 Linear in one pass per row: ``RowQuantize`` (the
+    per-token quantization), ``DequantBias`` (per-row scale and bias, before attention),
+    ``DequantBiasGeluQuantize`` (scale, bias, GELU and the next Linear's quantization) and
+    ``DequantBiasResidualLayerNormQuantize`` (scale, bias, residual add, LayerNorm, and the
+    quantization of the result for the next Linear). Same per-token arithmetic as the plain
+    operators; GELU's ``erf`` and LayerNorm's sums round differently in the last bits.
 """
 
 
 DEFAULT_KERNELS: dict[str, frozenset[str]] = {
     "fp32": frozenset({"mha"}),
-    "int8": frozenset({"int8_to_float", "mha"}),
+    "int8": frozenset({"int8_to_float", "mha", "fused_int8"}),
     "fp16": frozenset(),
 }
 """The kernels ``packed-bert prepare`` writes per precision unless told otherwise (measured
-faster, same numbers: docs/precision.md "Where the time goes"). fp16 graphs keep the plain
-operators: they run on CUDA, where these were not measured (no GPU here)."""
+faster; the contrib kernels give the plain graph's numbers, ``fused_int8`` the same within the
+last bits: docs/precision.md "Where the time goes"). ``fused_int8`` is left out on a host
+with no C++ compiler (:func:`packing.model.prepare.default_kernels`). fp16 graphs keep the
+plain operators: they run on CUDA, where these were not measured (no GPU here)."""
 
 
-def check_kernels(kernels) -> frozenset[str]:
-    """``kernels`` as a frozenset if each is one of :data:`KERNELS`, else ValueError naming it."""
+def check_kernels(kernels, precision: str | None = None) -> frozenset[str]:
+    """``kernels`` as a frozenset if each is one of :data:`KERNELS` (and, given a
+    ``precision``, ``fused_int8`` only for int8), else ValueError naming the bad one."""
     out = frozenset(kernels)
     bad = sorted(out - set(KERNELS))
     if bad:
         raise ValueError(f"unknown kernels {bad}; expected a subset of {KERNELS}")
+    if precision is not None and "fused_int8" in out and precision != "int8":
+        raise ValueError(f"kernel fused_int8 is for int8 graphs; the precision is {precision!r}")
     return out
 
 
@@ -240,6 +255,12 @@ class _Builder:
         self._quantized = set()  # Linear prefixes written as int8 (set by build_graph)
         self._role = "embed"  # first part of each node's name (ROLES)
         self.kernels = check_kernels(kernels)
+        self._quant: dict[str, tuple[str, str]] = {}  # float tensor -> its (q, scale), fused_int8
+
+    @property
+    def fused(self) -> bool:
+        """True when the int8 Linear layers are written with the ``fused_int8`` kernels."""
+        return "fused_int8" in self.kernels and bool(self._quantized)
 
     @contextmanager
     def role(self, role: str) -> Iterator[None]:
@@ -314,21 +335,7 @@ class _Builder:
                 "Expand", [self.const(ZERO_POINT, np.uint8), self.op("Shape", [scale_t])]
             )
             q = self.op("QuantizeLinear", [flat_x, scale_t, zp_t], axis=1)  # uint8 [1, T, K]
-        zp = self.const(ZERO_POINT, np.uint8)
-        if "int8_to_float" in self.kernels:  # acc * (1 * wscale), one kernel
-            with self.role("dense"):
-                one = self.const(1.0, np.float32)
-                y = self.op(
-                    "MatMulIntegerToFloat",
-                    [q, prefix + ".qweight", one, prefix + ".wscale", zp],
-                    domain=MS_DOMAIN,
-                )
-        else:
-            with self.role("dense"):
-                acc = self.op("MatMulInteger", [q, prefix + ".qweight", zp])
-            with self.role("dequant"):
-                acc = self.op("Cast", [acc], to=TensorProto.FLOAT)
-                y = self.op("Mul", [acc, prefix + ".wscale"])
+        y = self.int8_product(q, prefix)
         with self.role("dequant"):
             if not self.token_major:  # back to x's leading dims: [..., N]
                 lead = self.op("Shape", [x], end=-1)
@@ -336,6 +343,55 @@ class _Builder:
             y = self.op("Mul", [y, scale])  # per-row scale, a node of its own (see above)
         with self.role("bias"):
             return self.op("Add", [y, prefix + ".bias"])
+
+    def int8_product(self, q: str, prefix: str) -> str:
+        """``q`` (uint8, zero point 128) times ``prefix.qweight`` times the per-column weight
+        scale ``prefix.wscale``: float32 ``[..., N]``, before the per-row scale and the bias.
+        ``MatMulIntegerToFloat`` (activation scale 1) with the ``int8_to_float`` kernel, else
+        ``MatMulInteger`` -> ``Cast`` -> ``Mul``."""
+        zp = self.const(ZERO_POINT, np.uint8)
+        if "int8_to_float" in self.kernels:  # acc * (1 * wscale), one kernel
+            with self.role("dense"):
+                one = self.const(1.0, np.float32)
+                return self.op(
+                    "MatMulIntegerToFloat",
+                    [q, prefix + ".qweight", one, prefix + ".wscale", zp],
+                    domain=MS_DOMAIN,
+                )
+        with self.role("dense"):
+            acc = self.op("MatMulInteger", [q, prefix + ".qweight", zp])
+        with self.role("dequant"):
+            return self.op(
+                "Mul", [self.op("Cast", [acc], to=TensorProto.FLOAT), prefix + ".wscale"]
+            )
+
+    def quantized(self, x: str) -> tuple[str, str]:
+        """``fused_int8``: the uint8 ``q`` and per-row scale ``[..., 1]`` of float32 ``x``,
+        one ``RowQuantize`` per tensor (or the pair a fused kernel already wrote for it)."""
+        if x not in self._quant:
+            with self.role("quant"):
+                self._quant[x] = tuple(
+                    self.op("RowQuantize", [x], n_out=2, domain=PB_DOMAIN, min_scale=MIN_SCALE)
+                )
+        return self._quant[x]
+
+    def fused_residual_norm(self, x: str, residual: str, linear: str, norm: str, eps: float) -> str:
+        """``fused_int8``: ``LayerNorm(residual + linear(x))`` as one
+        ``DequantBiasResidualLayerNormQuantize`` after the int8 product; the result's
+        quantization, written by the same kernel, is kept for the next Linear."""
+        q, scale = self.quantized(x)
+        acc = self.int8_product(q, linear)
+        with self.role("norm"):
+            y, qy, sy = self.op(
+                "DequantBiasResidualLayerNormQuantize",
+                [acc, scale, linear + ".bias", residual, norm + ".weight", norm + ".bias"],
+                n_out=3,
+                domain=PB_DOMAIN,
+                min_scale=MIN_SCALE,
+                epsilon=float(eps),
+            )
+        self._quant[y] = (qy, sy)
+        return y
 
     def layer_norm(self, x: str, prefix: str, eps: float) -> str:
         with self.role("norm"):
@@ -356,8 +412,14 @@ class _Builder:
 
 def _qkv(b: _Builder, h: str, p: str) -> str:
     """Fused Q/K/V projection of ``h``: [..., 3H] (int8: one quantized Linear)."""
-    if p + "attention.self.qkv" in b._quantized:
-        return b.int8_linear(h, p + "attention.self.qkv")
+    prefix = p + "attention.self.qkv"
+    if prefix in b._quantized and b.fused:
+        q, scale = b.quantized(h)
+        acc = b.int8_product(q, prefix)
+        with b.role("dequant"):
+            return b.op("DequantBias", [acc, scale, prefix + ".bias"], domain=PB_DOMAIN)
+    if prefix in b._quantized:
+        return b.int8_linear(h, prefix)
     with b.role("dense"):
         w, bias = _qkv_weights(b, p)
         y = b.op("MatMul", [h, w])
@@ -440,12 +502,36 @@ def _embeddings(b: _Builder, ids: str, types: str, positions: str, eps: float) -
 
 def _ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
     """Attention output projection, residual + LayerNorm, feed-forward, residual + LayerNorm."""
+    if b.fused:
+        return _fused_ffn_block(b, ctx, h, p, eps)
     out = b.linear(ctx, p + "attention.output.dense")
     with b.role("norm"):
         h1 = b.layer_norm(b.op("Add", [out, h]), p + "attention.output.LayerNorm", eps)
     ff = b.linear(b.gelu(b.linear(h1, p + "intermediate.dense")), p + "output.dense")
     with b.role("norm"):
         return b.layer_norm(b.op("Add", [ff, h1]), p + "output.LayerNorm", eps)
+
+
+def _fused_ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
+    """:func:`_ffn_block` of an int8 layer with the ``fused_int8`` kernels: four kernels
+    between the four int8 products, each reading its rows once."""
+    h1 = b.fused_residual_norm(
+        ctx, h, p + "attention.output.dense", p + "attention.output.LayerNorm", eps
+    )
+    q1, s1 = b.quantized(h1)
+    up = p + "intermediate.dense"
+    acc = b.int8_product(q1, up)
+    with b.role("gelu"):
+        g = b.op(
+            "DequantBiasGeluQuantize",
+            [acc, s1, up + ".bias"],
+            n_out=2,
+            domain=PB_DOMAIN,
+            min_scale=MIN_SCALE,
+        )
+    gelu = f"gelu_of_{up}"  # a name for the GELU output the kernel never writes out
+    b._quant[gelu] = tuple(g)
+    return b.fused_residual_norm(gelu, h1, p + "output.dense", p + "output.LayerNorm", eps)
 
 
 def _qa_head(b: _Builder, h: str) -> tuple[str, str]:
@@ -578,6 +664,7 @@ def build_graph(
         raise TypeError(f"task must be a TaskSpec, got {type(task).__name__} {task!r}")
     if kernels is None:
         kernels = DEFAULT_KERNELS[check_precision(precision)]
+    kernels = check_kernels(kernels, precision)
     b = _Builder(precision, token_major=(kind == "unpack_repack"), kernels=kernels)
     if precision == "int8":
         b._quantized = set(quantized_linears(dims.num_hidden_layers))
@@ -617,7 +704,8 @@ def build_graph(
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, MS_OPSET)],
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, MS_OPSET)]
+        + ([helper.make_opsetid(PB_DOMAIN, PB_OPSET)] if b.fused else []),
         producer_name="packed-bert-serve",
     )
     props = {"precision": precision, "kernels": ",".join(sorted(b.kernels))}

@@ -50,6 +50,27 @@ def _log(msg: str, quiet: bool) -> None:
         print(f"[prepare] {msg}", flush=True)
 
 
+def default_kernels(precision: str) -> frozenset[str]:
+    """The kernels :func:`prepare` writes unless told: :data:`DEFAULT_KERNELS` of
+    ``precision``, less ``fused_int8`` on a host with no C++ compiler to build it on (a
+    warning says so; the folder then runs on any host)."""
+    kernels = DEFAULT_KERNELS[check_precision(precision)]
+    if "fused_int8" in kernels:
+        from packing.runtime.cpu_kernels import compiler
+
+        if compiler() is None:
+            import warnings
+
+            warnings.warn(
+                "no C++ compiler (g++) here to build the fused_int8 CPU kernels: preparing "
+                "the int8 graphs without them (slower); install g++ and prepare again to use "
+                "them",
+                stacklevel=3,
+            )
+            kernels = kernels - {"fused_int8"}
+    return kernels
+
+
 def prepare(
     source: str,
     out: str | Path,
@@ -99,7 +120,7 @@ def prepare(
     if max_valid_num < 1:
         raise ValueError(f"--max-valid-num must be >= 1, got {max_valid_num}")
     check_precision(precision)
-    kernels = DEFAULT_KERNELS[precision] if kernels is None else check_kernels(kernels)
+    kernels = default_kernels(precision) if kernels is None else check_kernels(kernels, precision)
     if prepared_by not in PREPARED_BY:
         raise ValueError(f"prepared_by must be one of {PREPARED_BY}, got {prepared_by!r}")
     out = Path(out)

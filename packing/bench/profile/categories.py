@@ -30,7 +30,12 @@ rescaling; ``attention scores`` / ``softmax`` / ``context``: ``Q K^T``, mask + s
 ``P V``; ``attention (fused)``: an ONNX Runtime attention kernel doing all three;
 ``attention layout``: reshapes and transposes to and from heads; ``LayerNorm``: residual add
 + LayerNorm (``SkipLayerNormalization``); ``GELU``: with its bias add when fused
-(``BiasGelu``); ``unpack/repack``: the gathers between the token axis and attention rows."""
+(``BiasGelu``); ``unpack/repack``: the gathers between the token axis and attention rows.
+The ``fused_int8`` kernels (:mod:`packing.runtime.cpu_kernels`) count under the part they end
+with: ``RowQuantize`` quantize, ``DequantBias`` dequantize (with the bias add),
+``DequantBiasGeluQuantize`` GELU (with the rescale, bias and the next quantization),
+``DequantBiasResidualLayerNormQuantize`` LayerNorm (with the rescale, bias, residual add and
+the next quantization)."""
 
 _BY_OP = {
     "MatMulInteger": "dense MatMul",
@@ -48,6 +53,10 @@ _BY_OP = {
     "BiasGelu": "GELU",
     "Gelu": "GELU",
     "FastGelu": "GELU",
+    "RowQuantize": "quantize",
+    "DequantBias": "dequantize",
+    "DequantBiasGeluQuantize": "GELU",
+    "DequantBiasResidualLayerNormQuantize": "LayerNorm",
 }
 _BY_ROLE = {
     "embed": "embeddings",

@@ -1,0 +1,489 @@
+// packed-bert-serve's CPU kernels for ONNX Runtime: the float32 work around the int8 Linear
+// layers, fused into one pass over each row (domain "packed_bert", opset 1).
+//
+//   RowQuantize(x[..., K]) -> q uint8 [..., K], scale [..., 1]
+//   DequantBias(acc[..., N], scale[..., 1], bias[N]) -> acc * scale + bias
+//   DequantBiasGeluQuantize(acc, scale, bias) -> RowQuantize(gelu(acc * scale + bias))
+//   DequantBiasResidualLayerNormQuantize(acc, scale, bias, residual, gamma, beta)
+//       -> y = LayerNorm(residual + (acc * scale + bias)), RowQuantize(y)
+//
+// RowQuantize is the graphs' per-token int8 quantization: scale = max(max|x| / 127,
+// min_scale), q = saturate(round_half_even(x / scale) + 128). Every output row depends on
+// its own input row only, and each row is computed the same way whatever the number of rows
+// and whichever thread takes it: a request's numbers do not depend on its neighbours.
+//
+// ONNX Runtime's C API is reached through the OrtApi table ONNX Runtime hands to
+// RegisterCustomOps. The table is append-only (each release adds entries at its end), so
+// an entry's position never changes; the positions used here are listed in `Slot`, and
+// registration checks the table by calling GetBuildInfoString before anything else.
+// The custom op record (`CustomOp`) is ONNX Runtime's OrtCustomOp of version 16.
+//
+// Built on the host that runs it (packing/runtime/cpu_kernels/__init__.py: g++ -O3
+// -march=native), so the loops are vectorised for that CPU. No floating-point contraction
+// (-ffp-contract=off): acc * scale + bias rounds twice, as the graph's Mul and Add nodes do.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+extern "C" {
+struct OrtStatus;
+struct OrtApi;
+struct OrtKernelInfo;
+struct OrtKernelContext;
+struct OrtValue;
+struct OrtTensorTypeAndShapeInfo;
+struct OrtCustomOpDomain;
+struct OrtSessionOptions;
+struct OrtApiBase {
+  const OrtApi* (*GetApi)(uint32_t version);
+  const char* (*GetVersionString)();
+};
+}
+
+namespace {
+
+// Positions of the OrtApi entries used here (0-based; see the header comment).
+enum Slot : int {
+  CreateStatus = 0,
+  CreateCustomOpDomain = 26,
+  CustomOpDomain_Add = 27,
+  AddCustomOpDomain = 28,
+  GetTensorMutableData = 51,
+  GetDimensionsCount = 61,
+  GetDimensions = 62,
+  GetTensorTypeAndShape = 65,
+  KernelInfoGetAttribute_float = 85,
+  KernelContext_GetInput = 90,
+  KernelContext_GetOutput = 91,
+  ReleaseStatus = 93,
+  ReleaseTensorTypeAndShapeInfo = 99,
+  GetBuildInfoString = 254,
+  KernelContext_ParallelFor = 274,
+};
+constexpr uint32_t kApiVersion = 18;  // ONNX Runtime 1.18, the oldest the package accepts
+constexpr int kFail = 1;              // OrtErrorCode ORT_FAIL
+constexpr int kFloat = 1, kUint8 = 2;  // ONNXTensorElementDataType
+
+const OrtApi* g_api = nullptr;
+
+template <class F>
+F api_fn(Slot s) {
+  return reinterpret_cast<F>(reinterpret_cast<void* const*>(g_api)[s]);
+}
+
+OrtStatus* make_status(const std::string& msg) {
+  return api_fn<OrtStatus* (*)(int, const char*)>(CreateStatus)(kFail, msg.c_str());
+}
+
+#define RETURN_IF(expr)            \
+  do {                             \
+    OrtStatus* _st = (expr);       \
+    if (_st != nullptr) return _st; \
+  } while (0)
+
+// ---------------------------------------------------------------- tensors of a kernel call
+struct Tensor {
+  void* data = nullptr;
+  std::vector<int64_t> shape;
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+OrtStatus* shape_of(const OrtValue* v, std::vector<int64_t>* out) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  RETURN_IF(api_fn<OrtStatus* (*)(const OrtValue*, OrtTensorTypeAndShapeInfo**)>(
+      GetTensorTypeAndShape)(v, &info));
+  size_t n = 0;
+  OrtStatus* st = api_fn<OrtStatus* (*)(const OrtTensorTypeAndShapeInfo*, size_t*)>(
+      GetDimensionsCount)(info, &n);
+  if (st == nullptr) {
+    out->assign(n, 0);
+    st = api_fn<OrtStatus* (*)(const OrtTensorTypeAndShapeInfo*, int64_t*, size_t)>(
+        GetDimensions)(info, out->data(), n);
+  }
+  api_fn<void (*)(OrtTensorTypeAndShapeInfo*)>(ReleaseTensorTypeAndShapeInfo)(info);
+  return st;
+}
+
+OrtStatus* input(OrtKernelContext* ctx, size_t i, Tensor* t) {
+  const OrtValue* v = nullptr;
+  RETURN_IF(api_fn<OrtStatus* (*)(const OrtKernelContext*, size_t, const OrtValue**)>(
+      KernelContext_GetInput)(ctx, i, &v));
+  if (v == nullptr) return make_status("packed_bert kernel: input " + std::to_string(i) + " missing");
+  RETURN_IF(shape_of(v, &t->shape));
+  return api_fn<OrtStatus* (*)(OrtValue*, void**)>(GetTensorMutableData)(
+      const_cast<OrtValue*>(v), &t->data);
+}
+
+OrtStatus* output(OrtKernelContext* ctx, size_t i, const std::vector<int64_t>& shape, Tensor* t) {
+  OrtValue* v = nullptr;
+  RETURN_IF(api_fn<OrtStatus* (*)(OrtKernelContext*, size_t, const int64_t*, size_t, OrtValue**)>(
+      KernelContext_GetOutput)(ctx, i, shape.data(), shape.size(), &v));
+  t->shape = shape;
+  return api_fn<OrtStatus* (*)(OrtValue*, void**)>(GetTensorMutableData)(v, &t->data);
+}
+
+std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
+  shape.back() = last;
+  return shape;
+}
+
+// Rows [0, rows) in blocks on the session's intra-op threads.
+struct RowJob {
+  int64_t rows = 0, block = 0;
+  void (*body)(const void* self, int64_t r0, int64_t r1) = nullptr;
+  const void* self = nullptr;
+};
+
+void run_block(void* p, size_t i) {
+  auto* job = static_cast<RowJob*>(p);
+  int64_t r0 = static_cast<int64_t>(i) * job->block;
+  job->body(job->self, r0, std::min(job->rows, r0 + job->block));
+}
+
+OrtStatus* parallel_rows(OrtKernelContext* ctx, RowJob job) {
+  if (job.rows <= 0) return nullptr;
+  job.block = std::max<int64_t>(1, std::min<int64_t>(16, job.rows / 8));
+  size_t blocks = static_cast<size_t>((job.rows + job.block - 1) / job.block);
+  return api_fn<OrtStatus* (*)(const OrtKernelContext*, void (*)(void*, size_t), size_t, size_t,
+                               void*)>(KernelContext_ParallelFor)(ctx, run_block, blocks, 0, &job);
+}
+
+// ------------------------------------------------------------------------- row arithmetic
+constexpr float kQmax = 127.0f;
+constexpr float kZeroPoint = 128.0f;
+
+// q = saturate(round_half_even(x / scale) + 128) with scale = max(hi / 127, min_scale), hi
+// the row's max |x| (computed by the caller)
+inline float quantize_scaled(const float* x, int64_t k, float hi, float min_scale, uint8_t* q) {
+  float scale = std::max(hi / kQmax, min_scale);
+#pragma omp simd
+  for (int64_t j = 0; j < k; ++j) {
+    float v = std::rint(x[j] / scale) + kZeroPoint;
+    v = std::min(std::max(v, 0.0f), 255.0f);
+    q[j] = static_cast<uint8_t>(static_cast<int32_t>(v));
+  }
+  return scale;
+}
+
+// quantize_scaled with the row's max |x| found here
+inline float quantize_row(const float* x, int64_t k, float min_scale, uint8_t* q) {
+  float hi = 0.0f;
+#pragma omp simd reduction(max : hi)
+  for (int64_t j = 0; j < k; ++j) hi = std::max(hi, std::fabs(x[j]));
+  return quantize_scaled(x, k, hi, min_scale, q);
+}
+
+inline void dequant_bias_row(const float* acc, float s, const float* bias, int64_t n, float* y) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    float t = acc[j] * s;
+    y[j] = t + bias[j];
+  }
+}
+
+// erf(x) = x * P(x^2) / Q(x^2) for |x| <= 4, clamped outside (float32 erf is 1 there): a
+// rational least-squares fit made for this file, max abs error 4.2e-7 evaluated in float32
+// (tests/unit/test_cpu_kernels.py checks it against math.erf). glibc's vector erff took 3x
+// as long per element.
+inline float erf_rational(float x) {
+  x = std::min(std::max(x, -4.0f), 4.0f);
+  const float z = x * x;
+  float p = 2.0381954117e-08f;
+  p = std::fma(p, z, -1.9346583908e-06f);
+  p = std::fma(p, z, 1.3207338138e-04f);
+  p = std::fma(p, z, 3.2676398109e-03f);
+  p = std::fma(p, z, 4.9163212792e-02f);
+  p = std::fma(p, z, 1.8958784440e-01f);
+  p = std::fma(p, z, 1.1283791460e+00f);
+  float q = 8.5333659835e-04f;
+  q = std::fma(q, z, 1.3457022102e-02f);
+  q = std::fma(q, z, 1.1069100590e-01f);
+  q = std::fma(q, z, 5.0135046309e-01f);
+  q = std::fma(q, z, 1.0f);
+  return std::min(std::max(x * p / q, -1.0f), 1.0f);
+}
+
+// y = (x - mean) / sqrt(var + eps) * gamma + beta, mean and variance over the row
+inline void layer_norm_row(float* x, int64_t n, const float* gamma, const float* beta, float eps) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += x[j];
+  const float mean = sum / static_cast<float>(n);
+  float sq = 0.0f;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t j = 0; j < n; ++j) {
+    float d = x[j] - mean;
+    sq += d * d;
+  }
+  const float inv = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) x[j] = (x[j] - mean) * inv * gamma[j] + beta[j];
+}
+
+// --------------------------------------------------------------------------------- kernels
+struct Attrs {
+  float min_scale = 1e-12f;
+  float epsilon = 1e-12f;
+};
+
+struct Call {  // one kernel call: tensors by position, attributes, row geometry
+  const Attrs* attrs;
+  Tensor in[6], out[3];
+  int64_t rows = 0, width = 0;  // width: elements per row of the first input
+};
+
+void row_quantize_body(const void* p, int64_t r0, int64_t r1) {
+  auto* c = static_cast<const Call*>(p);
+  const float* x = static_cast<const float*>(c->in[0].data);
+  auto* q = static_cast<uint8_t*>(c->out[0].data);
+  auto* s = static_cast<float*>(c->out[1].data);
+  for (int64_t r = r0; r < r1; ++r)
+    s[r] = quantize_row(x + r * c->width, c->width, c->attrs->min_scale, q + r * c->width);
+}
+
+void dequant_bias_body(const void* p, int64_t r0, int64_t r1) {
+  auto* c = static_cast<const Call*>(p);
+  const float* acc = static_cast<const float*>(c->in[0].data);
+  const float* s = static_cast<const float*>(c->in[1].data);
+  const float* b = static_cast<const float*>(c->in[2].data);
+  auto* y = static_cast<float*>(c->out[0].data);
+  for (int64_t r = r0; r < r1; ++r)
+    dequant_bias_row(acc + r * c->width, s[r], b, c->width, y + r * c->width);
+}
+
+void gelu_quantize_body(const void* p, int64_t r0, int64_t r1) {
+  auto* c = static_cast<const Call*>(p);
+  const int64_t n = c->width;
+  const float* acc = static_cast<const float*>(c->in[0].data);
+  const float* s = static_cast<const float*>(c->in[1].data);
+  const float* b = static_cast<const float*>(c->in[2].data);
+  auto* q = static_cast<uint8_t*>(c->out[0].data);
+  auto* qs = static_cast<float*>(c->out[1].data);
+  std::vector<float> row(static_cast<size_t>(n));
+  float* g = row.data();
+  constexpr float kInvSqrt2 = 0.70710678118654752f;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* a = acc + r * n;
+    const float sr = s[r];
+    float hi = 0.0f;
+#pragma omp simd reduction(max : hi)
+    for (int64_t j = 0; j < n; ++j) {
+      float t = a[j] * sr;
+      t = t + b[j];
+      float v = 0.5f * t * (1.0f + erf_rational(t * kInvSqrt2));
+      g[j] = v;
+      hi = std::max(hi, std::fabs(v));
+    }
+    qs[r] = quantize_scaled(g, n, hi, c->attrs->min_scale, q + r * n);
+  }
+}
+
+void residual_norm_quantize_body(const void* p, int64_t r0, int64_t r1) {
+  auto* c = static_cast<const Call*>(p);
+  const int64_t n = c->width;
+  const float* acc = static_cast<const float*>(c->in[0].data);
+  const float* s = static_cast<const float*>(c->in[1].data);
+  const float* b = static_cast<const float*>(c->in[2].data);
+  const float* res = static_cast<const float*>(c->in[3].data);
+  const float* gamma = static_cast<const float*>(c->in[4].data);
+  const float* beta = static_cast<const float*>(c->in[5].data);
+  auto* y = static_cast<float*>(c->out[0].data);
+  auto* q = static_cast<uint8_t*>(c->out[1].data);
+  auto* qs = static_cast<float*>(c->out[2].data);
+  for (int64_t r = r0; r < r1; ++r) {
+    float* yr = y + r * n;
+    const float* rr = res + r * n;
+    dequant_bias_row(acc + r * n, s[r], b, n, yr);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) yr[j] = rr[j] + yr[j];
+    layer_norm_row(yr, n, gamma, beta, c->attrs->epsilon);
+    qs[r] = quantize_row(yr, n, c->attrs->min_scale, q + r * n);
+  }
+}
+
+// ------------------------------------------------------------------------ op descriptions
+struct OpSpec {
+  const char* name;
+  int n_in, n_out;
+  int out_types[3];
+  void (*body)(const void*, int64_t, int64_t);
+};
+
+const OpSpec kOps[] = {
+    {"RowQuantize", 1, 2, {kUint8, kFloat, 0}, row_quantize_body},
+    {"DequantBias", 3, 1, {kFloat, 0, 0}, dequant_bias_body},
+    {"DequantBiasGeluQuantize", 3, 2, {kUint8, kFloat, 0}, gelu_quantize_body},
+    {"DequantBiasResidualLayerNormQuantize", 6, 3, {kFloat, kUint8, kFloat},
+     residual_norm_quantize_body},
+};
+
+struct Kernel {
+  const OpSpec* spec;
+  Attrs attrs;
+};
+
+OrtStatus* check_inputs(const OpSpec& spec, const Call& c) {
+  const int64_t rows = c.rows, width = c.width;
+  auto bad = [&](const std::string& what) {
+    return make_status(std::string("packed_bert ") + spec.name + ": " + what);
+  };
+  if (c.in[0].shape.empty() || width <= 0) return bad("input 0 needs a last axis of size >= 1");
+  if (spec.n_in >= 2 && c.in[1].numel() != rows)
+    return bad("scale has " + std::to_string(c.in[1].numel()) + " elements, expected one per row (" +
+               std::to_string(rows) + ")");
+  if (spec.n_in >= 3 && c.in[2].numel() != width)
+    return bad("bias has " + std::to_string(c.in[2].numel()) + " elements, expected " +
+               std::to_string(width));
+  if (spec.n_in == 6) {
+    if (c.in[3].numel() != rows * width) return bad("residual's shape differs from input 0's");
+    if (c.in[4].numel() != width || c.in[5].numel() != width)
+      return bad("gamma and beta need " + std::to_string(width) + " elements each");
+  }
+  return nullptr;
+}
+
+OrtStatus* compute(void* kernel, OrtKernelContext* ctx) {
+  auto* k = static_cast<Kernel*>(kernel);
+  const OpSpec& spec = *k->spec;
+  Call c;
+  c.attrs = &k->attrs;
+  for (int i = 0; i < spec.n_in; ++i) RETURN_IF(input(ctx, i, &c.in[i]));
+  const std::vector<int64_t>& shape = c.in[0].shape;
+  c.width = shape.empty() ? 0 : shape.back();
+  c.rows = c.width > 0 ? c.in[0].numel() / c.width : 0;
+  RETURN_IF(check_inputs(spec, c));
+  for (int o = 0; o < spec.n_out; ++o) {
+    // row outputs take input 0's shape; a per-row scale is [..., 1]
+    bool scale_out = spec.out_types[o] == kFloat && o > 0;
+    RETURN_IF(output(ctx, o, scale_out ? with_last(shape, 1) : shape, &c.out[o]));
+  }
+  RowJob job;
+  job.rows = c.rows;
+  job.body = spec.body;
+  job.self = &c;
+  return parallel_rows(ctx, job);
+}
+
+// ------------------------------------------------------------- ONNX Runtime's OrtCustomOp
+struct CustomOp {  // OrtCustomOp, version 16
+  uint32_t version;
+  void* (*CreateKernel)(const CustomOp*, const OrtApi*, const OrtKernelInfo*);
+  const char* (*GetName)(const CustomOp*);
+  const char* (*GetExecutionProviderType)(const CustomOp*);
+  int (*GetInputType)(const CustomOp*, size_t);
+  size_t (*GetInputTypeCount)(const CustomOp*);
+  int (*GetOutputType)(const CustomOp*, size_t);
+  size_t (*GetOutputTypeCount)(const CustomOp*);
+  void (*KernelCompute)(void*, OrtKernelContext*);
+  void (*KernelDestroy)(void*);
+  int (*GetInputCharacteristic)(const CustomOp*, size_t);
+  int (*GetOutputCharacteristic)(const CustomOp*, size_t);
+  int (*GetInputMemoryType)(const CustomOp*, size_t);
+  int (*GetVariadicInputMinArity)(const CustomOp*);
+  int (*GetVariadicInputHomogeneity)(const CustomOp*);
+  int (*GetVariadicOutputMinArity)(const CustomOp*);
+  int (*GetVariadicOutputHomogeneity)(const CustomOp*);
+  OrtStatus* (*CreateKernelV2)(const CustomOp*, const OrtApi*, const OrtKernelInfo*, void**);
+  OrtStatus* (*KernelComputeV2)(void*, OrtKernelContext*);
+  void* unused[8];  // fields of later versions, read only when version says so: left null
+  const OpSpec* spec;  // ours, after the record ONNX Runtime reads
+};
+
+float attr_or(const OrtKernelInfo* info, const char* name, float fallback) {
+  float v = fallback;
+  OrtStatus* st = api_fn<OrtStatus* (*)(const OrtKernelInfo*, const char*, float*)>(
+      KernelInfoGetAttribute_float)(info, name, &v);
+  if (st != nullptr) {
+    api_fn<void (*)(OrtStatus*)>(ReleaseStatus)(st);
+    return fallback;
+  }
+  return v;
+}
+
+OrtStatus* create_kernel(const CustomOp* op, const OrtApi*, const OrtKernelInfo* info, void** out) {
+  auto* k = new Kernel{op->spec, Attrs{}};
+  k->attrs.min_scale = attr_or(info, "min_scale", k->attrs.min_scale);
+  k->attrs.epsilon = attr_or(info, "epsilon", k->attrs.epsilon);
+  *out = k;
+  return nullptr;
+}
+
+void* create_kernel_v1(const CustomOp*, const OrtApi*, const OrtKernelInfo*) { return nullptr; }
+void compute_v1(void*, OrtKernelContext*) {}
+void destroy(void* k) { delete static_cast<Kernel*>(k); }
+const char* op_name(const CustomOp* op) { return op->spec->name; }
+const char* on_cpu(const CustomOp*) { return "CPUExecutionProvider"; }
+int input_type(const CustomOp*, size_t) { return kFloat; }  // every input is float32
+size_t input_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_in); }
+int output_type(const CustomOp* op, size_t i) { return op->spec->out_types[i]; }
+size_t output_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_out); }
+int required(const CustomOp*, size_t) { return 0; }   // INPUT_OUTPUT_REQUIRED
+int default_memory(const CustomOp*, size_t) { return 0; }  // OrtMemTypeDefault
+int one(const CustomOp*) { return 1; }
+
+CustomOp make_op(const OpSpec* spec) {
+  CustomOp op;
+  std::memset(&op, 0, sizeof(op));
+  op.version = 16;
+  op.CreateKernel = create_kernel_v1;
+  op.GetName = op_name;
+  op.GetExecutionProviderType = on_cpu;
+  op.GetInputType = input_type;
+  op.GetInputTypeCount = input_count;
+  op.GetOutputType = output_type;
+  op.GetOutputTypeCount = output_count;
+  op.KernelCompute = compute_v1;
+  op.KernelDestroy = destroy;
+  op.GetInputCharacteristic = required;
+  op.GetOutputCharacteristic = required;
+  op.GetInputMemoryType = default_memory;
+  op.GetVariadicInputMinArity = one;
+  op.GetVariadicInputHomogeneity = one;
+  op.GetVariadicOutputMinArity = one;
+  op.GetVariadicOutputHomogeneity = one;
+  op.CreateKernelV2 = create_kernel;
+  op.KernelComputeV2 = compute;
+  op.spec = spec;
+  return op;
+}
+
+CustomOp g_ops[sizeof(kOps) / sizeof(kOps[0])];
+
+}  // namespace
+
+extern "C" {
+
+// Called by ONNX Runtime when a session registers this library.
+__attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(OrtSessionOptions* options,
+                                                                    const OrtApiBase* base) {
+  const OrtApi* api = base->GetApi(kApiVersion);
+  if (api == nullptr) return nullptr;  // cannot even make a status: ONNX Runtime older than 1.18
+  g_api = api;
+  const char* build = api_fn<const char* (*)()>(GetBuildInfoString)();
+  if (build == nullptr || std::strncmp(build, "ORT Build Info", 14) != 0)
+    return make_status("packed_bert kernels: this ONNX Runtime's API table is not laid out as "
+                       "expected (GetBuildInfoString)");
+  static bool made = false;
+  if (!made) {
+    for (size_t i = 0; i < sizeof(kOps) / sizeof(kOps[0]); ++i) g_ops[i] = make_op(&kOps[i]);
+    made = true;
+  }
+  OrtCustomOpDomain* domain = nullptr;  // one per session; ONNX Runtime needs it to outlive it
+  RETURN_IF(api_fn<OrtStatus* (*)(const char*, OrtCustomOpDomain**)>(CreateCustomOpDomain)(
+      "packed_bert", &domain));
+  for (auto& op : g_ops)
+    RETURN_IF(api_fn<OrtStatus* (*)(OrtCustomOpDomain*, const CustomOp*)>(CustomOpDomain_Add)(
+        domain, &op));
+  return api_fn<OrtStatus* (*)(OrtSessionOptions*, OrtCustomOpDomain*)>(AddCustomOpDomain)(
+      options, domain);
+}
+
+}  // extern "C"
