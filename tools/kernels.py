@@ -61,12 +61,14 @@ def kernels(
     batches: int = 3,
     rounds: int = 5,
     threads: int | None = None,
+    max_tokens: int | str = "auto",
 ) -> dict:
     """Time ``variants`` (``plain``, ``mha``, ``int8_to_float``, ``a+b``) of ``layout`` of the
     folder on its ``batches`` fullest batches of the workload, ``rounds`` interleaved rounds
     after one warm-up round; the report dict (``rows``: variant, median_ms, speed,
     max_abs_diff; ``host``; the settings). The first variant is the base. ValueError for an
-    unknown variant or layout, or fewer than two variants. ``model_dir``: a path or a
+    unknown variant or layout, or fewer than two variants. ``max_tokens``: unpack/repack's
+    token budget (``"auto"``: calibrated, as the bench's modes). ``model_dir``: a path or a
     :class:`~packing.model.prepared.PreparedModel`, opened once."""
     import onnx
 
@@ -84,7 +86,7 @@ def kernels(
     m = model.manifest
     options = {"device": "cpu", **({"intra_op_threads": threads} if threads else {})}
     data = load_workload(workload, samples, model, m.seq_len, m.dims.vocab_size)
-    plans, budget = budget_plans(model, layout, data, batches, options)
+    plans, budget = budget_plans(model, layout, data, batches, options, max_tokens)
     weights = WEIGHTS_FILES[m.precision]
     with tempfile.TemporaryDirectory(prefix="pbs-kernels-") as tmp:
         folder = Path(tmp)

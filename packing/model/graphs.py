@@ -19,8 +19,11 @@ operators, the builder writes it instead (:data:`KERNELS`, per precision
 :data:`DEFAULT_KERNELS`; ``packed-bert prepare --kernels none`` keeps plain ONNX for other
 runtimes): ``MultiHeadAttention`` for the attention of every layout, ``MatMulIntegerToFloat``
 for the int8 product and its weight scale. Each gives the plain graph's numbers
-(``tests/unit/test_kernels.py``). Every node's name starts with its role (:data:`ROLES`), which
-the profile of ``packed-bert bench --profile`` reads.
+(``tests/unit/test_kernels.py``). int8 graphs on the CPU also take this package's own kernels
+(``fused_int8``, domain ``packed_bert``): the quantization, rescale, bias, GELU, residual and
+LayerNorm between the integer products, one pass per row (:mod:`packing.runtime.cpu_kernels`).
+Every node's name starts with its role (:data:`ROLES`), which the profile of
+``packed-bert bench --profile`` reads.
 
 The encoder is the same for every task (:mod:`packing.model.task`); only the outputs differ.
 ``qa`` graphs end with the QA head and write ``start_logits`` / ``end_logits`` (below).

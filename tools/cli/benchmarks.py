@@ -71,6 +71,7 @@ def _kernels(args: argparse.Namespace) -> int:
         batches=args.batches,
         rounds=args.rounds,
         threads=args.threads,
+        max_tokens=args.max_tokens if args.max_tokens == "auto" else int(args.max_tokens),
     )
     emit(report, args.json, table=format_kernels(report))
     return 0
@@ -146,7 +147,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         sub,
         _kernels,
         "kernels",
-        help="the graph builder's ONNX Runtime contrib kernels, each alone against the plain "
+        help="the graph builder's kernels, each alone against the plain "
         "graph: time per round of the same batches and max abs output difference, in one run "
         "(a benchmark: run it on a quiet host)",
     )
@@ -175,6 +176,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     kn.add_argument("--batches", type=positive_int, default=3, help="fullest batches timed")
     kn.add_argument("--rounds", type=positive_int, default=5, help="timed rounds per variant")
     kn.add_argument("--threads", type=positive_int, default=None, help="intra-op threads")
+    kn.add_argument(
+        "--max-tokens",
+        default="auto",
+        help="unpack/repack's token budget (auto: the folder's calibrated budget, as bench)",
+    )
     kn.add_argument("--json", default=None, help="write the report here")
 
     eq = command(
