@@ -1,15 +1,17 @@
-"""``python -m tools kernels``: each ONNX Runtime contrib kernel of the graph builder, alone,
-against the plain graph, in one run.
+"""``python -m tools kernels``: each kernel of the graph builder (ONNX Runtime's contrib kernels,
+this package's ``fused_int8``), alone or combined, against the plain graph, in one run.
 
 For a prepared folder and one layout, the builder writes the layout's graph once per
 **variant** (a set of :data:`packing.model.graphs.KERNELS`; ``plain`` is none of them) into a
 temporary copy of the folder, each reading the same weights. Every variant runs the same
 fullest batches of the workload (:func:`packing.bench.profile.fullest_plans`, at the folder's
-calibrated token budget for unpack/repack), after a warm-up, in interleaved rounds (variant
-1, 2, ... then again), so a busy moment of the host hits all of them. Reported per variant:
+calibrated token budget for unpack/repack, or ``max_tokens``), after a warm-up, in
+interleaved rounds (variant 1, 2, ... then again), so a busy moment of the host hits all of
+them. Reported per variant:
 the median time of a round, the speed over the first variant, and the largest absolute
 difference of its outputs from the first variant's on those batches (each kernel is kept only
-if it is faster **and** gives the same numbers). A variant may also name ``ort_skipln``: the
+if it is faster **and** keeps the numbers: the contrib kernels give the same, ``fused_int8``
+the same within int8's last-bit rounding). A variant may also name ``ort_skipln``: the
 same graph with ONNX Runtime's SkipLayerNormalization rewrite left on, which the backend turns
 off on the CPU (:data:`~packing.runtime.backend.CPU_DISABLED_OPTIMIZERS`). Prints the host's CPU model and features. A
 benchmark: run it on a quiet host.

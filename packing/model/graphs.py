@@ -658,8 +658,9 @@ def build_graph(
     next to it. qa graphs write ``start_logits`` / ``end_logits``; embed and classify graphs
     write :data:`HIDDEN_OUTPUT` (module docstring). The model's metadata ``precision`` and
     ``task`` record them (the runtime refuses fp16 on a CPU). ``kernels`` (a subset of
-    :data:`KERNELS`; None: :data:`DEFAULT_KERNELS` of the precision) are the ONNX Runtime
-    contrib kernels written in place of plain operators; the metadata ``kernels`` records them.
+    :data:`KERNELS`; None: :data:`DEFAULT_KERNELS` of the precision) are the kernels written
+    in place of plain operators (``fused_int8`` for int8 only, else ValueError); the metadata
+    ``kernels`` records them.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown graph kind {kind!r}; expected one of {KINDS}")

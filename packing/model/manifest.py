@@ -51,7 +51,7 @@ class Manifest:
     precision: str = "fp32"  # fp32 | int8 | fp16 (packing.model.quantize.PRECISIONS)
     prepared_by: str = "user"  # PREPARED_BY, or UNKNOWN_PREPARER for older manifests
     task: TaskSpec = field(default_factory=TaskSpec)  # what the folder serves (qa before tasks)
-    kernels: tuple[str, ...] = ()  # ONNX Runtime contrib kernels in the graphs (graphs.KERNELS)
+    kernels: tuple[str, ...] = ()  # kernels in the graphs in place of plain ops (graphs.KERNELS)
     # the source's encoder family (roberta.ARCHITECTURES: bert | roberta | xlm-roberta); the
     # folder's own config.json and graphs are BERT's either way (packing.model.roberta)
     architecture: str = "bert"

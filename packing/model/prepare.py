@@ -94,9 +94,9 @@ def prepare(
     ``task``: None infers it from the source (:func:`~packing.model.weights.load_source`:
     the checkpoint's architecture or sentence-transformers files; ``random:*`` is qa), a task
     name (``--task qa|embed|classify``) overrides the architecture, a :class:`TaskSpec` is
-    taken as it is. ValueError when the source lacks the task's tensors. ``kernels``: the ONNX
-    Runtime contrib kernels the graphs use (a subset of :data:`~packing.model.graphs.KERNELS`;
-    None: :data:`~packing.model.graphs.DEFAULT_KERNELS` of the precision; empty: plain ONNX
+    taken as it is. ValueError when the source lacks the task's tensors. ``kernels``: the
+    kernels the graphs use (a subset of :data:`~packing.model.graphs.KERNELS`; None:
+    :func:`default_kernels` of the precision; empty: plain ONNX
     operators only, for runtimes other than ONNX Runtime); the manifest records them.
 
     Raises ValueError for bad shapes or an unknown precision, and RuntimeError when, on
