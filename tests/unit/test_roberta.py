@@ -233,8 +233,8 @@ def differences(got, want) -> float:
 def test_outputs_match_transformers(folders, data, references, case, layout, precision):
     """Hidden states (embed, classify), pooled vectors (embed), logits (classify, qa) of each
     graph against the torch RoBERTa, within the tolerance of the BERT tests; in the packed
-    layouts each request also gets alone what it gets packed (bit for bit in unpack_repack,
-    within prepare's tolerance in attention_mask, as for BERT)."""
+    layouts each request also gets alone what it gets packed (bit for bit in unpack_repack in
+    fp32 and int8, else within prepare's tolerance, as for BERT)."""
     family, task = case
     r = layout_runner(folders[family, task, precision], layout, FULL, **CPU_HALF[precision])
     ref = references[case]
@@ -258,7 +258,11 @@ def test_outputs_match_transformers(folders, data, references, case, layout, pre
             assert diff <= tol, (k, diff)
     if layout != "original":
         assert r.stats.batches < len(packed) / 2  # really packed
-        solo_tol = 0.0 if layout == "unpack_repack" else TOLERANCES[precision]
+        # bit for bit in unpack_repack for fp32 and int8; fp16 runs here through the CPU
+        # provider's casts, which the BERT tests hold to the fp16 tolerance (the same graph
+        # differed from its solo run by ~3e-6 in about one run in three)
+        bitwise = layout == "unpack_repack" and precision != "fp16"
+        solo_tol = 0.0 if bitwise else TOLERANCES[precision]
         for k, f in enumerate(data[family]):
             assert differences(packed[k], r.run([f])[0]) <= solo_tol, k
 
