@@ -378,11 +378,14 @@ class _Builder:
                 )
         return self._quant[x]
 
-    def fused_residual_norm(self, x: str, residual: str, linear: str, norm: str, eps: float) -> str:
+    def fused_residual_norm(
+        self, xq: tuple[str, str], residual: str, linear: str, norm: str, eps: float
+    ) -> str:
         """``fused_int8``: ``LayerNorm(residual + linear(x))`` as one
-        ``DequantBiasResidualLayerNormQuantize`` after the int8 product; the result's
-        quantization, written by the same kernel, is kept for the next Linear."""
-        q, scale = self.quantized(x)
+        ``DequantBiasResidualLayerNormQuantize`` after the int8 product of ``xq``, the
+        ``(q, scale)`` of ``x``; the result's quantization, written by the same kernel, is
+        kept for the next Linear."""
+        q, scale = xq
         acc = self.int8_product(q, linear)
         with self.role("norm"):
             y, qy, sy = self.op(
@@ -519,22 +522,20 @@ def _fused_ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
     """:func:`_ffn_block` of an int8 layer with the ``fused_int8`` kernels: four kernels
     between the four int8 products, each reading its rows once."""
     h1 = b.fused_residual_norm(
-        ctx, h, p + "attention.output.dense", p + "attention.output.LayerNorm", eps
+        b.quantized(ctx), h, p + "attention.output.dense", p + "attention.output.LayerNorm", eps
     )
     q1, s1 = b.quantized(h1)
     up = p + "intermediate.dense"
     acc = b.int8_product(q1, up)
-    with b.role("gelu"):
-        g = b.op(
+    with b.role("gelu"):  # GELU's float32 output is never written: only its (q, scale)
+        gelu_q = b.op(
             "DequantBiasGeluQuantize",
             [acc, s1, up + ".bias"],
             n_out=2,
             domain=PB_DOMAIN,
             min_scale=MIN_SCALE,
         )
-    gelu = f"gelu_of_{up}"  # a name for the GELU output the kernel never writes out
-    b._quant[gelu] = tuple(g)
-    return b.fused_residual_norm(gelu, h1, p + "output.dense", p + "output.LayerNorm", eps)
+    return b.fused_residual_norm(tuple(gelu_q), h1, p + "output.dense", p + "output.LayerNorm", eps)
 
 
 def _qa_head(b: _Builder, h: str) -> tuple[str, str]:

@@ -43,9 +43,6 @@ from pathlib import Path
 
 import numpy as np
 
-from packing.runtime.cpu_kernels import graph_needs_kernels
-from packing.runtime.cpu_kernels import library_path as kernel_library_path
-
 
 class Backend(ABC):
     """One loaded model graph that maps named numpy inputs to named numpy outputs."""
@@ -323,8 +320,12 @@ class OnnxRuntimeBackend(Backend):
         if not self.model_path.exists():
             raise FileNotFoundError(f"model graph not found: {self.model_path}")
 
-        if graph_needs_kernels(self.model_path):  # a fused_int8 graph: our CPU kernels
-            opts.register_custom_ops_library(str(kernel_library_path()))
+        # imported here, not at module load: the processes that import this module without
+        # making an ONNX Runtime session (Ingress, Packer, sim) need neither onnx nor the kernels
+        from packing.runtime import cpu_kernels
+
+        if cpu_kernels.graph_needs_kernels(self.model_path):  # a fused_int8 graph
+            opts.register_custom_ops_library(str(cpu_kernels.library_path()))
 
         def session(providers: list, on_cuda: bool):
             rewrites = disabled_optimizers_for(on_cuda, disabled_optimizers)
