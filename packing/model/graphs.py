@@ -197,7 +197,7 @@ prefix on the nodes it fuses from a named node, which lets a profile
 (:mod:`packing.bench.profile`) put each kernel's time under what it does."""
 
 
-KERNELS: tuple[str, ...] = ("int8_to_float", "mha", "fused_int8")
+KERNELS: tuple[str, ...] = ("int8_to_float", "mha", "fused_int8", "packed_attention")
 """Kernels the builder can write in place of plain ONNX operators: ONNX Runtime contrib
 kernels (domain ``com.microsoft``, CPU and CUDA) and this package's own CPU kernels (domain
 ``packed_bert``, :mod:`packing.runtime.cpu_kernels`):
@@ -216,19 +216,34 @@ kernels (domain ``com.microsoft``, CPU and CUDA) and this package's own CPU kern
     ``DequantBiasResidualLayerNormQuantize`` (scale, bias, residual add, LayerNorm, and the
     quantization of the result for the next Linear). Same per-token arithmetic as the plain
     operators; GELU's ``erf`` and LayerNorm's sums round differently in the last bits.
+``packed_attention`` (``unpack_repack`` graphs in fp32 and int8; ONNX Runtime's CPU provider,
+built on the host at first use)
+    each layer's attention as one ``PackedAttention`` over the token axis: every sequence
+    attends over its own tokens, read where they lie (sequences are the runs of consecutive
+    ``position_ids``), so the gathers into attention rows and back, the mask and the scores
+    between tokens of different sequences are not computed. The graph keeps the layout's
+    inputs (``unpack_index_g``, ``segment_ids_g``, ``repack_index``) and does not read them.
+    Same arithmetic as the other attentions to fp32 rounding (summation order and ``exp``).
+    Other layouts keep ``mha`` or the plain operators.
 """
 
 
+HOST_BUILT_KERNELS = frozenset({"fused_int8", "packed_attention"})
+"""The kernels of this package's own CPU library (domain ``packed_bert``), compiled on the host
+at first use (:mod:`packing.runtime.cpu_kernels`): a host with no C++ compiler cannot run them."""
+
 DEFAULT_KERNELS: dict[str, frozenset[str]] = {
-    "fp32": frozenset({"mha"}),
-    "int8": frozenset({"int8_to_float", "mha", "fused_int8"}),
+    "fp32": frozenset({"mha", "packed_attention"}),
+    "int8": frozenset({"int8_to_float", "mha", "fused_int8", "packed_attention"}),
     "fp16": frozenset(),
 }
 """The kernels ``packed-bert prepare`` writes per precision unless told otherwise (measured
 faster; the contrib kernels give the plain graph's numbers, ``fused_int8`` the same within the
-last bits: docs/precision.md "Where the time goes"). ``fused_int8`` is left out on a host
-with no C++ compiler (:func:`packing.model.prepare.default_kernels`). fp16 graphs keep the
-plain operators: they run on CUDA, where these were not measured (no GPU here)."""
+last bits, ``packed_attention`` within fp32 rounding: docs/precision.md "Where the time
+goes"). :data:`HOST_BUILT_KERNELS` are left out on a host with no C++ compiler
+(:func:`packing.model.prepare.default_kernels`). fp16 graphs keep the plain operators: they
+run on CUDA, where these were not measured (no GPU here); an fp32 folder meant for CUDA is
+prepared with ``--kernels mha`` (this package's kernels run on the CPU only)."""
 
 
 def check_kernels(kernels, precision: str | None = None) -> frozenset[str]:
@@ -240,6 +255,8 @@ def check_kernels(kernels, precision: str | None = None) -> frozenset[str]:
         raise ValueError(f"unknown kernels {bad}; expected a subset of {KERNELS}")
     if precision is not None and "fused_int8" in out and precision != "int8":
         raise ValueError(f"kernel fused_int8 is for int8 graphs; the precision is {precision!r}")
+    if precision == "fp16" and "packed_attention" in out:
+        raise ValueError("kernel packed_attention is float32 on the CPU; the precision is 'fp16'")
     return out
 
 
@@ -611,6 +628,22 @@ def _unpack_graph(b: _Builder, dims: BertDims, task: TaskSpec) -> None:
     h = _embeddings(b, "input_ids", "token_type_ids", "position_ids", eps)  # [T, H]
     with b.role("repack"):
         h = b.op("Unsqueeze", [h, b.const([0])])  # [1, T, H]
+    if "packed_attention" in b.kernels:
+        for i in range(dims.num_hidden_layers):
+            p = f"bert.encoder.layer.{i}."
+            qkv = _qkv(b, h, p)  # [1, T, 3H]
+            with b.role("attn_fused"):
+                ctx = b.op(
+                    "PackedAttention",
+                    [qkv, "position_ids"],
+                    domain=PB_DOMAIN,
+                    num_heads=dims.num_attention_heads,
+                )
+            h = _ffn_block(b, ctx, h, p, eps)
+        with b.role("repack"):
+            h = b.op("Squeeze", [h, b.const([0])])
+        _outputs(b, h, task)
+        return
     groups = range(ATTENTION_GROUPS)
     biases = [_segment_bias(b, f"segment_ids_{g}") for g in groups]  # [R_g, 1, W_g, W_g]
     flat_shape = b.const([1, -1, dims.hidden_size])
@@ -710,7 +743,11 @@ def build_graph(
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, MS_OPSET)]
-        + ([helper.make_opsetid(PB_DOMAIN, PB_OPSET)] if b.fused else []),
+        + (
+            [helper.make_opsetid(PB_DOMAIN, PB_OPSET)]
+            if any(n.domain == PB_DOMAIN for n in b.nodes)
+            else []
+        ),
         producer_name="packed-bert-serve",
     )
     props = {"precision": precision, "kernels": ",".join(sorted(b.kernels))}

@@ -28,7 +28,14 @@ import onnx
 
 from packing.policy.shapes import DEFAULT_SHAPES
 
-from .graphs import DEFAULT_KERNELS, KINDS, WEIGHTS_FILES, build_graph, check_kernels
+from .graphs import (
+    DEFAULT_KERNELS,
+    HOST_BUILT_KERNELS,
+    KINDS,
+    WEIGHTS_FILES,
+    build_graph,
+    check_kernels,
+)
 from .heads import HEAD_FILE, HEAD_TENSORS
 from .manifest import CALIBRATION, MANIFEST, PREPARED_BY, PREPARING, Manifest, sha256_file
 from .prepared import ModelLike, PreparedModel
@@ -52,22 +59,23 @@ def _log(msg: str, quiet: bool) -> None:
 
 def default_kernels(precision: str) -> frozenset[str]:
     """The kernels :func:`prepare` writes unless told: :data:`DEFAULT_KERNELS` of
-    ``precision``, less ``fused_int8`` on a host with no C++ compiler to build it on (a
-    warning says so; the folder then runs on any host)."""
+    ``precision``, less this package's CPU kernels (:data:`HOST_BUILT_KERNELS`) on a host with
+    no C++ compiler to build them on (a warning says so; the folder then runs on any host)."""
     kernels = DEFAULT_KERNELS[check_precision(precision)]
-    if "fused_int8" in kernels:
+    own = sorted(kernels & HOST_BUILT_KERNELS)
+    if own:
         from packing.runtime.cpu_kernels import compiler
 
         if compiler() is None:
             import warnings
 
             warnings.warn(
-                "no C++ compiler (g++) here to build the fused_int8 CPU kernels: preparing "
-                "the int8 graphs without them (slower); install g++ and prepare again to use "
-                "them",
+                f"no C++ compiler (g++) here to build this package's CPU kernels "
+                f"({', '.join(own)}): preparing the {precision} graphs without them (slower); "
+                "install g++ and prepare again to use them",
                 stacklevel=3,
             )
-            kernels = kernels - {"fused_int8"}
+            kernels = kernels - HOST_BUILT_KERNELS
     return kernels
 
 

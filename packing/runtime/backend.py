@@ -324,7 +324,8 @@ class OnnxRuntimeBackend(Backend):
         # making an ONNX Runtime session (Ingress, Packer, sim) need neither onnx nor the kernels
         from packing.runtime import cpu_kernels
 
-        if cpu_kernels.graph_needs_kernels(self.model_path):  # a fused_int8 graph
+        own_kernels = cpu_kernels.graph_needs_kernels(self.model_path)
+        if own_kernels:  # fused_int8 or packed_attention
             opts.register_custom_ops_library(str(cpu_kernels.library_path()))
 
         def session(providers: list, on_cuda: bool):
@@ -358,6 +359,13 @@ class OnnxRuntimeBackend(Backend):
             )
             # the CPU session a plain device='cpu' makes (its graph rewrites, the same numbers)
             self._session = session([CPU_PROVIDER], False)
+        if own_kernels and self._provider == CUDA_PROVIDER:
+            log.warning(
+                "%s uses this package's CPU kernels (packed_bert domain): on CUDA those nodes "
+                "run on the CPU between GPU kernels; prepare a folder for a GPU with --kernels "
+                "mha (fp32) or --precision fp16",
+                self.model_path.name,
+            )
         meta = self._session.get_modelmeta().custom_metadata_map
         self.precision = meta.get("precision", "fp32")
         if (

@@ -1,6 +1,6 @@
-"""ONNX Runtime contrib kernels in the graphs (graphs.KERNELS): each gives the numbers of the
-plain graph, the folder records which it uses, and int8 unpack/repack stays batch-invariant
-bit for bit with them."""
+"""The kernels in the graphs (graphs.KERNELS): each gives the numbers of the plain graph
+(ONNX Runtime's contrib kernels exactly, this package's within their rounding), the folder
+records which it uses, and unpack/repack stays batch-invariant bit for bit with them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import numpy as np
 import onnx
 import pytest
 
-from packing.model.graphs import DEFAULT_KERNELS, KERNELS, KINDS, WEIGHTS_FILES, build_graph
+from packing.model.graphs import (
+    DEFAULT_KERNELS,
+    HOST_BUILT_KERNELS,
+    KERNELS,
+    KINDS,
+    WEIGHTS_FILES,
+    build_graph,
+)
 from packing.model.manifest import Manifest
 from packing.model.prepare import prepare
 from packing.model.quantize import LAYOUT_TOLERANCES, TOLERANCES
@@ -23,7 +30,10 @@ TINY_SHAPE = {"seq_len": 64, "batch_size": 4, "max_valid_num": 8}  # conftest.TI
 
 CONTRIB = frozenset({"mha", "int8_to_float"})  # ONNX Runtime's kernels (same numbers)
 VARIANTS = [frozenset(), frozenset({"mha"}), frozenset({"int8_to_float"}), CONTRIB]
-FUSED = [frozenset({"fused_int8"}), frozenset(KERNELS)]  # ours (int8; same within the last bits)
+OURS = {  # this package's CPU kernels (same within the last bits)
+    "fp32": [frozenset({"packed_attention"}), frozenset({"mha", "packed_attention"})],
+    "int8": [frozenset({"fused_int8"}), frozenset({"packed_attention"}), frozenset(KERNELS)],
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +74,15 @@ def test_each_kernel_gives_the_plain_graphs_numbers(folders, precision, kind, tm
     rng = np.random.default_rng(7)
     data = synthetic_features(rng.integers(2, m.seq_len + 1, size=20), m.dims.vocab_size, seed=7)
     outs = {}
-    for v in VARIANTS + (FUSED if precision == "int8" else []):
+    for v in VARIANTS + OURS[precision]:
         if "int8_to_float" in v and precision != "int8":
             continue
         name = f"{kind}.{'+'.join(sorted(v)) or 'plain'}.onnx"
         model = build_graph(kind, m.dims, folder / WEIGHTS_FILES[precision], precision, m.task, v)
         ops = {n.op_type for n in model.graph.node}
-        assert ("MultiHeadAttention" in ops) == ("mha" in v)
+        packed_attention = "packed_attention" in v and kind == "unpack_repack"
+        assert ("PackedAttention" in ops) == packed_attention
+        assert ("MultiHeadAttention" in ops) == ("mha" in v and not packed_attention)
         assert ("MatMulIntegerToFloat" in ops) == ("int8_to_float" in v)
         assert ("RowQuantize" in ops) == ("fused_int8" in v)
         onnx.save(model, str(folder / name))
@@ -81,10 +93,11 @@ def test_each_kernel_gives_the_plain_graphs_numbers(folders, precision, kind, tm
             for key in a:
                 diff = float(np.abs(a[key] - b[key]).max())
                 # measured 0.0 for the contrib kernels (the same MLAS products and softmax);
-                # fused_int8's GELU and LayerNorm round differently in the last bits, which
-                # moves some activations by one int8 step
+                # fused_int8's GELU and LayerNorm and packed_attention's sums and exp round
+                # differently in the last bits, which in int8 moves some activations by one
+                # int8 step
                 assert diff <= (1e-5 if precision == "fp32" else TOLERANCES["int8"]), (v, diff)
-                if "fused_int8" not in v:
+                if not v & HOST_BUILT_KERNELS:
                     assert diff == 0.0, (v, key, diff)
 
 
@@ -114,10 +127,23 @@ def test_fused_int8_is_refused_for_float_graphs(tmp_path):
         prepare("random:tiny", tmp_path / "x", quiet=True, kernels={"fused_int8"}, **TINY_SHAPE)
 
 
-def test_int8_unpack_repack_is_bit_for_bit_batch_invariant(folders):
+def test_packed_attention_is_refused_for_fp16(tmp_path):
+    with pytest.raises(ValueError, match="packed_attention is float32 on the CPU"):
+        prepare(
+            "random:tiny",
+            tmp_path / "x",
+            quiet=True,
+            precision="fp16",
+            kernels={"packed_attention"},
+            **TINY_SHAPE,
+        )
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_unpack_repack_is_bit_for_bit_batch_invariant(folders, precision):
     """With the default kernels, each request's logits packed among others equal, bit for
     bit, its logits run alone through the same graph."""
-    folder = folders["int8"]
+    folder = folders[precision]
     rng = np.random.default_rng(11)
     m = Manifest.read(folder)
     data = synthetic_features(rng.integers(2, m.seq_len + 1, size=24), m.dims.vocab_size, seed=3)
@@ -130,7 +156,7 @@ def test_int8_unpack_repack_is_bit_for_bit_batch_invariant(folders):
     # and the padded original graph agrees within the layout tolerance
     orig = ModelRunner(folder, batch_size=1, padding="longest").run(data[:4])
     diff = max(float(np.abs(a.start_logits - b.start_logits).max()) for a, b in zip(orig, packed))
-    assert diff <= LAYOUT_TOLERANCES["int8"]
+    assert diff <= LAYOUT_TOLERANCES[precision]
 
 
 def test_prepare_kernels_flag():
@@ -139,6 +165,6 @@ def test_prepare_kernels_flag():
     assert _kernels("auto") is None
     assert _kernels("none") == frozenset()
     assert _kernels("int8_to_float, mha") == CONTRIB
-    assert _kernels("int8_to_float,mha,fused_int8") == frozenset(KERNELS)
+    assert _kernels("int8_to_float,mha,fused_int8,packed_attention") == frozenset(KERNELS)
     with pytest.raises(ValueError, match="unknown kernels \\['fast'\\]"):
         _kernels("mha,fast")

@@ -35,7 +35,8 @@ The ``fused_int8`` kernels (:mod:`packing.runtime.cpu_kernels`) count under the 
 with: ``RowQuantize`` quantize, ``DequantBias`` dequantize (with the bias add),
 ``DequantBiasGeluQuantize`` GELU (with the rescale, bias and the next quantization),
 ``DequantBiasResidualLayerNormQuantize`` LayerNorm (with the rescale, bias, residual add and
-the next quantization)."""
+the next quantization); ``PackedAttention`` (``packed_attention``) is attention (fused), the
+unpack/repack gathers it replaces included."""
 
 _BY_OP = {
     "MatMulInteger": "dense MatMul",
@@ -57,6 +58,7 @@ _BY_OP = {
     "DequantBias": "dequantize",
     "DequantBiasGeluQuantize": "GELU",
     "DequantBiasResidualLayerNormQuantize": "LayerNorm",
+    "PackedAttention": "attention (fused)",
 }
 _BY_ROLE = {
     "embed": "embeddings",

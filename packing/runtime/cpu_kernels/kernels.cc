@@ -6,6 +6,8 @@
 //   DequantBiasGeluQuantize(acc, scale, bias) -> RowQuantize(gelu(acc * scale + bias))
 //   DequantBiasResidualLayerNormQuantize(acc, scale, bias, residual, gamma, beta)
 //       -> y = LayerNorm(residual + (acc * scale + bias)), RowQuantize(y)
+//   PackedAttention(qkv[..., T, 3H], position_ids int64 [T]) -> context [..., T, H]
+//       multi-head attention of each sequence over its own tokens (attribute num_heads)
 //
 // RowQuantize is the graphs' per-token int8 quantization: scale = max(max|x| / 127,
 // min_scale), q = saturate(round_half_even(x / scale) + 128). Every output row depends on
@@ -18,15 +20,24 @@
 // registration checks the table by calling GetBuildInfoString before anything else.
 // The custom op record (`CustomOp`) is ONNX Runtime's OrtCustomOp of version 16.
 //
+// PackedAttention reads the unpack/repack layout's tokens as they lie, sequences end to end:
+// a sequence is a run of consecutive position ids (a new one starts wherever position_ids[t]
+// is not position_ids[t - 1] + 1). Each (sequence, head) is one unit of work computed whole by
+// one thread, so a sequence's context is the same bits alone or among others, on any number
+// of threads, and no work is spent on pairs of tokens of different sequences.
+//
 // Built on the host that runs it (packing/runtime/cpu_kernels/__init__.py: g++ -O3
 // -march=native), so the loops are vectorised for that CPU. No floating-point contraction
-// (-ffp-contract=off): acc * scale + bias rounds twice, as the graph's Mul and Add nodes do.
+// (-ffp-contract=off) in the row kernels: acc * scale + bias rounds twice, as the graph's Mul
+// and Add nodes do. The attention section turns contraction on (its products have no plain
+// graph to match bit for bit, only a tolerance).
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 extern "C" {
@@ -57,6 +68,7 @@ enum Slot : int {
   GetDimensions = 62,
   GetTensorTypeAndShape = 65,
   KernelInfoGetAttribute_float = 85,
+  KernelInfoGetAttribute_int64 = 86,
   KernelContext_GetInput = 90,
   KernelContext_GetOutput = 91,
   ReleaseStatus = 93,
@@ -66,7 +78,7 @@ enum Slot : int {
 };
 constexpr uint32_t kApiVersion = 18;  // ONNX Runtime 1.18, the oldest the package accepts
 constexpr int kFail = 1;              // OrtErrorCode ORT_FAIL
-constexpr int kFloat = 1, kUint8 = 2;  // ONNXTensorElementDataType
+constexpr int kFloat = 1, kUint8 = 2, kInt64 = 7;  // ONNXTensorElementDataType
 
 const OrtApi* g_api = nullptr;
 
@@ -232,6 +244,8 @@ inline void layer_norm_row(float* x, int64_t n, const float* gamma, const float*
 struct Attrs {
   float min_scale = 1e-12f;
   float epsilon = 1e-12f;
+  int64_t num_heads = 0;  // PackedAttention
+  float scale = 0.0f;     // PackedAttention; 0: 1 / sqrt(head size)
 };
 
 struct Call {  // one kernel call: tensors by position, attributes, row geometry
@@ -309,20 +323,256 @@ void residual_norm_quantize_body(const void* p, int64_t r0, int64_t r1) {
   }
 }
 
+// ------------------------------------------------------------------ attention per sequence
+// Contraction on from here to the end of the section: the products of attention run as fused
+// multiply-adds (no plain graph to match bit for bit; the tests hold it to fp32 tolerance).
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline Vec vload(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void vstore(float* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+inline Vec vsplat(float x) { return Vec{} + x; }
+inline float hsum(Vec v) {
+  float s = 0.0f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// exp(x) for x <= 0: Cody-Waite reduction x = n ln2 + r and Cephes' degree-6 polynomial for
+// exp(r) (relative error about 1e-7); 0 below -87 (and for -inf).
+inline Vec vexp_nonpositive(Vec x) {
+  const Vec lo = vsplat(-87.0f);
+  const Vec xc = x < lo ? lo : x;
+  const Vec magic = vsplat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const Vec t = xc * 1.44269504088896341f + magic;
+  const Vec n = t - magic;
+  Vec r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  Vec p = vsplat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const Vec e = (p * r) * r + r + 1.0f;
+  const IVec bits = (((IVec)t - 0x4B400000) + 127) << 23;  // 2^n
+  const Vec res = e * (Vec)bits;
+  return x < lo ? vsplat(0.0f) : res;
+}
+
+struct AttnCall {
+  const float* qkv = nullptr;
+  float* out = nullptr;
+  int64_t hidden = 0, heads = 0, head_size = 0;
+  float scale = 0.0f;
+  std::vector<int64_t> start, length;  // per sequence
+  std::vector<int64_t> by_length;      // sequences, longest first (work order only)
+};
+
+constexpr int kRows = kLanes == 16 ? 8 : 4;  // query rows per block of scores
+constexpr int kPvRows = 4;                   // query rows per block of context
+
+// context rows of `rows` (<= kPvRows) queries whose probabilities (unnormalised) are p[r] and
+// whose sums are sum[r]: out[r] = (sum_j p[r][j] v[j]) / sum[r]; NC vectors per V row
+template <int NC>
+void context_block(const float* const* p, const float* sum, int rows, const float* v, int64_t len,
+                   float* const* out, int64_t d) {
+  Vec acc[kPvRows][NC];
+  for (int r = 0; r < kPvRows; ++r)
+    for (int c = 0; c < NC; ++c) acc[r][c] = Vec{};
+  for (int64_t j = 0; j < len; ++j) {
+    const float* vj = v + j * NC * kLanes;
+    Vec vv[NC];
+    for (int c = 0; c < NC; ++c) vv[c] = vload(vj + c * kLanes);
+    for (int r = 0; r < kPvRows; ++r) {
+      const float pr = p[r][j];
+      for (int c = 0; c < NC; ++c) acc[r][c] += pr * vv[c];
+    }
+  }
+  float tmp[NC * kLanes];
+  for (int r = 0; r < rows; ++r) {
+    const float inv = 1.0f / sum[r];
+    for (int c = 0; c < NC; ++c) vstore(tmp + c * kLanes, acc[r][c] * inv);
+    std::memcpy(out[r], tmp, static_cast<size_t>(d) * sizeof(float));
+  }
+}
+
+void context_block_any(const float* const* p, const float* sum, int rows, const float* v,
+                       int64_t len, float* const* out, int64_t d, int64_t dp) {
+  std::vector<float> acc(static_cast<size_t>(dp));
+  for (int r = 0; r < rows; ++r) {
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t j = 0; j < len; ++j) {
+      const float pr = p[r][j];
+      const float* vj = v + j * dp;
+      for (int64_t c = 0; c < dp; c += kLanes) vstore(&acc[c], vload(&acc[c]) + pr * vload(vj + c));
+    }
+    const float inv = 1.0f / sum[r];
+    for (int64_t c = 0; c < d; ++c) out[r][c] = acc[c] * inv;
+  }
+}
+
+// One (sequence, head): softmax(q k^T * scale) v over the sequence's own tokens.
+void attention_unit(const AttnCall& a, int64_t seq, int64_t h) {
+  const int64_t len = a.length[seq], d = a.head_size, hidden = a.hidden, stride = 3 * hidden;
+  const int64_t lp = round_up(len, 2 * kLanes), dp = round_up(d, kLanes);
+  const float* base = a.qkv + a.start[seq] * stride;
+  thread_local std::vector<float> kt_buf, v_buf, s_buf;
+  kt_buf.assign(static_cast<size_t>(d * lp), 0.0f);  // K^T [d, lp], zero past len
+  v_buf.assign(static_cast<size_t>(len * dp), 0.0f);  // V [len, dp], zero past d
+  s_buf.resize(static_cast<size_t>(kRows * lp));
+  float* kt = kt_buf.data();
+  float* vs = v_buf.data();
+  float* s = s_buf.data();
+  for (int64_t j = 0; j < len; ++j) {
+    const float* k = base + j * stride + hidden + h * d;
+    const float* v = base + j * stride + 2 * hidden + h * d;
+    for (int64_t c = 0; c < d; ++c) kt[c * lp + j] = k[c];
+    std::memcpy(vs + j * dp, v, static_cast<size_t>(d) * sizeof(float));
+  }
+  const Vec scale = vsplat(a.scale);
+  for (int64_t i0 = 0; i0 < len; i0 += kRows) {
+    const int rows = static_cast<int>(std::min<int64_t>(kRows, len - i0));
+    const float* q[kRows];
+    for (int r = 0; r < kRows; ++r) q[r] = base + (i0 + std::min(r, rows - 1)) * stride + h * d;
+    // scores of kRows queries against every key, two vectors of keys at a time
+    for (int64_t jb = 0; jb < lp; jb += 2 * kLanes) {
+      Vec acc[kRows][2];
+      for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = Vec{};
+      for (int64_t c = 0; c < d; ++c) {
+        const Vec k0 = vload(kt + c * lp + jb), k1 = vload(kt + c * lp + jb + kLanes);
+        for (int r = 0; r < kRows; ++r) {
+          const float qc = q[r][c];
+          acc[r][0] += qc * k0;
+          acc[r][1] += qc * k1;
+        }
+      }
+      for (int r = 0; r < kRows; ++r) {
+        vstore(s + r * lp + jb, acc[r][0] * scale);
+        vstore(s + r * lp + jb + kLanes, acc[r][1] * scale);
+      }
+    }
+    // softmax numerators exp(s - max) and their sums, keys past len masked out
+    float sum[kRows];
+    const float* p[kRows];
+    float* o[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      float* sr = s + r * lp;
+      p[r] = sr;
+      o[r] = a.out + (a.start[seq] + i0 + std::min(r, rows - 1)) * hidden + h * d;
+      for (int64_t j = len; j < lp; ++j) sr[j] = -INFINITY;
+      Vec mv = vload(sr);
+      for (int64_t j = kLanes; j < lp; j += kLanes) {
+        const Vec x = vload(sr + j);
+        mv = x > mv ? x : mv;
+      }
+      float m = mv[0];
+      for (int i = 1; i < kLanes; ++i) m = std::max(m, mv[i]);
+      Vec total{};
+      for (int64_t j = 0; j < lp; j += kLanes) {
+        const Vec e = vexp_nonpositive(vload(sr + j) - m);
+        vstore(sr + j, e);
+        total += e;
+      }
+      sum[r] = hsum(total);
+    }
+    for (int r0 = 0; r0 < rows; r0 += kPvRows) {  // kPvRows rows at a time (kRows is a multiple)
+      const float* const* pb = p + r0;
+      float* const* out = o + r0;
+      const int n = std::min(kPvRows, rows - r0);
+      switch (dp / kLanes) {
+        case 1: context_block<1>(pb, sum + r0, n, vs, len, out, d); break;
+        case 2: context_block<2>(pb, sum + r0, n, vs, len, out, d); break;
+        case 4: context_block<4>(pb, sum + r0, n, vs, len, out, d); break;
+        case 8: context_block<8>(pb, sum + r0, n, vs, len, out, d); break;
+        default: context_block_any(pb, sum + r0, n, vs, len, out, d, dp);
+      }
+    }
+  }
+}
+
+void run_attention_unit(void* p, size_t i) {
+  auto* a = static_cast<const AttnCall*>(p);
+  const int64_t u = static_cast<int64_t>(i);
+  attention_unit(*a, a->by_length[u / a->heads], u % a->heads);
+}
+
+#pragma GCC pop_options
+
+OrtStatus* attention_compute(const Attrs& attrs, OrtKernelContext* ctx) {
+  auto bad = [](const std::string& what) {
+    return make_status("packed_bert PackedAttention: " + what);
+  };
+  Tensor qkv, pos, out;
+  RETURN_IF(input(ctx, 0, &qkv));
+  RETURN_IF(input(ctx, 1, &pos));
+  const int64_t heads = attrs.num_heads;
+  if (heads < 1) return bad("num_heads must be >= 1, got " + std::to_string(heads));
+  const int64_t width = qkv.shape.empty() ? 0 : qkv.shape.back();
+  if (qkv.shape.size() < 2 || width <= 0 || width % (3 * heads) != 0)
+    return bad("qkv needs shape [..., tokens, 3 x hidden] with hidden a multiple of num_heads (" +
+               std::to_string(heads) + "), got a last axis of " + std::to_string(width));
+  const int64_t tokens = qkv.numel() / width;
+  if (pos.numel() != tokens)
+    return bad("position_ids has " + std::to_string(pos.numel()) + " elements, expected one per "
+               "token (" + std::to_string(tokens) + ")");
+  AttnCall a;
+  a.hidden = width / 3;
+  a.heads = heads;
+  a.head_size = a.hidden / heads;
+  a.scale = attrs.scale > 0.0f ? attrs.scale : 1.0f / std::sqrt(static_cast<float>(a.head_size));
+  RETURN_IF(output(ctx, 0, with_last(qkv.shape, a.hidden), &out));
+  a.qkv = static_cast<const float*>(qkv.data);
+  a.out = static_cast<float*>(out.data);
+  const auto* p = static_cast<const int64_t*>(pos.data);
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (t == 0 || p[t] != p[t - 1] + 1) {
+      a.start.push_back(t);
+      a.length.push_back(0);
+    }
+    ++a.length.back();
+  }
+  a.by_length.resize(a.start.size());
+  for (size_t i = 0; i < a.by_length.size(); ++i) a.by_length[i] = static_cast<int64_t>(i);
+  std::stable_sort(a.by_length.begin(), a.by_length.end(),
+                   [&](int64_t x, int64_t y) { return a.length[x] > a.length[y]; });
+  const size_t units = a.start.size() * static_cast<size_t>(heads);
+  if (units == 0) return nullptr;
+  return api_fn<OrtStatus* (*)(const OrtKernelContext*, void (*)(void*, size_t), size_t, size_t,
+                               void*)>(KernelContext_ParallelFor)(ctx, run_attention_unit, units,
+                                                                   0, &a);
+}
+
 // ------------------------------------------------------------------------ op descriptions
 struct OpSpec {
   const char* name;
   int n_in, n_out;
   int out_types[3];
-  void (*body)(const void*, int64_t, int64_t);
+  void (*body)(const void*, int64_t, int64_t);  // row kernels: rows [r0, r1)
+  OrtStatus* (*own_compute)(const Attrs&, OrtKernelContext*);  // the others
+  int in_types[6];  // 0: float32
 };
 
 const OpSpec kOps[] = {
-    {"RowQuantize", 1, 2, {kUint8, kFloat, 0}, row_quantize_body},
-    {"DequantBias", 3, 1, {kFloat, 0, 0}, dequant_bias_body},
-    {"DequantBiasGeluQuantize", 3, 2, {kUint8, kFloat, 0}, gelu_quantize_body},
+    {"RowQuantize", 1, 2, {kUint8, kFloat, 0}, row_quantize_body, nullptr, {}},
+    {"DequantBias", 3, 1, {kFloat, 0, 0}, dequant_bias_body, nullptr, {}},
+    {"DequantBiasGeluQuantize", 3, 2, {kUint8, kFloat, 0}, gelu_quantize_body, nullptr, {}},
     {"DequantBiasResidualLayerNormQuantize", 6, 3, {kFloat, kUint8, kFloat},
-     residual_norm_quantize_body},
+     residual_norm_quantize_body, nullptr, {}},
+    {"PackedAttention", 2, 1, {kFloat, 0, 0}, nullptr, attention_compute, {kFloat, kInt64}},
 };
 
 struct Kernel {
@@ -353,6 +603,7 @@ OrtStatus* check_inputs(const OpSpec& spec, const Call& c) {
 OrtStatus* compute(void* kernel, OrtKernelContext* ctx) {
   auto* k = static_cast<Kernel*>(kernel);
   const OpSpec& spec = *k->spec;
+  if (spec.own_compute != nullptr) return spec.own_compute(k->attrs, ctx);
   Call c;
   c.attrs = &k->attrs;
   for (int i = 0; i < spec.n_in; ++i) RETURN_IF(input(ctx, i, &c.in[i]));
@@ -397,10 +648,13 @@ struct CustomOp {  // OrtCustomOp, version 16
   const OpSpec* spec;  // ours, after the record ONNX Runtime reads
 };
 
-float attr_or(const OrtKernelInfo* info, const char* name, float fallback) {
-  float v = fallback;
-  OrtStatus* st = api_fn<OrtStatus* (*)(const OrtKernelInfo*, const char*, float*)>(
-      KernelInfoGetAttribute_float)(info, name, &v);
+template <class T>
+T attr_or(const OrtKernelInfo* info, const char* name, T fallback) {
+  T v = fallback;
+  const Slot slot = std::is_same<T, float>::value ? KernelInfoGetAttribute_float
+                                                   : KernelInfoGetAttribute_int64;
+  OrtStatus* st =
+      api_fn<OrtStatus* (*)(const OrtKernelInfo*, const char*, T*)>(slot)(info, name, &v);
   if (st != nullptr) {
     api_fn<void (*)(OrtStatus*)>(ReleaseStatus)(st);
     return fallback;
@@ -412,6 +666,8 @@ OrtStatus* create_kernel(const CustomOp* op, const OrtApi*, const OrtKernelInfo*
   auto* k = new Kernel{op->spec, Attrs{}};
   k->attrs.min_scale = attr_or(info, "min_scale", k->attrs.min_scale);
   k->attrs.epsilon = attr_or(info, "epsilon", k->attrs.epsilon);
+  k->attrs.num_heads = attr_or(info, "num_heads", k->attrs.num_heads);
+  k->attrs.scale = attr_or(info, "scale", k->attrs.scale);
   *out = k;
   return nullptr;
 }
@@ -421,7 +677,7 @@ void compute_v1(void*, OrtKernelContext*) {}
 void destroy(void* k) { delete static_cast<Kernel*>(k); }
 const char* op_name(const CustomOp* op) { return op->spec->name; }
 const char* on_cpu(const CustomOp*) { return "CPUExecutionProvider"; }
-int input_type(const CustomOp*, size_t) { return kFloat; }  // every input is float32
+int input_type(const CustomOp* op, size_t i) { return op->spec->in_types[i] ? op->spec->in_types[i] : kFloat; }
 size_t input_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_in); }
 int output_type(const CustomOp* op, size_t i) { return op->spec->out_types[i]; }
 size_t output_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_out); }

@@ -1,0 +1,154 @@
+"""The PackedAttention CPU kernel (packing/runtime/cpu_kernels, domain packed_bert): each
+sequence attends over its own tokens only, as numpy computes it, and a sequence's context is
+the same bits alone or among others, on any number of threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from packing.model.graphs import PB_DOMAIN, PB_OPSET
+from packing.runtime import cpu_kernels
+from packing.runtime.backend import import_onnxruntime
+
+ORT = import_onnxruntime()
+ATOL = 2e-6  # fp32 against a float64 reference, contexts of magnitude ~1
+
+
+def attention_session(num_heads: int | None, threads: int = 2, scale: float | None = None):
+    """An ONNX Runtime session of one PackedAttention node (inputs qkv, position_ids)."""
+    ins = [
+        helper.make_tensor_value_info("qkv", TensorProto.FLOAT, None),
+        helper.make_tensor_value_info("position_ids", TensorProto.INT64, None),
+    ]
+    outs = [helper.make_tensor_value_info("context", TensorProto.FLOAT, None)]
+    attrs = {} if num_heads is None else {"num_heads": num_heads}
+    if scale is not None:
+        attrs["scale"] = scale
+    node = helper.make_node(
+        "PackedAttention", ["qkv", "position_ids"], ["context"], domain=PB_DOMAIN, **attrs
+    )
+    model = helper.make_model(
+        helper.make_graph([node], "attention", ins, outs),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
+    )
+    opts = ORT.SessionOptions()
+    opts.register_custom_ops_library(str(cpu_kernels.library_path()))
+    opts.intra_op_num_threads = threads
+    return ORT.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def attend(qkv, positions, num_heads, threads=2, scale=None):
+    sess = attention_session(num_heads, threads, scale)
+    (out,) = sess.run(None, {"qkv": qkv, "position_ids": np.asarray(positions, np.int64)})
+    return out
+
+
+def positions_of(lengths) -> np.ndarray:
+    return np.concatenate([np.arange(n) for n in lengths]).astype(np.int64)
+
+
+def reference(qkv: np.ndarray, lengths, num_heads: int, scale: float | None = None) -> np.ndarray:
+    """Multi-head attention of each sequence over its own tokens, in float64."""
+    x = qkv.reshape(-1, qkv.shape[-1]).astype(np.float64)
+    hidden = x.shape[-1] // 3
+    d = hidden // num_heads
+    scale = 1.0 / np.sqrt(d) if scale is None else scale
+    out = np.zeros((x.shape[0], hidden))
+    start = 0
+    for n in lengths:
+        rows = x[start : start + n]
+        for h in range(num_heads):
+            q, k, v = (
+                rows[:, part * hidden + h * d : part * hidden + (h + 1) * d] for part in range(3)
+            )
+            s = q @ k.T * scale
+            p = np.exp(s - s.max(-1, keepdims=True))
+            out[start : start + n, h * d : (h + 1) * d] = (p / p.sum(-1, keepdims=True)) @ v
+        start += n
+    return out.reshape(*qkv.shape[:-1], hidden).astype(np.float32)
+
+
+def packed_qkv(rng, lengths, hidden, loud=1.0):
+    return (rng.standard_normal((1, sum(lengths), 3 * hidden)) * loud).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("heads", "head_size", "lengths"),
+    [
+        (12, 64, [168, 1, 93, 256]),  # BERT-base's heads; a one-token sequence
+        (4, 8, [5, 17, 33]),  # narrower than one vector
+        (2, 48, [40, 7]),  # not a power of two
+        (3, 24, [64]),
+        (1, 100, [3, 70]),
+    ],
+)
+def test_matches_numpy_per_sequence(heads, head_size, lengths):
+    rng = np.random.default_rng(heads * 1000 + head_size)
+    qkv = packed_qkv(rng, lengths, heads * head_size)
+    out = attend(qkv, positions_of(lengths), heads)
+    assert out.shape == (1, sum(lengths), heads * head_size) and out.dtype == np.float32
+    np.testing.assert_allclose(out, reference(qkv, lengths, heads), atol=ATOL, rtol=1e-5)
+
+
+def test_loud_scores_stay_finite_and_exact():
+    """Scores of hundreds (a softmax of near one-hot rows) and a given scale. float32 scores
+    of ~100 carry ~1e-5 of rounding each, which the softmax passes on to contexts of ~6."""
+    rng = np.random.default_rng(7)
+    lengths = [31, 50]
+    qkv = packed_qkv(rng, lengths, 64, loud=6.0)
+    out = attend(qkv, positions_of(lengths), 2, scale=0.5)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, reference(qkv, lengths, 2, 0.5), atol=5e-4, rtol=1e-4)
+
+
+def test_sequences_are_runs_of_consecutive_positions():
+    """A new sequence starts wherever a position is not the previous one plus one: the
+    layout's padding tokens (position 0 each) are sequences of one token, and a run that
+    starts above 0 is still one sequence."""
+    rng = np.random.default_rng(8)
+    positions = np.array([0, 1, 2, 0, 0, 1, 5, 6, 7, 0, 0], np.int64)
+    lengths = [3, 1, 2, 3, 1, 1]
+    qkv = packed_qkv(rng, lengths, 16)
+    out = attend(qkv, positions, 2)
+    np.testing.assert_allclose(out, reference(qkv, lengths, 2), atol=ATOL, rtol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 90), min_size=1, max_size=8),
+    pick=st.integers(0, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_a_sequence_alone_equals_the_sequence_among_others_bit_for_bit(lengths, pick, seed):
+    """Batch invariance: a sequence's context depends on its own tokens only, whatever its
+    neighbours (one 30x louder), their number and the threads."""
+    rng = np.random.default_rng(seed)
+    qkv = packed_qkv(rng, lengths, 64)
+    qkv[0, 0] *= 30.0
+    i = pick % len(lengths)
+    start = sum(lengths[:i])
+    crowd = attend(qkv, positions_of(lengths), 4, threads=2)
+    alone = attend(qkv[:, start : start + lengths[i]], np.arange(lengths[i]), 4, threads=1)
+    assert np.array_equal(crowd[:, start : start + lengths[i]], alone)
+
+
+def test_no_tokens_gives_an_empty_context():
+    out = attend(np.zeros((1, 0, 48), np.float32), np.zeros(0, np.int64), 2)
+    assert out.shape == (1, 0, 16)
+
+
+@pytest.mark.parametrize(
+    ("heads", "qkv_shape", "n_positions", "message"),
+    [
+        (5, (1, 4, 48), 4, "hidden a multiple of num_heads \\(5\\), got a last axis of 48"),
+        (2, (1, 4, 48), 3, "position_ids has 3 elements, expected one per token \\(4\\)"),
+        (None, (1, 4, 48), 4, "num_heads must be >= 1, got 0"),
+    ],
+)
+def test_bad_inputs_are_refused_with_the_bad_value(heads, qkv_shape, n_positions, message):
+    with pytest.raises(Exception, match=message):
+        attend(np.ones(qkv_shape, np.float32), np.arange(n_positions), heads)
