@@ -382,46 +382,42 @@ struct AttnCall {
   std::vector<int64_t> by_length;      // sequences, longest first (work order only)
 };
 
-constexpr int kRows = kLanes == 16 ? 8 : 4;  // query rows per block of scores
-constexpr int kPvRows = 4;                   // query rows per block of context
+constexpr int kRows = kLanes == 16 ? 8 : 4;  // query rows per block
 
-// context rows of `rows` (<= kPvRows) queries whose probabilities (unnormalised) are p[r] and
-// whose sums are sum[r]: out[r] = (sum_j p[r][j] v[j]) / sum[r]; NC vectors per V row
-template <int NC>
-void context_block(const float* const* p, const float* sum, int rows, const float* v, int64_t len,
-                   float* const* out, int64_t d) {
-  Vec acc[kPvRows][NC];
-  for (int r = 0; r < kPvRows; ++r)
-    for (int c = 0; c < NC; ++c) acc[r][c] = Vec{};
-  for (int64_t j = 0; j < len; ++j) {
-    const float* vj = v + j * NC * kLanes;
-    Vec vv[NC];
-    for (int c = 0; c < NC; ++c) vv[c] = vload(vj + c * kLanes);
-    for (int r = 0; r < kPvRows; ++r) {
-      const float pr = p[r][j];
-      for (int c = 0; c < NC; ++c) acc[r][c] += pr * vv[c];
+// Context rows of `rows` (<= kRows) queries whose unnormalised probabilities are p[r] and
+// whose sums are sum[r]: out[r] = (sum_j p[r][j] v[j]) / sum[r], V row j at v + j * v_stride
+// and dp (a whole number of vectors, the caller pads) of it read; d of each row written.
+// Two vectors of the head at a time for all kRows rows, so each V load feeds kRows rows.
+void context_rows(const float* const* p, const float* sum, int rows, const float* v,
+                  int64_t v_stride, int64_t len, float* const* out, int64_t d, int64_t dp) {
+  float inv[kRows];
+  for (int r = 0; r < kRows; ++r) inv[r] = 1.0f / sum[r];
+  for (int64_t c0 = 0; c0 < dp; c0 += 2 * kLanes) {
+    const bool two = c0 + kLanes < dp;
+    Vec acc[kRows][2];
+    for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = Vec{};
+    if (two) {
+      for (int64_t j = 0; j < len; ++j) {
+        const Vec v0 = vload(v + j * v_stride + c0), v1 = vload(v + j * v_stride + c0 + kLanes);
+        for (int r = 0; r < kRows; ++r) {
+          const float pr = p[r][j];
+          acc[r][0] += pr * v0;
+          acc[r][1] += pr * v1;
+        }
+      }
+    } else {
+      for (int64_t j = 0; j < len; ++j) {
+        const Vec v0 = vload(v + j * v_stride + c0);
+        for (int r = 0; r < kRows; ++r) acc[r][0] += p[r][j] * v0;
+      }
     }
-  }
-  float tmp[NC * kLanes];
-  for (int r = 0; r < rows; ++r) {
-    const float inv = 1.0f / sum[r];
-    for (int c = 0; c < NC; ++c) vstore(tmp + c * kLanes, acc[r][c] * inv);
-    std::memcpy(out[r], tmp, static_cast<size_t>(d) * sizeof(float));
-  }
-}
-
-void context_block_any(const float* const* p, const float* sum, int rows, const float* v,
-                       int64_t len, float* const* out, int64_t d, int64_t dp) {
-  std::vector<float> acc(static_cast<size_t>(dp));
-  for (int r = 0; r < rows; ++r) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (int64_t j = 0; j < len; ++j) {
-      const float pr = p[r][j];
-      const float* vj = v + j * dp;
-      for (int64_t c = 0; c < dp; c += kLanes) vstore(&acc[c], vload(&acc[c]) + pr * vload(vj + c));
+    const int64_t n = std::min<int64_t>(d - c0, two ? 2 * kLanes : kLanes);
+    float tmp[2 * kLanes];
+    for (int r = 0; r < rows; ++r) {
+      vstore(tmp, acc[r][0] * inv[r]);
+      vstore(tmp + kLanes, acc[r][1] * inv[r]);
+      std::memcpy(out[r] + c0, tmp, static_cast<size_t>(n) * sizeof(float));
     }
-    const float inv = 1.0f / sum[r];
-    for (int64_t c = 0; c < d; ++c) out[r][c] = acc[c] * inv;
   }
 }
 
@@ -431,24 +427,40 @@ void attention_unit(const AttnCall& a, int64_t seq, int64_t h) {
   const int64_t lp = round_up(len, 2 * kLanes), dp = round_up(d, kLanes);
   const float* base = a.qkv + a.start[seq] * stride;
   thread_local std::vector<float> kt_buf, v_buf, s_buf;
-  kt_buf.assign(static_cast<size_t>(d * lp), 0.0f);  // K^T [d, lp], zero past len
-  v_buf.assign(static_cast<size_t>(len * dp), 0.0f);  // V [len, dp], zero past d
+  kt_buf.resize(static_cast<size_t>(d * lp));  // K^T [d, lp], zero past len
   s_buf.resize(static_cast<size_t>(kRows * lp));
   float* kt = kt_buf.data();
-  float* vs = v_buf.data();
   float* s = s_buf.data();
-  for (int64_t j = 0; j < len; ++j) {
-    const float* k = base + j * stride + hidden + h * d;
-    const float* v = base + j * stride + 2 * hidden + h * d;
-    for (int64_t c = 0; c < d; ++c) kt[c * lp + j] = k[c];
-    std::memcpy(vs + j * dp, v, static_cast<size_t>(d) * sizeof(float));
+  // K^T, 16 keys at a time: reads 16 rows' head slices (L1-resident), writes whole lines
+  constexpr int64_t kTile = 16;
+  for (int64_t j0 = 0; j0 < len; j0 += kTile) {
+    const int64_t n = std::min(kTile, len - j0);
+    const float* k = base + j0 * stride + hidden + h * d;
+    for (int64_t c = 0; c < d; ++c)
+      for (int64_t jj = 0; jj < n; ++jj) kt[c * lp + j0 + jj] = k[jj * stride + c];
+  }
+  for (int64_t c = 0; c < d; ++c) std::fill(kt + c * lp + len, kt + (c + 1) * lp, 0.0f);
+  // V rows in place when the head size is whole vectors, else copied into rows of dp
+  const float* vs = base + 2 * hidden + h * d;
+  int64_t v_stride = stride;
+  if (dp != d) {
+    v_buf.assign(static_cast<size_t>(len * dp), 0.0f);
+    for (int64_t j = 0; j < len; ++j)
+      std::memcpy(&v_buf[j * dp], vs + j * stride, static_cast<size_t>(d) * sizeof(float));
+    vs = v_buf.data();
+    v_stride = dp;
   }
   const Vec scale = vsplat(a.scale);
+  IVec iota;
+  for (int i = 0; i < kLanes; ++i) iota[i] = i;
   for (int64_t i0 = 0; i0 < len; i0 += kRows) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, len - i0));
     const float* q[kRows];
     for (int r = 0; r < kRows; ++r) q[r] = base + (i0 + std::min(r, rows - 1)) * stride + h * d;
-    // scores of kRows queries against every key, two vectors of keys at a time
+    // scores of kRows queries against every key, two vectors of keys at a time; keys past
+    // len masked to -inf, and each row's running maximum kept on the way
+    Vec mx[kRows];
+    for (int r = 0; r < kRows; ++r) mx[r] = vsplat(-INFINITY);
     for (int64_t jb = 0; jb < lp; jb += 2 * kLanes) {
       Vec acc[kRows][2];
       for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = Vec{};
@@ -460,12 +472,18 @@ void attention_unit(const AttnCall& a, int64_t seq, int64_t h) {
           acc[r][1] += qc * k1;
         }
       }
+      const IVec key0 = iota + static_cast<int32_t>(jb), key1 = key0 + kLanes;
+      const IVec n = IVec{} + static_cast<int32_t>(len);
       for (int r = 0; r < kRows; ++r) {
-        vstore(s + r * lp + jb, acc[r][0] * scale);
-        vstore(s + r * lp + jb + kLanes, acc[r][1] * scale);
+        const Vec x0 = key0 < n ? acc[r][0] * scale : vsplat(-INFINITY);
+        const Vec x1 = key1 < n ? acc[r][1] * scale : vsplat(-INFINITY);
+        vstore(s + r * lp + jb, x0);
+        vstore(s + r * lp + jb + kLanes, x1);
+        mx[r] = x0 > mx[r] ? x0 : mx[r];
+        mx[r] = x1 > mx[r] ? x1 : mx[r];
       }
     }
-    // softmax numerators exp(s - max) and their sums, keys past len masked out
+    // softmax numerators exp(s - max) and their sums
     float sum[kRows];
     const float* p[kRows];
     float* o[kRows];
@@ -473,14 +491,8 @@ void attention_unit(const AttnCall& a, int64_t seq, int64_t h) {
       float* sr = s + r * lp;
       p[r] = sr;
       o[r] = a.out + (a.start[seq] + i0 + std::min(r, rows - 1)) * hidden + h * d;
-      for (int64_t j = len; j < lp; ++j) sr[j] = -INFINITY;
-      Vec mv = vload(sr);
-      for (int64_t j = kLanes; j < lp; j += kLanes) {
-        const Vec x = vload(sr + j);
-        mv = x > mv ? x : mv;
-      }
-      float m = mv[0];
-      for (int i = 1; i < kLanes; ++i) m = std::max(m, mv[i]);
+      float m = mx[r][0];
+      for (int i = 1; i < kLanes; ++i) m = std::max(m, mx[r][i]);
       Vec total{};
       for (int64_t j = 0; j < lp; j += kLanes) {
         const Vec e = vexp_nonpositive(vload(sr + j) - m);
@@ -489,18 +501,7 @@ void attention_unit(const AttnCall& a, int64_t seq, int64_t h) {
       }
       sum[r] = hsum(total);
     }
-    for (int r0 = 0; r0 < rows; r0 += kPvRows) {  // kPvRows rows at a time (kRows is a multiple)
-      const float* const* pb = p + r0;
-      float* const* out = o + r0;
-      const int n = std::min(kPvRows, rows - r0);
-      switch (dp / kLanes) {
-        case 1: context_block<1>(pb, sum + r0, n, vs, len, out, d); break;
-        case 2: context_block<2>(pb, sum + r0, n, vs, len, out, d); break;
-        case 4: context_block<4>(pb, sum + r0, n, vs, len, out, d); break;
-        case 8: context_block<8>(pb, sum + r0, n, vs, len, out, d); break;
-        default: context_block_any(pb, sum + r0, n, vs, len, out, d, dp);
-      }
-    }
+    context_rows(p, sum, rows, vs, v_stride, len, o, d, dp);
   }
 }
 
