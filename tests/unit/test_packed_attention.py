@@ -18,8 +18,11 @@ ORT = import_onnxruntime()
 ATOL = 2e-6  # fp32 against a float64 reference, contexts of magnitude ~1
 
 
-def attention_session(num_heads: int | None, threads: int = 2, scale: float | None = None):
-    """An ONNX Runtime session of one PackedAttention node (inputs qkv, position_ids)."""
+def attention_session(
+    num_heads: int | None, threads: int = 2, scale: float | None = None, library=None
+):
+    """An ONNX Runtime session of one PackedAttention node (inputs qkv, position_ids), with
+    the host's kernel library or ``library``."""
     ins = [
         helper.make_tensor_value_info("qkv", TensorProto.FLOAT, None),
         helper.make_tensor_value_info("position_ids", TensorProto.INT64, None),
@@ -36,13 +39,13 @@ def attention_session(num_heads: int | None, threads: int = 2, scale: float | No
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
     )
     opts = ORT.SessionOptions()
-    opts.register_custom_ops_library(str(cpu_kernels.library_path()))
+    opts.register_custom_ops_library(str(library or cpu_kernels.library_path()))
     opts.intra_op_num_threads = threads
     return ORT.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def attend(qkv, positions, num_heads, threads=2, scale=None):
-    sess = attention_session(num_heads, threads, scale)
+def attend(qkv, positions, num_heads, threads=2, scale=None, library=None):
+    sess = attention_session(num_heads, threads, scale, library)
     (out,) = sess.run(None, {"qkv": qkv, "position_ids": np.asarray(positions, np.int64)})
     return out
 
@@ -152,3 +155,52 @@ def test_no_tokens_gives_an_empty_context():
 def test_bad_inputs_are_refused_with_the_bad_value(heads, qkv_shape, n_positions, message):
     with pytest.raises(Exception, match=message):
         attend(np.ones(qkv_shape, np.float32), np.arange(n_positions), heads)
+
+
+def test_an_avx2_build_gives_the_same_numbers(tmp_path, monkeypatch):
+    """The library built for AVX2 without AVX-512 (``-march=x86-64-v3``: 8-float vectors, 4
+    query rows per block, what an AVX2-only host compiles), run on this host: attention
+    against numpy and batch-invariant, the per-token quantization bit for bit."""
+    from packing.model.quantize import MIN_SCALE, quantize_rows
+
+    flags = set(cpu_kernels._cpu_flags().split())
+    if not {"avx2", "fma", "bmi2", "movbe"} <= flags:
+        pytest.skip("not an x86 host that runs x86-64-v3 code")
+    monkeypatch.setattr(
+        cpu_kernels,
+        "CXX_FLAGS",
+        tuple("-march=x86-64-v3" if f == "-march=native" else f for f in cpu_kernels.CXX_FLAGS),
+    )
+    monkeypatch.setenv(cpu_kernels.CACHE_ENV, str(tmp_path))
+    cpu_kernels.library_path.cache_clear()
+    try:
+        avx2 = cpu_kernels.library_path()
+    finally:
+        cpu_kernels.library_path.cache_clear()
+    rng = np.random.default_rng(12)
+    for heads, d, lengths in [(12, 64, [168, 1, 93]), (2, 48, [40, 7]), (4, 8, [5, 17])]:
+        qkv = packed_qkv(rng, lengths, heads * d)
+        out = attend(qkv, positions_of(lengths), heads, library=avx2)
+        np.testing.assert_allclose(out, reference(qkv, lengths, heads), atol=ATOL, rtol=1e-5)
+        alone = attend(qkv[:, : lengths[0]], np.arange(lengths[0]), heads, 1, library=avx2)
+        assert np.array_equal(out[:, : lengths[0]], alone)
+    x = (rng.standard_normal((37, 96)) * 3).astype(np.float32)
+    node = helper.make_node("RowQuantize", ["x"], ["q", "s"], domain=PB_DOMAIN, min_scale=MIN_SCALE)
+    model = helper.make_model(
+        helper.make_graph(
+            [node],
+            "q",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+            [
+                helper.make_tensor_value_info("q", TensorProto.UINT8, None),
+                helper.make_tensor_value_info("s", TensorProto.FLOAT, None),
+            ],
+        ),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
+    )
+    opts = ORT.SessionOptions()
+    opts.register_custom_ops_library(str(avx2))
+    sess = ORT.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    q, scale = sess.run(None, {"x": x})
+    ref_q, ref_s = quantize_rows(x)
+    assert np.array_equal(q, ref_q) and np.array_equal(scale, ref_s)
