@@ -19,9 +19,11 @@ operators, the builder writes it instead (:data:`KERNELS`, per precision
 :data:`DEFAULT_KERNELS`; ``packed-bert prepare --kernels none`` keeps plain ONNX for other
 runtimes): ``MultiHeadAttention`` for the attention of every layout, ``MatMulIntegerToFloat``
 for the int8 product and its weight scale. Each gives the plain graph's numbers
-(``tests/unit/test_kernels.py``). int8 graphs on the CPU also take this package's own kernels
-(``fused_int8``, domain ``packed_bert``): the quantization, rescale, bias, GELU, residual and
-LayerNorm between the integer products, one pass per row (:mod:`packing.runtime.cpu_kernels`).
+(``tests/unit/test_kernels.py``). Graphs on the CPU also take this package's own kernels
+(domain ``packed_bert``, :mod:`packing.runtime.cpu_kernels`): ``packed_attention``, the
+attention of ``unpack_repack`` per sequence over the token axis, and for int8 ``fused_int8``,
+the quantization, rescale, bias, GELU, residual and LayerNorm between the integer products,
+one pass per row.
 Every node's name starts with its role (:data:`ROLES`), which the profile of
 ``packed-bert bench --profile`` reads.
 
@@ -54,7 +56,10 @@ Inputs and outputs of the qa graphs (all ids int64, logits float32, whatever the
     Per layer, the fused Q/K/V projection runs on the real tokens only, is gathered
     into each group's attention rows, and the contexts are gathered back to the token
     axis. Groups let attention work follow the sequences' lengths
-    (:func:`packing.policy.attention.plan_attention` chooses them).
+    (:func:`packing.policy.attention.plan_attention` chooses them). With the
+    ``packed_attention`` kernel, attention reads the tokens where they lie instead, one
+    sequence at a time (the runs of consecutive ``position_ids``), and the group inputs and
+    ``repack_index`` are fed but not read.
 """
 
 from __future__ import annotations

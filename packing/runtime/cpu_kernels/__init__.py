@@ -1,8 +1,9 @@
 """This package's CPU kernels for ONNX Runtime (domain ``packed_bert``), built on the host.
 
-``kernels.cc`` beside this file holds the kernels the ``fused_int8`` graphs use
-(:data:`packing.model.graphs.KERNELS`): the per-token quantization, rescale, bias, GELU,
-residual add and LayerNorm around each int8 Linear, one pass per row. It is compiled on
+``kernels.cc`` beside this file holds the kernels of :data:`packing.model.graphs.HOST_BUILT_KERNELS`:
+``packed_attention`` (each unpack/repack layer's attention per sequence over the token axis)
+and ``fused_int8`` (the per-token quantization, rescale, bias, GELU, residual add and
+LayerNorm around each int8 Linear, one pass per row). It is compiled on
 first use on each host with the host's C++ compiler for the host's CPU (``-march=native``:
 AVX-512 VNNI hosts and AVX2 hosts each get their own vector code) and cached;
 :func:`library_path` returns the shared library, which a backend registers with
@@ -95,9 +96,9 @@ def library_path() -> Path:
     if cxx is None:
         raise KernelBuildError(
             f"the {PB_DOMAIN} CPU kernels ({SOURCE.name}, used by folders prepared with the "
-            "fused_int8 kernel) are built on first use and need a C++ compiler: install g++ "
-            "(Debian/Ubuntu: apt-get install g++) or set CXX, or prepare the folder with "
-            "--kernels int8_to_float,mha"
+            "packed_attention or fused_int8 kernel) are built on first use and need a C++ "
+            "compiler: install g++ (Debian/Ubuntu: apt-get install g++) or set CXX, or prepare "
+            "the folder with --kernels mha (fp32) or --kernels int8_to_float,mha (int8)"
         )
     target = cache_dir() / _build_key(cxx) / "libpacked_bert_kernels.so"
     if target.exists():
