@@ -38,6 +38,15 @@ def base_model_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def cuda_base_model_dir(tmp_path_factory):
+    """random:base as a folder meant for CUDA: ``--kernels mha`` (this package's CPU kernels,
+    packed_attention among the fp32 defaults, would run on the CPU between GPU kernels)."""
+    out = tmp_path_factory.mktemp("base_cuda") / "model"
+    prepare("random:base", out, quiet=True, kernels={"mha"})
+    return out
+
+
 @pytest.mark.slow
 def test_bert_base_online_modes_match_solo(base_model_dir):
     data = synthetic_features(seed_lengths(48), 30522)
@@ -81,10 +90,11 @@ def _solo_and_packed_on_cuda(model_dir, data) -> tuple[list, dict]:
 
 
 @pytest.mark.gpu
-def test_fp32_on_cuda_matches_the_cpu_bert_base(base_model_dir):
+def test_fp32_on_cuda_matches_the_cpu_bert_base(cuda_base_model_dir):
     """bert-base dimensions (K = 768 and 3072 sums, where TF32 would show): on CUDA, solo and
     both packed layouts agree with the CPU's solo run within fp32's 1e-4, and packed == solo
     on CUDA (prepare's check ran there already)."""
+    base_model_dir = cuda_base_model_dir
     assert all(v <= TOLERANCES["fp32"] for v in Manifest.read(base_model_dir).max_abs_diff.values())
     data = synthetic_features(seed_lengths(32), 30522)
     cpu = ModelRunner(base_model_dir, batch_size=1, padding="longest", device="cpu").run(data)

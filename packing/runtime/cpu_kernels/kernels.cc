@@ -678,7 +678,9 @@ void compute_v1(void*, OrtKernelContext*) {}
 void destroy(void* k) { delete static_cast<Kernel*>(k); }
 const char* op_name(const CustomOp* op) { return op->spec->name; }
 const char* on_cpu(const CustomOp*) { return "CPUExecutionProvider"; }
-int input_type(const CustomOp* op, size_t i) { return op->spec->in_types[i] ? op->spec->in_types[i] : kFloat; }
+int input_type(const CustomOp* op, size_t i) {  // float32 unless the op says otherwise
+  return op->spec->in_types[i] ? op->spec->in_types[i] : kFloat;
+}
 size_t input_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_in); }
 int output_type(const CustomOp* op, size_t i) { return op->spec->out_types[i]; }
 size_t output_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_out); }
