@@ -624,52 +624,61 @@ def _unpack_graph(b: _Builder, dims: BertDims, task: TaskSpec) -> None:
     """Body of the padding-free ``unpack_repack`` graph.
 
     Hidden states stay [1, T, H] (3-D so ONNX Runtime keeps its pre-packed MatMul and
-    SkipLayerNorm kernels). Per layer the fused Q/K/V projection of the real tokens is
-    gathered into each attention group's rows [R_g, W_g, 3H] (sequences packed whole into
-    rows, a block-diagonal mask per row), and the groups' contexts, flattened and
-    concatenated, are gathered back to [1, T, H].
+    SkipLayerNorm kernels). Per layer the fused Q/K/V projection runs on the real tokens, and
+    attention is :func:`_packed_attention` (the ``packed_attention`` kernel) or
+    :func:`_group_attention` (rows gathered per attention group).
     """
     eps = dims.layer_norm_eps
     h = _embeddings(b, "input_ids", "token_type_ids", "position_ids", eps)  # [T, H]
     with b.role("repack"):
         h = b.op("Unsqueeze", [h, b.const([0])])  # [1, T, H]
-    if "packed_attention" in b.kernels:
-        for i in range(dims.num_hidden_layers):
-            p = f"bert.encoder.layer.{i}."
-            qkv = _qkv(b, h, p)  # [1, T, 3H]
-            with b.role("attn_fused"):
-                ctx = b.op(
-                    "PackedAttention",
-                    [qkv, "position_ids"],
-                    domain=PB_DOMAIN,
-                    num_heads=dims.num_attention_heads,
-                )
-            h = _ffn_block(b, ctx, h, p, eps)
-        with b.role("repack"):
-            h = b.op("Squeeze", [h, b.const([0])])
-        _outputs(b, h, task)
-        return
-    groups = range(ATTENTION_GROUPS)
-    biases = [_segment_bias(b, f"segment_ids_{g}") for g in groups]  # [R_g, 1, W_g, W_g]
-    flat_shape = b.const([1, -1, dims.hidden_size])
+    packed = "packed_attention" in b.kernels
+    if not packed:
+        biases = [_segment_bias(b, f"segment_ids_{g}") for g in range(ATTENTION_GROUPS)]
+        flat_shape = b.const([1, -1, dims.hidden_size])
     for i in range(dims.num_hidden_layers):
         p = f"bert.encoder.layer.{i}."
         qkv = _qkv(b, h, p)  # [1, T, 3H]
-        flats = []
-        for g in groups:
-            with b.role("repack"):
-                rows = b.op("Gather", [qkv, f"unpack_index_{g}"], axis=1)  # [1, R_g, W_g, 3H]
-                rows = b.op("Squeeze", [rows, b.const([0])])  # [R_g, W_g, 3H]
-            ctx = _attention(b, rows, biases[g], dims)  # [R_g, W_g, H]
-            with b.role("repack"):
-                flats.append(b.op("Reshape", [ctx, flat_shape]))  # [1, R_g*W_g, H]
-        with b.role("repack"):
-            flat = b.op("Concat", flats, axis=1)  # [1, sum R_g*W_g, H]
-            ctx_tokens = b.op("Gather", [flat, "repack_index"], axis=1)  # [1, T, H]
-        h = _ffn_block(b, ctx_tokens, h, p, eps)
+        if packed:
+            ctx = _packed_attention(b, qkv, dims)
+        else:
+            ctx = _group_attention(b, qkv, biases, flat_shape, dims)
+        h = _ffn_block(b, ctx, h, p, eps)
     with b.role("repack"):
         h = b.op("Squeeze", [h, b.const([0])])
     _outputs(b, h, task)
+
+
+def _packed_attention(b: _Builder, qkv: str, dims: BertDims) -> str:
+    """Attention of ``qkv`` [1, T, 3H] as one ``PackedAttention``: each sequence (a run of
+    consecutive ``position_ids``) over its own tokens, where they lie. Returns [1, T, H]."""
+    with b.role("attn_fused"):
+        return b.op(
+            "PackedAttention",
+            [qkv, "position_ids"],
+            domain=PB_DOMAIN,
+            num_heads=dims.num_attention_heads,
+        )
+
+
+def _group_attention(
+    b: _Builder, qkv: str, biases: list[str], flat_shape: str, dims: BertDims
+) -> str:
+    """Attention of ``qkv`` [1, T, 3H] on rows: gathered into each attention group's rows
+    [R_g, W_g, 3H] (sequences packed whole into rows, ``biases[g]`` the block-diagonal mask
+    per row), the groups' contexts flattened to ``flat_shape``, concatenated and gathered
+    back to [1, T, H]."""
+    flats = []
+    for g, bias in enumerate(biases):
+        with b.role("repack"):
+            rows = b.op("Gather", [qkv, f"unpack_index_{g}"], axis=1)  # [1, R_g, W_g, 3H]
+            rows = b.op("Squeeze", [rows, b.const([0])])  # [R_g, W_g, 3H]
+        ctx = _attention(b, rows, bias, dims)  # [R_g, W_g, H]
+        with b.role("repack"):
+            flats.append(b.op("Reshape", [ctx, flat_shape]))  # [1, R_g*W_g, H]
+    with b.role("repack"):
+        flat = b.op("Concat", flats, axis=1)  # [1, sum R_g*W_g, H]
+        return b.op("Gather", [flat, "repack_index"], axis=1)  # [1, T, H]
 
 
 _FILE_DTYPES = {"fp32": ("F32",), "fp16": ("F16",), "int8": ("F32", "I8")}

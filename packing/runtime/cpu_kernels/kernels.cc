@@ -160,12 +160,17 @@ void run_block(void* p, size_t i) {
   job->body(job->self, r0, std::min(job->rows, r0 + job->block));
 }
 
+// fn(data, i) for i in [0, n) on the session's intra-op threads
+OrtStatus* parallel_for(OrtKernelContext* ctx, void (*fn)(void*, size_t), size_t n, void* data) {
+  return api_fn<OrtStatus* (*)(const OrtKernelContext*, void (*)(void*, size_t), size_t, size_t,
+                               void*)>(KernelContext_ParallelFor)(ctx, fn, n, 0, data);
+}
+
 OrtStatus* parallel_rows(OrtKernelContext* ctx, RowJob job) {
   if (job.rows <= 0) return nullptr;
   job.block = std::max<int64_t>(1, std::min<int64_t>(16, job.rows / 8));
   size_t blocks = static_cast<size_t>((job.rows + job.block - 1) / job.block);
-  return api_fn<OrtStatus* (*)(const OrtKernelContext*, void (*)(void*, size_t), size_t, size_t,
-                               void*)>(KernelContext_ParallelFor)(ctx, run_block, blocks, 0, &job);
+  return parallel_for(ctx, run_block, blocks, &job);
 }
 
 // ------------------------------------------------------------------------- row arithmetic
@@ -384,6 +389,17 @@ struct AttnCall {
 
 constexpr int kRows = kLanes == 16 ? 8 : 4;  // query rows per block
 
+// acc[r] += x[r][k] * (v0, v1) for the kRows rows: one step of both products, scores
+// (x the queries, k a channel, v the keys' K^T) and context (x the probabilities, k a key,
+// v its V row)
+inline void add_outer(Vec (&acc)[kRows][2], const float* const* x, int64_t k, Vec v0, Vec v1) {
+  for (int r = 0; r < kRows; ++r) {
+    const float xr = x[r][k];
+    acc[r][0] += xr * v0;
+    acc[r][1] += xr * v1;
+  }
+}
+
 // Context rows of `rows` (<= kRows) queries whose unnormalised probabilities are p[r] and
 // whose sums are sum[r]: out[r] = (sum_j p[r][j] v[j]) / sum[r], V row j at v + j * v_stride
 // and dp (a whole number of vectors, the caller pads) of it read; d of each row written.
@@ -397,14 +413,8 @@ void context_rows(const float* const* p, const float* sum, int rows, const float
     Vec acc[kRows][2];
     for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = Vec{};
     if (two) {
-      for (int64_t j = 0; j < len; ++j) {
-        const Vec v0 = vload(v + j * v_stride + c0), v1 = vload(v + j * v_stride + c0 + kLanes);
-        for (int r = 0; r < kRows; ++r) {
-          const float pr = p[r][j];
-          acc[r][0] += pr * v0;
-          acc[r][1] += pr * v1;
-        }
-      }
+      for (int64_t j = 0; j < len; ++j)
+        add_outer(acc, p, j, vload(v + j * v_stride + c0), vload(v + j * v_stride + c0 + kLanes));
     } else {
       for (int64_t j = 0; j < len; ++j) {
         const Vec v0 = vload(v + j * v_stride + c0);
@@ -464,14 +474,8 @@ void attention_unit(const AttnCall& a, int64_t seq, int64_t h) {
     for (int64_t jb = 0; jb < lp; jb += 2 * kLanes) {
       Vec acc[kRows][2];
       for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = Vec{};
-      for (int64_t c = 0; c < d; ++c) {
-        const Vec k0 = vload(kt + c * lp + jb), k1 = vload(kt + c * lp + jb + kLanes);
-        for (int r = 0; r < kRows; ++r) {
-          const float qc = q[r][c];
-          acc[r][0] += qc * k0;
-          acc[r][1] += qc * k1;
-        }
-      }
+      for (int64_t c = 0; c < d; ++c)
+        add_outer(acc, q, c, vload(kt + c * lp + jb), vload(kt + c * lp + jb + kLanes));
       const IVec key0 = iota + static_cast<int32_t>(jb), key1 = key0 + kLanes;
       const IVec n = IVec{} + static_cast<int32_t>(len);
       for (int r = 0; r < kRows; ++r) {
@@ -552,9 +556,7 @@ OrtStatus* attention_compute(const Attrs& attrs, OrtKernelContext* ctx) {
                    [&](int64_t x, int64_t y) { return a.length[x] > a.length[y]; });
   const size_t units = a.start.size() * static_cast<size_t>(heads);
   if (units == 0) return nullptr;
-  return api_fn<OrtStatus* (*)(const OrtKernelContext*, void (*)(void*, size_t), size_t, size_t,
-                               void*)>(KernelContext_ParallelFor)(ctx, run_attention_unit, units,
-                                                                   0, &a);
+  return parallel_for(ctx, run_attention_unit, units, &a);
 }
 
 // ------------------------------------------------------------------------ op descriptions
