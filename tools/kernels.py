@@ -1,5 +1,6 @@
 """``python -m tools kernels``: each kernel of the graph builder (ONNX Runtime's contrib kernels,
-this package's ``fused_int8``), alone or combined, against the plain graph, in one run.
+this package's ``fused_int8``, ``fused_fp32`` and ``packed_attention``), alone or combined,
+against the plain graph, in one run.
 
 For a prepared folder and one layout, the builder writes the layout's graph once per
 **variant** (a set of :data:`packing.model.graphs.KERNELS`; ``plain`` is none of them) into a
@@ -10,8 +11,8 @@ interleaved rounds (variant 1, 2, ... then again), so a busy moment of the host 
 them. Reported per variant:
 the median time of a round, the speed over the first variant, and the largest absolute
 difference of its outputs from the first variant's on those batches (each kernel is kept only
-if it is faster **and** keeps the numbers: the contrib kernels give the same, ``fused_int8``
-the same within int8's last-bit rounding). A variant may also name ``ort_skipln``: the
+if it is faster **and** keeps the numbers: the contrib kernels give the same, this package's
+the same within float32's last bits, int8's within its last-bit rounding). A variant may also name ``ort_skipln``: the
 same graph with ONNX Runtime's SkipLayerNormalization rewrite left on, which the backend turns
 off on the CPU (:data:`~packing.runtime.backend.CPU_DISABLED_OPTIMIZERS`). Prints the host's CPU model and features. A
 benchmark: run it on a quiet host.

@@ -89,10 +89,11 @@ def register(sub) -> None:
         default="auto",
         metavar="auto|none|K[,K]",
         help="kernels the graphs use in place of plain operators: auto (the precision's "
-        "default: MultiHeadAttention and packed_attention for fp32 and int8; for int8 also "
-        "MatMulIntegerToFloat and fused_int8; packed_attention and fused_int8 are this "
-        "package's CPU kernels, built with g++ on first use), none (plain ONNX operators "
-        "only, for other runtimes), or a list of int8_to_float, mha, fused_int8, "
-        "packed_attention; recorded in the manifest",
+        "default: MultiHeadAttention and packed_attention for fp32 and int8; for fp32 also "
+        "fused_fp32; for int8 also MatMulIntegerToFloat and fused_int8; packed_attention, "
+        "fused_fp32 and fused_int8 are this package's CPU kernels, built with g++ on first "
+        "use), none (plain ONNX operators only, for other runtimes), or a list of "
+        "int8_to_float, mha, fused_int8, packed_attention, fused_fp32; recorded in the "
+        "manifest",
     )
     pr.set_defaults(func=_prepare)

@@ -21,9 +21,10 @@ runtimes): ``MultiHeadAttention`` for the attention of every layout, ``MatMulInt
 for the int8 product and its weight scale. Each gives the plain graph's numbers
 (``tests/unit/test_kernels.py``). Graphs on the CPU also take this package's own kernels
 (domain ``packed_bert``, :mod:`packing.runtime.cpu_kernels`): ``packed_attention``, the
-attention of ``unpack_repack`` per sequence over the token axis, and for int8 ``fused_int8``,
+attention of ``unpack_repack`` per sequence over the token axis; for int8 ``fused_int8``,
 the quantization, rescale, bias, GELU, residual and LayerNorm between the integer products,
-one pass per row.
+one pass per row; for fp32 ``fused_fp32``, the bias, GELU, residual and LayerNorm after the
+float products, one pass per row.
 Every node's name starts with its role (:data:`ROLES`), which the profile of
 ``packed-bert bench --profile`` reads.
 
@@ -202,7 +203,7 @@ prefix on the nodes it fuses from a named node, which lets a profile
 (:mod:`packing.bench.profile`) put each kernel's time under what it does."""
 
 
-KERNELS: tuple[str, ...] = ("int8_to_float", "mha", "fused_int8", "packed_attention")
+KERNELS: tuple[str, ...] = ("int8_to_float", "mha", "fused_int8", "packed_attention", "fused_fp32")
 """Kernels the builder can write in place of plain ONNX operators: ONNX Runtime contrib
 kernels (domain ``com.microsoft``, CPU and CUDA) and this package's own CPU kernels (domain
 ``packed_bert``, :mod:`packing.runtime.cpu_kernels`):
@@ -230,21 +231,27 @@ built on the host at first use)
     inputs (``unpack_index_g``, ``segment_ids_g``, ``repack_index``) and does not read them.
     Same arithmetic as the other attentions to fp32 rounding (summation order and ``exp``).
     Other layouts keep ``mha`` or the plain operators.
+``fused_fp32`` (fp32 graphs; ONNX Runtime's CPU provider, built on the host at first use)
+    the float32 work after the attention output, intermediate and output Linear layers'
+    products in one pass per row: ``BiasGelu`` (bias and GELU) and ``BiasResidualLayerNorm``
+    (bias, residual add and LayerNorm); with ``packed_attention``, ``PackedAttention`` adds
+    the Q/K/V bias as it reads Q, K and V. Same per-token arithmetic as the plain operators;
+    GELU's ``erf`` and LayerNorm's sums round differently in the last bits.
 """
 
 
-HOST_BUILT_KERNELS = frozenset({"fused_int8", "packed_attention"})
+HOST_BUILT_KERNELS = frozenset({"fused_int8", "packed_attention", "fused_fp32"})
 """The kernels of this package's own CPU library (domain ``packed_bert``), compiled on the host
 at first use (:mod:`packing.runtime.cpu_kernels`): a host with no C++ compiler cannot run them."""
 
 DEFAULT_KERNELS: dict[str, frozenset[str]] = {
-    "fp32": frozenset({"mha", "packed_attention"}),
+    "fp32": frozenset({"mha", "packed_attention", "fused_fp32"}),
     "int8": frozenset({"int8_to_float", "mha", "fused_int8", "packed_attention"}),
     "fp16": frozenset(),
 }
 """The kernels ``packed-bert prepare`` writes per precision unless told otherwise (measured
-faster; the contrib kernels give the plain graph's numbers, ``fused_int8`` the same within the
-last bits, ``packed_attention`` within fp32 rounding: docs/precision.md "Where the time
+faster; the contrib kernels give the plain graph's numbers, ``fused_int8`` and ``fused_fp32``
+the same within the last bits, ``packed_attention`` within fp32 rounding: docs/precision.md "Where the time
 goes"). :data:`HOST_BUILT_KERNELS` are left out on a host with no C++ compiler
 (:func:`packing.model.prepare.default_kernels`). fp16 graphs keep the plain operators: they
 run on CUDA, where these were not measured (no GPU here); an fp32 folder meant for CUDA is
@@ -253,13 +260,16 @@ prepared with ``--kernels mha`` (this package's kernels run on the CPU only)."""
 
 def check_kernels(kernels, precision: str | None = None) -> frozenset[str]:
     """``kernels`` as a frozenset if each is one of :data:`KERNELS` (and, given a
-    ``precision``, ``fused_int8`` only for int8), else ValueError naming the bad one."""
+    ``precision``, ``fused_int8`` only for int8 and ``fused_fp32`` only for fp32), else
+    ValueError naming the bad one."""
     out = frozenset(kernels)
     bad = sorted(out - set(KERNELS))
     if bad:
         raise ValueError(f"unknown kernels {bad}; expected a subset of {KERNELS}")
     if precision is not None and "fused_int8" in out and precision != "int8":
         raise ValueError(f"kernel fused_int8 is for int8 graphs; the precision is {precision!r}")
+    if precision is not None and "fused_fp32" in out and precision != "fp32":
+        raise ValueError(f"kernel fused_fp32 is for fp32 graphs; the precision is {precision!r}")
     if precision == "fp16" and "packed_attention" in out:
         raise ValueError("kernel packed_attention is float32 on the CPU; the precision is 'fp16'")
     return out
@@ -318,13 +328,23 @@ class _Builder:
         """A float constant in the activations' dtype."""
         return self.const(value, self.float)
 
+    @property
+    def fused_fp32(self) -> bool:
+        """True when the float32 Linear layers' bias, GELU, residual and LayerNorm are written
+        with the ``fused_fp32`` kernels."""
+        return "fused_fp32" in self.kernels and self.float == np.float32
+
+    def product(self, x: str, prefix: str) -> str:
+        """x @ W.T for a float Linear stored as W [out, in], without its bias."""
+        with self.role("dense"):
+            return self.op("MatMul", [x, self.op("Transpose", [prefix + ".weight"], perm=[1, 0])])
+
     def linear(self, x: str, prefix: str) -> str:
         """x @ W.T + b for a torch Linear stored as W [out, in]; written as
         :meth:`int8_linear` when ``prefix`` is one of the quantized Linear layers."""
         if prefix in self._quantized:
             return self.int8_linear(x, prefix)
-        with self.role("dense"):
-            y = self.op("MatMul", [x, self.op("Transpose", [prefix + ".weight"], perm=[1, 0])])
+        y = self.product(x, prefix)
         with self.role("bias"):
             return self.op("Add", [y, prefix + ".bias"])
 
@@ -448,11 +468,16 @@ def _qkv(b: _Builder, h: str, p: str) -> str:
             return b.op("DequantBias", [acc, scale, prefix + ".bias"], domain=PB_DOMAIN)
     if prefix in b._quantized:
         return b.int8_linear(h, prefix)
-    with b.role("dense"):
-        w, bias = _qkv_weights(b, p)
-        y = b.op("MatMul", [h, w])
+    y, bias = _qkv_product(b, h, p)
     with b.role("bias"):
         return b.op("Add", [y, bias])
+
+
+def _qkv_product(b: _Builder, h: str, p: str) -> tuple[str, str]:
+    """Fused Q/K/V float product of ``h`` [..., 3H] without its bias, and that bias [3H]."""
+    with b.role("dense"):
+        w, bias = _qkv_weights(b, p)
+        return b.op("MatMul", [h, w]), bias
 
 
 def _qkv_weights(b: _Builder, p: str) -> tuple[str, str]:
@@ -532,12 +557,40 @@ def _ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
     """Attention output projection, residual + LayerNorm, feed-forward, residual + LayerNorm."""
     if b.fused:
         return _fused_ffn_block(b, ctx, h, p, eps)
+    if b.fused_fp32:
+        return _fp32_ffn_block(b, ctx, h, p, eps)
     out = b.linear(ctx, p + "attention.output.dense")
     with b.role("norm"):
         h1 = b.layer_norm(b.op("Add", [out, h]), p + "attention.output.LayerNorm", eps)
     ff = b.linear(b.gelu(b.linear(h1, p + "intermediate.dense")), p + "output.dense")
     with b.role("norm"):
         return b.layer_norm(b.op("Add", [ff, h1]), p + "output.LayerNorm", eps)
+
+
+def _fp32_residual_norm(b: _Builder, x: str, residual: str, linear: str, norm: str, eps) -> str:
+    """``fused_fp32``: ``LayerNorm(residual + linear(x))`` as the float product and one
+    ``BiasResidualLayerNorm``."""
+    y = b.product(x, linear)
+    with b.role("norm"):
+        return b.op(
+            "BiasResidualLayerNorm",
+            [y, linear + ".bias", residual, norm + ".weight", norm + ".bias"],
+            domain=PB_DOMAIN,
+            epsilon=float(eps),
+        )
+
+
+def _fp32_ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
+    """:func:`_ffn_block` of a float32 layer with the ``fused_fp32`` kernels: one kernel after
+    each of the three float products."""
+    h1 = _fp32_residual_norm(
+        b, ctx, h, p + "attention.output.dense", p + "attention.output.LayerNorm", eps
+    )
+    up = p + "intermediate.dense"
+    y = b.product(h1, up)
+    with b.role("gelu"):
+        act = b.op("BiasGelu", [y, up + ".bias"], domain=PB_DOMAIN)
+    return _fp32_residual_norm(b, act, h1, p + "output.dense", p + "output.LayerNorm", eps)
 
 
 def _fused_ffn_block(b: _Builder, ctx: str, h: str, p: str, eps: float) -> str:
@@ -638,24 +691,26 @@ def _unpack_graph(b: _Builder, dims: BertDims, task: TaskSpec) -> None:
         flat_shape = b.const([1, -1, dims.hidden_size])
     for i in range(dims.num_hidden_layers):
         p = f"bert.encoder.layer.{i}."
-        qkv = _qkv(b, h, p)  # [1, T, 3H]
-        if packed:
-            ctx = _packed_attention(b, qkv, dims)
+        if not packed:
+            ctx = _group_attention(b, _qkv(b, h, p), biases, flat_shape, dims)
+        elif b.fused_fp32:  # the Q/K/V bias added inside PackedAttention
+            ctx = _packed_attention(b, *_qkv_product(b, h, p), dims=dims)
         else:
-            ctx = _group_attention(b, qkv, biases, flat_shape, dims)
+            ctx = _packed_attention(b, _qkv(b, h, p), dims=dims)
         h = _ffn_block(b, ctx, h, p, eps)
     with b.role("repack"):
         h = b.op("Squeeze", [h, b.const([0])])
     _outputs(b, h, task)
 
 
-def _packed_attention(b: _Builder, qkv: str, dims: BertDims) -> str:
-    """Attention of ``qkv`` [1, T, 3H] as one ``PackedAttention``: each sequence (a run of
-    consecutive ``position_ids``) over its own tokens, where they lie. Returns [1, T, H]."""
+def _packed_attention(b: _Builder, qkv: str, bias: str | None = None, *, dims: BertDims) -> str:
+    """Attention of ``qkv`` [1, T, 3H] (plus ``bias`` [3H] when given) as one
+    ``PackedAttention``: each sequence (a run of consecutive ``position_ids``) over its own
+    tokens, where they lie. Returns [1, T, H]."""
     with b.role("attn_fused"):
         return b.op(
             "PackedAttention",
-            [qkv, "position_ids"],
+            [qkv, "position_ids"] + ([bias] if bias else []),
             domain=PB_DOMAIN,
             num_heads=dims.num_attention_heads,
         )
@@ -707,7 +762,8 @@ def build_graph(
     write :data:`HIDDEN_OUTPUT` (module docstring). The model's metadata ``precision`` and
     ``task`` record them (the runtime refuses fp16 on a CPU). ``kernels`` (a subset of
     :data:`KERNELS`; None: :data:`DEFAULT_KERNELS` of the precision) are the kernels written
-    in place of plain operators (``fused_int8`` for int8 only, else ValueError); the metadata
+    in place of plain operators (``fused_int8`` for int8 only, ``fused_fp32`` for fp32 only,
+    else ValueError); the metadata
     ``kernels`` records them.
     """
     if kind not in KINDS:

@@ -325,7 +325,7 @@ class OnnxRuntimeBackend(Backend):
         from packing.runtime import cpu_kernels
 
         own_kernels = cpu_kernels.graph_needs_kernels(self.model_path)
-        if own_kernels:  # fused_int8 or packed_attention
+        if own_kernels:  # fused_int8, fused_fp32 or packed_attention
             opts.register_custom_ops_library(str(cpu_kernels.library_path()))
 
         def session(providers: list, on_cuda: bool):

@@ -27,12 +27,16 @@ OUTPUTS = {
         TensorProto.UINT8,
         TensorProto.FLOAT,
     ],
+    "BiasGelu": [TensorProto.FLOAT],
+    "BiasResidualLayerNorm": [TensorProto.FLOAT],
 }
 INPUTS = {
     "RowQuantize": 1,
     "DequantBias": 3,
     "DequantBiasGeluQuantize": 3,
     "DequantBiasResidualLayerNormQuantize": 6,
+    "BiasGelu": 2,
+    "BiasResidualLayerNorm": 5,
 }
 EPS = 1e-12
 
@@ -44,7 +48,7 @@ def kernel_session(op: str, threads: int = 2):
     ]
     outs = [helper.make_tensor_value_info(f"o{k}", t, None) for k, t in enumerate(OUTPUTS[op])]
     attrs = {"min_scale": MIN_SCALE}
-    if op.endswith("LayerNormQuantize"):
+    if "LayerNorm" in op:
         attrs["epsilon"] = EPS
     node = helper.make_node(
         op, [i.name for i in ins], [o.name for o in outs], domain=PB_DOMAIN, **attrs
@@ -149,6 +153,36 @@ def test_residual_layer_norm_quantize_matches_numpy():
     assert np.array_equal(q, ref_q) and np.array_equal(s, ref_s)
 
 
+def test_bias_gelu_is_the_int8_kernels_gelu_bit_for_bit():
+    """fp32's BiasGelu is gelu(x + bias) with the same arithmetic as the int8 kernel's GELU
+    (whose scale 1 leaves x as it is), and matches math.erf's GELU over erf's whole range."""
+    rng = np.random.default_rng(4)
+    x = rows(rng, (3, 17, 200), 4.0)
+    x[0, 0, :101] = np.linspace(-10, 10, 101)  # erf saturates beyond 4
+    bias = rows(rng, (200,))
+    (y,) = run("BiasGelu", x, bias)
+    assert y.shape == x.shape and y.dtype == np.float32
+    np.testing.assert_allclose(y, gelu_reference(x + bias), atol=3e-6, rtol=1e-6)
+    one = np.ones((3, 17, 1), np.float32)
+    q, s = run("DequantBiasGeluQuantize", x, one, bias)
+    ref_q, ref_s = quantize_rows(y)
+    assert np.array_equal(q, ref_q) and np.array_equal(s, ref_s)
+
+
+def test_bias_residual_layer_norm_matches_numpy_and_the_int8_kernel():
+    """fp32's BiasResidualLayerNorm is LayerNorm(residual + (x + bias)): against float64 numpy,
+    and bit for bit the int8 kernel's float output with a scale of 1."""
+    rng = np.random.default_rng(5)
+    x, residual = rows(rng, (2, 11, 128), 3.0), rows(rng, (2, 11, 128))
+    bias, gamma, beta = rows(rng, (128,)), rows(rng, (128,)), rows(rng, (128,))
+    (y,) = run("BiasResidualLayerNorm", x, bias, residual, gamma, beta)
+    ref = layer_norm_reference(residual + (x + bias), gamma, beta)
+    np.testing.assert_allclose(y, ref, atol=5e-6, rtol=1e-5)
+    one = np.ones((2, 11, 1), np.float32)
+    y8, _, _ = run("DequantBiasResidualLayerNormQuantize", x, one, bias, residual, gamma, beta)
+    assert np.array_equal(y, y8)
+
+
 KERNEL_CASES = {
     "RowQuantize": lambda rng, r, k: (rows(rng, (r, k), 4.0),),
     "DequantBias": lambda rng, r, k: (
@@ -169,16 +203,26 @@ KERNEL_CASES = {
         rows(rng, (k,)),
         rows(rng, (k,)),
     ),
+    "BiasGelu": lambda rng, r, k: (rows(rng, (r, k), 4.0), rows(rng, (k,))),
+    "BiasResidualLayerNorm": lambda rng, r, k: (
+        rows(rng, (r, k), 4.0),
+        rows(rng, (k,)),
+        rows(rng, (r, k)),
+        rows(rng, (k,)),
+        rows(rng, (k,)),
+    ),
 }
 ROW_INPUTS = {  # the inputs with one row per output row (the rest are per column)
     "RowQuantize": (0,),
     "DequantBias": (0, 1),
     "DequantBiasGeluQuantize": (0, 1),
     "DequantBiasResidualLayerNormQuantize": (0, 1, 3),
+    "BiasGelu": (0,),
+    "BiasResidualLayerNorm": (0, 2),
 }
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=16, deadline=None)
 @given(
     op=st.sampled_from(sorted(KERNEL_CASES)),
     n_rows=st.integers(1, 70),
@@ -225,6 +269,17 @@ def test_empty_input_gives_empty_outputs():
             (np.ones((4, 8), np.float32), np.ones((4, 1), np.float32), np.ones(8, np.float32))
             + (np.ones((4, 7), np.float32), np.ones(8, np.float32), np.ones(8, np.float32)),
             "residual's shape differs from input 0's",
+        ),
+        (
+            "BiasGelu",
+            (np.ones((4, 8), np.float32), np.ones(5, np.float32)),
+            "BiasGelu: bias has 5 elements, expected 8",
+        ),
+        (
+            "BiasResidualLayerNorm",
+            (np.ones((4, 8), np.float32), np.ones(8, np.float32), np.ones((4, 8), np.float32))
+            + (np.ones(8, np.float32), np.ones(6, np.float32)),
+            "gamma and beta need 8 elements each",
         ),
     ],
 )

@@ -31,8 +31,16 @@ TINY_SHAPE = {"seq_len": 64, "batch_size": 4, "max_valid_num": 8}  # conftest.TI
 CONTRIB = frozenset({"mha", "int8_to_float"})  # ONNX Runtime's kernels (same numbers)
 VARIANTS = [frozenset(), frozenset({"mha"}), frozenset({"int8_to_float"}), CONTRIB]
 OURS = {  # this package's CPU kernels (same within the last bits)
-    "fp32": [frozenset({"packed_attention"}), frozenset({"mha", "packed_attention"})],
-    "int8": [frozenset({"fused_int8"}), frozenset({"packed_attention"}), frozenset(KERNELS)],
+    "fp32": [
+        frozenset({"packed_attention"}),
+        frozenset({"fused_fp32"}),
+        frozenset({"mha", "packed_attention", "fused_fp32"}),
+    ],
+    "int8": [
+        frozenset({"fused_int8"}),
+        frozenset({"packed_attention"}),
+        frozenset(KERNELS) - {"fused_fp32"},
+    ],
 }
 
 
@@ -85,6 +93,10 @@ def test_each_kernel_gives_the_plain_graphs_numbers(folders, precision, kind, tm
         assert ("MultiHeadAttention" in ops) == ("mha" in v and not packed_attention)
         assert ("MatMulIntegerToFloat" in ops) == ("int8_to_float" in v)
         assert ("RowQuantize" in ops) == ("fused_int8" in v)
+        assert ("BiasGelu" in ops) == ("BiasResidualLayerNorm" in ops) == ("fused_fp32" in v)
+        attention = [n for n in model.graph.node if n.op_type == "PackedAttention"]
+        # with fused_fp32, PackedAttention adds the Q/K/V bias itself (a third input)
+        assert all(len(n.input) == 2 + ("fused_fp32" in v) for n in attention)
         onnx.save(model, str(folder / name))
         outs[v] = _outputs(folder, name, kind, data)
     plain = outs.pop(frozenset())
@@ -93,7 +105,8 @@ def test_each_kernel_gives_the_plain_graphs_numbers(folders, precision, kind, tm
             for key in a:
                 diff = float(np.abs(a[key] - b[key]).max())
                 # measured 0.0 for the contrib kernels (the same MLAS products and softmax);
-                # fused_int8's GELU and LayerNorm and packed_attention's sums and exp round
+                # fused_int8's and fused_fp32's GELU and LayerNorm and packed_attention's
+                # sums and exp round
                 # differently in the last bits, which in int8 moves some activations by one
                 # int8 step
                 assert diff <= (1e-5 if precision == "fp32" else TOLERANCES["int8"]), (v, diff)
@@ -125,6 +138,21 @@ def test_unknown_kernel_is_refused(tmp_path):
 def test_fused_int8_is_refused_for_float_graphs(tmp_path):
     with pytest.raises(ValueError, match="fused_int8 is for int8 graphs; the precision is 'fp32'"):
         prepare("random:tiny", tmp_path / "x", quiet=True, kernels={"fused_int8"}, **TINY_SHAPE)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_fused_fp32_is_refused_for_other_precisions(tmp_path, precision):
+    with pytest.raises(
+        ValueError, match=f"fused_fp32 is for fp32 graphs; the precision is '{precision}'"
+    ):
+        prepare(
+            "random:tiny",
+            tmp_path / "x",
+            quiet=True,
+            precision=precision,
+            kernels={"fused_fp32"},
+            **TINY_SHAPE,
+        )
 
 
 def test_packed_attention_is_refused_for_fp16(tmp_path):
@@ -165,6 +193,8 @@ def test_prepare_kernels_flag():
     assert _kernels("auto") is None
     assert _kernels("none") == frozenset()
     assert _kernels("int8_to_float, mha") == CONTRIB
-    assert _kernels("int8_to_float,mha,fused_int8,packed_attention") == frozenset(KERNELS)
+    assert _kernels("int8_to_float,mha,fused_int8,packed_attention,fused_fp32") == frozenset(
+        KERNELS
+    )
     with pytest.raises(ValueError, match="unknown kernels \\['fast'\\]"):
         _kernels("mha,fast")

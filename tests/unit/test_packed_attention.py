@@ -15,25 +15,27 @@ from packing.runtime import cpu_kernels
 from packing.runtime.backend import import_onnxruntime
 
 ORT = import_onnxruntime()
+FLOAT, UINT8 = TensorProto.FLOAT, TensorProto.UINT8
 ATOL = 2e-6  # fp32 against a float64 reference, contexts of magnitude ~1
 
 
 def attention_session(
-    num_heads: int | None, threads: int = 2, scale: float | None = None, library=None
+    num_heads: int | None,
+    threads: int = 2,
+    scale: float | None = None,
+    library=None,
+    bias: bool = False,
 ):
-    """An ONNX Runtime session of one PackedAttention node (inputs qkv, position_ids), with
-    the host's kernel library or ``library``."""
-    ins = [
-        helper.make_tensor_value_info("qkv", TensorProto.FLOAT, None),
-        helper.make_tensor_value_info("position_ids", TensorProto.INT64, None),
-    ]
+    """An ONNX Runtime session of one PackedAttention node (inputs qkv, position_ids, and
+    with ``bias`` its optional bias), with the host's kernel library or ``library``."""
+    names = ["qkv", "position_ids"] + (["bias"] if bias else [])
+    types = [TensorProto.FLOAT, TensorProto.INT64, TensorProto.FLOAT]
+    ins = [helper.make_tensor_value_info(n, t, None) for n, t in zip(names, types)]
     outs = [helper.make_tensor_value_info("context", TensorProto.FLOAT, None)]
     attrs = {} if num_heads is None else {"num_heads": num_heads}
     if scale is not None:
         attrs["scale"] = scale
-    node = helper.make_node(
-        "PackedAttention", ["qkv", "position_ids"], ["context"], domain=PB_DOMAIN, **attrs
-    )
+    node = helper.make_node("PackedAttention", names, ["context"], domain=PB_DOMAIN, **attrs)
     model = helper.make_model(
         helper.make_graph([node], "attention", ins, outs),
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
@@ -44,9 +46,12 @@ def attention_session(
     return ORT.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def attend(qkv, positions, num_heads, threads=2, scale=None, library=None):
-    sess = attention_session(num_heads, threads, scale, library)
-    (out,) = sess.run(None, {"qkv": qkv, "position_ids": np.asarray(positions, np.int64)})
+def attend(qkv, positions, num_heads, threads=2, scale=None, library=None, bias=None):
+    sess = attention_session(num_heads, threads, scale, library, bias is not None)
+    feed = {"qkv": qkv, "position_ids": np.asarray(positions, np.int64)}
+    if bias is not None:
+        feed["bias"] = bias
+    (out,) = sess.run(None, feed)
     return out
 
 
@@ -139,6 +144,21 @@ def test_a_sequence_alone_equals_the_sequence_among_others_bit_for_bit(lengths, 
     assert np.array_equal(crowd[:, start : start + lengths[i]], alone)
 
 
+@pytest.mark.parametrize(("heads", "head_size"), [(12, 64), (2, 48), (4, 8)])
+def test_the_optional_bias_is_added_as_the_graphs_add_would(heads, head_size):
+    """With its third input, PackedAttention attends over qkv + bias: bit for bit the kernel
+    run on the biased qkv (the Q, K and V values are the same floats), alone or among
+    others (head sizes of whole vectors read V in place without a bias, copied with one)."""
+    rng = np.random.default_rng(13)
+    lengths = [70, 1, 33]
+    qkv = packed_qkv(rng, lengths, heads * head_size)
+    bias = rng.standard_normal(3 * heads * head_size).astype(np.float32)
+    got = attend(qkv, positions_of(lengths), heads, bias=bias)
+    assert np.array_equal(got, attend(qkv + bias, positions_of(lengths), heads))
+    alone = attend(qkv[:, -33:], np.arange(33), heads, threads=1, bias=bias)
+    assert np.array_equal(got[:, -33:], alone)
+
+
 def test_no_tokens_gives_an_empty_context():
     out = attend(np.zeros((1, 0, 48), np.float32), np.zeros(0, np.int64), 2)
     assert out.shape == (1, 0, 16)
@@ -157,10 +177,15 @@ def test_bad_inputs_are_refused_with_the_bad_value(heads, qkv_shape, n_positions
         attend(np.ones(qkv_shape, np.float32), np.arange(n_positions), heads)
 
 
+def test_a_bias_of_the_wrong_size_is_refused():
+    with pytest.raises(Exception, match="bias has 5 elements, expected 48 \\(3 x hidden\\)"):
+        attend(np.ones((1, 4, 48), np.float32), np.arange(4), 2, bias=np.ones(5, np.float32))
+
+
 def test_an_avx2_build_gives_the_same_numbers(tmp_path, monkeypatch):
     """The library built for AVX2 without AVX-512 (``-march=x86-64-v3``: 8-float vectors, 4
     query rows per block, what an AVX2-only host compiles), run on this host: attention
-    against numpy and batch-invariant, the per-token quantization bit for bit."""
+    against numpy and batch-invariant, the per-token quantization and GELU bit for bit."""
     from packing.model.quantize import MIN_SCALE, quantize_rows
 
     flags = set(cpu_kernels._cpu_flags().split())
@@ -185,22 +210,32 @@ def test_an_avx2_build_gives_the_same_numbers(tmp_path, monkeypatch):
         alone = attend(qkv[:, : lengths[0]], np.arange(lengths[0]), heads, 1, library=avx2)
         assert np.array_equal(out[:, : lengths[0]], alone)
     x = (rng.standard_normal((37, 96)) * 3).astype(np.float32)
-    node = helper.make_node("RowQuantize", ["x"], ["q", "s"], domain=PB_DOMAIN, min_scale=MIN_SCALE)
+    q, scale = _row_kernel("RowQuantize", [x], [UINT8, FLOAT], avx2, min_scale=MIN_SCALE)
+    ref_q, ref_s = quantize_rows(x)
+    assert np.array_equal(q, ref_q) and np.array_equal(scale, ref_s)
+    # GELU's arithmetic per element is the same whatever the vector width
+    x[0, :81] = np.linspace(-10, 10, 81)
+    b = rng.standard_normal(96).astype(np.float32)
+    (gelu_avx2,) = _row_kernel("BiasGelu", [x, b], [FLOAT], avx2)
+    assert np.array_equal(gelu_avx2, _row_kernel("BiasGelu", [x, b], [FLOAT])[0])
+
+
+def _row_kernel(op: str, inputs: list, out_types: list, library=None, **attrs) -> list:
+    """``op``'s outputs (of ONNX ``out_types``) on float32 ``inputs``, one node run with the
+    host's kernel library or ``library``."""
+    ins = [f"x{k}" for k in range(len(inputs))]
+    outs = [f"y{k}" for k in range(len(out_types))]
+    node = helper.make_node(op, ins, outs, domain=PB_DOMAIN, **attrs)
     model = helper.make_model(
         helper.make_graph(
             [node],
-            "q",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-            [
-                helper.make_tensor_value_info("q", TensorProto.UINT8, None),
-                helper.make_tensor_value_info("s", TensorProto.FLOAT, None),
-            ],
+            op,
+            [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ins],
+            [helper.make_tensor_value_info(n, t, None) for n, t in zip(outs, out_types)],
         ),
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
     )
     opts = ORT.SessionOptions()
-    opts.register_custom_ops_library(str(avx2))
+    opts.register_custom_ops_library(str(library or cpu_kernels.library_path()))
     sess = ORT.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    q, scale = sess.run(None, {"x": x})
-    ref_q, ref_s = quantize_rows(x)
-    assert np.array_equal(q, ref_q) and np.array_equal(scale, ref_s)
+    return sess.run(None, dict(zip(ins, inputs)))

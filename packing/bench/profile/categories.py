@@ -35,8 +35,10 @@ The ``fused_int8`` kernels (:mod:`packing.runtime.cpu_kernels`) count under the 
 with: ``RowQuantize`` quantize, ``DequantBias`` dequantize (with the bias add),
 ``DequantBiasGeluQuantize`` GELU (with the rescale, bias and the next quantization),
 ``DequantBiasResidualLayerNormQuantize`` LayerNorm (with the rescale, bias, residual add and
-the next quantization); ``PackedAttention`` (``packed_attention``) is attention (fused), the
-unpack/repack gathers it replaces included."""
+the next quantization); the ``fused_fp32`` kernels likewise: ``BiasGelu`` GELU (with the bias),
+``BiasResidualLayerNorm`` LayerNorm (with the bias and residual add); ``PackedAttention``
+(``packed_attention``) is attention (fused), the unpack/repack gathers it replaces and, in
+fp32 with ``fused_fp32``, the Q/K/V bias add included."""
 
 _BY_OP = {
     "MatMulInteger": "dense MatMul",
@@ -59,6 +61,7 @@ _BY_OP = {
     "DequantBiasGeluQuantize": "GELU",
     "DequantBiasResidualLayerNormQuantize": "LayerNorm",
     "PackedAttention": "attention (fused)",
+    "BiasResidualLayerNorm": "LayerNorm",
 }
 _BY_ROLE = {
     "embed": "embeddings",

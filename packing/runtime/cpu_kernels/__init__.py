@@ -1,9 +1,10 @@
 """This package's CPU kernels for ONNX Runtime (domain ``packed_bert``), built on the host.
 
 ``kernels.cc`` beside this file holds the kernels of :data:`packing.model.graphs.HOST_BUILT_KERNELS`:
-``packed_attention`` (each unpack/repack layer's attention per sequence over the token axis)
-and ``fused_int8`` (the per-token quantization, rescale, bias, GELU, residual add and
-LayerNorm around each int8 Linear, one pass per row). It is compiled on
+``packed_attention`` (each unpack/repack layer's attention per sequence over the token axis),
+``fused_int8`` (the per-token quantization, rescale, bias, GELU, residual add and
+LayerNorm around each int8 Linear, one pass per row) and ``fused_fp32`` (the bias, GELU,
+residual add and LayerNorm after each float32 Linear, one pass per row). It is compiled on
 first use on each host with the host's C++ compiler for the host's CPU (``-march=native``:
 AVX-512 VNNI hosts and AVX2 hosts each get their own vector code) and cached;
 :func:`library_path` returns the shared library, which a backend registers with

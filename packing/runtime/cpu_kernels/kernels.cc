@@ -6,8 +6,12 @@
 //   DequantBiasGeluQuantize(acc, scale, bias) -> RowQuantize(gelu(acc * scale + bias))
 //   DequantBiasResidualLayerNormQuantize(acc, scale, bias, residual, gamma, beta)
 //       -> y = LayerNorm(residual + (acc * scale + bias)), RowQuantize(y)
-//   PackedAttention(qkv[..., T, 3H], position_ids int64 [T]) -> context [..., T, H]
-//       multi-head attention of each sequence over its own tokens (attribute num_heads)
+//   PackedAttention(qkv[..., T, 3H], position_ids int64 [T], bias[3H] optional)
+//       -> context [..., T, H]: multi-head attention of each sequence over its own tokens
+//       (attribute num_heads), of qkv + bias when the bias is given
+//   BiasGelu(x[..., N], bias[N]) -> gelu(x + bias)                       (float32 graphs)
+//   BiasResidualLayerNorm(x[..., N], bias[N], residual, gamma, beta)
+//       -> LayerNorm(residual + (x + bias))                               (float32 graphs)
 //
 // RowQuantize is the graphs' per-token int8 quantization: scale = max(max|x| / 127,
 // min_scale), q = saturate(round_half_even(x / scale) + 128). Every output row depends on
@@ -69,6 +73,7 @@ enum Slot : int {
   GetTensorTypeAndShape = 65,
   KernelInfoGetAttribute_float = 85,
   KernelInfoGetAttribute_int64 = 86,
+  KernelContext_GetInputCount = 88,
   KernelContext_GetInput = 90,
   KernelContext_GetOutput = 91,
   ReleaseStatus = 93,
@@ -132,6 +137,19 @@ OrtStatus* input(OrtKernelContext* ctx, size_t i, Tensor* t) {
   RETURN_IF(shape_of(v, &t->shape));
   return api_fn<OrtStatus* (*)(OrtValue*, void**)>(GetTensorMutableData)(
       const_cast<OrtValue*>(v), &t->data);
+}
+
+// An optional input: *given false (and t untouched) when the node leaves it out
+OrtStatus* optional_input(OrtKernelContext* ctx, size_t i, Tensor* t, bool* given) {
+  size_t n = 0;
+  RETURN_IF(api_fn<OrtStatus* (*)(const OrtKernelContext*, size_t*)>(KernelContext_GetInputCount)(
+      ctx, &n));
+  const OrtValue* v = nullptr;
+  if (i < n)
+    RETURN_IF(api_fn<OrtStatus* (*)(const OrtKernelContext*, size_t, const OrtValue**)>(
+        KernelContext_GetInput)(ctx, i, &v));
+  *given = v != nullptr;
+  return *given ? input(ctx, i, t) : nullptr;
 }
 
 OrtStatus* output(OrtKernelContext* ctx, size_t i, const std::vector<int64_t>& shape, Tensor* t) {
@@ -278,7 +296,32 @@ void dequant_bias_body(const void* p, int64_t r0, int64_t r1) {
     dequant_bias_row(acc + r * c->width, s[r], b, c->width, y + r * c->width);
 }
 
-void gelu_quantize_body(const void* p, int64_t r0, int64_t r1) {
+// GELU's loop at the CPU's full vector width: GCC's tuning for AVX-512 CPUs vectorises with
+// 256-bit registers unless told otherwise, and erf's polynomial and division make this loop
+// compute-bound, not memory-bound. Each element's arithmetic is the same at any width.
+#if defined(__x86_64__)
+#define FULL_WIDTH __attribute__((target("prefer-vector-width=512")))
+#else
+#define FULL_WIDTH
+#endif
+
+// g[j] = gelu(a[j] * s + b[j]) (exact, erf) for j < n; returns the largest |g[j]|. s = 1
+// leaves a[j] as it is (a product by 1 is exact).
+FULL_WIDTH inline float gelu_row(const float* a, float s, const float* b, int64_t n, float* g) {
+  constexpr float kInvSqrt2 = 0.70710678118654752f;
+  float hi = 0.0f;
+#pragma omp simd reduction(max : hi)
+  for (int64_t j = 0; j < n; ++j) {
+    float t = a[j] * s;
+    t = t + b[j];
+    float v = 0.5f * t * (1.0f + erf_rational(t * kInvSqrt2));
+    g[j] = v;
+    hi = std::max(hi, std::fabs(v));
+  }
+  return hi;
+}
+
+FULL_WIDTH void gelu_quantize_body(const void* p, int64_t r0, int64_t r1) {
   auto* c = static_cast<const Call*>(p);
   const int64_t n = c->width;
   const float* acc = static_cast<const float*>(c->in[0].data);
@@ -288,44 +331,51 @@ void gelu_quantize_body(const void* p, int64_t r0, int64_t r1) {
   auto* qs = static_cast<float*>(c->out[1].data);
   std::vector<float> row(static_cast<size_t>(n));
   float* g = row.data();
-  constexpr float kInvSqrt2 = 0.70710678118654752f;
   for (int64_t r = r0; r < r1; ++r) {
-    const float* a = acc + r * n;
-    const float sr = s[r];
-    float hi = 0.0f;
-#pragma omp simd reduction(max : hi)
-    for (int64_t j = 0; j < n; ++j) {
-      float t = a[j] * sr;
-      t = t + b[j];
-      float v = 0.5f * t * (1.0f + erf_rational(t * kInvSqrt2));
-      g[j] = v;
-      hi = std::max(hi, std::fabs(v));
-    }
+    const float hi = gelu_row(acc + r * n, s[r], b, n, g);
     qs[r] = quantize_scaled(g, n, hi, c->attrs->min_scale, q + r * n);
+  }
+}
+
+FULL_WIDTH void bias_gelu_body(const void* p, int64_t r0, int64_t r1) {
+  auto* c = static_cast<const Call*>(p);
+  const int64_t n = c->width;
+  const float* x = static_cast<const float*>(c->in[0].data);
+  const float* b = static_cast<const float*>(c->in[1].data);
+  auto* y = static_cast<float*>(c->out[0].data);
+  for (int64_t r = r0; r < r1; ++r) gelu_row(x + r * n, 1.0f, b, n, y + r * n);
+}
+
+// The rows [r0, r1) of LayerNorm(residual + (x * s + b)) into y, s a scale per row or none (1);
+// with q, each row's quantization too (scale into qs)
+inline void residual_norm_rows(const Call& c, const float* x, const float* s, const float* b,
+                               const float* res, const float* gamma, const float* beta,
+                               int64_t r0, int64_t r1, float* y, uint8_t* q, float* qs) {
+  const int64_t n = c.width;
+  for (int64_t r = r0; r < r1; ++r) {
+    float* yr = y + r * n;
+    const float* rr = res + r * n;
+    dequant_bias_row(x + r * n, s ? s[r] : 1.0f, b, n, yr);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) yr[j] = rr[j] + yr[j];
+    layer_norm_row(yr, n, gamma, beta, c.attrs->epsilon);
+    if (q) qs[r] = quantize_row(yr, n, c.attrs->min_scale, q + r * n);
   }
 }
 
 void residual_norm_quantize_body(const void* p, int64_t r0, int64_t r1) {
   auto* c = static_cast<const Call*>(p);
-  const int64_t n = c->width;
-  const float* acc = static_cast<const float*>(c->in[0].data);
-  const float* s = static_cast<const float*>(c->in[1].data);
-  const float* b = static_cast<const float*>(c->in[2].data);
-  const float* res = static_cast<const float*>(c->in[3].data);
-  const float* gamma = static_cast<const float*>(c->in[4].data);
-  const float* beta = static_cast<const float*>(c->in[5].data);
-  auto* y = static_cast<float*>(c->out[0].data);
-  auto* q = static_cast<uint8_t*>(c->out[1].data);
-  auto* qs = static_cast<float*>(c->out[2].data);
-  for (int64_t r = r0; r < r1; ++r) {
-    float* yr = y + r * n;
-    const float* rr = res + r * n;
-    dequant_bias_row(acc + r * n, s[r], b, n, yr);
-#pragma omp simd
-    for (int64_t j = 0; j < n; ++j) yr[j] = rr[j] + yr[j];
-    layer_norm_row(yr, n, gamma, beta, c->attrs->epsilon);
-    qs[r] = quantize_row(yr, n, c->attrs->min_scale, q + r * n);
-  }
+  auto f = [c](int i) { return static_cast<const float*>(c->in[i].data); };
+  residual_norm_rows(*c, f(0), f(1), f(2), f(3), f(4), f(5), r0, r1,
+                     static_cast<float*>(c->out[0].data), static_cast<uint8_t*>(c->out[1].data),
+                     static_cast<float*>(c->out[2].data));
+}
+
+void bias_residual_norm_body(const void* p, int64_t r0, int64_t r1) {
+  auto* c = static_cast<const Call*>(p);
+  auto f = [c](int i) { return static_cast<const float*>(c->in[i].data); };
+  residual_norm_rows(*c, f(0), nullptr, f(1), f(2), f(3), f(4), r0, r1,
+                     static_cast<float*>(c->out[0].data), nullptr, nullptr);
 }
 
 // ------------------------------------------------------------------ attention per sequence
@@ -380,6 +430,7 @@ inline Vec vexp_nonpositive(Vec x) {
 
 struct AttnCall {
   const float* qkv = nullptr;
+  const float* bias = nullptr;  // [3H] added to qkv as it is read, or none
   float* out = nullptr;
   int64_t hidden = 0, heads = 0, head_size = 0;
   float scale = 0.0f;
@@ -436,30 +487,40 @@ void attention_unit(const AttnCall& a, int64_t seq, int64_t h) {
   const int64_t len = a.length[seq], d = a.head_size, hidden = a.hidden, stride = 3 * hidden;
   const int64_t lp = round_up(len, 2 * kLanes), dp = round_up(d, kLanes);
   const float* base = a.qkv + a.start[seq] * stride;
-  thread_local std::vector<float> kt_buf, v_buf, s_buf;
+  thread_local std::vector<float> kt_buf, v_buf, s_buf, q_buf;
   kt_buf.resize(static_cast<size_t>(d * lp));  // K^T [d, lp], zero past len
   s_buf.resize(static_cast<size_t>(kRows * lp));
   float* kt = kt_buf.data();
   float* s = s_buf.data();
+  // the bias of this head's Q, K and V (each added as the graph's Add would: one rounding)
+  static const float kNoBias[1] = {0.0f};
+  const bool biased = a.bias != nullptr;
+  const float* bq = biased ? a.bias + h * d : kNoBias;
+  const float* bk = biased ? a.bias + hidden + h * d : kNoBias;
+  const float* bv = biased ? a.bias + 2 * hidden + h * d : kNoBias;
   // K^T, 16 keys at a time: reads 16 rows' head slices (L1-resident), writes whole lines
   constexpr int64_t kTile = 16;
   for (int64_t j0 = 0; j0 < len; j0 += kTile) {
     const int64_t n = std::min(kTile, len - j0);
     const float* k = base + j0 * stride + hidden + h * d;
-    for (int64_t c = 0; c < d; ++c)
-      for (int64_t jj = 0; jj < n; ++jj) kt[c * lp + j0 + jj] = k[jj * stride + c];
+    for (int64_t c = 0; c < d; ++c) {
+      const float b = bk[biased ? c : 0];
+      for (int64_t jj = 0; jj < n; ++jj) kt[c * lp + j0 + jj] = k[jj * stride + c] + b;
+    }
   }
   for (int64_t c = 0; c < d; ++c) std::fill(kt + c * lp + len, kt + (c + 1) * lp, 0.0f);
-  // V rows in place when the head size is whole vectors, else copied into rows of dp
+  // V rows in place when the head size is whole vectors and there is no bias, else copied
+  // (bias added) into rows of dp
   const float* vs = base + 2 * hidden + h * d;
   int64_t v_stride = stride;
-  if (dp != d) {
+  if (dp != d || biased) {
     v_buf.assign(static_cast<size_t>(len * dp), 0.0f);
     for (int64_t j = 0; j < len; ++j)
-      std::memcpy(&v_buf[j * dp], vs + j * stride, static_cast<size_t>(d) * sizeof(float));
+      for (int64_t c = 0; c < d; ++c) v_buf[j * dp + c] = vs[j * stride + c] + bv[biased ? c : 0];
     vs = v_buf.data();
     v_stride = dp;
   }
+  if (biased) q_buf.resize(static_cast<size_t>(kRows * d));
   const Vec scale = vsplat(a.scale);
   IVec iota;
   for (int i = 0; i < kLanes; ++i) iota[i] = i;
@@ -467,6 +528,13 @@ void attention_unit(const AttnCall& a, int64_t seq, int64_t h) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, len - i0));
     const float* q[kRows];
     for (int r = 0; r < kRows; ++r) q[r] = base + (i0 + std::min(r, rows - 1)) * stride + h * d;
+    if (biased) {  // the block's query rows with their bias
+      for (int r = 0; r < kRows; ++r) {
+        float* qb = &q_buf[r * d];
+        for (int64_t c = 0; c < d; ++c) qb[c] = q[r][c] + bq[c];
+        q[r] = qb;
+      }
+    }
     // scores of kRows queries against every key, two vectors of keys at a time; keys past
     // len masked to -inf, and each row's running maximum kept on the way
     Vec mx[kRows];
@@ -521,9 +589,11 @@ OrtStatus* attention_compute(const Attrs& attrs, OrtKernelContext* ctx) {
   auto bad = [](const std::string& what) {
     return make_status("packed_bert PackedAttention: " + what);
   };
-  Tensor qkv, pos, out;
+  Tensor qkv, pos, bias, out;
   RETURN_IF(input(ctx, 0, &qkv));
   RETURN_IF(input(ctx, 1, &pos));
+  bool has_bias = false;
+  RETURN_IF(optional_input(ctx, 2, &bias, &has_bias));
   const int64_t heads = attrs.num_heads;
   if (heads < 1) return bad("num_heads must be >= 1, got " + std::to_string(heads));
   const int64_t width = qkv.shape.empty() ? 0 : qkv.shape.back();
@@ -534,6 +604,9 @@ OrtStatus* attention_compute(const Attrs& attrs, OrtKernelContext* ctx) {
   if (pos.numel() != tokens)
     return bad("position_ids has " + std::to_string(pos.numel()) + " elements, expected one per "
                "token (" + std::to_string(tokens) + ")");
+  if (has_bias && bias.numel() != width)
+    return bad("bias has " + std::to_string(bias.numel()) + " elements, expected " +
+               std::to_string(width) + " (3 x hidden)");
   AttnCall a;
   a.hidden = width / 3;
   a.heads = heads;
@@ -541,6 +614,7 @@ OrtStatus* attention_compute(const Attrs& attrs, OrtKernelContext* ctx) {
   a.scale = attrs.scale > 0.0f ? attrs.scale : 1.0f / std::sqrt(static_cast<float>(a.head_size));
   RETURN_IF(output(ctx, 0, with_last(qkv.shape, a.hidden), &out));
   a.qkv = static_cast<const float*>(qkv.data);
+  a.bias = has_bias ? static_cast<const float*>(bias.data) : nullptr;
   a.out = static_cast<float*>(out.data);
   const auto* p = static_cast<const int64_t*>(pos.data);
   for (int64_t t = 0; t < tokens; ++t) {
@@ -567,15 +641,20 @@ struct OpSpec {
   void (*body)(const void*, int64_t, int64_t);  // row kernels: rows [r0, r1)
   OrtStatus* (*own_compute)(const Attrs&, OrtKernelContext*);  // the others
   int in_types[6];  // 0: float32
+  // row kernels, one letter per input after input 0 (the rows x[..., N]): 's' a scale per
+  // row, 'b' a bias [N], 'r' a residual shaped as x, 'g' LayerNorm's gamma or beta [N]
+  const char* roles;
 };
 
 const OpSpec kOps[] = {
-    {"RowQuantize", 1, 2, {kUint8, kFloat, 0}, row_quantize_body, nullptr, {}},
-    {"DequantBias", 3, 1, {kFloat, 0, 0}, dequant_bias_body, nullptr, {}},
-    {"DequantBiasGeluQuantize", 3, 2, {kUint8, kFloat, 0}, gelu_quantize_body, nullptr, {}},
+    {"RowQuantize", 1, 2, {kUint8, kFloat, 0}, row_quantize_body, nullptr, {}, ""},
+    {"DequantBias", 3, 1, {kFloat, 0, 0}, dequant_bias_body, nullptr, {}, "sb"},
+    {"DequantBiasGeluQuantize", 3, 2, {kUint8, kFloat, 0}, gelu_quantize_body, nullptr, {}, "sb"},
     {"DequantBiasResidualLayerNormQuantize", 6, 3, {kFloat, kUint8, kFloat},
-     residual_norm_quantize_body, nullptr, {}},
-    {"PackedAttention", 2, 1, {kFloat, 0, 0}, nullptr, attention_compute, {kFloat, kInt64}},
+     residual_norm_quantize_body, nullptr, {}, "sbrgg"},
+    {"PackedAttention", 3, 1, {kFloat, 0, 0}, nullptr, attention_compute, {kFloat, kInt64}, ""},
+    {"BiasGelu", 2, 1, {kFloat, 0, 0}, bias_gelu_body, nullptr, {}, "b"},
+    {"BiasResidualLayerNorm", 5, 1, {kFloat, 0, 0}, bias_residual_norm_body, nullptr, {}, "brgg"},
 };
 
 struct Kernel {
@@ -589,15 +668,17 @@ OrtStatus* check_inputs(const OpSpec& spec, const Call& c) {
     return make_status(std::string("packed_bert ") + spec.name + ": " + what);
   };
   if (c.in[0].shape.empty() || width <= 0) return bad("input 0 needs a last axis of size >= 1");
-  if (spec.n_in >= 2 && c.in[1].numel() != rows)
-    return bad("scale has " + std::to_string(c.in[1].numel()) + " elements, expected one per row (" +
-               std::to_string(rows) + ")");
-  if (spec.n_in >= 3 && c.in[2].numel() != width)
-    return bad("bias has " + std::to_string(c.in[2].numel()) + " elements, expected " +
-               std::to_string(width));
-  if (spec.n_in == 6) {
-    if (c.in[3].numel() != rows * width) return bad("residual's shape differs from input 0's");
-    if (c.in[4].numel() != width || c.in[5].numel() != width)
+  for (int i = 1; i < spec.n_in; ++i) {
+    const std::string got = std::to_string(c.in[i].numel());
+    const char role = spec.roles[i - 1];
+    if (role == 's' && c.in[i].numel() != rows)
+      return bad("scale has " + got + " elements, expected one per row (" + std::to_string(rows) +
+                 ")");
+    if (role == 'b' && c.in[i].numel() != width)
+      return bad("bias has " + got + " elements, expected " + std::to_string(width));
+    if (role == 'r' && c.in[i].numel() != rows * width)
+      return bad("residual's shape differs from input 0's");
+    if (role == 'g' && c.in[i].numel() != width)
       return bad("gamma and beta need " + std::to_string(width) + " elements each");
   }
   return nullptr;
@@ -687,6 +768,10 @@ size_t input_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_
 int output_type(const CustomOp* op, size_t i) { return op->spec->out_types[i]; }
 size_t output_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_out); }
 int required(const CustomOp*, size_t) { return 0; }   // INPUT_OUTPUT_REQUIRED
+// INPUT_OUTPUT_OPTIONAL (1) for PackedAttention's bias, else required
+int input_characteristic(const CustomOp* op, size_t i) {
+  return op->spec->own_compute == attention_compute && i == 2 ? 1 : 0;
+}
 int default_memory(const CustomOp*, size_t) { return 0; }  // OrtMemTypeDefault
 int one(const CustomOp*) { return 1; }
 
@@ -703,7 +788,7 @@ CustomOp make_op(const OpSpec* spec) {
   op.GetOutputTypeCount = output_count;
   op.KernelCompute = compute_v1;
   op.KernelDestroy = destroy;
-  op.GetInputCharacteristic = required;
+  op.GetInputCharacteristic = input_characteristic;
   op.GetOutputCharacteristic = required;
   op.GetInputMemoryType = default_memory;
   op.GetVariadicInputMinArity = one;
