@@ -251,8 +251,8 @@ DEFAULT_KERNELS: dict[str, frozenset[str]] = {
 }
 """The kernels ``packed-bert prepare`` writes per precision unless told otherwise (measured
 faster; the contrib kernels give the plain graph's numbers, ``fused_int8`` and ``fused_fp32``
-the same within the last bits, ``packed_attention`` within fp32 rounding: docs/precision.md "Where the time
-goes"). :data:`HOST_BUILT_KERNELS` are left out on a host with no C++ compiler
+the same within the last bits, ``packed_attention`` within fp32 rounding: docs/precision.md
+"Where the time goes"). :data:`HOST_BUILT_KERNELS` are left out on a host with no C++ compiler
 (:func:`packing.model.prepare.default_kernels`). fp16 graphs keep the plain operators: they
 run on CUDA, where these were not measured (no GPU here); an fp32 folder meant for CUDA is
 prepared with ``--kernels mha`` (this package's kernels run on the CPU only)."""
