@@ -298,8 +298,10 @@ void dequant_bias_body(const void* p, int64_t r0, int64_t r1) {
 
 // GELU's loop at the CPU's full vector width: GCC's tuning for AVX-512 CPUs vectorises with
 // 256-bit registers unless told otherwise, and erf's polynomial and division make this loop
-// compute-bound, not memory-bound. Each element's arithmetic is the same at any width.
-#if defined(__x86_64__)
+// compute-bound, not memory-bound. Each element's arithmetic is the same at any width. GCC 8
+// and later on x86 only (other compilers may not take this target attribute: they build the
+// loop at their default width).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
 #define FULL_WIDTH __attribute__((target("prefer-vector-width=512")))
 #else
 #define FULL_WIDTH
