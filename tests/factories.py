@@ -380,3 +380,40 @@ def python_lines(fn, *args, **kwargs) -> tuple[int, object]:
     finally:
         sys.settrace(None)
     return count[0], result
+
+
+def kernel_node_session(
+    op: str,
+    inputs: Sequence[tuple[str, int]],
+    outputs: Sequence[tuple[str, int]],
+    *,
+    library=None,
+    threads: int = 2,
+    **attrs,
+):
+    """An ONNX Runtime CPU session of one node ``op`` of this package's CPU kernels (domain
+    ``packed_bert``): ``inputs`` and ``outputs`` are ``(name, ONNX element type)`` pairs,
+    ``attrs`` the node's attributes; the host's kernel library, or the one at ``library``."""
+    from onnx import helper
+
+    from packing.model.graphs import PB_DOMAIN, PB_OPSET
+    from packing.runtime import cpu_kernels
+    from packing.runtime.backend import import_onnxruntime
+
+    ort = import_onnxruntime()
+    node = helper.make_node(
+        op, [n for n, _ in inputs], [n for n, _ in outputs], domain=PB_DOMAIN, **attrs
+    )
+    model = helper.make_model(
+        helper.make_graph(
+            [node],
+            op,
+            [helper.make_tensor_value_info(n, t, None) for n, t in inputs],
+            [helper.make_tensor_value_info(n, t, None) for n, t in outputs],
+        ),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
+    )
+    opts = ort.SessionOptions()
+    opts.register_custom_ops_library(str(library or cpu_kernels.library_path()))
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

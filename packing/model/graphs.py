@@ -763,8 +763,7 @@ def build_graph(
     ``task`` record them (the runtime refuses fp16 on a CPU). ``kernels`` (a subset of
     :data:`KERNELS`; None: :data:`DEFAULT_KERNELS` of the precision) are the kernels written
     in place of plain operators (``fused_int8`` for int8 only, ``fused_fp32`` for fp32 only,
-    else ValueError); the metadata
-    ``kernels`` records them.
+    else ValueError); the metadata ``kernels`` records them.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown graph kind {kind!r}; expected one of {KINDS}")

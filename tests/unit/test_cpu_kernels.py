@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
-from packing.model.graphs import PB_DOMAIN, PB_OPSET
 from packing.model.quantize import MIN_SCALE, ZERO_POINT, quantize_rows
 from packing.runtime import cpu_kernels
-from packing.runtime.backend import import_onnxruntime
 
-ORT = import_onnxruntime()
+from factories import kernel_node_session
+
 OUTPUTS = {
     "RowQuantize": [TensorProto.UINT8, TensorProto.FLOAT],
     "DequantBias": [TensorProto.FLOAT],
@@ -43,24 +42,12 @@ EPS = 1e-12
 
 def kernel_session(op: str, threads: int = 2):
     """An ONNX Runtime session of the one kernel ``op`` (inputs i0.., outputs o0..)."""
-    ins = [
-        helper.make_tensor_value_info(f"i{k}", TensorProto.FLOAT, None) for k in range(INPUTS[op])
-    ]
-    outs = [helper.make_tensor_value_info(f"o{k}", t, None) for k, t in enumerate(OUTPUTS[op])]
+    ins = [(f"i{k}", TensorProto.FLOAT) for k in range(INPUTS[op])]
+    outs = [(f"o{k}", t) for k, t in enumerate(OUTPUTS[op])]
     attrs = {"min_scale": MIN_SCALE}
     if "LayerNorm" in op:
         attrs["epsilon"] = EPS
-    node = helper.make_node(
-        op, [i.name for i in ins], [o.name for o in outs], domain=PB_DOMAIN, **attrs
-    )
-    model = helper.make_model(
-        helper.make_graph([node], op, ins, outs),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
-    )
-    opts = ORT.SessionOptions()
-    opts.register_custom_ops_library(str(cpu_kernels.library_path()))
-    opts.intra_op_num_threads = threads
-    return ORT.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return kernel_node_session(op, ins, outs, threads=threads, **attrs)
 
 
 def run(op: str, *arrays, threads: int = 2):

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
-from packing.model.graphs import PB_DOMAIN, PB_OPSET
 from packing.runtime import cpu_kernels
-from packing.runtime.backend import import_onnxruntime
 
-ORT = import_onnxruntime()
+from factories import kernel_node_session
+
 FLOAT, UINT8 = TensorProto.FLOAT, TensorProto.UINT8
 ATOL = 2e-6  # fp32 against a float64 reference, contexts of magnitude ~1
 
@@ -28,22 +27,15 @@ def attention_session(
 ):
     """An ONNX Runtime session of one PackedAttention node (inputs qkv, position_ids, and
     with ``bias`` its optional bias), with the host's kernel library or ``library``."""
-    names = ["qkv", "position_ids"] + (["bias"] if bias else [])
-    types = [TensorProto.FLOAT, TensorProto.INT64, TensorProto.FLOAT]
-    ins = [helper.make_tensor_value_info(n, t, None) for n, t in zip(names, types)]
-    outs = [helper.make_tensor_value_info("context", TensorProto.FLOAT, None)]
+    ins = [("qkv", FLOAT), ("position_ids", TensorProto.INT64)] + (
+        [("bias", FLOAT)] if bias else []
+    )
     attrs = {} if num_heads is None else {"num_heads": num_heads}
     if scale is not None:
         attrs["scale"] = scale
-    node = helper.make_node("PackedAttention", names, ["context"], domain=PB_DOMAIN, **attrs)
-    model = helper.make_model(
-        helper.make_graph([node], "attention", ins, outs),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
+    return kernel_node_session(
+        "PackedAttention", ins, [("context", FLOAT)], library=library, threads=threads, **attrs
     )
-    opts = ORT.SessionOptions()
-    opts.register_custom_ops_library(str(library or cpu_kernels.library_path()))
-    opts.intra_op_num_threads = threads
-    return ORT.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def attend(qkv, positions, num_heads, threads=2, scale=None, library=None, bias=None):
@@ -210,32 +202,23 @@ def test_an_avx2_build_gives_the_same_numbers(tmp_path, monkeypatch):
         alone = attend(qkv[:, : lengths[0]], np.arange(lengths[0]), heads, 1, library=avx2)
         assert np.array_equal(out[:, : lengths[0]], alone)
     x = (rng.standard_normal((37, 96)) * 3).astype(np.float32)
-    q, scale = _row_kernel("RowQuantize", [x], [UINT8, FLOAT], avx2, min_scale=MIN_SCALE)
+    rq = kernel_node_session(
+        "RowQuantize",
+        [("x", FLOAT)],
+        [("q", UINT8), ("s", FLOAT)],
+        library=avx2,
+        min_scale=MIN_SCALE,
+    )
+    q, scale = rq.run(None, {"x": x})
     ref_q, ref_s = quantize_rows(x)
     assert np.array_equal(q, ref_q) and np.array_equal(scale, ref_s)
     # GELU's arithmetic per element is the same whatever the vector width
     x[0, :81] = np.linspace(-10, 10, 81)
     b = rng.standard_normal(96).astype(np.float32)
-    (gelu_avx2,) = _row_kernel("BiasGelu", [x, b], [FLOAT], avx2)
-    assert np.array_equal(gelu_avx2, _row_kernel("BiasGelu", [x, b], [FLOAT])[0])
-
-
-def _row_kernel(op: str, inputs: list, out_types: list, library=None, **attrs) -> list:
-    """``op``'s outputs (of ONNX ``out_types``) on float32 ``inputs``, one node run with the
-    host's kernel library or ``library``."""
-    ins = [f"x{k}" for k in range(len(inputs))]
-    outs = [f"y{k}" for k in range(len(out_types))]
-    node = helper.make_node(op, ins, outs, domain=PB_DOMAIN, **attrs)
-    model = helper.make_model(
-        helper.make_graph(
-            [node],
-            op,
-            [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ins],
-            [helper.make_tensor_value_info(n, t, None) for n, t in zip(outs, out_types)],
-        ),
-        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(PB_DOMAIN, PB_OPSET)],
-    )
-    opts = ORT.SessionOptions()
-    opts.register_custom_ops_library(str(library or cpu_kernels.library_path()))
-    sess = ORT.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, dict(zip(ins, inputs)))
+    gelu = {
+        lib: kernel_node_session(
+            "BiasGelu", [("x", FLOAT), ("b", FLOAT)], [("y", FLOAT)], library=lib
+        ).run(None, {"x": x, "b": b})[0]
+        for lib in (avx2, None)
+    }
+    assert np.array_equal(gelu[avx2], gelu[None])

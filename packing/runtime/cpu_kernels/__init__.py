@@ -97,9 +97,9 @@ def library_path() -> Path:
     if cxx is None:
         raise KernelBuildError(
             f"the {PB_DOMAIN} CPU kernels ({SOURCE.name}, used by folders prepared with the "
-            "packed_attention or fused_int8 kernel) are built on first use and need a C++ "
-            "compiler: install g++ (Debian/Ubuntu: apt-get install g++) or set CXX, or prepare "
-            "the folder with --kernels mha (fp32) or --kernels int8_to_float,mha (int8)"
+            "packed_attention, fused_fp32 or fused_int8 kernel) are built on first use and need "
+            "a C++ compiler: install g++ (Debian/Ubuntu: apt-get install g++) or set CXX, or "
+            "prepare the folder with --kernels mha (fp32) or --kernels int8_to_float,mha (int8)"
         )
     target = cache_dir() / _build_key(cxx) / "libpacked_bert_kernels.so"
     if target.exists():

@@ -646,6 +646,7 @@ struct OpSpec {
   // row kernels, one letter per input after input 0 (the rows x[..., N]): 's' a scale per
   // row, 'b' a bias [N], 'r' a residual shaped as x, 'g' LayerNorm's gamma or beta [N]
   const char* roles;
+  int n_optional = 0;  // the last n_optional inputs a node may leave out
 };
 
 const OpSpec kOps[] = {
@@ -654,7 +655,7 @@ const OpSpec kOps[] = {
     {"DequantBiasGeluQuantize", 3, 2, {kUint8, kFloat, 0}, gelu_quantize_body, nullptr, {}, "sb"},
     {"DequantBiasResidualLayerNormQuantize", 6, 3, {kFloat, kUint8, kFloat},
      residual_norm_quantize_body, nullptr, {}, "sbrgg"},
-    {"PackedAttention", 3, 1, {kFloat, 0, 0}, nullptr, attention_compute, {kFloat, kInt64}, ""},
+    {"PackedAttention", 3, 1, {kFloat, 0, 0}, nullptr, attention_compute, {kFloat, kInt64}, "", 1},
     {"BiasGelu", 2, 1, {kFloat, 0, 0}, bias_gelu_body, nullptr, {}, "b"},
     {"BiasResidualLayerNorm", 5, 1, {kFloat, 0, 0}, bias_residual_norm_body, nullptr, {}, "brgg"},
 };
@@ -770,9 +771,9 @@ size_t input_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_
 int output_type(const CustomOp* op, size_t i) { return op->spec->out_types[i]; }
 size_t output_count(const CustomOp* op) { return static_cast<size_t>(op->spec->n_out); }
 int required(const CustomOp*, size_t) { return 0; }   // INPUT_OUTPUT_REQUIRED
-// INPUT_OUTPUT_OPTIONAL (1) for PackedAttention's bias, else required
+// INPUT_OUTPUT_OPTIONAL (1) for the op's last n_optional inputs, else required (0)
 int input_characteristic(const CustomOp* op, size_t i) {
-  return op->spec->own_compute == attention_compute && i == 2 ? 1 : 0;
+  return static_cast<int>(i) >= op->spec->n_in - op->spec->n_optional ? 1 : 0;
 }
 int default_memory(const CustomOp*, size_t) { return 0; }  // OrtMemTypeDefault
 int one(const CustomOp*) { return 1; }
