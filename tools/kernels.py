@@ -1,6 +1,6 @@
 """``python -m tools kernels``: each kernel of the graph builder (ONNX Runtime's contrib kernels,
-this package's ``fused_int8``, ``fused_fp32`` and ``packed_attention``), alone or combined,
-against the plain graph, in one run.
+this package's ``fused_int8``, ``fused_fp32`` and ``packed_attention``) and ONNX Runtime's
+session options, alone or combined, against the plain graph, in one run.
 
 For a prepared folder and one layout, the builder writes the layout's graph once per
 **variant** (a set of :data:`packing.model.graphs.KERNELS`; ``plain`` is none of them) into a
@@ -12,10 +12,14 @@ them. Reported per variant:
 the median time of a round, the speed over the first variant, and the largest absolute
 difference of its outputs from the first variant's on those batches (each kernel is kept only
 if it is faster **and** keeps the numbers: the contrib kernels give the same, this package's
-the same within float32's last bits, int8's within its last-bit rounding). A variant may also name ``ort_skipln``: the
-same graph with ONNX Runtime's SkipLayerNormalization rewrite left on, which the backend turns
-off on the CPU (:data:`~packing.runtime.backend.CPU_DISABLED_OPTIMIZERS`). Prints the host's CPU model and features. A
-benchmark: run it on a quiet host.
+the same within float32's last bits, int8's within its last-bit rounding).
+
+A variant may also name session options (:data:`OPTIONS`), which change how ONNX Runtime runs
+the same graph: ``ort_skipln`` leaves ONNX Runtime's SkipLayerNormalization rewrite on (the
+backend turns it off on the CPU, :data:`~packing.runtime.backend.CPU_DISABLED_OPTIMIZERS`);
+``no_arena`` and ``no_mem_pattern`` turn off its CPU memory arena and memory-pattern
+planning; ``io_binding`` runs through an IO binding (the backend's options of the same
+names). Prints the host's CPU model and features. A benchmark: run it on a quiet host.
 """
 
 from __future__ import annotations
@@ -38,21 +42,30 @@ ORT_SKIPLN = "ort_skipln"
 """A variant token that is no kernel: ONNX Runtime's ``SkipLayerNormFusion`` left on (the
 backend turns it off on the CPU, :data:`~packing.runtime.backend.CPU_DISABLED_OPTIMIZERS`)."""
 
+OPTIONS: dict[str, dict] = {
+    ORT_SKIPLN: {"disabled_optimizers": ()},
+    "no_arena": {"memory_arena": False},
+    "no_mem_pattern": {"memory_pattern": False},
+    "io_binding": {"io_binding": True},
+}
+"""The variant tokens that are no kernel but session options, and the
+:class:`~packing.runtime.backend.OnnxRuntimeBackend` arguments each sets."""
+
 
 def parse_variant(text: str) -> frozenset[str]:
-    """``plain`` -> no kernel; ``mha+int8_to_float`` -> those two; ``plain+ort_skipln`` or
-    ``mha+ort_skipln``: also ONNX Runtime's SkipLayerNormalization fusion left on (ValueError
-    for an unknown token, naming it)."""
+    """``plain`` -> no kernel; ``mha+int8_to_float`` -> those two; ``plain+ort_skipln``,
+    ``mha+no_arena``: also those session options (:data:`OPTIONS`). ValueError for an unknown
+    token, naming it."""
     from packing.model.graphs import check_kernels
 
     tokens = set(text.split("+")) - {"plain"}
-    check_kernels(tokens - {ORT_SKIPLN})
+    check_kernels(tokens - set(OPTIONS))
     return frozenset(tokens)
 
 
 def _name(variant: frozenset[str]) -> str:
-    kernels = "+".join(sorted(variant - {ORT_SKIPLN})) or "plain"
-    return kernels + ("+" + ORT_SKIPLN if ORT_SKIPLN in variant else "")
+    kernels = "+".join(sorted(variant - set(OPTIONS))) or "plain"
+    return "+".join([kernels, *sorted(variant & set(OPTIONS))])
 
 
 def kernels(
@@ -97,11 +110,11 @@ def kernels(
         backends = []
         for v in parsed:
             graph = build_graph(
-                layout, m.dims, folder / weights, m.precision, m.task, v - {ORT_SKIPLN}
+                layout, m.dims, folder / weights, m.precision, m.task, v - set(OPTIONS)
             )
             onnx.save(graph, str(folder / f"{_name(v)}.onnx"))
-            rewrites = {"disabled_optimizers": ()} if ORT_SKIPLN in v else {}
-            backends.append(OnnxRuntimeBackend(folder / f"{_name(v)}.onnx", **options, **rewrites))
+            session = {k: a for t in sorted(v & set(OPTIONS)) for k, a in OPTIONS[t].items()}
+            backends.append(OnnxRuntimeBackend(folder / f"{_name(v)}.onnx", **options, **session))
         executor = PlanExecutor(backends[0], m, model)  # every variant takes the same feeds
         feeds = [executor.inputs(p, [data[k] for k in p.seq_ids])[0] for p in plans]
         outputs = [[b.run(f) for f in feeds] for b in backends]  # also the warm-up round

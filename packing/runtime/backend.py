@@ -263,6 +263,12 @@ class OnnxRuntimeBackend(Backend):
     :data:`CPU_DISABLED_OPTIMIZERS` on the CPU provider, none on CUDA).
     ``profile``: a file prefix; when set, ONNX Runtime's profiler records every operator of
     every run and :meth:`end_profiling` writes the trace (``packed-bert bench --profile``).
+    ``memory_arena`` and ``memory_pattern``: ONNX Runtime's CPU memory arena and memory-pattern
+    planning (``SessionOptions.enable_cpu_mem_arena`` and ``enable_mem_pattern``; both on by
+    default, as in ONNX Runtime). ``io_binding``: :meth:`run` binds the inputs and lets ONNX
+    Runtime allocate the outputs through an IO binding instead of ``InferenceSession.run``.
+    The three were measured against the defaults kept here (docs/precision.md, "ONNX Runtime's
+    session options"): none was faster beyond the host's noise.
 
     ``device="cuda"`` makes the session with the CUDA provider (TF32 off,
     :data:`CUDA_PROVIDER_OPTIONS`) and checks the provider the session really got: ONNX
@@ -286,6 +292,9 @@ class OnnxRuntimeBackend(Backend):
         spin: bool | None = None,
         profile: str | None = None,
         disabled_optimizers: tuple[str, ...] | None = None,
+        memory_arena: bool = True,
+        memory_pattern: bool = True,
+        io_binding: bool = False,
     ) -> None:
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
@@ -315,7 +324,10 @@ class OnnxRuntimeBackend(Backend):
         if profile is not None:
             opts.enable_profiling = True
             opts.profile_file_prefix = str(profile)
+        opts.enable_cpu_mem_arena = memory_arena
+        opts.enable_mem_pattern = memory_pattern
         opts.log_severity_level = 3
+        self._io_binding = io_binding
         self.model_path = Path(model_path)
         if not self.model_path.exists():
             raise FileNotFoundError(f"model graph not found: {self.model_path}")
@@ -402,6 +414,14 @@ class OnnxRuntimeBackend(Backend):
         missing = self._inputs - inputs.keys()
         if missing:
             raise ValueError(f"{self.model_path.name}: missing inputs {sorted(missing)}")
+        if self._io_binding:
+            binding = self._session.io_binding()
+            for k in self._inputs:
+                binding.bind_cpu_input(k, np.ascontiguousarray(inputs[k]))
+            for name in self._outputs:
+                binding.bind_output(name, "cpu")
+            self._session.run_with_iobinding(binding)
+            return dict(zip(self._outputs, binding.copy_outputs_to_cpu()))
         feed = {k: inputs[k] for k in self._inputs}
         return dict(zip(self._outputs, self._session.run(self._outputs, feed)))
 

@@ -18,6 +18,7 @@ from tools.kernels import format_kernels, kernels, parse_variant
         ("mha", frozenset({"mha"})),
         ("int8_to_float+mha", frozenset({"mha", "int8_to_float"})),
         ("plain+ort_skipln", frozenset({"ort_skipln"})),
+        ("mha+no_arena+io_binding", frozenset({"mha", "no_arena", "io_binding"})),
     ],
 )
 def test_parse_variant(text, want):
@@ -50,6 +51,20 @@ def test_kernels_on_a_tiny_folder(tiny_model_dir):
     assert "| mha |" in text and "avx2=" in text
     with pytest.raises(ValueError, match="at least two"):
         kernels(tiny_model_dir, ["plain"])
+
+
+def test_session_options_run_the_same_graph_to_the_same_numbers(tiny_model_dir):
+    report = kernels(
+        tiny_model_dir,
+        ["mha", "mha+no_arena", "mha+no_mem_pattern", "mha+io_binding"],
+        samples=16,
+        batches=2,
+        rounds=1,
+        threads=1,
+    )
+    rows = {r["variant"]: r for r in report["rows"]}
+    assert list(rows) == ["mha", "mha+no_arena", "mha+no_mem_pattern", "mha+io_binding"]
+    assert all(r["max_abs_diff"] == 0.0 for r in rows.values())
 
 
 def test_kernels_command(tiny_model_dir, tmp_path, capsys):

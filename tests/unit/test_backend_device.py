@@ -274,3 +274,35 @@ def test_served_runners_do_not_spin_by_default():
         model_dir="/tmp/m", device="cpu", intra_op_spinning=True
     ).runner_backend()
     assert options["spin"] is True
+
+
+def test_memory_options_reach_the_session_and_io_binding_gives_the_same_outputs(
+    monkeypatch, tmp_path
+):
+    seen = []
+    real = ort.InferenceSession
+
+    def spy(path, opts=None, providers=None, **kw):
+        seen.append((opts.enable_cpu_mem_arena, opts.enable_mem_pattern))
+        return real(path, opts, providers=providers, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    path = tmp_path / "matmul.onnx"
+    path.write_bytes(be._probe_graph())
+    plain = OnnxRuntimeBackend(path, device="cpu", intra_op_threads=1)
+    bound = OnnxRuntimeBackend(
+        path,
+        device="cpu",
+        intra_op_threads=1,
+        memory_arena=False,
+        memory_pattern=False,
+        io_binding=True,
+    )
+    assert seen == [(True, True), (False, False)]
+    x = np.arange(4, dtype=np.float32).reshape(2, 2)
+    want = x @ x
+    for backend in (plain, bound):
+        out = backend.run({"x": x})
+        assert list(out) == ["y"] and np.array_equal(out["y"], want)
+    with pytest.raises(ValueError, match="missing inputs"):
+        bound.run({})

@@ -147,8 +147,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         sub,
         _kernels,
         "kernels",
-        help="the graph builder's kernels, each alone against the plain "
-        "graph: time per round of the same batches and max abs output difference, in one run "
+        help="the graph builder's kernels and ONNX Runtime's session options, each alone "
+        "against the plain graph: time per round of the same batches and max abs output difference, in one run "
         "(a benchmark: run it on a quiet host)",
     )
     model_dir_flag(kn)
@@ -158,7 +158,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=["plain+ort_skipln", "plain", "mha", "int8_to_float", "int8_to_float+mha"],
         metavar="plain|K[+K]",
         help="kernel sets to build and time (int8_to_float needs an int8 folder; "
-        "+ort_skipln: ONNX Runtime's SkipLayerNormalization rewrite left on); the first is "
+        "+ort_skipln: ONNX Runtime's SkipLayerNormalization rewrite left on; +no_arena, "
+        "+no_mem_pattern, +io_binding: those session options); the first is "
         "the base of the ratios (default: plain+ort_skipln plain mha int8_to_float "
         "int8_to_float+mha)",
     )
