@@ -148,8 +148,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         _kernels,
         "kernels",
         help="the graph builder's kernels and ONNX Runtime's session options, each alone "
-        "against the plain graph: time per round of the same batches and max abs output difference, in one run "
-        "(a benchmark: run it on a quiet host)",
+        "against the plain graph: time per round of the same batches and max abs output "
+        "difference, in one run (a benchmark: run it on a quiet host)",
     )
     model_dir_flag(kn)
     kn.add_argument(
