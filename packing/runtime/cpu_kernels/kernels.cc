@@ -129,14 +129,25 @@ OrtStatus* shape_of(const OrtValue* v, std::vector<int64_t>* out) {
   return st;
 }
 
-OrtStatus* input(OrtKernelContext* ctx, size_t i, Tensor* t) {
-  const OrtValue* v = nullptr;
-  RETURN_IF(api_fn<OrtStatus* (*)(const OrtKernelContext*, size_t, const OrtValue**)>(
-      KernelContext_GetInput)(ctx, i, &v));
-  if (v == nullptr) return make_status("packed_bert kernel: input " + std::to_string(i) + " missing");
+// Input i of the call (null when the node leaves it out)
+OrtStatus* input_value(OrtKernelContext* ctx, size_t i, const OrtValue** v) {
+  *v = nullptr;
+  return api_fn<OrtStatus* (*)(const OrtKernelContext*, size_t, const OrtValue**)>(
+      KernelContext_GetInput)(ctx, i, v);
+}
+
+// The shape and data of an input value
+OrtStatus* tensor_of(const OrtValue* v, Tensor* t) {
   RETURN_IF(shape_of(v, &t->shape));
   return api_fn<OrtStatus* (*)(OrtValue*, void**)>(GetTensorMutableData)(
       const_cast<OrtValue*>(v), &t->data);
+}
+
+OrtStatus* input(OrtKernelContext* ctx, size_t i, Tensor* t) {
+  const OrtValue* v = nullptr;
+  RETURN_IF(input_value(ctx, i, &v));
+  if (v == nullptr) return make_status("packed_bert kernel: input " + std::to_string(i) + " missing");
+  return tensor_of(v, t);
 }
 
 // An optional input: *given false (and t untouched) when the node leaves it out
@@ -145,11 +156,9 @@ OrtStatus* optional_input(OrtKernelContext* ctx, size_t i, Tensor* t, bool* give
   RETURN_IF(api_fn<OrtStatus* (*)(const OrtKernelContext*, size_t*)>(KernelContext_GetInputCount)(
       ctx, &n));
   const OrtValue* v = nullptr;
-  if (i < n)
-    RETURN_IF(api_fn<OrtStatus* (*)(const OrtKernelContext*, size_t, const OrtValue**)>(
-        KernelContext_GetInput)(ctx, i, &v));
+  if (i < n) RETURN_IF(input_value(ctx, i, &v));
   *given = v != nullptr;
-  return *given ? input(ctx, i, t) : nullptr;
+  return *given ? tensor_of(v, t) : nullptr;
 }
 
 OrtStatus* output(OrtKernelContext* ctx, size_t i, const std::vector<int64_t>& shape, Tensor* t) {
@@ -297,8 +306,8 @@ void dequant_bias_body(const void* p, int64_t r0, int64_t r1) {
 }
 
 // GELU's loop at the CPU's full vector width: GCC's tuning for AVX-512 CPUs vectorises with
-// 256-bit registers unless told otherwise, and erf's polynomial and division make this loop
-// compute-bound, not memory-bound. Each element's arithmetic is the same at any width. GCC 8
+// 256-bit registers unless told otherwise, and erf's polynomial makes this loop many
+// instructions per element. Each element's arithmetic is the same at any width. GCC 8
 // and later on x86 only (other compilers may not take this target attribute: they build the
 // loop at their default width).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
